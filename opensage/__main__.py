@@ -1,0 +1,3 @@
+from opensage.cli import main
+
+main()

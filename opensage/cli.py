@@ -1,0 +1,220 @@
+"""The ``opensage`` command line (also ``python -m opensage``).
+
+``opensage @memory-query query="auth"`` runs one command; ``opensage commands`` lists
+them; ``opensage chat`` is an interactive session; ``opensage hook EVENT`` is the door
+real hosts use to report session events (see ``docs/session-events.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from opensage.errors import OpenSageError, UsageError
+
+__all__ = ["main", "cli"]
+
+HOOK_EVENTS = {
+    "session-start": None,
+    "session-end": None,
+    "compact": None,
+    "event": None,
+    "user-message": "user_message",
+    "assistant-message": "assistant_message",
+    "tool-call": "tool_call",
+    "tool-result": "tool_result",
+    "error": "error",
+    "file-edit": "file_edit",
+}
+
+
+def _host(ctx: click.Context):
+    obj = ctx.find_root().obj
+    if obj.get("host") is None:
+        from opensage.host import Host
+        from opensage.store import Workspace, find_workspace
+
+        obj["host"] = Host(Workspace(find_workspace(obj.get("workspace"))))
+    return obj["host"]
+
+
+def _emit(ctx: click.Context, result) -> None:
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(result.data if result.data is not None else {"text": result.text}, default=str, ensure_ascii=False))
+    else:
+        click.echo(result.text)
+
+
+def _fail(exc: OpenSageError) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    """A group whose unknown ``@name`` subcommands run ``@``-commands."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        if cmd_name.startswith("@"):
+            return _at_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0].startswith("@"):
+            return args[0], _at_command(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+
+def _at_command(name: str) -> click.Command:
+    @click.command(
+        name=name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+        add_help_option=False,
+    )
+    @click.argument("tokens", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def run_at(ctx: click.Context, tokens: tuple[str, ...]) -> None:
+        from opensage.commands import parse_tokens, usage
+
+        try:
+            host = _host(ctx)
+            if tokens and tokens[0] in ("--help", "-h", "help"):
+                command = host.command(name)
+                click.echo(f"{usage(command)}\n\n{command.summary}")
+                return
+            command = host.command(name)
+            arguments = parse_tokens(list(tokens))
+            result = host.run(command.name, arguments)
+        except OpenSageError as exc:
+            _fail(exc)
+        _emit(ctx, result)
+
+    return run_at
+
+
+@click.group(cls=_Group, invoke_without_command=False)
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), default=None,
+              help="Project folder whose .opencode/ holds the state (default: git root of the cwd; or $OPENSAGE_WORKSPACE).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.version_option(package_name="opensage")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
+    """OpenSage: self-programming agents, tools and graph memory for coding assistants.
+
+    Run an @-command:  opensage @memory-query query="auth flow"
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(workspace=workspace, json=as_json, host=None)
+    logging.basicConfig(level=logging.WARNING, format="opensage: %(levelname)s: %(message)s")
+
+
+@cli.command("commands")
+@click.pass_context
+def commands_cmd(ctx: click.Context) -> None:
+    """List every @-command with its arguments."""
+    from opensage.commands import argument_table
+
+    host = _host(ctx)
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps([
+            {"name": c.name, "summary": c.summary, "plugin": c.plugin, "usesLlm": c.uses_llm, "arguments": argument_table(c)}
+            for c in host.commands.values()
+        ], default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False, box=None, pad_edge=False)
+    table.add_column("command", style="bold")
+    table.add_column("arguments")
+    table.add_column("summary")
+    for c in host.commands.values():
+        args = []
+        for row in argument_table(c):
+            spec = f"{row['name']}:{row['type']}"
+            args.append(spec if row["required"] else f"[{spec}]")
+        table.add_row(f"@{c.name}", " ".join(args), c.summary)
+    Console().print(table)
+
+
+@cli.command("hook")
+@click.argument("event", type=click.Choice(sorted(HOOK_EVENTS)))
+@click.option("--session-id", default=None, help="Session id (else taken from the JSON's session_id).")
+@click.option("--source", default=None, help="Host name recorded with a new session (default: hook).")
+@click.pass_context
+def hook_cmd(ctx: click.Context, event: str, session_id: str | None, source: str | None) -> None:
+    """Fire a session hook from one JSON object on stdin (the door for real hosts).
+
+    EVENT is session-start, session-end, compact, event (the JSON gives "kind"), or an
+    event kind: user-message, assistant-message, tool-call, tool-result, error,
+    file-edit. See docs/session-events.md for the JSON.
+    """
+    from opensage.host import event_from_json
+
+    try:
+        payload = _read_payload()
+        sid = session_id or payload.pop("session_id", None) or payload.pop("sessionId", None)
+        if not sid or not isinstance(sid, str):
+            raise UsageError('no session id: give --session-id or "session_id" in the JSON.')
+        src = source or payload.pop("source", None) or "hook"
+        kind = HOOK_EVENTS[event]
+        event_obj = None
+        if event == "event" or kind:
+            if kind:
+                payload["kind"] = kind
+            event_obj = event_from_json(payload)
+        host = _host(ctx)
+        session = host.session(sid, source=src)
+        out: dict[str, Any] = {"ok": True, "session_id": sid, "hook": event}
+        if event == "session-start":
+            host.start_session(session)
+        elif event == "session-end":
+            host.end_session(session)
+        elif event == "compact":
+            host.compact(session)
+            context = host.compaction_context(session)
+            if context:
+                out["context"] = context
+        else:
+            host.record(session, event_obj)
+    except OpenSageError as exc:
+        _fail(exc)
+    click.echo(json.dumps(out))
+
+
+def _read_payload() -> dict[str, Any]:
+    raw = sys.stdin.read()
+    if not raw.strip():
+        return {}
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"stdin is not valid JSON ({exc}); send one JSON object per hook call.") from None
+    if not isinstance(payload, dict):
+        raise UsageError("stdin must hold one JSON object, e.g. {\"session_id\": \"s1\", \"text\": \"hi\"}.")
+    return payload
+
+
+@cli.command("chat")
+@click.option("--session-id", default=None, help="Resume this session id (default: a new one).")
+@click.pass_context
+def chat_cmd(ctx: click.Context, session_id: str | None) -> None:
+    """Interactive session: each line is an @-command; every line is recorded as a session event."""
+    from opensage.chat import run_chat
+
+    try:
+        host = _host(ctx)
+        run_chat(host, session_id=session_id)
+    except OpenSageError as exc:
+        _fail(exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``opensage`` script."""
+    try:
+        cli.main(args=argv, prog_name="opensage", standalone_mode=True)
+    except OpenSageError as exc:  # pragma: no cover - commands handle their own
+        _fail(exc)

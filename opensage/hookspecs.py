@@ -1,0 +1,67 @@
+"""The whole host <-> plugin contract.
+
+Every hook is called with keyword arguments; an implementation declares only the
+arguments it uses (pluggy), so new arguments can be added without breaking plugins.
+The full reference, with exact signatures and examples, is ``docs/plugin-hooks.md``
+(a test keeps the two in step).
+
+Call semantics:
+
+* *collect* hooks (``register_commands``, ``register_tools``) receive a ``register``
+  callback; the host validates what is registered and remembers which plugin it came
+  from.
+* *broadcast* hooks (``session_start``, ``session_event``, ``session_compact``,
+  ``session_end``) are called on every plugin; one that raises is logged and the others
+  still run.
+* *firstresult* hooks (``route_intent``, ``compaction_context``) stop at the first
+  plugin that returns something other than ``None``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__all__ = ["hookspec", "hookimpl"]
+
+hookspec = pluggy.HookspecMarker("opensage")
+hookimpl = pluggy.HookimplMarker("opensage")
+
+
+@hookspec
+def register_commands(register):
+    """Add ``@``-commands: call ``register(Command(...))`` once per command."""
+
+
+@hookspec
+def register_tools(register, session):
+    """Add tools that agents may call: ``register(Tool(...))``; asked anew each time."""
+
+
+@hookspec
+def session_start(session):
+    """A host session began (``session.id``, ``session.source``, ``session.workspace``)."""
+
+
+@hookspec
+def session_event(session, event):
+    """One session event (a :class:`opensage.types.SessionEvent`) happened."""
+
+
+@hookspec
+def session_compact(session):
+    """The host is about to compact its context: move what matters into lasting memory."""
+
+
+@hookspec
+def session_end(session):
+    """A host session ended: final compression and clean-up."""
+
+
+@hookspec(firstresult=True)
+def route_intent(session, text):
+    """Route free text to a command: return a :class:`opensage.types.Route` or ``None``."""
+
+
+@hookspec(firstresult=True)
+def compaction_context(session, max_chars):
+    """Return text (at most ``max_chars`` characters) the host should keep across compaction."""

@@ -1,0 +1,66 @@
+"""Numbered migrations of the graph-memory tables (namespace ``graph-memory``)."""
+
+from __future__ import annotations
+
+from opensage.store import Migration, execute_script
+
+
+def m001_initial(conn) -> None:
+    execute_script(
+        conn,
+        """
+        CREATE TABLE nodes (
+            id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,
+            label TEXT NOT NULL,
+            content TEXT NOT NULL DEFAULT '',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (type, label)
+        );
+        CREATE INDEX nodes_label ON nodes(label);
+        CREATE TABLE edges (
+            id INTEGER PRIMARY KEY,
+            src INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            dst INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            type TEXT NOT NULL,
+            weight REAL NOT NULL DEFAULT 0.5,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (src, type, dst)
+        );
+        CREATE INDEX edges_dst ON edges(dst, type);
+        -- label, identifier words (ParseConfig -> parse config), content; rowid = nodes.id
+        CREATE VIRTUAL TABLE nodes_fts USING fts5(label, terms, content, tokenize = 'porter unicode61');
+        CREATE TABLE episodes (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            role TEXT,
+            tool TEXT,
+            path TEXT,
+            text TEXT NOT NULL DEFAULT '',
+            args TEXT,
+            meta TEXT NOT NULL DEFAULT '{}',
+            timestamp REAL NOT NULL,
+            compressed_at REAL,
+            UNIQUE (session_id, seq)
+        );
+        CREATE INDEX episodes_session ON episodes(session_id, seq);
+        -- rowid = episodes.id
+        CREATE VIRTUAL TABLE episodes_fts USING fts5(text, tokenize = 'porter unicode61');
+        -- provenance: which episodes a node was derived from
+        CREATE TABLE node_episodes (
+            node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            episode_id INTEGER NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+            PRIMARY KEY (node_id, episode_id)
+        );
+        CREATE INDEX node_episodes_episode ON node_episodes(episode_id);
+        """
+    )
+
+
+MIGRATIONS = [Migration(1, "initial", m001_initial)]

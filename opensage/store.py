@@ -1,0 +1,245 @@
+"""Workspace paths, the SQLite database and atomic JSON files.
+
+State lives under ``<project>/.opencode/``. The project is, in order: the ``--workspace``
+option, ``$OPENSAGE_WORKSPACE``, the nearest parent of the current directory holding
+``.git``, else the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from opensage.errors import UsageError
+
+__all__ = [
+    "Workspace",
+    "Database",
+    "Migration",
+    "find_workspace",
+    "atomic_write_json",
+    "check_name",
+    "execute_script",
+]
+
+STATE_DIR = ".opencode"
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is safe to use as a file name, else raise :class:`UsageError`.
+
+    Safe: 1–64 characters of lowercase letters, digits, ``-`` and ``_``, starting with a
+    letter or digit (so no ``..``, ``/`` or hidden files).
+    """
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise UsageError(
+            f"{what} {name!r} is not allowed: use 1-64 lowercase letters, digits, '-' or '_', "
+            f"starting with a letter or digit (e.g. 'csv-summary')."
+        )
+    return name
+
+
+def find_workspace(explicit: str | os.PathLike | None = None, cwd: Path | None = None) -> Path:
+    """Find the project root (see module docstring). Raises UsageError if ``explicit`` is not a directory."""
+    chosen = explicit or os.environ.get("OPENSAGE_WORKSPACE")
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if not path.is_dir():
+            raise UsageError(f"workspace {str(path)!r} is not a directory; pass an existing project folder.")
+        return path
+    start = (cwd or Path.cwd()).resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return start
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A project and the paths of its state (nothing is created until written)."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "opensage.db"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.state_dir / "agent-metrics.json"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.state_dir / "agent"
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.state_dir / "generated-tools"
+
+    def ensure_state_dir(self) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.state_dir
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A numbered schema change: ``apply(conn)`` runs inside the migration's transaction."""
+
+    number: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+class Database:
+    """One SQLite file in WAL mode, shared by all plugins.
+
+    Each plugin owns a *namespace* of numbered migrations (``migrate("graph-memory",
+    [...])``); applied numbers are kept in ``_migrations``. Connections are per thread.
+    Writes go through :meth:`transaction` (``BEGIN IMMEDIATE``; waits up to
+    ``busy_timeout_ms`` for another writer).
+    """
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._migrated: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``with db.transaction() as conn:`` — all or nothing; nests as a savepoint."""
+        conn = self.conn
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            name = f"sp{depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            self._local.depth = depth + 1
+            try:
+                yield conn
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
+            finally:
+                self._local.depth = depth
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def migrate(self, namespace: str, migrations: Sequence[Migration]) -> None:
+        """Apply the namespace's migrations not applied yet, in number order (idempotent)."""
+        if namespace in self._migrated:
+            return
+        with self._lock:
+            if namespace in self._migrated:
+                return
+            conn = self.conn
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (namespace TEXT NOT NULL, number INTEGER NOT NULL,"
+                " name TEXT NOT NULL, applied_at REAL NOT NULL,"
+                " PRIMARY KEY (namespace, number))"
+            )
+            done = {r[0] for r in conn.execute("SELECT number FROM _migrations WHERE namespace=?", (namespace,))}
+            for m in sorted(migrations, key=lambda m: m.number):
+                if m.number in done:
+                    continue
+                with self.transaction() as tx:
+                    # another process may have applied it while we waited for the write lock
+                    if tx.execute(
+                        "SELECT 1 FROM _migrations WHERE namespace=? AND number=?", (namespace, m.number)
+                    ).fetchone():
+                        continue
+                    m.apply(tx)
+                    tx.execute(
+                        "INSERT INTO _migrations(namespace, number, name, applied_at) VALUES (?,?,?,?)",
+                        (namespace, m.number, m.name, time.time()),
+                    )
+            self._migrated.add(namespace)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def execute_script(conn: sqlite3.Connection, sql: str) -> None:
+    """Run several SQL statements inside the current transaction.
+
+    ``sqlite3.Connection.executescript`` commits first, which would break the
+    all-or-nothing guarantee of a migration; this splits complete statements instead.
+    """
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                conn.execute(buffer)
+            buffer = ""
+    if buffer.strip():
+        conn.execute(buffer)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``).
+
+    Callers doing read-modify-write must hold a :class:`filelock.FileLock` on
+    ``path.with_suffix(path.suffix + '.lock')`` around the whole cycle.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

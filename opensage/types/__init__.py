@@ -1,0 +1,16 @@
+"""Models shared across the host/plugin boundary (pydantic and frozen dataclasses)."""
+
+from opensage.types._commands import ArgModel, Command, CommandContext, CommandResult, Tool
+from opensage.types._events import EVENT_KINDS, SessionEvent
+from opensage.types._routes import Route
+
+__all__ = [
+    "ArgModel",
+    "Command",
+    "CommandContext",
+    "CommandResult",
+    "Tool",
+    "SessionEvent",
+    "EVENT_KINDS",
+    "Route",
+]

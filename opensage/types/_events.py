@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+EVENT_KINDS = (
+    "user_message",
+    "assistant_message",
+    "tool_call",
+    "tool_result",
+    "error",
+    "file_edit",
+    "command",
+)
+
+EventKind = Literal[
+    "user_message",
+    "assistant_message",
+    "tool_call",
+    "tool_result",
+    "error",
+    "file_edit",
+    "command",
+]
+
+
+class SessionEvent(BaseModel):
+    """One thing that happened in a host session (recorded as an *episode*).
+
+    :param kind: one of :data:`EVENT_KINDS`.
+    :param text: the message text, tool output or error message.
+    :param role: who produced it (``user``, ``assistant``, a speaker name...).
+    :param tool: tool name for ``tool_call``/``tool_result``.
+    :param args: tool arguments for ``tool_call``.
+    :param path: file path for ``file_edit`` (relative to the workspace if possible).
+    :param timestamp: seconds since the epoch (float); defaults to now.
+    :param meta: anything else the host wants kept (JSON object).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    kind: EventKind
+    text: str = ""
+    role: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    path: str | None = None
+    timestamp: float = Field(default_factory=time.time)
+    meta: dict[str, Any] = Field(default_factory=dict)
