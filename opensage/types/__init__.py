@@ -1,10 +1,14 @@
 """Models shared across the host/plugin boundary (pydantic and frozen dataclasses)."""
 
+from opensage.types._agents import BUILTIN_TOOLS, AgentResult, AgentSpec
 from opensage.types._commands import ArgModel, Command, CommandContext, CommandResult, Tool
 from opensage.types._events import EVENT_KINDS, SessionEvent
 from opensage.types._routes import Route
 
 __all__ = [
+    "AgentSpec",
+    "AgentResult",
+    "BUILTIN_TOOLS",
     "ArgModel",
     "Command",
     "CommandContext",
