@@ -107,7 +107,8 @@ def cli(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     Run an @-command:  opensage @memory-query query="auth flow"
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(workspace=workspace, json=as_json, host=None)
+    ctx.obj.update(workspace=workspace, json=as_json)
+    ctx.obj.setdefault("host", None)  # embedders and tests may pass a ready Host
     logging.basicConfig(level=logging.WARNING, format="opensage: %(levelname)s: %(message)s")
 
 

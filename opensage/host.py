@@ -256,7 +256,11 @@ class Host:
     def broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation of a broadcast hook; one that raises is logged and skipped."""
         results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        if os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1":
+            names = ", ".join(i.plugin_name for i in impls)
+            print(f"[opensage trace] {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
+        for impl in impls:
             ok, value = self._call_one(impl, hook_name, kwargs)
             if ok and value is not None:
                 results.append(value)

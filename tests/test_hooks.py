@@ -1,0 +1,216 @@
+"""Every hook in hookspecs.py: documented with its exact signature, and exercised here."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from opensage import Command, CommandResult, Route, SessionEvent, Tool, hookimpl, hookspecs
+from opensage.cli import cli
+from opensage.host import Host
+from opensage.types import ArgModel
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = (REPO / "docs" / "plugin-hooks.md").read_text()
+
+
+def hook_names() -> list[str]:
+    return [n for n, f in vars(hookspecs).items() if inspect.isfunction(f) and hasattr(f, "opensage_spec")]
+
+
+def test_every_hook_documented_with_exact_signature():
+    names = hook_names()
+    assert len(names) >= 7
+    for name in names:
+        sig = f"{name}{inspect.signature(getattr(hookspecs, name))}"
+        assert re.search(rf"^## {re.escape(sig)}$", DOC, re.M), f"docs/plugin-hooks.md lacks '## {sig}'"
+
+
+def test_every_hook_has_a_test():
+    missing = [n for n in hook_names() if f"test_hook_{n}" not in globals()]
+    assert not missing, f"hooks without a test_hook_<name> test: {missing}"
+
+
+class Recorder:
+    """A throwaway plugin recording the broadcast hooks it receives."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    @hookimpl
+    def session_start(self, session):
+        self.calls.append(("start", session.id, session.source))
+
+    @hookimpl
+    def session_event(self, session, event):
+        self.calls.append(("event", session.id, event.kind, event.text))
+
+    @hookimpl
+    def session_compact(self, session):
+        self.calls.append(("compact", session.id))
+
+    @hookimpl
+    def session_end(self, session):
+        self.calls.append(("end", session.id))
+
+
+class Broken:
+    @hookimpl
+    def session_event(self, session, event):
+        raise RuntimeError("plugin bug")
+
+    @hookimpl
+    def session_start(self, session):
+        raise RuntimeError("plugin bug at start")
+
+
+def invoke(host, *args, input=None):
+    return CliRunner().invoke(cli, ["--workspace", str(host.workspace.root), *args], input=input,
+                              obj={"host": host}, catch_exceptions=False)
+
+
+def test_hook_register_commands(workspace):
+    class EchoArgs(ArgModel):
+        text: str
+        times: int = 1
+
+    class EchoPlugin:
+        @hookimpl
+        def register_commands(self, register):
+            register(Command("echo", EchoArgs, lambda a, ctx: CommandResult(" ".join([a.text] * a.times)), "Echo."))
+
+    host = Host(workspace, plugins=[EchoPlugin()])
+    result = invoke(host, "@echo", "text=hi", "times=3")
+    assert result.exit_code == 0 and result.output.strip() == "hi hi hi"
+    assert host.command("echo").plugin != "" and host.commands["memory-add-node"].plugin == "graph-memory"
+    bad = invoke(host, "@echo", "times=x", "text=a")
+    assert bad.exit_code == 2 and "times" in bad.output
+
+
+def test_hook_register_tools(workspace):
+    asked = []
+
+    class ToolPlugin:
+        @hookimpl
+        def register_tools(self, register, session):
+            asked.append(session)
+            register(Tool("word_count", "Count words.", {"type": "object", "properties": {"text": {"type": "string"}}},
+                          lambda args, ctx: str(len(args["text"].split()))))
+
+    host = Host(workspace, plugins=[ToolPlugin()])
+    tools = host.tools()
+    assert tools["word_count"].run({"text": "a b c"}, None) == "3"
+    host.tools()
+    assert len(asked) == 2, "tools must be asked anew on every call, never cached"
+
+
+def test_hook_session_start(workspace):
+    rec = Recorder()
+    host = Host(workspace, plugins=[rec, Broken()])
+    out = invoke(host, "hook", "session-start", input=json.dumps({"session_id": "s1", "source": "opencode"}))
+    assert out.exit_code == 0, out.output
+    assert ("start", "s1", "opencode") in rec.calls
+
+
+def test_hook_session_event(workspace, caplog):
+    rec = Recorder()
+    host = Host(workspace, plugins=[Broken(), rec])
+    with caplog.at_level(logging.ERROR, logger="opensage"):
+        out = invoke(host, "hook", "user-message", input=json.dumps({"session_id": "s1", "text": "fix the login bug"}))
+    assert out.exit_code == 0, out.output
+    assert ("event", "s1", "user_message", "fix the login bug") in rec.calls, "a failing plugin must not stop the others"
+    assert any("plugin bug" in r.getMessage() for r in caplog.records)
+
+
+def test_hook_session_compact(workspace):
+    rec = Recorder()
+    host = Host(workspace, plugins=[rec])
+    out = invoke(host, "hook", "compact", input=json.dumps({"session_id": "s2"}))
+    assert out.exit_code == 0 and ("compact", "s2") in rec.calls
+    assert json.loads(out.output.strip().splitlines()[-1])["ok"] is True
+
+
+def test_hook_session_end(workspace):
+    rec = Recorder()
+    host = Host(workspace, plugins=[rec])
+    invoke(host, "hook", "session-start", input=json.dumps({"session_id": "s3"}))
+    out = invoke(host, "hook", "session-end", input=json.dumps({"session_id": "s3"}))
+    assert out.exit_code == 0 and ("end", "s3") in rec.calls
+    row = host.db.conn.execute("SELECT ended_at FROM sessions WHERE id='s3'").fetchone()
+    assert row["ended_at"] is not None
+
+
+def test_hook_route_intent(workspace):
+    class Remember:
+        @hookimpl(tryfirst=True)
+        def route_intent(self, session, text):
+            if text.startswith("remember "):
+                return Route(route="remember", confidence=1.0, command="memory-add-node",
+                             arguments={"type": "concept", "label": text[9:]})
+            return None
+
+    host = Host(workspace, plugins=[Remember()])
+    decision = host.route("remember JWT rotation")
+    assert decision.route == "remember" and decision.arguments["label"] == "JWT rotation"
+    host.run(decision.command, decision.arguments)
+    assert host.run_line('@memory-add-node type=concept label="JWT rotation"').data["created"] is False
+
+
+def test_hook_compaction_context(workspace):
+    class Keep:
+        @hookimpl(tryfirst=True)
+        def compaction_context(self, session, max_chars):
+            return ("Decision: use JWT. " * 50)[:max_chars]
+
+    host = Host(workspace, plugins=[Keep()])
+    out = invoke(host, "hook", "compact", input=json.dumps({"session_id": "s4"}))
+    payload = json.loads(out.output.strip().splitlines()[-1])
+    assert payload["context"].startswith("Decision: use JWT.") and len(payload["context"]) <= 4000
+
+
+def test_hook_cli_rejects_bad_event_json(project, cli):
+    out = cli("hook", "user-message", input="{not json")
+    assert out.returncode == 2 and "not valid JSON" in out.stderr
+    out = cli("hook", "user-message", input=json.dumps({"text": "no session"}))
+    assert out.returncode == 2 and "session id" in out.stderr
+    out = cli("hook", "event", input=json.dumps({"session_id": "s", "kind": "telepathy"}))
+    assert out.returncode == 2 and "kind" in out.stderr
+    assert not (project / ".opencode" / "opensage.db").exists(), "bad input must write nothing"
+
+
+def test_trace_plugins_env_shows_hook_calls(project, cli):
+    out = cli("hook", "user-message", input=json.dumps({"session_id": "t1", "text": "hello"}),
+              env={"OPENSAGE_TRACE_PLUGINS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "[opensage trace] session_event(session, event) -> [" in out.stderr
+
+
+def test_third_party_plugin_loads_from_entry_point(tmp_path, project):
+    site = tmp_path / "site"
+    (site / "hello_plugin").mkdir(parents=True)
+    (site / "hello_plugin" / "__init__.py").write_text(textwrap.dedent('''
+        from opensage import ArgModel, Command, CommandResult, hookimpl
+        class Args(ArgModel):
+            name: str = "world"
+        @hookimpl
+        def register_commands(register):
+            register(Command("hello", Args, lambda a, ctx: CommandResult("hello " + a.name), "Say hello."))
+    '''))
+    dist = site / "hello_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[opensage]\nhello = hello_plugin\n")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "opensage", "-w", str(project), "@hello", "name=sage"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hello sage"
