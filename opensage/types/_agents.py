@@ -42,6 +42,8 @@ class AgentSpec(BaseModel):
     version: int = Field(default=1, ge=1)
     created_at: float = Field(default_factory=time.time)
 
+    model_config = {"defer_build": True}
+
     @field_validator("name", mode="before")
     @classmethod
     def _lower(cls, v):
@@ -70,3 +72,5 @@ class AgentResult(BaseModel):
     latency_ms: float = 0.0
     steps: int = 0
     error: str | None = None
+
+    model_config = {"defer_build": True}

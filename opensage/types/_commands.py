@@ -27,6 +27,7 @@ class ArgModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         str_strip_whitespace=False,
+        defer_build=True,  # build validators on first use: start-up stays fast with many commands
     )
 
 

@@ -39,7 +39,7 @@ class SessionEvent(BaseModel):
     :param meta: anything else the host wants kept (JSON object).
     """
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "defer_build": True}
 
     kind: EventKind
     text: str = ""

@@ -18,3 +18,5 @@ class Route(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
     command: str | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = {"defer_build": True}
