@@ -8,10 +8,10 @@ compress sessions into lasting nodes.
 from __future__ import annotations
 
 from opensage.hookspecs import hookimpl
-from opensage.plugins.graph_memory import cmd_nodes
+from opensage.plugins.graph_memory import cmd_nodes, cmd_query
 
 #: Modules that each define ``COMMANDS`` (a list of :class:`opensage.types.Command`).
-COMMAND_MODULES = [cmd_nodes]
+COMMAND_MODULES = [cmd_nodes, cmd_query]
 
 
 @hookimpl
@@ -19,3 +19,12 @@ def register_commands(register):
     for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             register(command)
+
+
+@hookimpl
+def session_event(session, event):
+    """Record the event as the session's next episode (verbatim, indexed for @memory-query)."""
+    from opensage.plugins.graph_memory.episodes import record_episode
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    record_episode(graph_for(session.host).db, session.id, event)

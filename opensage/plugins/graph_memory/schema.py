@@ -63,4 +63,25 @@ def m001_initial(conn) -> None:
     )
 
 
-MIGRATIONS = [Migration(1, "initial", m001_initial)]
+def m002_episode_index(conn) -> None:
+    """Richer episode index: the turn's own text, its speaker, its neighbouring turns, its date.
+
+    ``episodes_fts`` is rebuilt with four columns (``text``, ``role``, ``context``, ``date``)
+    so that a turn can be found by words of the turns around it (a context window) and by
+    the date it happened; inserts naming only ``text`` keep working.
+    """
+    from opensage.plugins.graph_memory.episodes import reindex_all
+
+    execute_script(
+        conn,
+        """
+        DROP TABLE episodes_fts;
+        -- rowid = episodes.id; context = the neighbouring turns of the same session
+        CREATE VIRTUAL TABLE episodes_fts USING fts5(text, role, context, date, tokenize = 'porter unicode61');
+        CREATE INDEX episodes_compressed ON episodes(session_id, compressed_at);
+        """,
+    )
+    reindex_all(conn)
+
+
+MIGRATIONS = [Migration(1, "initial", m001_initial), Migration(2, "episode_index", m002_episode_index)]

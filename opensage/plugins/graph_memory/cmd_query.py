@@ -1,0 +1,81 @@
+"""``@memory-query``: similarity, pattern and traversal queries over graph memory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from opensage.errors import UsageError
+from opensage.plugins.graph_memory.graph import TYPE_NAME
+from opensage.plugins.graph_memory.query import MAX_DEPTH, engine_for
+from opensage.types import ArgModel, Command, CommandContext, CommandResult
+
+
+class QueryArgs(ArgModel):
+    query: str = Field(
+        "",
+        description="similarity: free text or identifiers; pattern: the regex or glob; "
+                    "traversal: the start node when startNode is not given",
+    )
+    mode: Literal["similarity", "pattern", "traversal"] = Field(
+        "similarity", description="similarity (ranked hybrid search), pattern (regex/glob), traversal (walk edges)")
+    node_type: str | None = Field(
+        None, description="only nodes of this type (e.g. code, decision); 'episode' searches only session episodes")
+    max_results: int = Field(10, ge=1, le=200, description="at most this many results")
+    field: Literal["label", "content", "type", "metadata", "any"] = Field(
+        "any", description="pattern: which node field to match (metadata = keys and values)")
+    syntax: Literal["regex", "glob"] = Field(
+        "regex", description="pattern: regex (found anywhere in the field) or glob (whole field, e.g. Auth*)")
+    case_sensitive: bool = Field(False, description="pattern: match case exactly")
+    start_node: str | None = Field(None, description="traversal: start node id (n12) or exact label")
+    depth: int = Field(2, ge=1, le=MAX_DEPTH, description=f"traversal: hops to walk, 1-{MAX_DEPTH}")
+    direction: Literal["out", "in", "both"] = Field(
+        "out", description="traversal: out follows edges, in walks them backwards (who depends on X), both")
+    edge_types: list[str] | None = Field(None, description='traversal: only these edge types, e.g. ["calls","imports"]')
+
+
+def _empty_hint(args: QueryArgs) -> str:
+    if args.mode == "similarity":
+        tips = "try fewer or different words, an identifier (ParseConfig), or mode=pattern"
+        if args.node_type:
+            tips = f"drop nodeType={args.node_type} or " + tips
+        return f"No results for {args.query!r}: {tips}. Add knowledge with @memory-add-node or @memory-ingest."
+    if args.mode == "pattern":
+        return (f"No node matches {args.syntax} {args.query!r} in field {args.field}: try field=any, "
+                f"{'syntax=glob with *' if args.syntax == 'regex' else 'syntax=regex'}, or a shorter pattern.")
+    return ("No nodes reached: try direction=both, a larger depth, or drop edgeTypes "
+            "(edges of the start node are listed by @memory-query mode=similarity).")
+
+
+def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
+    if args.node_type is not None and not TYPE_NAME.match(args.node_type):
+        raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
+    if args.mode != "traversal" and not args.query.strip():
+        raise UsageError(f"mode={args.mode} needs query=<text>, e.g. @memory-query query=\"auth token refresh\".")
+    engine = engine_for(ctx.host)
+    header = ""
+    if args.mode == "similarity":
+        results = engine.similarity(args.query, args.node_type, args.max_results)
+        header = f"similarity {args.query!r}"
+    elif args.mode == "pattern":
+        results = engine.pattern(args.query, args.field, args.syntax, args.node_type, args.max_results,
+                                 args.case_sensitive)
+        header = f"pattern {args.syntax} {args.query!r} in {args.field}"
+    else:
+        start, results = engine.traversal(args.start_node or args.query, args.depth, args.direction,
+                                          args.edge_types, args.node_type, args.max_results)
+        types = f" over {','.join(args.edge_types)}" if args.edge_types else ""
+        header = f"traversal from {start.ref} {start.label} ({args.direction}, depth <= {args.depth}{types})"
+    if not results:
+        return CommandResult(text=f"{header}: 0 results.\n{_empty_hint(args)}", data=[])
+    body = "\n".join(r.render(i) for i, r in enumerate(results, start=1))
+    return CommandResult(text=f"{header}: {len(results)} result{'s' if len(results) != 1 else ''}\n{body}",
+                         data=[r.as_dict() for r in results])
+
+
+COMMANDS = [
+    Command("memory-query", QueryArgs, memory_query,
+            "Search graph memory: ranked similarity (BM25 + fuzzy labels + episodes, RRF, 1-hop), "
+            "regex/glob pattern, or traversal (who depends on X: direction=in)."),
+]

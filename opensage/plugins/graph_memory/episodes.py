@@ -1,0 +1,267 @@
+"""Episodes: every session event kept verbatim, numbered per session, and indexed for search.
+
+An *episode* is one :class:`opensage.types.SessionEvent` as it happened (the lossless
+layer of graph memory; nodes derived from it point back through ``node_episodes``).
+Episodes are shown as ``e<integer>`` (``e42``).
+
+The full-text index ``episodes_fts`` has four columns per episode: its own ``text``
+(plus tool name, path and argument values), its ``role`` (speaker), ``context`` (the
+text of the turns just before and after it in the same session, so a reply such as
+"yes, last Tuesday" is found by the words of the question it answers) and ``date``
+(weekday, day, month and year of its timestamp, local time, so "in May 2023" matches).
+
+Several processes may record into one session at once (hosts run ``opensage hook`` once
+per event): the sequence number is computed inside the ``BEGIN IMMEDIATE`` transaction
+that inserts the row, so numbers are distinct and gap-free, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from opensage.store import Database
+from opensage.types import SessionEvent
+
+__all__ = [
+    "Episode",
+    "record_episode",
+    "list_episodes",
+    "get_episodes",
+    "mark_compressed",
+    "search_episodes",
+    "format_episode_id",
+    "parse_episode_id",
+    "WINDOW",
+]
+
+#: Turns on each side whose text is indexed as an episode's ``context``.
+WINDOW = 1
+#: Characters of each neighbouring turn kept in ``context``.
+CONTEXT_CHARS = 600
+
+
+def format_episode_id(episode_id: int) -> str:
+    return f"e{episode_id}"
+
+
+def parse_episode_id(text: str) -> int | None:
+    text = (text or "").strip()
+    if len(text) > 1 and text[0] == "e" and text[1:].isdigit():
+        return int(text[1:])
+    return None
+
+
+@dataclass
+class Episode:
+    """One recorded session event.
+
+    :param seq: 1, 2, 3... within the session, in recording order.
+    :param timestamp: seconds since the epoch (the event's own time).
+    :param compressed_at: when a memory agent folded it into nodes (epoch seconds), or None.
+    """
+
+    id: int
+    session_id: str
+    seq: int
+    kind: str
+    text: str = ""
+    role: str | None = None
+    tool: str | None = None
+    path: str | None = None
+    args: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    timestamp: float = 0.0
+    compressed_at: float | None = None
+
+    @property
+    def ref(self) -> str:
+        return format_episode_id(self.id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.ref, "sessionId": self.session_id, "seq": self.seq, "kind": self.kind,
+            "role": self.role, "tool": self.tool, "path": self.path, "text": self.text,
+            "args": self.args, "meta": self.meta, "timestamp": self.timestamp,
+            "compressedAt": self.compressed_at,
+        }
+
+    @classmethod
+    def from_row(cls, row) -> "Episode":
+        return cls(
+            row["id"], row["session_id"], row["seq"], row["kind"], row["text"] or "", row["role"],
+            row["tool"], row["path"], json.loads(row["args"]) if row["args"] else None,
+            json.loads(row["meta"] or "{}"), row["timestamp"], row["compressed_at"],
+        )
+
+
+# -- indexing -------------------------------------------------------------------------------
+def _own_text(row) -> str:
+    parts = [row["text"] or ""]
+    for key in ("tool", "path"):
+        if row[key]:
+            parts.append(row[key])
+    if row["args"]:
+        try:
+            args = json.loads(row["args"])
+        except ValueError:
+            args = {}
+        if isinstance(args, dict):
+            parts.extend(str(v)[:300] for v in args.values() if isinstance(v, (str, int, float)))
+    return "\n".join(p for p in parts if p)
+
+
+def _date_text(ts: float) -> str:
+    tm = time.localtime(ts)
+    return f"{time.strftime('%A', tm)} {tm.tm_mday} {time.strftime('%B', tm)} {tm.tm_year}"
+
+
+def _reindex(conn, episode_id: int) -> None:
+    """(Re)write the FTS row of one episode from the table (its text, role, neighbours, date)."""
+    row = conn.execute("SELECT * FROM episodes WHERE id=?", (episode_id,)).fetchone()
+    conn.execute("DELETE FROM episodes_fts WHERE rowid=?", (episode_id,))
+    if row is None:
+        return
+    neighbours = conn.execute(
+        "SELECT role, text FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? AND seq != ? ORDER BY seq",
+        (row["session_id"], row["seq"] - WINDOW, row["seq"] + WINDOW, row["seq"]),
+    ).fetchall()
+    context = "\n".join(f"{n['role'] or ''}: {(n['text'] or '')[:CONTEXT_CHARS]}" for n in neighbours)
+    conn.execute(
+        "INSERT INTO episodes_fts(rowid, text, role, context, date) VALUES (?,?,?,?,?)",
+        (episode_id, _own_text(row), row["role"] or "", context, _date_text(row["timestamp"])),
+    )
+
+
+def reindex_all(conn) -> None:
+    """Rebuild every episode's FTS row (used by migration m002)."""
+    for (episode_id,) in conn.execute("SELECT id FROM episodes ORDER BY id").fetchall():
+        _reindex(conn, episode_id)
+
+
+# -- writing ---------------------------------------------------------------------------------
+def record_episode(db: Database, session_id: str, event: SessionEvent) -> Episode:
+    """Store ``event`` as the next episode of ``session_id`` and index it, in one transaction.
+
+    The previous episode's index entry is refreshed too (this turn is part of its context).
+    Safe with concurrent writers in several processes: ``seq`` is computed under the write
+    lock (``BEGIN IMMEDIATE``).
+
+    :returns: the stored :class:`Episode`.
+    """
+    with db.transaction() as conn:
+        seq = conn.execute(
+            "SELECT coalesce(max(seq), 0) + 1 FROM episodes WHERE session_id=?", (session_id,)
+        ).fetchone()[0]
+        cur = conn.execute(
+            "INSERT INTO episodes(session_id, seq, kind, role, tool, path, text, args, meta, timestamp)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                session_id, seq, event.kind, event.role, event.tool, event.path, event.text or "",
+                json.dumps(event.args, default=str) if event.args is not None else None,
+                json.dumps(event.meta or {}, default=str), float(event.timestamp),
+            ),
+        )
+        episode_id = cur.lastrowid
+        _reindex(conn, episode_id)
+        for (neighbour,) in conn.execute(
+            "SELECT id FROM episodes WHERE session_id=? AND seq >= ? AND seq < ?",
+            (session_id, seq - WINDOW, seq),
+        ).fetchall():
+            _reindex(conn, neighbour)
+        row = conn.execute("SELECT * FROM episodes WHERE id=?", (episode_id,)).fetchone()
+    return Episode.from_row(row)
+
+
+def mark_compressed(db: Database, episode_ids: Iterable[int], at: float | None = None) -> int:
+    """Set ``compressed_at`` (epoch seconds, default now) on the given episodes.
+
+    :returns: how many episodes were marked (already-marked ones are left as they were).
+    """
+    ids = [int(i) for i in episode_ids]
+    at = time.time() if at is None else float(at)
+    marked = 0
+    with db.transaction() as conn:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            cur = conn.execute(
+                f"UPDATE episodes SET compressed_at=? WHERE compressed_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                (at, *chunk),
+            )
+            marked += cur.rowcount
+    return marked
+
+
+# -- reading ---------------------------------------------------------------------------------
+def list_episodes(db: Database, session_id: str, *, uncompressed: bool = False, after_seq: int = 0,
+                  limit: int | None = None) -> list[Episode]:
+    """Episodes of one session in ``seq`` order.
+
+    :param uncompressed: only those not yet marked compressed.
+    :param after_seq: only those with ``seq`` greater than this.
+    :param limit: at most this many (None: all).
+    """
+    sql = "SELECT * FROM episodes WHERE session_id=? AND seq > ?"
+    params: list[Any] = [session_id, after_seq]
+    if uncompressed:
+        sql += " AND compressed_at IS NULL"
+    sql += " ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return [Episode.from_row(r) for r in db.conn.execute(sql, params)]
+
+
+def get_episodes(db: Database, ids: Iterable[int]) -> dict[int, Episode]:
+    """Episodes by id (missing ids are left out)."""
+    ids = list(ids)
+    out: dict[int, Episode] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for row in db.conn.execute(f"SELECT * FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+            out[row["id"]] = Episode.from_row(row)
+    return out
+
+
+#: BM25 column weights (text, role, context, date) of the two episode rankers. The
+#: "turn" ranker looks at the turn alone; the "window" ranker also counts the words of
+#: its neighbours, at a lower weight (passage-in-context retrieval).
+TURN_WEIGHTS = (1.0, 0.5, 0.0, 0.3)
+WINDOW_WEIGHTS = (1.0, 0.5, 0.4, 0.3)
+
+
+def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, float], limit: int,
+                  session_id: str | None = None) -> list[tuple[int, float]]:
+    """Rank episodes for an FTS5 ``match`` expression: [(episode id, bm25)] best first (bm25 < 0)."""
+    sql = (f"SELECT rowid, bm25(episodes_fts, {', '.join(f'{w:g}' for w in weights)}) AS s "
+           "FROM episodes_fts WHERE episodes_fts MATCH ?")
+    params: list[Any] = [match]
+    if session_id is not None:
+        sql += " AND rowid IN (SELECT id FROM episodes WHERE session_id=?)"
+        params.append(session_id)
+    sql += " ORDER BY s LIMIT ?"
+    params.append(int(limit))
+    return [(r[0], r[1]) for r in db.conn.execute(sql, params)]
+
+
+def search_episodes(db: Database, query: str, limit: int = 20, session_id: str | None = None) -> list[tuple[Episode, float]]:
+    """Episodes matching ``query`` (free text), best first, as (episode, score).
+
+    Two BM25 rankers (turn alone, turn with its neighbours) are fused with reciprocal rank
+    fusion (Cormack, Clarke & Büttcher, SIGIR 2009; k = 60); ``score`` is the fused score.
+    """
+    from opensage.plugins.graph_memory.query import fts_or_query, rrf
+
+    match = fts_or_query(query)
+    if not match:
+        return []
+    depth = max(limit * 3, 30)
+    lists = [
+        [i for i, _ in bm25_episodes(db, match, TURN_WEIGHTS, depth, session_id)],
+        [i for i, _ in bm25_episodes(db, match, WINDOW_WEIGHTS, depth, session_id)],
+    ]
+    fused = rrf(lists)[:limit]
+    found = get_episodes(db, [i for i, _ in fused])
+    return [(found[i], s) for i, s in fused if i in found]

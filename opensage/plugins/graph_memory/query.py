@@ -1,0 +1,671 @@
+"""Retrieval over graph memory: similarity (hybrid), pattern and traversal queries.
+
+*Similarity* is a small hybrid retriever in the style the field has settled on
+(Graphiti, Mem0 v3): several rankers produce candidate lists, fused with reciprocal rank
+fusion, then expanded one hop along the graph.
+
+Rankers:
+
+1. **BM25 over nodes** — SQLite FTS5 ``nodes_fts`` (label, identifier words, content;
+   column weights :data:`NODE_WEIGHTS`). The query becomes an OR of quoted words with
+   stop words removed, so user text can never break FTS syntax.
+2. **Fuzzy labels** — rapidfuzz ``ratio`` of identifier-like query tokens against node
+   labels (whole label and its dotted/slashed segments, lowercased, separators removed),
+   so ``parse_config`` finds ``ParseConfig`` and ``AuthServce`` finds ``AuthService``.
+   A character-trigram index (numpy, built per host on first use, extended as nodes
+   are added) preselects at most :data:`FUZZY_CANDIDATES` labels, so a lookup stays
+   around a millisecond at 100k nodes.
+3. **BM25 over episodes** — the turn alone and the turn with its neighbouring turns
+   (see :mod:`.episodes`), so questions about what was said in a session find the turns.
+
+Fusion: RRF score = Σ 1 / (k + rank), k = 60 (Cormack, Clarke & Büttcher, "Reciprocal
+rank fusion outperforms Condorcet and individual rank learning methods", SIGIR 2009).
+Expansion: neighbours of the top :data:`EXPAND_TOP` node hits are added with the hit's
+score times :data:`EXPAND_DECAY` and remember the edge that reached them.
+
+*Pattern* is a regular expression or glob over node fields; *traversal* walks edges
+from a start node with a recursive CTE, in breadth-first order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from opensage.errors import NotFoundError, UsageError
+from opensage.plugins.graph_memory import episodes as ep
+from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
+
+__all__ = [
+    "Result",
+    "QueryEngine",
+    "engine_for",
+    "query_terms",
+    "fts_or_query",
+    "rrf",
+    "excerpt",
+    "STOP_WORDS",
+    "RRF_K",
+]
+
+#: Reciprocal rank fusion constant (Cormack et al. 2009 use k = 60).
+RRF_K = 60
+#: BM25 column weights of ``nodes_fts`` (label, identifier words, content).
+NODE_WEIGHTS = (4.0, 2.0, 1.0)
+#: Candidates each ranker contributes before fusion.
+RANKER_DEPTH = 50
+#: Neighbours of this many top node hits are added (1-hop expansion) ...
+EXPAND_TOP = 5
+#: ... with the hit's score times this factor ...
+EXPAND_DECAY = 0.5
+#: ... at most this many edges per hit (heaviest first).
+EXPAND_EDGES = 8
+#: rapidfuzz ``ratio`` (0-100) a label must reach to count as a fuzzy match.
+FUZZY_CUTOFF = 75
+#: Labels preselected by the trigram index before rapidfuzz scores them.
+FUZZY_CANDIDATES = 300
+#: Characters of content shown per result.
+EXCERPT_CHARS = 160
+#: Edges shown per result.
+RELATIONS_SHOWN = 4
+#: Deepest traversal allowed.
+MAX_DEPTH = 6
+#: Rows the traversal CTE may produce before it stops (bounds work on dense graphs).
+TRAVERSAL_ROW_CAP = 200_000
+
+# A plain English stop-word list (function words and question words); such words carry
+# no topic, and in an OR query they would match almost every document.
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just me more most
+my myself no nor not now of off on once only or other our ours ourselves out over own same she should
+so some such than that the their theirs them themselves then there these they this those through to
+too under until up very was we were what when where which while who whom why will with would you your
+yours yourself yourselves also get got s t ve ll d re m let lets like tell know
+""".split())
+
+_WORD = re.compile(r"[^\W_]+")
+_RAW_TOKEN = re.compile(r"[\w.:/\\-]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_SEGMENT_SPLIT = re.compile(r"[./\\:#\s]+")
+
+
+# -- text helpers ---------------------------------------------------------------------------
+def _split_word(token: str) -> list[str]:
+    parts = _CAMEL.findall(token)
+    return parts if len(parts) > 1 else [token]
+
+
+def query_terms(text: str) -> list[str]:
+    """Search words of ``text``: lowercased, identifiers split (``ParseConfig`` -> parse, config,
+    parseconfig), stop words and 1-letter words removed, duplicates dropped, order kept.
+
+    If every word is a stop word, the words are kept (a query is never emptied).
+    """
+    words: list[str] = []
+    for token in _WORD.findall(text or ""):
+        words.append(token.lower())
+        parts = _split_word(token)
+        if len(parts) > 1:
+            words.extend(p.lower() for p in parts)
+    seen: set[str] = set()
+    kept = []
+    for w in words:
+        if w not in seen and w not in STOP_WORDS and (len(w) > 1 or w.isdigit()):
+            seen.add(w)
+            kept.append(w)
+    if not kept:
+        kept = list(dict.fromkeys(w for w in words if w))
+    return kept
+
+
+def fts_or_query(text: str) -> str:
+    """An FTS5 MATCH expression: the :func:`query_terms` of ``text`` quoted and OR-ed ('' if none)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in query_terms(text))
+
+
+def rrf(lists: Sequence[Sequence[Any]], k: int = RRF_K, weights: Sequence[float] | None = None) -> list[tuple[Any, float]]:
+    """Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009).
+
+    :param lists: ranked lists of keys (best first).
+    :param k: smoothing constant (60 in the paper).
+    :param weights: optional weight per list (default 1 each).
+    :returns: [(key, Σ weight / (k + rank))] best first; rank starts at 1.
+    """
+    scores: dict[Any, float] = {}
+    for n, ranked in enumerate(lists):
+        w = 1.0 if weights is None else weights[n]
+        for rank, key in enumerate(ranked, start=1):
+            scores[key] = scores.get(key, 0.0) + w / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def excerpt(text: str, terms: Iterable[str] = (), width: int = EXCERPT_CHARS) -> str:
+    """About ``width`` characters of ``text`` on one line, around the first query word found."""
+    flat = " ".join((text or "").split())
+    if len(flat) <= width:
+        return flat
+    pos = -1
+    low = flat.lower()
+    for t in terms:
+        stem = t[: max(4, len(t) - 2)] if len(t) > 4 else t
+        m = re.search(r"\b" + re.escape(stem), low)
+        if m and (pos < 0 or m.start() < pos):
+            pos = m.start()
+    start = 0 if pos < width // 3 else pos - width // 3
+    end = min(len(flat), start + width)
+    start = max(0, end - width)
+    out = flat[start:end]
+    return ("…" if start > 0 else "") + out + ("…" if end < len(flat) else "")
+
+
+def _label_keys(label: str) -> list[str]:
+    """Lookup keys of a label: the whole label and its segments, lowercase letters/digits only."""
+    keys = []
+    whole = "".join(_WORD.findall(label.lower()))
+    if whole:
+        keys.append(whole)
+    for seg in _SEGMENT_SPLIT.split(label):
+        k = "".join(_WORD.findall(seg.lower()))
+        if len(k) >= 3 and k not in keys:
+            keys.append(k)
+    return keys
+
+
+def _looks_like_identifier(token: str) -> bool:
+    core = token.strip(".:/\\-")
+    return bool(
+        re.search(r"[a-z0-9][A-Z]", core)
+        or re.search(r"\w[_.:/\\]\w", core)
+        or (re.search(r"[A-Za-z]", core) and re.search(r"\d", core))
+    )
+
+
+# -- fuzzy label index -----------------------------------------------------------------------
+class LabelIndex:
+    """In-memory trigram index over node label keys, for fuzzy label lookup.
+
+    Built from the ``nodes`` table on first use (about 0.5 s at 100k nodes); nodes added
+    later (higher ids) are appended to a small tail that is scanned directly, and the
+    index is rebuilt when the tail grows past :attr:`TAIL_MAX` or nodes were deleted
+    (noticed through ``max(id)`` and ``count(*)``).
+    """
+
+    TAIL_MAX = 5000
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self._signature: tuple[int, int] | None = None
+        self._max_seen = 0
+        self._count = 0
+        self._keys: list[str] = []
+        self._key_node = None  # numpy int64: node id per key
+        self._codes = None  # sorted trigram codes (uint64)
+        self._code_key = None  # key index per sorted code
+        self._tail: list[tuple[str, int]] = []
+
+    def _refresh(self) -> None:
+        conn = self.db.conn
+        max_id, count = conn.execute("SELECT coalesce(max(id), 0), count(*) FROM nodes").fetchone()
+        if self._signature == (max_id, count):
+            return
+        if self._signature is not None and len(self._tail) < self.TAIL_MAX:
+            new = conn.execute("SELECT id, label FROM nodes WHERE id > ?", (self._max_seen,)).fetchall()
+            if self._count + len(new) == count:  # only additions since the last look
+                for nid, label in new:
+                    self._tail.extend((key, nid) for key in _label_keys(label))
+                self._max_seen, self._count, self._signature = max_id, count, (max_id, count)
+                return
+        self._build()
+        self._max_seen, self._count, self._signature = max_id, count, (max_id, count)
+
+    def _build(self) -> None:
+        import numpy as np
+
+        keys: list[str] = []
+        owners: list[int] = []
+        for nid, label in self.db.conn.execute("SELECT id, label FROM nodes"):
+            for key in _label_keys(label):
+                keys.append(key)
+                owners.append(nid)
+        self._keys = keys
+        self._key_node = np.asarray(owners, dtype=np.int64)
+        self._tail = []
+        if not keys:
+            self._codes = np.zeros(0, dtype=np.uint64)
+            self._code_key = np.zeros(0, dtype=np.int64)
+            return
+        # all keys in one UTF-32 array separated by 0; a trigram code packs 3 code points (21 bits each)
+        joined = "\x00".join(keys) + "\x00"
+        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        key_of_pos = np.cumsum(cps == 0) - (cps == 0)  # index of the key each position belongs to
+        a, b, c = cps[:-2], cps[1:-1], cps[2:]
+        valid = (a != 0) & (b != 0) & (c != 0)
+        codes = (a << np.uint64(42)) | (b << np.uint64(21)) | c
+        codes = codes[valid]
+        owners_pos = key_of_pos[:-2][valid]
+        order = np.argsort(codes, kind="stable")
+        self._codes = codes[order]
+        self._code_key = owners_pos[order].astype(np.int64)
+
+    @staticmethod
+    def _trigram_codes(key: str):
+        import numpy as np
+
+        cps = [ord(ch) for ch in key]
+        return np.asarray(sorted({(cps[i] << 42) | (cps[i + 1] << 21) | cps[i + 2] for i in range(len(cps) - 2)}),
+                          dtype=np.uint64)
+
+    def lookup(self, key: str, limit: int = RANKER_DEPTH) -> list[tuple[int, float]]:
+        """Node ids whose label keys are close to ``key``: [(node id, ratio 0-100)] best first."""
+        import numpy as np
+        from rapidfuzz import fuzz, process
+
+        self._refresh()
+        candidates: list[tuple[str, int]] = []
+        if self._keys:
+            if len(key) >= 3:
+                qcodes = self._trigram_codes(key)
+                lo = np.searchsorted(self._codes, qcodes, side="left")
+                hi = np.searchsorted(self._codes, qcodes, side="right")
+                parts = [self._code_key[l:h] for l, h in zip(lo, hi) if h > l]
+                if parts:
+                    counts = np.bincount(np.concatenate(parts), minlength=len(self._keys))
+                    need = max(1, int(len(qcodes) * 0.3))
+                    hits = np.nonzero(counts >= need)[0]
+                    if len(hits) > FUZZY_CANDIDATES:
+                        top = np.argpartition(-counts[hits], FUZZY_CANDIDATES)[:FUZZY_CANDIDATES]
+                        hits = hits[top]
+                    candidates = [(self._keys[i], int(self._key_node[i])) for i in hits.tolist()]
+            else:
+                candidates = [(k, int(n)) for k, n in zip(self._keys, self._key_node.tolist()) if k == key]
+        candidates.extend(self._tail)
+        if not candidates:
+            return []
+        scored = process.extract(key, [c[0] for c in candidates], scorer=fuzz.ratio, processor=None,
+                                 score_cutoff=FUZZY_CUTOFF, limit=None)
+        best: dict[int, float] = {}
+        for _, score, i in scored:
+            nid = candidates[i][1]
+            if score > best.get(nid, -1):
+                best[nid] = score
+        return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+
+# -- results ---------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """One query result (a node or an episode).
+
+    :param score: similarity: fused RRF score (higher is better); pattern: 1.0;
+        traversal: 1 / depth.
+    :param relations: a few edges of the node: ``{"direction": "out"|"in", "type", "id", "label"}``.
+    :param via: how graph expansion or traversal reached it: ``{"from", "fromLabel", "edge", "direction"}``.
+    """
+
+    kind: str
+    id: str
+    label: str
+    type: str
+    excerpt: str
+    score: float
+    relations: list[dict[str, Any]] = field(default_factory=list)
+    via: dict[str, Any] | None = None
+    depth: int | None = None
+    episode: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "kind": self.kind, "id": self.id, "label": self.label, "type": self.type,
+            "excerpt": self.excerpt, "score": round(self.score, 6), "relations": self.relations,
+        }
+        if self.via is not None:
+            out["via"] = self.via
+        if self.depth is not None:
+            out["depth"] = self.depth
+        if self.episode is not None:
+            out.update(self.episode)
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+    def render(self, n: int) -> str:
+        head = f"{n}. {self.id} {self.label} ({self.type})  score {self.score:.4f}"
+        if self.depth is not None:
+            head += f"  depth {self.depth}"
+        lines = [head]
+        if self.excerpt:
+            lines.append(f"   {self.excerpt}")
+        if self.via:
+            arrow = f"-{self.via['edge']}->" if self.via["direction"] == "out" else f"<-{self.via['edge']}-"
+            lines.append(f"   via {self.via['fromLabel']} ({self.via['from']}) {arrow} this")
+        if self.relations:
+            rels = ", ".join(
+                (f"-{r['type']}-> {r['label']}" if r["direction"] == "out" else f"<-{r['type']}- {r['label']}")
+                for r in self.relations
+            )
+            lines.append(f"   {rels}")
+        return "\n".join(lines)
+
+
+class QueryEngine:
+    """The three query modes over one workspace's graph memory (one engine per host)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.db = graph.db
+        self.labels = LabelIndex(graph.db)
+
+    # -- similarity ----------------------------------------------------------------------
+    def _bm25_nodes(self, match: str, node_type: str | None, limit: int) -> list[int]:
+        w = ", ".join(f"{x:g}" for x in NODE_WEIGHTS)
+        if node_type:
+            sql = (f"SELECT f.rowid FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? "
+                   f"AND n.type = ? ORDER BY bm25(nodes_fts, {w}) LIMIT ?")
+            params: tuple = (match, node_type, limit)
+        else:
+            sql = f"SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH ? ORDER BY bm25(nodes_fts, {w}) LIMIT ?"
+            params = (match, limit)
+        return [r[0] for r in self.db.conn.execute(sql, params)]
+
+    def _in_vocabulary(self, word: str) -> bool:
+        q = '"' + word.replace('"', '""') + '"'
+        return self.db.conn.execute("SELECT 1 FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT 1", (q,)).fetchone() is not None
+
+    def _fuzzy_keys(self, query: str) -> list[str]:
+        """Query tokens worth a fuzzy label lookup: identifiers, words unknown to the index,
+        and (for short queries) all content words run together."""
+        keys: list[str] = []
+        for raw in _RAW_TOKEN.findall(query):
+            key = "".join(_WORD.findall(raw.lower()))
+            if len(key) < 4 or key in STOP_WORDS:
+                continue
+            if _looks_like_identifier(raw) or not all(self._in_vocabulary(w) for w in _WORD.findall(raw.lower())):
+                keys.append(key)
+        content = [w for w in _WORD.findall(query.lower()) if w not in STOP_WORDS]
+        if 1 < len(content) <= 4:
+            keys.append("".join(content))
+        return list(dict.fromkeys(keys))
+
+    def _fuzzy_nodes(self, query: str, node_type: str | None) -> list[int]:
+        keys = self._fuzzy_keys(query)
+        if not keys or self.db.conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is None:
+            return []
+        best: dict[int, float] = {}
+        for key in keys:
+            for nid, score in self.labels.lookup(key):
+                best[nid] = max(best.get(nid, 0.0), score)
+        ranked = [nid for nid, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))]
+        if node_type and ranked:
+            types = {r[0]: r[1] for r in self.db.conn.execute(
+                f"SELECT id, type FROM nodes WHERE id IN ({','.join('?' * len(ranked))})", ranked)}
+            ranked = [n for n in ranked if types.get(n) == node_type]
+        return ranked[:RANKER_DEPTH]
+
+    def similarity(self, query: str, node_type: str | None = None, max_results: int = 10) -> list[Result]:
+        """Hybrid ranked retrieval (see the module docstring). ``node_type="episode"`` searches
+        only episodes; any other ``node_type`` searches only nodes of that type."""
+        match = fts_or_query(query)
+        terms = query_terms(query)
+        lists: list[list[tuple[str, int]]] = []
+        want_nodes = node_type != "episode"
+        want_episodes = node_type in (None, "episode")
+        depth = max(RANKER_DEPTH, max_results * 2)
+        if want_nodes:
+            nt = node_type if node_type else None
+            if match:
+                lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth)])
+            lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
+        if want_episodes and match:
+            lists.append([("e", i) for i, _ in ep.bm25_episodes(self.db, match, ep.TURN_WEIGHTS, depth)])
+            lists.append([("e", i) for i, _ in ep.bm25_episodes(self.db, match, ep.WINDOW_WEIGHTS, depth)])
+        fused = rrf([l for l in lists if l])
+        scores = dict(fused)
+        via: dict[tuple[str, int], dict[str, Any]] = {}
+        # 1-hop expansion from the top node hits
+        top_nodes = [key[1] for key, _ in fused if key[0] == "n"][:EXPAND_TOP]
+        for nid in top_nodes:
+            base = scores[("n", nid)] * EXPAND_DECAY
+            rows = self.db.conn.execute(
+                "SELECT src, dst, type, weight FROM edges WHERE src=? UNION ALL "
+                "SELECT src, dst, type, weight FROM edges WHERE dst=? ORDER BY weight DESC LIMIT ?",
+                (nid, nid, EXPAND_EDGES),
+            ).fetchall()
+            for src, dst, etype, _w in rows:
+                other, direction = (dst, "out") if src == nid else (src, "in")
+                key = ("n", other)
+                if key in scores or other == nid:
+                    continue
+                scores[key] = base
+                via[key] = {"from": format_id(nid), "edge": etype, "direction": direction, "_from": nid}
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+        if node_type and node_type != "episode":
+            need = [k[1] for k, _ in ranked if k in via]
+            types = self._types(need)
+            ranked = [(k, s) for k, s in ranked if k not in via or types.get(k[1]) == node_type]
+        ranked = ranked[:max_results]
+        return self._materialize(ranked, terms, via)
+
+    def _types(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        return {r[0]: r[1] for r in self.db.conn.execute(
+            f"SELECT id, type FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids)}
+
+    def _materialize(self, ranked: list[tuple[tuple[str, int], float]], terms: list[str],
+                     via: dict | None = None) -> list[Result]:
+        via = via or {}
+        node_ids = [k[1] for k, _ in ranked if k[0] == "n"]
+        node_ids += [v["_from"] for v in via.values()]
+        nodes = self.graph.get_many(node_ids)
+        episodes = ep.get_episodes(self.db, [k[1] for k, _ in ranked if k[0] == "e"])
+        out: list[Result] = []
+        for key, score in ranked:
+            if key[0] == "n":
+                node = nodes.get(key[1])
+                if node is None:
+                    continue
+                v = None
+                if key in via:
+                    src = nodes.get(via[key]["_from"])
+                    v = {"from": via[key]["from"], "fromLabel": src.label if src else via[key]["from"],
+                         "edge": via[key]["edge"], "direction": via[key]["direction"]}
+                out.append(Result("node", node.ref, node.label, node.type, excerpt(node.content, terms), score,
+                                  self.relations(node.id), v, metadata=node.metadata))
+            else:
+                e = episodes.get(key[1])
+                if e is None:
+                    continue
+                label = f"{e.session_id}#{e.seq}" + (f" {e.role}" if e.role else "")
+                text = e.text or " ".join(x for x in (e.tool, e.path) if x)
+                out.append(Result("episode", e.ref, label, "episode", excerpt(text, terms), score,
+                                  self._episode_relations(e.id),
+                                  episode={"sessionId": e.session_id, "seq": e.seq, "eventKind": e.kind,
+                                           "role": e.role, "tool": e.tool, "path": e.path, "meta": e.meta,
+                                           "timestamp": e.timestamp}))
+        return out
+
+    def relations(self, node_id: int, limit: int = RELATIONS_SHOWN) -> list[dict[str, Any]]:
+        """A few edges of a node (heaviest first), each with the label of its other end."""
+        rows = self.db.conn.execute(
+            "SELECT src, dst, type, weight FROM (SELECT src, dst, type, weight FROM edges WHERE src=? "
+            "ORDER BY weight DESC LIMIT ?) UNION ALL SELECT src, dst, type, weight FROM "
+            "(SELECT src, dst, type, weight FROM edges WHERE dst=? ORDER BY weight DESC LIMIT ?)",
+            (node_id, limit, node_id, limit),
+        ).fetchall()
+        rows = sorted(rows, key=lambda r: -r[3])[:limit]
+        others = self.graph.get_many([r[1] if r[0] == node_id else r[0] for r in rows])
+        rels = []
+        for src, dst, etype, _w in rows:
+            out = src == node_id
+            other = dst if out else src
+            node = others.get(other)
+            rels.append({"direction": "out" if out else "in", "type": etype, "id": format_id(other),
+                         "label": node.label if node else format_id(other)})
+        return rels
+
+    def _episode_relations(self, episode_id: int) -> list[dict[str, Any]]:
+        rows = self.db.conn.execute(
+            "SELECT n.id, n.label FROM node_episodes ne JOIN nodes n ON n.id = ne.node_id WHERE ne.episode_id=? LIMIT ?",
+            (episode_id, RELATIONS_SHOWN),
+        ).fetchall()
+        return [{"direction": "in", "type": "derived_from", "id": format_id(r[0]), "label": r[1]} for r in rows]
+
+    # -- pattern -------------------------------------------------------------------------
+    @staticmethod
+    def compile_pattern(pattern: str, syntax: str = "regex", case_sensitive: bool = False) -> re.Pattern:
+        """Compile a regex (searched anywhere) or glob (whole field). Raises UsageError."""
+        flags = 0 if case_sensitive else re.IGNORECASE
+        if syntax == "glob":
+            return re.compile(fnmatch.translate(pattern), flags | re.DOTALL)
+        try:
+            return re.compile(pattern, flags)
+        except re.error as exc:
+            raise UsageError(
+                f"query {pattern!r} is not a valid regular expression ({exc}); escape special characters "
+                f"such as ( [ * + ? with a backslash, or pass syntax=glob for wildcards like Auth*."
+            ) from None
+
+    def pattern(self, pattern: str, field: str = "any", syntax: str = "regex", node_type: str | None = None,
+                max_results: int = 10, case_sensitive: bool = False) -> list[Result]:
+        """Nodes whose ``field`` (label, content, type, metadata keys/values, or any) matches.
+
+        Regex: ``re.search`` semantics; glob: the whole field value must match. Results in id order.
+        """
+        rx = self.compile_pattern(pattern, syntax, case_sensitive)
+        test = rx.match if syntax == "glob" else rx.search
+        sql = "SELECT * FROM nodes" + (" WHERE type=?" if node_type else "") + " ORDER BY id"
+        hits: list[tuple[tuple[str, int], float]] = []
+        for row in self.db.conn.execute(sql, (node_type,) if node_type else ()):
+            values: list[str] = []
+            if field in ("label", "any"):
+                values.append(row["label"])
+            if field in ("content", "any"):
+                values.append(row["content"])
+            if field in ("type", "any"):
+                values.append(row["type"])
+            if field in ("metadata", "any"):
+                values.extend(_flatten_metadata(json.loads(row["metadata"] or "{}")))
+            if any(v is not None and test(v) for v in values):
+                hits.append((("n", row["id"]), 1.0))
+                if len(hits) >= max_results:
+                    break
+        terms = [] if syntax == "glob" else [t for t in re.findall(r"\w{3,}", pattern)]
+        return self._materialize(hits, terms)
+
+    # -- traversal -----------------------------------------------------------------------
+    def resolve_start(self, start: str):
+        """The start node: an id (``n12``), an exact label, or the one identifier in free text
+        that is an exact label. Raises NotFoundError with the closest labels as a fix."""
+        start = (start or "").strip()
+        if not start:
+            raise UsageError("traversal needs a start node: pass startNode=<id or label> (or query=<label>).")
+        try:
+            return self.graph.resolve(start, "startNode")
+        except NotFoundError:
+            pass
+        if parse_id(start) is None:
+            found = []
+            for raw in _RAW_TOKEN.findall(start):
+                rows = self.db.conn.execute("SELECT id FROM nodes WHERE label=?", (raw.strip(".:/\\-"),)).fetchall()
+                if len(rows) == 1:
+                    found.append(rows[0][0])
+            found = list(dict.fromkeys(found))
+            if len(found) == 1:
+                return self.graph.get(found[0])
+        suggestions = []
+        for key in dict.fromkeys(_label_keys(start)[:1] + self._fuzzy_keys(start)):
+            for nid, _ in self.labels.lookup(key, limit=5):
+                if nid not in suggestions:
+                    suggestions.append(nid)
+        nodes = self.graph.get_many(suggestions[:5])
+        hint = ", ".join(f"{format_id(n)} {nodes[n].label}" for n in suggestions[:5] if n in nodes)
+        raise NotFoundError(
+            f"unknown startNode {start!r}: no node has that id or exact label."
+            + (f" Closest labels: {hint}; pass one of these ids as startNode." if hint
+               else " Find it with @memory-query query=\"...\" (similarity) and pass its id, e.g. startNode=n12.")
+        )
+
+    def traversal(self, start: str, depth: int = 2, direction: str = "out", edge_types: Sequence[str] | None = None,
+                  node_type: str | None = None, max_results: int = 10) -> tuple[Any, list[Result]]:
+        """Walk edges from ``start`` up to ``depth`` hops (recursive CTE), breadth-first.
+
+        :param direction: ``out`` follows src->dst, ``in`` goes against edges ("who depends
+            on X": ``in`` over ``depends_on``/``imports``/``calls``), ``both`` ignores direction.
+        :returns: (start node, results in BFS order: depth, then id), each with the edge that reached it.
+        :raises UsageError: depth outside 1..6, bad direction or edge type, unknown start node.
+        """
+        if not 1 <= int(depth) <= MAX_DEPTH:
+            raise UsageError(f"depth must be between 1 and {MAX_DEPTH}, got {depth}; e.g. depth=2.")
+        if direction not in ("out", "in", "both"):
+            raise UsageError(f"direction must be out, in or both, got {direction!r}.")
+        types = list(edge_types or [])
+        for t in types:
+            if not TYPE_NAME.match(t or ""):
+                raise UsageError(f"edgeTypes entry {t!r} is not an edge type; use lowercase words like [\"calls\",\"imports\"].")
+        start_node = self.resolve_start(start)
+        tf = f" AND e.type IN ({','.join('?' * len(types))})" if types else ""
+        steps = []
+        params: list[Any] = [start_node.id]
+        if direction in ("out", "both"):
+            steps.append(f"SELECT e.dst, w.depth + 1 FROM walk w JOIN edges e ON e.src = w.node WHERE w.depth < ?{tf}")
+            params += [int(depth), *types]
+        if direction in ("in", "both"):
+            steps.append(f"SELECT e.src, w.depth + 1 FROM walk w JOIN edges e ON e.dst = w.node WHERE w.depth < ?{tf}")
+            params += [int(depth), *types]
+        sql = (
+            "WITH RECURSIVE walk(node, depth) AS (SELECT ?, 0 UNION " + " UNION ".join(steps)
+            + f" LIMIT {TRAVERSAL_ROW_CAP}) SELECT node, min(depth) AS d FROM walk GROUP BY node"
+        )
+        reached = {node: d for node, d in self.db.conn.execute(sql, params) if node != start_node.id}
+        order = sorted(reached, key=lambda n: (reached[n], n))
+        if node_type:
+            types_of = self._types(order)
+            order = [n for n in order if types_of.get(n) == node_type]
+        order = order[:max_results]
+        reached[start_node.id] = 0
+        via: dict[tuple[str, int], dict[str, Any]] = {}
+        for nid in order:
+            d = reached[nid]
+            candidates = []
+            if direction in ("out", "both"):  # parent -> nid
+                candidates += [(r[0], r[1], "out") for r in self.db.conn.execute(
+                    f"SELECT e.src, e.type FROM edges e WHERE e.dst=?{tf}", (nid, *types))]
+            if direction in ("in", "both"):  # nid -> parent
+                candidates += [(r[0], r[1], "in") for r in self.db.conn.execute(
+                    f"SELECT e.dst, e.type FROM edges e WHERE e.src=?{tf}", (nid, *types))]
+            for parent, etype, how in sorted(candidates, key=lambda c: c[0]):
+                if reached.get(parent) == d - 1:
+                    via[("n", nid)] = {"from": format_id(parent), "edge": etype, "direction": how, "_from": parent}
+                    break
+        ranked = [(("n", nid), 1.0 / reached[nid]) for nid in order]
+        results = self._materialize(ranked, [], via)
+        for r in results:
+            r.depth = reached[parse_id(r.id)]
+        return start_node, results
+
+
+def _flatten_metadata(meta: Any, prefix: str = "") -> list[str]:
+    """Keys and scalar values of a JSON object, nested keys as ``a.b``."""
+    out: list[str] = []
+    if isinstance(meta, dict):
+        for k, v in meta.items():
+            key = f"{prefix}{k}"
+            out.append(key)
+            out.extend(_flatten_metadata(v, key + "."))
+    elif isinstance(meta, list):
+        for v in meta:
+            out.extend(_flatten_metadata(v, prefix))
+    elif meta is not None:
+        out.append(str(meta))
+    return out
+
+
+def engine_for(host) -> QueryEngine:
+    """The host's :class:`QueryEngine` (one per host; its fuzzy label index lives as long as the host)."""
+    return host.service(QueryEngine, lambda h: QueryEngine(graph_for(h)))
