@@ -28,13 +28,13 @@ hookimpl = pluggy.HookimplMarker("opensage")
 
 
 @hookspec
-def register_commands(register):
-    """Add ``@``-commands: call ``register(Command(...))`` once per command."""
+def register_commands(register, host):
+    """Add ``@``-commands: call ``register(Command(...))`` once per command (``host``: the Host asking)."""
 
 
 @hookspec
-def register_tools(register, session):
-    """Add tools that agents may call: ``register(Tool(...))``; asked anew each time."""
+def register_tools(register, session, host):
+    """Add tools that agents may call: ``register(Tool(...))``; asked anew each time (``host``: the Host asking)."""
 
 
 @hookspec

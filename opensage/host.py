@@ -165,7 +165,7 @@ class Host:
                     return
                 found[command.name] = Command(**{**command.__dict__, "plugin": _plugin})
 
-            self._call_one(impl, "register_commands", {"register": register})
+            self._call_one(impl, "register_commands", {"register": register, "host": self})
         return dict(sorted(found.items()))
 
     def command(self, name: str) -> Command:
@@ -211,7 +211,7 @@ class Host:
                     return
                 found[tool.name] = Tool(**{**tool.__dict__, "plugin": _plugin})
 
-            self._call_one(impl, "register_tools", {"register": register, "session": session})
+            self._call_one(impl, "register_tools", {"register": register, "session": session, "host": self})
         return found
 
     # -- routing ---------------------------------------------------------------------
