@@ -1,0 +1,904 @@
+"""Intent routing: free text -> an ``@``-command, driven by ``config/intent-routes.yaml``.
+
+A user writes "what do we know about the auth flow?", not ``@memory-query``. The
+router decides which OpenSage command (if any) the text asks for, how sure it is, and
+fills the command's arguments from the text.
+
+Configuration
+    The packaged ``opensage/config/intent-routes.yaml`` is merged with the project's
+    ``.opencode/intent-routes.yaml`` (a route with the same ``name`` overrides the
+    packaged one field by field; a new name adds a route; ``enabled: false`` turns one
+    off). Both are validated by the pydantic models below (:class:`RoutesFile`); an
+    invalid file raises :class:`~opensage.errors.ConfigError` naming the file, the
+    route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
+
+Matching (all of it deterministic, no model call)
+    Every example phrasing is a *template*: words plus ``{slot}`` placeholders, e.g.
+    ``what do we know about {query}``. Text and templates are normalised the same way
+    (lower case, apostrophes dropped, a plural ``-s`` removed) and split into whole
+    words, so ``new`` never matches inside ``renew``. Each template word is compared
+    with the text's words by :func:`rapidfuzz.fuzz.ratio` (typos tolerated: words of 4-5
+    letters need a ratio of at least 75, longer words 80, words of 3 letters or fewer
+    must be equal), then the template is aligned with the text in order:
+
+    ``quality = (sum of matched word similarities - penalties) / number of template words``
+
+    with penalties of :data:`GAP_COST` per unexpected word inside the phrase (at most
+    :data:`MAX_GAP`), :data:`EDGE_COST` per word before or after it (capped at
+    :data:`EDGE_COST_CAP`). Filler words (:data:`FILLER`, e.g. "please", "the", "can",
+    "you") are free everywhere and never required. A slot must capture at least one
+    word. Short templates carry less evidence:
+    ``confidence = quality * min(1, 0.5 + 0.05 * letters in the template's words)``.
+    These constants are this project's own choices, tuned on ``bench/routing.py``.
+
+    Routes may also give regular expressions (``patterns``) with a fixed confidence;
+    their named groups fill slots. A route fires only if its best confidence reaches
+    its ``confidence_threshold`` *and* its required arguments can be filled *and* it
+    beats the best example of the ``none`` route (ordinary coding requests). Otherwise
+    the decision is ``none`` with confidence ``1 - best route confidence``.
+
+Argument filling is described per route in the YAML (``arguments:``); see
+:class:`ArgumentSpec` for the sources (slot text, a job id, a number near a keyword...).
+
+Loaded routers are cached per (file, mtime) pair, so a decision costs about a
+millisecond (``python bench/routing.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from opensage.errors import ConfigError
+from opensage.types import Route
+
+__all__ = [
+    "PACKAGED_ROUTES",
+    "USER_ROUTES_FILE",
+    "NONE_ROUTE",
+    "ArgumentSpec",
+    "PatternSpec",
+    "RouteSpec",
+    "RoutesFile",
+    "Decision",
+    "Router",
+    "load_routes",
+    "router_for",
+    "route_text",
+    "format_call",
+]
+
+log = logging.getLogger("opensage.routing")
+
+#: The packaged routes.
+PACKAGED_ROUTES = Path(__file__).resolve().parent / "config" / "intent-routes.yaml"
+#: A project's overrides, relative to the workspace state dir (``.opencode/``).
+USER_ROUTES_FILE = "intent-routes.yaml"
+#: The name of the outcome "no OpenSage command fits".
+NONE_ROUTE = "none"
+
+#: Cost of one unexpected word inside a template's phrase (in template-word units).
+GAP_COST = 0.25
+#: More unexpected words than this inside a phrase break the alignment.
+MAX_GAP = 3
+#: Cost of one word before or after the phrase when the template has no slot there.
+EDGE_COST = 0.08
+#: The edge cost is capped at this many template words.
+EDGE_COST_CAP = 0.6
+
+#: Words that are free anywhere in the text and never required by a template.
+FILLER = frozenset(
+    """a an the my our your this these those some any all please pls plz kindly just
+    me us i you we u ya can could would will shall might may hey hi hello ok okay so now
+    also actually really quickly quick maybe perhaps guys thanks thank ty well um uh hmm
+    like let lets go ahead right then new""".split()
+)
+
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_COMMAND = re.compile(r"^@[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# ----------------------------------------------------------------------------------
+# Schema
+# ----------------------------------------------------------------------------------
+
+ArgSource = Literal[
+    "slot", "text", "list", "label", "slug", "job_id", "identifier", "path", "number",
+    "choice", "steps", "session", "value",
+]
+
+
+class ArgumentSpec(BaseModel):
+    """How one command argument is filled from the text.
+
+    ``from`` (required) is one of:
+
+    * ``slot`` — the words a ``{slot}`` of the matched example (or a named group of the
+      matched pattern) captured, without leading articles and trailing punctuation;
+    * ``text`` — the whole message;
+    * ``list`` — the slot split on commas, "or", "and", "vs", "/" (two items or more);
+    * ``label`` — a short title (at most 8 words) made from the slot;
+    * ``slug`` — a kebab-case name made from the slot's first content words;
+    * ``job_id`` — a job id in the text: ``job-…``/``job_…``, a UUID, or 8+ hex digits;
+    * ``identifier`` — a quoted or back-ticked name, else a code-like word
+      (``AuthService``, ``auth_service``, ``auth.py``); falls back to the slot;
+    * ``path`` — a file or folder path in the text (``src/auth``, ``notes.md``), else the
+      slot with "folder"/"directory" removed; "the repo"/"the project" give ``.``;
+    * ``number`` — an integer next to one of ``keywords`` ("radius 3", "2 hops");
+    * ``choice`` — the first key of ``choices`` whose words occur in the text;
+    * ``steps`` — the text split into steps at "first/then/next/finally" or a numbered
+      list (two steps or more);
+    * ``session`` — the id of the current session;
+    * ``value`` — the constant ``value``.
+
+    :param slot: the slot name for slot/list/label/slug/identifier/path (default: the
+        argument's own name).
+    :param required: the route does not fire when this argument cannot be filled.
+    :param default: used when the source finds nothing (omitted when null).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: ArgSource = Field(alias="from", description="where the value comes from (see the list above)")
+    slot: str | None = Field(None, description="slot name for slot/list/label/slug/identifier/path; default: the argument name")
+    value: Any = Field(None, description="the constant, for from: value")
+    choices: dict[str, list[str]] = Field(default_factory=dict, description="for from: choice — value -> words that select it")
+    keywords: list[str] = Field(default_factory=list, description="for from: number — words the number must stand next to")
+    default: Any = Field(None, description="value used when nothing is found (omitted when null)")
+    required: bool = Field(False, description="the route does not fire when this argument stays empty")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArgumentSpec":
+        if self.source == "value" and self.value is None:
+            raise ValueError("from: value needs a 'value'")
+        if self.source == "choice" and not self.choices:
+            raise ValueError("from: choice needs 'choices' (value -> list of words)")
+        if self.source == "number" and not self.keywords:
+            raise ValueError("from: number needs 'keywords' (words the number stands next to)")
+        return self
+
+
+class PatternSpec(BaseModel):
+    """A regular expression (Python syntax, case-insensitive, searched in the original
+    text) that selects the route with a fixed confidence; named groups fill slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regex: str = Field(description="Python regular expression; named groups (?P<name>...) fill slots")
+    confidence: float = Field(ge=0.0, le=1.0, description="confidence given when the pattern matches")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class RouteSpec(BaseModel):
+    """One route: when free text should run an ``@``-command, and with which arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="route name: lowercase letters, digits and '_' (e.g. opensage_memory_query)")
+    description: str = Field(min_length=1, description="when this route applies (shown in docs and to the host's model)")
+    command: str | None = Field(description="the @-command to run, e.g. '@memory-query'; null only for the 'none' route")
+    examples: list[str] = Field(default_factory=list, description="example phrasings with {slot} placeholders")
+    patterns: list[PatternSpec] = Field(default_factory=list, description="regular expressions with a fixed confidence")
+    arguments: dict[str, ArgumentSpec] = Field(default_factory=dict, description="command argument (camelCase) -> how to fill it")
+    confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this confidence the route does not fire")
+    enabled: bool = Field(True, description="false turns a packaged route off")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTE_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid route name: use lowercase letters, digits and '_'")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and not _COMMAND.match(value):
+            raise ValueError(f"{value!r} is not an @-command: write it like '@memory-query'")
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: list[str]) -> list[str]:
+        for example in value:
+            _compile_template(example)  # raises ValueError with the reason
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "RouteSpec":
+        if self.name == NONE_ROUTE and self.command is not None:
+            raise ValueError("the 'none' route must have command: null")
+        if self.name != NONE_ROUTE and self.command is None:
+            raise ValueError("command is required (e.g. '@memory-query'); only the 'none' route has none")
+        if not self.examples and not self.patterns:
+            raise ValueError("give at least one of 'examples' or 'patterns'")
+        slots = set()
+        for example in self.examples:
+            slots.update(_SLOT.findall(example))
+        for pattern in self.patterns:
+            slots.update(re.compile(pattern.regex).groupindex)
+        for arg, spec in self.arguments.items():
+            if spec.source in ("slot", "list", "label", "slug"):
+                slot = spec.slot or arg
+                if slot not in slots:
+                    raise ValueError(
+                        f"argument '{arg}' reads slot '{slot}', but no example has {{{slot}}} "
+                        f"and no pattern has a group (?P<{slot}>...)"
+                    )
+        return self
+
+
+class RoutesFile(BaseModel):
+    """The whole ``intent-routes.yaml``: ``version: 1`` and a list of ``routes``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = Field(1, description="schema version, 1")
+    routes: list[RouteSpec] = Field(description="the routes; names are unique")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "RoutesFile":
+        seen = set()
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route name {route.name!r} appears twice")
+            seen.add(route.name)
+        return self
+
+
+# ----------------------------------------------------------------------------------
+# Loading and merging
+# ----------------------------------------------------------------------------------
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the routes file: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'routes:' (got {type(raw).__name__}).")
+    routes = raw.get("routes", [])
+    if not isinstance(routes, list):
+        raise ConfigError(f"{path}: 'routes' must be a list of routes, each with a 'name'.")
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict) or not isinstance(route.get("name"), str):
+            raise ConfigError(f"{path}: routes[{i}] must be a mapping with a 'name' (e.g. name: my_route).")
+    return raw
+
+
+def _merge(base: dict, override: dict) -> tuple[dict, dict[str, str]]:
+    """Merge ``override``'s routes over ``base``'s: same name -> field-by-field override."""
+    merged = {k: v for k, v in base.items() if k != "routes"}
+    merged.update({k: v for k, v in override.items() if k != "routes"})
+    routes = [dict(r) for r in base.get("routes", [])]
+    index = {r["name"]: i for i, r in enumerate(routes)}
+    touched: dict[str, str] = {}
+    for route in override.get("routes", []):
+        name = route["name"]
+        touched[name] = "override"
+        if name in index:
+            routes[index[name]] = {**routes[index[name]], **route}
+        else:
+            index[name] = len(routes)
+            routes.append(dict(route))
+    merged["routes"] = routes
+    return merged, touched
+
+
+def _validate(raw: dict, origin: dict[str, Path]) -> RoutesFile:
+    try:
+        return RoutesFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err.get("loc") or ())
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+            route = raw["routes"][loc[1]]
+            name = route.get("name", f"#{loc[1]}")
+            path = origin.get(name, origin["*"])
+            fields = ".".join(str(p) for p in loc[2:])
+            where = f"route '{name}', field '{fields}'" if fields else f"route '{name}'"
+            raise ConfigError(f"{path}: {where}: {msg}. See docs/intent-routes-schema.md.") from None
+        fields = ".".join(str(p) for p in loc) or "(top level)"
+        raise ConfigError(f"{origin['*']}: field '{fields}': {msg}. See docs/intent-routes-schema.md.") from None
+
+
+def load_routes(packaged: Path = PACKAGED_ROUTES, user: Path | None = None) -> RoutesFile:
+    """Load, merge and validate the routes.
+
+    :param packaged: the base file (default: the packaged one).
+    :param user: a project's override file, merged over ``packaged`` if it exists.
+    :raises ConfigError: a file is not YAML or breaks the schema; the message names the
+        file, the route and the field.
+    """
+    raw = _read_yaml(packaged)
+    origin: dict[str, Any] = {"*": packaged}
+    if user is not None and user.exists():
+        over = _read_yaml(user)
+        raw, touched = _merge(raw, over)
+        origin.update({name: user for name in touched})
+        if set(over) - {"routes"}:
+            origin["*"] = user
+    return _validate(raw, origin)
+
+
+# ----------------------------------------------------------------------------------
+# Text handling
+# ----------------------------------------------------------------------------------
+
+def _norm(word: str) -> str:
+    w = unicodedata.normalize("NFKC", word).lower().replace("'", "").replace("’", "")
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        w = w[:-1]
+    return w
+
+
+@dataclass(frozen=True)
+class _Tok:
+    norm: str
+    start: int
+    end: int
+    filler: bool
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out = []
+    for m in _TOKEN.finditer(text):
+        n = _norm(m.group())
+        out.append(_Tok(n, m.start(), m.end(), n in FILLER))
+    return out
+
+
+@dataclass(frozen=True)
+class _Template:
+    route: str
+    source: str
+    #: the template's words, each a tuple of alternatives: ``(make|create) a tool`` -> (("make","create"), ("tool",))
+    literals: tuple[tuple[str, ...], ...]
+    #: slot_before[i]: the slot name between literal i-1 and literal i (i == len: after the last)
+    slot_before: tuple[str | None, ...]
+    evidence: float
+
+
+_TEMPLATE_PARTS = re.compile(r"(\{[^{}]*\}|\([^()]*\))")
+
+
+def _compile_template(example: str, route: str = "") -> _Template:
+    """Compile ``(make|create) a tool that {requirement}``: words, ``(a|b)`` one-word
+    alternatives, ``{slot}`` placeholders. Raises ValueError naming the problem."""
+    literals: list[tuple[str, ...]] = []
+    slot_before: list[str | None] = [None]
+    for part in _TEMPLATE_PARTS.split(example):
+        if part.startswith("{"):
+            m = _SLOT.fullmatch(part)
+            if not m:
+                raise ValueError(f"example {example!r}: a slot is written {{name}} (letters, digits, '_')")
+            if slot_before[-1] is not None:
+                raise ValueError(f"example {example!r}: two slots need words between them")
+            slot_before[-1] = m.group(1)
+            continue
+        if part.startswith("("):
+            alts = []
+            for alt in part[1:-1].split("|"):
+                toks = _tokens(alt)
+                if len(toks) != 1:
+                    raise ValueError(f"example {example!r}: each alternative in {part} must be one word")
+                if not toks[0].filler:
+                    alts.append(toks[0].norm)
+            if alts:
+                literals.append(tuple(dict.fromkeys(alts)))
+                slot_before.append(None)
+            continue
+        if re.search(r"[{}()|]", part):
+            raise ValueError(f"example {example!r}: unbalanced braces or parentheses")
+        for tok in _tokens(part):
+            if tok.filler:
+                continue
+            literals.append((tok.norm,))
+            slot_before.append(None)
+    if not literals:
+        raise ValueError(f"example {example!r} has no words besides filler words and slots")
+    letters = sum(sum(len(a) for a in alts) / len(alts) for alts in literals)
+    return _Template(route, example, tuple(literals), tuple(slot_before), min(1.0, 0.5 + 0.05 * letters))
+
+
+_LEADING = re.compile(r"^(?:(?:the|a|an|this|that|these|those|our|my|your|some|any|all|about|on|of|for)\s+)+", re.I)
+_TRAILING = re.compile(r"(?:[\s,]+(?:please|pls|for me|thanks|thank you|ok|okay|now|again))+\s*$", re.I)
+
+
+def _clean(text: str) -> str:
+    s = text.strip().strip("\"'`“”‘’").strip()
+    for _ in range(3):
+        before = s
+        s = s.rstrip(" ?.!,:;").strip()
+        s = _TRAILING.sub("", s)
+        s = _LEADING.sub("", s)
+        s = s.strip().strip("\"'`“”‘’").strip()
+        if s == before:
+            break
+    return s
+
+
+# ----------------------------------------------------------------------------------
+# Argument extractors
+# ----------------------------------------------------------------------------------
+
+_JOB_ID = re.compile(
+    r"\b(job[-_][A-Za-z0-9][A-Za-z0-9_-]*|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,})\b",
+    re.I,
+)
+_QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|'([^']{2,})'")
+_CODE_WORD = re.compile(
+    r"\b([A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*(?:\.[A-Za-z_]\w*)*|[a-z][a-z0-9]*_[a-z0-9_]+|[A-Za-z_]\w*\.[A-Za-z_]\w+(?:\.\w+)*)\b"
+)
+_PATH = re.compile(r"(?<![\w@])((?:\.{1,2}/|~/|/)?[\w.-]+(?:/[\w.-]+)+/?|\.{1,2}/?|[\w-]+\.(?:py|md|txt|rst|ts|js|json|ya?ml|toml|go|rs|java|sql|sh))(?![\w/])")
+_WHOLE_PROJECT = re.compile(r"^(?:whole |entire )?(?:repo|repository|project|codebase|code base|code)$", re.I)
+_FOLDER_WORDS = re.compile(r"\s+(?:folder|directory|dir|tree)$", re.I)
+_STEP_SPLIT = re.compile(
+    r"(?:^|\n)\s*(?:\d+[.)]|[-*•])\s+"
+    r"|(?:[.;,]\s*|\s+)(?:and\s+)?(?:then|next|after that|afterwards|finally|lastly|second(?:ly)?|third(?:ly)?)\b[,:]?\s*"
+    r"|^\s*(?:first(?:ly)?|step one)\b[,:]?\s*"
+    r"|\s\(?\d\)\s*",
+    re.I,
+)
+_LIST_SPLIT = re.compile(r"\s*(?:,|/|;|\bvs\.?\s|\bversus\b|\bor\b|\band\b)\s*", re.I)
+_STOP = frozenset("a an the to for of and or in on at by with from into that which who this it is are be".split())
+
+
+def _label(text: str) -> str:
+    s = _clean(text)
+    if ":" in s and len(s.split(":", 1)[0].split()) <= 8:
+        s = s.split(":", 1)[0]
+    s = re.split(r"[.;!?]\s|,\s|\s(?:because|since|so that|which|as)\s|\s[-–—]\s", s, maxsplit=1)[0]
+    words = s.split()
+    return " ".join(words[:8]).rstrip(",.;:") if words else ""
+
+
+def _slug(text: str) -> str:
+    words = [w for w in re.findall(r"[a-z0-9]+", _clean(text).lower()) if w not in _STOP]
+    return "-".join(words[:4])[:64].strip("-")
+
+
+def _split_list(text: str) -> list[str]:
+    items = [_clean(p) for p in _LIST_SPLIT.split(text)]
+    items = [i for i in items if i]
+    return items if len(items) >= 2 else []
+
+
+def split_steps(text: str) -> list[str]:
+    """Split "first A, then B, finally C" or a numbered/bulleted list into steps.
+
+    :returns: the steps (cleaned), or ``[]`` when fewer than two are found.
+    """
+    pieces = [_clean(p) for p in _STEP_SPLIT.split(text.strip())]
+    pieces = [re.sub(r"^(?:and|then|to)\s+", "", p, flags=re.I) for p in pieces if p]
+    pieces = [p for p in pieces if p and len(p) > 2]
+    return pieces if len(pieces) >= 2 else []
+
+
+def _number_near(tokens: list[_Tok], keywords: set[str]) -> int | None:
+    for i, tok in enumerate(tokens):
+        if tok.norm.isdigit():
+            window = tokens[max(0, i - 3): i] + tokens[i + 1: i + 3]
+            if any(t.norm in keywords for t in window):
+                return int(tok.norm)
+    return None
+
+
+# ----------------------------------------------------------------------------------
+# The router
+# ----------------------------------------------------------------------------------
+
+@dataclass
+class Decision:
+    """A routing decision with its explanation.
+
+    :param route: the route name, ``none`` when nothing should fire.
+    :param confidence: in [0, 1]; for ``none``, 1 minus the best route's confidence.
+    :param command: the ``@``-command (with ``@``) or ``None``.
+    :param arguments: arguments filled from the text (camelCase names).
+    :param matched: the example or pattern that decided, if any.
+    :param threshold: the route's ``confidence_threshold`` (``None`` for ``none``).
+    :param candidates: the best (route, confidence) pairs considered, best first.
+    """
+
+    route: str
+    confidence: float
+    command: str | None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    matched: str | None = None
+    threshold: float | None = None
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_route(self) -> Route:
+        """As the hook's :class:`opensage.types.Route` (command without ``@``)."""
+        return Route(route=self.route, confidence=round(self.confidence, 4),
+                     command=self.command.lstrip("@") if self.command else None, arguments=self.arguments)
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"route", "confidence", "command", "arguments"}``; command with ``@`` or null."""
+        return {"route": self.route, "confidence": round(self.confidence, 4), "command": self.command,
+                "arguments": self.arguments}
+
+
+@dataclass
+class _Match:
+    route: str
+    confidence: float
+    source: str
+    slots: dict[str, str]
+
+
+class Router:
+    """Decide routes over a validated :class:`RoutesFile` (build once, reuse).
+
+    :param config: the routes. Templates are compiled and the vocabulary indexed here,
+        so :meth:`decide` only aligns text.
+    """
+
+    def __init__(self, config: RoutesFile) -> None:
+        self.config = config
+        self.routes = {r.name: r for r in config.routes if r.enabled}
+        self.templates: list[_Template] = []
+        self.patterns: list[tuple[str, re.Pattern, float, str]] = []
+        for route in self.routes.values():
+            for example in route.examples:
+                self.templates.append(_compile_template(example, route.name))
+            for p in route.patterns:
+                self.patterns.append((route.name, re.compile(p.regex, re.I | re.S), p.confidence, p.regex))
+        self.vocab = sorted({w for t in self.templates for alts in t.literals for w in alts})
+        self._vocab_set = frozenset(self.vocab)
+        self._long_vocab = [w for w in self.vocab if len(w) >= 4]
+        self._sim_cache: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- word similarity ----------------------------------------------------------
+    def _hits(self, word: str) -> dict[str, float]:
+        """Template words similar to ``word``: {literal: similarity in (0, 1]}."""
+        cached = self._sim_cache.get(word)
+        if cached is not None:
+            return cached
+        from rapidfuzz import fuzz, process
+
+        hits: dict[str, float] = {}
+        if word in self._vocab_set:
+            hits[word] = 1.0
+        if len(word) >= 4:
+            for lit, score, _ in process.extract(word, self._long_vocab, scorer=fuzz.ratio, score_cutoff=75, limit=None):
+                if lit == word:
+                    continue
+                floor = 75 if len(lit) <= 5 else 80
+                if score >= floor:
+                    hits[lit] = score / 100.0
+        with self._lock:
+            if len(self._sim_cache) > 20_000:
+                self._sim_cache.clear()
+            self._sim_cache[word] = hits
+        return hits
+
+    # -- alignment ----------------------------------------------------------------
+    def _align(self, tpl: _Template, toks: list[_Tok], positions: dict[str, list[tuple[int, float]]],
+               prefix: list[int]) -> tuple[float, tuple[int | None, ...]] | None:
+        n, k = len(toks), len(tpl.literals)
+        cands = []
+        for alts in tpl.literals:
+            if len(alts) == 1:
+                cands.append(positions.get(alts[0], ()))
+            else:
+                merged: dict[int, float] = {}
+                for alt in alts:
+                    for p, s in positions.get(alt, ()):
+                        merged[p] = max(s, merged.get(p, 0.0))
+                cands.append(sorted(merged.items()))
+        memo: dict[tuple[int, int, bool], tuple[float, tuple[int | None, ...]]] = {}
+        NEG = (-1e9, ())
+
+        def nonfiller(a: int, b: int) -> int:  # tokens a..b-1
+            return prefix[b] - prefix[a] if b > a else 0
+
+        def best(i: int, last: int, pending: bool) -> tuple[float, tuple[int | None, ...]]:
+            key = (i, last, pending)
+            if key in memo:
+                return memo[key]
+            if i == k:
+                pend = pending or tpl.slot_before[k] is not None
+                if last < 0:
+                    res = NEG
+                elif pend:
+                    res = (0.0, ()) if last <= n - 2 else NEG
+                else:
+                    res = (-min(EDGE_COST_CAP, EDGE_COST * nonfiller(last + 1, n)), ())
+                memo[key] = res
+                return res
+            nxt_pending = tpl.slot_before[i + 1] is not None
+            sub = best(i + 1, last, pending or nxt_pending)
+            res = (sub[0], (None, *sub[1])) if sub[0] > -1e8 else NEG
+            for p, s in cands[i]:
+                if p <= last:
+                    continue
+                if last < 0:
+                    if pending:
+                        if p < 1:
+                            continue
+                        cost = 0.0
+                    else:
+                        cost = min(EDGE_COST_CAP, EDGE_COST * nonfiller(0, p))
+                else:
+                    if pending:
+                        if p - last < 2:
+                            continue
+                        cost = 0.0
+                    else:
+                        gap = nonfiller(last + 1, p)
+                        if gap > MAX_GAP:
+                            continue
+                        cost = GAP_COST * gap
+                sub = best(i + 1, p, nxt_pending)
+                if sub[0] <= -1e8:
+                    continue
+                value = s - cost + sub[0]
+                if value > res[0]:
+                    res = (value, (p, *sub[1]))
+            memo[key] = res
+            return res
+
+        score, pos = best(0, -1, tpl.slot_before[0] is not None)
+        if score <= -1e8:
+            return None
+        return score / k, pos
+
+    def _slots(self, tpl: _Template, pos: tuple[int | None, ...], toks: list[_Tok], text: str) -> dict[str, str]:
+        slots: dict[str, str] = {}
+        k = len(tpl.literals)
+        for i in range(k + 1):
+            name = tpl.slot_before[i]
+            if name is None:
+                continue
+            prev = next((pos[j] for j in range(i - 1, -1, -1) if pos[j] is not None), -1)
+            nxt = next((pos[j] for j in range(i, k) if pos[j] is not None), len(toks))
+            a, b = prev + 1, nxt - 1
+            if a <= b and not any(v == (a, b) for v in slots.values()):
+                slots[name] = (a, b)  # type: ignore[assignment]
+        return {name: text[toks[a].start:toks[b].end] for name, (a, b) in slots.items()}  # type: ignore[misc]
+
+    def _match_all(self, text: str) -> dict[str, _Match]:
+        toks = _tokens(text)
+        prefix = [0]
+        for t in toks:
+            prefix.append(prefix[-1] + (0 if t.filler else 1))
+        positions: dict[str, list[tuple[int, float]]] = {}
+        for i, t in enumerate(toks):
+            if t.filler:
+                continue
+            for lit, s in self._hits(t.norm).items():
+                positions.setdefault(lit, []).append((i, s))
+        best: dict[str, _Match] = {}
+        for tpl in self.templates:
+            # upper bound: every literal at its best similarity, no penalties
+            ub = sum(max((s for alt in alts for _, s in positions.get(alt, ())), default=0.0) for alts in tpl.literals)
+            ub = ub / len(tpl.literals) * tpl.evidence
+            current = best.get(tpl.route)
+            threshold = self.routes[tpl.route].confidence_threshold
+            if ub < threshold * 0.9 or (current is not None and ub <= current.confidence):
+                continue
+            aligned = self._align(tpl, toks, positions, prefix)
+            if aligned is None:
+                continue
+            quality, pos = aligned
+            conf = max(0.0, min(1.0, quality * tpl.evidence))
+            if current is None or conf > current.confidence:
+                best[tpl.route] = _Match(tpl.route, conf, tpl.source, self._slots(tpl, pos, toks, text))
+        for route, rx, conf, src in self.patterns:
+            current = best.get(route)
+            if current is not None and current.confidence >= conf:
+                continue
+            m = rx.search(text)
+            if m:
+                slots = {k: v for k, v in m.groupdict().items() if v}
+                best[route] = _Match(route, conf, f"/{src}/", slots)
+        return best
+
+    # -- arguments ----------------------------------------------------------------
+    def _fill(self, route: RouteSpec, match: _Match, text: str, session_id: str | None) -> dict[str, Any] | None:
+        args: dict[str, Any] = {}
+        toks = None
+        for name, spec in route.arguments.items():
+            slot_text = match.slots.get(spec.slot or name)
+            value: Any = None
+            src = spec.source
+            if src == "slot":
+                value = _clean(slot_text) if slot_text else None
+            elif src == "text":
+                value = text.strip() or None
+            elif src == "list":
+                value = _split_list(slot_text) if slot_text else None
+            elif src == "label":
+                value = _label(slot_text) if slot_text else None
+            elif src == "slug":
+                value = _slug(slot_text) if slot_text else None
+            elif src == "job_id":
+                m = _JOB_ID.search(text)
+                value = m.group(1) if m else None
+            elif src == "identifier":
+                m = _QUOTED.search(text)
+                if m:
+                    value = next(g for g in m.groups() if g)
+                else:
+                    scope = slot_text or text
+                    m = _CODE_WORD.search(scope)
+                    value = m.group(1) if m else (_clean(slot_text) if slot_text else None)
+            elif src == "path":
+                m = _QUOTED.search(text)
+                if m:
+                    value = next(g for g in m.groups() if g)
+                else:
+                    m = _PATH.search(slot_text or text)
+                    if m:
+                        value = m.group(1)
+                    elif slot_text:
+                        cleaned = _FOLDER_WORDS.sub("", _clean(slot_text))
+                        value = "." if _WHOLE_PROJECT.match(cleaned) else (cleaned or None)
+            elif src == "number":
+                toks = toks if toks is not None else _tokens(text)
+                value = _number_near(toks, {_norm(k) for k in spec.keywords})
+            elif src == "choice":
+                toks = toks if toks is not None else _tokens(text)
+                words = {t.norm for t in toks}
+                low = " ".join(t.norm for t in toks)
+                for key, triggers in spec.choices.items():
+                    if any((_norm(w) in words) if " " not in w else
+                           re.search(r"\b" + re.escape(" ".join(_norm(x) for x in w.split())) + r"\b", low)
+                           for w in triggers):
+                        value = key
+                        break
+            elif src == "steps":
+                value = split_steps(text) or None
+            elif src == "session":
+                value = session_id
+            elif src == "value":
+                value = spec.value
+            if value in (None, "", []):
+                value = spec.default
+            if value in (None, "", []):
+                if spec.required:
+                    return None
+                continue
+            args[name] = value
+        return args
+
+    # -- decision -----------------------------------------------------------------
+    def decide(self, text: str, session_id: str | None = None) -> Decision:
+        """Route ``text``.
+
+        :param text: what the user wrote (any length; only the first 2,000 characters
+            are matched).
+        :param session_id: fills ``from: session`` arguments.
+        :returns: a :class:`Decision`; ``route == "none"`` and ``command is None`` when
+            no route reaches its threshold with its required arguments, or when the
+            ``none`` route's examples fit better.
+        """
+        text = (text or "")[:2000]
+        matches = self._match_all(text)
+        ranked = sorted(matches.values(), key=lambda m: -m.confidence)
+        candidates = [(m.route, round(m.confidence, 4)) for m in ranked[:4]]
+        none_match = matches.get(NONE_ROUTE)
+        none_route = self.routes.get(NONE_ROUTE)
+        none_conf = none_match.confidence if none_match and none_route and \
+            none_match.confidence >= none_route.confidence_threshold else 0.0
+        best_route_conf = 0.0
+        for m in ranked:
+            if m.route == NONE_ROUTE:
+                continue
+            best_route_conf = max(best_route_conf, m.confidence)
+            route = self.routes[m.route]
+            if m.confidence < route.confidence_threshold or m.confidence <= none_conf:
+                continue
+            args = self._fill(route, m, text, session_id)
+            if args is None:
+                continue
+            return Decision(route.name, m.confidence, route.command, args, m.source,
+                            route.confidence_threshold, candidates)
+        conf = max(none_conf, 1.0 - best_route_conf)
+        matched = none_match.source if none_match and none_conf else None
+        return Decision(NONE_ROUTE, conf, None, {}, matched, None, candidates)
+
+
+# ----------------------------------------------------------------------------------
+# Cached routers per workspace
+# ----------------------------------------------------------------------------------
+
+_CACHE: dict[tuple, tuple[Router, str | None]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return path.stat().st_mtime_ns if path is not None else None
+    except OSError:
+        return None
+
+
+def user_routes_path(workspace) -> Path:
+    """``<workspace>/.opencode/intent-routes.yaml``."""
+    return Path(workspace.state_dir) / USER_ROUTES_FILE
+
+
+def router_for(workspace=None, packaged: Path = PACKAGED_ROUTES) -> tuple[Router, str | None]:
+    """The router for a workspace (packaged routes merged with its override file).
+
+    Cached per (packaged file mtime, override file mtime): editing either file takes
+    effect on the next call.
+
+    :returns: ``(router, warning)``. When the project's override file is invalid the
+        router uses the packaged routes only and ``warning`` holds the
+        :class:`ConfigError` message (naming file, route and field); otherwise ``None``.
+    :raises ConfigError: the packaged file itself is invalid.
+    """
+    user = user_routes_path(workspace) if workspace is not None else None
+    key = (str(packaged), _mtime(packaged), str(user), _mtime(user))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    warning = None
+    try:
+        router = Router(load_routes(packaged, user))
+    except ConfigError as exc:
+        if user is None or not user.exists():
+            raise
+        warning = f"{exc} (ignoring {user}; using the packaged routes)"
+        log.warning("%s", warning)
+        router = Router(load_routes(packaged, None))
+    with _CACHE_LOCK:
+        if len(_CACHE) > 32:
+            _CACHE.clear()
+        _CACHE[key] = (router, warning)
+    return router, warning
+
+
+def route_text(text: str, workspace=None, session_id: str | None = None) -> Decision:
+    """Route ``text`` with the workspace's routes (see :func:`router_for`)."""
+    router, _ = router_for(workspace)
+    return router.decide(text, session_id=session_id)
+
+
+def format_call(command: str, arguments: dict[str, Any]) -> str:
+    """The ``@``-command line that runs ``command`` with ``arguments`` (parseable by
+    :func:`opensage.commands.parse_line`): strings double-quoted, lists/objects as JSON."""
+    parts = [command if command.startswith("@") else "@" + command]
+    for key, value in arguments.items():
+        if isinstance(value, str):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'{key}="{escaped}"')
+        elif isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{key}={value}")
+        else:
+            parts.append(f"{key}={json.dumps(value, ensure_ascii=False)}")
+    return " ".join(parts)
