@@ -1,0 +1,182 @@
+"""Shared helpers of the host installers: JSON merges, owned files, the install manifest.
+
+Every installer records what it added in ``<state_dir>/opensage-install.json``
+(``{"opencode": {"files": [...], "json": {"path": ["key", ...]}}, "claude": {...}}``)
+so that uninstall removes exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from opensage.errors import UsageError
+from filelock import FileLock
+
+from opensage.store import Workspace
+
+MARKER = "generated-by: opensage"
+
+
+def python_command(workspace: Workspace) -> list[str]:
+    """``[python, -m, opensage, --workspace, ROOT]`` with the interpreter that runs us now."""
+    return [sys.executable, "-m", "opensage", "--workspace", str(workspace.root.resolve())]
+
+
+def shell_command(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` ({} when missing). Raises UsageError when it is not an object."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}); fix or remove it, then run install again.") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold a JSON object; fix it, then run install again.")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` atomically, keeping the key order (users' config files stay readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def locked(workspace: Workspace) -> FileLock:
+    """The lock held while an installer reads, merges and writes config files."""
+    workspace.ensure_state_dir()
+    return FileLock(str(workspace.state_dir / "opensage-install.lock"), timeout=30)
+
+
+class Manifest:
+    """What one host's installer added, kept in ``<state_dir>/opensage-install.json``."""
+
+    def __init__(self, workspace: Workspace, host_name: str) -> None:
+        self.path = workspace.state_dir / "opensage-install.json"
+        self.root = workspace.root
+        self.host_name = host_name
+        self.all = read_json(self.path)
+        entry = self.all.get(host_name) or {}
+        self.files: list[str] = list(entry.get("files", []))
+        self.json_keys: dict[str, list[list[str]]] = {k: [list(p) for p in v] for k, v in entry.get("json", {}).items()}
+        self.hooks: dict[str, Any] = dict(entry.get("hooks", {}))
+        #: JSON files install created (uninstall deletes them when nothing else is left in them)
+        self.created: list[str] = list(entry.get("created", []))
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.files or self.json_keys or self.hooks)
+
+    def add_file(self, rel: str) -> None:
+        if rel not in self.files:
+            self.files.append(rel)
+
+    def add_json_key(self, rel: str, key_path: list[str]) -> None:
+        keys = self.json_keys.setdefault(rel, [])
+        if key_path not in keys:
+            keys.append(key_path)
+
+    def save(self) -> None:
+        if self.installed:
+            self.all[self.host_name] = {"files": self.files, "json": self.json_keys, "hooks": self.hooks,
+                                        "created": self.created}
+        else:
+            self.all.pop(self.host_name, None)
+        if self.all:
+            write_json(self.path, self.all)
+        elif self.path.exists():
+            self.path.unlink()
+
+
+def write_owned(root: Path, rel: str, text: str, manifest: Manifest, report: list[str]) -> None:
+    """Write a file we own; an existing file we did not write is left alone (reported)."""
+    path = root / rel
+    if path.exists() and rel not in manifest.files and MARKER not in path.read_text(encoding="utf-8", errors="replace"):
+        report.append(f"kept {rel} (exists and was not written by opensage)")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    manifest.add_file(rel)
+    report.append(f"wrote {rel}")
+
+
+def remove_owned(root: Path, manifest: Manifest, report: list[str]) -> None:
+    """Delete the files the manifest lists, then the folders that became empty."""
+    for rel in list(manifest.files):
+        path = root / rel
+        if path.exists():
+            path.unlink()
+            report.append(f"removed {rel}")
+        manifest.files.remove(rel)
+        parent = path.parent
+        while parent != root and parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+
+def save_json(root: Path, rel: str, data: dict[str, Any], manifest: Manifest) -> None:
+    """Write a host config file, remembering whether install created it."""
+    path = root / rel
+    if not path.exists() and rel not in manifest.created:
+        manifest.created.append(rel)
+    write_json(path, data)
+
+
+def finish_json(root: Path, rel: str, data: dict[str, Any], manifest: Manifest, report: list[str]) -> None:
+    """After uninstall removed our keys: write the file back, or delete it if install
+    created it and nothing else is left."""
+    path = root / rel
+    if not path.exists():
+        return
+    if not data and rel in manifest.created:
+        path.unlink()
+        report.append(f"removed {rel} (install created it; nothing else is in it)")
+    else:
+        write_json(path, data)
+    if rel in manifest.created and not path.exists():
+        manifest.created.remove(rel)
+
+
+def set_key(data: dict[str, Any], key_path: list[str], value: Any) -> bool:
+    """Set ``data[k1][k2]... = value`` unless a different value is there. Returns True if set."""
+    node = data
+    for key in key_path[:-1]:
+        nxt = node.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise UsageError(f"cannot add {'.'.join(key_path)}: '{key}' is not an object in the existing file.")
+        node = nxt
+    last = key_path[-1]
+    if last in node and node[last] != value:
+        return False
+    node[last] = value
+    return True
+
+
+def del_key(data: dict[str, Any], key_path: list[str]) -> bool:
+    """Delete ``data[k1][k2]...`` and parents left empty by it. Returns True if deleted."""
+    trail = []
+    node: Any = data
+    for key in key_path[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        trail.append((node, key))
+        node = node[key]
+    if not isinstance(node, dict) or key_path[-1] not in node:
+        return False
+    del node[key_path[-1]]
+    for parent, key in reversed(trail):
+        if parent[key] == {}:
+            del parent[key]
+    return True

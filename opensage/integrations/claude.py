@@ -1,0 +1,325 @@
+"""Claude Code: ``opensage install claude`` and ``opensage hook --from claude``.
+
+Install adds, never overwriting what is there:
+
+* ``.mcp.json``: ``mcpServers.opensage`` (stdio, ``opensage mcp`` with this Python);
+* ``.claude/settings.json``: one command hook per event in :data:`HOOK_EVENTS`, each
+  running ``opensage hook --from claude``;
+* ``.claude/agents/<name>.md``: the generated agents (from ``.opencode/agent/``) in
+  Claude Code's subagent format;
+* ``.claude/skills/opensage/SKILL.md``: the pack's meta skill.
+
+:func:`handle_hook` maps the JSON Claude Code sends on stdin to session events
+(the table is in ``docs/session-events.md``) and returns the JSON Claude reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from opensage.errors import UsageError
+from opensage.integrations._files import (
+    MARKER, Manifest, del_key, locked, python_command, read_json, finish_json, remove_owned, save_json, set_key,
+    shell_command, write_owned,
+)
+from opensage.store import Workspace
+
+__all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "agent_markdown", "relevant_memory"]
+
+MCP_NAME = "opensage"
+#: Claude Code hook events the installer subscribes to.
+HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SessionEnd")
+#: Claude Code tools whose ``tool_input.file_path`` names a file they changed.
+EDIT_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
+#: Characters of a tool response kept in its episode.
+MAX_RESULT_CHARS = 20_000
+
+
+# -- hook mapping --------------------------------------------------------------------------
+def _rel_path(path: str, workspace: Workspace, cwd: str | None) -> str:
+    p = Path(path)
+    if not p.is_absolute() and cwd:
+        p = Path(cwd) / p
+    try:
+        return str(p.resolve().relative_to(workspace.root.resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _last_assistant_from_transcript(path: str | None) -> str:
+    """The text of the last assistant entry of a Claude Code transcript (JSONL), or ''."""
+    if not path:
+        return ""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        message = entry.get("message") if isinstance(entry, dict) else None
+        if entry.get("type") != "assistant" or not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"]
+        if any(texts):
+            return "\n".join(t for t in texts if t)
+    return ""
+
+
+_WORD = re.compile(r"[A-Za-z0-9_]{3,}")
+
+
+def relevant_memory(host, text: str, limit: int = 5, max_chars: int = 2000) -> str:
+    """Graph-memory nodes matching ``text`` (FTS5 BM25 over label, identifier words and
+    content), one line each, at most ``max_chars`` characters; '' when nothing matches."""
+    from opensage.plugins.graph_memory.graph import format_id, graph_for
+
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text or "")))[:24]
+    if not words:
+        return ""
+    graph = graph_for(host)
+    query = " OR ".join(f'"{w}"' for w in words)
+    rows = graph.db.conn.execute(
+        "SELECT n.id, n.type, n.label, n.content FROM nodes_fts f JOIN nodes n ON n.id = f.rowid"
+        " WHERE nodes_fts MATCH ? ORDER BY bm25(nodes_fts) LIMIT ?", (query, limit)
+    ).fetchall()
+    lines = []
+    for r in rows:
+        content = " ".join((r["content"] or "").split())
+        lines.append(f"- {r['label']} ({r['type']}, {format_id(r['id'])}): {content[:300]}".rstrip(": "))
+    out = "OpenSage memory relevant to this request:\n" + "\n".join(lines) if lines else ""
+    return out[:max_chars]
+
+
+def _context_output(event: str, context: str | None) -> dict[str, Any]:
+    if not context:
+        return {}
+    return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
+
+
+def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
+    """Turn one Claude Code hook payload into session events; return Claude's JSON answer.
+
+    :param payload: the JSON Claude Code wrote to stdin (``session_id``,
+        ``hook_event_name``, ``cwd``, and the event's own fields).
+    :returns: ``{}`` or ``{"hookSpecificOutput": {"hookEventName", "additionalContext"}}``
+        (SessionStart, UserPromptSubmit) with relevant memory.
+    :raises UsageError: ``session_id`` or ``hook_event_name`` missing. Unknown events
+        are ignored (``{}``), so new Claude Code events never break a session.
+    """
+    from opensage.types import SessionEvent
+
+    event = payload.get("hook_event_name")
+    sid = payload.get("session_id")
+    if not isinstance(event, str) or not event:
+        raise UsageError('Claude hook JSON has no "hook_event_name"; run this from a Claude Code hook.')
+    if not isinstance(sid, str) or not sid:
+        raise UsageError('Claude hook JSON has no "session_id"; run this from a Claude Code hook.')
+    if event not in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop",
+                     "SubagentStop", "SessionEnd"):
+        return {}
+    session = host.session(sid, source="claude")
+    workspace = host.workspace
+    cwd = payload.get("cwd")
+    meta = {"claude_event": event}
+
+    if event == "SessionStart":
+        host.start_session(session)
+        return _context_output(event, host.compaction_context(session))
+    if event == "UserPromptSubmit":
+        prompt = _as_text(payload.get("prompt", ""))
+        host.record(session, SessionEvent(kind="user_message", role="user", text=prompt, meta=meta))
+        return _context_output(event, relevant_memory(host, prompt))
+    if event == "PostToolUse":
+        tool = str(payload.get("tool_name") or "unknown")
+        tool_input = payload.get("tool_input")
+        args = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
+        meta = {**meta, "tool_use_id": payload.get("tool_use_id")}
+        host.record(session, SessionEvent(kind="tool_call", tool=tool, args=args, meta=meta))
+        result = _as_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
+        host.record(session, SessionEvent(kind="tool_result", tool=tool, text=result, meta=meta))
+        path = args.get("file_path") or args.get("notebook_path")
+        if tool in EDIT_TOOLS and isinstance(path, str):
+            host.record(session, SessionEvent(kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
+        return {}
+    if event in ("Stop", "SubagentStop"):
+        text = payload.get("last_assistant_message")
+        if not isinstance(text, str) or not text.strip():
+            text = _last_assistant_from_transcript(payload.get("transcript_path"))
+        if text.strip():
+            role = "assistant" if event == "Stop" else f"subagent:{payload.get('agent_type') or 'unknown'}"
+            host.record(session, SessionEvent(kind="assistant_message", role=role, text=text, meta=meta))
+        return {}
+    if event == "PreCompact":
+        host.compact(session)
+        return {}
+    # SessionEnd
+    host.end_session(session)
+    return {}
+
+
+# -- install / uninstall ----------------------------------------------------------------------
+def _frontmatter(text: str) -> tuple[dict[str, Any], str]:
+    import yaml
+
+    if not text.startswith("---"):
+        return {}, text
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}, text
+    try:
+        meta = yaml.safe_load(text[3:end]) or {}
+    except yaml.YAMLError:
+        return {}, text
+    body = text[end + 4:].lstrip("\n")
+    return (meta if isinstance(meta, dict) else {}), body
+
+
+def agent_markdown(name: str, opencode_text: str) -> str:
+    """A Claude Code subagent file from an OpenCode agent file (name, description, model, tools)."""
+    import yaml
+
+    meta, body = _frontmatter(opencode_text)
+    out: dict[str, Any] = {"name": name, "description": str(meta.get("description") or f"Generated agent {name}")}
+    permission = meta.get("permission") if isinstance(meta.get("permission"), dict) else {}
+    denied = [tool for tool, rule in permission.items() if rule == "deny" and isinstance(tool, str)]
+    claude_tools = {"edit": ["Edit", "Write", "MultiEdit"], "bash": ["Bash"], "webfetch": ["WebFetch"]}
+    disallowed = [t for d in denied for t in claude_tools.get(d, [])]
+    if disallowed:
+        out["disallowedTools"] = ", ".join(disallowed)
+    model = meta.get("model")
+    if isinstance(model, str) and model:
+        lowered = model.lower()
+        out["model"] = next((m for m in ("opus", "sonnet", "haiku") if m in lowered), "inherit")
+    return "---\n" + yaml.safe_dump(out, sort_keys=False, allow_unicode=True) + "---\n" + f"<!-- {MARKER} -->\n" + body
+
+
+def _meta_skill() -> str | None:
+    try:
+        return resources.files("opensage").joinpath("skills/meta/SKILL.md").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def hook_command(workspace: Workspace) -> str:
+    return shell_command([*python_command(workspace), "hook", "--from", "claude"])
+
+
+def install(host) -> list[str]:
+    """Add the MCP entry, hooks, agents and meta skill for Claude Code.
+
+    :returns: one line per change.
+    :raises UsageError: ``.mcp.json`` or ``.claude/settings.json`` is not a JSON object,
+        or ``.mcp.json`` already has a different ``opensage`` server (nothing written).
+    """
+    workspace: Workspace = host.workspace
+    root = workspace.root
+    report: list[str] = []
+    with locked(workspace):
+        manifest = Manifest(workspace, "claude")
+        mcp_path, settings_path = root / ".mcp.json", root / ".claude" / "settings.json"
+        mcp = read_json(mcp_path)
+        settings = read_json(settings_path)
+        entry = {"type": "stdio", "command": python_command(workspace)[0],
+                 "args": [*python_command(workspace)[1:], "mcp"], "env": {}}
+        if not set_key(mcp, ["mcpServers", MCP_NAME], entry):
+            if ["mcpServers", MCP_NAME] not in manifest.json_keys.get(".mcp.json", []):
+                raise UsageError(".mcp.json already has a different 'opensage' server; remove it, "
+                                 "then run 'opensage install claude' again.")
+            mcp["mcpServers"][MCP_NAME] = entry
+        command = hook_command(workspace)
+        hooks = settings.setdefault("hooks", {})
+        if not isinstance(hooks, dict):
+            raise UsageError(".claude/settings.json: 'hooks' must be an object; fix it, then install again.")
+        added_hooks = dict(manifest.hooks)
+        for event in HOOK_EVENTS:
+            groups = hooks.setdefault(event, [])
+            if not isinstance(groups, list):
+                raise UsageError(f".claude/settings.json: hooks.{event} must be a list; fix it, then install again.")
+            present = any(isinstance(g, dict) and any(isinstance(h, dict) and h.get("command") == command
+                                                      for h in g.get("hooks", [])) for g in groups)
+            if not present:
+                groups.append({"hooks": [{"type": "command", "command": command, "timeout": 60}]})
+            added_hooks[event] = command
+        save_json(root, ".mcp.json", mcp, manifest)
+        manifest.add_json_key(".mcp.json", ["mcpServers", MCP_NAME])
+        report.append("updated .mcp.json (mcpServers.opensage)")
+        save_json(root, ".claude/settings.json", settings, manifest)
+        manifest.hooks = added_hooks
+        report.append(f"updated .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)})")
+        agents_dir = workspace.agents_dir
+        if agents_dir.is_dir():
+            for path in sorted(agents_dir.glob("*.md")):
+                write_owned(root, f".claude/agents/{path.stem}.md",
+                            agent_markdown(path.stem, path.read_text(encoding="utf-8")), manifest, report)
+        skill = _meta_skill()
+        if skill is None:
+            report.append("skipped .claude/skills/opensage/SKILL.md (the package has no skills/meta/SKILL.md)")
+        else:
+            write_owned(root, ".claude/skills/opensage/SKILL.md", skill, manifest, report)
+        manifest.save()
+    return report
+
+
+def uninstall(host) -> list[str]:
+    """Remove exactly what :func:`install` added."""
+    workspace: Workspace = host.workspace
+    root = workspace.root
+    report: list[str] = []
+    with locked(workspace):
+        manifest = Manifest(workspace, "claude")
+        if not manifest.installed:
+            return ["nothing to remove: opensage is not installed for Claude Code here"]
+        for rel, keys in list(manifest.json_keys.items()):
+            path = root / rel
+            data = read_json(path)
+            for key_path in keys:
+                if del_key(data, key_path):
+                    report.append(f"removed {'.'.join(key_path)} from {rel}")
+            finish_json(root, rel, data, manifest, report)
+            del manifest.json_keys[rel]
+        if manifest.hooks:
+            settings_path = root / ".claude" / "settings.json"
+            settings = read_json(settings_path)
+            hooks = settings.get("hooks") if isinstance(settings.get("hooks"), dict) else {}
+            for event, command in manifest.hooks.items():
+                groups = hooks.get(event)
+                if not isinstance(groups, list):
+                    continue
+                kept = []
+                for g in groups:
+                    if isinstance(g, dict) and isinstance(g.get("hooks"), list):
+                        g = {**g, "hooks": [h for h in g["hooks"] if not (isinstance(h, dict) and h.get("command") == command)]}
+                        if not g["hooks"]:
+                            continue
+                    kept.append(g)
+                if kept:
+                    hooks[event] = kept
+                else:
+                    del hooks[event]
+                report.append(f"removed the {event} hook from .claude/settings.json")
+            if "hooks" in settings and not settings["hooks"]:
+                del settings["hooks"]
+            finish_json(root, ".claude/settings.json", settings, manifest, report)
+            manifest.hooks = {}
+        remove_owned(root, manifest, report)
+        manifest.save()
+    claude_dir = root / ".claude"
+    if claude_dir.is_dir() and not any(claude_dir.iterdir()):
+        claude_dir.rmdir()
+    return report

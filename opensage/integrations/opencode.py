@@ -1,0 +1,145 @@
+"""``opensage install opencode`` / ``opensage uninstall opencode``.
+
+Install adds to a project, never overwriting what is there:
+
+* ``opencode.json``: ``mcp.opensage`` = a local MCP server running ``opensage mcp``
+  with this Python (``type: local``, ``command`` array);
+* ``.opencode/plugin/opensage.js``: the shim that forwards session events to
+  ``opensage hook`` and adds graph memory to the compaction context
+  (``experimental.session.compacting``);
+* ``.opencode/command/<name>.md``: one slash command per ``@``-command
+  (``/memory-query auth flow``), which asks the model to call the matching MCP tool.
+
+Generated agents need nothing: they are written to ``.opencode/agent/`` (the
+workspace's agent folder), where OpenCode loads them as subagents.
+
+What was added is recorded in ``.opencode/opensage-install.json``; uninstall removes
+exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from opensage.errors import UsageError
+from opensage.integrations._files import (
+    MARKER, Manifest, del_key, finish_json, locked, python_command, read_json, remove_owned, save_json, set_key,
+    write_owned,
+)
+from opensage.store import Workspace
+
+__all__ = ["install", "uninstall", "plugin_source", "command_markdown", "MCP_NAME"]
+
+MCP_NAME = "opensage"
+PLUGIN_REL = ".opencode/plugin/opensage.js"
+COMMAND_DIR = ".opencode/command"
+CONFIG_NAME = "opencode.json"
+
+
+def plugin_source(workspace: Workspace) -> str:
+    """The shim's JavaScript, with this workspace's ``opensage`` command embedded."""
+    template = resources.files("opensage.integrations").joinpath("opencode_plugin.js").read_text(encoding="utf-8")
+    config = {"command": python_command(workspace), "marker": MARKER}
+    return template.replace("__OPENSAGE_CONFIG__", json.dumps(config))
+
+
+def mcp_entry(workspace: Workspace) -> dict[str, Any]:
+    return {"type": "local", "command": [*python_command(workspace), "mcp"], "enabled": True}
+
+
+def command_markdown(command) -> str:
+    """An OpenCode command file for one ``@``-command (frontmatter + template)."""
+    from opensage.commands import argument_table
+
+    rows = argument_table(command)
+    lines = []
+    for row in rows:
+        need = "required" if row["required"] else f"optional, default {json.dumps(row['default'])}"
+        desc = f": {row['description']}" if row["description"] else ""
+        lines.append(f"- `{row['name']}` ({row['type']}, {need}){desc}")
+    first = next((r["name"] for r in rows if r["required"]), None)
+    hint = f" When the request is plain text, it is the `{first}` argument." if first else ""
+    summary = command.summary.replace("\n", " ").replace('"', "'")
+    return (
+        "---\n"
+        f'description: "{summary}"\n'
+        "---\n"
+        f"<!-- {MARKER} -->\n"
+        f"Call the `{MCP_NAME}_{command.name}` tool (OpenSage MCP server) once, with arguments taken "
+        f"from this request: $ARGUMENTS\n\n"
+        f"Its arguments:{hint}\n" + ("\n".join(lines) or "- none") + "\n\n"
+        "Then report the tool's result to the user as it is.\n"
+    )
+
+
+def install(host) -> list[str]:
+    """Add the MCP server, plugin shim and command files to the host's project.
+
+    :returns: one line per change (``wrote ...``, ``kept ...``).
+    :raises UsageError: ``opencode.json`` is not a JSON object, or already has a
+        different ``mcp.opensage`` entry (nothing is written then).
+    """
+    workspace: Workspace = host.workspace
+    root = workspace.root
+    report: list[str] = []
+    config_path = root / CONFIG_NAME
+    if not config_path.exists() and (root / "opencode.jsonc").exists():
+        raise UsageError("this project uses opencode.jsonc; add the mcp entry by hand "
+                         "(see docs/opencode.md) or rename it to opencode.json.")
+    with locked(workspace):
+        manifest = Manifest(workspace, "opencode")
+        config = read_json(config_path)
+        created = not config_path.exists()
+        if created:
+            config["$schema"] = "https://opencode.ai/config.json"
+        entry = mcp_entry(workspace)
+        if not set_key(config, ["mcp", MCP_NAME], entry):
+            if ["mcp", MCP_NAME] not in manifest.json_keys.get(CONFIG_NAME, []):
+                raise UsageError(f"{CONFIG_NAME} already has a different mcp.{MCP_NAME} entry; "
+                                 f"remove it, then run 'opensage install opencode' again.")
+            config["mcp"][MCP_NAME] = entry  # ours, from an earlier install: refresh it
+        save_json(root, CONFIG_NAME, config, manifest)
+        if created:
+            manifest.add_json_key(CONFIG_NAME, ["$schema"])
+        manifest.add_json_key(CONFIG_NAME, ["mcp", MCP_NAME])
+        report.append(f"{'wrote' if created else 'updated'} {CONFIG_NAME} (mcp.{MCP_NAME})")
+        write_owned(root, PLUGIN_REL, plugin_source(workspace), manifest, report)
+        for command in host.commands.values():
+            write_owned(root, f"{COMMAND_DIR}/{command.name}.md", command_markdown(command), manifest, report)
+        manifest.save()
+    return report
+
+
+def uninstall(host) -> list[str]:
+    """Remove exactly what :func:`install` added (recorded in the install manifest)."""
+    workspace: Workspace = host.workspace
+    root = workspace.root
+    report: list[str] = []
+    with locked(workspace):
+        manifest = Manifest(workspace, "opencode")
+        if not manifest.installed:
+            return ["nothing to remove: opensage is not installed for OpenCode here"]
+        for rel, keys in list(manifest.json_keys.items()):
+            path = root / rel
+            data = read_json(path)
+            for key_path in keys:
+                if del_key(data, key_path):
+                    report.append(f"removed {'.'.join(key_path)} from {rel}")
+            finish_json(root, rel, data, manifest, report)
+            del manifest.json_keys[rel]
+        remove_owned(root, manifest, report)
+        manifest.save()
+    _remove_lock(workspace)
+    return report
+
+
+def _remove_lock(workspace: Workspace) -> None:
+    lock = workspace.state_dir / "opensage-install.lock"
+    if lock.exists() and not (workspace.state_dir / "opensage-install.json").exists():
+        try:
+            lock.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,504 @@
+"""The MCP reference memory server's tool set, over our graph.
+
+Users of ``@modelcontextprotocol/server-memory`` can point their client at
+``opensage mcp`` and keep their prompts: the nine tools below take the same argument
+names and return the same result shapes, and ``opensage memory import/export`` reads
+and writes the same JSONL file format.
+
+Mapping (it round-trips through :func:`export_jsonl` / :func:`import_jsonl`):
+
+* an **entity** ``{name, entityType, observations[]}`` is a node of type ``entity``
+  whose label is the name; ``metadata.entityType`` keeps the entity type verbatim,
+  ``metadata.observations`` keeps the observation list, and the node's ``content`` is
+  the observations joined by newlines, so ``@memory-query`` finds them;
+* every other node of the graph is visible as an entity too: its ``entityType`` is
+  its node type and its observations are ``[content]`` (or ``[]``); adding an
+  observation to it turns its content into that list;
+* a **relation** ``{from, to, relationType}`` is an edge whose ``metadata.relationType``
+  keeps the relation type verbatim; the edge type is the relation type turned into a
+  lowercase snake-case word (``worksAt`` and ``works at`` -> ``works_at``; when two
+  different relation types between the same nodes map to the same word, the second
+  gets a short hash suffix).
+
+Behaviour follows the reference server (``src/memory/index.ts`` in
+modelcontextprotocol/servers): ``create_entities`` skips names that exist (also within
+the batch), ``create_relations`` skips duplicates and fails when an endpoint is
+missing, ``add_observations`` fails for a missing entity and returns only the
+observations it added, ``delete_*`` ignore what is not there, ``search_nodes`` is a
+case-insensitive substring match over name, type and observations, and search/open
+return every relation touching a returned entity. Unlike the reference, every batch
+is one SQLite transaction: a failing batch writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from typing import Any, Callable, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from opensage.errors import NotFoundError, UsageError
+
+__all__ = [
+    "MemoryCompat", "COMPAT_TOOLS", "CompatTool", "relation_edge_type", "export_jsonl", "import_jsonl",
+]
+
+ENTITY_NODE_TYPE = "entity"
+
+
+# -- argument models (their JSON Schemas are the MCP input schemas) ----------------------
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class EntityIn(_Args):
+    name: str = Field(min_length=1, description="The name of the entity")
+    entityType: str = Field(description="The type of the entity")
+    observations: list[str] = Field(description="An array of observation contents associated with the entity")
+
+
+class RelationIn(_Args):
+    from_: str = Field(alias="from", min_length=1, description="The name of the entity where the relation starts")
+    to: str = Field(min_length=1, description="The name of the entity where the relation ends")
+    relationType: str = Field(min_length=1, description="The type of the relation")
+
+
+class ObservationAdd(_Args):
+    entityName: str = Field(description="The name of the entity to add the observations to")
+    contents: list[str] = Field(description="An array of observation contents to add")
+
+
+class ObservationDelete(_Args):
+    entityName: str = Field(description="The name of the entity containing the observations")
+    observations: list[str] = Field(description="An array of observations to delete")
+
+
+class CreateEntitiesArgs(_Args):
+    entities: list[EntityIn]
+
+
+class CreateRelationsArgs(_Args):
+    relations: list[RelationIn]
+
+
+class AddObservationsArgs(_Args):
+    observations: list[ObservationAdd]
+
+
+class DeleteEntitiesArgs(_Args):
+    entityNames: list[str] = Field(description="An array of entity names to delete")
+
+
+class DeleteObservationsArgs(_Args):
+    deletions: list[ObservationDelete]
+
+
+class DeleteRelationsArgs(_Args):
+    relations: list[RelationIn] = Field(description="An array of relations to delete")
+
+
+class ReadGraphArgs(_Args):
+    pass
+
+
+class SearchNodesArgs(_Args):
+    query: str = Field(max_length=2048, description="The search query to match against entity names, types, and observation content")
+
+
+class OpenNodesArgs(_Args):
+    names: list[str] = Field(description="An array of entity names to retrieve")
+
+
+# -- the mapping ------------------------------------------------------------------------
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def relation_edge_type(relation_type: str) -> str:
+    """The edge type (a lowercase word, at most 40 chars) for a reference ``relationType``.
+
+    ``"worksAt"``, ``"works at"`` and ``"Works-At"`` all give ``"works_at"``; a type with
+    no letters gives ``"related_to"``.
+    """
+    text = _CAMEL_BOUNDARY.sub("_", relation_type.strip())
+    word = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    if not word:
+        return "related_to"
+    if not word[0].isalpha():
+        word = "r_" + word
+    return word[:40].rstrip("_")
+
+
+def _hashed(base: str, relation_type: str) -> str:
+    digest = hashlib.sha1(relation_type.encode("utf-8")).hexdigest()[:8]
+    return f"{base[:31].rstrip('_')}_{digest}"
+
+
+class MemoryCompat:
+    """The reference memory server's operations over a :class:`~opensage.plugins.graph_memory.graph.Graph`.
+
+    Every method returns exactly what the reference server's tool puts in
+    ``structuredContent`` and raises :class:`UsageError` / :class:`NotFoundError` where
+    the reference throws.
+    """
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.db = graph.db
+
+    # -- reading ------------------------------------------------------------------
+    @staticmethod
+    def _observations(row) -> list[str]:
+        meta = json.loads(row["metadata"] or "{}")
+        obs = meta.get("observations")
+        if isinstance(obs, list):
+            return [str(o) for o in obs]
+        return [row["content"]] if row["content"] else []
+
+    def _entity(self, row) -> dict[str, Any]:
+        meta = json.loads(row["metadata"] or "{}")
+        etype = meta.get("entityType") if isinstance(meta.get("entityType"), str) else row["type"]
+        return {"name": row["label"], "entityType": etype, "observations": self._observations(row)}
+
+    @staticmethod
+    def _relation(row) -> dict[str, Any]:
+        meta = json.loads(row["metadata"] or "{}")
+        rtype = meta.get("relationType") if isinstance(meta.get("relationType"), str) else row["type"]
+        return {"from": row["src_label"], "to": row["dst_label"], "relationType": rtype}
+
+    def _node_row(self, name: str):
+        """The node named ``name``: an ``entity`` node first, else the oldest node with that label."""
+        return self.db.conn.execute(
+            "SELECT * FROM nodes WHERE label=? ORDER BY (type != ?), id LIMIT 1", (name, ENTITY_NODE_TYPE)
+        ).fetchone()
+
+    def _relations_sql(self, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        rows = self.db.conn.execute(
+            "SELECT e.*, s.label AS src_label, d.label AS dst_label FROM edges e"
+            " JOIN nodes s ON s.id = e.src JOIN nodes d ON d.id = e.dst" + where + " ORDER BY e.id",
+            tuple(params),
+        ).fetchall()
+        return [self._relation(r) for r in rows]
+
+    def _graph_for_ids(self, ids: list[int]) -> dict[str, Any]:
+        if not ids:
+            return {"entities": [], "relations": []}
+        rows = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows += self.db.conn.execute(
+                f"SELECT * FROM nodes WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk
+            ).fetchall()
+        rows.sort(key=lambda r: r["id"])
+        relations: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for i in range(0, len(ids), 400):
+            chunk = ids[i:i + 400]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.conn.execute(
+                "SELECT e.*, s.label AS src_label, d.label AS dst_label FROM edges e"
+                " JOIN nodes s ON s.id = e.src JOIN nodes d ON d.id = e.dst"
+                f" WHERE e.src IN ({marks}) OR e.dst IN ({marks}) ORDER BY e.id", (*chunk, *chunk)
+            ):
+                if r["id"] not in seen:
+                    seen.add(r["id"])
+                    relations.append((r["id"], self._relation(r)))
+        relations.sort(key=lambda t: t[0])
+        return {"entities": [self._entity(r) for r in rows], "relations": [rel for _, rel in relations]}
+
+    def read_graph(self) -> dict[str, Any]:
+        """``{entities: [...], relations: [...]}`` for the whole graph."""
+        rows = self.db.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+        return {"entities": [self._entity(r) for r in rows], "relations": self._relations_sql()}
+
+    def search_nodes(self, query: str) -> dict[str, Any]:
+        """Entities whose name, type or an observation contains ``query`` (case-insensitive),
+        with every relation touching one of them. Unranked, like the reference."""
+        q = query.lower()
+        ids = []
+        for row in self.db.conn.execute("SELECT * FROM nodes ORDER BY id"):
+            ent = self._entity(row)
+            if (q in ent["name"].lower() or q in ent["entityType"].lower()
+                    or any(q in o.lower() for o in ent["observations"])):
+                ids.append(row["id"])
+        return self._graph_for_ids(ids)
+
+    def open_nodes(self, names: list[str]) -> dict[str, Any]:
+        """The named entities (unknown names are skipped) with every relation touching them."""
+        ids = []
+        for name in dict.fromkeys(names):
+            row = self._node_row(name)
+            if row is not None:
+                ids.append(row["id"])
+        return self._graph_for_ids(ids)
+
+    # -- writing ------------------------------------------------------------------
+    def create_entities(self, entities: list[dict[str, Any]]) -> dict[str, Any]:
+        """Create entities whose names are new; returns ``{entities: [created...]}``."""
+        created = []
+        with self.db.transaction():
+            for ent in entities:
+                if self._node_row(ent["name"]) is not None:
+                    continue
+                obs = [str(o) for o in ent.get("observations", [])]
+                self.graph.upsert_node(
+                    ENTITY_NODE_TYPE, ent["name"], "\n".join(obs),
+                    {"entityType": ent["entityType"], "observations": obs},
+                )
+                created.append({"name": ent["name"], "entityType": ent["entityType"], "observations": obs})
+        return {"entities": created}
+
+    def _require(self, names: Iterable[str]) -> dict[str, Any]:
+        rows = {}
+        for name in names:
+            if name in rows:
+                continue
+            row = self._node_row(name)
+            if row is None:
+                raise NotFoundError(f"Entity with name {name} not found")
+            rows[name] = row
+        return rows
+
+    def _find_edge(self, src: int, dst: int, relation_type: str):
+        for row in self.db.conn.execute("SELECT * FROM edges WHERE src=? AND dst=?", (src, dst)):
+            meta = json.loads(row["metadata"] or "{}")
+            rtype = meta.get("relationType") if isinstance(meta.get("relationType"), str) else row["type"]
+            if rtype == relation_type:
+                return row
+        return None
+
+    def create_relations(self, relations: list[dict[str, Any]]) -> dict[str, Any]:
+        """Create relations that do not exist yet; returns ``{relations: [created...]}``.
+
+        :raises NotFoundError: an endpoint names no entity (nothing is written).
+        """
+        rows = self._require([n for r in relations for n in (r["from"], r["to"])])
+        created = []
+        with self.db.transaction() as conn:
+            for rel in relations:
+                src, dst = rows[rel["from"]]["id"], rows[rel["to"]]["id"]
+                if self._find_edge(src, dst, rel["relationType"]) is not None:
+                    continue
+                etype = relation_edge_type(rel["relationType"])
+                if conn.execute("SELECT 1 FROM edges WHERE src=? AND type=? AND dst=?", (src, etype, dst)).fetchone():
+                    etype = _hashed(etype, rel["relationType"])
+                self.graph.upsert_edge(src, dst, etype, 0.5, {"relationType": rel["relationType"]})
+                created.append({"from": rel["from"], "to": rel["to"], "relationType": rel["relationType"]})
+        return {"relations": created}
+
+    def _set_observations(self, conn, row, observations: list[str]) -> None:
+        meta = json.loads(row["metadata"] or "{}")
+        meta["observations"] = observations
+        content = "\n".join(observations)
+        conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
+                     (content, json.dumps(meta), time.time(), row["id"]))
+        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (row["id"],))
+        from opensage.plugins.graph_memory.graph import identifier_terms
+
+        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
+                     (row["id"], row["label"], identifier_terms(row["label"]), content))
+
+    def add_observations(self, observations: list[dict[str, Any]]) -> dict[str, Any]:
+        """Append new observations; returns ``{results: [{entityName, addedObservations}]}``.
+
+        :raises NotFoundError: an entity is missing (nothing is written).
+        """
+        self._require(o["entityName"] for o in observations)
+        results = []
+        with self.db.transaction() as conn:
+            for o in observations:
+                row = self._node_row(o["entityName"])
+                current = self._observations(row)
+                added = []
+                for content in o["contents"]:
+                    if content not in current and content not in added:
+                        added.append(content)
+                if added:
+                    self._set_observations(conn, row, current + added)
+                results.append({"entityName": o["entityName"], "addedObservations": added})
+        return {"results": results}
+
+    def delete_entities(self, names: list[str]) -> dict[str, Any]:
+        """Delete entities and every relation touching them; returns ``{success, message}``."""
+        deleted, not_found = [], []
+        with self.db.transaction() as conn:
+            for name in names:
+                found = False
+                # the reference deletes every entity with the name
+                for row in conn.execute("SELECT id FROM nodes WHERE label=?", (name,)).fetchall():
+                    conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (row["id"], row["id"]))
+                    conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (row["id"],))
+                    conn.execute("DELETE FROM nodes WHERE id=?", (row["id"],))
+                    found = True
+                (deleted if found else not_found).append(name)
+        if not not_found:
+            message = "Entities deleted successfully"
+        else:
+            message = f"Deleted {len(deleted)} of {len(names)} entities. Not found: {', '.join(not_found)}"
+        return {"success": True, "message": message}
+
+    def delete_observations(self, deletions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Remove the given observations; missing entities are reported, not fatal."""
+        deleted_count, missing, requested = 0, [], 0
+        with self.db.transaction() as conn:
+            for d in deletions:
+                requested += len(d["observations"])
+                row = self._node_row(d["entityName"])
+                if row is None:
+                    missing.append(d["entityName"])
+                    continue
+                current = self._observations(row)
+                kept = [o for o in current if o not in d["observations"]]
+                if len(kept) != len(current):
+                    deleted_count += len(current) - len(kept)
+                    self._set_observations(conn, row, kept)
+        if deleted_count == requested:
+            message = "Observations deleted successfully"
+        else:
+            message = f"Deleted {deleted_count} of {requested} observations."
+            if missing:
+                message += f" Entities not found: {', '.join(missing)}"
+        return {"success": True, "message": message}
+
+    def delete_relations(self, relations: list[dict[str, Any]]) -> dict[str, Any]:
+        """Delete the given relations; returns ``{success, message}``."""
+        count = 0
+        with self.db.transaction() as conn:
+            for rel in relations:
+                src, dst = self._node_row(rel["from"]), self._node_row(rel["to"])
+                if src is None or dst is None:
+                    continue
+                row = self._find_edge(src["id"], dst["id"], rel["relationType"])
+                if row is not None:
+                    conn.execute("DELETE FROM edges WHERE id=?", (row["id"],))
+                    count += 1
+        if count == len(relations):
+            message = "Relations deleted successfully"
+        else:
+            message = f"Deleted {count} of {len(relations)} relations. The rest matched nothing."
+        return {"success": True, "message": message}
+
+
+# -- MCP tool table --------------------------------------------------------------------
+class CompatTool:
+    """One reference-server tool: name, description, argument model, how to call it."""
+
+    def __init__(self, name: str, description: str, args: type[BaseModel],
+                 call: Callable[[MemoryCompat, Any], dict[str, Any]], text_is_message: bool = False) -> None:
+        self.name = name
+        self.description = description
+        self.args = args
+        self.call = call
+        #: delete_* tools answer with their message as text, the others with the JSON
+        self.text_is_message = text_is_message
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.args.model_json_schema(by_alias=True)
+
+    def bind(self, arguments: dict[str, Any] | None) -> BaseModel:
+        """Validate arguments. Raises UsageError naming the field (e.g. ``entities[0].name``)."""
+        try:
+            return self.args.model_validate(arguments or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ())).lstrip(".")
+            raise UsageError(f"{self.name}: argument '{loc or '?'}' is invalid: {err.get('msg')}.") from None
+
+    def run(self, compat: MemoryCompat, arguments: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """``(text, structured)`` as the reference server returns them."""
+        data = self.call(compat, self.bind(arguments))
+        text = data["message"] if self.text_is_message else json.dumps(
+            data if set(data) == {"entities", "relations"} else next(iter(data.values())), indent=2, ensure_ascii=False
+        )
+        return text, data
+
+
+def _dump(items):
+    return [i.model_dump(by_alias=True) for i in items]
+
+
+COMPAT_TOOLS: dict[str, CompatTool] = {t.name: t for t in [
+    CompatTool("create_entities", "Create multiple new entities in the knowledge graph", CreateEntitiesArgs,
+               lambda c, a: c.create_entities(_dump(a.entities))),
+    CompatTool("create_relations", "Create multiple new relations between entities in the knowledge graph. "
+               "Relations should be in active voice", CreateRelationsArgs,
+               lambda c, a: c.create_relations(_dump(a.relations))),
+    CompatTool("add_observations", "Add new observations to existing entities in the knowledge graph",
+               AddObservationsArgs, lambda c, a: c.add_observations(_dump(a.observations))),
+    CompatTool("delete_entities", "Delete multiple entities and their associated relations from the knowledge graph",
+               DeleteEntitiesArgs, lambda c, a: c.delete_entities(a.entityNames), text_is_message=True),
+    CompatTool("delete_observations", "Delete specific observations from entities in the knowledge graph",
+               DeleteObservationsArgs, lambda c, a: c.delete_observations(_dump(a.deletions)), text_is_message=True),
+    CompatTool("delete_relations", "Delete multiple relations from the knowledge graph", DeleteRelationsArgs,
+               lambda c, a: c.delete_relations(_dump(a.relations)), text_is_message=True),
+    CompatTool("read_graph", "Read the entire knowledge graph", ReadGraphArgs, lambda c, a: c.read_graph()),
+    CompatTool("search_nodes", "Search for nodes in the knowledge graph based on a query", SearchNodesArgs,
+               lambda c, a: c.search_nodes(a.query)),
+    CompatTool("open_nodes", "Open specific nodes in the knowledge graph by their names", OpenNodesArgs,
+               lambda c, a: c.open_nodes(a.names)),
+]}
+
+
+def compat_for(host) -> MemoryCompat:
+    """The host's :class:`MemoryCompat` (one per host)."""
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    return host.service(MemoryCompat, lambda h: MemoryCompat(graph_for(h)))
+
+
+# -- JSONL import / export -------------------------------------------------------------
+def export_jsonl(compat: MemoryCompat) -> str:
+    """The whole graph in the reference server's ``memory.jsonl`` format (entities, then relations)."""
+    graph = compat.read_graph()
+    lines = [json.dumps({"type": "entity", **e}, ensure_ascii=False) for e in graph["entities"]]
+    lines += [json.dumps({"type": "relation", **r}, ensure_ascii=False) for r in graph["relations"]]
+    return "".join(line + "\n" for line in lines)
+
+
+def import_jsonl(compat: MemoryCompat, text: str, source: str = "<stdin>") -> dict[str, int]:
+    """Load a reference ``memory.jsonl``: new entities are created, observations of
+    existing ones are merged, relations are added unless present.
+
+    :returns: counts ``{entities, observations, relations}`` of what was added.
+    :raises UsageError: a line is not JSON, or not a valid entity/relation (names the
+        line number); nothing is written then.
+    """
+    entities: list[dict[str, Any]] = []
+    relations: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{source}:{lineno}: not JSON ({exc.msg}); each line must be one JSON object.") from None
+        if not isinstance(item, dict) or item.get("type") not in ("entity", "relation"):
+            raise UsageError(f'{source}:{lineno}: expected an object with "type": "entity" or "relation".')
+        body = {k: v for k, v in item.items() if k != "type"}
+        model = EntityIn if item["type"] == "entity" else RelationIn
+        try:
+            parsed = model.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err.get("loc", ()))
+            raise UsageError(f"{source}:{lineno}: {item['type']} field '{field}' is invalid: {err.get('msg')}.") from None
+        (entities if item["type"] == "entity" else relations).append(parsed.model_dump(by_alias=True))
+    names = {e["name"] for e in entities}
+    for i, rel in enumerate(relations):
+        for end in (rel["from"], rel["to"]):
+            if end not in names and compat._node_row(end) is None:
+                raise UsageError(f"{source}: relation {rel['from']} -[{rel['relationType']}]-> {rel['to']}: "
+                                 f"no entity named {end!r} in the file or the graph.")
+    with compat.db.transaction():
+        new = compat.create_entities(entities)["entities"]
+        new_names = {e["name"] for e in new}
+        merge = [{"entityName": e["name"], "contents": e["observations"]} for e in entities if e["name"] not in new_names]
+        added = compat.add_observations(merge)["results"] if merge else []
+        rels = compat.create_relations(relations)["relations"] if relations else []
+    return {
+        "entities": len(new),
+        "observations": sum(len(e["observations"]) for e in new) + sum(len(r["addedObservations"]) for r in added),
+        "relations": len(rels),
+    }
