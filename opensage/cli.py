@@ -142,20 +142,37 @@ def commands_cmd(ctx: click.Context) -> None:
 
 
 @cli.command("hook")
-@click.argument("event", type=click.Choice(sorted(HOOK_EVENTS)))
+@click.argument("event", type=click.Choice(sorted(HOOK_EVENTS)), required=False)
 @click.option("--session-id", default=None, help="Session id (else taken from the JSON's session_id).")
 @click.option("--source", default=None, help="Host name recorded with a new session (default: hook).")
+@click.option("--from", "from_host", type=click.Choice(["claude"]), default=None,
+              help="The JSON is a Claude Code hook payload (no EVENT: it names its own event).")
 @click.pass_context
-def hook_cmd(ctx: click.Context, event: str, session_id: str | None, source: str | None) -> None:
+def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, source: str | None,
+             from_host: str | None) -> None:
     """Fire a session hook from one JSON object on stdin (the door for real hosts).
 
     EVENT is session-start, session-end, compact, event (the JSON gives "kind"), or an
     event kind: user-message, assistant-message, tool-call, tool-result, error,
-    file-edit. See docs/session-events.md for the JSON.
+    file-edit. With --from claude, give no EVENT: stdin is Claude Code's hook JSON.
+    See docs/session-events.md for the JSON.
     """
     from opensage.host import event_from_json
 
+    if from_host == "claude":
+        from opensage.integrations.claude import handle_hook
+
+        try:
+            if event:
+                raise UsageError("with --from claude give no EVENT: Claude's JSON names its hook_event_name.")
+            answer = handle_hook(_host(ctx), _read_payload())
+        except OpenSageError as exc:
+            _fail(exc)
+        click.echo(json.dumps(answer))
+        return
     try:
+        if event is None:
+            raise UsageError(f"missing EVENT: one of {', '.join(sorted(HOOK_EVENTS))} (or --from claude).")
         payload = _read_payload()
         sid = session_id or payload.pop("session_id", None) or payload.pop("sessionId", None)
         if not sid or not isinstance(sid, str):
@@ -211,6 +228,101 @@ def chat_cmd(ctx: click.Context, session_id: str | None) -> None:
         run_chat(host, session_id=session_id)
     except OpenSageError as exc:
         _fail(exc)
+
+
+@cli.command("mcp")
+@click.pass_context
+def mcp_cmd(ctx: click.Context) -> None:
+    """Serve every @-command (and the reference memory-server tools) as MCP tools over stdio."""
+    from opensage.mcp_server import serve_stdio
+
+    try:
+        host = _host(ctx)
+    except OpenSageError as exc:
+        _fail(exc)
+    serve_stdio(host)
+
+
+def _integration(name: str):
+    import importlib
+
+    return importlib.import_module(f"opensage.integrations.{name}")
+
+
+@cli.command("install")
+@click.argument("target", type=click.Choice(["opencode", "claude"]))
+@click.pass_context
+def install_cmd(ctx: click.Context, target: str) -> None:
+    """Add opensage to this project's OpenCode or Claude Code setup (nothing is overwritten)."""
+    try:
+        lines = _integration(target).install(_host(ctx))
+    except OpenSageError as exc:
+        _fail(exc)
+    click.echo("\n".join(lines))
+
+
+@cli.command("uninstall")
+@click.argument("target", type=click.Choice(["opencode", "claude"]))
+@click.pass_context
+def uninstall_cmd(ctx: click.Context, target: str) -> None:
+    """Remove exactly what 'opensage install TARGET' added."""
+    try:
+        lines = _integration(target).uninstall(_host(ctx))
+    except OpenSageError as exc:
+        _fail(exc)
+    click.echo("\n".join(lines))
+
+
+@cli.group("memory")
+def memory_group() -> None:
+    """Import or export graph memory in the MCP reference memory server's JSONL format."""
+
+
+@memory_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.pass_context
+def memory_import_cmd(ctx: click.Context, path: str) -> None:
+    """Load a memory.jsonl (PATH, or - for stdin); existing entities get new observations merged."""
+    from opensage.memory_compat import compat_for, import_jsonl
+
+    try:
+        if path == "-":
+            text, source = sys.stdin.read(), "<stdin>"
+        else:
+            try:
+                text, source = open(path, encoding="utf-8").read(), path
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}; give the path of a memory.jsonl file.") from None
+        counts = import_jsonl(compat_for(_host(ctx)), text, source)
+    except OpenSageError as exc:
+        _fail(exc)
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(f"imported {counts['entities']} entities, {counts['observations']} observations, "
+                   f"{counts['relations']} relations")
+
+
+@memory_group.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to this file (default: stdout).")
+@click.pass_context
+def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
+    """Write the whole graph as reference memory-server JSONL (entities, then relations)."""
+    from opensage.memory_compat import compat_for, export_jsonl
+
+    try:
+        text = export_jsonl(compat_for(_host(ctx)))
+    except OpenSageError as exc:
+        _fail(exc)
+    if output:
+        import os
+
+        tmp = f"{output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    else:
+        click.echo(text, nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:
