@@ -1,0 +1,247 @@
+"""``opensage mcp`` with the official MCP Python client.
+
+The server runs as a real subprocess (``python -m opensage --workspace X mcp``) spoken
+to over stdio by ``mcp.ClientSession``; the tools/list_changed test connects in-process
+to a host whose command set grows during the session.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from contextlib import asynccontextmanager
+
+import anyio
+import jsonschema
+import psutil
+import pytest
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from opensage.hookspecs import hookimpl
+from opensage.memory_compat import COMPAT_TOOLS
+from opensage.types import ArgModel, Command, CommandResult
+
+REFERENCE_TOOLS = {"create_entities", "create_relations", "add_observations", "delete_entities",
+                   "delete_observations", "delete_relations", "read_graph", "search_nodes", "open_nodes"}
+
+
+@asynccontextmanager
+async def mcp_session(project):
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "opensage", "--workspace", str(project), "mcp"])
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+def run(coro_fn, *args):
+    return anyio.run(coro_fn, *args)
+
+
+def text_of(result) -> str:
+    return "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+def test_every_command_and_reference_tool_is_listed_with_a_valid_schema(project, host):
+    async def main():
+        async with mcp_session(project) as s:
+            return (await s.list_tools()).tools
+
+    tools = run(main)
+    names = [t.name for t in tools]
+    assert len(names) == len(set(names))
+    assert set(host.commands) <= set(names)
+    assert REFERENCE_TOOLS <= set(names)
+    for tool in tools:
+        schema = tool.input_schema
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["type"] == "object"
+        assert set(schema.get("required", [])) <= set(schema["properties"]), tool.name
+        assert tool.description
+    by_name = {t.name: t for t in tools}
+    # the schema is the command's own pydantic model (camelCase aliases), not a hand-written copy
+    for name, command in host.commands.items():
+        expected = command.args.model_json_schema(by_alias=True)
+        assert by_name[name].input_schema["properties"] == expected.get("properties", {})
+    assert by_name["create_relations"].input_schema == COMPAT_TOOLS["create_relations"].input_schema()
+
+
+def test_command_call_writes_the_graph_and_returns_text_and_structured_content(project):
+    async def main():
+        async with mcp_session(project) as s:
+            added = await s.call_tool("memory-add-node", {"type": "decision", "label": "UseJWT",
+                                                          "content": "auth uses RS256 JWTs"})
+            found = await s.call_tool("memory-query", {"query": "JWT"})
+            return added, found
+
+    added, found = run(main)
+    assert not added.is_error
+    assert text_of(added).startswith("added n1 (decision) UseJWT")
+    assert added.structured_content["node"]["label"] == "UseJWT"
+    assert "UseJWT" in text_of(found)
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    assert conn.execute("SELECT type, content FROM nodes WHERE label='UseJWT'").fetchone() == ("decision", "auth uses RS256 JWTs")
+
+
+def test_bad_arguments_give_an_error_result_naming_the_field_and_the_server_lives_on(project):
+    async def main():
+        async with mcp_session(project) as s:
+            missing = await s.call_tool("memory-add-node", {"type": "concept"})
+            wrong = await s.call_tool("memory-add-edge", {"fromId": "a", "toId": "b", "type": "uses", "weight": 7})
+            unknown_arg = await s.call_tool("memory-add-node", {"type": "concept", "label": "X", "colour": "red"})
+            unknown_tool = await s.call_tool("no-such-tool", {})
+            compat = await s.call_tool("create_entities", {"entities": [{"name": "A", "observations": []}]})
+            ok = await s.call_tool("memory-add-node", {"type": "concept", "label": "StillAlive"})
+            return missing, wrong, unknown_arg, unknown_tool, compat, ok
+
+    missing, wrong, unknown_arg, unknown_tool, compat, ok = run(main)
+    assert missing.is_error and "'label'" in text_of(missing)
+    assert wrong.is_error and "'weight'" in text_of(wrong)
+    assert unknown_arg.is_error and "'colour'" in text_of(unknown_arg)
+    assert unknown_tool.is_error and "no-such-tool" in text_of(unknown_tool)
+    assert compat.is_error and "entities[0].entityType" in text_of(compat)
+    assert not ok.is_error and "StillAlive" in text_of(ok)
+
+
+def test_reference_memory_tools_behave_like_the_reference_server(project):
+    """The reference server's documented cases, through MCP (result text and structuredContent)."""
+    alice = {"name": "Alice", "entityType": "person", "observations": ["likes tea"]}
+    acme = {"name": "Acme", "entityType": "organization", "observations": ["makes anvils"]}
+    works = {"from": "Alice", "to": "Acme", "relationType": "works at"}
+
+    async def main():
+        out = {}
+        async with mcp_session(project) as s:
+            out["create"] = await s.call_tool("create_entities", {"entities": [alice, acme]})
+            out["create_again"] = await s.call_tool("create_entities", {"entities": [alice]})
+            out["relate"] = await s.call_tool("create_relations", {"relations": [works, works]})
+            out["relate_missing"] = await s.call_tool("create_relations", {"relations": [
+                {"from": "Alice", "to": "Ghost", "relationType": "knows"}]})
+            out["observe"] = await s.call_tool("add_observations", {"observations": [
+                {"entityName": "Alice", "contents": ["likes tea", "codes in Rust"]}]})
+            out["observe_missing"] = await s.call_tool("add_observations", {"observations": [
+                {"entityName": "Ghost", "contents": ["x"]}]})
+            out["search"] = await s.call_tool("search_nodes", {"query": "RUST"})
+            out["open"] = await s.call_tool("open_nodes", {"names": ["Acme"]})
+            out["del_obs"] = await s.call_tool("delete_observations", {"deletions": [
+                {"entityName": "Alice", "observations": ["likes tea"]}]})
+            out["del_rel"] = await s.call_tool("delete_relations", {"relations": [works]})
+            out["del_ent"] = await s.call_tool("delete_entities", {"entityNames": ["Acme"]})
+            out["read"] = await s.call_tool("read_graph", {})
+        return out
+
+    out = run(main)
+    assert out["create"].structured_content == {"entities": [alice, acme]}
+    assert text_of(out["create"]).startswith("[")  # the JSON array, like the reference
+    assert out["create_again"].structured_content == {"entities": []}
+    assert out["relate"].structured_content == {"relations": [works]}
+    assert out["relate_missing"].is_error and "Entity with name Ghost not found" in text_of(out["relate_missing"])
+    assert out["observe"].structured_content == {"results": [{"entityName": "Alice", "addedObservations": ["codes in Rust"]}]}
+    assert out["observe_missing"].is_error and "Entity with name Ghost not found" in text_of(out["observe_missing"])
+    assert out["search"].structured_content == {
+        "entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea", "codes in Rust"]}],
+        "relations": [works]}
+    assert out["open"].structured_content == {"entities": [acme], "relations": [works]}
+    assert text_of(out["del_obs"]) == "Observations deleted successfully"
+    assert out["del_obs"].structured_content == {"success": True, "message": "Observations deleted successfully"}
+    assert text_of(out["del_rel"]) == "Relations deleted successfully"
+    assert text_of(out["del_ent"]) == "Entities deleted successfully"
+    assert out["read"].structured_content == {
+        "entities": [{"name": "Alice", "entityType": "person", "observations": ["codes in Rust"]}], "relations": []}
+
+
+def test_a_thousand_sequential_calls_keep_memory_steady(project):
+    """1,000 calls on one server process; its RSS at call 1,000 is within 20 MB of call 100."""
+    async def main():
+        rss = {}
+        async with mcp_session(project) as s:
+            me = psutil.Process()
+            server = next(p for p in me.children(recursive=True) if "mcp" in p.cmdline())
+            for i in range(1, 1001):
+                kind = i % 4
+                if kind == 0:
+                    r = await s.call_tool("memory-add-node", {"type": "concept", "label": f"Concept{i % 50}",
+                                                              "content": f"note {i}"})
+                elif kind == 1:
+                    r = await s.call_tool("search_nodes", {"query": f"concept{i % 50}"})
+                elif kind == 2:
+                    r = await s.call_tool("memory-add-node", {"type": "concept"})  # an error result
+                else:
+                    r = await s.call_tool("open_nodes", {"names": [f"Concept{i % 50}"]})
+                assert r.is_error == (kind == 2)
+                if i in (100, 1000):
+                    rss[i] = server.memory_info().rss
+        return rss
+
+    rss = run(main)
+    growth_mb = (rss[1000] - rss[100]) / 2**20
+    assert growth_mb < 20, f"server RSS grew {growth_mb:.1f} MB between call 100 and call 1000"
+
+
+# -- tools/list_changed ----------------------------------------------------------------------
+class GrowingPlugin:
+    """A test plugin whose ``@make-command name=x`` registers a new command ``x``."""
+
+    def __init__(self):
+        self.extra: list[str] = []
+
+    @hookimpl
+    def register_commands(self, register):
+        plugin = self
+
+        class MakeArgs(ArgModel):
+            name: str
+
+        def make(args, ctx):
+            plugin.extra.append(args.name)
+            return CommandResult(text=f"made {args.name}")
+
+        register(Command("make-command", MakeArgs, make, "Register a new command (test)."))
+        for extra in self.extra:
+            class EchoArgs(ArgModel):
+                text: str = ""
+
+            register(Command(extra, EchoArgs, lambda a, c: CommandResult(text=a.text), "Echo (generated)."))
+
+
+def test_new_commands_are_announced_with_tools_list_changed(workspace):
+    from mcp import Client
+
+    from opensage.host import Host
+    from opensage.mcp_server import build_server
+
+    plugin = GrowingPlugin()
+    host = Host(workspace, plugins=[plugin])
+    notices = []
+
+    async def on_message(message):
+        method = getattr(getattr(message, "root", message), "method", None) or getattr(message, "method", None)
+        if method:
+            notices.append(method)
+
+    async def main():
+        async with Client(build_server(host), mode="legacy", message_handler=on_message) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            await client.call_tool("memory-add-node", {"type": "concept", "label": "Quiet"})
+            quiet = list(notices)
+            made = await client.call_tool("make-command", {"name": "echo-it"})
+            for _ in range(50):
+                if "notifications/tools/list_changed" in notices:
+                    break
+                await anyio.sleep(0.02)
+            after = {t.name for t in (await client.list_tools()).tools}
+            echoed = await client.call_tool("echo-it", {"text": "hello"})
+            return before, quiet, made, after, echoed
+
+    try:
+        before, quiet, made, after, echoed = anyio.run(main)
+    finally:
+        host.close()
+    assert "echo-it" not in before
+    assert "notifications/tools/list_changed" not in quiet
+    assert not made.is_error
+    assert "notifications/tools/list_changed" in notices
+    assert "echo-it" in after
+    assert text_of(echoed) == "hello"
