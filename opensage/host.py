@@ -34,6 +34,8 @@ ENTRY_POINT_GROUP = "opensage"
 #: The pack's own plugins: (name, module). Registered exactly like third-party plugins.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("graph-memory", "opensage.plugins.graph_memory"),
+    ("agents", "opensage.plugins.agents"),
+    ("agent-registry", "opensage.plugins.agent_registry"),
     ("intent-router", "opensage.plugins.routing"),
 )
 

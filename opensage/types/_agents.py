@@ -12,6 +12,12 @@ BUILTIN_TOOLS = ("read", "write", "edit", "list", "search", "shell", "memory_que
 
 Permission = Literal["allow", "ask", "deny"]
 
+#: Kinds of task the registry learns separately (the coordinator's analysis picks one;
+#: ``opensage.plugins.agent_registry.registry.classify_task`` is the model-free fallback).
+TASK_TYPES = ("implement", "fix", "test", "refactor", "document", "analyze", "research")
+
+TaskType = Literal["implement", "fix", "test", "refactor", "document", "analyze", "research"]
+
 
 class AgentSpec(BaseModel):
     """A generated agent, as the model writes it and the hosts load it.
