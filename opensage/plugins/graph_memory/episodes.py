@@ -6,7 +6,7 @@ Episodes are shown as ``e<integer>`` (``e42``).
 
 The full-text index ``episodes_fts`` has four columns per episode: its own ``text``
 (plus tool name, path and argument values), its ``role`` (speaker), ``context`` (the
-text of the turns just before and after it in the same session, so a reply such as
+text of the :data:`WINDOW` turns before and after it in the same session, so a reply such as
 "yes, last Tuesday" is found by the words of the question it answers) and ``date``
 (weekday, day, month and year of its timestamp, local time, so "in May 2023" matches).
 
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Turns on each side whose text is indexed as an episode's ``context``.
-WINDOW = 1
+WINDOW = 2
 #: Characters of each neighbouring turn kept in ``context``.
 CONTEXT_CHARS = 600
 
@@ -225,11 +225,12 @@ def get_episodes(db: Database, ids: Iterable[int]) -> dict[int, Episode]:
     return out
 
 
-#: BM25 column weights (text, role, context, date) of the two episode rankers. The
-#: "turn" ranker looks at the turn alone; the "window" ranker also counts the words of
-#: its neighbours, at a lower weight (passage-in-context retrieval).
-TURN_WEIGHTS = (1.0, 0.5, 0.0, 0.3)
-WINDOW_WEIGHTS = (1.0, 0.5, 0.4, 0.3)
+#: BM25 column weights of ``episodes_fts`` (text, role, context, date): the turn's own
+#: words count fully, its neighbours' words (the context window) at 0.3, so a turn is
+#: found both by what it says and by what it answers (passage-in-context retrieval).
+#: Chosen on LoCoMo conversations 26 and 30 only (see bench/locomo.py); fusing a
+#: turn-only ranker, a session ranker or pseudo-relevance feedback did not help there.
+EPISODE_WEIGHTS = (1.0, 0.5, 0.3, 0.3)
 
 
 def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, float], limit: int,
@@ -246,22 +247,26 @@ def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, 
     return [(r[0], r[1]) for r in db.conn.execute(sql, params)]
 
 
+def episode_match(query: str) -> str:
+    """The FTS5 expression for ``query`` (quoted words, stop words removed, OR-ed)."""
+    from opensage.plugins.graph_memory.query import fts_or_query
+
+    return fts_or_query(query)
+
+
+def rank_episodes(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[int, float]]:
+    """Episode ids for free-text ``query``, best first: [(id, bm25)] (more negative is better)."""
+    match = episode_match(query)
+    return bm25_episodes(db, match, EPISODE_WEIGHTS, limit, session_id) if match else []
+
+
 def search_episodes(db: Database, query: str, limit: int = 20, session_id: str | None = None) -> list[tuple[Episode, float]]:
     """Episodes matching ``query`` (free text), best first, as (episode, score).
 
-    Two BM25 rankers (turn alone, turn with its neighbours) are fused with reciprocal rank
-    fusion (Cormack, Clarke & Büttcher, SIGIR 2009; k = 60); ``score`` is the fused score.
+    :param session_id: only this session's episodes (None: all sessions).
+    :returns: score = -bm25 (higher is better), BM25 over the turn, its speaker, its
+        neighbouring turns and its date (weights :data:`EPISODE_WEIGHTS`).
     """
-    from opensage.plugins.graph_memory.query import fts_or_query, rrf
-
-    match = fts_or_query(query)
-    if not match:
-        return []
-    depth = max(limit * 3, 30)
-    lists = [
-        [i for i, _ in bm25_episodes(db, match, TURN_WEIGHTS, depth, session_id)],
-        [i for i, _ in bm25_episodes(db, match, WINDOW_WEIGHTS, depth, session_id)],
-    ]
-    fused = rrf(lists)[:limit]
-    found = get_episodes(db, [i for i, _ in fused])
-    return [(found[i], s) for i, s in fused if i in found]
+    ranked = rank_episodes(db, query, limit, session_id)
+    found = get_episodes(db, [i for i, _ in ranked])
+    return [(found[i], -s) for i, s in ranked if i in found]

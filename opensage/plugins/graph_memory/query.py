@@ -15,8 +15,9 @@ Rankers:
    A character-trigram index (numpy, built per host on first use, extended as nodes
    are added) preselects at most :data:`FUZZY_CANDIDATES` labels, so a lookup stays
    around a millisecond at 100k nodes.
-3. **BM25 over episodes** — the turn alone and the turn with its neighbouring turns
-   (see :mod:`.episodes`), so questions about what was said in a session find the turns.
+3. **BM25 over episodes** — each turn with its speaker, its date and (at a lower
+   weight) its neighbouring turns (see :mod:`.episodes`), so questions about what was
+   said in a session find the turns.
 
 Fusion: RRF score = Σ 1 / (k + rank), k = 60 (Cormack, Clarke & Büttcher, "Reciprocal
 rank fusion outperforms Condorcet and individual rank learning methods", SIGIR 2009).
@@ -422,8 +423,7 @@ class QueryEngine:
                 lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth)])
             lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
         if want_episodes and match:
-            lists.append([("e", i) for i, _ in ep.bm25_episodes(self.db, match, ep.TURN_WEIGHTS, depth)])
-            lists.append([("e", i) for i, _ in ep.bm25_episodes(self.db, match, ep.WINDOW_WEIGHTS, depth)])
+            lists.append([("e", i) for i, _ in ep.rank_episodes(self.db, query, depth)])
         fused = rrf([l for l in lists if l])
         scores = dict(fused)
         via: dict[tuple[str, int], dict[str, Any]] = {}

@@ -1,0 +1,187 @@
+"""LoCoMo evidence retrieval: feed conversations through ``opensage hook``, ask with ``@memory-query``.
+
+For each LoCoMo conversation (Maharana et al., ACL 2024; CC BY-NC 4.0, evaluation only,
+never shipped), in a fresh temporary workspace:
+
+1. every turn is reported as a host would: one ``user-message`` event per turn with
+   ``role`` = the speaker, ``text`` = the turn (plus ``[image: <caption>]`` when the turn
+   shared an image, the way a host includes an attachment's description), ``timestamp``
+   from ``session_N_date_time`` (local time; turn i is i seconds later) and
+   ``meta = {"dia_id": ...}``; the host's session id is ``locomo-<conv>-<N>``.
+   Spawning one process per turn would be ~3,000 processes, so events go through the
+   same CLI code path *in process*: click's ``CliRunner`` invokes ``opensage.cli.cli``
+   with ``hook user-message`` and the JSON on stdin. The first conversation's first
+   :data:`SUBPROCESS_TURNS` turns are sent through a real ``python -m opensage hook``
+   subprocess instead, proving the door works end to end;
+2. every question (category 5, adversarial, and questions without evidence are skipped)
+   is asked with ``@memory-query query=<question> maxResults=10`` (``host.run``);
+3. evidence recall@k = fraction of the question's evidence ``dia_id``s among the top k
+   results' ``meta.dia_id``, averaged over questions; MRR = mean of 1/rank of the first
+   evidence hit (0 when none in the top 10).
+
+Nothing here or in the retriever is tuned to these conversations: no dataset words,
+names or thresholds. Discipline used while developing: parameters (window size, column
+weights) were chosen looking at conversations 26 and 30 only; all five are reported.
+
+Usage::
+
+    python bench/locomo.py [--data DIR] [--only 26,30]
+
+Prints a table per conversation and overall, then one JSON line
+``{"recall@5": ..., "recall@10": ..., "mrr": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from click.testing import CliRunner  # noqa: E402
+
+from opensage.cli import cli  # noqa: E402
+from opensage.host import Host  # noqa: E402
+from opensage.store import Workspace  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "bench" / "locomo"
+SUBPROCESS_TURNS = 3
+K = (5, 10)
+
+
+def session_numbers(conv: dict) -> list[int]:
+    nums = [int(m.group(1)) for k in conv for m in [re.fullmatch(r"session_(\d+)", k)] if m]
+    return sorted(n for n in nums if isinstance(conv.get(f"session_{n}"), list))
+
+
+def parse_when(text: str) -> float:
+    """``1:56 pm on 8 May, 2023`` -> epoch seconds (local time)."""
+    dt = datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y")
+    return time.mktime(dt.timetuple())
+
+
+def turn_events(conv_id: str, conv: dict):
+    """(host session id, event JSON payload) for every turn, in conversation order."""
+    for n in session_numbers(conv):
+        start = parse_when(conv[f"session_{n}_date_time"])
+        for i, turn in enumerate(conv[f"session_{n}"]):
+            text = turn["text"]
+            if turn.get("blip_caption"):
+                text = f"{text} [image: {turn['blip_caption']}]"
+            yield f"locomo-{conv_id}-{n}", {
+                "session_id": f"locomo-{conv_id}-{n}",
+                "source": "locomo",
+                "role": turn["speaker"],
+                "text": text,
+                "timestamp": start + i,
+                "meta": {"dia_id": turn["dia_id"]},
+            }
+
+
+def evidence_ids(qa: dict) -> list[str]:
+    out = []
+    for ev in qa.get("evidence") or []:
+        out.extend(x for x in re.split(r"[;,\s]+", str(ev)) if re.fullmatch(r"D\d+:\d+", x))
+    return list(dict.fromkeys(out))
+
+
+def ingest(conv_id: str, conv: dict, root: Path, host: Host, via_subprocess: int) -> int:
+    runner = CliRunner()
+    count = 0
+    for _sid, payload in turn_events(conv_id, conv):
+        body = json.dumps(payload)
+        if count < via_subprocess:
+            proc = subprocess.run(
+                [sys.executable, "-m", "opensage", "--workspace", str(root), "hook", "user-message"],
+                input=body, capture_output=True, text=True, cwd=REPO, timeout=60,
+            )
+            if proc.returncode != 0:
+                raise SystemExit(f"hook subprocess failed ({proc.returncode}): {proc.stderr}")
+        else:
+            res = runner.invoke(cli, ["--workspace", str(root), "hook", "user-message"], input=body,
+                                obj={"host": host}, catch_exceptions=False)
+            if res.exit_code != 0:
+                raise SystemExit(f"hook failed ({res.exit_code}): {res.output}")
+        count += 1
+    return count
+
+
+def evaluate(conv_id: str, conv: dict, host: Host) -> dict:
+    rec = {k: [] for k in K}
+    rr = []
+    latencies = []
+    for qa in conv["qa"]:
+        if qa.get("category") == 5:
+            continue
+        gold = evidence_ids(qa)
+        if not gold:
+            continue
+        t0 = time.perf_counter()
+        result = host.run("memory-query", {"query": qa["question"], "maxResults": max(K)})
+        latencies.append((time.perf_counter() - t0) * 1000)
+        ranked = [(r.get("meta") or {}).get("dia_id") for r in result.data or [] if r.get("kind") == "episode"]
+        for k in K:
+            top = set(ranked[:k])
+            rec[k].append(sum(1 for g in gold if g in top) / len(gold))
+        first = next((i for i, d in enumerate(ranked[:max(K)], start=1) if d in gold), None)
+        rr.append(1.0 / first if first else 0.0)
+    n = len(rr)
+    latencies.sort()
+    return {
+        "conversation": conv_id, "questions": n,
+        **{f"recall@{k}": sum(v) / n for k, v in rec.items()}, "mrr": sum(rr) / n,
+        "p50_ms": latencies[n // 2], "_sums": ({k: sum(v) for k, v in rec.items()}, sum(rr)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation JSON files")
+    ap.add_argument("--only", default="", help="comma-separated conversation ids (file stems) to run")
+    args = ap.parse_args(argv)
+    files = sorted(args.data.glob("*.json"))
+    if args.only:
+        wanted = set(args.only.split(","))
+        files = [f for f in files if f.stem in wanted]
+    if not files:
+        raise SystemExit(f"no LoCoMo JSON files in {args.data}")
+    rows = []
+    for n_file, path in enumerate(files):
+        conv = json.loads(path.read_text())
+        with tempfile.TemporaryDirectory(prefix=f"locomo-{path.stem}-") as tmp:
+            root = Path(tmp)
+            host = Host(Workspace(root), load_entrypoints=False)
+            try:
+                t0 = time.perf_counter()
+                turns = ingest(path.stem, conv, root, host, SUBPROCESS_TURNS if n_file == 0 else 0)
+                ingest_s = time.perf_counter() - t0
+                stored = host.db.conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
+                if stored != turns:
+                    raise SystemExit(f"{path.stem}: sent {turns} turns but {stored} episodes were recorded")
+                row = evaluate(path.stem, conv, host)
+                row.update(turns=turns, ingest_s=ingest_s)
+                rows.append(row)
+            finally:
+                host.close()
+    print(f"{'conv':>6} {'turns':>6} {'ingest s':>9} {'questions':>9} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'q p50 ms':>9}")
+    for r in rows:
+        print(f"{r['conversation']:>6} {r['turns']:>6} {r['ingest_s']:>9.1f} {r['questions']:>9} "
+              f"{r['recall@5']:>6.3f} {r['recall@10']:>6.3f} {r['mrr']:>6.3f} {r['p50_ms']:>9.1f}")
+    nq = sum(r["questions"] for r in rows)
+    overall = {f"recall@{k}": sum(r["_sums"][0][k] for r in rows) / nq for k in K}
+    overall["mrr"] = sum(r["_sums"][1] for r in rows) / nq
+    print(f"{'all':>6} {sum(r['turns'] for r in rows):>6} {'':>9} {nq:>9} {overall['recall@5']:>6.3f} "
+          f"{overall['recall@10']:>6.3f} {overall['mrr']:>6.3f}")
+    print(json.dumps({k: round(v, 4) for k, v in overall.items()}))
+
+
+if __name__ == "__main__":
+    main()
