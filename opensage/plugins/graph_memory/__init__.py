@@ -8,10 +8,10 @@ compress sessions into lasting nodes.
 from __future__ import annotations
 
 from opensage.hookspecs import hookimpl
-from opensage.plugins.graph_memory import cmd_nodes, cmd_query
+from opensage.plugins.graph_memory import cmd_build, cmd_nodes, cmd_query
 
 #: Modules that each define ``COMMANDS`` (a list of :class:`opensage.types.Command`).
-COMMAND_MODULES = [cmd_nodes, cmd_query]
+COMMAND_MODULES = [cmd_nodes, cmd_query, cmd_build]
 
 
 @hookimpl
@@ -28,3 +28,30 @@ def session_event(session, event):
     from opensage.plugins.graph_memory.graph import graph_for
 
     record_episode(graph_for(session.host).db, session.id, event)
+
+
+@hookimpl
+def session_compact(session):
+    """Compress the session's episodes into nodes before the host compacts its context."""
+    from opensage.plugins.graph_memory.compress import compress_session
+
+    compress_session(session.host, session.id, use_model="auto")
+
+
+@hookimpl
+def session_end(session):
+    """Final compression of the session (rules; plus the model when one is configured)."""
+    from opensage.plugins.graph_memory.compress import compress_session
+
+    compress_session(session.host, session.id, use_model="auto")
+
+
+@hookimpl
+def compaction_context(session, max_chars):
+    """The session's decisions, errors and fixes, open questions and files, at most ``max_chars`` characters."""
+    from opensage.plugins.graph_memory.compress import compaction_text
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    if not session.host.workspace.db_path.exists():
+        return None
+    return compaction_text(graph_for(session.host), session.id, max_chars)

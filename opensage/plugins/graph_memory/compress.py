@@ -1,0 +1,767 @@
+"""Session compression: turn a session's raw episodes into lasting nodes and edges.
+
+The memory agent of the OpenSage paper, in two passes:
+
+1. **Rules (always, no model).** Over every episode of the session:
+
+   * ``file`` — paths edited (``file_edit`` events, ``path``-like tool arguments:
+     edge ``touches``) or mentioned in messages and tool output (``mentions``);
+   * ``command`` — shell commands run (``command``/``cmd`` tool arguments, ``command``
+     events): edge ``ran``;
+   * ``error`` — ``error`` events and failed tool results (non-zero ``exit_code`` in
+     the event's meta, ``is_error``, a traceback, ``FAILED``...), labelled by their last
+     ``SomethingError: message`` line; the command that produced it gets ``produced``.
+     An error counts as *fixed* when the same command (or tool) later succeeds; the
+     files edited and the assistant's "fixed ..." sentences between the error and that
+     success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
+     error by name also counts when no re-run is seen);
+   * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
+     ...", "we should use ...", "instead of ...";
+   * ``query``/``answer`` — a user question (ends with ``?`` or starts with a
+     wh-word) and the assistant reply that followed it (``answer -answers-> query``);
+   * code symbols — ``backticked`` names, CamelCase, snake_case and dotted.names in
+     messages: linked (``mentions``) to existing ``class``/``function``/``method``/
+     ``module`` nodes whose label or short name matches, otherwise kept as ``entity``.
+
+   Every node is linked to the episodes it came from (``node_episodes``) and to a
+   ``session`` node (label = the session id) by ``touches``/``mentions``/``ran``/
+   ``contains``.
+2. **Model (optional).** With a model configured (``$OPENSAGE_MODEL``) and
+   ``use_model`` not ``never``, the episodes not compressed before are sent to
+   :func:`opensage.llm.structured` with the :class:`SessionKnowledge` schema; its
+   decisions, concepts and relations are merged with the rules' nodes (deduplicated by
+   type and case-insensitive label).
+
+Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
+episodes are marked ``compressed_at`` and the model only ever sees episodes not
+compressed before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
+from opensage.plugins.graph_memory.episodes import Episode, list_episodes, mark_compressed
+from opensage.plugins.graph_memory.graph import Graph, graph_for
+
+__all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
+
+log = logging.getLogger("opensage.graph_memory")
+
+LABEL_CHARS = 200
+#: Characters of one episode shown to the model, and of one model request's transcript.
+MODEL_EPISODE_CHARS = 800
+MODEL_CHUNK_CHARS = 16_000
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_DECISION = re.compile(
+    r"\b(?:let'?s|let us)\s+(?:use|go with|switch|keep|stick|try|adopt|move|replace|drop|add|remove|make|store|"
+    r"put|rename|split|do|write|call|return|raise|cache|skip)\b"
+    r"|\bwe(?:'ve| have)?\s+decided\b|\bdecided to\b|\bdecision\s*:|\b(?:i|we)(?:'ll| will)\s+go with\b"
+    r"|\bgoing with\b|\b(?:we|i)(?:'ll| will| should| shall)\s+(?:use|switch|keep|stick)\b|\bwe chose\b"
+    r"|\b(?:opt|opted) for\b|\bsettled on\b|\binstead of\b",
+    re.I,
+)
+_FIX_WORDS = re.compile(r"\b(?:fix|fixed|fixes|resolved?|solved?|the (?:problem|issue|bug|cause) was|works now|passes now)\b", re.I)
+_QUESTION_START = re.compile(r"^(?:how|what|why|where|which|who|when|whose)\b", re.I)
+_EXTS = ("py|pyi|js|jsx|mjs|ts|tsx|json|ya?ml|toml|md|rst|txt|cfg|ini|sh|go|rs|java|kt|c|h|cc|cpp|hpp|cs|rb|php|"
+         "html|css|scss|sql|lock|env")
+_PATH = re.compile(rf"(?<![\w/.@-])((?:\.{{0,2}}/)?(?:[\w.-]+/)*[\w-][\w.-]*\.(?:{_EXTS}))(?![\w/])")
+_BACKTICK = re.compile(r"`([^`\n]{2,100})`")
+_IDENT = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*(?:\(\))?$")
+_CAMEL = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+\b")
+_SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+_DOTTED = re.compile(r"(?<![\w@/.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?![\w/(])")
+_ERROR_LINE = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Failure|Interrupt|Exit))\b(?::\s*([^\n]*))?")
+_FAILURE = re.compile(r"Traceback \(most recent call last\)|^FAILED\b|^E\s{2,}\w|^error(?:\[\w+\])?:|^\w+(?:Error|Exception): |"
+                      r"\b\d+ failed\b|command not found|No such file or directory", re.M | re.I)
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_SHELL_TOOLS = {"bash", "shell", "sh", "terminal", "run", "run_command", "exec", "execute", "command", "cmd"}
+_EDIT_TOOLS = {"edit", "write", "str_replace", "apply_patch", "patch", "multiedit", "create", "notebookedit",
+               "str_replace_based_edit_tool", "write_file", "edit_file"}
+_PATH_ARGS = ("path", "file_path", "filePath", "file", "filename", "target_file", "notebook_path")
+_COMMAND_ARGS = ("command", "cmd", "script")
+_STOP_SYMBOLS = {"e.g", "i.e", "etc", "vs"} | {n for n in dir(__import__("builtins")) if n[:1].isupper()}
+
+
+def _norm(text: str, limit: int = LABEL_CHARS) -> str:
+    text = " ".join(str(text).split()).strip()
+    text = text.rstrip(" .;,")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text or "") if s and s.strip()]
+
+
+# -- extraction result ------------------------------------------------------------------------
+@dataclass
+class _Item:
+    type: str
+    label: str
+    content: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    episodes: set[int] = field(default_factory=set)
+    existing_id: int | None = None  # an existing node this item stands for (code symbols)
+
+
+@dataclass
+class Extraction:
+    """Nodes keyed by (type, label) and edges between those keys."""
+
+    items: dict[tuple[str, str], _Item] = field(default_factory=dict)
+    edges: dict[tuple[tuple[str, str], str, tuple[str, str]], tuple[float, dict]] = field(default_factory=dict)
+
+    def add(self, type: str, label: str, episode: int | None = None, content: str = "", **meta) -> tuple[str, str]:
+        key = (type, label)
+        item = self.items.get(key)
+        if item is None:
+            item = self.items[key] = _Item(type, label, content, dict(meta))
+        else:
+            if content and not item.content:
+                item.content = content
+            for k, v in meta.items():
+                item.meta.setdefault(k, v)
+        if episode is not None:
+            item.episodes.add(episode)
+        return key
+
+    def link(self, src: tuple[str, str], type: str, dst: tuple[str, str], weight: float = 0.5, **meta) -> None:
+        if src == dst:
+            return
+        key = (src, type, dst)
+        old = self.edges.get(key)
+        if old is None or old[0] < weight:
+            self.edges[key] = (weight, meta)
+
+    def find(self, type: str, label: str) -> tuple[str, str] | None:
+        low = label.casefold()
+        for key in self.items:
+            if key[0] == type and key[1].casefold() == low:
+                return key
+        return None
+
+
+# -- rules ------------------------------------------------------------------------------------
+def _file_label(path: str, root: Path) -> str | None:
+    path = (path or "").strip().strip("'\"")
+    if not path or "\n" in path or len(path) > 400:
+        return None
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.resolve().relative_to(root.resolve()).as_posix()
+        except (ValueError, OSError):
+            return p.as_posix()
+    text = p.as_posix()
+    while text.startswith("./"):
+        text = text[2:]
+    return text or None
+
+
+def _command_of(ep: Episode) -> str | None:
+    if ep.kind == "command":
+        return _norm(ep.text) or None
+    if isinstance(ep.args, dict):
+        for key in _COMMAND_ARGS:
+            value = ep.args.get(key)
+            if isinstance(value, str) and value.strip():
+                return _norm(value)
+            if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                return _norm(" ".join(value))
+    return None
+
+
+def _is_failure(ep: Episode) -> bool:
+    if ep.kind == "error":
+        return True
+    if ep.kind != "tool_result":
+        return False
+    meta = ep.meta or {}
+    for key in ("exit_code", "exitCode", "returncode", "status_code"):
+        if isinstance(meta.get(key), int) and meta[key] != 0:
+            return True
+    if meta.get("is_error") or meta.get("isError") or meta.get("error"):
+        return True
+    if any(isinstance(meta.get(k), int) and meta[k] == 0 for k in ("exit_code", "exitCode", "returncode")):
+        return False
+    return bool(_FAILURE.search(ep.text or ""))
+
+
+def _error_label(text: str) -> str:
+    matches = list(_ERROR_LINE.finditer(text or ""))
+    if matches:
+        m = matches[-1]
+        label = m.group(1) + (f": {m.group(2).strip()}" if m.group(2) and m.group(2).strip() else "")
+    else:
+        label = next((line for line in (text or "").splitlines() if line.strip()), "error")
+    return _norm(_HEX.sub("0x…", label), 160)
+
+
+def _error_tail(text: str, limit: int = 1500) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+class _CodeIndex:
+    """Looks up existing code nodes by exact label or by short-name suffix (``parse`` -> ``pkg.Parser.parse``)."""
+
+    TYPES = ("class", "function", "method", "module")
+
+    def __init__(self, graph: Graph) -> None:
+        self.conn = graph.db.conn
+        self.cache: dict[str, list[tuple[int, str, str]]] = {}
+
+    def lookup(self, symbol: str) -> list[tuple[int, str, str]]:
+        if symbol in self.cache:
+            return self.cache[symbol]
+        marks = ",".join("?" * len(self.TYPES))
+        rows = self.conn.execute(f"SELECT id, type, label FROM nodes WHERE label=? AND type IN ({marks})",
+                                 (symbol, *self.TYPES)).fetchall()
+        if not rows:
+            last = symbol.rsplit(".", 1)[-1]
+            words = re.findall(r"[A-Za-z0-9]+", last)
+            if words:
+                match = "label : " + '"' + " ".join(words) + '"'
+                try:
+                    cand = self.conn.execute(
+                        f"SELECT n.id, n.type, n.label FROM nodes_fts f JOIN nodes n ON n.id = f.rowid "
+                        f"WHERE nodes_fts MATCH ? AND n.type IN ({marks}) LIMIT 200", (match, *self.TYPES)).fetchall()
+                except Exception:  # an FTS syntax corner case: no suffix lookup
+                    cand = []
+                rows = [r for r in cand if r["label"].endswith("." + symbol)]
+        found = [(r["id"], r["type"], r["label"]) for r in rows][:3]
+        self.cache[symbol] = found
+        return found
+
+
+def _symbols(text: str) -> list[str]:
+    """Code-like names in prose: backticked, CamelCase, snake_case, dotted.names (paths removed first)."""
+    found: list[str] = []
+    stripped = _PATH.sub(" ", text)
+    for m in _BACKTICK.finditer(stripped):
+        inner = m.group(1).strip()
+        if _IDENT.match(inner):
+            found.append(inner.removesuffix("()"))
+    stripped = _BACKTICK.sub(" ", stripped)
+    found += [m.group(0) for m in _DOTTED.finditer(stripped)
+              if m.group(0).lower() not in _STOP_SYMBOLS and not m.group(0)[0].isdigit()
+              and (any(c.isupper() for c in m.group(0)[1:]) or "_" in m.group(0)
+                   or m.group(0).count(".") >= 2)]
+    stripped = _DOTTED.sub(" ", stripped)
+    found += _CAMEL.findall(stripped)
+    found += _SNAKE.findall(stripped)
+    out, seen = [], set()
+    for s in found:
+        if s not in seen and s not in _STOP_SYMBOLS and 2 < len(s) <= 120:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path, graph: Graph | None = None) -> Extraction:
+    """The deterministic pass (see the module docstring). Pure except for code-node lookups."""
+    ex = Extraction()
+    session = ("session", session_id)
+    code = _CodeIndex(graph) if graph is not None else None
+    command_at = _commands_by_index(episodes)
+
+    def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None) -> None:
+        for sym in _symbols(text):
+            hits = code.lookup(sym) if code else []
+            if hits:
+                for nid, ntype, nlabel in hits:
+                    key = ex.add(ntype, nlabel, ep.id)
+                    ex.items[key].existing_id = nid
+                    ex.link(session, "mentions", key, 0.6)
+                    if src:
+                        ex.link(src, "mentions", key, 0.7)
+            else:
+                key = ex.add("entity", sym, ep.id, origin="compress")
+                ex.link(session, "mentions", key, 0.4)
+                if src:
+                    ex.link(src, "mentions", key, 0.5)
+
+    def mention_files(text: str, ep: Episode, src: tuple[str, str] | None, weight: float = 0.5) -> None:
+        for m in _PATH.finditer(text or ""):
+            label = _file_label(m.group(1), workspace_root)
+            if label:
+                key = ex.add("file", label, ep.id)
+                ex.link(session, "mentions", key, weight)
+                if src:
+                    ex.link(src, "mentions", key, weight)
+
+    for idx, ep in enumerate(episodes):
+        text = ep.text or ""
+        # files touched
+        paths = []
+        if ep.kind == "file_edit" and ep.path:
+            paths.append(ep.path)
+        if isinstance(ep.args, dict):
+            for k in _PATH_ARGS:
+                if isinstance(ep.args.get(k), str):
+                    paths.append(ep.args[k])
+        elif ep.path and ep.kind in ("tool_call", "tool_result"):
+            paths.append(ep.path)
+        for p in paths:
+            label = _file_label(p, workspace_root)
+            if label:
+                op = "edit" if ep.kind == "file_edit" or (ep.tool or "").lower() in _EDIT_TOOLS else (ep.tool or ep.kind)
+                key = ex.add("file", label, ep.id)
+                ex.link(session, "touches", key, 0.8 if op == "edit" else 0.6, op=op)
+        # commands
+        cmd = command_at.get(idx)
+        if cmd:
+            key = ex.add("command", cmd, ep.id, content="shell command" + (f" run with {ep.tool}" if ep.tool else ""))
+            ex.link(session, "ran", key, 0.6)
+        # errors
+        if _is_failure(ep):
+            label = _error_label(text or json.dumps(ep.meta))
+            key = ex.add("error", label, ep.id, content=_error_tail(text), origin="compress", session=session_id,
+                         seq=ep.seq)
+            ex.link(session, "contains", key, 0.7)
+            source_cmd = command_at.get(idx)
+            if source_cmd is None:
+                for back in range(idx - 1, max(-1, idx - 4), -1):
+                    if back in command_at:
+                        source_cmd = command_at[back]
+                        break
+            if source_cmd:
+                ex.link(("command", source_cmd), "produced", key, 0.7)
+                ex.items[key].meta.setdefault("command", source_cmd)
+            mention_files(text, ep, key, 0.4)
+            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id)
+        # messages: decisions, questions, answers, mentions
+        if ep.kind in ("user_message", "assistant_message"):
+            sentences = _sentences(text)
+            for s in sentences:
+                if _DECISION.search(s) and len(s) >= 12:
+                    dkey = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
+                                  session=session_id, seq=ep.seq, role=ep.role or ep.kind.split("_")[0])
+                    ex.link(session, "contains", dkey, 0.8)
+                    mention_symbols(s, ep, dkey)
+                    mention_files(s, ep, dkey)
+            if ep.kind == "user_message":
+                for s in sentences:
+                    if (s.endswith("?") or _QUESTION_START.match(s)) and len(s.split()) >= 3:
+                        qkey = ex.add("query", _norm(s), ep.id, content=_norm(text, 2000), origin="compress",
+                                      session=session_id, seq=ep.seq)
+                        ex.link(session, "contains", qkey, 0.6)
+                        mention_symbols(s, ep, qkey)
+                        answer = _next_reply(episodes, idx)
+                        if answer is not None:
+                            akey = ex.add("answer", _norm(answer.text, 160), answer.id,
+                                          content=_norm(answer.text, 4000), origin="compress",
+                                          session=session_id, seq=answer.seq)
+                            ex.link(akey, "answers", qkey, 0.8)
+                            ex.link(session, "contains", akey, 0.5)
+            mention_symbols(text, ep, None)
+            mention_files(text, ep, None)
+        elif ep.kind == "tool_result" and not _is_failure(ep):
+            mention_files(text[:4000], ep, None, 0.3)
+    return ex
+
+
+def _commands_by_index(episodes: list[Episode]) -> dict[int, str]:
+    """The shell command of each episode: its own (tool arguments, ``command`` events), or for a
+    tool result the command of the call of the same tool at most 3 episodes before it."""
+    out: dict[int, str] = {}
+    last: dict[str, tuple[str, int]] = {}
+    for idx, ep in enumerate(episodes):
+        cmd = _command_of(ep)
+        if cmd is None and ep.kind == "tool_call" and (ep.tool or "").lower() in _SHELL_TOOLS and (ep.text or "").strip():
+            cmd = _norm(ep.text)
+        if cmd is None and ep.kind == "tool_result" and ep.tool in last and idx - last[ep.tool][1] <= 3:
+            cmd = last[ep.tool][0]
+        if cmd:
+            out[idx] = cmd
+            if ep.kind in ("tool_call", "command"):
+                last[ep.tool or ep.kind] = (cmd, idx)
+    return out
+
+
+def _next_reply(episodes: list[Episode], idx: int) -> Episode | None:
+    for ep in episodes[idx + 1:]:
+        if ep.kind == "user_message":
+            return None
+        if ep.kind == "assistant_message" and (ep.text or "").strip():
+            return ep
+    return None
+
+
+def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, command: str | None,
+              command_at: dict[int, str], root: Path, session_id: str) -> None:
+    """Link what fixed the error at ``episodes[idx]`` (see the module docstring)."""
+    error_ep = episodes[idx]
+    err_name = error_key[1].split(":", 1)[0]
+    tool = error_ep.tool
+    start = idx
+    resolved_at = None
+    for j in range(idx + 1, len(episodes)):
+        ep = episodes[j]
+        if _is_failure(ep) and _error_label(ep.text or json.dumps(ep.meta)) == error_key[1]:
+            start = j  # it came back: whatever happened before did not fix it
+            continue
+        if ep.kind in ("tool_result", "command") and not _is_failure(ep):
+            same = (command is not None and command_at.get(j) == command) or (command is None and tool and ep.tool == tool)
+            if same:
+                resolved_at = j
+                break
+    window = episodes[start + 1: resolved_at] if resolved_at is not None else episodes[idx + 1:]
+    fixers: list[tuple[tuple[str, str], int, float]] = []
+    for ep in window:
+        if resolved_at is not None and (ep.kind == "file_edit" or (
+                ep.kind == "tool_call" and (ep.tool or "").lower() in _EDIT_TOOLS)):
+            path = ep.path if ep.kind == "file_edit" else next(
+                (ep.args[k] for k in _PATH_ARGS if isinstance(ep.args, dict) and isinstance(ep.args.get(k), str)), None)
+            label = _file_label(path or "", root)
+            if label:
+                fixers.append((ex.add("file", label, ep.id), ep.id, 0.6))
+        if ep.kind == "assistant_message":
+            for s in _sentences(ep.text):
+                if _FIX_WORDS.search(s) and (resolved_at is not None or err_name in s):
+                    key = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
+                                 seq=ep.seq, role="assistant")
+                    ex.link(("session", session_id), "contains", key, 0.7)
+                    fixers.append((key, ep.id, 0.8))
+    item = ex.items[error_key]
+    if resolved_at is not None or fixers:
+        item.meta["resolved"] = True
+        if resolved_at is not None:
+            item.meta["resolved_seq"] = episodes[resolved_at].seq
+            item.episodes.add(episodes[resolved_at].id)
+    else:
+        item.meta.setdefault("resolved", False)
+    for key, _, weight in fixers:
+        ex.link(key, "fixes", error_key, weight)
+
+
+# -- model pass -------------------------------------------------------------------------------
+NodeKind = Literal["decision", "concept", "entity", "error", "task", "query", "answer", "file", "command"]
+
+
+class MemoryItem(BaseModel):
+    """One piece of lasting knowledge found in the transcript."""
+
+    type: NodeKind = Field(description="decision | concept | entity | error | task | query | answer | file | command")
+    label: str = Field(min_length=1, max_length=LABEL_CHARS, description="short unique name, e.g. 'use SQLite WAL for the store'")
+    content: str = Field("", max_length=2000, description="one or two sentences: what it is, why it matters")
+    episodes: list[int] = Field(default_factory=list, description="seq numbers of the transcript lines it comes from")
+
+
+class MemoryRelation(BaseModel):
+    """A typed relation between two labels (items above or names already known)."""
+
+    source: str = Field(min_length=1)
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="e.g. uses, depends_on, fixes, related_to, implements")
+    target: str = Field(min_length=1)
+
+
+class SessionKnowledge(BaseModel):
+    """What a memory agent keeps from part of a coding session."""
+
+    items: list[MemoryItem] = Field(default_factory=list)
+    relations: list[MemoryRelation] = Field(default_factory=list)
+
+    model_config = {"defer_build": True}
+
+
+_SYSTEM = (
+    "You are the memory agent of a coding assistant. From the session transcript, extract lasting knowledge: "
+    "decisions taken (and why), concepts and components discussed, errors and what fixed them, open tasks, and "
+    "typed relations between them. Skip chit-chat and anything already in the 'known' list unless you add a "
+    "relation to it. Labels must be short and specific. Cite transcript seq numbers in 'episodes'."
+)
+
+
+def _transcript_lines(episodes: list[Episode]) -> list[str]:
+    lines = []
+    for ep in episodes:
+        head = f"[{ep.seq}] {ep.kind}" + (f" {ep.role}" if ep.role else "") + (f" {ep.tool}" if ep.tool else "")
+        body = ep.text or ""
+        if ep.args:
+            body = (body + " " + json.dumps(ep.args, default=str)).strip()
+        if ep.path:
+            body = f"{ep.path}: {body}"
+        body = " ".join(body.split())
+        if len(body) > MODEL_EPISODE_CHARS:
+            body = body[: MODEL_EPISODE_CHARS - 1] + "…"
+        lines.append(f"{head}: {body}")
+    return lines
+
+
+def extract_with_model(episodes: list[Episode], known: Extraction, model: str | None = None):
+    """Ask the configured model for :class:`SessionKnowledge`, one request per ≤16,000-character chunk.
+
+    :returns: (list of SessionKnowledge, Usage).
+    :raises ModelNotConfigured: no model configured. :raises ModelError: invalid output after retries.
+    """
+    from opensage import llm  # lazy: importing litellm costs seconds
+
+    known_labels = [f"{t}: {l}" for (t, l) in list(known.items)[:80]]
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for line in _transcript_lines(episodes):
+        if size + len(line) > MODEL_CHUNK_CHARS and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += len(line) + 1
+    results, usage = [], llm.Usage()
+    for chunk in chunks:
+        messages = [
+            {"role": "system", "content": _SYSTEM},
+            {"role": "user", "content": "Known already:\n" + ("\n".join(known_labels) or "(nothing)")
+             + "\n\nTranscript:\n" + "\n".join(chunk)},
+        ]
+        out = llm.structured(messages, SessionKnowledge, model=model)
+        usage.add(out.usage)
+        results.append(out.value)
+    return results, usage
+
+
+def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list[Episode], session_id: str,
+                 graph: Graph) -> int:
+    """Merge model answers into ``ex``; returns how many relations were dropped (unknown endpoints)."""
+    by_seq = {ep.seq: ep.id for ep in episodes}
+    session = ("session", session_id)
+    dropped = 0
+    for answer in answers:
+        for it in answer.items:
+            label = _norm(it.label)
+            if not label:
+                continue
+            key = ex.find(it.type, label) or (it.type, label)
+            eps = [by_seq[s] for s in it.episodes if s in by_seq]
+            ex.add(key[0], key[1], None, content=it.content, origin="model", session=session_id)
+            ex.items[key].episodes.update(eps)
+            ex.link(session, "touches" if it.type == "file" else "contains", key, 0.6)
+        for rel in answer.relations:
+            ends = []
+            for name in (rel.source, rel.target):
+                name = _norm(name)
+                hit = next((k for k in ex.items if k[1].casefold() == name.casefold()), None)
+                if hit is None:
+                    row = graph.db.conn.execute("SELECT id, type, label FROM nodes WHERE label=? LIMIT 1", (name,)).fetchone()
+                    if row is not None:
+                        hit = ex.add(row["type"], row["label"])
+                        ex.items[hit].existing_id = row["id"]
+                ends.append(hit)
+            if ends[0] is None or ends[1] is None:
+                dropped += 1
+                continue
+            ex.link(ends[0], rel.type, ends[1], 0.6, origin="model")
+    return dropped
+
+
+# -- the command's core -----------------------------------------------------------------------
+@dataclass
+class CompressReport:
+    """Counts of one compression run. ``new`` counts nodes created by type; costs in USD."""
+
+    session_id: str
+    episodes: int = 0
+    new_episodes: int = 0
+    new: dict[str, int] = field(default_factory=dict)
+    updated: int = 0
+    new_edges: int = 0
+    provenance_links: int = 0
+    model: str | None = None
+    model_items: int = 0
+    dropped_relations: int = 0
+    model_error: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    time_ms: float = 0.0
+    nodes: list[dict] = field(default_factory=list)
+
+    @property
+    def new_total(self) -> int:
+        return sum(self.new.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id, "episodes": self.episodes, "newEpisodes": self.new_episodes,
+            "new": dict(sorted(self.new.items())), "newTotal": self.new_total, "updated": self.updated,
+            "newEdges": self.new_edges, "provenanceLinks": self.provenance_links, "model": self.model,
+            "modelItems": self.model_items, "droppedRelations": self.dropped_relations,
+            "modelError": self.model_error, "tokens": self.tokens, "costUsd": self.cost_usd,
+            "timeMs": round(self.time_ms, 1), "nodes": self.nodes,
+        }
+
+
+def session_exists(host, session_id: str) -> bool:
+    """True when the session is known (a ``sessions`` row or recorded episodes). Never creates the database."""
+    if not host.workspace.db_path.exists():
+        return False
+    conn = host.db.conn
+    if conn.execute("SELECT 1 FROM sessions WHERE id=?", (session_id,)).fetchone():
+        return True
+    try:
+        return conn.execute("SELECT 1 FROM episodes WHERE session_id=? LIMIT 1", (session_id,)).fetchone() is not None
+    except Exception:  # the graph tables do not exist yet
+        return False
+
+
+def compress_session(host, session_id: str, use_model: str = "auto") -> CompressReport:
+    """Compress session ``session_id`` into graph nodes (see the module docstring).
+
+    :param use_model: ``auto`` (use the model when ``$OPENSAGE_MODEL`` is set; on a model
+        failure keep the rules' result and report ``model_error``), ``always`` (fail
+        without a model) or ``never``.
+    :raises NotFoundError: unknown session. :raises ModelNotConfigured: ``always`` without
+        a model. :raises ModelError: ``always`` and the model failed.
+    """
+    started = time.perf_counter()
+    if use_model not in ("auto", "always", "never"):
+        raise UsageError(f"argument 'useModel' must be auto, always or never, not {use_model!r}.")
+    if not session_exists(host, session_id):
+        raise NotFoundError(
+            f"unknown session {session_id!r}: no session with that id and no recorded episodes. "
+            "Sessions are created by 'opensage hook' / 'opensage chat'; check the id the host reported."
+        )
+    if use_model == "always" and not os.environ.get("OPENSAGE_MODEL"):
+        raise ModelNotConfigured("useModel=always needs a model: set OPENSAGE_MODEL (e.g. openai/gpt-4o-mini).")
+    graph = graph_for(host)
+    db = graph.db
+    report = CompressReport(session_id)
+    episodes = list_episodes(db, session_id)
+    report.episodes = len(episodes)
+    fresh = [ep for ep in episodes if ep.compressed_at is None]
+    report.new_episodes = len(fresh)
+    if not episodes:  # a session that recorded nothing leaves no trace in the graph
+        report.time_ms = (time.perf_counter() - started) * 1000
+        return report
+    ex = extract_rules(episodes, session_id, host.workspace.root, graph)
+
+    if fresh and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
+        try:
+            answers, usage = extract_with_model(fresh, ex)
+            report.model = os.environ.get("OPENSAGE_MODEL")
+            report.tokens = usage.prompt_tokens + usage.completion_tokens
+            report.cost_usd = usage.cost_usd
+            report.model_items = sum(len(a.items) for a in answers)
+            report.dropped_relations = _merge_model(ex, answers, episodes, session_id, graph)
+        except (ModelError, ModelNotConfigured) as exc:
+            if use_model == "always":
+                raise
+            report.model_error = str(exc)
+            log.warning("session %s: model extraction failed, keeping the rule-based result: %s", session_id, exc)
+
+    source_row = db.conn.execute("SELECT source, started_at FROM sessions WHERE id=?", (session_id,)).fetchone()
+    with db.transaction() as conn:
+        ids: dict[tuple[str, str], int] = {}
+        first, last = episodes[0], episodes[-1]
+        content = (f"session {session_id}" + (f" ({source_row['source']})" if source_row else "")
+                   + f": {len(episodes)} episodes, "
+                   + time.strftime("%Y-%m-%d %H:%M", time.localtime(first.timestamp)) + " to "
+                   + time.strftime("%Y-%m-%d %H:%M", time.localtime(last.timestamp)))
+        node, created = graph.upsert_node("session", session_id, content,
+                                          {"source": source_row["source"] if source_row else None,
+                                           "episodes": len(episodes)})
+        ids[("session", session_id)] = node.id
+        if created:
+            report.new["session"] = report.new.get("session", 0) + 1
+        for key, item in ex.items.items():
+            if key == ("session", session_id):
+                continue
+            if item.existing_id is not None:
+                nid = item.existing_id
+                for ep_id in item.episodes:
+                    cur = conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", (nid, ep_id))
+                    report.provenance_links += cur.rowcount
+                ids[key] = nid
+                continue
+            before = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id IN "
+                                  "(SELECT id FROM nodes WHERE type=? AND label=?)", key).fetchone()[0]
+            node, created = graph.upsert_node(item.type, item.label, item.content, item.meta,
+                                              episode_ids=sorted(item.episodes))
+            after = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id=?", (node.id,)).fetchone()[0]
+            report.provenance_links += after - before
+            ids[key] = node.id
+            if created:
+                report.new[item.type] = report.new.get(item.type, 0) + 1
+                report.nodes.append({"id": node.ref, "type": node.type, "label": node.label})
+            else:
+                report.updated += 1
+        for (src, etype, dst), (weight, meta) in ex.edges.items():
+            if src not in ids or dst not in ids:
+                continue
+            meta = {**meta, "session": session_id} if etype != "contains" else meta
+            _, created = graph.upsert_edge(ids[src], ids[dst], etype, weight, meta)
+            report.new_edges += int(created)
+        mark_compressed(db, [ep.id for ep in fresh])
+    report.time_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+# -- compaction context ------------------------------------------------------------------------
+def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str | None:
+    """A short digest of what the graph holds for one session, at most ``max_chars`` characters.
+
+    Sections in priority order: decisions, errors (with what fixed them, or "open"),
+    open questions (queries without an answer), files touched. ``None`` when the session
+    has no node yet (not compressed).
+    """
+    conn = graph.db.conn
+    row = conn.execute("SELECT id FROM nodes WHERE type='session' AND label=?", (session_id,)).fetchone()
+    if row is None or max_chars <= 0:
+        return None
+    sid = row["id"]
+    linked = conn.execute(
+        "SELECT n.id, n.type, n.label, n.metadata, e.type AS etype FROM edges e JOIN nodes n ON n.id = e.dst "
+        "WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
+    decisions, errors, questions, files = [], [], [], []
+    for r in linked:
+        meta = json.loads(r["metadata"] or "{}")
+        if r["type"] == "decision":
+            decisions.append((meta.get("seq") or 0, r["id"], r["label"]))
+        elif r["type"] == "error":
+            fixers = [f["label"] for f in conn.execute(
+                "SELECT n.label FROM edges e JOIN nodes n ON n.id=e.src WHERE e.dst=? AND e.type='fixes' ORDER BY e.weight DESC",
+                (r["id"],))]
+            errors.append((meta.get("seq") or 0, r["id"], r["label"], fixers))
+        elif r["type"] == "query":
+            answered = conn.execute("SELECT 1 FROM edges WHERE dst=? AND type='answers' LIMIT 1", (r["id"],)).fetchone()
+            if not answered:
+                questions.append((meta.get("seq") or 0, r["id"], r["label"]))
+        elif r["type"] == "file" and r["etype"] == "touches":
+            files.append(r["label"])
+    if not (decisions or errors or questions or files):
+        return None
+    lines = [f"Memory of session {session_id} (graph-memory):"]
+    if decisions:
+        lines.append("Decisions:")
+        lines += [f"- {label} [n{i}]" for _, i, label in sorted(decisions, reverse=True)]
+    if errors:
+        lines.append("Errors:")
+        for _, i, label, fixers in sorted(errors, reverse=True):
+            status = ("fixed by: " + "; ".join(f[:80] for f in fixers[:3])) if fixers else "open"
+            lines.append(f"- {label} ({status}) [n{i}]")
+    if questions:
+        lines.append("Open questions:")
+        lines += [f"- {label} [n{i}]" for _, i, label in sorted(questions, reverse=True)]
+    if files:
+        lines.append("Files touched: " + ", ".join(sorted(set(files))))
+    out: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > max_chars:
+            room = max_chars - size - 1
+            if room > 20:
+                out.append(line[: room - 1] + "…")
+            break
+        out.append(line)
+        size += len(line) + 1
+    text = "\n".join(out)
+    return text[:max_chars] if text else None
