@@ -1,0 +1,178 @@
+"""Claude Code hooks: payloads for each event fed to ``opensage hook --from claude``
+(a real subprocess, as Claude Code runs it), and ``opensage install/uninstall claude``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import db_snapshot
+
+DATA = Path(__file__).parent / "data" / "claude"
+SID = "0f3c9a52-7d1e-4c55-9a0b-2f6f1b2d9e41"
+
+
+def payload(name: str, project: Path) -> str:
+    return (DATA / name).read_text().replace("$PROJECT", str(project))
+
+
+def episodes(project: Path) -> list[tuple]:
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    try:
+        return conn.execute(
+            "SELECT kind, role, tool, path, text, compressed_at FROM episodes WHERE session_id=? ORDER BY seq", (SID,)
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def hook(cli, project, name):
+    r = cli("hook", "--from", "claude", input=payload(name, project))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_claude_session_becomes_episodes_and_compaction_compresses_it(cli, project):
+    r = cli("@memory-add-node", "type=class", "label=AuthService", "content=issues and refreshes JWT tokens")
+    assert r.returncode == 0, r.stderr
+
+    start = hook(cli, project, "session_start.json")
+    assert start == {} or start["hookSpecificOutput"]["hookEventName"] == "SessionStart"
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    assert conn.execute("SELECT source FROM sessions WHERE id=?", (SID,)).fetchone() == ("claude",)
+
+    answer = hook(cli, project, "user_prompt_submit.json")
+    ctx = answer["hookSpecificOutput"]
+    assert ctx["hookEventName"] == "UserPromptSubmit"
+    assert "AuthService" in ctx["additionalContext"]  # relevant memory goes back to Claude
+
+    assert hook(cli, project, "post_tool_use_bash.json") == {}
+    assert hook(cli, project, "post_tool_use_edit.json") == {}
+    assert hook(cli, project, "stop.json") == {}
+
+    eps = episodes(project)
+    kinds = [e[0] for e in eps]
+    assert kinds == ["user_message", "tool_call", "tool_result", "tool_call", "tool_result", "file_edit",
+                     "assistant_message"]
+    assert "refresh tokens" in eps[0][4]
+    assert eps[1][2] == "Bash" and "KeyError" in eps[2][4]
+    assert eps[5][2] == "Edit" and eps[5][3] == "src/auth.py"  # made relative to the project
+    assert eps[6][1] == "assistant" and "claims.get" in eps[6][4]
+    assert all(e[5] is None for e in eps)
+
+    assert hook(cli, project, "pre_compact.json") == {}
+    after = episodes(project)
+    assert all(e[5] is not None for e in after), "PreCompact must compress the session's episodes"
+    files = [r[0] for r in conn.execute("SELECT label FROM nodes WHERE type='file'")]
+    assert "src/auth.py" in files  # lasting knowledge derived from the episodes
+
+    # after compaction Claude starts a new context: SessionStart(source=compact) brings memory back
+    restart = json.loads(payload("session_start.json", project))
+    restart["source"] = "compact"
+    r = cli("hook", "--from", "claude", input=json.dumps(restart))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "src/auth.py" in out["hookSpecificOutput"]["additionalContext"]
+
+    assert hook(cli, project, "session_end.json") == {}
+    assert conn.execute("SELECT ended_at FROM sessions WHERE id=?", (SID,)).fetchone()[0] is not None
+    conn.close()
+
+
+def test_stop_without_last_message_reads_the_transcript(cli, project):
+    transcript = project / ".claude-transcript.jsonl"
+    transcript.write_text("\n".join(json.dumps(e) for e in [
+        {"type": "user", "message": {"role": "user", "content": "hi"}},
+        {"type": "assistant", "message": {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "Read", "input": {}},
+            {"type": "text", "text": "The config lives in settings.toml."}]}},
+    ]) + "\n")
+    stop = json.loads(payload("stop.json", project))
+    del stop["last_assistant_message"]
+    r = cli("hook", "--from", "claude", input=json.dumps(stop))
+    assert r.returncode == 0, r.stderr
+    assert [(e[0], e[4]) for e in episodes(project)] == [("assistant_message", "The config lives in settings.toml.")]
+
+
+def test_unknown_events_are_ignored_and_bad_payloads_fail_cleanly(cli, project):
+    assert hook(cli, project, "notification.json") == {}
+    before = db_snapshot(project)
+    assert all(not rows for table, rows in before.items() if table == "episodes")
+
+    r = cli("hook", "--from", "claude", input=json.dumps({"session_id": "s"}))
+    assert r.returncode == 2 and "hook_event_name" in r.stderr
+    r = cli("hook", "--from", "claude", input="{not json")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+    r = cli("hook", "--from", "claude", "user-message", input=payload("stop.json", project))
+    assert r.returncode == 2 and "give no EVENT" in r.stderr
+    assert db_snapshot(project) == before
+
+
+def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, project):
+    (project / ".claude").mkdir()
+    user_settings = {"permissions": {"allow": ["Bash(npm test)"]},
+                     "hooks": {"PostToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "echo mine"}]}]}}
+    (project / ".claude" / "settings.json").write_text(json.dumps(user_settings, indent=2))
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {"other": {"type": "stdio", "command": "other-mcp"}}}))
+    agents = project / ".opencode" / "agent"
+    agents.mkdir(parents=True)
+    (agents / "sql-reviewer.md").write_text(
+        "---\ndescription: Reviews SQL migrations for locking problems\nmode: subagent\n"
+        "model: anthropic/claude-sonnet-4-5\npermission:\n  edit: deny\n  bash: ask\n---\nYou review SQL migrations.\n")
+
+    r = cli("install", "claude")
+    assert r.returncode == 0, r.stderr
+    mcp = json.loads((project / ".mcp.json").read_text())
+    assert mcp["mcpServers"]["other"] == {"type": "stdio", "command": "other-mcp"}
+    server = mcp["mcpServers"]["opensage"]
+    assert server["type"] == "stdio" and server["args"][-1] == "mcp"
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    assert settings["permissions"] == user_settings["permissions"]
+    for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "SessionEnd"):
+        commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
+        assert any(c.endswith("hook --from claude") for c in commands), event
+    assert settings["hooks"]["PostToolUse"][0]["hooks"][0]["command"] == "echo mine"
+    agent = (project / ".claude" / "agents" / "sql-reviewer.md").read_text()
+    assert "name: sql-reviewer" in agent and "description: Reviews SQL migrations" in agent
+    assert "disallowedTools: Edit, Write, MultiEdit" in agent and "model: sonnet" in agent
+    assert "You review SQL migrations." in agent
+    import opensage
+
+    skill_src = Path(opensage.__file__).parent / "skills" / "meta" / "SKILL.md"
+    if skill_src.exists():
+        assert (project / ".claude" / "skills" / "opensage" / "SKILL.md").read_text() == skill_src.read_text()
+    else:
+        assert "skipped .claude/skills/opensage/SKILL.md" in r.stdout
+
+    # the installed hook command works as Claude Code would run it (through a shell)
+    import shlex
+    import subprocess
+
+    command = next(h["command"] for g in settings["hooks"]["UserPromptSubmit"] for h in g["hooks"])
+    run = subprocess.run(command, shell=True, input=payload("user_prompt_submit.json", project),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert [e[0] for e in episodes(project)] == ["user_message"]
+    assert shlex.split(command)[-3:] == ["hook", "--from", "claude"]
+
+    r = cli("install", "claude")  # idempotent: no duplicate hooks
+    settings2 = json.loads((project / ".claude" / "settings.json").read_text())
+    assert settings2 == settings
+
+    r = cli("uninstall", "claude")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {"other": {"type": "stdio", "command": "other-mcp"}}}
+    assert json.loads((project / ".claude" / "settings.json").read_text()) == user_settings
+    assert not (project / ".claude" / "agents").exists()
+    assert not (project / ".claude" / "skills").exists()
+
+
+def test_install_refuses_to_replace_a_foreign_opensage_server(cli, project):
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {"opensage": {"command": "somewhere-else"}}}))
+    r = cli("install", "claude")
+    assert r.returncode == 2 and "already has a different 'opensage' server" in r.stderr
+    assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {"opensage": {"command": "somewhere-else"}}}
+    assert not (project / ".claude").exists()
