@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = "opensage"
 #: The pack's own plugins: (name, module). Registered exactly like third-party plugins.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("graph-memory", "opensage.plugins.graph_memory"),
+    ("dynamic-tools", "opensage.plugins.dynamic_tools"),
     ("agents", "opensage.plugins.agents"),
     ("agent-registry", "opensage.plugins.agent_registry"),
     ("intent-router", "opensage.plugins.routing"),

@@ -420,10 +420,24 @@ def _drop_uid_prefix(uid: int, keep_dac_override: bool) -> list[str]:
     return [os.path.realpath(sys.executable), "-I", "-S", "-c", _TRAMPOLINE, str(uid)]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _preexec(limits: Limits, set_nproc: bool):
     mb = 1024 * 1024
+    prctl = _libc().prctl  # resolved before fork: the child only calls it
 
     def apply() -> None:
+        # die with the process that started us (a job supervisor killed with SIGKILL
+        # must not leave its sandbox running)
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb, limits.memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
@@ -461,6 +475,7 @@ def run(
     network: bool = False,
     config: SandboxConfig | Mapping[str, Any] | Path | str | None = None,
     on_start: Any = None,
+    on_output: Any = None,
 ) -> SandboxResult:
     """Run ``argv`` in the sandbox and wait for it (at most ``limits.wall_s`` seconds).
 
@@ -478,6 +493,8 @@ def run(
     :param config: sandbox configuration (see :func:`available_level`).
     :param on_start: called with the ``subprocess.Popen`` right after start (job
         supervisors record its pid).
+    :param on_output: called as ``on_output(stream, chunk)`` (``"stdout"``/``"stderr"``,
+        bytes) for every chunk kept, while the command runs (job progress files).
     :raises SandboxError: no allowed isolation level (see :func:`available_level`).
     :raises UsageError: ``cwd`` is not inside a writable path, or a path does not exist.
     """
@@ -502,7 +519,7 @@ def run(
             )
     try:
         plan = _plan(level, argv, cwd_path, writable, readable, limits, env or {}, network, scratch, cfg)
-        return _execute(plan, stdin, limits, on_start)
+        return _execute(plan, stdin, limits, on_start, on_output)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -548,7 +565,7 @@ def _plan(level, argv, cwd, writable, readable, limits, extra_env, network, scra
     return _Plan(full, str(cwd), {"PATH": "/usr/bin:/bin"}, preexec, level, uid, chown_back, marker)
 
 
-def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start) -> SandboxResult:
+def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, on_output=None) -> SandboxResult:
     data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
     start = time.monotonic()
     try:
@@ -566,8 +583,8 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start) -
     timed_out = truncated = False
     deadline = start + limits.wall_s
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, out)
-    sel.register(proc.stderr, selectors.EVENT_READ, err)
+    sel.register(proc.stdout, selectors.EVENT_READ, ("stdout", out))
+    sel.register(proc.stderr, selectors.EVENT_READ, ("stderr", err))
     try:
         while sel.get_map():
             remaining = deadline - time.monotonic()
@@ -579,9 +596,12 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start) -
                 if not chunk:
                     sel.unregister(key.fileobj)
                     continue
-                buf: bytearray = key.data
+                stream, buf = key.data
                 room = limits.output_bytes - len(buf)
-                buf += chunk[: max(room, 0)]
+                kept = chunk[: max(room, 0)]
+                buf += kept
+                if on_output is not None and kept:
+                    on_output(stream, kept)
                 if len(chunk) > room:
                     truncated = True
             if truncated:

@@ -4,6 +4,7 @@ from opensage.types._agents import BUILTIN_TOOLS, TASK_TYPES, AgentResult, Agent
 from opensage.types._commands import ArgModel, Command, CommandContext, CommandResult, Tool
 from opensage.types._events import EVENT_KINDS, SessionEvent
 from opensage.types._routes import Route
+from opensage.types._tools import TOOL_FILES, ToolExample, ToolLanguage, ToolSpec
 
 __all__ = [
     "AgentSpec",
@@ -18,4 +19,8 @@ __all__ = [
     "SessionEvent",
     "EVENT_KINDS",
     "Route",
+    "ToolSpec",
+    "ToolExample",
+    "ToolLanguage",
+    "TOOL_FILES",
 ]

@@ -1,0 +1,158 @@
+"""The dynamic-tools plugin end to end: scripted model -> sandbox checks -> @name, state, listing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from opensage.errors import ModelError, NotFoundError, UsageError
+
+ADD_OK = """\
+import json, sys
+req = json.load(sys.stdin)
+a = req["arguments"]
+print(json.dumps({"result": a["a"] + a["b"]}))
+"""
+ADD_BUG = ADD_OK.replace('a["a"] + a["b"]', 'a["a"] - a["b"]')
+ADD_SYNTAX = "import json, sys\nprint(json.dumps({'result': 1}\n"
+COUNTER = """\
+import json, sys
+req = json.load(sys.stdin)
+state = req.get("state") or {"count": 0}
+state = {"count": state["count"] + req["arguments"].get("step", 1)}
+print(json.dumps({"result": state["count"], "state": state}))
+"""
+ADD_PARAMS = {"type": "object", "properties": {"a": {"type": "integer", "description": "first"},
+                                               "b": {"type": "integer", "description": "second"}},
+              "required": ["a", "b"]}
+
+
+def spec(code, *, name="add", language="python", params=ADD_PARAMS, examples=None, deps=()):
+    return json.dumps({
+        "name": name, "description": "Add two integers.", "language": language, "parameters": params,
+        "code": code, "dependencies": list(deps),
+        "examples": examples or [{"arguments": {"a": 2, "b": 3}, "expected": 5},
+                                 {"arguments": {"a": -1, "b": 1}, "expected": 0}],
+    })
+
+
+def test_failing_examples_are_retried_then_rejected_and_nothing_is_registered(host, scripted, project):
+    scripted.add(spec(ADD_BUG), spec(ADD_BUG), spec(ADD_SYNTAX))
+    with pytest.raises(ModelError) as err:
+        host.run_line('@generate-tool requirement="add a and b" name=add attempts=3')
+    message = str(err.value)
+    assert "rejected after 3 attempts" in message
+    assert "expected result 5, got -1" in message          # the failing output is shown
+    assert "syntax check failed" in message and "SyntaxError" in message
+    assert len(scripted.requests) == 3
+    # the second request carried the first failure back to the model
+    assert "expected result 5, got -1" in scripted.requests[1]["messages"][-1]["content"]
+    tools_dir = project / ".opencode" / "generated-tools"
+    assert not tools_dir.exists() or list(tools_dir.iterdir()) == []
+    with pytest.raises(NotFoundError):
+        host.command("add")
+
+
+def test_passing_tool_is_callable_at_once_and_from_a_new_process(host, scripted, project, cli):
+    scripted.add(spec(ADD_SYNTAX), spec(ADD_OK))
+    out = host.run_line('@generate-tool requirement="add a and b" name=add')
+    assert "Registered @add" in out.text and out.data["attempts"] == 2
+    assert out.data["examples"][0]["level"] == "bwrap"
+    folder = project / ".opencode" / "generated-tools" / "add"
+    assert sorted(p.name for p in folder.iterdir()) == ["examples.json", "spec.json", "tool.py"]
+    assert host.run_line("@add a=2 b=40").text == "42"
+    with pytest.raises(UsageError) as bad:
+        host.run_line("@add a=2 b=notanumber")
+    assert "b" in str(bad.value)
+    with pytest.raises(UsageError):
+        host.run_line("@add a=2")
+    # survives a restart: a new process sees the stored tool as a command
+    proc = cli("@add", "a=20", "b=22")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "42"
+    listing = host.run_line("@list-generated-tools")
+    assert "@add [python] Add two integers." in listing.text
+    assert "a:integer, b:integer" in listing.text and "succeeded" in listing.text
+    # and agents get it as a tool
+    tool = host.tools()["add"]
+    assert tool.parameters["required"] == ["a", "b"]
+    from opensage.types import CommandContext
+    assert tool.run({"a": 1, "b": 2}, CommandContext(host=host)) == "3"
+
+
+def test_name_collision_with_a_command_is_refused_before_the_model_is_called(host, scripted):
+    with pytest.raises(UsageError) as err:
+        host.run_line('@generate-tool requirement="x" name=list-generated-tools')
+    assert "collides" in str(err.value)
+    assert scripted.requests == []
+
+
+def test_missing_dependency_is_a_rejection_reason(host, scripted, project):
+    bad = spec(ADD_OK, deps=["surely_not_a_module_xyz"])
+    scripted.add(bad)
+    with pytest.raises(ModelError) as err:
+        host.run_line('@generate-tool requirement="add" name=add attempts=1')
+    assert "surely_not_a_module_xyz" in str(err.value)
+    assert not (project / ".opencode" / "generated-tools" / "add").exists()
+
+
+@pytest.mark.parametrize("language,code", [
+    ("bash", 'read -r line; python3 -c \'import json,sys; a=json.loads(sys.argv[1])["arguments"]; '
+             'print(json.dumps({"result": a["a"]+a["b"]}))\' "$line"\n'),
+    ("node", 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const a=JSON.parse(s).arguments;'
+             'console.log(JSON.stringify({result:a.a+a.b}))});\n'),
+])
+def test_bash_and_node_tools(host, scripted, language, code):
+    scripted.add(spec(code, language=language))
+    host.run_line(f'@generate-tool requirement="add" name=add language={language}')
+    assert host.run_line("@add a=1 b=2").text == "3"
+
+
+def _make_counter(host, scripted):
+    params = {"type": "object", "properties": {"step": {"type": "integer"}}, "required": []}
+    scripted.add(spec(COUNTER, name="counter", params=params,
+                      examples=[{"arguments": {}, "expected": 1}, {"arguments": {"step": 2}, "state": {"count": 5}, "expected": 7}]))
+    host.run_line('@generate-tool requirement="a counter" name=counter')
+
+
+def test_stateful_counter_reset_and_independent_state_ids(host, scripted):
+    _make_counter(host, scripted)
+    run = "@execute-tool-stateful toolName=counter action=run"
+    assert [host.run_line(run).text for _ in range(3)] == ["1", "2", "3"]
+    assert host.run_line("@execute-tool-stateful toolName=counter action=load-state").data["state"] == {"count": 3}
+    assert host.run_line(run + " stateId=other").text == "1"
+    assert host.run_line(run).text == "4"
+    assert "reset" in host.run_line("@execute-tool-stateful toolName=counter action=reset").text
+    assert host.run_line(run).text == "1"
+    assert host.run_line(run + " stateId=other").text == "2"
+    host.run_line('@execute-tool-stateful toolName=counter action=save-state stateId=other state={"count": 10}')
+    assert host.run_line(run + ' stateId=other args={"step": 5}').text == "15"
+
+
+def test_stateful_bad_input(host, scripted):
+    _make_counter(host, scripted)
+    with pytest.raises(UsageError):
+        host.run_line("@execute-tool-stateful toolName=counter action=save-state")
+    with pytest.raises(UsageError):
+        host.run_line('@execute-tool-stateful toolName=counter action=run args={"step": "many"}')
+    with pytest.raises(NotFoundError):
+        host.run_line("@execute-tool-stateful toolName=nope action=run")
+    with pytest.raises(UsageError):
+        host.run_line("@execute-tool-stateful toolName=../etc action=run")
+
+
+def test_refused_without_bwrap_unless_fallback_allowed(host, scripted, monkeypatch, project):
+    from opensage.errors import SandboxError
+
+    monkeypatch.setenv("OPENSAGE_BWRAP", "/nonexistent/bwrap")
+    monkeypatch.delenv("OPENSAGE_SANDBOX_FALLBACK", raising=False)
+    with pytest.raises(SandboxError) as err:
+        host.run_line('@generate-tool requirement="add" name=add')
+    assert "allow_fallback" in str(err.value) and "OPENSAGE_SANDBOX_FALLBACK=allow" in str(err.value)
+    assert scripted.requests == []
+    (project / ".opencode").mkdir(exist_ok=True)
+    (project / ".opencode" / "opensage.yaml").write_text("sandbox:\n  allow_fallback: true\n")
+    scripted.add(spec(ADD_OK))
+    out = host.run_line('@generate-tool requirement="add" name=add')
+    assert out.data["examples"][0]["level"] == "rlimit"
