@@ -17,9 +17,12 @@ Matching (all of it deterministic, no model call)
     ``what do we know about {query}``. Text and templates are normalised the same way
     (lower case, apostrophes dropped, a plural ``-s`` removed) and split into whole
     words, so ``new`` never matches inside ``renew``. Each template word is compared
-    with the text's words by :func:`rapidfuzz.fuzz.ratio` (typos tolerated: words of 4-5
-    letters need a ratio of at least 75, longer words 80, words of 3 letters or fewer
-    must be equal), then the template is aligned with the text in order:
+    with the text's words by :func:`rapidfuzz.fuzz.ratio` (typos tolerated: template
+    words of 4-5 letters need a ratio of at least 75, longer ones 80; template words of
+    3 letters or fewer must be equal, and a 3-letter text word only matches a longer
+    template word with one letter missing, ratio 85: "knw" is "know", "new" is never
+    "renew"). Templates may hold one-word alternatives ``(make|create)``. Then the
+    template is aligned with the text in order:
 
     ``quality = (sum of matched word similarities - penalties) / number of template words``
 
@@ -87,7 +90,7 @@ USER_ROUTES_FILE = "intent-routes.yaml"
 NONE_ROUTE = "none"
 
 #: Cost of one unexpected word inside a template's phrase (in template-word units).
-GAP_COST = 0.25
+GAP_COST = 0.3
 #: More unexpected words than this inside a phrase break the alignment.
 MAX_GAP = 3
 #: Cost of one word before or after the phrase when the template has no slot there.
@@ -100,10 +103,10 @@ FILLER = frozenset(
     """a an the my our your this these those some any all please pls plz kindly just
     me us i you we u ya can could would will shall might may hey hi hello ok okay so now
     also actually really quickly quick maybe perhaps guys thanks thank ty well um uh hmm
-    like let lets go ahead right then new""".split()
+    like let lets go ahead right then new ever""".split()
 )
 
-_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|:(?!\S)")
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMAND = re.compile(r"^@[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -352,8 +355,19 @@ def load_routes(packaged: Path = PACKAGED_ROUTES, user: Path | None = None) -> R
 # ----------------------------------------------------------------------------------
 
 def _norm(word: str) -> str:
+    """Lower-case, drop apostrophes, strip a few English suffixes (light stemming:
+    ``decomposing``/``decompose`` -> ``decompos``, ``tools`` -> ``tool``); the stem keeps at
+    least 4 letters. A ``:`` stays a token of its own (``remember: X``)."""
     w = unicodedata.normalize("NFKC", word).lower().replace("'", "").replace("’", "")
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+    if len(w) > 4 and w.endswith("ing") and len(w) - 3 >= 4:
+        w = w[:-3]
+    elif len(w) > 4 and w.endswith("ed") and len(w) - 2 >= 4:
+        w = w[:-2]
+    elif len(w) > 4 and w.endswith("es") and not w.endswith("sses") and len(w) - 2 >= 4:
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        w = w[:-1]
+    if len(w) > 4 and w.endswith("e"):
         w = w[:-1]
     return w
 
@@ -369,8 +383,10 @@ class _Tok:
 def _tokens(text: str) -> list[_Tok]:
     out = []
     for m in _TOKEN.finditer(text):
-        n = _norm(m.group())
-        out.append(_Tok(n, m.start(), m.end(), n in FILLER))
+        raw = m.group()
+        n = _norm(raw)
+        low = raw.lower().replace("'", "").replace("’", "")
+        out.append(_Tok(n, m.start(), m.end(), low in FILLER or n == ":"))
     return out
 
 
@@ -390,7 +406,8 @@ _TEMPLATE_PARTS = re.compile(r"(\{[^{}]*\}|\([^()]*\))")
 
 def _compile_template(example: str, route: str = "") -> _Template:
     """Compile ``(make|create) a tool that {requirement}``: words, ``(a|b)`` one-word
-    alternatives, ``{slot}`` placeholders. Raises ValueError naming the problem."""
+    alternatives (a group with a filler word, e.g. ``(the|our)``, is optional), ``{slot}``
+    placeholders. Raises ValueError naming the problem."""
     literals: list[tuple[str, ...]] = []
     slot_before: list[str | None] = [None]
     for part in _TEMPLATE_PARTS.split(example):
@@ -404,20 +421,23 @@ def _compile_template(example: str, route: str = "") -> _Template:
             continue
         if part.startswith("("):
             alts = []
+            optional = False
             for alt in part[1:-1].split("|"):
                 toks = _tokens(alt)
                 if len(toks) != 1:
                     raise ValueError(f"example {example!r}: each alternative in {part} must be one word")
-                if not toks[0].filler:
+                if toks[0].filler and toks[0].norm != ":":
+                    optional = True  # a filler alternative makes the whole group optional
+                else:
                     alts.append(toks[0].norm)
-            if alts:
+            if alts and not optional:
                 literals.append(tuple(dict.fromkeys(alts)))
                 slot_before.append(None)
             continue
         if re.search(r"[{}()|]", part):
             raise ValueError(f"example {example!r}: unbalanced braces or parentheses")
         for tok in _tokens(part):
-            if tok.filler:
+            if tok.filler and tok.norm != ":":
                 continue
             literals.append((tok.norm,))
             slot_before.append(None)
@@ -573,6 +593,12 @@ class Router:
             for p in route.patterns:
                 self.patterns.append((route.name, re.compile(p.regex, re.I | re.S), p.confidence, p.regex))
         self.vocab = sorted({w for t in self.templates for alts in t.literals for w in alts})
+        #: word -> [(template index, literal index)] for the upper bounds in _match_all
+        self._index: dict[str, list[tuple[int, int]]] = {}
+        for ti, tpl in enumerate(self.templates):
+            for gi, alts in enumerate(tpl.literals):
+                for w in alts:
+                    self._index.setdefault(w, []).append((ti, gi))
         self._vocab_set = frozenset(self.vocab)
         self._long_vocab = [w for w in self.vocab if len(w) >= 4]
         self._sim_cache: dict[str, dict[str, float]] = {}
@@ -589,11 +615,12 @@ class Router:
         hits: dict[str, float] = {}
         if word in self._vocab_set:
             hits[word] = 1.0
-        if len(word) >= 4:
+        if len(word) >= 3:
             for lit, score, _ in process.extract(word, self._long_vocab, scorer=fuzz.ratio, score_cutoff=75, limit=None):
                 if lit == word:
                     continue
-                floor = 75 if len(lit) <= 5 else 80
+                # a 3-letter word may only be a 4+-letter word with one letter missing ("knw")
+                floor = 85 if len(word) == 3 else 75 if len(lit) <= 5 else 80
                 if score >= floor:
                     hits[lit] = score / 100.0
         with self._lock:
@@ -687,42 +714,47 @@ class Router:
                 slots[name] = (a, b)  # type: ignore[assignment]
         return {name: text[toks[a].start:toks[b].end] for name, (a, b) in slots.items()}  # type: ignore[misc]
 
-    def _match_all(self, text: str) -> dict[str, _Match]:
+    def _match_all(self, text: str) -> dict[str, list[_Match]]:
         toks = _tokens(text)
         prefix = [0]
         for t in toks:
             prefix.append(prefix[-1] + (0 if t.filler else 1))
         positions: dict[str, list[tuple[int, float]]] = {}
         for i, t in enumerate(toks):
-            if t.filler:
+            if t.filler and t.norm != ":":
                 continue
             for lit, s in self._hits(t.norm).items():
                 positions.setdefault(lit, []).append((i, s))
-        best: dict[str, _Match] = {}
-        for tpl in self.templates:
-            # upper bound: every literal at its best similarity, no penalties
-            ub = sum(max((s for alt in alts for _, s in positions.get(alt, ())), default=0.0) for alts in tpl.literals)
-            ub = ub / len(tpl.literals) * tpl.evidence
-            current = best.get(tpl.route)
+        # upper bound per template: every literal at its best similarity, no penalties;
+        # only templates sharing a word with the text are looked at
+        group_best: dict[int, dict[int, float]] = {}
+        for word, hits in positions.items():
+            top = max(s for _, s in hits)
+            for ti, gi in self._index.get(word, ()):
+                groups = group_best.setdefault(ti, {})
+                if top > groups.get(gi, 0.0):
+                    groups[gi] = top
+        found: dict[str, list[_Match]] = {}
+        for ti, groups in group_best.items():
+            tpl = self.templates[ti]
+            ub = sum(groups.values()) / len(tpl.literals) * tpl.evidence
             threshold = self.routes[tpl.route].confidence_threshold
-            if ub < threshold * 0.9 or (current is not None and ub <= current.confidence):
+            if ub < threshold * 0.9:
                 continue
             aligned = self._align(tpl, toks, positions, prefix)
             if aligned is None:
                 continue
             quality, pos = aligned
             conf = max(0.0, min(1.0, quality * tpl.evidence))
-            if current is None or conf > current.confidence:
-                best[tpl.route] = _Match(tpl.route, conf, tpl.source, self._slots(tpl, pos, toks, text))
+            found.setdefault(tpl.route, []).append(_Match(tpl.route, conf, tpl.source, self._slots(tpl, pos, toks, text)))
         for route, rx, conf, src in self.patterns:
-            current = best.get(route)
-            if current is not None and current.confidence >= conf:
-                continue
             m = rx.search(text)
             if m:
                 slots = {k: v for k, v in m.groupdict().items() if v}
-                best[route] = _Match(route, conf, f"/{src}/", slots)
-        return best
+                found.setdefault(route, []).append(_Match(route, conf, f"/{src}/", slots))
+        for matches in found.values():
+            matches.sort(key=lambda m: -m.confidence)
+        return found
 
     # -- arguments ----------------------------------------------------------------
     def _fill(self, route: RouteSpec, match: _Match, text: str, session_id: str | None) -> dict[str, Any] | None:
@@ -804,28 +836,28 @@ class Router:
             ``none`` route's examples fit better.
         """
         text = (text or "")[:2000]
-        matches = self._match_all(text)
-        ranked = sorted(matches.values(), key=lambda m: -m.confidence)
-        candidates = [(m.route, round(m.confidence, 4)) for m in ranked[:4]]
-        none_match = matches.get(NONE_ROUTE)
+        found = self._match_all(text)
+        ranked = sorted(found.values(), key=lambda ms: -ms[0].confidence)
+        candidates = [(ms[0].route, round(ms[0].confidence, 4)) for ms in ranked[:4]]
+        none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)
-        none_conf = none_match.confidence if none_match and none_route and \
-            none_match.confidence >= none_route.confidence_threshold else 0.0
+        none_conf = none_matches[0].confidence if none_matches and none_route and \
+            none_matches[0].confidence >= none_route.confidence_threshold else 0.0
         best_route_conf = 0.0
-        for m in ranked:
-            if m.route == NONE_ROUTE:
+        for matches in ranked:
+            if matches[0].route == NONE_ROUTE:
                 continue
-            best_route_conf = max(best_route_conf, m.confidence)
-            route = self.routes[m.route]
-            if m.confidence < route.confidence_threshold or m.confidence <= none_conf:
-                continue
-            args = self._fill(route, m, text, session_id)
-            if args is None:
-                continue
-            return Decision(route.name, m.confidence, route.command, args, m.source,
-                            route.confidence_threshold, candidates)
+            best_route_conf = max(best_route_conf, matches[0].confidence)
+            route = self.routes[matches[0].route]
+            for m in matches:  # best first; a match whose required arguments stay empty gives way
+                if m.confidence < route.confidence_threshold or m.confidence <= none_conf:
+                    break
+                args = self._fill(route, m, text, session_id)
+                if args is not None:
+                    return Decision(route.name, m.confidence, route.command, args, m.source,
+                                    route.confidence_threshold, candidates)
         conf = max(none_conf, 1.0 - best_route_conf)
-        matched = none_match.source if none_match and none_conf else None
+        matched = none_matches[0].source if none_conf else None
         return Decision(NONE_ROUTE, conf, None, {}, matched, None, candidates)
 
 
