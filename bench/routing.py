@@ -11,6 +11,10 @@ that must route to ``none``), routes each one with the packaged routes, and prin
 * the decision time: median and p90 in ms, first pass (fresh router, each phrasing
   routed once) and warm pass (second time).
 
+It also prints one line per other labelled set: ``routing_holdout.yaml`` (used for
+tuning after its first run) and ``routing_fresh.yaml`` (never used for tuning: the
+honest estimate on unseen phrasings).
+
 Targets (issue 3): accuracy >= 95 %, none-class false positives <= 5 %, median
 decision < 2 ms. ``--strict`` exits 1 when a target is missed.
 
@@ -105,6 +109,19 @@ def main() -> int:
     print("\ndecision time (ms)     median      p90")
     print(f"  first pass        {median_first:>8.3f} {p90_first:>8.3f}")
     print(f"  warm pass         {median_warm:>8.3f} {p90_warm:>8.3f}")
+
+    others = [p for p in (HERE / "routing_holdout.yaml", HERE / "routing_fresh.yaml")
+              if p.exists() and p.resolve() != args.cases.resolve()]
+    if others:
+        print("\nother labelled sets (see their headers for how they were used):")
+    for path in others:
+        other = yaml.safe_load(path.read_text())["cases"]
+        got = [(c["route"], router.decide(c["text"]).route) for c in other]
+        ok = sum(e == g for e, g in got)
+        nones = [g for e, g in got if e == NONE_ROUTE]
+        fp = sum(g != NONE_ROUTE for g in nones)
+        print(f"  {path.name:<24} {ok}/{len(got)} = {ok / len(got):.1%} accuracy, "
+              f"none false positives {fp}/{len(nones)}")
 
     targets = [
         ("accuracy >= 95%", accuracy >= 0.95),

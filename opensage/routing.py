@@ -455,7 +455,7 @@ def _clean(text: str) -> str:
     s = text.strip().strip("\"'`“”‘’").strip()
     for _ in range(3):
         before = s
-        s = s.rstrip(" ?.!,:;").strip()
+        s = s.rstrip(" ?.!,:;").lstrip(" :;,-–—").strip()
         s = _TRAILING.sub("", s)
         s = _LEADING.sub("", s)
         s = s.strip().strip("\"'`“”‘’").strip()

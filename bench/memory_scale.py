@@ -1,0 +1,228 @@
+"""Graph memory at scale: bulk load, similarity, reverse traversal and single writes.
+
+Builds a synthetic code-like graph (default 100k nodes / 300k edges) in a temporary
+workspace with :meth:`Graph.bulk_load` (one transaction, FTS5 kept in sync), then times
+the real command path (``host.run("memory-query", ...)``, ``host.run("memory-add-node", ...)``):
+
+* similarity: a mix of natural-language queries (3-5 content words), exact labels,
+  misspelled labels (one character changed) and snake_case spellings of CamelCase labels;
+* traversal: depth 3, ``direction=in`` ("who depends on X") from random nodes;
+* single add-node: one new node per call (one transaction each);
+* record episode: one session event per call.
+
+The first similarity query that needs fuzzy label matching builds the in-memory trigram
+index; its time is shown on its own row ("label index build"), not in the percentiles.
+"misspelled label hit@3" checks that the fuzzy ranker finds the intended node.
+
+Targets (from the design notes, shared/notes/memory-anchors.md): similarity p95 <= 25 ms, traversal p95 <= 5 ms,
+add-node p95 <= 10 ms at 100k nodes / 300k edges.
+
+Usage::
+
+    python bench/memory_scale.py [--nodes 100000] [--edges 300000] [--queries 200] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from opensage.host import Host  # noqa: E402
+from opensage.plugins.graph_memory.episodes import record_episode  # noqa: E402
+from opensage.plugins.graph_memory.graph import graph_for  # noqa: E402
+from opensage.plugins.graph_memory.query import engine_for  # noqa: E402
+from opensage.store import Workspace  # noqa: E402
+from opensage.types import SessionEvent  # noqa: E402
+
+SYLLABLES = ("ka", "lo", "mi", "ren", "tas", "vo", "qui", "bel", "dor", "fen", "gul", "hap", "jin", "lor", "mek",
+             "nar", "pol", "rus", "sil", "tor", "ul", "ves", "wik", "zan", "ext", "ion", "ar", "est", "ing", "ple")
+CODE_WORDS = ("auth", "service", "payment", "config", "parse", "user", "order", "cache", "client", "server",
+              "handler", "manager", "token", "session", "request", "response", "router", "queue", "worker",
+              "event", "store", "model", "view", "controller", "factory", "builder", "index", "logger", "metric",
+              "invoice", "account", "ledger", "report", "schema", "plugin", "job", "task", "graph", "node", "edge")
+NODE_TYPES = ("module", "class", "function", "method", "concept", "decision", "file")
+EDGE_TYPES = ("calls", "imports", "uses", "depends_on", "contains", "mentions")
+
+
+def make_vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
+    words = set(CODE_WORDS)
+    while len(words) < size:
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))))
+    return sorted(words)
+
+
+def zipf_picker(rng: random.Random, vocab: list[str]):
+    weights = [1.0 / (r + 1) for r in range(len(vocab))]
+    order = vocab[:]
+    rng.shuffle(order)
+
+    def pick(k: int) -> list[str]:
+        return rng.choices(order, weights=weights, k=k)
+
+    return pick
+
+
+def make_graph(rng: random.Random, n_nodes: int, n_edges: int):
+    vocab = make_vocabulary(rng)
+    pick = zipf_picker(rng, vocab)
+    nodes, seen = [], set()
+    while len(nodes) < n_nodes:
+        parts = [rng.choice(CODE_WORDS if rng.random() < 0.5 else vocab) for _ in range(rng.randint(2, 3))]
+        label = "".join(p.capitalize() for p in parts)
+        kind = rng.choice(NODE_TYPES)
+        if kind in ("method", "function"):
+            label = f"{label}.{'_'.join(rng.choice(vocab) for _ in range(2))}"
+        elif kind == "module":
+            label = ".".join(p.lower() for p in parts)
+        if (kind, label) in seen:
+            label = f"{label}{len(nodes)}"
+        seen.add((kind, label))
+        content = " ".join(pick(rng.randint(8, 24)))
+        nodes.append((kind, label, content, {"owner": rng.choice(CODE_WORDS)}))
+    edges = set()
+    while len(edges) < n_edges:
+        s = rng.randrange(n_nodes)
+        # mostly local links (modules of nearby ids), some long-range
+        d = (s + rng.randint(1, 200)) % n_nodes if rng.random() < 0.7 else rng.randrange(n_nodes)
+        if s != d:
+            edges.add((s, d, rng.choice(EDGE_TYPES), round(rng.uniform(0.1, 1.0), 2)))
+    return nodes, sorted(edges), vocab, pick
+
+
+def misspell(rng: random.Random, word: str) -> str:
+    i = rng.randrange(1, len(word) - 1)
+    op = rng.choice(("drop", "swap", "sub"))
+    if op == "drop":
+        return word[:i] + word[i + 1:]
+    if op == "swap":
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return word[:i] + rng.choice("aeiou") + word[i + 1:]
+
+
+def snake(label: str) -> str:
+    import re
+
+    base = label.split(".")[0]
+    return "_".join(p.lower() for p in re.findall(r"[A-Z][a-z]*|[a-z]+|\d+", base))
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="graph-memory scale benchmark")
+    ap.add_argument("--nodes", type=int, default=100_000)
+    ap.add_argument("--edges", type=int, default=300_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    t0 = time.perf_counter()
+    nodes, edges, vocab, pick = make_graph(rng, args.nodes, args.edges)
+    gen_s = time.perf_counter() - t0
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="memory-scale-") as tmp:
+        host = Host(Workspace(Path(tmp)), load_entrypoints=False)
+        try:
+            graph = graph_for(host)
+            t0 = time.perf_counter()
+            ids = graph.bulk_load(nodes, edges)
+            load_s = time.perf_counter() - t0
+            counts = graph.counts()
+            rows.append(("bulk load (nodes+edges+FTS)", f"{load_s:.2f} s  ({counts['nodes']} nodes, {counts['edges']} edges)"))
+
+            t0 = time.perf_counter()
+            engine_for(host).labels._refresh()
+            rows.append(("label index build (first fuzzy query)", f"{(time.perf_counter() - t0) * 1000:.0f} ms"))
+
+            queries: list[tuple[str, int | None]] = []
+            for i in range(args.queries):
+                k = i % 4
+                n = rng.randrange(len(nodes))
+                label = nodes[n][1]
+                if k == 0:
+                    queries.append((" ".join(pick(rng.randint(3, 5))), None))
+                elif k == 1:
+                    queries.append((label, ids[n]))
+                elif k == 2:
+                    base = label.split(".")[0]
+                    queries.append((misspell(rng, base), ids[n]))
+                else:
+                    queries.append((snake(label), ids[n]))
+            sim_ms: list[float] = []
+            by_kind: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
+            fuzzy_hits = fuzzy_total = 0
+            for i, (q, target) in enumerate(queries):
+                t0 = time.perf_counter()
+                res = host.run("memory-query", {"query": q, "maxResults": 10})
+                ms = (time.perf_counter() - t0) * 1000
+                sim_ms.append(ms)
+                by_kind[i % 4].append(ms)
+                if i % 4 == 2:
+                    fuzzy_total += 1
+                    top = [r["id"] for r in res.data[:3]]
+                    target_label = nodes[target - ids[0]][1].split(".")[0]
+                    top_labels = [r["label"].split(".")[0] for r in res.data[:3]]
+                    fuzzy_hits += int(f"n{target}" in top or target_label in top_labels)
+            rows.append(("similarity p50 / p95 (all)", f"{pct(sim_ms, 50):.1f} / {pct(sim_ms, 95):.1f} ms"))
+            names = ("natural language", "exact label", "misspelled label", "snake_case of CamelCase")
+            for k, name in enumerate(names):
+                rows.append((f"  {name} p50 / p95", f"{pct(by_kind[k], 50):.1f} / {pct(by_kind[k], 95):.1f} ms"))
+            rows.append(("misspelled label hit@3", f"{fuzzy_hits}/{fuzzy_total}"))
+
+            trav_ms: list[float] = []
+            reached: list[int] = []
+            for _ in range(args.queries):
+                start = f"n{rng.choice(ids)}"
+                t0 = time.perf_counter()
+                res = host.run("memory-query", {"mode": "traversal", "startNode": start, "depth": 3,
+                                                "direction": "in", "maxResults": 10})
+                trav_ms.append((time.perf_counter() - t0) * 1000)
+                reached.append(len(res.data))
+            rows.append(("traversal depth 3 in p50 / p95", f"{pct(trav_ms, 50):.2f} / {pct(trav_ms, 95):.2f} ms"
+                         f"  (mean {statistics.mean(reached):.1f} results shown)"))
+
+            add_ms: list[float] = []
+            for i in range(args.queries):
+                t0 = time.perf_counter()
+                host.run("memory-add-node", {"type": "concept", "label": f"BenchConcept{i}",
+                                             "content": " ".join(pick(12))})
+                add_ms.append((time.perf_counter() - t0) * 1000)
+            rows.append(("single add-node p50 / p95", f"{pct(add_ms, 50):.2f} / {pct(add_ms, 95):.2f} ms"))
+
+            ep_ms: list[float] = []
+            for i in range(args.queries):
+                event = SessionEvent(kind="user_message", role="user", text=" ".join(pick(15)))
+                t0 = time.perf_counter()
+                record_episode(host.db, "bench-session", event)
+                ep_ms.append((time.perf_counter() - t0) * 1000)
+            rows.append(("record episode p50 / p95", f"{pct(ep_ms, 50):.2f} / {pct(ep_ms, 95):.2f} ms"))
+
+            sim_after: list[float] = []
+            for q, _ in queries[:40]:
+                t0 = time.perf_counter()
+                host.run("memory-query", {"query": q, "maxResults": 10})
+                sim_after.append((time.perf_counter() - t0) * 1000)
+            rows.append(("similarity p95 after writes (tail index)", f"{pct(sim_after, 95):.1f} ms"))
+        finally:
+            host.close()
+    print(f"graph-memory scale benchmark: {args.nodes} nodes, {args.edges} edges, {args.queries} queries each,"
+          f" seed {args.seed} (synthetic data generated in {gen_s:.1f} s)")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
