@@ -5,8 +5,8 @@ Install adds, never overwriting what is there:
 * ``.mcp.json``: ``mcpServers.opensage`` (stdio, ``opensage mcp`` with this Python);
 * ``.claude/settings.json``: one command hook per event in :data:`HOOK_EVENTS`, each
   running ``opensage hook --from claude``;
-* ``.claude/agents/<name>.md``: the generated agents (from ``.opencode/agent/``) in
-  Claude Code's subagent format;
+* ``.claude/agents/<name>.md``: the generated agents in Claude Code's subagent format
+  (rendered by the agents plugin);
 * ``.claude/skills/opensage/SKILL.md``: the pack's meta skill.
 
 :func:`handle_hook` maps the JSON Claude Code sends on stdin to session events
@@ -28,7 +28,7 @@ from opensage.integrations._files import (
 )
 from opensage.store import Workspace
 
-__all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "agent_markdown", "relevant_memory"]
+__all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "relevant_memory"]
 
 MCP_NAME = "opensage"
 #: Claude Code hook events the installer subscribes to.
@@ -174,46 +174,32 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- install / uninstall ----------------------------------------------------------------------
-def _frontmatter(text: str) -> tuple[dict[str, Any], str]:
-    import yaml
-
-    if not text.startswith("---"):
-        return {}, text
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}, text
-    try:
-        meta = yaml.safe_load(text[3:end]) or {}
-    except yaml.YAMLError:
-        return {}, text
-    body = text[end + 4:].lstrip("\n")
-    return (meta if isinstance(meta, dict) else {}), body
-
-
-def agent_markdown(name: str, opencode_text: str) -> str:
-    """A Claude Code subagent file from an OpenCode agent file (name, description, model, tools)."""
-    import yaml
-
-    meta, body = _frontmatter(opencode_text)
-    out: dict[str, Any] = {"name": name, "description": str(meta.get("description") or f"Generated agent {name}")}
-    permission = meta.get("permission") if isinstance(meta.get("permission"), dict) else {}
-    denied = [tool for tool, rule in permission.items() if rule == "deny" and isinstance(tool, str)]
-    claude_tools = {"edit": ["Edit", "Write", "MultiEdit"], "bash": ["Bash"], "webfetch": ["WebFetch"]}
-    disallowed = [t for d in denied for t in claude_tools.get(d, [])]
-    if disallowed:
-        out["disallowedTools"] = ", ".join(disallowed)
-    model = meta.get("model")
-    if isinstance(model, str) and model:
-        lowered = model.lower()
-        out["model"] = next((m for m in ("opus", "sonnet", "haiku") if m in lowered), "inherit")
-    return "---\n" + yaml.safe_dump(out, sort_keys=False, allow_unicode=True) + "---\n" + f"<!-- {MARKER} -->\n" + body
-
-
 def _meta_skill() -> str | None:
     try:
         return resources.files("opensage").joinpath("skills/meta/SKILL.md").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         return None
+
+
+def _export_agents(workspace: Workspace, manifest: Manifest, report: list[str]) -> None:
+    """Write every generated agent (current version) as ``.claude/agents/<name>.md``.
+
+    The file is rendered by the agents plugin (:func:`opensage.plugins.agents.files.render_claude`);
+    a file already holding exactly that text was written by ``@generate-agent`` and is
+    left as it is; a different file we did not write is kept.
+    """
+    from opensage.plugins.agents import files
+
+    root = workspace.root
+    for spec in files.list_agents(workspace):
+        rel = f".claude/agents/{spec.name}.md"
+        text = files.render_claude(spec)
+        path = root / rel
+        if path.exists() and rel not in manifest.files:
+            same = path.read_text(encoding="utf-8") == text
+            report.append(f"kept {rel} ({'already exported' if same else 'exists and was not written by install'})")
+            continue
+        write_owned(root, rel, text, manifest, report)
 
 
 def hook_command(workspace: Workspace) -> str:
@@ -262,11 +248,7 @@ def install(host) -> list[str]:
         save_json(root, ".claude/settings.json", settings, manifest)
         manifest.hooks = added_hooks
         report.append(f"updated .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)})")
-        agents_dir = workspace.agents_dir
-        if agents_dir.is_dir():
-            for path in sorted(agents_dir.glob("*.md")):
-                write_owned(root, f".claude/agents/{path.stem}.md",
-                            agent_markdown(path.stem, path.read_text(encoding="utf-8")), manifest, report)
+        _export_agents(workspace, manifest, report)
         skill = _meta_skill()
         if skill is None:
             report.append("skipped .claude/skills/opensage/SKILL.md (the package has no skills/meta/SKILL.md)")
