@@ -1,0 +1,132 @@
+"""Background jobs through the real supervisor process and the real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from opensage.errors import NotFoundError, UsageError
+
+SLEEPER = """\
+import json, subprocess, sys, time
+a = json.load(sys.stdin)["arguments"]
+if a.get("child"):
+    subprocess.Popen(["sleep", str(a["child"])])
+for i in range(int(a["seconds"] * 10)):
+    if i % 10 == 0:
+        print(f"tick {i // 10}", file=sys.stderr, flush=True)
+    time.sleep(0.1)
+print(json.dumps({"result": f"slept {a['seconds']}"}))
+"""
+PARAMS = {"type": "object", "properties": {"seconds": {"type": "number"}, "child": {"type": "number"}},
+          "required": ["seconds"]}
+
+
+@pytest.fixture
+def sleeper(host, scripted):
+    scripted.add(json.dumps({
+        "name": "sleeper", "description": "Sleep a while.", "language": "python", "parameters": PARAMS,
+        "code": SLEEPER, "examples": [{"arguments": {"seconds": 0}, "expected": "slept 0"}],
+    }))
+    host.run_line('@generate-tool requirement="sleep" name=sleeper')
+    return host
+
+
+def _wait(host, job_id, statuses, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = host.run_line(f"@poll-async-job jobId={job_id}").data
+        if info["status"] in statuses:
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {info}")
+
+
+def _procs_with(arg: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if arg in (p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_job_runs_in_background_polled_running_then_succeeded(sleeper):
+    host = sleeper
+    t0 = time.monotonic()
+    started = host.run_line("@async-tool-background toolName=sleeper parameters={\"seconds\": 3}")
+    assert time.monotonic() - t0 < 2.0  # returns at once
+    job_id = started.data["jobId"]
+    assert started.data["status"] == "queued"
+    running = _wait(host, job_id, {"running"})
+    running = _wait(host, job_id, {"running"}) if "tick" not in running["stderr"] else running
+    time.sleep(1.2)
+    progress = host.run_line(f"@poll-async-job jobId={job_id}").data
+    assert progress["status"] == "running" and "tick 0" in progress["stderr"]
+    done = _wait(host, job_id, {"succeeded", "failed", "lost", "timed_out"})
+    assert done["status"] == "succeeded", done
+    assert done["result"] == {"result": "slept 3"} and done["level"] == "bwrap"
+    assert done["elapsedS"] >= 3.0
+    assert "slept 3" in host.run_line(f"@poll-async-job jobId={job_id}").text
+
+
+def test_cancel_kills_the_sandboxed_processes(sleeper):
+    host = sleeper
+    job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4242.5}').data["jobId"]
+    _wait(host, job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not _procs_with("4242.5") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _procs_with("4242.5"), "the tool's child never started"
+    info = host.run_line(f"@cancel-async-job jobId={job_id}").data
+    assert info["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while _procs_with("4242.5") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _procs_with("4242.5") == []
+    # a finished job stays as it is
+    assert host.run_line(f"@cancel-async-job jobId={job_id}").data["status"] == "cancelled"
+
+
+def test_killed_supervisor_makes_the_job_lost(sleeper):
+    host = sleeper
+    job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4343.5}').data["jobId"]
+    _wait(host, job_id, {"running"})
+    row = host.db.conn.execute("SELECT supervisor_pid FROM jobs WHERE id=?", (job_id,)).fetchone()
+    os.kill(row["supervisor_pid"], signal.SIGKILL)
+    info = _wait(host, job_id, {"lost"}, timeout=30)
+    assert "supervisor" in info["error"]
+    deadline = time.monotonic() + 10
+    while _procs_with("4343.5") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _procs_with("4343.5") == []
+    assert host.run_line(f"@poll-async-job jobId={job_id}").data["status"] == "lost"  # never running again
+
+
+def test_job_keeps_running_after_the_cli_exits_and_times_out(sleeper, cli, project):
+    proc = cli("--json", "@async-tool-background", "toolName=sleeper", 'parameters={"seconds": 30}', "timeoutS=2")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    job_id = out.get("jobId") or out["data"]["jobId"]
+    info = _wait(sleeper, job_id, {"timed_out", "succeeded", "failed", "lost"}, timeout=60)
+    assert info["status"] == "timed_out", info
+
+
+def test_bad_job_ids_and_arguments(sleeper):
+    host = sleeper
+    with pytest.raises(UsageError):
+        host.run_line("@poll-async-job jobId=../../etc")
+    with pytest.raises(NotFoundError):
+        host.run_line("@poll-async-job jobId=job-20250101000000-deadbeef")
+    with pytest.raises(UsageError):
+        host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": "long"}')
+    with pytest.raises(NotFoundError):
+        host.run_line("@async-tool-background toolName=nope")
+    assert host.db.conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
