@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("agents", "opensage.plugins.agents"),
     ("agent-registry", "opensage.plugins.agent_registry"),
     ("intent-router", "opensage.plugins.routing"),
+    ("coordinator", "opensage.plugins.coordinator"),
 )
 
 

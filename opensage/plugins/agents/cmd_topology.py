@@ -1,0 +1,84 @@
+"""``@vertical-decompose`` and ``@horizontal-ensemble``: run agent topologies for real."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, Literal
+
+from pydantic import Field
+
+from opensage.types import ArgModel, Command, CommandContext, CommandResult
+
+
+def run_async(coro) -> Any:
+    """Run ``coro`` to completion from sync code, also when an event loop is already running
+    (an MCP server): then it runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _budget(steps: int | None, max_cost_usd: float | None):
+    from opensage.runner import Budget
+
+    budget = Budget(steps=steps)
+    if max_cost_usd is not None:
+        budget.max_cost_usd = max_cost_usd
+    return budget
+
+
+class VerticalArgs(ArgModel):
+    task: str = Field(min_length=1, description="the overall task")
+    subtasks: list[str] = Field(default_factory=list, max_length=8,
+                                description="ordered subtasks, one agent each; empty: the model proposes them")
+    replan: bool = Field(True, description="on a failed step, re-plan the remaining work once")
+    steps: int | None = Field(None, ge=1, le=500, description="step budget per agent (model calls); default: the agent's")
+    max_cost_usd: float | None = Field(None, gt=0, description="cost budget per agent, USD")
+
+
+def vertical_decompose(args: VerticalArgs, ctx: CommandContext) -> CommandResult:
+    from opensage.plugins.agents.topology import vertical
+
+    report = run_async(vertical(
+        ctx.host, args.task, args.subtasks, session=ctx.session, budget=_budget(args.steps, args.max_cost_usd),
+        ask_policy="allow", replan=args.replan,
+    ))
+    return CommandResult(text=report.text(), data=report.as_dict())
+
+
+class EnsembleArgs(ArgModel):
+    task: str = Field(min_length=1, description="the task every member attempts")
+    strategies: list[str] = Field(default_factory=list, max_length=5,
+                                  description="2-5 approaches, one agent each; empty: the model proposes them")
+    merge_strategy: Literal["majority_vote", "llm_judge", "best_score"] | None = Field(
+        None, description="majority_vote | llm_judge | best_score; default best_score when the project has tests, else llm_judge")
+    verifier: str | None = Field(None, description="command deciding best_score, e.g. \"python -m pytest -q\"")
+    steps: int | None = Field(None, ge=1, le=500, description="step budget per agent (model calls)")
+    max_cost_usd: float | None = Field(None, gt=0, description="cost budget per agent, USD")
+
+
+def horizontal_ensemble(args: EnsembleArgs, ctx: CommandContext) -> CommandResult:
+    from opensage.errors import UsageError
+    from opensage.plugins.agents.topology import horizontal
+
+    if len(args.strategies) == 1:
+        raise UsageError("argument 'strategies': give at least 2 strategies (or none to let the model propose them).")
+    report = run_async(horizontal(
+        ctx.host, args.task, args.strategies, args.merge_strategy, verifier=args.verifier, session=ctx.session,
+        budget=_budget(args.steps, args.max_cost_usd), ask_policy="allow",
+    ))
+    return CommandResult(text=report.text(), data=report.as_dict())
+
+
+COMMANDS = [
+    Command("vertical-decompose", VerticalArgs, vertical_decompose,
+            "Run a task as a chain of agents (one per subtask, in order); a failed step stops or re-plans.",
+            uses_llm=True),
+    Command("horizontal-ensemble", EnsembleArgs, horizontal_ensemble,
+            "Run one agent per strategy in parallel in separate copies; merge by vote, judge or tests.",
+            uses_llm=True),
+]

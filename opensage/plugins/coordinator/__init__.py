@@ -1,0 +1,65 @@
+"""The ``coordinator`` plugin: analyse a task, choose single / vertical / horizontal, run, record.
+
+``@coordinate task="..."`` (and ``opensage run "..."``) go through
+:func:`opensage.plugins.coordinator.coordinator.coordinate`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from opensage.hookspecs import hookimpl
+from opensage.types import ArgModel, Command, CommandContext, CommandResult
+
+
+class CoordinateArgs(ArgModel):
+    task: str = Field(min_length=1, description="what to do, in plain words")
+    plan_only: bool = Field(False, description="analyse and print the plan without running it")
+    topology: Literal["auto", "single", "vertical", "horizontal"] = Field(
+        "auto", description="force a topology instead of letting the analysis choose")
+    steps: int | None = Field(None, ge=1, le=500, description="step budget per agent (model calls)")
+    max_cost_usd: float | None = Field(None, gt=0, description="cost budget per agent, USD")
+
+
+def coordinate_cmd(args: CoordinateArgs, ctx: CommandContext) -> CommandResult:
+    from opensage.plugins.agents.cmd_topology import _budget, run_async
+    from opensage.plugins.coordinator.coordinator import coordinate
+
+    report = run_async(coordinate(
+        ctx.host, args.task, plan_only=args.plan_only,
+        topology=None if args.topology == "auto" else args.topology,
+        budget=_budget(args.steps, args.max_cost_usd), session=ctx.session, ask_policy="allow",
+    ))
+    return CommandResult(text=report_text(report), data=report.as_dict())
+
+
+def report_text(report) -> str:
+    """Plain-text final report of a coordinated run."""
+    lines = [report.plan.text()]
+    if not report.executed:
+        lines.append("(plan only: nothing was run)")
+        return "\n".join(lines)
+    lines.append(f"result: {'success' if report.success else 'FAILED'} (run {report.run_id})")
+    if report.error:
+        lines.append(f"why: {report.error}")
+    lines.append(f"agents: {', '.join('@' + a for a in report.agents) or 'none'}")
+    lines.append(f"files changed: {', '.join(report.files_changed) or 'none'}")
+    lines.append(f"tokens: {report.tokens}; cost: ${report.cost_usd:.4f}; time: {report.latency_ms / 1000:.1f} s")
+    if report.output:
+        lines.append(f"output: {report.output.strip()}")
+    return "\n".join(lines)
+
+
+COMMANDS = [
+    Command("coordinate", CoordinateArgs, coordinate_cmd,
+            "Analyse a task, choose single/vertical/horizontal agents with a reason, run it and record it.",
+            uses_llm=True),
+]
+
+
+@hookimpl
+def register_commands(register):
+    for command in COMMANDS:
+        register(command)

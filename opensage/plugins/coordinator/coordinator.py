@@ -1,0 +1,397 @@
+"""The coordinator: analyse a task, choose a topology, run it, integrate and record it.
+
+1. **Analyse** — one structured model call returns a :class:`TaskAnalysis`: complexity,
+   task type, separable steps, alternatives worth exploring and a verifier command.
+   (The reference plugin used keyword lists for this; here the model reads the task and
+   the project's file list.)
+2. **Choose** — :func:`choose_plan` applies three stated rules (see its docstring) and
+   writes the reason into the plan.
+3. **Execute** — single agent, vertical chain or horizontal ensemble
+   (:mod:`opensage.plugins.agents.topology`); every agent works in a scratch copy and
+   its changes reach the workspace only when it succeeds.
+4. **Record** — each agent run goes to the registry (``agent-metrics.json``), and the run
+   to graph memory: ``task``, ``plan``, ``agent``, ``outcome`` and ``file`` nodes joined by
+   ``planned_as``, ``uses``, ``produced``, ``contributed_to`` and ``touches`` edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from opensage.errors import UsageError
+from opensage.runner import IGNORED_DIRS, AgentRunner, Budget
+from opensage.types import AgentResult
+
+if TYPE_CHECKING:
+    from opensage.host import Host, Session
+
+__all__ = ["TaskAnalysis", "Plan", "RunReport", "analyse", "choose_plan", "execute", "coordinate",
+           "record_run", "TOPOLOGIES"]
+
+TOPOLOGIES = ("single", "vertical", "horizontal")
+#: Project files listed to the model during analysis (so it can name real files).
+ANALYSIS_FILE_LIMIT = 80
+
+
+def _task_types() -> tuple[str, ...]:
+    from opensage.types import TASK_TYPES
+
+    return tuple(TASK_TYPES)
+
+
+def _classify(task: str) -> str:
+    from opensage.plugins.agents.topology import _classify as classify
+
+    return classify(task)
+
+
+class TaskAnalysis(BaseModel):
+    """The model's analysis of a task (the input of :func:`choose_plan`)."""
+
+    complexity: Literal["low", "medium", "high"] = Field(
+        description="low: one focused change; medium: several related changes; high: a multi-part feature")
+    task_type: str = Field(description="the kind of work, one of the task types listed in the instructions")
+    steps: list[str] = Field(default_factory=list, max_length=8, description=(
+        "ordered steps that need different expertise or must happen one after another, each a "
+        "self-contained instruction; [] when the task is one piece of work"))
+    alternatives: list[str] = Field(default_factory=list, max_length=5, description=(
+        "genuinely different approaches worth trying in parallel; [] when one approach is obvious"))
+    verifier: str | None = Field(None, description=(
+        "a shell command that exits 0 when the task is done, e.g. 'python -m pytest -q'; null if none"))
+    reasoning: str = Field("", description="two sentences at most")
+
+    model_config = {"defer_build": True}
+
+    @field_validator("steps", "alternatives")
+    @classmethod
+    def _clean(cls, v: list[str]) -> list[str]:
+        return [s.strip() for s in v if s and s.strip()]
+
+
+@dataclass
+class Plan:
+    """What the coordinator will do and why."""
+
+    task: str
+    topology: str
+    reason: str
+    task_type: str
+    analysis: TaskAnalysis
+    steps: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    merge_strategy: str | None = None
+    verifier: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "topology": self.topology, "reason": self.reason, "taskType": self.task_type,
+            "complexity": self.analysis.complexity, "steps": self.steps, "strategies": self.strategies,
+            "mergeStrategy": self.merge_strategy, "verifier": self.verifier,
+            "analysis": self.analysis.model_dump(),
+        }
+
+    def text(self) -> str:
+        lines = [f"plan: {self.topology} — {self.reason}",
+                 f"task type: {self.task_type}; complexity: {self.analysis.complexity}"]
+        for i, s in enumerate(self.steps, 1):
+            lines.append(f"  step {i}: {s}")
+        for i, s in enumerate(self.strategies, 1):
+            lines.append(f"  strategy {i}: {s}")
+        if self.merge_strategy:
+            lines.append(f"  merge: {self.merge_strategy}" + (f" (verifier: {self.verifier})" if self.verifier else ""))
+        return "\n".join(lines)
+
+
+@dataclass
+class RunReport:
+    """The outcome of :func:`coordinate`."""
+
+    run_id: str
+    plan: Plan
+    success: bool
+    output: str = ""
+    files_changed: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    results: list[AgentResult] = field(default_factory=list)
+    tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    error: str | None = None
+    failed_step: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, str] = field(default_factory=dict)
+    executed: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id, "plan": self.plan.as_dict(), "executed": self.executed,
+            "success": self.success, "output": self.output, "filesChanged": self.files_changed,
+            "agents": self.agents, "tokens": self.tokens, "costUsd": self.cost_usd,
+            "latencyMs": self.latency_ms, "error": self.error, "failedStep": self.failed_step,
+            "results": [r.model_dump() for r in self.results], "detail": self.detail, "memory": self.memory,
+        }
+
+
+def _project_files(root) -> list[str]:
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            out.append(os.path.relpath(os.path.join(dirpath, name), root))
+            if len(out) >= ANALYSIS_FILE_LIMIT:
+                return out
+    return out
+
+
+async def analyse(host: "Host", task: str, model: str | None = None) -> tuple[TaskAnalysis, Any]:
+    """One structured model call: the :class:`TaskAnalysis` of ``task`` and its usage.
+
+    An unknown ``task_type`` is replaced by the registry's own classification.
+    :raises ModelNotConfigured: no model. :raises ModelError: no valid analysis after retries.
+    """
+    from opensage import llm
+
+    types = _task_types()
+    files = await asyncio.to_thread(_project_files, host.workspace.root)
+    system = (
+        "You are the coordinator of a team of generated coding agents. Analyse the task before any work "
+        "starts: how complex it is, what kind of work it is, whether it splits into ordered steps that "
+        "different specialists should do one after another, and whether several genuinely different "
+        "approaches are worth trying in parallel. Be conservative: most small changes are one piece of work.\n"
+        f"Task types: {', '.join(types)}."
+    )
+    listing = "\n".join(files) if files else "(empty project)"
+    user = f"Task: {task}\n\nProject files:\n{listing}"
+    res = await llm.astructured([{"role": "system", "content": system}, {"role": "user", "content": user}],
+                                TaskAnalysis, model=model)
+    analysis = res.value
+    if analysis.task_type not in types:
+        analysis.task_type = _classify(task)
+    return analysis, res.usage
+
+
+def choose_plan(
+    task: str,
+    analysis: TaskAnalysis,
+    *,
+    topology: str | None = None,
+    steps: list[str] | None = None,
+    strategies: list[str] | None = None,
+    merge_strategy: str | None = None,
+    verifier: str | None = None,
+) -> Plan:
+    """Pick single, vertical or horizontal, with the reason.
+
+    Rules, in order (the paper's split: vertical for distinct sub-tasks, horizontal for
+    one task worth several attempts):
+
+    1. ``topology`` given → that one ("requested").
+    2. At least 2 separable steps and complexity above ``low`` → **vertical**.
+    3. At least 2 alternatives → **horizontal**, merged by ``best_score`` when a
+       verifier is known, else ``llm_judge``.
+    4. Otherwise → **single**.
+
+    :raises UsageError: unknown topology, or horizontal with fewer than 2 strategies.
+    """
+    if topology not in (None, "auto", *TOPOLOGIES):
+        raise UsageError(f"topology {topology!r} is unknown; use auto, single, vertical or horizontal.")
+    steps = list(steps or analysis.steps)
+    strategies = list(strategies or analysis.alternatives)
+    verifier = verifier or analysis.verifier
+    a = analysis
+    if topology in TOPOLOGIES:
+        chosen, reason = topology, f"{topology} was requested"
+    elif len(steps) >= 2 and a.complexity != "low":
+        chosen = "vertical"
+        reason = (f"{len(steps)} separable steps that build on each other ({a.complexity} complexity): "
+                  "one specialised agent per step, each starting from what the previous ones changed")
+    elif len(strategies) >= 2:
+        chosen = "horizontal"
+        reason = (f"{len(strategies)} different approaches are worth trying: run them in parallel in "
+                  "separate copies and keep the best")
+    else:
+        chosen = "single"
+        extra = f"; its {len(steps)} steps are small enough for one agent" if len(steps) >= 2 else ""
+        reason = f"one coherent piece of work ({a.complexity} complexity, no alternatives worth exploring{extra})"
+    plan = Plan(task, chosen, reason, a.task_type, a, verifier=verifier)
+    if chosen == "vertical":
+        plan.steps = steps or []
+    elif chosen == "horizontal":
+        if strategies and len(strategies) < 2:
+            raise UsageError("a horizontal run needs at least 2 strategies; pass two or more --strategy options.")
+        plan.strategies = strategies
+        plan.merge_strategy = merge_strategy or ("best_score" if verifier else "llm_judge")
+    return plan
+
+
+Emit = Callable[[dict], None]
+
+
+async def execute(
+    host: "Host",
+    plan: Plan,
+    *,
+    run_id: str,
+    session: "Session | None" = None,
+    budget: Budget | None = None,
+    model: str | None = None,
+    ask_policy: Literal["allow", "deny"] = "deny",
+    on_event: Emit | None = None,
+) -> RunReport:
+    """Run ``plan``; every agent run is recorded in the registry. Raises ModelError on planning failures."""
+    from opensage.plugins.agents import topology as topo
+
+    emit = on_event or (lambda e: None)
+    started = time.perf_counter()
+    report = RunReport(run_id, plan, False)
+    if plan.topology == "vertical":
+        chain = await topo.vertical(host, plan.task, plan.steps, session=session, budget=budget, model=model,
+                                    ask_policy=ask_policy, run_id=run_id, on_event=emit)
+        report.success, report.failed_step = chain.success, chain.failed_step
+        report.error = chain.reason
+        report.results = [s.result for s in chain.steps]
+        report.agents = [s.agent for s in chain.steps]
+        report.files_changed = chain.files_changed
+        report.output = chain.steps[-1].result.output if chain.steps else ""
+        report.detail = chain.as_dict()
+        plan.steps = chain.subtasks
+    elif plan.topology == "horizontal":
+        ens = await topo.horizontal(host, plan.task, plan.strategies, plan.merge_strategy, verifier=plan.verifier,
+                                    session=session, budget=budget, model=model, ask_policy=ask_policy,
+                                    run_id=run_id, on_event=emit)
+        report.success = ens.success
+        report.error = None if ens.success else ens.reason
+        report.results = [m.result for m in ens.members]
+        report.agents = [m.agent for m in ens.members]
+        report.files_changed = ens.applied
+        report.output = ens.answer
+        report.detail = ens.as_dict()
+        report.tokens += ens.merge_tokens
+        report.cost_usd += ens.merge_cost_usd
+        plan.strategies = [m.strategy for m in ens.members]
+        plan.merge_strategy = ens.merge_strategy
+    else:
+        spec, reused = await asyncio.to_thread(topo.pick_agent, host, plan.task, task_type=plan.task_type)
+        emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": plan.task, "reused": reused})
+        scratch = await asyncio.to_thread(topo.ScratchCopy.create, host.workspace.root,
+                                          host.workspace.state_dir / "runs" / run_id / topo.slug(spec.name, 30))
+        runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
+                             model=model, ask_policy=ask_policy, on_event=lambda e: emit({**e, "step_index": 1}))
+        result = await runner.arun(plan.task)
+        await asyncio.to_thread(topo.record_result, host, spec, result, plan.task_type)
+        applied, conflicts = (await asyncio.to_thread(scratch.apply)) if result.success else ([], [])
+        report.success, report.error = result.success, result.error
+        if not result.success:
+            report.failed_step = 1
+        report.results, report.agents = [result], [spec.name]
+        report.output, report.files_changed = result.output, applied
+        report.detail = {"topology": "single", "agent": spec.name, "reused": reused, "scratch": str(scratch.path),
+                         "applied": applied, "conflicts": conflicts}
+        emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success, "applied": applied,
+              "error": result.error})
+    report.tokens += sum(r.tokens for r in report.results)
+    report.cost_usd += sum(r.cost_usd for r in report.results)
+    report.latency_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+def record_run(host: "Host", report: RunReport) -> dict[str, str]:
+    """Write the run to graph memory in one transaction; returns ``{role: node id}``.
+
+    Nodes: ``task`` (label = the task text, cut to 200 characters), ``plan`` and
+    ``outcome`` (label ``<kind> <run-id>``), one ``agent`` per agent, one ``file`` per
+    changed file. Edges: task -planned_as-> plan, plan -uses-> agent, plan -produced->
+    outcome, agent -contributed_to-> outcome, outcome -touches-> file.
+    """
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    graph = graph_for(host)
+    plan = report.plan
+    ids: dict[str, str] = {}
+    with host.db.transaction():
+        task_label = plan.task if len(plan.task) <= 200 else plan.task[:197] + "..."
+        task, _ = graph.upsert_node("task", task_label, plan.task,
+                                    {"taskType": plan.task_type, "complexity": plan.analysis.complexity,
+                                     "lastRun": report.run_id})
+        plan_node, _ = graph.upsert_node("plan", f"plan {report.run_id}", plan.text(),
+                                         {"topology": plan.topology, "runId": report.run_id,
+                                          "steps": plan.steps, "strategies": plan.strategies,
+                                          "mergeStrategy": plan.merge_strategy})
+        outcome_text = (f"{'succeeded' if report.success else 'failed'}: "
+                        f"{(report.output if report.success else report.error or '')[:1000]}")
+        outcome, _ = graph.upsert_node("outcome", f"outcome {report.run_id}", outcome_text, {
+            "success": report.success, "tokens": report.tokens, "costUsd": report.cost_usd,
+            "latencyMs": report.latency_ms, "filesChanged": report.files_changed,
+            "failedStep": report.failed_step, "runId": report.run_id,
+        })
+        graph.upsert_edge(task.id, plan_node.id, "planned_as", 1.0, {"runId": report.run_id})
+        graph.upsert_edge(plan_node.id, outcome.id, "produced", 1.0)
+        ids.update(task=task.ref, plan=plan_node.ref, outcome=outcome.ref)
+        for i, (name, result) in enumerate(zip(report.agents, report.results), 1):
+            agent, _ = graph.upsert_node("agent", name, "", {"lastRun": report.run_id})
+            graph.upsert_edge(plan_node.id, agent.id, "uses", 1.0, {"position": i, "task": result.task[:300]})
+            graph.upsert_edge(agent.id, outcome.id, "contributed_to", 1.0 if result.success else 0.2,
+                              {"success": result.success, "error": result.error, "tokens": result.tokens})
+            ids[f"agent:{name}"] = agent.ref
+        for path in report.files_changed:
+            node, _ = graph.upsert_node("file", path, "", {"lastRun": report.run_id})
+            graph.upsert_edge(outcome.id, node.id, "touches", 1.0)
+            ids[f"file:{path}"] = node.ref
+    return ids
+
+
+async def coordinate(
+    host: "Host",
+    task: str,
+    *,
+    plan_only: bool = False,
+    topology: str | None = None,
+    steps: list[str] | None = None,
+    strategies: list[str] | None = None,
+    merge_strategy: str | None = None,
+    verifier: str | None = None,
+    session: "Session | None" = None,
+    budget: Budget | None = None,
+    model: str | None = None,
+    ask_policy: Literal["allow", "deny"] = "deny",
+    on_event: Emit | None = None,
+) -> RunReport:
+    """Analyse, plan, (unless ``plan_only``) execute, and record ``task``.
+
+    :returns: :class:`RunReport` (``executed`` False for ``plan_only``; nothing is written then).
+    :raises UsageError: empty task, bad topology/strategy options, no model configured.
+    :raises ModelError: the analysis, a plan or an agent could not be produced.
+    """
+    from opensage import llm
+    from opensage.plugins.agents.topology import MERGE_STRATEGIES, new_run_id
+
+    if not task or not task.strip():
+        raise UsageError('the task is empty; say what to do, e.g. opensage run "add a --verbose flag".')
+    if merge_strategy is not None and merge_strategy not in MERGE_STRATEGIES:
+        raise UsageError(f"merge strategy {merge_strategy!r} is unknown; use one of {', '.join(MERGE_STRATEGIES)}.")
+    llm.model_name(model)  # ModelNotConfigured before anything else
+    emit = on_event or (lambda e: None)
+    run_id = new_run_id()
+    started = time.perf_counter()
+    emit({"kind": "analysing", "task": task})
+    analysis, usage = await analyse(host, task, model)
+    plan = choose_plan(task, analysis, topology=topology, steps=steps, strategies=strategies,
+                       merge_strategy=merge_strategy, verifier=verifier)
+    emit({"kind": "planned", "plan": plan, "tokens": usage.total_tokens, "cost_usd": usage.cost_usd})
+    if plan_only:
+        return RunReport(run_id, plan, True, tokens=usage.total_tokens, cost_usd=usage.cost_usd,
+                         latency_ms=(time.perf_counter() - started) * 1000, executed=False)
+    report = await execute(host, plan, run_id=run_id, session=session, budget=budget, model=model,
+                           ask_policy=ask_policy, on_event=emit)
+    report.tokens += usage.total_tokens
+    report.cost_usd += usage.cost_usd
+    report.latency_ms = (time.perf_counter() - started) * 1000
+    report.memory = await asyncio.to_thread(record_run, host, report)
+    emit({"kind": "finished", "success": report.success})
+    return report
