@@ -216,16 +216,50 @@ def _read_payload() -> dict[str, Any]:
     return payload
 
 
+@cli.command("route")
+@click.argument("text", nargs=-1, required=True)
+@click.option("--json", "route_json", is_flag=True, help='Print one object {"route", "confidence", "command", "arguments"}.')
+@click.pass_context
+def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool) -> None:
+    """Show where free TEXT would be routed (route, confidence, command, arguments); runs nothing.
+
+    Uses the route_intent hook: the packaged routes (opensage/config/intent-routes.yaml)
+    merged with the project's .opencode/intent-routes.yaml, unless another plugin answers.
+    """
+    from opensage.chat import preview_route
+
+    try:
+        host = _host(ctx)
+        decision = preview_route(host, " ".join(text))
+    except OpenSageError as exc:
+        _fail(exc)
+    if route_json or ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(decision, ensure_ascii=False))
+        return
+    from opensage.routing import format_call
+
+    click.echo(f"route       {decision['route']}")
+    click.echo(f"confidence  {decision['confidence']:.2f}")
+    if decision["command"]:
+        click.echo(f"command     {format_call(decision['command'], decision['arguments'])}")
+    else:
+        click.echo("command     (none: an ordinary request, no OpenSage command fits)")
+    click.echo(f"arguments   {json.dumps(decision['arguments'], ensure_ascii=False)}")
+
+
 @cli.command("chat")
 @click.option("--session-id", default=None, help="Resume this session id (default: a new one).")
+@click.option("--yes", "-y", "assume_yes", is_flag=True,
+              help="Run routed commands that call a model without asking (they may spend money).")
 @click.pass_context
-def chat_cmd(ctx: click.Context, session_id: str | None) -> None:
-    """Interactive session: each line is an @-command; every line is recorded as a session event."""
+def chat_cmd(ctx: click.Context, session_id: str | None, assume_yes: bool) -> None:
+    """Interactive session: @-commands run as typed, free text is routed to a command
+    (asking before one that calls a model); every line is recorded as a session event."""
     from opensage.chat import run_chat
 
     try:
         host = _host(ctx)
-        run_chat(host, session_id=session_id)
+        run_chat(host, session_id=session_id, assume_yes=assume_yes)
     except OpenSageError as exc:
         _fail(exc)
 

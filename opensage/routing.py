@@ -128,7 +128,8 @@ class ArgumentSpec(BaseModel):
     ``from`` (required) is one of:
 
     * ``slot`` — the words a ``{slot}`` of the matched example (or a named group of the
-      matched pattern) captured, without leading articles and trailing punctuation;
+      matched pattern) captured, without leading articles/possessives ("the", "our"),
+      surrounding quotes, trailing punctuation and "please";
     * ``text`` — the whole message;
     * ``list`` — the slot split on commas, "or", "and", "vs", "/" (two items or more);
     * ``label`` — a short title (at most 8 words) made from the slot;
@@ -447,7 +448,7 @@ def _compile_template(example: str, route: str = "") -> _Template:
     return _Template(route, example, tuple(literals), tuple(slot_before), min(1.0, 0.5 + 0.05 * letters))
 
 
-_LEADING = re.compile(r"^(?:(?:the|a|an|this|that|these|those|our|my|your|some|any|all|about|on|of|for)\s+)+", re.I)
+_LEADING = re.compile(r"^(?:(?:the|a|an|our|my|your|some|any|all|about|on|of|for)\s+)+", re.I)
 _TRAILING = re.compile(r"(?:[\s,]+(?:please|pls|for me|thanks|thank you|ok|okay|now|again))+\s*$", re.I)
 
 

@@ -21,4 +21,5 @@ def route_intent(session, text):
     from opensage.routing import router_for
 
     router, _warning = router_for(session.workspace if session is not None else None)
-    return router.decide(text, session_id=session.id if session is not None else None).to_route()
+    # a preview session (``opensage route``) has an empty id: session arguments stay unfilled
+    return router.decide(text, session_id=(session.id or None) if session is not None else None).to_route()
