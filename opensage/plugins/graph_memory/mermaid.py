@@ -173,7 +173,7 @@ def render(sub: Subgraph, max_edges: int = MAX_EDGES) -> str:
     if sub.hidden:
         lines.append(f'    {NOTE_ID}["{escape_label(f"… {sub.hidden} more nodes not shown", 80)}"]')
         lines.append(f"    class {NOTE_ID} note")
-        lines.append("    classDef note fill:#fff8c4,stroke:#b8a400,stroke-dasharray:4 3")
+        lines.append("    classDef note fill:#fff8c4,stroke:#b8a400,stroke-dasharray:4")
     if sub.center is not None:
         lines.append(f"    class n{sub.center.id} center")
         lines.append("    classDef center stroke-width:3px")

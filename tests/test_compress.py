@@ -1,0 +1,208 @@
+"""@memory-compress-session: episodes recorded through `opensage hook` become nodes with provenance."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from conftest import db_snapshot
+from opensage.errors import ModelNotConfigured
+from opensage.types import SessionEvent
+
+#: (hook event, payload) of a small debugging session.
+SESSION = [
+    ("user-message", {"role": "user", "text": (
+        "The parser in src/parser.py crashes on empty input. Let's use a guard clause in `parse_config` "
+        "instead of try/except. How does ConfigLoader read environment variables?")}),
+    ("assistant-message", {"role": "assistant", "text": "ConfigLoader reads them through load_env. Running the tests first."}),
+    ("tool-call", {"tool": "bash", "args": {"command": "pytest -q tests/test_parser.py"}}),
+    ("tool-result", {"tool": "bash", "meta": {"exit_code": 1},
+                     "text": "FAILED tests/test_parser.py::test_empty - ValueError: empty input\n1 failed in 0.12s"}),
+    ("file-edit", {"path": "src/parser.py", "text": "guard clause for empty input"}),
+    ("assistant-message", {"role": "assistant", "text": "Fixed the ValueError by returning early in parse_config."}),
+    ("tool-call", {"tool": "bash", "args": {"command": "pytest -q tests/test_parser.py"}}),
+    ("tool-result", {"tool": "bash", "meta": {"exit_code": 0}, "text": "3 passed in 0.10s"}),
+]
+
+KIND = {"user-message": "user_message", "assistant-message": "assistant_message", "tool-call": "tool_call",
+        "tool-result": "tool_result", "file-edit": "file_edit", "error": "error"}
+
+
+def record_via_hooks(cli, session_id: str) -> None:
+    for event, payload in SESSION:
+        done = cli("hook", event, "--session-id", session_id, input=json.dumps(payload))
+        assert done.returncode == 0, done.stderr
+
+
+def record_in_process(host, session_id: str) -> None:
+    session = host.session(session_id, source="test")
+    for event, payload in SESSION:
+        host.record(session, SessionEvent(kind=KIND[event], **payload))
+
+
+def connect(project):
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def node_id(conn, type_, label):
+    row = conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (type_, label)).fetchone()
+    assert row is not None, f"no {type_} node {label!r}; have {[tuple(r) for r in conn.execute('SELECT type, label FROM nodes')]}"
+    return row[0]
+
+
+def provenance_seqs(conn, nid):
+    return sorted(r[0] for r in conn.execute(
+        "SELECT e.seq FROM node_episodes ne JOIN episodes e ON e.id=ne.episode_id WHERE ne.node_id=?", (nid,)))
+
+
+def has_edge(conn, src, etype, dst):
+    return conn.execute("SELECT 1 FROM edges WHERE src=? AND type=? AND dst=?", (src, etype, dst)).fetchone() is not None
+
+
+def test_compress_session_from_hook_events(cli, project):
+    record_via_hooks(cli, "s1")
+    done = cli("--json", "@memory-compress-session", "sessionId=s1", "useModel=never")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["episodes"] == 8 and report["newEpisodes"] == 8
+    assert report["new"]["file"] == 2 and report["new"]["command"] == 1 and report["new"]["error"] == 1
+    assert report["new"]["decision"] == 2 and report["new"]["query"] == 1 and report["new"]["answer"] == 1
+
+    conn = connect(project)
+    session = node_id(conn, "session", "s1")
+    parser = node_id(conn, "file", "src/parser.py")
+    assert has_edge(conn, session, "touches", parser)
+    assert provenance_seqs(conn, parser) == [1, 5]                # mentioned, then edited
+
+    command = node_id(conn, "command", "pytest -q tests/test_parser.py")
+    assert has_edge(conn, session, "ran", command)
+    error = node_id(conn, "error", "ValueError: empty input")
+    assert has_edge(conn, command, "produced", error)
+    assert 4 in provenance_seqs(conn, error)
+    meta = json.loads(conn.execute("SELECT metadata FROM nodes WHERE id=?", (error,)).fetchone()[0])
+    assert meta["resolved"] is True and meta["resolved_seq"] == 8
+    assert has_edge(conn, parser, "fixes", error)                  # edited between failure and green re-run
+    fix = node_id(conn, "decision", "Fixed the ValueError by returning early in parse_config")
+    assert has_edge(conn, fix, "fixes", error) and provenance_seqs(conn, fix) == [6]
+
+    decision = node_id(conn, "decision", "Let's use a guard clause in `parse_config` instead of try/except")
+    assert provenance_seqs(conn, decision) == [1] and has_edge(conn, session, "contains", decision)
+    assert has_edge(conn, decision, "mentions", node_id(conn, "entity", "parse_config"))
+
+    query = node_id(conn, "query", "How does ConfigLoader read environment variables?")
+    answer = node_id(conn, "answer", "ConfigLoader reads them through load_env. Running the tests first")
+    assert has_edge(conn, answer, "answers", query) and provenance_seqs(conn, answer) == [2]
+    assert conn.execute("SELECT count(*) FROM episodes WHERE compressed_at IS NULL").fetchone()[0] == 0
+    conn.close()
+
+    before = db_snapshot(project)
+    again = cli("--json", "@memory-compress-session", "sessionId=s1")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["newTotal"] == 0 and second["newEdges"] == 0 and second["provenanceLinks"] == 0
+    assert second["newEpisodes"] == 0
+    after = db_snapshot(project)
+    assert len(after["nodes"]) == len(before["nodes"]) and len(after["edges"]) == len(before["edges"])
+    assert after["node_episodes"] == before["node_episodes"]
+
+
+def test_compact_hook_compresses_and_returns_context(cli, host, project):
+    record_in_process(host, "s2")
+    done = cli("hook", "compact", "--session-id", "s2", input="{}")
+    assert done.returncode == 0, done.stderr
+    context = json.loads(done.stdout)["context"]
+    assert "Let's use a guard clause" in context
+    assert "ValueError: empty input (fixed by:" in context
+    assert "src/parser.py" in context
+    conn = connect(project)
+    assert node_id(conn, "error", "ValueError: empty input")
+
+
+def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
+    session = host.session("s3", source="test")
+    host.record(session, SessionEvent(kind="user_message", role="user",
+                                      text="Why does the cache in store.py grow without bound? We decided to cap it at 1000 entries."))
+    host.record(session, SessionEvent(kind="error", text="Traceback (most recent call last):\nMemoryError: out of memory"))
+    host.compact(session)
+    text = host.compaction_context(session, max_chars=4000)
+    assert "We decided to cap it at 1000 entries" in text
+    assert "MemoryError: out of memory (open)" in text
+    assert "Open questions:" in text and "Why does the cache in store.py grow without bound?" in text
+    short = host.compaction_context(session, max_chars=60)
+    assert short and len(short) <= 60
+
+
+def test_unknown_session_exit_2_nothing_written(cli, host, project):
+    record_in_process(host, "s4")
+    before = db_snapshot(project)
+    done = cli("@memory-compress-session", "sessionId=nope")
+    assert done.returncode == 2
+    assert "unknown session 'nope'" in done.stderr
+    assert db_snapshot(project) == before
+
+
+def test_model_extraction_adds_nodes_and_merges(host, scripted):
+    record_in_process(host, "s5")
+    scripted.add(json.dumps({
+        "items": [
+            {"type": "concept", "label": "guard clause", "content": "return early on invalid input", "episodes": [1, 6]},
+            {"type": "decision", "label": "validate input at the parser boundary", "episodes": [1]},
+            # the rules found this one already (different case): merged, not duplicated
+            {"type": "decision", "label": "let's use a guard clause in `parse_config` instead of try/except",
+             "episodes": [1]},
+        ],
+        "relations": [
+            {"source": "validate input at the parser boundary", "type": "uses", "target": "guard clause"},
+            {"source": "guard clause", "type": "fixes", "target": "ValueError: empty input"},
+            {"source": "guard clause", "type": "related_to", "target": "nothing by this name"},
+        ],
+    }))
+    result = host.run("memory-compress-session", {"sessionId": "s5", "useModel": "always"})
+    data = result.data
+    assert data["model"] == "scripted/test" and data["modelItems"] == 3 and data["droppedRelations"] == 1
+    assert data["new"]["concept"] == 1 and data["new"]["decision"] == 3   # 2 from rules + 1 from the model
+    assert data["tokens"] > 0
+    prompt = json.dumps(scripted.requests[0]["messages"])
+    assert "pytest -q tests/test_parser.py" in prompt and "ValueError" in prompt
+
+    conn = host.db.conn
+    concept = node_id(conn, "concept", "guard clause")
+    decision = node_id(conn, "decision", "validate input at the parser boundary")
+    error = node_id(conn, "error", "ValueError: empty input")
+    assert has_edge(conn, decision, "uses", concept) and has_edge(conn, concept, "fixes", error)
+    assert provenance_seqs(conn, concept) == [1, 6]
+    assert conn.execute("SELECT count(*) FROM nodes WHERE type='decision' AND label LIKE '%guard clause in%'"
+                        ).fetchone()[0] == 1
+
+    again = host.run("memory-compress-session", {"sessionId": "s5"}).data
+    assert again["newTotal"] == 0 and again["model"] is None
+    assert len(scripted.requests) == 1            # nothing new to show the model
+
+
+def test_model_failure_in_auto_mode_keeps_rules(host, scripted):
+    record_in_process(host, "s6")
+    scripted.add("not json", "still not json", "nope")
+    data = host.run("memory-compress-session", {"sessionId": "s6"}).data
+    assert data["modelError"] and "invalid" in data["modelError"]
+    assert data["new"]["error"] == 1 and data["new"]["decision"] == 2
+
+
+def test_use_model_always_without_model(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    record_in_process(host, "s7")
+    with pytest.raises(ModelNotConfigured):
+        host.run("memory-compress-session", {"sessionId": "s7", "useModel": "always"})
+    assert host.db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == 0
+
+
+def test_session_end_hook_compresses(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    record_in_process(host, "s8")
+    host.end_session(host.session("s8"))
+    conn = host.db.conn
+    assert node_id(conn, "error", "ValueError: empty input")
+    assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='s8' AND compressed_at IS NULL").fetchone()[0] == 0
