@@ -21,7 +21,8 @@ Matching (all of it deterministic, no model call)
     words of 4-5 letters need a ratio of at least 75, longer ones 80; template words of
     3 letters or fewer must be equal, and a 3-letter text word only matches a longer
     template word with one letter missing, ratio 85: "knw" is "know", "new" is never
-    "renew"). Templates may hold one-word alternatives ``(make|create)``. Then the
+    "renew"; a typo keeps the first letter and the length within 2, so "redeploy" is
+    not "deploy"). Templates may hold one-word alternatives ``(make|create)``. Then the
     template is aligned with the text in order:
 
     ``quality = (sum of matched word similarities - penalties) / number of template words``
@@ -618,7 +619,8 @@ class Router:
             hits[word] = 1.0
         if len(word) >= 3:
             for lit, score, _ in process.extract(word, self._long_vocab, scorer=fuzz.ratio, score_cutoff=75, limit=None):
-                if lit == word:
+                # typos keep the first letter and the length (+-2): "redeploy" is not "deploy"
+                if lit == word or lit[0] != word[0] or abs(len(lit) - len(word)) > 2:
                     continue
                 # a 3-letter word may only be a 4+-letter word with one letter missing ("knw")
                 floor = 85 if len(word) == 3 else 75 if len(lit) <= 5 else 80
