@@ -359,6 +359,79 @@ def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.command("run")
+@click.argument("task")
+@click.option("--plan-only", is_flag=True, help="Analyse and print the plan; run nothing.")
+@click.option("--topology", type=click.Choice(["auto", "single", "vertical", "horizontal"]), default="auto",
+              show_default=True, help="Force a topology instead of the coordinator's choice.")
+@click.option("--step", "steps", multiple=True, help="A subtask for a vertical chain (repeat, in order).")
+@click.option("--strategy", "strategies", multiple=True, help="A strategy for a horizontal ensemble (repeat).")
+@click.option("--merge", type=click.Choice(["majority_vote", "llm_judge", "best_score"]), default=None,
+              help="How an ensemble picks its result (default: best_score with tests, else llm_judge).")
+@click.option("--verifier", default=None, help='Command that decides best_score, e.g. "python -m pytest -q".')
+@click.option("--max-steps", type=click.IntRange(1, 500), default=None, help="Model calls per agent.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Tokens per agent.")
+@click.option("--max-cost", type=click.FloatRange(0, min_open=True), default=None, help="USD per agent.")
+@click.option("--model", default=None, help="litellm model string (default: $OPENSAGE_MODEL).")
+@click.option("--strict", is_flag=True, help="Deny tools an agent file marks 'ask' (default: allow them).")
+@click.option("--json", "run_json", is_flag=True, help="Print the report as JSON (no live display).")
+@click.pass_context
+def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps: tuple[str, ...],
+            strategies: tuple[str, ...], merge: str | None, verifier: str | None, max_steps: int | None,
+            max_tokens: int | None, max_cost: float | None, model: str | None, strict: bool, run_json: bool) -> None:
+    """Plan, run and record TASK with generated agents (single, vertical or horizontal).
+
+    Shows a live display (plan, current step, agent, tokens, cost) and a final report;
+    exit code 0 when the run succeeded, 1 when it failed, 2 for bad input or no model.
+    """
+    import asyncio
+
+    from opensage import llm
+    from opensage.runner import Budget
+
+    as_json = run_json or ctx.find_root().obj.get("json")
+    try:
+        llm.model_name(model)
+        from opensage.plugins.coordinator.coordinator import coordinate
+        from opensage.plugins.coordinator.progress import RunProgress, report_table
+
+        host = _host(ctx)
+        budget = Budget(steps=max_steps)
+        if max_tokens:
+            budget.max_tokens = max_tokens
+        if max_cost:
+            budget.max_cost_usd = max_cost
+        session = host.session(source="run")
+        host.start_session(session)
+        kwargs = dict(plan_only=plan_only, topology=None if topology == "auto" else topology,
+                      steps=list(steps), strategies=list(strategies), merge_strategy=merge, verifier=verifier,
+                      session=session, budget=budget, model=model, ask_policy="deny" if strict else "allow")
+        try:
+            if as_json:
+                report = asyncio.run(coordinate(host, task, **kwargs))
+            else:
+                from rich.console import Console
+                from rich.live import Live
+
+                progress = RunProgress(task)
+                err = Console(stderr=True)
+                with Live(progress.render(), console=err, refresh_per_second=8) as live:
+                    progress.live = live
+                    report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
+        finally:
+            host.end_session(session)
+    except OpenSageError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
+    else:
+        from rich.console import Console
+
+        Console(soft_wrap=True).print(report_table(report))
+    if report.executed and not report.success:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``opensage`` script."""
     try:

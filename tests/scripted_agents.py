@@ -78,6 +78,10 @@ class Brain:
         if system.startswith("You plan work"):
             self.seen.append("decompose")
             return json.dumps({"subtasks": self.subtasks.pop(0), "reason": "split by concern"})
+        if system.startswith("You are the memory agent"):
+            # session compression at the end of `opensage run` (graph-memory plugin)
+            self.seen.append("memory")
+            return json.dumps({"items": [], "relations": []})
         if system.startswith("You are the judge"):
             self.seen.append("judge")
             self.judge_prompts.append(user)
