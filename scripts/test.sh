@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+python3 -m opensage.sandbox  # which isolation level generated tools get, and a probe run
 python3 -m pytest -q "$@"
