@@ -206,3 +206,29 @@ def test_session_end_hook_compresses(host, monkeypatch):
     conn = host.db.conn
     assert node_id(conn, "error", "ValueError: empty input")
     assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='s8' AND compressed_at IS NULL").fetchone()[0] == 0
+
+
+def test_mentions_link_to_ingested_code(host, project, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    src = project / "src" / "app"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "config.py").write_text(
+        "class ConfigLoader:\n    def load_env(self):\n        return {}\n\n\ndef parse_config(text):\n    return text\n")
+    host.run("memory-ingest", {"path": "src"})
+    record_in_process(host, "s9")
+    data = host.run("memory-compress-session", {"sessionId": "s9"}).data
+    conn = host.db.conn
+    parse_config = node_id(conn, "function", "app.config.parse_config")
+    loader = node_id(conn, "class", "app.config.ConfigLoader")
+    load_env = node_id(conn, "method", "app.config.ConfigLoader.load_env")
+    decision = node_id(conn, "decision", "Let's use a guard clause in `parse_config` instead of try/except")
+    session = node_id(conn, "session", "s9")
+    assert has_edge(conn, decision, "mentions", parse_config)
+    assert has_edge(conn, session, "mentions", loader) and has_edge(conn, session, "mentions", load_env)
+    assert 1 in provenance_seqs(conn, parse_config)     # the code node points back to the message
+    # no stand-in entity nodes for names that exist as code
+    assert data["new"]["decision"] == 2
+    assert conn.execute(
+        "SELECT count(*) FROM nodes WHERE type='entity' AND label IN ('parse_config','ConfigLoader','load_env')"
+    ).fetchone()[0] == 0

@@ -292,10 +292,14 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 if src:
                     ex.link(src, "mentions", key, 0.5)
 
-    def mention_files(text: str, ep: Episode, src: tuple[str, str] | None, weight: float = 0.5) -> None:
+    def mention_files(text: str, ep: Episode, src: tuple[str, str] | None, weight: float = 0.5,
+                      limit: int = 20) -> None:
+        seen: set[str] = set()
         for m in _PATH.finditer(text or ""):
             label = _file_label(m.group(1), workspace_root)
-            if label:
+            # absolute paths outside the workspace (library frames of a traceback) are not project files
+            if label and not label.startswith("/") and label not in seen and len(seen) < limit:
+                seen.add(label)
                 key = ex.add("file", label, ep.id)
                 ex.link(session, "mentions", key, weight)
                 if src:
@@ -368,7 +372,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
             mention_symbols(text, ep, None)
             mention_files(text, ep, None)
         elif ep.kind == "tool_result" and not _is_failure(ep):
-            mention_files(text[:4000], ep, None, 0.3)
+            mention_files(text[:4000], ep, None, 0.3, limit=5)  # listings (ls, grep) are not all worth a node
     return ex
 
 
