@@ -145,8 +145,9 @@ def commands_cmd(ctx: click.Context) -> None:
 @click.argument("event", type=click.Choice(sorted(HOOK_EVENTS)), required=False)
 @click.option("--session-id", default=None, help="Session id (else taken from the JSON's session_id).")
 @click.option("--source", default=None, help="Host name recorded with a new session (default: hook).")
-@click.option("--from", "from_host", type=click.Choice(["claude"]), default=None,
-              help="The JSON is a Claude Code hook payload (no EVENT: it names its own event).")
+@click.option("--from", "from_host", type=click.Choice(["claude", "opencode"]), default=None,
+              help="claude: stdin is a Claude Code hook payload; opencode: a batch from the OpenCode "
+                   "plugin ({\"events\": [{\"hook\": EVENT, \"payload\": {...}}]}). Give no EVENT.")
 @click.pass_context
 def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, source: str | None,
              from_host: str | None) -> None:
@@ -154,18 +155,17 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
 
     EVENT is session-start, session-end, compact, event (the JSON gives "kind"), or an
     event kind: user-message, assistant-message, tool-call, tool-result, error,
-    file-edit. With --from claude, give no EVENT: stdin is Claude Code's hook JSON.
+    file-edit. With --from claude or --from opencode, give no EVENT: the JSON names it.
     See docs/session-events.md for the JSON.
     """
-    from opensage.host import event_from_json
-
-    if from_host == "claude":
-        from opensage.integrations.claude import handle_hook
+    if from_host in ("claude", "opencode"):
+        import importlib
 
         try:
             if event:
-                raise UsageError("with --from claude give no EVENT: Claude's JSON names its hook_event_name.")
-            answer = handle_hook(_host(ctx), _read_payload())
+                raise UsageError(f"with --from {from_host} give no EVENT: the JSON names its own events.")
+            handle = importlib.import_module(f"opensage.integrations.{from_host}").handle_hook
+            answer = handle(_host(ctx), _read_payload())
         except OpenSageError as exc:
             _fail(exc)
         click.echo(json.dumps(answer))
@@ -173,34 +173,49 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     try:
         if event is None:
             raise UsageError(f"missing EVENT: one of {', '.join(sorted(HOOK_EVENTS))} (or --from claude).")
-        payload = _read_payload()
-        sid = session_id or payload.pop("session_id", None) or payload.pop("sessionId", None)
-        if not sid or not isinstance(sid, str):
-            raise UsageError('no session id: give --session-id or "session_id" in the JSON.')
-        src = source or payload.pop("source", None) or "hook"
-        kind = HOOK_EVENTS[event]
-        event_obj = None
-        if event == "event" or kind:
-            if kind:
-                payload["kind"] = kind
-            event_obj = event_from_json(payload)
-        host = _host(ctx)
-        session = host.session(sid, source=src)
-        out: dict[str, Any] = {"ok": True, "session_id": sid, "hook": event}
-        if event == "session-start":
-            host.start_session(session)
-        elif event == "session-end":
-            host.end_session(session)
-        elif event == "compact":
-            host.compact(session)
-            context = host.compaction_context(session)
-            if context:
-                out["context"] = context
-        else:
-            host.record(session, event_obj)
+        out = fire_hook(_host(ctx), event, _read_payload(), session_id=session_id, source=source)
     except OpenSageError as exc:
         _fail(exc)
     click.echo(json.dumps(out))
+
+
+def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None = None,
+              source: str | None = None) -> dict[str, Any]:
+    """Fire one hook EVENT (a key of :data:`HOOK_EVENTS`) with its JSON ``payload``.
+
+    :returns: ``{"ok": true, "session_id", "hook"}`` plus ``"context"`` (the text to keep)
+        for ``compact``.
+    :raises UsageError: unknown event, no session id, or an invalid event body.
+    """
+    from opensage.host import event_from_json
+
+    if event not in HOOK_EVENTS:
+        raise UsageError(f"unknown hook event {event!r}: use one of {', '.join(sorted(HOOK_EVENTS))}.")
+    payload = dict(payload)
+    sid = session_id or payload.pop("session_id", None) or payload.pop("sessionId", None)
+    if not sid or not isinstance(sid, str):
+        raise UsageError('no session id: give --session-id or "session_id" in the JSON.')
+    src = source or payload.pop("source", None) or "hook"
+    kind = HOOK_EVENTS[event]
+    event_obj = None
+    if event == "event" or kind:
+        if kind:
+            payload["kind"] = kind
+        event_obj = event_from_json(payload)
+    session = host.session(sid, source=src)
+    out: dict[str, Any] = {"ok": True, "session_id": sid, "hook": event}
+    if event == "session-start":
+        host.start_session(session)
+    elif event == "session-end":
+        host.end_session(session)
+    elif event == "compact":
+        host.compact(session)
+        context = host.compaction_context(session)
+        if context:
+            out["context"] = context
+    else:
+        host.record(session, event_obj)
+    return out
 
 
 def _read_payload() -> dict[str, Any]:

@@ -31,7 +31,7 @@ from opensage.integrations._files import (
 )
 from opensage.store import Workspace
 
-__all__ = ["install", "uninstall", "plugin_source", "command_markdown", "MCP_NAME"]
+__all__ = ["install", "uninstall", "plugin_source", "command_markdown", "handle_hook", "MCP_NAME"]
 
 MCP_NAME = "opensage"
 PLUGIN_REL = ".opencode/plugin/opensage.js"
@@ -73,6 +73,40 @@ def command_markdown(command) -> str:
         f"Its arguments:{hint}\n" + ("\n".join(lines) or "- none") + "\n\n"
         "Then report the tool's result to the user as it is.\n"
     )
+
+
+def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fire a batch of hook events sent by the plugin shim (``opensage hook --from opencode``).
+
+    The shim queues events while a batch is being recorded and sends what piled up in
+    one process, so a busy turn costs one Python start-up, not one per event.
+
+    :param payload: ``{"events": [{"hook": EVENT, "payload": {...}}, ...]}`` where EVENT
+        and payload are those of ``opensage hook EVENT`` (``docs/session-events.md``);
+        the session source defaults to ``opencode``.
+    :returns: ``{"results": [...]}``, one per event, in order: the ``opensage hook``
+        answer, or ``{"ok": false, "error": "..."}`` for an event that was rejected (the
+        others are still recorded).
+    :raises UsageError: the batch itself is malformed.
+    """
+    from opensage.cli import fire_hook
+    from opensage.errors import OpenSageError
+
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise UsageError('--from opencode expects {"events": [{"hook": EVENT, "payload": {...}}]} on stdin.')
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(events):
+        if not isinstance(item, dict) or not isinstance(item.get("hook"), str) or not isinstance(item.get("payload", {}), dict):
+            results.append({"ok": False, "error": f"events[{i}]: expected {{\"hook\": EVENT, \"payload\": {{...}}}}"})
+            continue
+        body = dict(item.get("payload") or {})
+        body.setdefault("source", "opencode")
+        try:
+            results.append(fire_hook(host, item["hook"], body))
+        except OpenSageError as exc:
+            results.append({"ok": False, "error": f"events[{i}] ({item['hook']}): {exc}"})
+    return {"results": results}
 
 
 def install(host) -> list[str]:

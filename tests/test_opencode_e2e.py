@@ -1,0 +1,170 @@
+"""The real OpenCode CLI (npm ``opencode-ai``, pinned) with ``opensage install opencode``.
+
+OpenCode talks to a scripted OpenAI-compatible server on 127.0.0.1 that makes it call
+our MCP tools: ``memory-add-node``, then ``memory-query``, then answer with the query
+result. We check what a user would: the node is in our database, the plugin recorded
+the session as episodes, the query result reached the model; ``opencode mcp list``
+shows our server connected and ``opencode agent list`` shows a generated agent.
+Hermetic: temporary HOME, no network (proxies point at a closed port). Skipped only
+when node/npm are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI, system_text, tool_messages
+from tests.opencode_env import hermetic_env, opencode_bin, seed_config_dir
+
+pytestmark = [
+    pytest.mark.opencode,
+    pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                       reason="needs node and npm for the real OpenCode CLI"),
+]
+
+ADD_TOOL = "opensage_memory-add-node"
+QUERY_TOOL = "opensage_memory-query"
+PROMPT = "Remember that auth uses RS256 JWTs, then look up what we know about JWT."
+DRAFT = {
+    "name": "sql-migration-reviewer",
+    "description": "Reviews SQL migrations for table locks and long-running rewrites before they ship.",
+    "prompt": "You review SQL migration files. Find statements that take heavy locks or rewrite large "
+              "tables, explain the risk and propose a safer sequence. Report findings as a list.",
+    "tools": {"read": "allow", "search": "allow"},
+    "steps": 10,
+}
+
+
+class Script:
+    """The scripted model: title -> text; then add-node, query, final answer with the result."""
+
+    def __init__(self):
+        self.tools_seen: list[str] = []
+
+    def __call__(self, body):
+        tools = [t["function"]["name"] for t in body.get("tools") or []]
+        if not tools:  # the title generator (and other tool-less helper agents)
+            return {"content": "JWT memory"}
+        self.tools_seen = tools
+        results = tool_messages(body)
+        if len(results) == 0:
+            return {"tool_calls": [{"name": ADD_TOOL, "arguments": {
+                "type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"}}]}
+        if len(results) == 1:
+            return {"tool_calls": [{"name": QUERY_TOOL, "arguments": {"query": "JWT"}}]}
+        return {"content": "Here is what memory says:\n" + results[-1]}
+
+
+def _run(cmd, env, cwd, timeout=90):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def opencode():
+    try:
+        return opencode_bin()
+    except subprocess.CalledProcessError as exc:  # no registry: say so instead of a bare traceback
+        pytest.fail(f"could not npm-install opencode-ai: {exc.stderr[-800:]}")
+
+
+def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencode, tmp_path):
+    started = time.monotonic()
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    opensage = [sys.executable, "-m", "opensage", "--workspace", str(project)]
+    inst = _run([*opensage, "install", "opencode"], env=None, cwd=project)
+    assert inst.returncode == 0, inst.stderr
+    assert "wrote .opencode/plugin/opensage.js" in inst.stdout
+
+    # a generated agent (the scripted model writes the draft) must show up as an OpenCode subagent
+    script_file = tmp_path / "script.json"
+    script_file.write_text(json.dumps([json.dumps(DRAFT)]))
+    gen = subprocess.run([*opensage, "@generate-agent", "task=review SQL migrations for locking"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**hermetic_env(home, project, "http://127.0.0.1:9/v1"),
+                              "OPENSAGE_MODEL": "scripted/test", "OPENSAGE_SCRIPT": str(script_file)})
+    assert gen.returncode == 0, gen.stderr
+
+    for config_dir in (project / ".opencode", home / ".config" / "opencode"):
+        seed_config_dir(config_dir)
+
+    script = Script()
+    with FakeOpenAI(script) as llm:
+        env = hermetic_env(home, project, llm.base_url)
+        t0 = time.monotonic()
+        run = _run([opencode, "run", "--format", "json", PROMPT], env=env, cwd=project, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        t1 = time.monotonic()
+        mcp_list = _run([opencode, "mcp", "list"], env=env, cwd=project)
+        t2 = time.monotonic()
+        agent_list = _run([opencode, "agent", "list"], env=env, cwd=project)
+        t3 = time.monotonic()
+    elapsed = time.monotonic() - started
+    print(f"opencode run {t1 - t0:.1f} s, mcp list {t2 - t1:.1f} s, agent list {t3 - t2:.1f} s, total {elapsed:.1f} s")
+    assert not llm.errors, llm.errors
+
+    # OpenCode offered our MCP tools to the model under <server>_<tool> names
+    assert ADD_TOOL in script.tools_seen and QUERY_TOOL in script.tools_seen
+    assert "opensage_create_entities" in script.tools_seen
+
+    # 1. the node the model asked for is in our database
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    assert db.execute("SELECT type, content FROM nodes WHERE label='UseRS256JWT'").fetchone() == (
+        "decision", "auth uses RS256-signed JWT access tokens")
+
+    # 2. the plugin recorded the session as episodes, in order
+    rows = db.execute("SELECT session_id, kind, tool, text FROM episodes ORDER BY session_id, seq").fetchall()
+    sessions = {r[0] for r in rows}
+    assert len(sessions) == 1 and next(iter(sessions)).startswith("ses_")
+    assert [(r[1], r[2]) for r in rows] == [
+        ("user_message", None),
+        ("tool_call", ADD_TOOL), ("tool_result", ADD_TOOL),
+        ("tool_call", QUERY_TOOL), ("tool_result", QUERY_TOOL),
+        ("assistant_message", None),
+    ]
+    assert "RS256" in rows[0][3]
+    assert "UseRS256JWT" in rows[2][3]  # the MCP result text, not the raw JSON envelope
+    assert db.execute("SELECT source FROM sessions WHERE id=?", (rows[0][0],)).fetchone() == ("opencode",)
+
+    # 3. the query result reached the model, and its answer reached the user
+    final_request = llm.requests[-1]
+    query_result = tool_messages(final_request)[-1]
+    assert "UseRS256JWT" in query_result and "RS256-signed JWT" in query_result
+    texts = [json.loads(line)["part"].get("text", "") for line in run.stdout.splitlines()
+             if line.startswith("{") and json.loads(line).get("type") == "text"]
+    assert any("UseRS256JWT" in t for t in texts)
+    assert "UseRS256JWT" in rows[-1][3]  # the assistant message episode holds that answer
+
+    # must-show 2: the MCP server is connected; the generated agent is a subagent
+    assert mcp_list.returncode == 0, mcp_list.stderr
+    listing = _strip_ansi(mcp_list.stdout + mcp_list.stderr)
+    assert "opensage" in listing and "connected" in listing
+    assert agent_list.returncode == 0, agent_list.stderr
+    agents = _strip_ansi(agent_list.stdout)
+    assert "sql-migration-reviewer (subagent)" in agents
+
+    assert elapsed < 60, f"the OpenCode round trip took {elapsed:.1f} s"
+
+    # uninstall removes exactly what install added
+    un = _run([*opensage, "uninstall", "opencode"], env=None, cwd=project)
+    assert un.returncode == 0, un.stderr
+    assert not (project / "opencode.json").exists()
+    assert not (project / ".opencode" / "plugin").exists()
+    assert not (project / ".opencode" / "command").exists()
+    assert (project / ".opencode" / "agent" / "sql-migration-reviewer.md").exists()  # not ours to remove
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
