@@ -1,0 +1,325 @@
+"""The intent router: thresholds gate, overrides apply, bad files fail clearly, CLI and chat."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+
+import pytest
+import yaml
+
+from opensage.commands import bind_arguments
+from opensage.errors import ConfigError
+from opensage.hookspecs import hookimpl
+from opensage.host import Host, Session
+from opensage.routing import PACKAGED_ROUTES, Router, RoutesFile, format_call, load_routes, router_for
+from opensage.types import ArgModel, Command, CommandResult, Route
+
+
+def write_user_routes(project, text: str):
+    path = project / ".opencode" / "intent-routes.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def decide(host, text):
+    return host.route(text, session=Session(id="", source="test", host=host))
+
+
+# -- decisions and argument filling ------------------------------------------------------
+
+@pytest.mark.parametrize("text, route, arguments", [
+    ("what do we know about the auth flow?", "opensage_memory_query", {"query": "auth flow"}),
+    ("draw the graph around AuthService", "opensage_memory_visualize", {"centerNode": "AuthService"}),
+    ("visualize what's connected to payment_gateway within 3 hops", "opensage_memory_visualize",
+     {"centerNode": "payment_gateway", "radius": 3}),
+    ("is job-20261121051502-3fa9c2d1 done?", "opensage_poll_job", {"jobId": "job-20261121051502-3fa9c2d1"}),
+    ("first add the column, then backfill it, and finally drop the old table", "opensage_vertical",
+     {"subtasks": ["add the column", "backfill it", "drop the old table"]}),
+    ("we decided to use JWT with 15 minute tokens", "opensage_memory_store", {"type": "decision"}),
+    ("build a bash tool that tails the staging logs", "opensage_tool", {"language": "bash"}),
+    ("compare redis vs memcached for session storage", "opensage_horizontal",
+     {"strategies": ["redis", "memcached"], "task": "session storage"}),
+])
+def test_routes_and_fills_arguments(host, text, route, arguments):
+    decision = decide(host, text)
+    assert decision.route == route
+    assert 0.0 <= decision.confidence <= 1.0
+    for key, value in arguments.items():
+        assert decision.arguments[key] == value
+
+
+@pytest.mark.parametrize("text", [
+    "fix the failing test in test_auth.py",
+    "renew the TLS certificate config in nginx.conf",
+    "break the parse_args function into smaller functions",
+    "write a script that migrates the old config format",
+    "is this thread safe?",
+])
+def test_ordinary_requests_route_to_none(host, text):
+    decision = decide(host, text)
+    assert decision.route == "none" and decision.command is None and decision.arguments == {}
+
+
+def test_word_boundaries_not_substrings(project, host):
+    write_user_routes(project, """
+        routes:
+          - name: deploy_notes
+            description: Deployment questions.
+            command: "@memory-query"
+            examples: ["deploy {query}"]
+            arguments: {query: {from: slot}}
+            confidence_threshold: 0.5
+    """)
+    assert decide(host, "deploy the api").route == "deploy_notes"
+    assert decide(host, "redeploy the api").route == "none"      # no match inside a longer word
+    assert decide(host, "depoly the api").route == "deploy_notes"  # a typo still matches
+
+
+def test_every_route_fills_valid_arguments_for_its_command(host):
+    """Each packaged route targets a registered command and fills arguments it accepts."""
+    config = load_routes()
+    router = Router(config)
+    for route in config.routes:
+        if route.command is None:
+            continue
+        command = host.command(route.command)
+        for example in route.examples:
+            text = example
+            for group in __import__("re").findall(r"\([^()]*\)", example):
+                text = text.replace(group, group[1:-1].split("|")[0], 1)
+            text = __import__("re").sub(r"\{(\w+)\}", "job-abc123 src/auth.py AuthService", text)
+            decision = router.decide(text, session_id="s1")
+            if decision.route != route.name:
+                continue
+            bind_arguments(command, decision.arguments)  # raises UsageError on a bad name or value
+
+
+# -- the threshold gates --------------------------------------------------------------------
+
+def test_threshold_gates(project, host):
+    text = "what exactly do we know about the retry policy"  # one unexpected word: below 1.0
+    first = decide(host, text)
+    assert first.route == "opensage_memory_query" and 0.78 <= first.confidence < 1.0
+    write_user_routes(project, f"""
+        routes:
+          - name: opensage_memory_query
+            confidence_threshold: {min(1.0, first.confidence + 0.01):.4f}
+    """)
+    gated = decide(host, text)
+    assert gated.route == "none" and gated.command is None
+    # an exact phrasing still reaches the raised threshold
+    assert decide(host, "what do we know about the retry policy").route == "opensage_memory_query"
+
+
+def _router_with_threshold(route_name, threshold):
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == route_name:
+            route["confidence_threshold"] = threshold
+    return Router(RoutesFile.model_validate(raw))
+
+
+@pytest.mark.parametrize("text", ["list tools", "show me the memory graph", "is job-abc123 done?"])
+def test_threshold_gates_in_the_router_itself(text):
+    decision = Router(load_routes()).decide(text)
+    assert decision.route != "none"
+    at = _router_with_threshold(decision.route, decision.confidence).decide(text)
+    assert at.route == decision.route                       # confidence == threshold: fires
+    above = _router_with_threshold(decision.route, min(1.0, decision.confidence + 0.001))
+    if decision.confidence < 1.0:
+        gated = above.decide(text)
+        assert gated.route == "none" and gated.command is None  # just below the threshold: does not fire
+    zero = _router_with_threshold(decision.route, 0.0).decide("fix the failing test in test_auth.py")
+    assert zero.route == "none"                              # threshold 0 still needs a matching example
+
+
+# -- user overrides ----------------------------------------------------------------------------
+
+def test_user_override_adds_changes_and_disables_routes(project, host):
+    assert decide(host, "make a tool that counts TODO comments").route == "opensage_tool"
+    write_user_routes(project, """
+        routes:
+          - name: opensage_tool
+            enabled: false
+          - name: opensage_memory_query
+            examples: ["any lore on {query}"]
+          - name: release_notes
+            description: Questions about past releases.
+            command: "@memory-query"
+            examples: ["what changed in release {version}"]
+            arguments:
+              query: {from: slot, slot: version, required: true}
+            confidence_threshold: 0.8
+    """)
+    assert decide(host, "make a tool that counts TODO comments").route == "none"
+    lore = decide(host, "any lore on the billing cron?")
+    assert (lore.route, lore.arguments) == ("opensage_memory_query", {"query": "billing cron"})
+    # the override replaced the examples: the packaged phrasing no longer fires
+    assert decide(host, "what do we know about the billing cron").route == "none"
+    release = decide(host, "what changed in release 2.4")
+    assert (release.route, release.command, release.arguments) == ("release_notes", "memory-query", {"query": "2.4"})
+
+
+def test_override_is_picked_up_after_an_edit(project, workspace):
+    router1, _ = router_for(workspace)
+    assert router_for(workspace)[0] is router1  # cached
+    write_user_routes(project, "routes:\n  - name: opensage_tool\n    enabled: false\n")
+    router2, warning = router_for(workspace)
+    assert router2 is not router1 and warning is None
+    assert "opensage_tool" not in router2.routes
+
+
+# -- invalid files ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, expected", [
+    ("routes:\n  - name: opensage_memory_query\n    confidence_threshold: 1.5\n",
+     "route 'opensage_memory_query', field 'confidence_threshold'"),
+    ("routes:\n  - name: opensage_tool\n    patterns: [{regex: '(unclosed', confidence: 0.9}]\n",
+     "route 'opensage_tool', field 'patterns.0.regex': invalid regular expression"),
+    ("routes:\n  - name: mine\n    description: x\n    command: memory-query\n    examples: [hi]\n"
+     "    confidence_threshold: 0.5\n", "route 'mine', field 'command'"),
+    ("routes:\n  - name: mine\n    description: x\n    command: '@memory-query'\n    examples: ['find {q}']\n"
+     "    arguments: {query: {from: slot}}\n    confidence_threshold: 0.5\n",
+     "route 'mine': argument 'query' reads slot 'query', but no example has {query}"),
+    ("routes:\n  - name: opensage_tool\n    threshold: 0.5\n", "route 'opensage_tool', field 'threshold': Extra inputs"),
+    ("routes:\n  - name: x\n    description: [unclosed\n", "not valid YAML (line"),
+])
+def test_invalid_user_file_is_a_clear_error(project, body, expected):
+    path = write_user_routes(project, body)
+    with pytest.raises(ConfigError) as err:
+        load_routes(PACKAGED_ROUTES, path)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_invalid_user_file_keeps_packaged_routes_working(project, cli):
+    write_user_routes(project, "routes:\n  - name: opensage_memory_query\n    confidence_threshold: 1.5\n")
+    out = cli("route", "--json", "what do we know about the auth flow?")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"route": "opensage_memory_query", "confidence": 1.0,
+                                      "command": "@memory-query", "arguments": {"query": "auth flow"}}
+    assert "intent-routes.yaml: route 'opensage_memory_query', field 'confidence_threshold'" in out.stderr
+    assert "using the packaged routes" in out.stderr
+
+
+def test_invalid_packaged_file_raises(tmp_path):
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("version: 2\nroutes: []\n")
+    with pytest.raises(ConfigError, match="field 'version'"):
+        load_routes(bad)
+
+
+# -- the hook ------------------------------------------------------------------------------------
+
+def test_another_plugin_overrides_route_intent(workspace):
+    class Mine:
+        @hookimpl
+        def route_intent(self, session, text):
+            if "lore" in text:
+                return Route(route="lore", confidence=0.9, command="memory-query", arguments={"query": "lore"})
+            return None
+
+    host = Host(workspace, plugins=[Mine()])
+    try:
+        assert host.route("tell me some lore").route == "lore"          # the other plugin answers first
+        fallback = host.route("what do we know about the auth flow?")   # it passes: the router answers
+        assert fallback.route == "opensage_memory_query" and fallback.command == "memory-query"
+    finally:
+        host.close()
+
+
+def test_format_call_round_trips_through_the_parser():
+    from opensage.commands import parse_line
+
+    args = {"task": 'say "hi"', "subtasks": ["a", "b"], "radius": 2}
+    call = parse_line(format_call("@vertical-decompose", args))
+    # bare values are strings until the command's model coerces them (as typed on the CLI)
+    assert call.name == "vertical-decompose" and call.arguments == {**args, "radius": "2"}
+
+
+# -- CLI and chat ----------------------------------------------------------------------------------
+
+def test_cli_route_prints_the_decision(cli):
+    out = cli("route", "break this migration into steps")
+    assert out.returncode == 0, out.stderr
+    assert "route       opensage_vertical" in out.stdout
+    assert 'command     @vertical-decompose task="this migration"' in out.stdout
+    none = cli("--json", "route", "rename getUser to fetchUser")
+    assert json.loads(none.stdout) == {"route": "none", "confidence": 1.0, "command": None, "arguments": {}}
+
+
+class Spend:
+    """A throwaway plugin: a command that 'calls a model', and a route to it."""
+
+    def __init__(self):
+        self.ran = []
+
+    @hookimpl
+    def register_commands(self, register):
+        class Args(ArgModel):
+            topic: str
+
+        def handler(args, ctx):
+            self.ran.append(args.topic)
+            return CommandResult(text=f"researched {args.topic}")
+
+        register(Command("deep-research", Args, handler, "Research a topic with a model.", uses_llm=True))
+
+    @hookimpl(tryfirst=True)
+    def route_intent(self, session, text):
+        if text.startswith("research "):
+            return Route(route="research", confidence=0.95, command="deep-research", arguments={"topic": text[9:]})
+        return None
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def session_event(self, session, event):
+        self.events.append((event.kind, event.text))
+
+
+def test_chat_routes_free_text_and_records_it(workspace):
+    rec, spend = Recorder(), Spend()
+    host = Host(workspace, plugins=[rec, spend])
+    stdin = io.StringIO("remember that the staging db is read-only on weekends\n"
+                        "what do we know about the staging db?\n"
+                        "research vector databases\n"
+                        "rename getUser to fetchUser\n")
+    stdout = io.StringIO()
+    from opensage.chat import run_chat
+
+    run_chat(host, stdin=stdin, stdout=stdout)
+    text = stdout.getvalue()
+    assert '-> @memory-add-node type="concept" label="staging db is read-only on weekends"' in text
+    assert "added n1 (concept) staging db is read-only on weekends" in text
+    assert '-> @memory-query query="staging db"' in text
+    assert "not run: @deep-research calls a model" in text and spend.ran == []
+    assert "no OpenSage command for this: route none" in text
+    kinds = [k for k, _ in rec.events]
+    assert kinds == ["user_message", "tool_result", "user_message", "tool_result", "user_message", "user_message"]
+    labels = [r[0] for r in host.db.conn.execute("SELECT label FROM nodes WHERE type='concept'")]
+    assert "staging db is read-only on weekends" in labels
+    host.close()
+
+
+def test_chat_yes_runs_model_commands(workspace):
+    spend = Spend()
+    host = Host(workspace, plugins=[spend])
+    from opensage.chat import run_chat
+
+    stdout = io.StringIO()
+    run_chat(host, stdin=io.StringIO("research vector databases\n"), stdout=stdout, assume_yes=True)
+    assert spend.ran == ["vector databases"] and "researched vector databases" in stdout.getvalue()
+    host.close()
+
+
+def test_chat_cli_asks_nothing_on_piped_stdin(cli):
+    out = cli("chat", input="create an agent that reviews PRs for SQL injection\n")
+    assert out.returncode == 0, out.stderr
+    assert '-> @generate-agent task="reviews PRs for SQL injection"' in out.stdout
+    assert "not run: @generate-agent calls a model" in out.stdout
