@@ -168,3 +168,51 @@ def _strip_ansi(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+SHIM_DRIVER = r"""
+const plugin = (await import(process.argv[2])).default
+const hooks = await plugin.server({})
+const sid = "ses_shim1"
+await hooks.event({ event: { type: "session.created", properties: { sessionID: sid, info: { id: sid } } } })
+await hooks["chat.message"]({ sessionID: sid, agent: "build" },
+  { message: {}, parts: [{ type: "text", text: "fix the login bug in src/auth.py" }, { type: "text", text: "hidden", synthetic: true }] })
+await hooks["tool.execute.after"]({ tool: "edit", sessionID: sid, callID: "c1", args: { filePath: "src/auth.py" } },
+  { title: "", output: "Edit applied", metadata: {} })
+await hooks.event({ event: { type: "message.updated", properties: { info: { id: "m2", sessionID: sid, role: "assistant" } } } })
+await hooks.event({ event: { type: "message.part.updated",
+  properties: { part: { id: "p1", messageID: "m2", sessionID: sid, type: "text", text: "Fixed the login bug." } } } })
+await hooks.event({ event: { type: "session.idle", properties: { sessionID: sid } } })
+const output = { context: ["OpenCode's own context"] }
+await hooks["experimental.session.compacting"]({ sessionID: sid }, output)
+await hooks.dispose()
+console.log(JSON.stringify(output))
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_plugin_shim_records_events_and_feeds_compaction(tmp_path):
+    """The generated shim under node, with the hook inputs OpenCode 1.18 passes (no OpenCode needed)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    opensage = [sys.executable, "-m", "opensage", "--workspace", str(project)]
+    assert _run([*opensage, "install", "opencode"], env=None, cwd=project).returncode == 0
+    driver = tmp_path / "driver.mjs"
+    driver.write_text(SHIM_DRIVER)
+    shim = project / ".opencode" / "plugin" / "opensage.js"
+    r = _run(["node", str(driver), shim.as_uri()], env=None, cwd=project, timeout=60)
+    assert r.returncode == 0, r.stderr
+    context = json.loads(r.stdout.strip().splitlines()[-1])["context"]
+    assert context[0] == "OpenCode's own context"
+    assert len(context) == 2 and "src/auth.py" in context[1]  # our memory joined the compaction context
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    rows = db.execute("SELECT kind, tool, path, text, compressed_at FROM episodes WHERE session_id='ses_shim1' "
+                      "ORDER BY seq").fetchall()
+    assert [r[:4] for r in rows] == [
+        ("user_message", None, None, "fix the login bug in src/auth.py"),
+        ("tool_call", "edit", None, ""),
+        ("tool_result", "edit", None, "Edit applied"),
+        ("file_edit", "edit", "src/auth.py", ""),
+        ("assistant_message", None, None, "Fixed the login bug."),
+    ]
+    assert all(r[4] is not None for r in rows)  # compaction compressed them
