@@ -135,6 +135,14 @@ def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
     short = host.compaction_context(session, max_chars=60)
     assert short and len(short) <= 60
 
+    # a later session on the same file sees the earlier session's decision about it
+    later = host.session("s3b", source="test")
+    host.record(later, SessionEvent(kind="file_edit", path="store.py", text="tune cache"))
+    host.compact(later)
+    text = host.compaction_context(later, max_chars=4000)
+    assert "Files touched: store.py" in text
+    assert "Related, from other sessions:" in text and "cap it at 1000 entries" in text
+
 
 def test_unknown_session_exit_2_nothing_written(cli, host, project):
     record_in_process(host, "s4")

@@ -192,10 +192,30 @@ def test_reingest_replaces_changed_files_only(host, project):
 
 
 def test_ingest_single_file(host, project):
-    write_repo(project / "repo")
+    repo = write_repo(project / "repo")
     data = host.run("memory-ingest", {"path": "repo/pkg/shapes.py"}).data
     assert data["files"] == 1 and data["classes"] == 2
     assert node(host.db.conn, "module", "pkg.shapes")
+
+    # refresh one file of an ingested folder: its calls still resolve into the other files
+    host.run("memory-ingest", {"path": "repo"})
+    report = repo / "pkg/report.py"
+    report.write_text(report.read_text() + "\n\ndef fresh():\n    return unit_circle()\n")
+    data = host.run("memory-ingest", {"path": "repo/pkg/report.py"}).data
+    assert data["files"] == 1 and data["changed"] == 1
+    conn = host.db.conn
+    assert ("pkg.report.fresh", "pkg.shapes.unit_circle") in edges(conn, "calls")
+    assert ("pkg.report.summary", "pkg.shapes.unit_circle") in edges(conn, "calls")
+    # the folder ingest still owns the file: deleting another file is noticed, report.py stays
+    (repo / "pkg/__init__.py").unlink()
+    (repo / "pkg/__init__.py").write_text("")
+    (repo / "broken.py").unlink()
+    assert host.run("memory-ingest", {"path": "repo"}).data["removedFiles"] == 0
+    (repo / "pkg/report.py").rename(repo / "report_moved.py")
+    data = host.run("memory-ingest", {"path": "repo"}).data
+    assert data["removedFiles"] == 1
+    assert conn.execute("SELECT 1 FROM nodes WHERE label='repo/pkg/report.py'").fetchone() is None
+    node(conn, "function", "report_moved.fresh")
 
 
 def test_ingest_missing_path_exit_2_nothing_written(cli, project):

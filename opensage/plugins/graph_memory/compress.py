@@ -293,7 +293,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                     ex.link(src, "mentions", key, 0.5)
 
     def mention_files(text: str, ep: Episode, src: tuple[str, str] | None, weight: float = 0.5,
-                      limit: int = 20) -> None:
+                      limit: int = 20) -> set[str]:
         seen: set[str] = set()
         for m in _PATH.finditer(text or ""):
             label = _file_label(m.group(1), workspace_root)
@@ -304,6 +304,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.link(session, "mentions", key, weight)
                 if src:
                     ex.link(src, "mentions", key, weight)
+        return seen
 
     for idx, ep in enumerate(episodes):
         text = ep.text or ""
@@ -354,7 +355,12 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                                   session=session_id, seq=ep.seq, role=ep.role or ep.kind.split("_")[0])
                     ex.link(session, "contains", dkey, 0.8)
                     mention_symbols(s, ep, dkey)
-                    mention_files(s, ep, dkey)
+                    if not mention_files(s, ep, dkey):
+                        # a decision in a message about a file is about that file too (weaker link)
+                        for m in _PATH.finditer(text):
+                            label = _file_label(m.group(1), workspace_root)
+                            if label and not label.startswith("/"):
+                                ex.link(dkey, "mentions", ex.add("file", label, ep.id), 0.3)
             if ep.kind == "user_message":
                 for s in sentences:
                     if (s.endswith("?") or _QUESTION_START.match(s)) and len(s.split()) >= 3:
@@ -362,6 +368,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                                       session=session_id, seq=ep.seq)
                         ex.link(session, "contains", qkey, 0.6)
                         mention_symbols(s, ep, qkey)
+                        mention_files(s, ep, qkey)
                         answer = _next_reply(episodes, idx)
                         if answer is not None:
                             akey = ex.add("answer", _norm(answer.text, 160), answer.id,
@@ -714,8 +721,9 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
     """A short digest of what the graph holds for one session, at most ``max_chars`` characters.
 
     Sections in priority order: decisions, errors (with what fixed them, or "open"),
-    open questions (queries without an answer), files touched. ``None`` when the session
-    has no node yet (not compressed).
+    open questions (queries without an answer), files touched, then up to 5 decisions or
+    errors of other sessions linked to those files. Lines that do not fit are dropped
+    (the last one cut with "…"). ``None`` when the session has no node yet (not compressed).
     """
     conn = graph.db.conn
     row = conn.execute("SELECT id FROM nodes WHERE type='session' AND label=?", (session_id,)).fetchone()
@@ -740,7 +748,7 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
             if not answered:
                 questions.append((meta.get("seq") or 0, r["id"], r["label"]))
         elif r["type"] == "file" and r["etype"] == "touches":
-            files.append(r["label"])
+            files.append((r["id"], r["label"]))
     if not (decisions or errors or questions or files):
         return None
     lines = [f"Memory of session {session_id} (graph-memory):"]
@@ -756,7 +764,22 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
         lines.append("Open questions:")
         lines += [f"- {label} [n{i}]" for _, i, label in sorted(questions, reverse=True)]
     if files:
-        lines.append("Files touched: " + ", ".join(sorted(set(files))))
+        lines.append("Files touched: " + ", ".join(sorted({label for _, label in files})))
+    # decisions and errors of other sessions about the same files
+    own = {r["id"] for r in linked}
+    related: list[str] = []
+    for file_id, file_label in files:
+        for r in conn.execute(
+            "SELECT n.id, n.type, n.label FROM edges e JOIN nodes n ON n.id = (CASE WHEN e.src=? THEN e.dst ELSE e.src END)"
+            " WHERE (e.src=? OR e.dst=?) AND n.type IN ('decision', 'error') ORDER BY n.updated_at DESC LIMIT 5",
+            (file_id, file_id, file_id),
+        ):
+            if r["id"] not in own and len(related) < 5:
+                own.add(r["id"])
+                related.append(f"- {r['type']} about {file_label}: {r['label']} [n{r['id']}]")
+    if related:
+        lines.append("Related, from other sessions:")
+        lines += related
     out: list[str] = []
     size = 0
     for line in lines:

@@ -397,10 +397,19 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         name, is_pkg = _module_name(f, pkg_cache)
         modules.append(_Module(name, f, label, hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1, tree, is_pkg))
     _dedupe_module_names(modules, path)
+    extracted = []
     for mod in modules:
-        mod.doc = _first_paragraph(mod.tree)
-        _Extractor(mod, root_label).run()
+        try:
+            mod.doc = _first_paragraph(mod.tree)
+            _Extractor(mod, root_label).run()
+        except (RecursionError, ValueError, TypeError, AttributeError) as exc:  # pathological or unusual trees
+            report.skipped += 1
+            failed_files.add(mod.file)
+            report.errors.append({"path": mod.file, "error": f"extraction failed: {type(exc).__name__}: {exc}"})
+            continue
         mod.tree = None  # free the tree early
+        extracted.append(mod)
+    modules = extracted
     report.files = len(modules)
 
     with graph.db.transaction() as conn:
@@ -419,8 +428,12 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         deleted: set[int] = set()
         parsed_names = {m.name for m in modules}
         for mod in modules:
+            old_file = by_key.get(("file", mod.file))
+            file_root = root_label
+            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+                file_root = old_file["meta"]["root"]  # a one-file refresh keeps the file in its folder's ingest
             file_meta = {"path": mod.file, "sha1": mod.sha1, "ingest_version": INGEST_VERSION, "module": mod.name,
-                         "lines": mod.data_lines, "source": "ingest", "root": root_label}
+                         "lines": mod.data_lines, "source": "ingest", "root": file_root}
             desired = [
                 _Symbol("module", mod.name, f"module {mod.name}" + (" (package)" if mod.is_package else "")
                         + (f"\n\n{mod.doc}" if mod.doc else ""),
@@ -436,7 +449,6 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 elif sym.type == "method":
                     report.methods += 1
             report.modules += 1
-            old_file = by_key.get(("file", mod.file))
             old_syms = by_file.get(mod.file, [])
             same = (
                 old_file is not None
