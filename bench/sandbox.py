@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from opensage import sandbox
+from opensage.plugins.dynamic_tools.runner import python_argv
 
 TOOL = 'import json,sys\nreq=json.load(sys.stdin)\nprint(json.dumps({"result": req["arguments"]["x"] + 1}))\n'
 TARGET_MS = 80.0
@@ -38,7 +39,7 @@ def main() -> int:
     folder.chmod(0o755)
     code = folder / "tool.py"
     code.write_text(TOOL)
-    argv = [sys.executable, "-I", str(code)]
+    argv = python_argv(code)  # exactly how a generated Python tool is started
     stdin = json.dumps({"arguments": {"x": 41}, "state": None})
     config = {"allow_fallback": False}
     level = sandbox.available_level(config)

@@ -156,3 +156,11 @@ def test_refused_without_bwrap_unless_fallback_allowed(host, scripted, monkeypat
     scripted.add(spec(ADD_OK))
     out = host.run_line('@generate-tool requirement="add" name=add')
     assert out.data["examples"][0]["level"] == "rlimit"
+
+
+def test_declared_site_package_dependency_is_importable(host, scripted):
+    code = ADD_OK.replace("import json, sys", "import json, sys\nimport yaml").replace(
+        'a["a"] + a["b"]', 'a["a"] + a["b"] + yaml.safe_load("k: 0")["k"]')
+    scripted.add(spec(code, deps=["yaml"]))
+    host.run_line('@generate-tool requirement="add" name=add')
+    assert host.run_line("@add a=4 b=5").text == "9"

@@ -44,10 +44,30 @@ class ToolOutput:
     raw: dict = field(default_factory=dict)
 
 
+#: Runs a Python tool with ``python -I -S``: site-packages go on ``sys.path`` directly,
+#: without ``import site`` (which processes every ``.pth`` file and can cost ~80 ms on a
+#: big environment). Packages that need a ``.pth`` hook (editable installs) are not seen.
+_PY_LAUNCHER = (
+    "import os,runpy,sys\n"
+    "p=sys.argv[1]\n"
+    "sys.argv=sys.argv[1:]\n"
+    "sys.path.insert(0,os.path.dirname(p))\n"
+    "sys.path.extend({paths!r})\n"
+    "runpy.run_path(p,run_name='__main__')\n"
+)
+
+
+def python_argv(code_path: Path) -> list[str]:
+    """``python -I -S`` + the launcher + the tool file (see :data:`_PY_LAUNCHER`)."""
+    import site
+
+    return [sys.executable, "-I", "-S", "-c", _PY_LAUNCHER.format(paths=list(site.getsitepackages())), str(code_path)]
+
+
 def command_for(spec: ToolSpec, code_path: Path) -> list[str]:
     """The argv that runs the tool's code file."""
     if spec.language == "python":
-        return [sys.executable, "-I", str(code_path)]
+        return python_argv(code_path)
     if spec.language == "bash":
         return ["bash", str(code_path)]
     return ["node", str(code_path)]
@@ -84,7 +104,7 @@ def _tail(text: str, n: int = 1500) -> str:
 def syntax_check(spec: ToolSpec, code_path: Path, config=None) -> None:
     """``py_compile`` / ``bash -n`` / ``node --check`` in the sandbox. Raises ToolRunError."""
     if spec.language == "python":
-        argv = [sys.executable, "-I", "-c",
+        argv = [sys.executable, "-I", "-S", "-c",
                 "import py_compile,sys; py_compile.compile(sys.argv[1], cfile='/tmp/c.pyc', doraise=True)",
                 str(code_path)]
     elif spec.language == "bash":
@@ -97,16 +117,23 @@ def syntax_check(spec: ToolSpec, code_path: Path, config=None) -> None:
 
 
 _DEP_CHECK = {
-    "python": (lambda deps: [sys.executable, "-I", "-c",
+    "python": (lambda deps: [sys.executable, "-I", "-S", "-c",
                              "import importlib.util,sys\n"
+                             "sys.path.extend(%r)\n"
                              "m=[d for d in sys.argv[1:] if importlib.util.find_spec(d) is None]\n"
-                             "print(' '.join(m)); sys.exit(1 if m else 0)", *deps]),
+                             "print(' '.join(m)); sys.exit(1 if m else 0)" % (_site_dirs(),), *deps]),
     "node": (lambda deps: ["node", "-e",
                            "const m=process.argv.slice(1).filter(d=>{try{require.resolve(d);return false}catch(e){return true}});"
                            "console.log(m.join(' '));process.exit(m.length?1:0)", *deps]),
     "bash": (lambda deps: ["bash", "-c", 'm=""; for c in "$@"; do command -v "$c" >/dev/null || m="$m $c"; done;'
                            ' echo $m; [ -z "$m" ]', "deps", *deps]),
 }
+
+
+def _site_dirs() -> list[str]:
+    import site
+
+    return list(site.getsitepackages())
 
 
 def dependency_check(spec: ToolSpec, config=None) -> None:
