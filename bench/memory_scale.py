@@ -60,12 +60,14 @@ def make_vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
 
 
 def zipf_picker(rng: random.Random, vocab: list[str]):
-    weights = [1.0 / (r + 1) for r in range(len(vocab))]
+    import itertools
+
+    cum = list(itertools.accumulate(1.0 / (r + 1) for r in range(len(vocab))))
     order = vocab[:]
     rng.shuffle(order)
 
     def pick(k: int) -> list[str]:
-        return rng.choices(order, weights=weights, k=k)
+        return rng.choices(order, cum_weights=cum, k=k)
 
     return pick
 

@@ -234,30 +234,34 @@ EPISODE_WEIGHTS = (1.0, 0.5, 0.3, 0.3)
 
 
 def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, float], limit: int,
-                  session_id: str | None = None) -> list[tuple[int, float]]:
-    """Rank episodes for an FTS5 ``match`` expression: [(episode id, bm25)] best first (bm25 < 0)."""
+                  session_id: str | None = None, scored: int | None = None) -> list[tuple[int, float]]:
+    """Rank episodes for an FTS5 ``match`` expression: [(episode id, bm25)] best first (bm25 < 0).
+
+    At most ``scored`` (default ``query.MAX_SCORED``) matching rows are scored (a work
+    bound at scale)."""
+    from opensage.plugins.graph_memory.query import MAX_SCORED
+
     sql = (f"SELECT rowid, bm25(episodes_fts, {', '.join(f'{w:g}' for w in weights)}) AS s "
            "FROM episodes_fts WHERE episodes_fts MATCH ?")
     params: list[Any] = [match]
     if session_id is not None:
         sql += " AND rowid IN (SELECT id FROM episodes WHERE session_id=?)"
         params.append(session_id)
-    sql += " ORDER BY s LIMIT ?"
+    sql = f"SELECT rowid, s FROM ({sql} LIMIT {int(scored or MAX_SCORED)}) ORDER BY s LIMIT ?"
     params.append(int(limit))
     return [(r[0], r[1]) for r in db.conn.execute(sql, params)]
 
 
-def episode_match(query: str) -> str:
-    """The FTS5 expression for ``query`` (quoted words, stop words removed, OR-ed)."""
-    from opensage.plugins.graph_memory.query import fts_or_query
-
-    return fts_or_query(query)
-
-
 def rank_episodes(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[int, float]]:
-    """Episode ids for free-text ``query``, best first: [(id, bm25)] (more negative is better)."""
-    match = episode_match(query)
-    return bm25_episodes(db, match, EPISODE_WEIGHTS, limit, session_id) if match else []
+    """Episode ids for free-text ``query``, best first: [(id, bm25)] (more negative is better).
+
+    The query is OR-ed quoted words without stop words (see
+    :func:`opensage.plugins.graph_memory.query.match_expression`).
+    """
+    from opensage.plugins.graph_memory.query import match_expression
+
+    match, scored = match_expression(db.conn, "episodes", query)
+    return bm25_episodes(db, match, EPISODE_WEIGHTS, limit, session_id, scored) if match else []
 
 
 def search_episodes(db: Database, query: str, limit: int = 20, session_id: str | None = None) -> list[tuple[Episode, float]]:

@@ -221,6 +221,48 @@ class Graph:
             rows += self.db.conn.execute(f"SELECT * FROM edges WHERE dst=?{tfilter}", (node_id, *types)).fetchall()
         return [Edge.from_row(r) for r in rows]
 
+    # -- bulk ----------------------------------------------------------------------------
+    def bulk_load(self, nodes: Iterable[tuple[str, str, str, dict]],
+                  edges: Iterable[tuple[int, int, str, float]] = ()) -> list[int]:
+        """Insert many new nodes, then edges between them, in one transaction (FTS kept in sync).
+
+        For imports and benchmarks: no upsert logic, so (type, label) pairs must be new
+        (a duplicate raises ``sqlite3.IntegrityError`` and nothing is written).
+
+        :param nodes: (type, label, content, metadata) tuples.
+        :param edges: (src index, dst index, type, weight) tuples; indexes point into ``nodes``.
+        :returns: the new node ids, in ``nodes`` order.
+        :raises UsageError: invalid node/edge type, empty label, weight outside [0, 1].
+        """
+        nodes = list(nodes)
+        edges = list(edges)
+        for type_, label, _c, _m in nodes:
+            check_type(type_, "node type")
+            if not label or not label.strip():
+                raise UsageError("node label must not be empty; give a short name, e.g. label=\"AuthService\".")
+        for _s, _d, etype, weight in edges:
+            check_type(etype, "edge type")
+            if not 0.0 <= float(weight) <= 1.0:
+                raise UsageError(f"edge weight must be between 0 and 1, got {weight}.")
+        now = time.time()
+        with self.db.transaction() as conn:
+            first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
+            ids = list(range(first, first + len(nodes)))
+            conn.executemany(
+                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                ((i, t, l, c or "", json.dumps(m or {}), now, now) for i, (t, l, c, m) in zip(ids, nodes)),
+            )
+            conn.executemany(
+                "INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
+                ((i, l, identifier_terms(l), c or "") for i, (_t, l, c, _m) in zip(ids, nodes)),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO edges(src, dst, type, weight, metadata, created_at, updated_at)"
+                " VALUES (?,?,?,?,'{}',?,?)",
+                ((ids[s], ids[d], t, float(w), now, now) for s, d, t, w in edges),
+            )
+        return ids
+
     def counts(self) -> dict[str, int]:
         c = self.db.conn
         return {

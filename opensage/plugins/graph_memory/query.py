@@ -33,6 +33,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import sqlite3
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -126,7 +128,81 @@ def query_terms(text: str) -> list[str]:
 
 def fts_or_query(text: str) -> str:
     """An FTS5 MATCH expression: the :func:`query_terms` of ``text`` quoted and OR-ed ('' if none)."""
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in query_terms(text))
+    return _or(query_terms(text))
+
+
+#: Work bound for BM25 at scale: a query word found in more than MAX_DF_DOCS documents
+#: *and* in more than MAX_DF_FRACTION of the collection is left out of the OR query (its
+#: IDF weight is small, and scoring its postings would dominate latency: FTS5 scores
+#: every matching row). If every word is that common, all are kept but only the first
+#: COMMON_SCORED matching rows (rowid order) are scored: such a query discriminates
+#: little anyway, and the fuzzy label ranker still runs.
+#: Collections of at most MAX_DF_DOCS documents are never pruned.
+MAX_DF_DOCS = 2000
+MAX_DF_FRACTION = 0.02
+#: At most this many matching rows are scored per BM25 query (in rowid order, oldest
+#: first); reached only when every query word is very common (see above).
+MAX_SCORED = 4 * MAX_DF_DOCS
+COMMON_SCORED = 500
+_FTS_TABLES = {"nodes": "nodes_fts", "episodes": "episodes_fts"}
+
+
+_local = threading.local()
+
+
+def _stems(words: list[str]) -> dict[str, str]:
+    """Each word's index term, from the same FTS5 tokenizer (porter unicode61).
+
+    Uses a private in-memory database per thread, so no write touches the workspace's.
+    """
+    conn = getattr(_local, "tokenizer", None)
+    if conn is None:
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE VIRTUAL TABLE qtok USING fts5(x, tokenize = 'porter unicode61')")
+        conn.execute("CREATE VIRTUAL TABLE qtok_i USING fts5vocab(qtok, 'instance')")
+        _local.tokenizer = conn
+    with conn:
+        conn.execute("DELETE FROM qtok")
+        conn.executemany("INSERT INTO qtok(rowid, x) VALUES (?, ?)", list(enumerate(words, start=1)))
+        out: dict[str, str] = {}
+        for doc, term in conn.execute("SELECT doc, term FROM qtok_i"):
+            out.setdefault(words[doc - 1], term)
+    return out
+
+
+def match_expression(conn, table: str, query: str) -> tuple[str, int]:
+    """The FTS5 MATCH expression for ``query`` over ``table`` (``nodes`` or ``episodes``),
+    and how many matching rows to score at most.
+
+    :func:`fts_or_query`, with the very common words left out on large collections (see
+    :data:`MAX_DF_DOCS`). Returns ('', 0) when the query has no words.
+    """
+    terms = query_terms(query)
+    if not terms:
+        return "", 0
+    n = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+    if n <= MAX_DF_DOCS:
+        return _or(terms), MAX_SCORED
+    fts = _FTS_TABLES[table]
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.opensage_{fts}_v USING fts5vocab(main, {fts}, 'row')")
+    stems = _stems(terms)
+    df = {}
+    for t in terms:
+        row = conn.execute(f"SELECT doc FROM temp.opensage_{fts}_v WHERE term = ?", (stems.get(t, t),)).fetchone()
+        df[t] = row[0] if row else 0
+    limit = max(MAX_DF_DOCS, MAX_DF_FRACTION * n)
+    kept = [t for t in terms if df[t] <= limit]
+    if kept:
+        return _or(kept), MAX_SCORED
+    return _or(terms), COMMON_SCORED
+
+
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _or(terms: list[str]) -> str:
+    return " OR ".join(_quote(t) for t in terms)
 
 
 def rrf(lists: Sequence[Sequence[Any]], k: int = RRF_K, weights: Sequence[float] | None = None) -> list[tuple[Any, float]]:
@@ -190,10 +266,11 @@ def _looks_like_identifier(token: str) -> bool:
 class LabelIndex:
     """In-memory trigram index over node label keys, for fuzzy label lookup.
 
-    Built from the ``nodes`` table on first use (about 0.5 s at 100k nodes); nodes added
+    Built from the ``nodes`` table on first use (about 1 s at 100k nodes); nodes added
     later (higher ids) are appended to a small tail that is scanned directly, and the
     index is rebuilt when the tail grows past :attr:`TAIL_MAX` or nodes were deleted
-    (noticed through ``max(id)`` and ``count(*)``).
+    (noticed through ``max(id)`` and ``count(*)``, looked at only after a commit:
+    ``PRAGMA data_version`` and the connection's ``total_changes``).
     """
 
     TAIL_MAX = 5000
@@ -202,6 +279,7 @@ class LabelIndex:
         self.db = db
         self._signature: tuple[int, int] | None = None
         self._max_seen = 0
+        self._seen: tuple[int, int] | None = None
         self._count = 0
         self._keys: list[str] = []
         self._key_node = None  # numpy int64: node id per key
@@ -211,6 +289,11 @@ class LabelIndex:
 
     def _refresh(self) -> None:
         conn = self.db.conn
+        # nothing committed by another connection (data_version) nor by this one (total_changes)?
+        seen = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        if seen == self._seen:
+            return
+        self._seen = seen
         max_id, count = conn.execute("SELECT coalesce(max(id), 0), count(*) FROM nodes").fetchone()
         if self._signature == (max_id, count):
             return
@@ -273,10 +356,14 @@ class LabelIndex:
                 qcodes = self._trigram_codes(key)
                 lo = np.searchsorted(self._codes, qcodes, side="left")
                 hi = np.searchsorted(self._codes, qcodes, side="right")
-                parts = [self._code_key[l:h] for l, h in zip(lo, hi) if h > l]
+                # trigrams shared by a large share of all keys say little and cost the most
+                common = max(1000, len(self._keys) // 20)
+                spans = [(l, h) for l, h in zip(lo.tolist(), hi.tolist()) if h > l]
+                rare = [(l, h) for l, h in spans if h - l <= common]
+                parts = [self._code_key[l:h] for l, h in (rare if len(rare) >= 2 else spans)]
                 if parts:
                     counts = np.bincount(np.concatenate(parts), minlength=len(self._keys))
-                    need = max(1, int(len(qcodes) * 0.3))
+                    need = max(1, int(len(parts) * 0.3))
                     hits = np.nonzero(counts >= need)[0]
                     if len(hits) > FUZZY_CANDIDATES:
                         top = np.argpartition(-counts[hits], FUZZY_CANDIDATES)[:FUZZY_CANDIDATES]
@@ -363,16 +450,17 @@ class QueryEngine:
         self.labels = LabelIndex(graph.db)
 
     # -- similarity ----------------------------------------------------------------------
-    def _bm25_nodes(self, match: str, node_type: str | None, limit: int) -> list[int]:
+    def _bm25_nodes(self, match: str, node_type: str | None, limit: int, scored: int = MAX_SCORED) -> list[int]:
+        """Node ids by BM25, best first; at most ``scored`` matching rows are scored."""
         w = ", ".join(f"{x:g}" for x in NODE_WEIGHTS)
         if node_type:
-            sql = (f"SELECT f.rowid FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? "
-                   f"AND n.type = ? ORDER BY bm25(nodes_fts, {w}) LIMIT ?")
+            inner = (f"SELECT f.rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts f JOIN nodes n ON n.id = f.rowid "
+                     f"WHERE nodes_fts MATCH ? AND n.type = ? LIMIT {int(scored)}")
             params: tuple = (match, node_type, limit)
         else:
-            sql = f"SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH ? ORDER BY bm25(nodes_fts, {w}) LIMIT ?"
+            inner = f"SELECT rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT {int(scored)}"
             params = (match, limit)
-        return [r[0] for r in self.db.conn.execute(sql, params)]
+        return [r[0] for r in self.db.conn.execute(f"SELECT id FROM ({inner}) ORDER BY s LIMIT ?", params)]
 
     def _in_vocabulary(self, word: str) -> bool:
         q = '"' + word.replace('"', '""') + '"'
@@ -389,7 +477,7 @@ class QueryEngine:
             if _looks_like_identifier(raw) or not all(self._in_vocabulary(w) for w in _WORD.findall(raw.lower())):
                 keys.append(key)
         content = [w for w in _WORD.findall(query.lower()) if w not in STOP_WORDS]
-        if 1 < len(content) <= 4:
+        if 1 < len(content) <= 3 and len("".join(content)) <= 40:
             keys.append("".join(content))
         return list(dict.fromkeys(keys))
 
@@ -411,7 +499,6 @@ class QueryEngine:
     def similarity(self, query: str, node_type: str | None = None, max_results: int = 10) -> list[Result]:
         """Hybrid ranked retrieval (see the module docstring). ``node_type="episode"`` searches
         only episodes; any other ``node_type`` searches only nodes of that type."""
-        match = fts_or_query(query)
         terms = query_terms(query)
         lists: list[list[tuple[str, int]]] = []
         want_nodes = node_type != "episode"
@@ -419,10 +506,11 @@ class QueryEngine:
         depth = max(RANKER_DEPTH, max_results * 2)
         if want_nodes:
             nt = node_type if node_type else None
+            match, scored = match_expression(self.db.conn, "nodes", query)
             if match:
-                lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth)])
+                lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth, scored)])
             lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
-        if want_episodes and match:
+        if want_episodes and terms:
             lists.append([("e", i) for i, _ in ep.rank_episodes(self.db, query, depth)])
         fused = rrf([l for l in lists if l])
         scores = dict(fused)
@@ -464,6 +552,7 @@ class QueryEngine:
         node_ids += [v["_from"] for v in via.values()]
         nodes = self.graph.get_many(node_ids)
         episodes = ep.get_episodes(self.db, [k[1] for k, _ in ranked if k[0] == "e"])
+        rels = self.relations_many([k[1] for k, _ in ranked if k[0] == "n"])
         out: list[Result] = []
         for key, score in ranked:
             if key[0] == "n":
@@ -476,7 +565,7 @@ class QueryEngine:
                     v = {"from": via[key]["from"], "fromLabel": src.label if src else via[key]["from"],
                          "edge": via[key]["edge"], "direction": via[key]["direction"]}
                 out.append(Result("node", node.ref, node.label, node.type, excerpt(node.content, terms), score,
-                                  self.relations(node.id), v, metadata=node.metadata))
+                                  rels.get(node.id, []), v, metadata=node.metadata))
             else:
                 e = episodes.get(key[1])
                 if e is None:
@@ -492,22 +581,40 @@ class QueryEngine:
 
     def relations(self, node_id: int, limit: int = RELATIONS_SHOWN) -> list[dict[str, Any]]:
         """A few edges of a node (heaviest first), each with the label of its other end."""
+        return self.relations_many([node_id], limit).get(node_id, [])
+
+    def relations_many(self, node_ids: list[int], limit: int = RELATIONS_SHOWN) -> dict[int, list[dict[str, Any]]]:
+        """:meth:`relations` of several nodes in two queries (window functions pick the top edges)."""
+        if not node_ids:
+            return {}
+        marks = ",".join("?" * len(node_ids))
         rows = self.db.conn.execute(
-            "SELECT src, dst, type, weight FROM (SELECT src, dst, type, weight FROM edges WHERE src=? "
-            "ORDER BY weight DESC LIMIT ?) UNION ALL SELECT src, dst, type, weight FROM "
-            "(SELECT src, dst, type, weight FROM edges WHERE dst=? ORDER BY weight DESC LIMIT ?)",
-            (node_id, limit, node_id, limit),
+            "SELECT owner, src, dst, type, weight FROM ("
+            " SELECT src AS owner, src, dst, type, weight,"
+            "  row_number() OVER (PARTITION BY src ORDER BY weight DESC, id) AS r"
+            f" FROM edges WHERE src IN ({marks})"
+            " UNION ALL"
+            " SELECT dst AS owner, src, dst, type, weight,"
+            "  row_number() OVER (PARTITION BY dst ORDER BY weight DESC, id) AS r"
+            f" FROM edges WHERE dst IN ({marks})"
+            ") WHERE r <= ?",
+            (*node_ids, *node_ids, limit),
         ).fetchall()
-        rows = sorted(rows, key=lambda r: -r[3])[:limit]
-        others = self.graph.get_many([r[1] if r[0] == node_id else r[0] for r in rows])
-        rels = []
-        for src, dst, etype, _w in rows:
-            out = src == node_id
-            other = dst if out else src
-            node = others.get(other)
-            rels.append({"direction": "out" if out else "in", "type": etype, "id": format_id(other),
-                         "label": node.label if node else format_id(other)})
-        return rels
+        per: dict[int, list] = {}
+        for owner, src, dst, etype, weight in rows:
+            per.setdefault(owner, []).append((src, dst, etype, weight))
+        others = self.graph.get_many({(d if s == o else s) for o, s, d, _t, _w in rows})
+        out: dict[int, list[dict[str, Any]]] = {}
+        for owner, edges in per.items():
+            rels = []
+            for src, dst, etype, _w in sorted(edges, key=lambda e: -e[3])[:limit]:
+                is_out = src == owner
+                other = dst if is_out else src
+                node = others.get(other)
+                rels.append({"direction": "out" if is_out else "in", "type": etype, "id": format_id(other),
+                             "label": node.label if node else format_id(other)})
+            out[owner] = rels
+        return out
 
     def _episode_relations(self, episode_id: int) -> list[dict[str, Any]]:
         rows = self.db.conn.execute(
