@@ -164,3 +164,23 @@ def test_declared_site_package_dependency_is_importable(host, scripted):
     scripted.add(spec(code, deps=["yaml"]))
     host.run_line('@generate-tool requirement="add" name=add')
     assert host.run_line("@add a=4 b=5").text == "9"
+
+
+def test_non_json_output_and_crashing_tools_are_rejected(host, scripted, project):
+    scripted.add(spec('print("five")\n'), spec("import sys\nsys.exit(3)\n"))
+    with pytest.raises(ModelError) as err:
+        host.run_line('@generate-tool requirement="add" name=add attempts=2')
+    assert "output is not JSON" in str(err.value) and "'five" in str(err.value)
+    assert "exit code 3" in str(err.value)
+    assert not (project / ".opencode" / "generated-tools").exists() or not any((project / ".opencode" / "generated-tools").iterdir())
+
+
+def test_cli_rejection_shows_the_failure_and_exits_non_zero(cli, project, tmp_path):
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([spec(ADD_BUG)]))
+    proc = cli("@generate-tool", "requirement=add", "name=add", "attempts=1",
+               env={"OPENSAGE_MODEL": "scripted/test", "OPENSAGE_SCRIPT": str(script)})
+    assert proc.returncode == 1
+    assert "expected result 5, got -1" in proc.stderr + proc.stdout
+    assert not (project / ".opencode" / "generated-tools" / "add").exists()
+    assert cli("@add", "a=1", "b=2").returncode == 2  # unknown command
