@@ -76,6 +76,7 @@ __all__ = [
     "Decision",
     "Router",
     "load_routes",
+    "unreachable_examples",
     "router_for",
     "route_text",
     "format_call",
@@ -236,6 +237,7 @@ class RouteSpec(BaseModel):
             raise ValueError("command is required (e.g. '@memory-query'); only the 'none' route has none")
         if not self.examples and not self.patterns:
             raise ValueError("give at least one of 'examples' or 'patterns'")
+
         slots = set()
         for example in self.examples:
             slots.update(_SLOT.findall(example))
@@ -331,6 +333,22 @@ def _validate(raw: dict, origin: dict[str, Path]) -> RoutesFile:
             raise ConfigError(f"{path}: {where}: {msg}. See docs/intent-routes-schema.md.") from None
         fields = ".".join(str(p) for p in loc) or "(top level)"
         raise ConfigError(f"{origin['*']}: field '{fields}': {msg}. See docs/intent-routes-schema.md.") from None
+
+
+def unreachable_examples(config: RoutesFile) -> list[str]:
+    """Examples that can never fire: their best possible confidence (a perfect match,
+    see the module docstring) is below their route's ``confidence_threshold``.
+
+    :returns: one message per such example (empty when all can fire).
+    """
+    out = []
+    for route in config.routes:
+        for example in route.examples:
+            ceiling = _compile_template(example).evidence
+            if ceiling < route.confidence_threshold:
+                out.append(f"route '{route.name}': example {example!r} can reach at most confidence "
+                           f"{ceiling:.2f}, below confidence_threshold {route.confidence_threshold:g}")
+    return out
 
 
 def load_routes(packaged: Path = PACKAGED_ROUTES, user: Path | None = None) -> RoutesFile:
@@ -575,6 +593,8 @@ class _Match:
     confidence: float
     source: str
     slots: dict[str, str]
+    #: template words matched against (ties in confidence go to the more specific template)
+    specificity: int = 0
 
 
 class Router:
@@ -704,7 +724,8 @@ class Router:
         return score / k, pos
 
     def _slots(self, tpl: _Template, pos: tuple[int | None, ...], toks: list[_Tok], text: str) -> dict[str, str]:
-        slots: dict[str, str] = {}
+        """The text each slot captured: the tokens between the matched words around it."""
+        spans: dict[str, tuple[int, int]] = {}
         k = len(tpl.literals)
         for i in range(k + 1):
             name = tpl.slot_before[i]
@@ -712,10 +733,10 @@ class Router:
                 continue
             prev = next((pos[j] for j in range(i - 1, -1, -1) if pos[j] is not None), -1)
             nxt = next((pos[j] for j in range(i, k) if pos[j] is not None), len(toks))
-            a, b = prev + 1, nxt - 1
-            if a <= b and not any(v == (a, b) for v in slots.values()):
-                slots[name] = (a, b)  # type: ignore[assignment]
-        return {name: text[toks[a].start:toks[b].end] for name, (a, b) in slots.items()}  # type: ignore[misc]
+            span = (prev + 1, nxt - 1)
+            if span[0] <= span[1] and span not in spans.values():
+                spans[name] = span
+        return {name: text[toks[a].start:toks[b].end] for name, (a, b) in spans.items()}
 
     def _match_all(self, text: str) -> dict[str, list[_Match]]:
         toks = _tokens(text)
@@ -749,14 +770,15 @@ class Router:
                 continue
             quality, pos = aligned
             conf = max(0.0, min(1.0, quality * tpl.evidence))
-            found.setdefault(tpl.route, []).append(_Match(tpl.route, conf, tpl.source, self._slots(tpl, pos, toks, text)))
+            found.setdefault(tpl.route, []).append(
+                _Match(tpl.route, conf, tpl.source, self._slots(tpl, pos, toks, text), len(tpl.literals)))
         for route, rx, conf, src in self.patterns:
             m = rx.search(text)
             if m:
                 slots = {k: v for k, v in m.groupdict().items() if v}
-                found.setdefault(route, []).append(_Match(route, conf, f"/{src}/", slots))
+                found.setdefault(route, []).append(_Match(route, conf, f"/{src}/", slots, 0))
         for matches in found.values():
-            matches.sort(key=lambda m: -m.confidence)
+            matches.sort(key=lambda m: (-m.confidence, -m.specificity))
         return found
 
     # -- arguments ----------------------------------------------------------------
@@ -840,7 +862,7 @@ class Router:
         """
         text = (text or "")[:2000]
         found = self._match_all(text)
-        ranked = sorted(found.values(), key=lambda ms: -ms[0].confidence)
+        ranked = sorted(found.values(), key=lambda ms: (-ms[0].confidence, -ms[0].specificity))
         candidates = [(ms[0].route, round(ms[0].confidence, 4)) for ms in ranked[:4]]
         none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)

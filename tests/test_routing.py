@@ -82,6 +82,7 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
     """Each packaged route targets a registered command and fills arguments it accepts."""
     config = load_routes()
     router = Router(config)
+    checked = set()
     for route in config.routes:
         if route.command is None:
             continue
@@ -95,6 +96,19 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
             if decision.route != route.name:
                 continue
             bind_arguments(command, decision.arguments)  # raises UsageError on a bad name or value
+            checked.add(route.name)
+    assert checked == {r.name for r in config.routes if r.command}
+
+
+def test_every_packaged_example_can_reach_its_threshold():
+    from opensage.routing import unreachable_examples
+
+    assert unreachable_examples(load_routes()) == []
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    raw["routes"][0]["examples"].append("poll {job}")
+    assert unreachable_examples(RoutesFile.model_validate(raw)) == [
+        "route 'opensage_vertical': example 'poll {job}' can reach at most confidence 0.70, "
+        "below confidence_threshold 0.78"]
 
 
 # -- the threshold gates --------------------------------------------------------------------
