@@ -332,18 +332,19 @@ class AgentRunner:
         if "_invalid_json" in arguments:
             return f"error: the arguments of {name} were not valid JSON: {arguments['_invalid_json'][:200]}"
         self._record(SessionEvent(kind="tool_call", tool=name, args=arguments, role=self.spec.name))
-        try:
-            if name in BUILTIN_DEFS:
-                method = getattr(self, f"_tool_{name}")
-                text = await asyncio.to_thread(method, **arguments)
-            else:
-                tool = self._extra[name]
-                ctx = CommandContext(host=self.host, session=self.session)
-                text = await asyncio.to_thread(tool.run, arguments, ctx)
-        except TypeError as exc:
-            text = f"error: bad arguments for {name}: {exc}"
-        except (OpenSageError, OSError, ValueError, re.error) as exc:
-            text = f"error: {exc}"
+        if name in BUILTIN_DEFS:
+            try:
+                text = await asyncio.to_thread(getattr(self, f"_tool_{name}"), **arguments)
+            except TypeError as exc:
+                text = f"error: bad arguments for {name}: {exc}"
+            except (OpenSageError, OSError, ValueError, re.error) as exc:
+                text = f"error: {exc}"
+        else:
+            ctx = CommandContext(host=self.host, session=self.session)
+            try:
+                text = await asyncio.to_thread(self._extra[name].run, arguments, ctx)
+            except Exception as exc:  # plugin code: any failure is reported to the model, not raised
+                text = f"error: tool {name} failed: {type(exc).__name__}: {exc}"
         text = str(text)
         if len(text) > MAX_TOOL_OUTPUT:
             text = text[:MAX_TOOL_OUTPUT] + f"\n[... cut: {len(text) - MAX_TOOL_OUTPUT} more characters]"

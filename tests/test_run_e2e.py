@@ -202,3 +202,39 @@ def test_no_model_configured_explains_how_to_set_one(cli, project):
     assert proc.returncode == 2
     assert "OPENSAGE_MODEL" in proc.stderr and "export OPENSAGE_MODEL=" in proc.stderr
     assert not (project / ".opencode").exists()
+
+
+def test_steps_given_on_the_command_line_run_as_a_vertical_chain(repo, scripted):
+    def act(task, results):
+        current = task.split("Your task:")[-1]
+        if "Add input validation" in current:
+            if not results:
+                return call("edit", path="calc.py", old_string="    return int(text)", new_string=VALIDATED)
+            return "parse_age now raises ValueError for bad input."
+        if not results:
+            assert "Step 1" in task and "calc.py" in task  # step 2 knows what step 1 changed
+            return call("write", path="tests/test_parse_age_validation.py", content=NEW_TEST)
+        if len(results) == 1:
+            return call("shell", command="python -m pytest -q")
+        return "tests pass" if "5 passed" in results[-1] else f"FAILED: {results[-1][:300]}"
+
+    brain = Brain(act, name_for=lambda t: "validator" if "Add input validation" in t.split("Specialization")[0]
+                  else "test-writer",
+                  analysis=ANALYSIS)
+    scripted.default = brain
+    result = invoke(repo, "--step", "Add input validation to parse_age", "--step", "Test parse_age's bad-input handling with pytest", TASK)
+    assert result.exit_code == 0, result.stdout
+    assert "vertical — 2 steps were given" in result.stdout
+    assert "@validator" in result.stdout and "@test-writer" in result.stdout
+    assert "raise ValueError" in (repo / "calc.py").read_text()
+    assert (repo / "tests" / "test_parse_age_validation.py").exists()
+    tasks = json.loads((repo / ".opencode" / "agent-metrics.json").read_text())["tasks"]
+    assert [(t["agentName"], t["success"]) for t in tasks] == [("validator", True), ("test-writer", True)]
+
+
+def test_coordinate_command_plans_through_the_host(host, repo, scripted):
+    scripted.default = Brain(developer, analysis={**ANALYSIS, "alternatives": ["lenient", "strict"]})
+    result = host.run_line(f'@coordinate task="{TASK}" planOnly=true')
+    assert result.data["executed"] is False and result.data["plan"]["topology"] == "horizontal"
+    assert result.data["plan"]["mergeStrategy"] == "best_score"
+    assert "plan: horizontal" in result.text and "(plan only: nothing was run)" in result.text

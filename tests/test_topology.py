@@ -234,3 +234,28 @@ def test_ensemble_command_runs_through_the_host(host, repo, scripted):
     assert "applied to the workspace: calc.py" in result.text
     with pytest.raises(UsageError, match="strategies"):
         host.run_line('@horizontal-ensemble task="x" strategies=["one"]')
+
+
+def test_a_step_whose_agent_cannot_be_generated_is_a_failed_step(host, repo, scripted):
+    def act(task, results):
+        return call("edit", path="calc.py", old_string=STRICT[0], new_string=STRICT[1]) if not results else "ok"
+
+    # the model keeps writing an invalid agent name for step 2: generation gives up after 3 tries
+    scripted.default = Brain(act, name_for=lambda t: "Not A Name!" if "Document" in t else "validator")
+    report = asyncio.run(vertical(host, "Harden parse_age", ["Validate parse_age", "Document parse_age"],
+                                  replan=False))
+    assert not report.success and report.failed_step == 2
+    assert "no agent for this step" in report.reason and "AgentDraft" in report.reason
+    assert report.steps[0].applied == ["calc.py"] and report.steps[0].scratch == ""  # applied copy removed
+    assert "raise ValueError" in (repo / "calc.py").read_text()
+
+
+def test_an_ensemble_member_without_an_agent_fails_alone(host, repo, scripted):
+    def act(task, results):
+        return call("edit", path="calc.py", old_string=STRICT[0], new_string=STRICT[1]) if not results else "ok"
+
+    scripted.default = Brain(act, name_for=lambda t: "Bad Name" if "broken" in t else "strict-one")
+    report = asyncio.run(horizontal(host, "Reject bad ages", ["broken idea", "strict raising"], "best_score"))
+    broken, strict = report.members
+    assert not broken.result.success and "no agent for this strategy" in broken.result.error
+    assert report.chosen == 2 and report.applied == ["calc.py"]

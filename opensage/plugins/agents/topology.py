@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from opensage.errors import OpenSageError, UsageError
+from opensage.errors import ModelError, OpenSageError, UsageError
 from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
 from opensage.types import AgentResult, AgentSpec
 
@@ -65,6 +65,8 @@ MERGE_STRATEGIES: tuple[str, ...] = ("majority_vote", "llm_judge", "best_score")
 #: Characters of a step's output passed on to the next step.
 SUMMARY_CHARS = 600
 DEFAULT_VERIFIER = "python -m pytest -q"
+#: Agent name shown for a step or member whose agent could not be generated.
+NO_AGENT = "(no agent)"
 
 Emit = Callable[[dict], None]
 
@@ -142,6 +144,10 @@ class ScratchCopy:
             out.extend(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{rel}", f"b/{rel}"))
         text = "".join(out)
         return text if len(text) <= max_chars else text[:max_chars] + "\n[... diff cut]"
+
+    def remove(self) -> None:
+        """Delete the copy (after its changes were applied)."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def apply(self) -> tuple[list[str], list[str]]:
         """Copy this scratch copy's changes into the source tree.
@@ -359,7 +365,8 @@ async def vertical(
     :param replan: on the first failed step, ask the model once for a new plan of the
         remaining work and continue with it; a second failure stops the chain.
     :returns: :class:`ChainReport` (``failed_step`` is 1-based).
-    :raises UsageError: empty task. :raises ModelError: planning or agent generation failed.
+    :raises UsageError: empty task. :raises ModelError: the model could not propose subtasks.
+        A step whose agent cannot be generated, or whose agent fails, is a failed step.
     """
     if not task or not task.strip():
         raise UsageError("task must not be empty; say what the chain should do, e.g. task=\"add a CLI flag\".")
@@ -378,38 +385,52 @@ async def vertical(
     while i < len(plan):
         subtask = plan[i]
         index = i + 1
-        spec, reused = await asyncio.to_thread(pick_agent, host, subtask,
-                                               specialization=f"step {index} of {len(plan)} of: {task}")
-        emit({"kind": "agent", "step": index, "agent": spec.name, "subtask": subtask, "reused": reused})
-        scratch = await asyncio.to_thread(ScratchCopy.create, host.workspace.root,
-                                          base / f"step-{index}-{slug(spec.name, 30)}{'-r' if replanned else ''}")
         context = "\n".join(_summary(r) for r in reports if r.result.success)
         context = f"Overall task: {task}\n{context}" if context else f"Overall task: {task}"
+        try:
+            spec, reused = await asyncio.to_thread(pick_agent, host, subtask,
+                                                   specialization=f"step {index} of {len(plan)} of: {task}")
+        except ModelError as exc:
+            result = AgentResult(agent=NO_AGENT, task=subtask, error=f"no agent for this step: {exc}")
+            step = StepReport(index, subtask, NO_AGENT, False, result, replanned=replanned)
+        else:
+            emit({"kind": "agent", "step": index, "agent": spec.name, "subtask": subtask, "reused": reused})
+            scratch = await asyncio.to_thread(ScratchCopy.create, host.workspace.root,
+                                              base / f"step-{index}-{slug(spec.name, 30)}{'-r' if replanned else ''}")
 
-        def step_event(e: dict, _i=index) -> None:
-            emit({**e, "step_index": _i})
+            def step_event(e: dict, _i=index) -> None:
+                emit({**e, "step_index": _i})
 
-        runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
-                             model=model, ask_policy=ask_policy, on_event=step_event)
-        result = await runner.arun(subtask, context=context)
-        await asyncio.to_thread(record_result, host, spec, result)
-        step = StepReport(index, subtask, spec.name, reused, result, scratch=str(scratch.path), replanned=replanned)
+            runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
+                                 model=model, ask_policy=ask_policy, on_event=step_event)
+            result = await runner.arun(subtask, context=context)
+            await asyncio.to_thread(record_result, host, spec, result)
+            step = StepReport(index, subtask, spec.name, reused, result, scratch=str(scratch.path),
+                              replanned=replanned)
+            if result.success:
+                step.applied, step.conflicts = await asyncio.to_thread(scratch.apply)
+                await asyncio.to_thread(scratch.remove)  # applied: the copy has nothing left to show
+                step.scratch = ""
         reports.append(step)
+        emit({"kind": "step_done", "step": index, "agent": step.agent, "success": result.success,
+              "applied": step.applied, "error": result.error})
         if result.success:
-            step.applied, step.conflicts = await asyncio.to_thread(scratch.apply)
-            emit({"kind": "step_done", "step": index, "agent": spec.name, "success": True, "applied": step.applied})
             i += 1
             continue
-        emit({"kind": "step_done", "step": index, "agent": spec.name, "success": False, "error": result.error})
+        reason = f"@{step.agent} failed on \"{subtask}\": {result.error}"
         if replan and not replanned:
             replanned = True
             done = [r.subtask for r in reports if r.result.success]
-            new = await propose_subtasks(task, model, failure=f"step {index} ({subtask}): {result.error}", done=done)
-            plan = plan[:i] + list(new.subtasks)
-            emit({"kind": "replan", "step": index, "steps": list(plan)})
-            continue
-        return ChainReport(run_id, task, plan, reports, False, failed_step=index,
-                           reason=f"@{spec.name} failed on \"{subtask}\": {result.error}",
+            try:
+                new = await propose_subtasks(task, model, failure=f"step {index} ({subtask}): {result.error}",
+                                             done=done)
+            except ModelError as exc:
+                reason += f"; re-planning failed too: {exc}"
+            else:
+                plan = plan[:i] + list(new.subtasks)
+                emit({"kind": "replan", "step": index, "steps": list(plan)})
+                continue
+        return ChainReport(run_id, task, plan, reports, False, failed_step=index, reason=reason,
                            replanned=replanned, planned_by_model=planned)
     return ChainReport(run_id, task, plan, reports, True, replanned=replanned, planned_by_model=planned)
 
@@ -637,7 +658,10 @@ async def horizontal(
     picks = await asyncio.gather(*(
         asyncio.to_thread(pick_agent, host, t, specialization=f"ensemble member using: {s}")
         for t, s in zip(member_tasks, strategies)
-    ))
+    ), return_exceptions=True)
+    for p in picks:
+        if isinstance(p, BaseException) and not isinstance(p, ModelError):
+            raise p
     copies = []
     used: set[str] = set()
     for i, s in enumerate(strategies, 1):
@@ -648,6 +672,8 @@ async def horizontal(
         copies.append(await asyncio.to_thread(ScratchCopy.create, host.workspace.root, base / name))
 
     async def run_member(i: int) -> AgentResult:
+        if isinstance(picks[i], ModelError):
+            return AgentResult(agent=NO_AGENT, task=member_tasks[i], error=f"no agent for this strategy: {picks[i]}")
         spec = picks[i][0]
         emit({"kind": "agent", "member": i + 1, "agent": spec.name, "strategy": strategies[i], "reused": picks[i][1]})
 
@@ -662,7 +688,8 @@ async def horizontal(
 
     results = await asyncio.gather(*(run_member(i) for i in range(len(strategies))))
     members = [
-        MemberReport(i + 1, strategies[i], picks[i][0].name, picks[i][1], results[i], str(copies[i].path),
+        MemberReport(i + 1, strategies[i], results[i].agent, not isinstance(picks[i], ModelError) and picks[i][1],
+                     results[i], str(copies[i].path),
                      await asyncio.to_thread(copies[i].changes))
         for i in range(len(strategies))
     ]

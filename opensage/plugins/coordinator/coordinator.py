@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from opensage.errors import UsageError
+from opensage.errors import ModelError, UsageError
 from opensage.runner import IGNORED_DIRS, AgentRunner, Budget
 from opensage.types import AgentResult
 
@@ -191,7 +191,8 @@ def choose_plan(
     Rules, in order (the paper's split: vertical for distinct sub-tasks, horizontal for
     one task worth several attempts):
 
-    1. ``topology`` given → that one ("requested").
+    1. ``topology`` given → that one ("requested"); explicit ``steps`` → vertical,
+       explicit ``strategies`` → horizontal.
     2. At least 2 separable steps and complexity above ``low`` → **vertical**.
     3. At least 2 alternatives → **horizontal**, merged by ``best_score`` when a
        verifier is known, else ``llm_judge``.
@@ -201,12 +202,19 @@ def choose_plan(
     """
     if topology not in (None, "auto", *TOPOLOGIES):
         raise UsageError(f"topology {topology!r} is unknown; use auto, single, vertical or horizontal.")
+    explicit_steps, explicit_strategies = bool(steps), bool(strategies)
+    if explicit_steps and explicit_strategies:
+        raise UsageError("give steps (a vertical chain) or strategies (an ensemble), not both.")
     steps = list(steps or analysis.steps)
     strategies = list(strategies or analysis.alternatives)
     verifier = verifier or analysis.verifier
     a = analysis
     if topology in TOPOLOGIES:
         chosen, reason = topology, f"{topology} was requested"
+    elif explicit_steps:
+        chosen, reason = "vertical", f"{len(steps)} steps were given"
+    elif explicit_strategies:
+        chosen, reason = "horizontal", f"{len(strategies)} strategies were given"
     elif len(steps) >= 2 and a.complexity != "low":
         chosen = "vertical"
         reason = (f"{len(steps)} separable steps that build on each other ({a.complexity} complexity): "
@@ -277,24 +285,36 @@ async def execute(
         plan.strategies = [m.strategy for m in ens.members]
         plan.merge_strategy = ens.merge_strategy
     else:
-        spec, reused = await asyncio.to_thread(topo.pick_agent, host, plan.task, task_type=plan.task_type)
-        emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": plan.task, "reused": reused})
-        scratch = await asyncio.to_thread(topo.ScratchCopy.create, host.workspace.root,
-                                          host.workspace.state_dir / "runs" / run_id / topo.slug(spec.name, 30))
-        runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
-                             model=model, ask_policy=ask_policy, on_event=lambda e: emit({**e, "step_index": 1}))
-        result = await runner.arun(plan.task)
-        await asyncio.to_thread(topo.record_result, host, spec, result, plan.task_type)
-        applied, conflicts = (await asyncio.to_thread(scratch.apply)) if result.success else ([], [])
-        report.success, report.error = result.success, result.error
-        if not result.success:
-            report.failed_step = 1
-        report.results, report.agents = [result], [spec.name]
-        report.output, report.files_changed = result.output, applied
-        report.detail = {"topology": "single", "agent": spec.name, "reused": reused, "scratch": str(scratch.path),
-                         "applied": applied, "conflicts": conflicts}
-        emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success, "applied": applied,
-              "error": result.error})
+        try:
+            spec, reused = await asyncio.to_thread(topo.pick_agent, host, plan.task, task_type=plan.task_type)
+        except ModelError as exc:
+            result = AgentResult(agent=topo.NO_AGENT, task=plan.task, error=f"no agent for the task: {exc}")
+            report.error, report.failed_step, report.results = result.error, 1, [result]
+            report.agents = [topo.NO_AGENT]
+            report.detail = {"topology": "single", "agent": None}
+        else:
+            emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": plan.task, "reused": reused})
+            scratch = await asyncio.to_thread(topo.ScratchCopy.create, host.workspace.root,
+                                              host.workspace.state_dir / "runs" / run_id / topo.slug(spec.name, 30))
+            runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
+                                 model=model, ask_policy=ask_policy,
+                                 on_event=lambda e: emit({**e, "step_index": 1}))
+            result = await runner.arun(plan.task)
+            await asyncio.to_thread(topo.record_result, host, spec, result, plan.task_type)
+            applied, conflicts = [], []
+            if result.success:
+                applied, conflicts = await asyncio.to_thread(scratch.apply)
+                await asyncio.to_thread(scratch.remove)
+            report.success, report.error = result.success, result.error
+            if not result.success:
+                report.failed_step = 1
+            report.results, report.agents = [result], [spec.name]
+            report.output, report.files_changed = result.output, applied
+            report.detail = {"topology": "single", "agent": spec.name, "reused": reused,
+                             "scratch": None if result.success else str(scratch.path),
+                             "applied": applied, "conflicts": conflicts}
+            emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success,
+                  "applied": applied, "error": result.error})
     report.tokens += sum(r.tokens for r in report.results)
     report.cost_usd += sum(r.cost_usd for r in report.results)
     report.latency_ms = (time.perf_counter() - started) * 1000
@@ -309,6 +329,7 @@ def record_run(host: "Host", report: RunReport) -> dict[str, str]:
     changed file. Edges: task -planned_as-> plan, plan -uses-> agent, plan -produced->
     outcome, agent -contributed_to-> outcome, outcome -touches-> file.
     """
+    from opensage.plugins.agents.topology import NO_AGENT
     from opensage.plugins.graph_memory.graph import graph_for
 
     graph = graph_for(host)
@@ -334,6 +355,8 @@ def record_run(host: "Host", report: RunReport) -> dict[str, str]:
         graph.upsert_edge(plan_node.id, outcome.id, "produced", 1.0)
         ids.update(task=task.ref, plan=plan_node.ref, outcome=outcome.ref)
         for i, (name, result) in enumerate(zip(report.agents, report.results), 1):
+            if name == NO_AGENT:
+                continue
             agent, _ = graph.upsert_node("agent", name, "", {"lastRun": report.run_id})
             graph.upsert_edge(plan_node.id, agent.id, "uses", 1.0, {"position": i, "task": result.task[:300]})
             graph.upsert_edge(agent.id, outcome.id, "contributed_to", 1.0 if result.success else 0.2,
