@@ -73,6 +73,10 @@ ETC_FILES = (
     "localtime", "timezone", "nsswitch.conf", "host.conf", "hosts", "passwd", "group",
     "mime.types", "os-release", "protocols", "services",
 )
+#: Entries of a writable path that stay read-only inside the sandbox: git hooks and
+#: config, opensage's own state and configuration (a tool must not allow itself the
+#: fallback), Claude Code settings (hooks run commands on the host).
+PROTECTED_NAMES = (".git", ".opencode", ".claude")
 #: Environment every sandboxed command starts from (plus ``env`` given to :func:`run`).
 BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1"}
 #: Marker put in the environment of every run; the fallback level finds escaped
@@ -369,6 +373,13 @@ def _mount_plan(ro: list[Path], rw: list[Path]) -> list[str]:
                 continue
             seen.add(p)
             entries.append((p, kind))
+    for w in rw:
+        w = Path(os.path.realpath(w))
+        for name in PROTECTED_NAMES:
+            q = Path(os.path.realpath(w / name))
+            if os.path.lexists(w / name) and q.exists() and _covered(q, [w]) and q not in seen:
+                seen.add(q)
+                entries.append((q, "protect"))
     entries.sort(key=lambda e: len(e[0].parts))
     flags: list[str] = []
     bound: list[Path] = []
@@ -377,6 +388,9 @@ def _mount_plan(ro: list[Path], rw: list[Path]) -> list[str]:
     for p, kind in entries:
         if kind == "ro" and _covered(p, bound):
             continue  # already visible through an earlier bind
+        if kind == "protect":
+            flags += ["--ro-bind", str(p), str(p)]
+            continue
         if kind == "rw" and _covered(p, [b for b in bound if kinds[b] == "rw"]):
             continue
         if _covered(p, bound):
@@ -492,7 +506,9 @@ def run(
     :param stdin: text or bytes fed to standard input (then closed); None: empty.
     :param cwd: working directory; must be inside one of ``writable``. Default: a fresh
         scratch directory, writable, deleted after the run.
-    :param writable: host paths bound read-write at the same path.
+    :param writable: host paths bound read-write at the same path, except their
+        :data:`PROTECTED_NAMES` entries (``.git``, ``.opencode``, ``.claude``), which
+        stay read-only.
     :param readable: host paths bound read-only at the same path.
     :param limits: resource limits (default :class:`Limits`).
     :param env: extra environment variables (the environment is otherwise empty except

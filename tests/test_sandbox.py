@@ -231,3 +231,17 @@ def test_wheel_bwrap_path_resolves():
     assert path.is_file() and os.access(path, os.X_OK)
     assert sandbox._probe(str(path)) is None
     assert sandbox.available_level({"bwrap": str(path)}) == "bwrap"
+
+
+def test_git_and_opencode_stay_read_only_inside_a_writable_project(tmp_path):
+    proj = tmp_path / "proj"
+    (proj / ".git" / "hooks").mkdir(parents=True)
+    (proj / ".opencode").mkdir()
+    (proj / ".opencode" / "opensage.yaml").write_text("sandbox: {allow_fallback: false}\n")
+    code = ("import sys\nfor p in ['.git/hooks/pre-commit', '.opencode/opensage.yaml', 'src.py']:\n    try:\n"
+            "        open(p, 'w').write('echo pwned'); print('wrote', p)\n    except OSError as e:\n        print('denied', p, e.errno)")
+    res = run([PY, "-c", code], cwd=proj, writable=[proj])
+    assert "denied .git/hooks/pre-commit" in res.stdout and "denied .opencode/opensage.yaml" in res.stdout, res
+    assert "wrote src.py" in res.stdout
+    assert not (proj / ".git" / "hooks" / "pre-commit").exists()
+    assert "allow_fallback: false" in (proj / ".opencode" / "opensage.yaml").read_text()
