@@ -245,3 +245,14 @@ def test_git_and_opencode_stay_read_only_inside_a_writable_project(tmp_path):
     assert "wrote src.py" in res.stdout
     assert not (proj / ".git" / "hooks" / "pre-commit").exists()
     assert "allow_fallback: false" in (proj / ".opencode" / "opensage.yaml").read_text()
+
+
+def test_file_size_and_open_file_limits():
+    res = py("import os\ntry:\n    with open('big', 'wb') as f:\n        f.write(b'x' * (20 * 1024 * 1024))\n    print('WROTE')\n"
+             "except OSError as e:\n    print('capped', e.errno, os.path.getsize('big'))",
+             limits=sandbox.Limits(file_size_mb=8))
+    assert "WROTE" not in res.stdout
+    assert res.killed_signal == 25 or res.stdout.startswith("capped 27"), res  # SIGXFSZ or EFBIG
+    res = py("fs = []\ntry:\n    for i in range(1000):\n        fs.append(open('/dev/null'))\nexcept OSError as e:\n    print('capped', len(fs), e.errno)",
+             limits=sandbox.Limits(open_files=64))
+    assert res.stdout.startswith("capped") and int(res.stdout.split()[1]) < 64 and res.stdout.split()[2] == "24"
