@@ -242,12 +242,13 @@ def install(host) -> list[str]:
             if not present:
                 groups.append({"hooks": [{"type": "command", "command": command, "timeout": 60}]})
             added_hooks[event] = command
+        verbs = {rel: "updated" if (root / rel).exists() else "wrote" for rel in (".mcp.json", ".claude/settings.json")}
         save_json(root, ".mcp.json", mcp, manifest)
         manifest.add_json_key(".mcp.json", ["mcpServers", MCP_NAME])
-        report.append("updated .mcp.json (mcpServers.opensage)")
+        report.append(f"{verbs['.mcp.json']} .mcp.json (mcpServers.opensage)")
         save_json(root, ".claude/settings.json", settings, manifest)
         manifest.hooks = added_hooks
-        report.append(f"updated .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)})")
+        report.append(f"{verbs['.claude/settings.json']} .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)})")
         _export_agents(workspace, manifest, report)
         skill = _meta_skill()
         if skill is None:

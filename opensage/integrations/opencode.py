@@ -141,8 +141,17 @@ def install(host) -> list[str]:
         manifest.add_json_key(CONFIG_NAME, ["mcp", MCP_NAME])
         report.append(f"{'wrote' if created else 'updated'} {CONFIG_NAME} (mcp.{MCP_NAME})")
         write_owned(root, PLUGIN_REL, plugin_source(workspace), manifest, report)
+        written: list[str] = []
         for command in host.commands.values():
-            write_owned(root, f"{COMMAND_DIR}/{command.name}.md", command_markdown(command), manifest, report)
+            lines: list[str] = []
+            write_owned(root, f"{COMMAND_DIR}/{command.name}.md", command_markdown(command), manifest, lines)
+            for line in lines:
+                if line.startswith("wrote "):
+                    written.append(f"/{command.name}")
+                else:
+                    report.append(line)
+        if written:
+            report.append(f"wrote {len(written)} commands in {COMMAND_DIR}/: {' '.join(written)}")
         manifest.save()
     return report
 
@@ -164,7 +173,12 @@ def uninstall(host) -> list[str]:
                     report.append(f"removed {'.'.join(key_path)} from {rel}")
             finish_json(root, rel, data, manifest, report)
             del manifest.json_keys[rel]
-        remove_owned(root, manifest, report)
+        removed: list[str] = []
+        remove_owned(root, manifest, removed)
+        commands = [line for line in removed if line.startswith(f"removed {COMMAND_DIR}/")]
+        report += [line for line in removed if line not in commands]
+        if commands:
+            report.append(f"removed {len(commands)} commands from {COMMAND_DIR}/")
         manifest.save()
     _remove_lock(workspace)
     return report
@@ -177,3 +191,7 @@ def _remove_lock(workspace: Workspace) -> None:
             lock.unlink()
         except OSError:
             pass
+    try:
+        workspace.state_dir.rmdir()  # only when empty: install created it for its lock
+    except OSError:
+        pass
