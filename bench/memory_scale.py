@@ -12,7 +12,8 @@ the real command path (``host.run("memory-query", ...)``, ``host.run("memory-add
 
 The first similarity query that needs fuzzy label matching builds the in-memory trigram
 index; its time is shown on its own row ("label index build"), not in the percentiles.
-"misspelled label hit@3" checks that the fuzzy ranker finds the intended node.
+"misspelled label hit@3" checks that the fuzzy ranker finds the intended node (or another
+node named by the same identifier, e.g. the module segment ``worker``) in the top 3.
 
 Targets (from the design notes, shared/notes/memory-anchors.md): similarity p95 <= 25 ms, traversal p95 <= 5 ms,
 add-node p95 <= 10 ms at 100k nodes / 300k edges.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from opensage.host import Host  # noqa: E402
 from opensage.plugins.graph_memory.episodes import record_episode  # noqa: E402
 from opensage.plugins.graph_memory.graph import graph_for  # noqa: E402
-from opensage.plugins.graph_memory.query import engine_for  # noqa: E402
+from opensage.plugins.graph_memory.query import _label_keys, engine_for  # noqa: E402
 from opensage.store import Workspace  # noqa: E402
 from opensage.types import SessionEvent  # noqa: E402
 
@@ -170,12 +171,11 @@ def main(argv: list[str] | None = None) -> None:
                 ms = (time.perf_counter() - t0) * 1000
                 sim_ms.append(ms)
                 by_kind[i % 4].append(ms)
-                if i % 4 == 2:
+                if i % 4 == 2:  # found the node, or another node named by the same identifier
                     fuzzy_total += 1
-                    top = [r["id"] for r in res.data[:3]]
-                    target_label = nodes[target - ids[0]][1].split(".")[0]
-                    top_labels = [r["label"].split(".")[0] for r in res.data[:3]]
-                    fuzzy_hits += int(f"n{target}" in top or target_label in top_labels)
+                    wanted = _label_keys(nodes[target - ids[0]][1].split(".")[0])[0]
+                    fuzzy_hits += int(any(r["id"] == f"n{target}" or wanted in _label_keys(r["label"])
+                                          for r in res.data[:3]))
             rows.append(("similarity p50 / p95 (all)", f"{pct(sim_ms, 50):.1f} / {pct(sim_ms, 95):.1f} ms"))
             names = ("natural language", "exact label", "misspelled label", "snake_case of CamelCase")
             for k, name in enumerate(names):

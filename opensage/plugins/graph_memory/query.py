@@ -68,8 +68,13 @@ EXPAND_DECAY = 0.5
 EXPAND_EDGES = 8
 #: rapidfuzz ``ratio`` (0-100) a label must reach to count as a fuzzy match.
 FUZZY_CUTOFF = 75
+#: Only fuzzy matches within this many points of the best one are ranked (a near-exact
+#: label match should not be outvoted by loose matches that BM25 also likes).
+FUZZY_BAND = 8
 #: Labels preselected by the trigram index before rapidfuzz scores them.
 FUZZY_CANDIDATES = 300
+#: Nodes taken per matching label key (a key such as "edge" may name thousands).
+KEY_NODES_SHOWN = 20
 #: Characters of content shown per result.
 EXCERPT_CHARS = 160
 #: Edges shown per result.
@@ -264,7 +269,7 @@ def _looks_like_identifier(token: str) -> bool:
 
 # -- fuzzy label index -----------------------------------------------------------------------
 class LabelIndex:
-    """In-memory trigram index over node label keys, for fuzzy label lookup.
+    """In-memory trigram index over the distinct label keys of nodes, for fuzzy label lookup.
 
     Built from the ``nodes`` table on first use (about 1 s at 100k nodes); nodes added
     later (higher ids) are appended to a small tail that is scanned directly, and the
@@ -282,7 +287,8 @@ class LabelIndex:
         self._seen: tuple[int, int] | None = None
         self._count = 0
         self._keys: list[str] = []
-        self._key_node = None  # numpy int64: node id per key
+        self._key_nodes: list[list[int]] = []  # node ids per (distinct) key
+        self._key_tri = None  # numpy float64: trigrams per key
         self._codes = None  # sorted trigram codes (uint64)
         self._code_key = None  # key index per sorted code
         self._tail: list[tuple[str, int]] = []
@@ -310,14 +316,14 @@ class LabelIndex:
     def _build(self) -> None:
         import numpy as np
 
-        keys: list[str] = []
-        owners: list[int] = []
+        owners: dict[str, list[int]] = {}
         for nid, label in self.db.conn.execute("SELECT id, label FROM nodes"):
             for key in _label_keys(label):
-                keys.append(key)
-                owners.append(nid)
+                owners.setdefault(key, []).append(nid)
+        keys = list(owners)
         self._keys = keys
-        self._key_node = np.asarray(owners, dtype=np.int64)
+        self._key_nodes = [owners[k] for k in keys]
+        self._key_tri = np.asarray([max(1, len(k) - 2) for k in keys], dtype=np.float64)
         self._tail = []
         if not keys:
             self._codes = np.zeros(0, dtype=np.uint64)
@@ -356,8 +362,8 @@ class LabelIndex:
                 qcodes = self._trigram_codes(key)
                 lo = np.searchsorted(self._codes, qcodes, side="left")
                 hi = np.searchsorted(self._codes, qcodes, side="right")
-                # trigrams shared by a large share of all keys say little and cost the most
-                common = max(1000, len(self._keys) // 20)
+                # trigrams found in a quarter of all keys say little and cost the most
+                common = max(1000, len(self._keys) // 4)
                 spans = [(l, h) for l, h in zip(lo.tolist(), hi.tolist()) if h > l]
                 rare = [(l, h) for l, h in spans if h - l <= common]
                 parts = [self._code_key[l:h] for l, h in (rare if len(rare) >= 2 else spans)]
@@ -366,21 +372,23 @@ class LabelIndex:
                     need = max(1, int(len(parts) * 0.3))
                     hits = np.nonzero(counts >= need)[0]
                     if len(hits) > FUZZY_CANDIDATES:
-                        top = np.argpartition(-counts[hits], FUZZY_CANDIDATES)[:FUZZY_CANDIDATES]
+                        # Dice coefficient of trigram sets: shared / mean size (favours similar lengths)
+                        dice = 2.0 * counts[hits] / (len(qcodes) + self._key_tri[hits])
+                        top = np.argpartition(-dice, FUZZY_CANDIDATES)[:FUZZY_CANDIDATES]
                         hits = hits[top]
-                    candidates = [(self._keys[i], int(self._key_node[i])) for i in hits.tolist()]
+                    candidates = [(self._keys[i], self._key_nodes[i]) for i in hits.tolist()]
             else:
-                candidates = [(k, int(n)) for k, n in zip(self._keys, self._key_node.tolist()) if k == key]
-        candidates.extend(self._tail)
+                candidates = [(k, n) for k, n in zip(self._keys, self._key_nodes) if k == key]
+        candidates.extend((k, [n]) for k, n in self._tail)
         if not candidates:
             return []
         scored = process.extract(key, [c[0] for c in candidates], scorer=fuzz.ratio, processor=None,
                                  score_cutoff=FUZZY_CUTOFF, limit=None)
         best: dict[int, float] = {}
         for _, score, i in scored:
-            nid = candidates[i][1]
-            if score > best.get(nid, -1):
-                best[nid] = score
+            for nid in candidates[i][1][:KEY_NODES_SHOWN]:
+                if score > best.get(nid, -1):
+                    best[nid] = score
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
@@ -489,7 +497,11 @@ class QueryEngine:
         for key in keys:
             for nid, score in self.labels.lookup(key):
                 best[nid] = max(best.get(nid, 0.0), score)
-        ranked = [nid for nid, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))]
+        if not best:
+            return []
+        top = max(best.values())
+        ranked = [nid for nid, score in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+                  if score >= top - FUZZY_BAND]
         if node_type and ranked:
             types = {r[0]: r[1] for r in self.db.conn.execute(
                 f"SELECT id, type FROM nodes WHERE id IN ({','.join('?' * len(ranked))})", ranked)}
