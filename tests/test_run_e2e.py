@@ -238,3 +238,29 @@ def test_coordinate_command_plans_through_the_host(host, repo, scripted):
     assert result.data["executed"] is False and result.data["plan"]["topology"] == "horizontal"
     assert result.data["plan"]["mergeStrategy"] == "best_score"
     assert "plan: horizontal" in result.text and "(plan only: nothing was run)" in result.text
+
+
+def test_run_in_a_real_process_with_a_script_file(cli, repo, tmp_path):
+    from scripted_agents import draft
+
+    script = [
+        json.dumps(ANALYSIS),
+        draft("input-validator"),
+        call("read", path="calc.py"),
+        call("edit", path="calc.py", old_string="    return int(text)", new_string=VALIDATED),
+        call("write", path="tests/test_parse_age_validation.py", content=NEW_TEST),
+        call("shell", command="python -m pytest -q"),
+        "Validated parse_age and added a test.",
+        json.dumps({"items": [], "relations": []}),  # session compression at the end of the run
+    ]
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    proc = cli("run", TASK, env={"OPENSAGE_MODEL": "scripted/e2e", "OPENSAGE_SCRIPT": str(path),
+                                 "OPENSAGE_BACKOFF_BASE_S": "0.01"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "plan" in proc.stdout and "single" in proc.stdout and "success" in proc.stdout
+    assert "opensage run" in proc.stderr  # the progress panel
+    assert "raise ValueError" in (repo / "calc.py").read_text()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=repo,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "5 passed" in run.stdout
