@@ -27,10 +27,12 @@ Matching (all of it deterministic, no model call)
 
     ``quality = (sum of matched word similarities - penalties) / number of template words``
 
-    with penalties of :data:`GAP_COST` per unexpected word inside the phrase (at most
-    :data:`MAX_GAP`), :data:`EDGE_COST` per word before or after it (capped at
-    :data:`EDGE_COST_CAP`). Filler words (:data:`FILLER`, e.g. "please", "the", "can",
-    "you") are free everywhere and never required. A slot must capture at least one
+    with penalties of :data:`GAP_COST` times the square of the number of unexpected
+    words in each gap inside the phrase (at most :data:`MAX_GAP` words), and
+    :data:`EDGE_COST` per word before or after it (capped at :data:`EDGE_COST_CAP`).
+    Filler words (:data:`FILLER`, e.g. "please", "the", "can", "you") are free
+    everywhere and never required. ``<name>`` stands for a word class
+    of the file's ``words:`` (any of its words). A slot must capture at least one
     word. Short templates carry less evidence:
     ``confidence = quality * min(1, 0.5 + 0.05 * letters in the template's words)``.
     These constants are this project's own choices, tuned on ``bench/routing.py``.
@@ -91,10 +93,11 @@ USER_ROUTES_FILE = "intent-routes.yaml"
 #: The name of the outcome "no OpenSage command fits".
 NONE_ROUTE = "none"
 
-#: Cost of one unexpected word inside a template's phrase (in template-word units).
+#: Cost of unexpected words inside a template's phrase, in template-word units:
+#: ``GAP_COST * n**2`` for ``n`` words in one gap (1 word: 0.3, 2 words: 1.2).
 GAP_COST = 0.3
 #: More unexpected words than this inside a phrase break the alignment.
-MAX_GAP = 3
+MAX_GAP = 2
 #: Cost of one word before or after the phrase when the template has no slot there.
 EDGE_COST = 0.08
 #: The edge cost is capped at this many template words.
@@ -112,6 +115,7 @@ _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|:(?!\S)")
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMAND = re.compile(r"^@[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 # ----------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ class RouteSpec(BaseModel):
     @classmethod
     def _examples(cls, value: list[str]) -> list[str]:
         for example in value:
-            _compile_template(example)  # raises ValueError with the reason
+            _compile_template(example, words=None)  # syntax; raises ValueError with the reason
         return value
 
     @model_validator(mode="after")
@@ -260,7 +264,27 @@ class RoutesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = Field(1, description="schema version, 1")
+    words: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="word classes: name -> one-word alternatives, written <name> in examples",
+    )
     routes: list[RouteSpec] = Field(description="the routes; names are unique")
+
+    @field_validator("words")
+    @classmethod
+    def _words(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, words in value.items():
+            if not _CLASS_NAME.match(name):
+                raise ValueError(f"word class {name!r}: use lowercase letters, digits and '_'")
+            if not words:
+                raise ValueError(f"word class {name!r} is empty")
+            for word in words:
+                toks = _tokens(str(word))
+                if len(toks) != 1:
+                    raise ValueError(f"word class {name!r}: {word!r} must be one word")
+                if toks[0].filler and toks[0].norm != ":":
+                    raise ValueError(f"word class {name!r}: {word!r} is a filler word (ignored everywhere); remove it")
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> "RoutesFile":
@@ -269,6 +293,11 @@ class RoutesFile(BaseModel):
             if route.name in seen:
                 raise ValueError(f"route name {route.name!r} appears twice")
             seen.add(route.name)
+            for example in route.examples:
+                try:
+                    _compile_template(example, words=self.words)
+                except ValueError as exc:
+                    raise ValueError(f"route '{route.name}', field 'examples': {exc}") from None
         return self
 
 
@@ -301,7 +330,14 @@ def _read_yaml(path: Path) -> dict:
 def _merge(base: dict, override: dict) -> tuple[dict, dict[str, str]]:
     """Merge ``override``'s routes over ``base``'s: same name -> field-by-field override."""
     merged = {k: v for k, v in base.items() if k != "routes"}
-    merged.update({k: v for k, v in override.items() if k != "routes"})
+    merged.update({k: v for k, v in override.items() if k not in ("routes", "words")})
+    if "words" in override:
+        base_words = base.get("words") or {}
+        over_words = override.get("words") or {}
+        if isinstance(base_words, dict) and isinstance(over_words, dict):
+            merged["words"] = {**base_words, **over_words}  # a class of the same name is replaced
+        else:
+            merged["words"] = over_words
     routes = [dict(r) for r in base.get("routes", [])]
     index = {r["name"]: i for i, r in enumerate(routes)}
     touched: dict[str, str] = {}
@@ -331,6 +367,10 @@ def _validate(raw: dict, origin: dict[str, Path]) -> RoutesFile:
             fields = ".".join(str(p) for p in loc[2:])
             where = f"route '{name}', field '{fields}'" if fields else f"route '{name}'"
             raise ConfigError(f"{path}: {where}: {msg}. See docs/intent-routes-schema.md.") from None
+        named = re.match(r"route '([^']+)', ", msg)
+        if not loc and named:
+            path = origin.get(named.group(1), origin["*"])
+            raise ConfigError(f"{path}: {msg}. See docs/intent-routes-schema.md.") from None
         fields = ".".join(str(p) for p in loc) or "(top level)"
         raise ConfigError(f"{origin['*']}: field '{fields}': {msg}. See docs/intent-routes-schema.md.") from None
 
@@ -344,7 +384,7 @@ def unreachable_examples(config: RoutesFile) -> list[str]:
     out = []
     for route in config.routes:
         for example in route.examples:
-            ceiling = _compile_template(example).evidence
+            ceiling = _compile_template(example, words=config.words).evidence
             if ceiling < route.confidence_threshold:
                 out.append(f"route '{route.name}': example {example!r} can reach at most confidence "
                            f"{ceiling:.2f}, below confidence_threshold {route.confidence_threshold:g}")
@@ -421,16 +461,34 @@ class _Template:
     evidence: float
 
 
-_TEMPLATE_PARTS = re.compile(r"(\{[^{}]*\}|\([^()]*\))")
+_TEMPLATE_PARTS = re.compile(r"(\{[^{}]*\}|\([^()]*\)|<[^<>]*>)")
 
 
-def _compile_template(example: str, route: str = "") -> _Template:
-    """Compile ``(make|create) a tool that {requirement}``: words, ``(a|b)`` one-word
-    alternatives (a group with a filler word, e.g. ``(the|our)``, is optional), ``{slot}``
-    placeholders. Raises ValueError naming the problem."""
+def _compile_template(example: str, route: str = "", words: dict[str, list[str]] | None = None) -> _Template:
+    """Compile ``(make|create) a <tool_word> that {requirement}``: words, ``(a|b)`` one-word
+    alternatives (a group with a filler word, e.g. ``(the|our)``, is optional), ``<class>``
+    for a word class of the file's ``words:``, ``{slot}`` placeholders.
+
+    :param words: the word classes; ``None`` only checks the syntax (a class counts as
+        one word).
+    :raises ValueError: naming the problem.
+    """
     literals: list[tuple[str, ...]] = []
     slot_before: list[str | None] = [None]
     for part in _TEMPLATE_PARTS.split(example):
+        if part.startswith("<"):
+            name = part[1:-1]
+            if not _CLASS_NAME.match(name):
+                raise ValueError(f"example {example!r}: a word class is written <name> (lowercase, digits, '_')")
+            if words is None:
+                literals.append((name,))
+            elif name not in words:
+                known = ", ".join(sorted(words)) or "none defined"
+                raise ValueError(f"example {example!r}: unknown word class <{name}> (known: {known})")
+            else:
+                literals.append(tuple(dict.fromkeys(_norm(w) for w in words[name])))
+            slot_before.append(None)
+            continue
         if part.startswith("{"):
             m = _SLOT.fullmatch(part)
             if not m:
@@ -454,7 +512,7 @@ def _compile_template(example: str, route: str = "") -> _Template:
                 literals.append(tuple(dict.fromkeys(alts)))
                 slot_before.append(None)
             continue
-        if re.search(r"[{}()|]", part):
+        if re.search(r"[{}()|<>]", part):
             raise ValueError(f"example {example!r}: unbalanced braces or parentheses")
         for tok in _tokens(part):
             if tok.filler and tok.norm != ":":
@@ -611,7 +669,7 @@ class Router:
         self.patterns: list[tuple[str, re.Pattern, float, str]] = []
         for route in self.routes.values():
             for example in route.examples:
-                self.templates.append(_compile_template(example, route.name))
+                self.templates.append(_compile_template(example, route.name, config.words))
             for p in route.patterns:
                 self.patterns.append((route.name, re.compile(p.regex, re.I | re.S), p.confidence, p.regex))
         self.vocab = sorted({w for t in self.templates for alts in t.literals for w in alts})
@@ -708,7 +766,7 @@ class Router:
                         gap = nonfiller(last + 1, p)
                         if gap > MAX_GAP:
                             continue
-                        cost = GAP_COST * gap
+                        cost = GAP_COST * gap * gap  # one stray word is cheap, two are a different phrase
                 sub = best(i + 1, p, nxt_pending)
                 if sub[0] <= -1e8:
                     continue

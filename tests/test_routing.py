@@ -177,6 +177,16 @@ def test_user_override_adds_changes_and_disables_routes(project, host):
     assert (release.route, release.command, release.arguments) == ("release_notes", "memory-query", {"query": "2.4"})
 
 
+def test_user_word_class_extends_every_template_using_it(project, host):
+    assert decide(host, "what do we know anent the billing cron").route == "none"
+    write_user_routes(project, """
+        words:
+          about: [about, "on", regarding, anent]
+    """)
+    decision = decide(host, "what do we know anent the billing cron")
+    assert (decision.route, decision.arguments) == ("opensage_memory_query", {"query": "billing cron"})
+
+
 def test_override_is_picked_up_after_an_edit(project, workspace):
     router1, _ = router_for(workspace)
     assert router_for(workspace)[0] is router1  # cached
@@ -200,6 +210,9 @@ def test_override_is_picked_up_after_an_edit(project, workspace):
      "route 'mine': argument 'query' reads slot 'query', but no example has {query}"),
     ("routes:\n  - name: opensage_tool\n    threshold: 0.5\n", "route 'opensage_tool', field 'threshold': Extra inputs"),
     ("routes:\n  - name: x\n    description: [unclosed\n", "not valid YAML (line"),
+    ("routes:\n  - name: opensage_tool\n    examples: ['<nope> a tool that {requirement}']\n",
+     "route 'opensage_tool', field 'examples': example '<nope> a tool that {requirement}': unknown word class <nope>"),
+    ("words:\n  about: [about, please]\n", "field 'words': word class 'about': 'please' is a filler word"),
 ])
 def test_invalid_user_file_is_a_clear_error(project, body, expected):
     path = write_user_routes(project, body)
