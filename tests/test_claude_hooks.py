@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -145,7 +146,10 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
 
     skill_src = Path(opensage.__file__).parent / "skills" / "meta" / "SKILL.md"
     if skill_src.exists():
-        assert (project / ".claude" / "skills" / "opensage" / "SKILL.md").read_text() == skill_src.read_text()
+        installed = (project / ".claude" / "skills" / "opensage" / "SKILL.md").read_text()
+        assert installed.splitlines()[1] == "name: opensage"  # a skill's name matches its folder
+        original = skill_src.read_text()
+        assert installed.replace("name: opensage", "", 1) == re.sub(r"(?m)^name:.*$", "", original, count=1)
     else:
         assert "skipped .claude/skills/opensage/SKILL.md" in r.stdout
 

@@ -174,11 +174,20 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- install / uninstall ----------------------------------------------------------------------
+SKILL_NAME = "opensage"
+
+
 def _meta_skill() -> str | None:
+    """The pack's meta skill, renamed ``opensage`` (a skill's ``name`` matches its folder)."""
     try:
-        return resources.files("opensage").joinpath("skills/meta/SKILL.md").read_text(encoding="utf-8")
+        text = resources.files("opensage").joinpath("skills/meta/SKILL.md").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         return None
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        head = re.sub(r"(?m)^name:.*$", f"name: {SKILL_NAME}", text[:end], count=1)
+        text = head + text[end:]
+    return text
 
 
 def _export_agents(workspace: Workspace, manifest: Manifest, report: list[str]) -> None:
