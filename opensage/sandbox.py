@@ -420,6 +420,66 @@ def _base_flags(network: bool, tmp_size_mb: int) -> list[str]:
     return flags
 
 
+# -- seccomp: no nested user namespaces ------------------------------------------------
+
+#: (audit arch, unshare, clone, clone3) syscall numbers per machine.
+_SECCOMP_ARCH = {
+    "x86_64": (0xC000003E, 272, 56, 435),
+    "aarch64": (0xC00000B7, 97, 220, 435),
+}
+_CLONE_NEWUSER = 0x10000000
+
+
+@lru_cache(maxsize=1)
+def seccomp_program() -> bytes | None:
+    """A classic-BPF seccomp filter, or None on a machine it does not know.
+
+    It makes ``unshare`` and ``clone`` with ``CLONE_NEWUSER`` fail with EPERM (a sandbox
+    uid could otherwise build a user namespace of its own), makes ``clone3`` fail with
+    ENOSYS (its flags live in memory BPF cannot read; libc then falls back to ``clone``)
+    and refuses the x32 syscall range. Everything else is allowed.
+    """
+    import platform
+    import struct
+
+    arch = _SECCOMP_ARCH.get(platform.machine())
+    if arch is None:
+        return None
+    audit, nr_unshare, nr_clone, nr_clone3 = arch
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    prog = [
+        (ld, 0, 0, 4),                      # 0  A = arch
+        (jeq, 0, 9, audit),                 # 1  other arch -> 11 allow
+        (ld, 0, 0, 0),                      # 2  A = syscall nr
+        (jge, 6, 0, 0x40000000),            # 3  x32 range -> 10 EPERM
+        (jeq, 3, 0, nr_unshare),            # 4  -> 8 check flags
+        (jeq, 2, 0, nr_clone),              # 5  -> 8 check flags
+        (jeq, 0, 4, nr_clone3),             # 6  -> 7 ENOSYS, else 11 allow
+        (ret, 0, 0, enosys),                # 7
+        (ld, 0, 0, 16),                     # 8  A = low word of args[0] (flags)
+        (jset, 0, 1, _CLONE_NEWUSER),       # 9  NEWUSER -> 10 EPERM, else 11 allow
+        (ret, 0, 0, eperm),                 # 10
+        (ret, 0, 0, allow),                 # 11
+    ]
+    if platform.machine() == "aarch64":
+        prog[3] = (jeq, 0, 0, 0xFFFFFFFF)   # no x32 range on arm64: a no-op test
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
+
+
+def _seccomp_fd() -> int | None:
+    """A readable fd holding :func:`seccomp_program` (for ``bwrap --seccomp FD``)."""
+    program = seccomp_program()
+    if program is None:
+        return None
+    fd = os.memfd_create("opensage-seccomp", 0) if hasattr(os, "memfd_create") else None
+    if fd is None:
+        return None
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 _TRAMPOLINE = (
     "import os,sys\n"
     "u=int(sys.argv[1]);os.setgroups([]);os.setresgid(u,u,u);os.setresuid(u,u,u)\n"
@@ -483,6 +543,7 @@ class _Plan:
     uid: int | None = None
     chown_back: list[Path] = field(default_factory=list)
     marker: str = ""
+    pass_fds: tuple[int, ...] = ()
 
 
 def run(
@@ -585,8 +646,12 @@ def _plan(level, argv, cwd, writable, readable, limits, extra_env, network, scra
             raise SandboxError("prlimit (util-linux) is needed to cap processes in the sandbox")
         inner = [prlimit, f"--nproc={limits.processes}", "--"]
         preexec = _preexec(limits, set_nproc=False)
+    seccomp = _seccomp_fd()
+    if seccomp is not None:
+        flags += ["--seccomp", str(seccomp)]
     full = [bwrap, *flags, "--", *inner, *argv]
-    return _Plan(full, str(cwd), {"PATH": "/usr/bin:/bin"}, preexec, level, uid, chown_back, marker)
+    return _Plan(full, str(cwd), {"PATH": "/usr/bin:/bin"}, preexec, level, uid, chown_back, marker,
+                 (seccomp,) if seccomp is not None else ())
 
 
 def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, on_output=None) -> SandboxResult:
@@ -596,9 +661,13 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
         proc = subprocess.Popen(
             plan.argv, cwd=plan.cwd, env=plan.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, preexec_fn=plan.preexec, start_new_session=True, close_fds=True,
+            pass_fds=plan.pass_fds,
         )
     except OSError as exc:
         raise SandboxError(f"could not start {plan.argv[0]!r}: {exc}") from None
+    finally:
+        for fd in plan.pass_fds:
+            os.close(fd)
     if on_start is not None:
         on_start(proc)
     writer = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)

@@ -256,3 +256,14 @@ def test_file_size_and_open_file_limits():
     res = py("fs = []\ntry:\n    for i in range(1000):\n        fs.append(open('/dev/null'))\nexcept OSError as e:\n    print('capped', len(fs), e.errno)",
              limits=sandbox.Limits(open_files=64))
     assert res.stdout.startswith("capped") and int(res.stdout.split()[1]) < 64 and res.stdout.split()[2] == "24"
+
+
+def test_nested_user_namespace_is_refused():
+    if sandbox.seccomp_program() is None:
+        pytest.skip("no seccomp filter for this machine")
+    res = run(["bash", "-c", "unshare -U true && echo NESTED || echo refused"])
+    assert res.stdout.strip() == "refused" and "Operation not permitted" in res.stderr
+    # threads and child processes still work under the filter
+    res = py("import subprocess, threading\nt = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
+             "print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())")
+    assert res.stdout.split() == ["thread", "child"], res
