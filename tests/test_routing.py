@@ -350,3 +350,21 @@ def test_chat_cli_asks_nothing_on_piped_stdin(cli):
     assert out.returncode == 0, out.stderr
     assert '-> @generate-agent task="reviews PRs for SQL injection"' in out.stdout
     assert "not run: @generate-agent calls a model" in out.stdout
+
+
+class TtyInput(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_chat_asks_before_model_commands_on_a_terminal(workspace):
+    spend = Spend()
+    host = Host(workspace, plugins=[spend])
+    from opensage.chat import run_chat
+
+    stdout = io.StringIO()
+    run_chat(host, stdin=TtyInput("research vector databases\nn\nresearch graph databases\ny\n"), stdout=stdout)
+    text = stdout.getvalue()
+    assert text.count("@deep-research calls a model and may spend money. Run it? [y/N]") == 2
+    assert "not run." in text and spend.ran == ["graph databases"]
+    host.close()
