@@ -24,11 +24,8 @@ import pytest
 from tests.fake_openai import FakeOpenAI, system_text, tool_messages
 from tests.opencode_env import hermetic_env, opencode_bin, seed_config_dir
 
-pytestmark = [
-    pytest.mark.opencode,
-    pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                       reason="needs node and npm for the real OpenCode CLI"),
-]
+needs_opencode = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                                    reason="needs node and npm for the real OpenCode CLI")
 
 ADD_TOOL = "opensage_memory-add-node"
 QUERY_TOOL = "opensage_memory-query"
@@ -75,6 +72,8 @@ def opencode():
         pytest.fail(f"could not npm-install opencode-ai: {exc.stderr[-800:]}")
 
 
+@pytest.mark.opencode
+@needs_opencode
 def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencode, tmp_path):
     started = time.monotonic()
     home, project = tmp_path / "home", tmp_path / "project"
@@ -223,3 +222,51 @@ def test_plugin_shim_records_events_and_feeds_compaction(tmp_path):
         ("assistant_message", None, None, "Fixed the login bug."),
     ]
     assert all(r[4] is not None for r in rows)  # compaction compressed them
+
+
+def test_install_opencode_keeps_what_is_there_and_uninstall_restores_it(tmp_path):
+    project = tmp_path / "project"
+    (project / ".opencode" / "command").mkdir(parents=True)
+    config = {"$schema": "https://opencode.ai/config.json", "theme": "tokyonight",
+              "mcp": {"github": {"type": "remote", "url": "https://example.invalid/mcp"}}}
+    (project / "opencode.json").write_text(json.dumps(config, indent=2))
+    mine = "---\ndescription: my own memory-query\n---\nDo it my way: $ARGUMENTS\n"
+    (project / ".opencode" / "command" / "memory-query.md").write_text(mine)
+    opensage = [sys.executable, "-m", "opensage", "--workspace", str(project)]
+
+    r = _run([*opensage, "install", "opencode"], env=None, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "kept .opencode/command/memory-query.md (exists and was not written by opensage)" in r.stdout
+    merged = json.loads((project / "opencode.json").read_text())
+    assert merged["theme"] == "tokyonight" and merged["mcp"]["github"] == config["mcp"]["github"]
+    assert merged["mcp"]["opensage"]["type"] == "local"
+    assert merged["mcp"]["opensage"]["command"][-1] == "mcp"
+    assert list(merged) == list(config)  # key order kept
+    assert (project / ".opencode" / "command" / "memory-query.md").read_text() == mine
+    add_node = (project / ".opencode" / "command" / "memory-add-node.md").read_text()
+    assert add_node.startswith("---\ndescription: ") and "`opensage_memory-add-node`" in add_node
+    assert "$ARGUMENTS" in add_node and "`label`" in add_node
+    shim = (project / ".opencode" / "plugin" / "opensage.js").read_text()
+    assert f'"{sys.executable}"' in shim and "__OPENSAGE_CONFIG__" not in shim
+
+    again = _run([*opensage, "install", "opencode"], env=None, cwd=project)  # idempotent
+    assert again.returncode == 0, again.stderr
+    assert json.loads((project / "opencode.json").read_text()) == merged
+
+    r = _run([*opensage, "uninstall", "opencode"], env=None, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((project / "opencode.json").read_text()) == config
+    assert sorted(p.name for p in (project / ".opencode" / "command").iterdir()) == ["memory-query.md"]
+    assert not (project / ".opencode" / "plugin").exists()
+    assert not (project / ".opencode" / "opensage-install.json").exists()
+
+
+def test_install_opencode_refuses_a_foreign_opensage_entry(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    config = {"mcp": {"opensage": {"type": "local", "command": ["somewhere-else"]}}}
+    (project / "opencode.json").write_text(json.dumps(config))
+    r = _run([sys.executable, "-m", "opensage", "--workspace", str(project), "install", "opencode"], env=None, cwd=project)
+    assert r.returncode == 2 and "already has a different mcp.opensage entry" in r.stderr
+    assert json.loads((project / "opencode.json").read_text()) == config
+    assert not (project / ".opencode" / "plugin").exists()
