@@ -103,4 +103,5 @@ def test_chat_runs_commands_and_records_every_line(workspace):
     kinds = [k for k, _ in rec.events]
     assert kinds == ["command", "tool_result", "command", "error"]
     assert rec.lifecycle == ["start", "end"]
-    assert host.db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == 1
+    rows = host.db.conn.execute("SELECT type FROM nodes WHERE label='Use JWT'").fetchall()
+    assert [r[0] for r in rows] == ["decision"], "the command ran once; the failed one wrote nothing"
