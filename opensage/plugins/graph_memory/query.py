@@ -245,16 +245,27 @@ def excerpt(text: str, terms: Iterable[str] = (), width: int = EXCERPT_CHARS) ->
     return ("…" if start > 0 else "") + out + ("…" if end < len(flat) else "")
 
 
+_ASCII_DROP = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
+_ASCII_SEGMENTS = str.maketrans({c: "\x00" for c in "./\\:# \t\n"})
+
+
+def _norm_key(text: str) -> str:
+    """Lowercase letters and digits only (``Parse_Config`` -> ``parseconfig``)."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_DROP)
+    return "".join(_WORD.findall(text.lower()))
+
+
 def _label_keys(label: str) -> list[str]:
     """Lookup keys of a label: the whole label and its segments, lowercase letters/digits only."""
-    keys = []
-    whole = "".join(_WORD.findall(label.lower()))
-    if whole:
-        keys.append(whole)
-    for seg in _SEGMENT_SPLIT.split(label):
-        k = "".join(_WORD.findall(seg.lower()))
-        if len(k) >= 3 and k not in keys:
-            keys.append(k)
+    whole = _norm_key(label)
+    keys = [whole] if whole else []
+    segments = label.translate(_ASCII_SEGMENTS).split("\x00") if label.isascii() else _SEGMENT_SPLIT.split(label)
+    if len(segments) > 1:
+        for seg in segments:
+            k = _norm_key(seg)
+            if len(k) >= 3 and k not in keys:
+                keys.append(k)
     return keys
 
 
@@ -338,7 +349,7 @@ class LabelIndex:
         codes = (a << np.uint64(42)) | (b << np.uint64(21)) | c
         codes = codes[valid]
         owners_pos = key_of_pos[:-2][valid]
-        order = np.argsort(codes, kind="stable")
+        order = np.argsort(codes)
         self._codes = codes[order]
         self._code_key = owners_pos[order].astype(np.int64)
 
