@@ -416,8 +416,9 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
             budget.max_tokens = max_tokens
         if max_cost:
             budget.max_cost_usd = max_cost
-        session = host.session(source="run")
-        host.start_session(session)
+        session = None if plan_only else host.session(source="run")  # a plan-only run writes nothing
+        if session is not None:
+            host.start_session(session)
         kwargs = dict(plan_only=plan_only, topology=None if topology == "auto" else topology,
                       steps=list(steps), strategies=list(strategies), merge_strategy=merge, verifier=verifier,
                       session=session, budget=budget, model=model, ask_policy="deny" if strict else "allow")
@@ -434,7 +435,8 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
                     progress.live = live
                     report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
         finally:
-            host.end_session(session)
+            if session is not None:
+                host.end_session(session)
     except OpenSageError as exc:
         _fail(exc)
     if as_json:

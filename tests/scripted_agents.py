@@ -52,12 +52,14 @@ class Brain:
         analysis: dict | None = None,
         subtasks: list[list[str]] | None = None,
         judge: dict | None = None,
+        strategies: list[str] | None = None,
     ) -> None:
         self.act = act
         self.name_for = name_for
         self.analysis = analysis
         self.subtasks = list(subtasks or [])
         self.judge = judge
+        self.strategies = strategies
         self.seen: list[str] = []
         self.judge_prompts: list[str] = []
         self.agent_tasks: list[str] = []
@@ -78,6 +80,9 @@ class Brain:
         if system.startswith("You plan work"):
             self.seen.append("decompose")
             return json.dumps({"subtasks": self.subtasks.pop(0), "reason": "split by concern"})
+        if system.startswith("You propose genuinely different approaches"):
+            self.seen.append("strategies")
+            return json.dumps({"strategies": self.strategies})
         if system.startswith("You are the memory agent"):
             # session compression at the end of `opensage run` (graph-memory plugin)
             self.seen.append("memory")

@@ -190,3 +190,10 @@ def test_edit_requires_a_unique_match(host, repo, scripted):
     AgentRunner(host, spec(), root=repo).run("edit")
     assert "occurs 2 times" in tool_messages(scripted, 1)[0]["content"]
     assert (repo / "dup.py").read_text() == "x = 2\nx = 2\n"
+
+
+def test_token_budget_stops_the_run(host, repo, scripted):
+    scripted.default = {"tool_calls": [{"name": "list", "arguments": {}}], "prompt_tokens": 700}
+    result = AgentRunner(host, spec(), root=repo, budget=Budget(steps=50, max_tokens=2000)).run("read a lot")
+    assert not result.success and "token budget exhausted" in result.error
+    assert result.steps == 3 and result.tokens > 2000

@@ -259,3 +259,17 @@ def test_an_ensemble_member_without_an_agent_fails_alone(host, repo, scripted):
     broken, strict = report.members
     assert not broken.result.success and "no agent for this strategy" in broken.result.error
     assert report.chosen == 2 and report.applied == ["calc.py"]
+
+
+def test_ensemble_without_strategies_asks_the_model_for_them(host, repo, scripted):
+    answers = {"by reading": "two lines", "by counting": "two lines"}
+
+    def act(task, results):
+        return next(a for k, a in answers.items() if k in task)
+
+    brain = Brain(act, name_for=lambda t: "reader" if "by reading" in t else "counter",
+                  strategies=list(answers))
+    scripted.default = brain
+    report = asyncio.run(horizontal(host, "How long is calc.py?", [], "majority_vote"))
+    assert [m.strategy for m in report.members] == ["by reading", "by counting"]
+    assert brain.seen[0] == "strategies" and report.answer == "two lines" and "2 of 2" in report.reason
