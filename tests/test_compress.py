@@ -240,3 +240,18 @@ def test_mentions_link_to_ingested_code(host, project, monkeypatch):
     assert conn.execute(
         "SELECT count(*) FROM nodes WHERE type='entity' AND label IN ('parse_config','ConfigLoader','load_env')"
     ).fetchone()[0] == 0
+
+
+def test_model_requests_are_bounded(host, scripted, monkeypatch):
+    from opensage.plugins.graph_memory import compress
+
+    monkeypatch.setattr(compress, "MODEL_CHUNK_CHARS", 200)
+    monkeypatch.setattr(compress, "MAX_MODEL_CHUNKS", 2)
+    record_in_process(host, "s10")
+    scripted.default = json.dumps({"items": [], "relations": []})
+    data = host.run("memory-compress-session", {"sessionId": "s10"}).data
+    assert len(scripted.requests) == 2
+    assert data["modelSkippedEpisodes"] > 0
+    last_prompt = scripted.requests[-1]["messages"][-1]["content"]
+    assert "[8] tool_result" in last_prompt          # the latest episodes are the ones sent
+    assert data["new"]["error"] == 1                  # the rules still covered everything

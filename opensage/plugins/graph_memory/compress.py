@@ -62,6 +62,8 @@ LABEL_CHARS = 200
 #: Characters of one episode shown to the model, and of one model request's transcript.
 MODEL_EPISODE_CHARS = 800
 MODEL_CHUNK_CHARS = 16_000
+#: At most this many model requests per compression; older chunks beyond it are left to the rules.
+MAX_MODEL_CHUNKS = 6
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _DECISION = re.compile(
@@ -514,7 +516,10 @@ def _transcript_lines(episodes: list[Episode]) -> list[str]:
 def extract_with_model(episodes: list[Episode], known: Extraction, model: str | None = None):
     """Ask the configured model for :class:`SessionKnowledge`, one request per ≤16,000-character chunk.
 
-    :returns: (list of SessionKnowledge, Usage).
+    At most :data:`MAX_MODEL_CHUNKS` requests: when the transcript is longer, only its
+    latest chunks are sent (the rules still cover every episode).
+
+    :returns: (list of SessionKnowledge, Usage, number of episodes not sent).
     :raises ModelNotConfigured: no model configured. :raises ModelError: invalid output after retries.
     """
     from opensage import llm  # lazy: importing litellm costs seconds
@@ -528,6 +533,8 @@ def extract_with_model(episodes: list[Episode], known: Extraction, model: str | 
             size = 0
         chunks[-1].append(line)
         size += len(line) + 1
+    skipped = sum(len(c) for c in chunks[:-MAX_MODEL_CHUNKS])
+    chunks = chunks[-MAX_MODEL_CHUNKS:]  # the latest part of the session, where conclusions are
     results, usage = [], llm.Usage()
     for chunk in chunks:
         messages = [
@@ -538,7 +545,7 @@ def extract_with_model(episodes: list[Episode], known: Extraction, model: str | 
         out = llm.structured(messages, SessionKnowledge, model=model)
         usage.add(out.usage)
         results.append(out.value)
-    return results, usage
+    return results, usage, skipped
 
 
 def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list[Episode], session_id: str,
@@ -589,6 +596,7 @@ class CompressReport:
     provenance_links: int = 0
     model: str | None = None
     model_items: int = 0
+    model_skipped_episodes: int = 0
     dropped_relations: int = 0
     model_error: str | None = None
     tokens: int = 0
@@ -605,7 +613,8 @@ class CompressReport:
             "sessionId": self.session_id, "episodes": self.episodes, "newEpisodes": self.new_episodes,
             "new": dict(sorted(self.new.items())), "newTotal": self.new_total, "updated": self.updated,
             "newEdges": self.new_edges, "provenanceLinks": self.provenance_links, "model": self.model,
-            "modelItems": self.model_items, "droppedRelations": self.dropped_relations,
+            "modelItems": self.model_items, "modelSkippedEpisodes": self.model_skipped_episodes,
+            "droppedRelations": self.dropped_relations,
             "modelError": self.model_error, "tokens": self.tokens, "costUsd": self.cost_usd,
             "timeMs": round(self.time_ms, 1), "nodes": self.nodes,
         }
@@ -657,7 +666,7 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
 
     if fresh and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
         try:
-            answers, usage = extract_with_model(fresh, ex)
+            answers, usage, report.model_skipped_episodes = extract_with_model(fresh, ex)
             report.model = os.environ.get("OPENSAGE_MODEL")
             report.tokens = usage.prompt_tokens + usage.completion_tokens
             report.cost_usd = usage.cost_usd

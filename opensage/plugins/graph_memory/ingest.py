@@ -126,7 +126,7 @@ class _Module:
     file: str  # file label
     sha1: str
     data_lines: int
-    tree: ast.Module
+    tree: ast.Module | None
     is_package: bool
     doc: str = ""
     defs: dict[str, str] = field(default_factory=dict)  # top-level name -> qualified label
@@ -215,6 +215,36 @@ def _statements(tree):
                     stack.extend(getattr(child, "body", ()))
 
 
+#: Node types that never contain a call, and fields that never hold one (contexts, operators).
+_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
+_SKIP_FIELDS = {"ctx", "op", "ops", "type_comment"}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _walk_calls(node):
+    """Every ``ast.Call`` under ``node`` (a leaner :func:`ast.walk`: this loop dominates ingest time)."""
+    stack = [node]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    call, leaves, ast_type = ast.Call, _LEAVES, ast.AST
+    while stack:
+        n = pop()
+        t = type(n)
+        if t is call:
+            yield n
+        fields = _FIELDS.get(t)
+        if fields is None:
+            fields = _FIELDS[t] = () if issubclass(t, leaves) else tuple(
+                f for f in t._fields if f not in _SKIP_FIELDS)
+        for f in fields:
+            v = getattr(n, f, None)
+            if v is None:
+                continue
+            if type(v) is list:
+                extend(x for x in v if isinstance(x, ast_type))
+            elif isinstance(v, ast_type):
+                push(v)
+
+
 class _Extractor:
     """Walk one module's tree: symbols, containment, imports, raw calls and bases."""
 
@@ -298,11 +328,11 @@ class _Extractor:
                         self._calls(child, caller, cls)
 
     def _calls(self, node, caller: str, cls: str | None = None) -> None:
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Call):
-                target = _call_target(sub.func)
-                if target is not None:
-                    self.mod.calls.append((caller, target[0], target[1], cls, sub.lineno))
+        append = self.mod.calls.append
+        for sub in _walk_calls(node):
+            target = _call_target(sub.func)
+            if target is not None:
+                append((caller, target[0], target[1], cls, sub.lineno))
 
     @staticmethod
     def _content(node) -> str:
@@ -377,39 +407,33 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
     root_label = file_label(path, workspace_root)
     report = IngestReport(root=root_label)
 
-    # -- parse ---------------------------------------------------------------------------
+    # -- parse and extract, one file at a time (trees of a large repo do not fit in memory together)
     pkg_cache: dict[Path, bool] = {}
+    candidates: list[_Module] = []
+    for f in _python_files(path):
+        name, is_pkg = _module_name(f, pkg_cache)
+        candidates.append(_Module(name, f, file_label(f, workspace_root), "", 0, None, is_pkg))
+    _dedupe_module_names(candidates, path)
     modules: list[_Module] = []
     failed_files: set[str] = set()
-    for f in _python_files(path):
-        label = file_label(f, workspace_root)
+    for mod in candidates:
         try:
-            data = f.read_bytes()
-            tree = ast.parse(data, filename=str(f))
-        except (SyntaxError, ValueError, RecursionError, OSError) as exc:
+            data = mod.path.read_bytes()
+            mod.tree = ast.parse(data, filename=str(mod.path))
+            mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
+            mod.doc = _first_paragraph(mod.tree)
+            _Extractor(mod, root_label).run()
+        except (SyntaxError, ValueError, RecursionError, OSError, TypeError, AttributeError) as exc:
             report.skipped += 1
-            failed_files.add(label)
+            failed_files.add(mod.file)
             msg = f"{type(exc).__name__}: {getattr(exc, 'msg', None) or exc}"
             if getattr(exc, "lineno", None):
                 msg += f" (line {exc.lineno})"
-            report.errors.append({"path": label, "error": msg})
+            report.errors.append({"path": mod.file, "error": msg})
             continue
-        name, is_pkg = _module_name(f, pkg_cache)
-        modules.append(_Module(name, f, label, hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1, tree, is_pkg))
-    _dedupe_module_names(modules, path)
-    extracted = []
-    for mod in modules:
-        try:
-            mod.doc = _first_paragraph(mod.tree)
-            _Extractor(mod, root_label).run()
-        except (RecursionError, ValueError, TypeError, AttributeError) as exc:  # pathological or unusual trees
-            report.skipped += 1
-            failed_files.add(mod.file)
-            report.errors.append({"path": mod.file, "error": f"extraction failed: {type(exc).__name__}: {exc}"})
-            continue
-        mod.tree = None  # free the tree early
-        extracted.append(mod)
-    modules = extracted
+        finally:
+            mod.tree = None
+        modules.append(mod)
     report.files = len(modules)
 
     with graph.db.transaction() as conn:
@@ -509,8 +533,9 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             if src is None or dst is None or src == dst and etype != "calls":
                 return
             key = (src, etype, dst)
-            if key in desired_edges and desired_edges[key][0] >= weight:
-                return
+            old = desired_edges.get(key)
+            if old is not None and (old[0], -old[1].get("line", 0)) >= (weight, -meta.get("line", 0)):
+                return  # keep the strongest resolution, then the first line
             desired_edges[key] = (weight, {"source": "ingest", **meta})
 
         for mod in modules:
