@@ -37,6 +37,9 @@ __all__ = [
     "TASK_TYPES",
     "MAX_TASKS",
     "Z_ONE_SIDED_95",
+    "PRIOR_RUNS",
+    "EXPLORE_Z",
+    "wilson_upper_bound",
     "AgentRegistry",
     "Ranking",
     "classify_task",
@@ -49,6 +52,18 @@ MAX_TASKS = 10_000
 
 #: z for a one-sided 95 % bound (the 95th percentile of the standard normal).
 Z_ONE_SIDED_95 = 1.6448536269514722
+
+#: Weight of the prior in the exploring score of :meth:`AgentRegistry.rank`, in runs:
+#: one run, so one real run of this type already counts as much as everything the
+#: agent did elsewhere. In bench/registry.py a heavier prior (2 or 4 runs) lowered
+#: regret further when agents have a general skill, but raised it well above the seed
+#: rule's when per-type rates are unrelated; 1 was lower than the seed rule in both.
+PRIOR_RUNS = 1.0
+
+#: z of the exploring (upper) bound: one standard error. In bench/registry.py z = 1.5
+#: had more regret than z = 1 in both simulated worlds, z = 0.5 less in one and more in
+#: the other.
+EXPLORE_Z = 1.0
 
 _SCHEMA = "opensage-agent-metrics/1"
 
@@ -68,9 +83,11 @@ _TYPE_STEMS: dict[str, tuple[str, ...]] = {
                 "explain", "understand", "measure", "benchmark", "why", "trace"),
     "research": ("research", "compar", "evaluat", "survey", "explor", "alternativ", "option",
                  "which", "choose", "recommend", "look", "find"),
-    "implement": ("implement", "add", "creat", "build", "develop", "introduc", "support",
-                  "make", "write", "feature", "new", "generat", "integrat", "port"),
+    "implement": ("implement", "develop", "introduc", "feature", "integrat"),
 }
+#: Verbs that open every kind of work ("add tests", "write docs", "create a benchmark"):
+#: they count for ``implement`` at a third of the weight. See :func:`classify_task`.
+_GENERIC_STEMS = ("add", "creat", "build", "make", "write", "support", "new", "generat")
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -81,10 +98,11 @@ def classify_task(text: str) -> str:
     with one of a type's stems (``_TYPE_STEMS``) adds ``1 / (1 + i)`` to that type, ``i``
     being the word's position. Earlier words weigh more because a task is usually an
     instruction whose first verb names the kind of work ("Fix the flaky login test" is
-    a fix, "Write tests for the parser" a test). ``implement``'s stems are generic verbs
-    that also open other kinds of work ("add tests", "write docs"), so they count half.
-    The highest total wins; a tie goes to the type listed first in ``_TYPE_STEMS``
-    (most specific first). Text with no matching word is ``implement``, the most common
+    a fix, "Write tests for the parser" a test). Generic verbs (``_GENERIC_STEMS``: add,
+    create, write...) open every kind of work, so they count for ``implement`` at a third
+    of the weight: "Add unit tests" ties "add" (1/3 at position 0) with "tests" (1/3 at
+    position 2), and a tie goes to the type listed first in ``_TYPE_STEMS`` (most
+    specific first, ``implement`` last). Text with no matching word is ``implement``, the most common
     kind of coding task. Use the coordinator's model-based analysis when a model is
     configured; this is the fallback.
     """
@@ -93,14 +111,13 @@ def classify_task(text: str) -> str:
     for i, word in enumerate(words):
         for task_type, stems in _TYPE_STEMS.items():
             if any(word.startswith(stem) for stem in stems):
-                weight = 1.0 / (1 + i)
-                if task_type == "implement":
-                    weight /= 2
-                scores[task_type] = scores.get(task_type, 0.0) + weight
+                scores[task_type] = scores.get(task_type, 0.0) + 1.0 / (1 + i)
+        if any(word.startswith(stem) for stem in _GENERIC_STEMS):
+            scores["implement"] = scores.get("implement", 0.0) + 1.0 / (3 * (1 + i))
     if not scores:
         return "implement"
     order = list(_TYPE_STEMS)
-    return max(scores, key=lambda t: (scores[t], -order.index(t)))
+    return max(scores, key=lambda t: (round(scores[t], 9), -order.index(t)))
 
 
 # -- the confidence bound ------------------------------------------------------------------
@@ -138,6 +155,8 @@ class Ranking:
     :param trials: weighted runs.
     :param runs: unweighted runs of this task type.
     :param score: the ranking score (see :meth:`AgentRegistry.rank`).
+    :param lower_bound: Wilson lower bound of ``successes / trials`` (one-sided 95 %).
+    :param prior_mean: the prior success rate from the agent's other task types.
     :param avg_cost_usd: mean cost per run of this type (USD).
     :param avg_latency_ms: mean latency per run of this type (ms).
     :param eligible: False when the agent has no success on relevant tasks (it never ranks first).
@@ -149,6 +168,7 @@ class Ranking:
     runs: int
     score: float
     lower_bound: float
+    prior_mean: float
     avg_cost_usd: float
     avg_latency_ms: float
     eligible: bool
@@ -402,23 +422,43 @@ class AgentRegistry:
         task: str,
         task_type: str | None = None,
         candidates: Iterable[str] | None = None,
+        explore: bool = True,
     ) -> list[Ranking]:
         """Score every candidate for ``task``, best first.
 
-        Method:
+        Evidence (both modes):
 
         1. ``task_type`` defaults to :func:`classify_task` of ``task``.
-        2. Evidence: each kept run of the candidate on the same task type counts with
-           weight ``(1 + sim) / 2``, ``sim`` being rapidfuzz's ``token_set_ratio`` of the
-           two task texts / 100 (1.0 when either text is empty). A run of the same type
-           always counts at least half; a near-identical task counts fully.
-        3. Score: the Wilson lower bound (:func:`wilson_lower_bound`, one-sided 95 %) of the
-           weighted success rate, so a tiny sample is not trusted (1/1 scores 0.27, 9/10 0.66).
-        4. Agents with no weighted success are not eligible and rank after every eligible
-           one: an agent that has only failed never ranks first.
-        5. Ties (equal scores) go to the lower mean cost per run, then the lower mean latency.
+        2. Each kept run of the candidate on this task type counts with weight
+           ``(1 + sim) / 2``, ``sim`` being rapidfuzz's ``token_set_ratio`` of the two task
+           texts / 100 (1.0 when either text is empty): a run of the same type always counts
+           at least half, a near-identical task fully. ``s`` = weighted successes, ``n`` =
+           weighted runs.
+        3. Agents with no weighted success on this type are not eligible and rank after
+           every eligible one: an agent that has only failed never ranks first.
+        4. Equal scores go to the lower mean cost per run (USD), then the lower mean
+           latency (ms).
+
+        Score with ``explore=False`` — "which agent is proven best": the Wilson lower
+        bound of ``s / n`` (:func:`wilson_lower_bound`, one-sided 95 %; Wilson 1927,
+        Agresti & Coull 1998). One success in one run scores 0.27, 45 of 50 scores 0.82.
+
+        Score with ``explore=True`` (the default; what a coordinator picking agents run
+        after run should use) — "which agent should run now": an upper confidence bound
+        (optimism in the face of uncertainty: Auer, Cesa-Bianchi & Fischer, "Finite-time
+        analysis of the multiarmed bandit problem", Machine Learning 47, 2002) computed as
+        the Wilson upper bound at ``z =`` :data:`EXPLORE_Z` on the evidence plus a prior
+        worth :data:`PRIOR_RUNS` run(s): ``(s + PRIOR_RUNS·m) / (n + PRIOR_RUNS)``, where
+        ``m`` is the agent's success rate on the *other* task types (shrunk towards the
+        whole registry's rate, plus this type's offset; see ``_Priors``). A 1/1 agent is
+        not taken as 100 %: its bound is pulled towards its record elsewhere, and it
+        falls with every run that does not confirm it. Ranking by the lower bound alone
+        explores too little — an agent with few runs can never overtake one with many; in
+        ``bench/registry.py`` that policy had about three times the seed rule's regret.
 
         :param candidates: agent names to consider (default: every agent with runs).
+        :param explore: optimistic (True) or conservative (False) score, as above.
+        :raises UsageError: unknown ``task_type``.
         """
         task_type = task_type or classify_task(task)
         if task_type not in TASK_TYPES:
@@ -426,6 +466,7 @@ class AgentRegistry:
         data = self._read()
         names = sorted(set(candidates)) if candidates is not None else sorted({a["name"] for a in data["agents"]})
         wanted = set(names)
+        prior = _Priors(data["agents"], task_type)
         runs = [r for r in data["tasks"] if r.get("taskType") == task_type and r.get("agentName") in wanted]
         weights = _similarity_weights(task, [r.get("task", "") for r in runs])
         ev: dict[str, list[float]] = {n: [0.0, 0.0, 0, 0.0, 0.0] for n in names}
@@ -439,13 +480,15 @@ class AgentRegistry:
         out = []
         for name in names:
             s, n, k, cost, lat = ev[name]
-            lb = wilson_lower_bound(s, n)
+            m = prior.mean(name)
+            lower = wilson_lower_bound(s, n)
+            score = wilson_upper_bound(s + PRIOR_RUNS * m, n + PRIOR_RUNS, EXPLORE_Z) if explore else lower
             out.append(Ranking(
-                agent=name, successes=s, trials=n, runs=k, score=lb, lower_bound=lb,
+                agent=name, successes=s, trials=n, runs=k, score=score, lower_bound=lower, prior_mean=m,
                 avg_cost_usd=cost / k if k else 0.0, avg_latency_ms=lat / k if k else 0.0,
                 eligible=s > 0,
             ))
-        out.sort(key=lambda r: (not r.eligible, -r.score, r.avg_cost_usd, r.avg_latency_ms, r.agent))
+        out.sort(key=lambda r: (not r.eligible, -round(r.score, 12), r.avg_cost_usd, r.avg_latency_ms, r.agent))
         return out
 
     def recommend_agent(
@@ -453,22 +496,60 @@ class AgentRegistry:
         task: str,
         task_type: str | None = None,
         candidates: Iterable[str] | None = None,
+        explore: bool = True,
     ) -> str | None:
         """The agent to use for ``task``, or None when no candidate has succeeded at such a task.
 
-        Ranking as in :meth:`rank` (Wilson 1927 lower bound on a similarity-weighted success
-        rate, then cost, then latency). None tells the caller to generate a new agent.
+        The first of :meth:`rank`: similarity-weighted runs of this task type; with
+        ``explore=True`` (default) an upper confidence bound on a prior from the agent's
+        other task types (Auer et al. 2002, Wilson 1927), with ``explore=False`` the Wilson
+        lower bound; then cost, then latency. An agent that has only failed is never
+        chosen. None tells the caller to generate a new agent.
 
         :param task: the task text.
         :param task_type: one of :data:`TASK_TYPES` (from the coordinator's analysis);
             None classifies ``task`` with :func:`classify_task`.
         :param candidates: restrict to these agent names.
+        :param explore: see :meth:`rank`.
         :raises UsageError: unknown ``task_type``.
+        :raises ConfigError: the metrics file is corrupt.
         """
-        ranked = self.rank(task, task_type, candidates)
+        ranked = self.rank(task, task_type, candidates, explore=explore)
         if ranked and ranked[0].eligible:
             return ranked[0].agent
         return None
+
+
+class _Priors:
+    """Prior means for :meth:`AgentRegistry.rank` from the per-(agent, type) totals.
+
+    overall = (S + 1) / (N + 2) over every run (Laplace's rule of succession);
+    type    = (S_t + PRIOR_RUNS·overall) / (N_t + PRIOR_RUNS);
+    agent   = (S_a + PRIOR_RUNS·overall) / (N_a + PRIOR_RUNS) over the agent's runs of *other* types;
+    mean(a) = agent + (type − overall), kept in [0.02, 0.98].
+    """
+
+    def __init__(self, agents: list[dict[str, Any]], task_type: str) -> None:
+        total_s = total_n = type_s = type_n = 0
+        self._agent: dict[str, list[int]] = {}
+        for a in agents:
+            s, f = int(a.get("successCount", 0)), int(a.get("failureCount", 0))
+            total_s += s
+            total_n += s + f
+            if a.get("taskType") == task_type:
+                type_s += s
+                type_n += s + f
+                continue  # the agent's own runs of this type are the evidence, not the prior
+            acc = self._agent.setdefault(a.get("name", ""), [0, 0])
+            acc[0] += s
+            acc[1] += s + f
+        self.overall = (total_s + 1) / (total_n + 2)
+        self.type_rate = (type_s + PRIOR_RUNS * self.overall) / (type_n + PRIOR_RUNS)
+
+    def mean(self, agent: str) -> float:
+        s, n = self._agent.get(agent, (0, 0))
+        agent_rate = (s + PRIOR_RUNS * self.overall) / (n + PRIOR_RUNS)
+        return min(0.98, max(0.02, agent_rate + (self.type_rate - self.overall)))
 
 
 def _similarity_weights(task: str, texts: list[str]) -> list[float]:
