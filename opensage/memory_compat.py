@@ -217,8 +217,14 @@ class MemoryCompat:
         """Entities whose name, type or an observation contains ``query`` (case-insensitive),
         with every relation touching one of them. Unranked, like the reference."""
         q = query.lower()
+        # JSON (ensure_ascii) keeps printable ASCII other than " and \ verbatim, so for such
+        # a query a node whose raw text does not contain it cannot match: skip parsing it
+        raw_ok = all(" " <= ch <= "~" and ch not in '"\\' for ch in q)
         ids = []
-        for row in self.db.conn.execute("SELECT * FROM nodes ORDER BY id"):
+        for row in self.db.conn.execute("SELECT id, type, label, content, metadata FROM nodes ORDER BY id"):
+            if raw_ok and q not in row["label"].lower() and q not in row["type"].lower() \
+                    and q not in row["content"].lower() and q not in row["metadata"].lower():
+                continue
             ent = self._entity(row)
             if (q in ent["name"].lower() or q in ent["entityType"].lower()
                     or any(q in o.lower() for o in ent["observations"])):

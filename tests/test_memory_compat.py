@@ -182,3 +182,14 @@ def test_cli_import_export_and_bad_line(cli, project, tmp_path):
     assert r.returncode == 2
     assert "bad.jsonl:2" in r.stderr
     assert db_snapshot(project) == before
+
+
+def test_search_nodes_matches_quotes_and_non_ascii_case_insensitively(host):
+    call(host, "create_entities", entities=[
+        {"name": "Zoë", "entityType": "Personne", "observations": ['says "Héllo" at standup']},
+        {"name": "Other", "entityType": "thing", "observations": ["plain"]},
+    ])
+    assert [e["name"] for e in call(host, "search_nodes", query='"HÉLLO"')["entities"]] == ["Zoë"]
+    assert [e["name"] for e in call(host, "search_nodes", query="ZOË")["entities"]] == ["Zoë"]
+    assert [e["name"] for e in call(host, "search_nodes", query="personne")["entities"]] == ["Zoë"]
+    assert call(host, "search_nodes", query="entity")["entities"] == []  # our node type is not their entityType
