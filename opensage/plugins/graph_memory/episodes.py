@@ -18,6 +18,7 @@ that inserts the row, so numbers are distinct and gap-free, and nothing is lost.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -36,6 +37,8 @@ __all__ = [
     "parse_episode_id",
     "WINDOW",
 ]
+
+_ROLE_WORDS = re.compile(r"[^\W_]+")
 
 #: Turns on each side whose text is indexed as an episode's ``context``.
 WINDOW = 2
@@ -252,8 +255,14 @@ def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, 
     return [(r[0], r[1]) for r in db.conn.execute(sql, params)]
 
 
+#: RRF weight of the speaker list (see :func:`episode_rankings`).
+SPEAKER_WEIGHT = 0.5
+#: Candidates the speaker list is drawn from.
+SPEAKER_DEPTH = 200
+
+
 def rank_episodes(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[int, float]]:
-    """Episode ids for free-text ``query``, best first: [(id, bm25)] (more negative is better).
+    """Episode ids for free-text ``query`` by BM25, best first: [(id, bm25)] (more negative is better).
 
     The query is OR-ed quoted words without stop words (see
     :func:`opensage.plugins.graph_memory.query.match_expression`).
@@ -264,13 +273,44 @@ def rank_episodes(db: Database, query: str, limit: int, session_id: str | None =
     return bm25_episodes(db, match, EPISODE_WEIGHTS, limit, session_id, scored) if match else []
 
 
+def episode_rankings(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[list[int], float]]:
+    """Ranked episode lists for fusion, as (ids best first, RRF weight).
+
+    1. BM25 over turn, speaker, neighbouring turns and date (weight 1);
+    2. speaker-aware: when the query names a speaker (a word of an episode's ``role``,
+       e.g. "What did Alice say about the cache?" or "what did the user ask"), the same
+       ranking restricted to that speaker's own turns (weight :data:`SPEAKER_WEIGHT`),
+       so the named person's words come before replies addressed to them.
+    """
+    from opensage.plugins.graph_memory.query import query_terms
+
+    ranked = rank_episodes(db, query, max(limit, SPEAKER_DEPTH), session_id)
+    if not ranked:
+        return []
+    ids = [i for i, _ in ranked]
+    lists = [(ids[:limit], 1.0)]
+    terms = set(query_terms(query))
+    roles = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        roles.update(db.conn.execute(
+            f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    named = [i for i in ids if terms.intersection(_ROLE_WORDS.findall(roles.get(i, "")))]
+    if named:
+        lists.append((named[:limit], SPEAKER_WEIGHT))
+    return lists
+
+
 def search_episodes(db: Database, query: str, limit: int = 20, session_id: str | None = None) -> list[tuple[Episode, float]]:
     """Episodes matching ``query`` (free text), best first, as (episode, score).
 
     :param session_id: only this session's episodes (None: all sessions).
-    :returns: score = -bm25 (higher is better), BM25 over the turn, its speaker, its
-        neighbouring turns and its date (weights :data:`EPISODE_WEIGHTS`).
+    :returns: score = reciprocal rank fusion (Cormack et al. 2009, k = 60) of
+        :func:`episode_rankings` (higher is better).
     """
-    ranked = rank_episodes(db, query, limit, session_id)
-    found = get_episodes(db, [i for i, _ in ranked])
-    return [(found[i], -s) for i, s in ranked if i in found]
+    from opensage.plugins.graph_memory.query import rrf
+
+    lists = episode_rankings(db, query, limit, session_id)
+    fused = rrf([l for l, _ in lists], weights=[w for _, w in lists])[:limit]
+    found = get_episodes(db, [i for i, _ in fused])
+    return [(found[i], s) for i, s in fused if i in found]

@@ -16,8 +16,9 @@ Rankers:
    are added) preselects at most :data:`FUZZY_CANDIDATES` labels, so a lookup stays
    around a millisecond at 100k nodes.
 3. **BM25 over episodes** — each turn with its speaker, its date and (at a lower
-   weight) its neighbouring turns (see :mod:`.episodes`), so questions about what was
-   said in a session find the turns.
+   weight) its neighbouring turns, plus a speaker-aware list when the query names a
+   speaker (see :func:`.episodes.episode_rankings`), so questions about what was said in
+   a session find the turns.
 
 Fusion: RRF score = Σ 1 / (k + rank), k = 60 (Cormack, Clarke & Büttcher, "Reciprocal
 rank fusion outperforms Condorcet and individual rank learning methods", SIGIR 2009).
@@ -524,6 +525,7 @@ class QueryEngine:
         only episodes; any other ``node_type`` searches only nodes of that type."""
         terms = query_terms(query)
         lists: list[list[tuple[str, int]]] = []
+        weights: list[float] = []
         want_nodes = node_type != "episode"
         want_episodes = node_type in (None, "episode")
         depth = max(RANKER_DEPTH, max_results * 2)
@@ -532,10 +534,14 @@ class QueryEngine:
             match, scored = match_expression(self.db.conn, "nodes", query)
             if match:
                 lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth, scored)])
+                weights.append(1.0)
             lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
+            weights.append(1.0)
         if want_episodes and terms:
-            lists.append([("e", i) for i, _ in ep.rank_episodes(self.db, query, depth)])
-        fused = rrf([l for l in lists if l])
+            for ids, weight in ep.episode_rankings(self.db, query, depth):
+                lists.append([("e", i) for i in ids])
+                weights.append(weight)
+        fused = rrf(lists, weights=weights)
         scores = dict(fused)
         via: dict[tuple[str, int], dict[str, Any]] = {}
         # 1-hop expansion from the top node hits
