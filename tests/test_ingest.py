@@ -254,3 +254,23 @@ def test_src_layout_and_duplicate_script_names(host, project):
     node(conn, "function", "app.core.run")
     node(conn, "function", "setup.go")
     node(conn, "function", "tools.setup.go")
+
+
+def test_calls_into_an_earlier_ingested_repository(host, project):
+    lib = project / "lib" / "geo"
+    lib.mkdir(parents=True)
+    (lib / "__init__.py").write_text("from .core import distance\n")
+    (lib / "core.py").write_text("def distance(a, b):\n    return abs(a - b)\n")
+    app = project / "app"
+    app.mkdir()
+    (app / "main.py").write_text("import geo\nfrom geo.core import distance\n\n\ndef run():\n"
+                                 "    return distance(1, 2) + geo.distance(3, 4)\n")
+    host.run("memory-ingest", {"path": "lib"})
+    data = host.run("memory-ingest", {"path": "app"}).data
+    assert data["files"] == 1
+    conn = host.db.conn
+    calls = edges(conn, "calls")
+    assert calls[("main.run", "geo.core.distance")][1]["resolution"] == "import"
+    assert ("main", "geo.core") in edges(conn, "imports")
+    # the library's module is not turned into an external one by the app's import
+    assert json.loads(node(conn, "module", "geo.core")["metadata"])["external"] is False

@@ -23,7 +23,8 @@ graph) and ``calls`` (function/method/module/class -> function/method/class).
 **Calls are resolved by name, not by type inference.** For a call ``f()`` or
 ``a.b.f()`` the name is looked up, in order: (1) definitions in the same module,
 (2) names the module imports (following re-exports such as ``from .x import f`` in a
-package ``__init__``), (3) for ``self.f()``/``cls.f()``/``super().f()`` the methods of
+package ``__init__``; targets may be definitions stored by an earlier ingest of another
+folder, so an application's calls into an ingested library are linked), (3) for ``self.f()``/``cls.f()``/``super().f()`` the methods of
 the enclosing class and its in-graph base classes, (4) a function, class or method
 defined exactly once in the ingested files under that short name. Steps 1–3 give
 weight 0.9 (0.8 for ``self``); step 4 gives 0.5 for a bare name and 0.3 for a method
@@ -437,8 +438,16 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
     report.files = len(modules)
 
     with graph.db.transaction() as conn:
-        existing = _load_code_nodes(conn)
-        by_key = {(n["type"], n["label"]): n for n in existing}
+        existing = _load_code_nodes(conn, [m.file for m in modules] + sorted(failed_files), root_label)
+        by_key: dict[tuple[str, str], dict | None] = {(n["type"], n["label"]): n for n in existing}
+
+        def lookup(key: tuple[str, str]) -> dict | None:
+            """The stored node (type, label), from the files in scope or else the database."""
+            if key not in by_key:
+                row = conn.execute("SELECT id, type, label, metadata FROM nodes WHERE type=? AND label=?", key).fetchone()
+                by_key[key] = None if row is None else {
+                    "id": row["id"], "type": row["type"], "label": row["label"], "meta": json.loads(row["metadata"] or "{}")}
+            return by_key[key]
         by_file: dict[str, list[dict]] = {}
         for n in existing:
             p = n["meta"].get("path")
@@ -452,7 +461,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         deleted: set[int] = set()
         parsed_names = {m.name for m in modules}
         for mod in modules:
-            old_file = by_key.get(("file", mod.file))
+            old_file = lookup(("file", mod.file))
             file_root = root_label
             if path.is_file() and old_file is not None and old_file["meta"].get("root"):
                 file_root = old_file["meta"]["root"]  # a one-file refresh keeps the file in its folder's ingest
@@ -491,7 +500,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             report.changed += 1
             file_sym = _Symbol("file", mod.file, f"{mod.file} ({mod.data_lines} lines)", file_meta)
             for sym in [file_sym, *desired]:
-                nid = _write_node(conn, by_key.get((sym.type, sym.label)), sym, now, report)
+                nid = _write_node(conn, lookup((sym.type, sym.label)), sym, now, report)
                 ids[(sym.type, sym.label)] = nid
                 scope_ids.add(nid)
             keep = {(s.type, s.label) for s in desired}
@@ -517,15 +526,14 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     report.removed_files += 1
 
         # -- edges --------------------------------------------------------------------------
-        existing = [n for n in existing if n["id"] not in deleted]
-        by_key = {(n["type"], n["label"]): n for n in existing}
-        resolver = _Resolver(modules, existing)
+        by_key = {k: v for k, v in by_key.items() if v is not None and v["id"] not in deleted}
+        resolver = _Resolver(modules, conn)
         desired_edges: dict[tuple[int, str, int], tuple[float, dict]] = {}
 
         def node_id(key):
             if key in ids:
                 return ids[key]
-            old = by_key.get(key)
+            old = lookup(key)
             return old["id"] if old else None
 
         def want(src_key, etype, dst_key, weight, meta):
@@ -548,7 +556,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             for spec, line in mod.imports:
                 target = None
                 for cand in spec.split("|"):
-                    known = by_key.get(("module", cand))
+                    known = lookup(("module", cand))
                     if cand in parsed_names or (known and not known["meta"].get("external")):
                         target = cand
                         break
@@ -638,9 +646,13 @@ def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
     return out
 
 
-def _load_code_nodes(conn) -> list[dict]:
+def _load_code_nodes(conn, files: list[str], root_label: str) -> list[dict]:
+    """Code nodes of the given files (by ``metadata.path``) and of earlier ingests of the same root."""
     rows = conn.execute(
-        f"SELECT id, type, label, metadata FROM nodes WHERE type IN ({','.join('?' * len(CODE_TYPES))})", CODE_TYPES
+        f"SELECT id, type, label, metadata FROM nodes WHERE type IN ({','.join('?' * len(CODE_TYPES))})"
+        " AND (json_extract(metadata, '$.path') IN (SELECT value FROM json_each(?))"
+        " OR json_extract(metadata, '$.root') = ?)",
+        (*CODE_TYPES, json.dumps(files), root_label),
     ).fetchall()
     return [{"id": r["id"], "type": r["type"], "label": r["label"], "meta": json.loads(r["metadata"] or "{}")}
             for r in rows]
@@ -688,9 +700,11 @@ def _delete_node(conn, node_id: int) -> None:
 class _Resolver:
     """Name-based resolution of calls and base classes (see the module docstring)."""
 
-    def __init__(self, modules: list[_Module], existing: list[dict]) -> None:
+    def __init__(self, modules: list[_Module], conn) -> None:
+        self.conn = conn
         self.modules = {m.name: m for m in modules}
         self.types: dict[str, str] = {}
+        self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
@@ -702,23 +716,28 @@ class _Resolver:
                     self.methods_by_short.setdefault(short, []).append(s.label)
                 else:
                     self.by_short.setdefault(short, []).append(s.label)
-        # definitions already in the graph (other repositories, or files not parsed now)
-        for n in existing:
-            if n["type"] in ("class", "function", "method"):
-                self.types.setdefault(n["label"], n["type"])
         for m in modules:
             for cls, exprs, _ in m.bases:
                 self.bases[cls] = [b for b in (self.resolve_dotted(e, m) for e in exprs) if b]
 
-    def type_of(self, label: str) -> str | None:
+    def known(self, label: str) -> str | None:
+        """The type of a class/function/method label parsed now or stored by an earlier ingest."""
         if label in self.types:
             return self.types[label]
-        if label in self.modules:
+        if label not in self.stored:
+            row = self.conn.execute(
+                "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method') LIMIT 1", (label,)
+            ).fetchone()
+            self.stored[label] = row[0] if row else None
+        return self.stored[label]
+
+    def type_of(self, label: str) -> str | None:
+        if label in self.modules and label not in self.types:
             return "module"
-        return None
+        return self.known(label)
 
     def resolve_global(self, qual: str, depth: int = 0) -> str | None:
-        if qual in self.types:
+        if self.known(qual):
             return qual
         if depth > 5:
             return None
@@ -749,7 +768,7 @@ class _Resolver:
             return None
         seen.add(cls)
         qual = f"{cls}.{name}"
-        if self.types.get(qual) == "method":
+        if self.known(qual) == "method":
             return qual
         for base in self.bases.get(cls, []):
             hit = self.find_method(base, name, seen)
@@ -790,7 +809,7 @@ class _Resolver:
         return None
 
     def _found(self, label: str, weight: float, how: str):
-        return (label, weight, how) if label in self.types else None
+        return (label, weight, how) if self.known(label) else None
 
     def _unique_method(self, name: str):
         if name.startswith("__") or name in _BUILTIN_METHODS:
