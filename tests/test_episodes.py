@@ -140,3 +140,17 @@ def test_list_mark_compressed_and_search(host):
     ts = _t.mktime((2023, 5, 8, 13, 56, 0, 0, 0, -1))
     host.record(dated, SessionEvent(kind="user_message", role="user", text="went hiking", timestamp=ts))
     assert search_episodes(db, "hiking May 2023")[0][0].session_id == "s4"
+
+
+def test_a_named_speaker_own_turns_come_first(host):
+    session = host.session("talk", source="test")
+    turns = [
+        ("Bob", "Alice, how is the new cat doing? Tell me about the cat!"),
+        ("Alice", "Miso is great, we adopted her from the shelter last week."),
+        ("Bob", "Alice, I love cats too, the cat pictures you sent were lovely."),
+        ("Alice", "Thanks! She sleeps all day."),
+    ]
+    for role, text in turns:
+        host.record(session, SessionEvent(kind="user_message", role=role, text=text))
+    found = search_episodes(host.db, "Which cat did Alice adopt?", limit=3)
+    assert found[0][0].role == "Alice" and "adopted" in found[0][0].text

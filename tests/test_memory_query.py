@@ -211,3 +211,19 @@ def test_cli_errors_exit_2_and_change_nothing(cli, project):
     assert ok.returncode == 0 and json.loads(ok.stdout)[0]["label"] == "AuthService"
     text = cli("@memory-query", "mode=traversal", "startNode=PaymentService", "direction=in")
     assert text.returncode == 0 and "OrderService" in text.stdout and "<-calls-" in text.stdout
+
+
+def test_bulk_load_keeps_the_index_in_sync_and_validates_first(host):
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    graph = graph_for(host)
+    ids = graph.bulk_load(
+        [("class", "CacheWarmer", "Fills the cache at start-up.", {}), ("class", "CacheStore", "LRU store.", {})],
+        [(0, 1, "uses", 0.7)],
+    )
+    res = q(host, query="CacheWarmr")
+    assert res.data[0]["id"] == f"n{ids[0]}" and res.data[0]["relations"][0]["label"] == "CacheStore"
+    before = graph.counts()
+    with pytest.raises(UsageError, match="edge type"):
+        graph.bulk_load([("class", "Other", "", {})], [(0, 0, "Not A Type", 0.5)])
+    assert graph.counts() == before
