@@ -245,3 +245,47 @@ def test_new_commands_are_announced_with_tools_list_changed(workspace):
     assert "notifications/tools/list_changed" in notices
     assert "echo-it" in after
     assert text_of(echoed) == "hello"
+
+
+def test_a_generated_tool_stored_meanwhile_is_announced_and_listed_with_its_schema(project):
+    """A tool stored by @generate-tool (here: written by another process through the
+    dynamic-tools store) becomes a command; the server notices after the next call."""
+    from opensage.plugins.dynamic_tools import store
+    from opensage.store import Workspace
+    from opensage.types import ToolExample, ToolSpec
+
+    spec = ToolSpec(
+        name="word-count", description="Count the words of a text.", language="python",
+        parameters={"type": "object", "properties": {"text": {"type": "string", "description": "the text"}},
+                    "required": ["text"]},
+        code="import json,sys\nd=json.load(sys.stdin)\nprint(json.dumps({'result': len(d['arguments']['text'].split())}))\n",
+        examples=[ToolExample(arguments={"text": "a b c"}, expected=3)],
+    )
+    notices = []
+
+    async def on_message(message):
+        method = getattr(getattr(message, "root", message), "method", None) or getattr(message, "method", None)
+        if method:
+            notices.append(method)
+
+    async def main():
+        params = StdioServerParameters(command=sys.executable,
+                                       args=["-m", "opensage", "--workspace", str(project), "mcp"])
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write, message_handler=on_message) as s:
+                await s.initialize()
+                before = {t.name for t in (await s.list_tools()).tools}
+                store.save(Workspace(project), spec, checked=[])
+                await s.call_tool("read_graph", {})
+                for _ in range(100):
+                    if "notifications/tools/list_changed" in notices:
+                        break
+                    await anyio.sleep(0.02)
+                tools = {t.name: t for t in (await s.list_tools()).tools}
+                return before, tools
+
+    before, tools = run(main)
+    assert "word-count" not in before
+    assert "notifications/tools/list_changed" in notices
+    assert tools["word-count"].input_schema["properties"]["text"]["type"] == "string"
+    assert tools["word-count"].input_schema["required"] == ["text"]
