@@ -273,3 +273,23 @@ def test_ensemble_without_strategies_asks_the_model_for_them(host, repo, scripte
     report = asyncio.run(horizontal(host, "How long is calc.py?", [], "majority_vote"))
     assert [m.strategy for m in report.members] == ["by reading", "by counting"]
     assert brain.seen[0] == "strategies" and report.answer == "two lines" and "2 of 2" in report.reason
+
+
+def test_an_out_of_range_judge_pick_is_fed_back(host, repo, scripted):
+    verdicts = iter([{"choice": 7, "reason": "the seventh"}, {"choice": 1, "reason": "it answers directly"}])
+
+    def act(task, results):
+        return "forty-two" if "first" in task else "unsure"
+
+    brain = Brain(act, name_for=lambda t: "first-agent" if "first" in t else "second-agent")
+
+    def judge_twice(messages, tools):
+        if messages[0]["content"].startswith("You are the judge"):
+            return json.dumps(next(verdicts))
+        return brain(messages, tools)
+
+    scripted.default = judge_twice
+    report = asyncio.run(horizontal(host, "What is the answer?", ["first", "second"], "llm_judge"))
+    assert report.chosen == 1 and report.reason == "it answers directly"
+    retry = scripted.requests[-1]["messages"][-1]["content"]
+    assert "only 2 candidates" in retry

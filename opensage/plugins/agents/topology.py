@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, OpenSageError, UsageError
 from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
@@ -594,11 +594,23 @@ async def _judge(task: str, members: list[MemberReport], model: str | None) -> t
                                       "same task. Compare the candidates on correctness, completeness and "
                                       "risk, pick the best one and explain why."},
         {"role": "user", "content": f"Task: {task}\n\n" + "\n\n".join(parts)},
-    ], JudgeVerdict, model=model)
-    verdict = res.value
-    if verdict.choice > len(members):
-        raise OpenSageError(f"the judge picked candidate {verdict.choice} of {len(members)}")
-    return verdict.choice, verdict.reason, res.usage
+    ], _verdict_model(len(members)), model=model)
+    return res.value.choice, res.value.reason, res.usage
+
+
+def _verdict_model(n: int) -> type[JudgeVerdict]:
+    """:class:`JudgeVerdict` whose ``choice`` must be 1..n (an out-of-range pick is fed back to the model)."""
+
+    class Verdict(JudgeVerdict):
+        @field_validator("choice")
+        @classmethod
+        def _in_range(cls, v: int) -> int:
+            if v > n:
+                raise ValueError(f"there are only {n} candidates; choose a number from 1 to {n}")
+            return v
+
+    Verdict.__name__ = Verdict.__qualname__ = "JudgeVerdict"
+    return Verdict
 
 
 async def horizontal(
@@ -729,12 +741,16 @@ async def horizontal(
     else:
         for m in members:
             m.diff = await asyncio.to_thread(copies[m.index - 1].diff, 3000)
-        choice, reason, usage = await _judge(task, members, model)
-        report.merge_tokens, report.merge_cost_usd = usage.total_tokens, usage.cost_usd
-        report.chosen, report.reason = choice, reason
-        report.success = members[choice - 1].result.success
-        if not report.success:
-            report.reason += " (the chosen member did not finish; nothing applied)"
+        try:
+            choice, reason, usage = await _judge(task, members, model)
+        except ModelError as exc:
+            report.reason = f"the judge gave no valid verdict ({exc}); nothing applied"
+        else:
+            report.merge_tokens, report.merge_cost_usd = usage.total_tokens, usage.cost_usd
+            report.chosen, report.reason = choice, reason
+            report.success = members[choice - 1].result.success
+            if not report.success:
+                report.reason += " (the chosen member did not finish; nothing applied)"
     if report.success and report.chosen:
         report.applied, report.conflicts = await asyncio.to_thread(copies[report.chosen - 1].apply)
     emit({"kind": "merged", "chosen": report.chosen, "success": report.success, "applied": report.applied})
