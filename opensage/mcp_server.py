@@ -20,6 +20,7 @@ protocol loop (pings, cancellation).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -73,8 +74,10 @@ def tool_list(host) -> list[types.Tool]:
 
 
 def _structured(data: Any) -> dict[str, Any] | None:
+    """A command's data as MCP structured content: a JSON object (non-JSON values as text)."""
     if data is None:
         return None
+    data = json.loads(json.dumps(data, default=str))
     if isinstance(data, dict):
         return data
     return {"result": data}

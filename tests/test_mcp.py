@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 import anyio
@@ -181,6 +182,10 @@ def test_a_thousand_sequential_calls_keep_memory_steady(project):
 
 
 # -- tools/list_changed ----------------------------------------------------------------------
+class EmptyArgs(ArgModel):
+    pass
+
+
 class GrowingPlugin:
     """A test plugin whose ``@make-command name=x`` registers a new command ``x``."""
 
@@ -196,9 +201,13 @@ class GrowingPlugin:
 
         def make(args, ctx):
             plugin.extra.append(args.name)
-            return CommandResult(text=f"made {args.name}")
+            return CommandResult(text=f"made {args.name}", data={"made": args.name, "where": Path("/tmp")})
+
+        def boom(args, ctx):
+            raise RuntimeError("a bug in a plugin")
 
         register(Command("make-command", MakeArgs, make, "Register a new command (test)."))
+        register(Command("boom", EmptyArgs, boom, "Always fails (test)."))
         for extra in self.extra:
             class EchoArgs(ArgModel):
                 text: str = ""
@@ -233,10 +242,12 @@ def test_new_commands_are_announced_with_tools_list_changed(workspace):
                 await anyio.sleep(0.02)
             after = {t.name for t in (await client.list_tools()).tools}
             echoed = await client.call_tool("echo-it", {"text": "hello"})
-            return before, quiet, made, after, echoed
+            boom = await client.call_tool("boom", {})
+            alive = await client.call_tool("echo-it", {"text": "still here"})
+            return before, quiet, made, after, echoed, boom, alive
 
     try:
-        before, quiet, made, after, echoed = anyio.run(main)
+        before, quiet, made, after, echoed, boom, alive = anyio.run(main)
     finally:
         host.close()
     assert "echo-it" not in before
@@ -245,6 +256,9 @@ def test_new_commands_are_announced_with_tools_list_changed(workspace):
     assert "notifications/tools/list_changed" in notices
     assert "echo-it" in after
     assert text_of(echoed) == "hello"
+    assert made.structured_content == {"made": "echo-it", "where": "/tmp"}  # non-JSON data as text
+    assert boom.is_error and "internal error in boom: RuntimeError: a bug in a plugin" in text_of(boom)
+    assert text_of(alive) == "still here"
 
 
 def test_a_generated_tool_stored_meanwhile_is_announced_and_listed_with_its_schema(project):
