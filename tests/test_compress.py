@@ -255,3 +255,21 @@ def test_model_requests_are_bounded(host, scripted, monkeypatch):
     last_prompt = scripted.requests[-1]["messages"][-1]["content"]
     assert "[8] tool_result" in last_prompt          # the latest episodes are the ones sent
     assert data["new"]["error"] == 1                  # the rules still covered everything
+
+
+def test_code_blocks_and_pasted_logs_do_not_flood_entities(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    session = host.session("s11", source="test")
+    host.record(session, SessionEvent(kind="assistant_message", role="assistant", text=(
+        "Here is the change to RetryPolicy:\n```python\ndef backoff_delay(attempt_no):\n"
+        "    # use a list instead of a tuple\n    max_wait_s = 30\n    return min(max_wait_s, 2 ** attempt_no)\n```\n")))
+    host.record(session, SessionEvent(kind="user_message", role="user",
+                                      text=" ".join(f"value_{i}" for i in range(40))))
+    host.record(session, SessionEvent(kind="user_message", role="user", text="what I want is a faster parser."))
+    data = host.run("memory-compress-session", {"sessionId": "s11"}).data
+    conn = host.db.conn
+    entities = {r[0] for r in conn.execute("SELECT label FROM nodes WHERE type='entity'")}
+    assert "RetryPolicy" in entities
+    assert not {"backoff_delay", "attempt_no", "max_wait_s"} & entities
+    assert len([e for e in entities if e.startswith("value_")]) == 15
+    assert "decision" not in data["new"] and "query" not in data["new"]

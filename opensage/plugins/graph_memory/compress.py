@@ -79,6 +79,9 @@ _QUESTION_START = re.compile(r"^(?:how|what|why|where|which|who|when|whose)\b", 
 _EXTS = ("py|pyi|js|jsx|mjs|ts|tsx|json|ya?ml|toml|md|rst|txt|cfg|ini|sh|go|rs|java|kt|c|h|cc|cpp|hpp|cs|rb|php|"
          "html|css|scss|sql|lock|env")
 _PATH = re.compile(rf"(?<![\w/.@-])((?:\.{{0,2}}/)?(?:[\w.-]+/)*[\w-][\w.-]*\.(?:{_EXTS}))(?![\w/])")
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.S)
+#: New ``entity`` nodes taken from one message at most (a pasted log is not a glossary).
+MAX_ENTITIES_PER_EPISODE = 15
 _BACKTICK = re.compile(r"`([^`\n]{2,100})`")
 _IDENT = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*(?:\(\))?$")
 _CAMEL = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+\b")
@@ -278,9 +281,13 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
     code = _CodeIndex(graph) if graph is not None else None
     command_at = _commands_by_index(episodes)
 
-    def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None) -> None:
+    def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None, create: bool = True,
+                        limit: int = MAX_ENTITIES_PER_EPISODE) -> None:
+        created = 0
         for sym in _symbols(text):
             hits = code.lookup(sym) if code else []
+            if not hits and (not create or created >= limit):
+                continue
             if hits:
                 for nid, ntype, nlabel in hits:
                     key = ex.add(ntype, nlabel, ep.id)
@@ -289,6 +296,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                     if src:
                         ex.link(src, "mentions", key, 0.7)
             else:
+                created += 1
                 key = ex.add("entity", sym, ep.id, origin="compress")
                 ex.link(session, "mentions", key, 0.4)
                 if src:
@@ -350,7 +358,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
             _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id)
         # messages: decisions, questions, answers, mentions
         if ep.kind in ("user_message", "assistant_message"):
-            sentences = _sentences(text)
+            sentences = _sentences(_FENCE.sub(" ", text))  # decisions and questions come from prose
             for s in sentences:
                 if _DECISION.search(s) and len(s) >= 12:
                     dkey = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
@@ -365,7 +373,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                                 ex.link(dkey, "mentions", ex.add("file", label, ep.id), 0.3)
             if ep.kind == "user_message":
                 for s in sentences:
-                    if (s.endswith("?") or _QUESTION_START.match(s)) and len(s.split()) >= 3:
+                    if (s.endswith("?") or (_QUESTION_START.match(s) and s[-1] not in ".!:")) and len(s.split()) >= 3:
                         qkey = ex.add("query", _norm(s), ep.id, content=_norm(text, 2000), origin="compress",
                                       session=session_id, seq=ep.seq)
                         ex.link(session, "contains", qkey, 0.6)
@@ -378,7 +386,10 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                                           session=session_id, seq=answer.seq)
                             ex.link(akey, "answers", qkey, 0.8)
                             ex.link(session, "contains", akey, 0.5)
-            mention_symbols(text, ep, None)
+            prose = _FENCE.sub(" ", text)
+            mention_symbols(prose, ep, None)
+            for block in _FENCE.findall(text):  # names in code blocks: only those that exist as code nodes
+                mention_symbols(block, ep, None, create=False)
             mention_files(text, ep, None)
         elif ep.kind == "tool_result" and not _is_failure(ep):
             mention_files(text[:4000], ep, None, 0.3, limit=5)  # listings (ls, grep) are not all worth a node
