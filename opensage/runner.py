@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-import json
 import os
 import re
 import time
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from opensage.errors import ModelError, OpenSageError, UsageError
+from opensage.errors import ModelError, OpenSageError
 from opensage.types import AgentResult, AgentSpec, CommandContext, SessionEvent, Tool
 
 if TYPE_CHECKING:

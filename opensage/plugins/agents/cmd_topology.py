@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from typing import Any, Literal
 
 from pydantic import Field
@@ -14,6 +12,9 @@ from opensage.types import ArgModel, Command, CommandContext, CommandResult
 def run_async(coro) -> Any:
     """Run ``coro`` to completion from sync code, also when an event loop is already running
     (an MCP server): then it runs on a fresh loop in a worker thread."""
+    import asyncio  # imported here: asyncio costs tens of ms and most commands never need it
+    import concurrent.futures
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
