@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 from conftest import db_snapshot
-from opensage.plugins.graph_memory.graph import graph_for
 
 FILES = {
     "pkg/__init__.py": '''

@@ -39,6 +39,7 @@ compressed before.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -96,7 +97,7 @@ _EDIT_TOOLS = {"edit", "write", "str_replace", "apply_patch", "patch", "multiedi
                "str_replace_based_edit_tool", "write_file", "edit_file"}
 _PATH_ARGS = ("path", "file_path", "filePath", "file", "filename", "target_file", "notebook_path")
 _COMMAND_ARGS = ("command", "cmd", "script")
-_STOP_SYMBOLS = {"e.g", "i.e", "etc", "vs"} | {n for n in dir(__import__("builtins")) if n[:1].isupper()}
+_STOP_SYMBOLS = {"e.g", "i.e", "etc", "vs"} | {n for n in dir(builtins) if n[:1].isupper()}
 
 
 def _norm(text: str, limit: int = LABEL_CHARS) -> str:

@@ -10,7 +10,6 @@ character Mermaid could read as syntax is written as an entity code (``#quot;``,
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
