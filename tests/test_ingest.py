@@ -273,3 +273,12 @@ def test_calls_into_an_earlier_ingested_repository(host, project):
     assert ("main", "geo.core") in edges(conn, "imports")
     # the library's module is not turned into an external one by the app's import
     assert json.loads(node(conn, "module", "geo.core")["metadata"])["external"] is False
+
+
+def test_who_calls_through_memory_query_traversal(host, project):
+    write_repo(project / "repo")
+    host.run("memory-ingest", {"path": "repo"})
+    result = host.run("memory-query", {"mode": "traversal", "startNode": "pkg.shapes.Circle", "direction": "in",
+                                       "depth": 1, "edgeTypes": ["calls"]})
+    callers = {hit["label"] for hit in result.data}
+    assert callers == {"pkg.shapes.unit_circle", "pkg.report.summary"}
