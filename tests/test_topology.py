@@ -293,3 +293,12 @@ def test_an_out_of_range_judge_pick_is_fed_back(host, repo, scripted):
     assert report.chosen == 1 and report.reason == "it answers directly"
     retry = scripted.requests[-1]["messages"][-1]["content"]
     assert "only 2 candidates" in retry
+
+
+def test_without_a_model_topologies_refuse_before_writing(cli, repo):
+    for args in (("@vertical-decompose", "task=Harden parse_age", 'subtasks=["Validate input"]'),
+                 ("@horizontal-ensemble", "task=Harden parse_age", 'strategies=["a","b"]')):
+        proc = cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "OPENSAGE_MODEL" in proc.stderr
+    assert not (repo / ".opencode").exists()

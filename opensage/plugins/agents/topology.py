@@ -365,11 +365,15 @@ async def vertical(
     :param replan: on the first failed step, ask the model once for a new plan of the
         remaining work and continue with it; a second failure stops the chain.
     :returns: :class:`ChainReport` (``failed_step`` is 1-based).
-    :raises UsageError: empty task. :raises ModelError: the model could not propose subtasks.
+    :raises UsageError: empty task; no model configured (ModelNotConfigured).
+    :raises ModelError: the model could not propose subtasks.
         A step whose agent cannot be generated, or whose agent fails, is a failed step.
     """
     if not task or not task.strip():
         raise UsageError("task must not be empty; say what the chain should do, e.g. task=\"add a CLI flag\".")
+    from opensage import llm
+
+    llm.model_name(model)  # ModelNotConfigured before anything is written
     emit = on_event or (lambda e: None)
     run_id = run_id or new_run_id()
     planned = False
@@ -641,7 +645,8 @@ async def horizontal(
         when the project has tests).
     :returns: :class:`EnsembleReport`; the chosen member's changes are applied to the
         workspace only if it succeeded (for ``best_score``: passed the verifier).
-    :raises UsageError: bad strategy list, unknown merge strategy, best_score without a verifier.
+    :raises UsageError: bad strategy list, unknown merge strategy, best_score without a
+        verifier, no model configured (ModelNotConfigured).
     """
     if not task or not task.strip():
         raise UsageError("task must not be empty; say what every member should do.")
@@ -659,6 +664,9 @@ async def horizontal(
     if merge_strategy == "best_score" and not verifier:
         raise UsageError("mergeStrategy=best_score needs a verifier command (the project has no tests): "
                          "pass verifier=\"python -m pytest -q\" or another command that exits 0 on success.")
+    from opensage import llm
+
+    llm.model_name(model)  # ModelNotConfigured before anything is written
     emit = on_event or (lambda e: None)
     run_id = run_id or new_run_id()
     if not strategies:
