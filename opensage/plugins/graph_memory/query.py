@@ -34,8 +34,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import sqlite3
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -153,29 +151,6 @@ COMMON_SCORED = 500
 _FTS_TABLES = {"nodes": "nodes_fts", "episodes": "episodes_fts"}
 
 
-_local = threading.local()
-
-
-def _stems(words: list[str]) -> dict[str, str]:
-    """Each word's index term, from the same FTS5 tokenizer (porter unicode61).
-
-    Uses a private in-memory database per thread, so no write touches the workspace's.
-    """
-    conn = getattr(_local, "tokenizer", None)
-    if conn is None:
-        conn = sqlite3.connect(":memory:")
-        conn.execute("CREATE VIRTUAL TABLE qtok USING fts5(x, tokenize = 'porter unicode61')")
-        conn.execute("CREATE VIRTUAL TABLE qtok_i USING fts5vocab(qtok, 'instance')")
-        _local.tokenizer = conn
-    with conn:
-        conn.execute("DELETE FROM qtok")
-        conn.executemany("INSERT INTO qtok(rowid, x) VALUES (?, ?)", list(enumerate(words, start=1)))
-        out: dict[str, str] = {}
-        for doc, term in conn.execute("SELECT doc, term FROM qtok_i"):
-            out.setdefault(words[doc - 1], term)
-    return out
-
-
 def match_expression(conn, table: str, query: str) -> tuple[str, int]:
     """The FTS5 MATCH expression for ``query`` over ``table`` (``nodes`` or ``episodes``),
     and how many matching rows to score at most.
@@ -190,14 +165,10 @@ def match_expression(conn, table: str, query: str) -> tuple[str, int]:
     if n <= MAX_DF_DOCS:
         return _or(terms), MAX_SCORED
     fts = _FTS_TABLES[table]
-    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.opensage_{fts}_v USING fts5vocab(main, {fts}, 'row')")
-    stems = _stems(terms)
-    df = {}
-    for t in terms:
-        row = conn.execute(f"SELECT doc FROM temp.opensage_{fts}_v WHERE term = ?", (stems.get(t, t),)).fetchone()
-        df[t] = row[0] if row else 0
-    limit = max(MAX_DF_DOCS, MAX_DF_FRACTION * n)
-    kept = [t for t in terms if df[t] <= limit]
+    limit = int(max(MAX_DF_DOCS, MAX_DF_FRACTION * n))
+    # document frequency, counted only up to limit + 1 (all we need to know, and cheap)
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {limit + 1})"
+    kept = [t for t in terms if conn.execute(sql, (_quote(t),)).fetchone()[0] <= limit]
     if kept:
         return _or(kept), MAX_SCORED
     return _or(terms), COMMON_SCORED
