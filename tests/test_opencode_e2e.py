@@ -270,3 +270,91 @@ def test_install_opencode_refuses_a_foreign_opensage_entry(tmp_path):
     assert r.returncode == 2 and "already has a different mcp.opensage entry" in r.stderr
     assert json.loads((project / "opencode.json").read_text()) == config
     assert not (project / ".opencode" / "plugin").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.opencode
+@needs_opencode
+def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
+    """``opencode serve``: a session writes a file, then is compacted (POST /session/:id/summarize).
+    The shim compresses the session first and OpenCode's compaction request to the model
+    carries what the graph learned."""
+    import re
+    import urllib.request
+
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    inst = _run([sys.executable, "-m", "opensage", "--workspace", str(project), "install", "opencode"],
+                env=None, cwd=project)
+    assert inst.returncode == 0, inst.stderr
+    for config_dir in (project / ".opencode", home / ".config" / "opencode"):
+        seed_config_dir(config_dir)
+    target = project / "src" / "token_store.py"
+
+    def responder(body):
+        if not body.get("tools"):
+            return {"content": "Summary: created src/token_store.py."}  # title and compaction agents
+        if not tool_messages(body):
+            return {"tool_calls": [{"name": "write", "arguments": {"filePath": str(target),
+                                                                    "content": "TOKENS = {}\n"}}]}
+        return {"content": "Created src/token_store.py."}
+
+    with FakeOpenAI(responder) as llm:
+        env = hermetic_env(home, project, llm.base_url)
+        port = _free_port()
+        server = subprocess.Popen([opencode, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
+                                  cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in server.stdout:
+                if re.search(rf"listening on http://127\.0\.0\.1:{port}", line):
+                    break
+            base = f"http://127.0.0.1:{port}"
+
+            def call(method, path, body=None):
+                data = json.dumps(body).encode() if body is not None else None
+                req = urllib.request.Request(base + path, method=method, data=data,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=90) as resp:
+                    return json.loads(resp.read() or b"null")
+
+            sid = call("POST", "/session", {})["id"]
+            call("POST", f"/session/{sid}/message", {"parts": [{"type": "text", "text": "create the token store"}]})
+            assert call("POST", f"/session/{sid}/summarize", {"providerID": "scripted", "modelID": "model"}) is True
+            call("POST", "/instance/dispose", {})
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+    assert target.read_text() == "TOKENS = {}\n"
+    from opensage.host import Host
+    from opensage.store import Workspace
+
+    host = Host(Workspace(project))
+    try:
+        memory = host.compaction_context(host.session(sid, source="opencode"))
+    finally:
+        host.close()
+    assert memory and "src/token_store.py" in memory
+
+    def texts(body):
+        for m in body.get("messages", []):
+            c = m.get("content")
+            yield from ([c] if isinstance(c, str) else [p.get("text", "") for p in c or [] if isinstance(p, dict)])
+
+    assert any(memory in t for b in llm.requests for t in texts(b)), \
+        "OpenCode's compaction request did not carry opensage's memory"
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    rows = db.execute("SELECT kind, tool, path, compressed_at FROM episodes WHERE session_id=? ORDER BY seq",
+                      (sid,)).fetchall()
+    assert ("file_edit", "write", "src/token_store.py") in [r[:3] for r in rows]  # made relative to the project
+    assert all(r[3] is not None for r in rows)  # compressed before OpenCode compacted
+    assert db.execute("SELECT 1 FROM nodes WHERE type='file' AND label='src/token_store.py'").fetchone()

@@ -75,6 +75,16 @@ def command_markdown(command) -> str:
     )
 
 
+def _project_relative(path: str, root: Path) -> str:
+    """``path`` relative to the project when it lies inside it (OpenCode passes absolute paths)."""
+    if not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return path
+
+
 def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
     """Fire a batch of hook events sent by the plugin shim (``opensage hook --from opencode``).
 
@@ -102,6 +112,8 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
             continue
         body = dict(item.get("payload") or {})
         body.setdefault("source", "opencode")
+        if item["hook"] == "file-edit" and isinstance(body.get("path"), str):
+            body["path"] = _project_relative(body["path"], host.workspace.root)
         try:
             results.append(fire_hook(host, item["hook"], body))
         except OpenSageError as exc:
