@@ -159,6 +159,7 @@ def test_model_extraction_adds_nodes_and_merges(host, scripted):
         "items": [
             {"type": "concept", "label": "guard clause", "content": "return early on invalid input", "episodes": [1, 6]},
             {"type": "decision", "label": "validate input at the parser boundary", "episodes": [1]},
+            {"type": "Component", "label": "parser module"},       # the model's own category: kept as concept
             # the rules found this one already (different case): merged, not duplicated
             {"type": "decision", "label": "let's use a guard clause in `parse_config` instead of try/except",
              "episodes": [1]},
@@ -166,13 +167,14 @@ def test_model_extraction_adds_nodes_and_merges(host, scripted):
         "relations": [
             {"source": "validate input at the parser boundary", "type": "uses", "target": "guard clause"},
             {"source": "guard clause", "type": "fixes", "target": "ValueError: empty input"},
+            {"source": "parser module", "type": "Depends on", "target": "guard clause"},
             {"source": "guard clause", "type": "related_to", "target": "nothing by this name"},
         ],
     }))
     result = host.run("memory-compress-session", {"sessionId": "s5", "useModel": "always"})
     data = result.data
-    assert data["model"] == "scripted/test" and data["modelItems"] == 3 and data["droppedRelations"] == 1
-    assert data["new"]["concept"] == 1 and data["new"]["decision"] == 3   # 2 from rules + 1 from the model
+    assert data["model"] == "scripted/test" and data["modelItems"] == 4 and data["droppedRelations"] == 1
+    assert data["new"]["concept"] == 2 and data["new"]["decision"] == 3   # 2 from rules + 1 from the model
     assert data["tokens"] > 0
     prompt = json.dumps(scripted.requests[0]["messages"])
     assert "pytest -q tests/test_parser.py" in prompt and "ValueError" in prompt
@@ -182,6 +184,7 @@ def test_model_extraction_adds_nodes_and_merges(host, scripted):
     decision = node_id(conn, "decision", "validate input at the parser boundary")
     error = node_id(conn, "error", "ValueError: empty input")
     assert has_edge(conn, decision, "uses", concept) and has_edge(conn, concept, "fixes", error)
+    assert has_edge(conn, node_id(conn, "concept", "parser module"), "depends_on", concept)
     assert provenance_seqs(conn, concept) == [1, 6]
     assert conn.execute("SELECT count(*) FROM nodes WHERE type='decision' AND label LIKE '%guard clause in%'"
                         ).fetchone()[0] == 1

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
 from opensage.plugins.graph_memory.episodes import Episode, list_episodes, mark_compressed
@@ -476,12 +476,18 @@ NodeKind = Literal["decision", "concept", "entity", "error", "task", "query", "a
 
 
 class MemoryItem(BaseModel):
-    """One piece of lasting knowledge found in the transcript."""
+    """One piece of lasting knowledge found in the transcript. Unknown types are kept as ``concept``."""
 
     type: NodeKind = Field(description="decision | concept | entity | error | task | query | answer | file | command")
     label: str = Field(min_length=1, max_length=LABEL_CHARS, description="short unique name, e.g. 'use SQLite WAL for the store'")
     content: str = Field("", max_length=2000, description="one or two sentences: what it is, why it matters")
     episodes: list[int] = Field(default_factory=list, description="seq numbers of the transcript lines it comes from")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value):
+        value = str(value or "").strip().lower()
+        return value if value in NodeKind.__args__ else "concept"  # a model's own categories are concepts
 
 
 class MemoryRelation(BaseModel):
@@ -490,6 +496,11 @@ class MemoryRelation(BaseModel):
     source: str = Field(min_length=1)
     type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="e.g. uses, depends_on, fixes, related_to, implements")
     target: str = Field(min_length=1)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _snake(cls, value):  # "Depends on" -> depends_on
+        return re.sub(r"[^a-z0-9]+", "_", str(value or "").strip().lower()).strip("_")[:40]
 
 
 class SessionKnowledge(BaseModel):
