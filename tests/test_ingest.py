@@ -45,6 +45,10 @@ FILES = {
         def unit_circle():
             """The circle of radius 1."""
             return Circle(1)
+
+
+        def show(shape: Shape):
+            return shape.area()
     ''',
     "pkg/report.py": '''
         from pkg.shapes import unit_circle
@@ -58,6 +62,7 @@ FILES = {
         def summary():
             c = unit_circle()
             other = shapes.Circle(2)
+            other.describe()
             return total_area([c, other])
 
 
@@ -99,7 +104,7 @@ def test_ingest_builds_nodes_and_edges(host, project):
     result = host.run("memory-ingest", {"path": "repo"})
     data = result.data
     assert data["files"] == 3 and data["skipped"] == 1
-    assert data["classes"] == 2 and data["methods"] == 5 and data["functions"] == 4
+    assert data["classes"] == 2 and data["methods"] == 5 and data["functions"] == 5
     assert data["errors"][0]["path"] == "repo/broken.py" and "SyntaxError" in data["errors"][0]["error"]
     assert "skipped repo/broken.py" in result.text
 
@@ -137,6 +142,9 @@ def test_ingest_builds_nodes_and_edges(host, project):
     assert calls[("pkg.report.summary", "pkg.report.total_area")][0] == 0.9
     assert ("pkg.shapes.unit_circle", "pkg.shapes.Circle") in calls
     assert calls[("pkg.shapes.Shape.describe", "pkg.shapes.Shape.name")][1]["resolution"] == "self"
+    # method calls on variables whose class is written down (assignment from a constructor, annotation)
+    assert calls[("pkg.report.summary", "pkg.shapes.Shape.describe")][1]["resolution"] == "local-type"  # inherited
+    assert calls[("pkg.shapes.show", "pkg.shapes.Shape.area")][0] == 0.7
     # s.area() is ambiguous (Shape.area and Circle.area): not linked
     assert not any(src == "pkg.report.total_area" for src, _ in calls)
     assert not any(src == "pkg.report.later" for src, _ in calls)   # shapes.helper does not exist yet
