@@ -48,6 +48,9 @@ FINAL = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 HEARTBEAT_S = 1.0
 #: Characters of output returned by :func:`poll` (the tail of each stream).
 TAIL_CHARS = 4000
+#: Environment variable carrying the job id inside the sandbox: processes of a job whose
+#: supervisor died before recording the sandbox pid are still found and killed by it.
+JOB_MARKER = "OPENSAGE_JOB"
 #: Seconds the supervisor waits after SIGTERM before giving up on a clean cancel.
 CANCEL_GRACE_S = 5.0
 
@@ -193,6 +196,18 @@ def _alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
+def _kill_marked(job_id: str) -> None:
+    """SIGKILL every process whose environment carries ``OPENSAGE_JOB=<job_id>``."""
+    import psutil
+
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get(JOB_MARKER) == job_id:
+                p.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
 def _kill_tree(pid: int | None, started: float | None) -> None:
     """SIGKILL a sandbox leader (if it is still the same process) and its descendants."""
     import psutil
@@ -245,6 +260,7 @@ def _check_lost(db: Database, row) -> bool:
     elif _alive(row["supervisor_pid"], row["supervisor_started"]):
         return False
     _kill_tree(row["sandbox_pid"], row["sandbox_started"])
+    _kill_marked(row["id"])
     with db.transaction() as conn:
         cur = conn.execute(
             "UPDATE jobs SET status='lost', finished_at=?, error=? WHERE id=? AND status IN ('queued','running')",
@@ -333,6 +349,7 @@ def cancel(workspace: Workspace, db: Database, job_id: str, wait_s: float = 10.0
         # the supervisor did not react: kill the sandbox ourselves
         row = _row(db, job_id)
         _kill_tree(row["sandbox_pid"], row["sandbox_started"])
+        _kill_marked(job_id)
         with db.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET status='cancelled', finished_at=?, error='cancelled (supervisor unresponsive)'"
@@ -414,6 +431,7 @@ class _Supervisor:
             res = sandbox.run(
                 request["argv"], stdin=request["stdin"], readable=[Path(p) for p in request["readable"]],
                 limits=limits, config=self.workspace.root, on_start=on_start, on_output=on_output,
+                env={JOB_MARKER: self.job_id},
             )
             rc, level = res.returncode, res.level
             if self.cancelled.is_set():

@@ -79,6 +79,8 @@ ETC_FILES = (
 PROTECTED_NAMES = (".git", ".opencode", ".claude")
 #: Environment every sandboxed command starts from (plus ``env`` given to :func:`run`).
 BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1"}
+#: Seconds to keep reading output after the command's main process ended.
+DRAIN_S = 0.5
 #: Marker put in the environment of every run; the fallback level finds escaped
 #: processes by it.
 RUN_MARKER = "OPENSAGE_SANDBOX_RUN"
@@ -149,7 +151,10 @@ class SandboxResult:
         if self.truncated:
             return "killed: output exceeded the cap"
         if self.killed_signal:
-            name = signal.Signals(self.killed_signal).name if self.killed_signal in signal.Signals._value2member_map_ else str(self.killed_signal)
+            try:
+                name = signal.Signals(self.killed_signal).name
+            except ValueError:
+                name = str(self.killed_signal)
             return f"killed by signal {name}"
         return f"exit code {self.returncode}"
 
@@ -515,11 +520,14 @@ def _libc():
 def _preexec(limits: Limits, set_nproc: bool):
     mb = 1024 * 1024
     prctl = _libc().prctl  # resolved before fork: the child only calls it
+    parent = os.getpid()
 
     def apply() -> None:
         # die with the process that started us (a job supervisor killed with SIGKILL
-        # must not leave its sandbox running)
+        # must not leave its sandbox running); if it died before prctl, die now
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb, limits.memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
@@ -678,13 +686,21 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, ("stdout", out))
     sel.register(proc.stderr, selectors.EVENT_READ, ("stderr", err))
+    drain_until: float | None = None
     try:
         while sel.get_map():
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 timed_out = True
                 break
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            if drain_until is None and proc.poll() is not None:
+                # the command ended; a leftover process holding the pipes (possible only
+                # at the rlimit level) must not keep us waiting: drain briefly, then stop
+                drain_until = now + DRAIN_S
+            elif drain_until is not None and now > drain_until:
+                break
+            for key, _ in sel.select(timeout=min(remaining, 0.1 if drain_until else 0.5)):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -699,7 +715,7 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
                     truncated = True
             if truncated:
                 break
-        if timed_out or truncated:
+        if timed_out or truncated or drain_until is not None:
             _kill(proc, plan)
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()) if not (timed_out or truncated) else 10)

@@ -99,6 +99,10 @@ def test_killed_supervisor_makes_the_job_lost(sleeper):
     host = sleeper
     job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4343.5}').data["jobId"]
     _wait(host, job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not _procs_with("4343.5") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _procs_with("4343.5"), "the tool's child never started"
     row = host.db.conn.execute("SELECT supervisor_pid FROM jobs WHERE id=?", (job_id,)).fetchone()
     os.kill(row["supervisor_pid"], signal.SIGKILL)
     info = _wait(host, job_id, {"lost"}, timeout=30)

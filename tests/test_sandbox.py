@@ -34,19 +34,31 @@ def py(code, **kw):
 
 
 @pytest.fixture(autouse=True)
-def host_unharmed(tmp_path):
-    """After every hostile run: no process of the sandbox uid pool is left, the host still forks."""
-    yield
+def host_unharmed(monkeypatch):
+    """After every hostile run: no process of this test's runs is left, the host still forks.
+
+    Runs are recognised by the marker variable each one carries (other sandbox users on
+    the machine are not counted).
+    """
+    markers: list[str] = []
+    plan = sandbox._plan
+
+    def recording_plan(*args, **kwargs):
+        p = plan(*args, **kwargs)
+        markers.append(p.marker)
+        return p
+
+    monkeypatch.setattr(sandbox, "_plan", recording_plan)
+    yield markers
     deadline = time.monotonic() + 10
     while True:
         left = []
-        for p in psutil.process_iter(["uids"]):
+        for p in psutil.process_iter(["pid"]):
             try:
-                uid = p.info["uids"].real
-            except (psutil.Error, TypeError, AttributeError):
+                if p.environ().get(sandbox.RUN_MARKER) in markers and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except (psutil.Error, OSError):
                 continue
-            if sandbox.SANDBOX_UID_BASE <= uid < sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_COUNT:
-                left.append(p)
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -54,10 +66,11 @@ def host_unharmed(tmp_path):
     assert os.system("true") == 0
 
 
-def test_level_is_bwrap_and_recorded():
+def test_level_is_bwrap_and_recorded(host_unharmed):
     assert sandbox.available_level({"allow_fallback": False}) == "bwrap"
-    res = py("import os; print(os.getuid())")
+    res = py("import os, time; print(os.getuid(), flush=True); os.system('sleep 600 &'); time.sleep(0.2)")
     assert res.ok and res.level == "bwrap"
+    assert len(host_unharmed) == 1  # the marker of this run is tracked by the fixture
     if os.geteuid() == 0:
         assert int(res.stdout) >= sandbox.SANDBOX_UID_BASE
 
@@ -160,13 +173,16 @@ def test_syntax_error_is_reported(tmp_path):
     assert res.returncode != 0 and "SyntaxError" in res.stderr
 
 
-def test_child_that_outlives_the_tool_is_killed(tmp_path):
+@pytest.mark.parametrize("config", [{"allow_fallback": False}, {"bwrap": "/nonexistent/bwrap", "allow_fallback": True}],
+                         ids=["bwrap", "rlimit-fallback"])
+def test_child_that_outlives_the_tool_is_killed(tmp_path, config):
     os.chmod(tmp_path, 0o777)
     marker = tmp_path / "daemon-was-here"
     code = (f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(2)\n"
             f"        open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\nprint('parent exits')")
-    res = run([PY, "-c", code], cwd=tmp_path, writable=[tmp_path])
-    assert res.ok and "parent exits" in res.stdout
+    res = run([PY, "-c", code], cwd=tmp_path, writable=[tmp_path], config=config)
+    assert res.ok and "parent exits" in res.stdout and not res.timed_out
+    assert res.duration_ms < 10_000
     time.sleep(3)
     assert not marker.exists()
 
