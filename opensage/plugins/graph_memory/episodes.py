@@ -33,6 +33,9 @@ __all__ = [
     "get_episodes",
     "mark_compressed",
     "search_episodes",
+    "rank_episodes",
+    "episode_rankings",
+    "bm25_episodes",
     "format_episode_id",
     "parse_episode_id",
     "WINDOW",
@@ -231,8 +234,8 @@ def get_episodes(db: Database, ids: Iterable[int]) -> dict[int, Episode]:
 #: BM25 column weights of ``episodes_fts`` (text, role, context, date): the turn's own
 #: words count fully, its neighbours' words (the context window) at 0.3, so a turn is
 #: found both by what it says and by what it answers (passage-in-context retrieval).
-#: Chosen on LoCoMo conversations 26 and 30 only (see bench/locomo.py); fusing a
-#: turn-only ranker, a session ranker or pseudo-relevance feedback did not help there.
+#: Chosen on LoCoMo conversations 26 and 30 only (see bench/locomo.py, which lists
+#: what else was tried and left out).
 EPISODE_WEIGHTS = (1.0, 0.5, 0.3, 0.3)
 
 

@@ -8,7 +8,8 @@ Rankers:
 
 1. **BM25 over nodes** — SQLite FTS5 ``nodes_fts`` (label, identifier words, content;
    column weights :data:`NODE_WEIGHTS`). The query becomes an OR of quoted words with
-   stop words removed, so user text can never break FTS syntax.
+   stop words removed, so user text can never break FTS syntax; on large collections
+   very common words are left out (:data:`MAX_DF_DOCS`), which bounds the work.
 2. **Fuzzy labels** — rapidfuzz ``ratio`` of identifier-like query tokens against node
    labels (whole label and its dotted/slashed segments, lowercased, separators removed),
    so ``parse_config`` finds ``ParseConfig`` and ``AuthServce`` finds ``AuthService``.
@@ -20,7 +21,8 @@ Rankers:
    speaker (see :func:`.episodes.episode_rankings`), so questions about what was said in
    a session find the turns.
 
-Fusion: RRF score = Σ 1 / (k + rank), k = 60 (Cormack, Clarke & Büttcher, "Reciprocal
+Fusion: RRF score = Σ weight / (k + rank), k = 60, weight 1 except the speaker list
+(Cormack, Clarke & Büttcher, "Reciprocal
 rank fusion outperforms Condorcet and individual rank learning methods", SIGIR 2009).
 Expansion: neighbours of the top :data:`EXPAND_TOP` node hits are added with the hit's
 score times :data:`EXPAND_DECAY` and remember the edge that reached them.
@@ -47,6 +49,7 @@ __all__ = [
     "engine_for",
     "query_terms",
     "fts_or_query",
+    "match_expression",
     "rrf",
     "excerpt",
     "STOP_WORDS",
