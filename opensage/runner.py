@@ -279,6 +279,8 @@ class AgentRunner:
             {"role": "user", "content": user},
         ]
         max_steps = self.budget.steps or self.spec.steps
+        await asyncio.to_thread(self._record, SessionEvent(kind="user_message", text=task, role="coordinator",
+                                                           meta={"agent": self.spec.name}))
         usage = _Usage()
         output, error, success = "", None, False
         model = self.model or self.spec.model
@@ -312,6 +314,10 @@ class AgentRunner:
                 break
         else:
             error = f"step budget exhausted: {max_steps} model calls without a final answer"
+        if output or error:
+            await asyncio.to_thread(self._record, SessionEvent(
+                kind="assistant_message" if success else "error", text=output or error or "",
+                role=self.spec.name, meta={"success": success}))
         after = await asyncio.to_thread(tree_snapshot, self.root)
         changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
         changed |= {p for p in self._changed if before.get(p) != after.get(p)}
@@ -330,7 +336,8 @@ class AgentRunner:
                     f"available: {', '.join(allowed) or 'none'}.")
         if "_invalid_json" in arguments:
             return f"error: the arguments of {name} were not valid JSON: {arguments['_invalid_json'][:200]}"
-        self._record(SessionEvent(kind="tool_call", tool=name, args=arguments, role=self.spec.name))
+        await asyncio.to_thread(self._record, SessionEvent(kind="tool_call", tool=name, args=arguments,
+                                                           role=self.spec.name))
         if name in BUILTIN_DEFS:
             try:
                 text = await asyncio.to_thread(getattr(self, f"_tool_{name}"), **arguments)
@@ -347,10 +354,12 @@ class AgentRunner:
         text = str(text)
         if len(text) > MAX_TOOL_OUTPUT:
             text = text[:MAX_TOOL_OUTPUT] + f"\n[... cut: {len(text) - MAX_TOOL_OUTPUT} more characters]"
-        self._record(SessionEvent(kind="tool_result", tool=name, text=text[:4000], role=self.spec.name))
+        await asyncio.to_thread(self._record, SessionEvent(kind="tool_result", tool=name, text=text[:4000],
+                                                           role=self.spec.name))
         return text
 
     def _record(self, event: SessionEvent) -> None:
+        """Record a tool call/result as an episode of the session (runs in a worker thread)."""
         if self.session is not None:
             self.host.record(self.session, event)
 

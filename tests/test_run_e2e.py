@@ -85,8 +85,11 @@ def test_run_plans_generates_edits_tests_and_records(repo, scripted):
     result = invoke(repo, TASK)
     assert result.exit_code == 0, result.output + result.stderr
     out = result.stdout
-    # the plan, with its stated reason
+    # the plan, with its stated reason; the live display showed the step, the agent, tokens and cost
     assert "single — one coherent piece of work (low complexity" in out
+    progress = result.stderr
+    assert "opensage run" in progress and "phase: finished" in progress and "5/12" in progress
+    assert "@input-valid" in progress and "total:" in progress and "$0.0" in progress
     assert "success" in out and "@input-validator" in out
     assert brain.seen[:7] == ["analysis", "generate"] + ["agent"] * 5
     # the generated agent, in OpenCode's format
@@ -124,9 +127,10 @@ def test_run_plans_generates_edits_tests_and_records(repo, scripted):
     assert plan_meta["topology"] == "single"
     outcome = json.loads(conn.execute("SELECT metadata FROM nodes WHERE id=?", (outcome_id,)).fetchone()[0])
     assert outcome["success"] is True
-    # the agent's tool calls were recorded as episodes of the run's session
-    tools = [r[0] for r in conn.execute("SELECT text FROM episodes")]
-    assert tools, "tool calls should be recorded as session episodes"
+    # the run's session recorded the task, the tool results and the agent's answer as episodes
+    episodes = [r[0] for r in conn.execute("SELECT text FROM episodes")]
+    assert TASK in episodes and any("5 passed" in e for e in episodes)
+    assert any(e.startswith("Added validation to parse_age") for e in episodes)
 
 
 def test_plan_only_prints_the_plan_and_runs_nothing(repo, scripted):
