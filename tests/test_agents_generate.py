@@ -229,3 +229,10 @@ def test_descriptions_with_yaml_specials_are_escaped(host, project, scripted):
     generate_agent(host, "x")
     front, _ = frontmatter(project / ".opencode/agent/sql-migration-reviewer.md")
     assert front["description"] == tricky.strip() and front["mode"] == "subagent"
+
+
+def test_without_a_model_it_says_how_to_configure_one_and_writes_nothing(cli, project):
+    out = cli("@generate-agent", 'task="review migrations"')
+    assert out.returncode == 2
+    assert "OPENSAGE_MODEL" in out.stderr
+    assert not (project / ".opencode/agent").exists() and not (project / ".opencode/opensage-agents").exists()
