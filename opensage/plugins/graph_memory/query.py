@@ -606,17 +606,25 @@ class QueryEngine:
         per: dict[int, list] = {}
         for owner, src, dst, etype, weight in rows:
             per.setdefault(owner, []).append((src, dst, etype, weight))
-        others = self.graph.get_many({(d if s == o else s) for o, s, d, _t, _w in rows})
+        others = self._labels({(d if s == o else s) for o, s, d, _t, _w in rows})
         out: dict[int, list[dict[str, Any]]] = {}
         for owner, edges in per.items():
             rels = []
             for src, dst, etype, _w in sorted(edges, key=lambda e: -e[3])[:limit]:
                 is_out = src == owner
                 other = dst if is_out else src
-                node = others.get(other)
                 rels.append({"direction": "out" if is_out else "in", "type": etype, "id": format_id(other),
-                             "label": node.label if node else format_id(other)})
+                             "label": others.get(other, format_id(other))})
             out[owner] = rels
+        return out
+
+    def _labels(self, ids) -> dict[int, str]:
+        ids = list(ids)
+        out: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            out.update(self.db.conn.execute(
+                f"SELECT id, label FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
         return out
 
     def _episode_relations(self, episode_id: int) -> list[dict[str, Any]]:
@@ -740,17 +748,20 @@ class QueryEngine:
         order = order[:max_results]
         reached[start_node.id] = 0
         via: dict[tuple[str, int], dict[str, Any]] = {}
+        # the edge that reached each shown node: one from a node one level closer to the start
+        candidates: dict[int, list[tuple[int, str, str]]] = {}
+        marks = ",".join("?" * len(order))
+        if order and direction in ("out", "both"):  # parent -> nid
+            for src, dst, etype in self.db.conn.execute(
+                    f"SELECT e.src, e.dst, e.type FROM edges e WHERE e.dst IN ({marks}){tf}", (*order, *types)):
+                candidates.setdefault(dst, []).append((src, etype, "out"))
+        if order and direction in ("in", "both"):  # nid -> parent
+            for src, dst, etype in self.db.conn.execute(
+                    f"SELECT e.src, e.dst, e.type FROM edges e WHERE e.src IN ({marks}){tf}", (*order, *types)):
+                candidates.setdefault(src, []).append((dst, etype, "in"))
         for nid in order:
-            d = reached[nid]
-            candidates = []
-            if direction in ("out", "both"):  # parent -> nid
-                candidates += [(r[0], r[1], "out") for r in self.db.conn.execute(
-                    f"SELECT e.src, e.type FROM edges e WHERE e.dst=?{tf}", (nid, *types))]
-            if direction in ("in", "both"):  # nid -> parent
-                candidates += [(r[0], r[1], "in") for r in self.db.conn.execute(
-                    f"SELECT e.dst, e.type FROM edges e WHERE e.src=?{tf}", (nid, *types))]
-            for parent, etype, how in sorted(candidates, key=lambda c: c[0]):
-                if reached.get(parent) == d - 1:
+            for parent, etype, how in sorted(candidates.get(nid, []), key=lambda c: (c[0], c[2])):
+                if reached.get(parent) == reached[nid] - 1:
                     via[("n", nid)] = {"from": format_id(parent), "edge": etype, "direction": how, "_from": parent}
                     break
         ranked = [(("n", nid), 1.0 / reached[nid]) for nid in order]
