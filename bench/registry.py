@@ -27,7 +27,7 @@ item-response model: some agents are generally stronger, each has types it is be
 or worse at, some types are harder). ``--independent`` draws every (agent, type) rate
 independently instead (no general skill), the world least favourable to ``ours``.
 
-Run: ``python bench/registry.py`` (10 worlds, 1-2 min; ``--seeds 3`` for a quick look).
+Run: ``python bench/registry.py`` (10 worlds, 1-3 min; ``--seeds 3`` for a quick look).
 
 Measured (10 worlds, regret at 2,000 tasks): item-response world — seed 135, ours 96
 (-29 %, lower in 9 of 10 worlds), Wilson lower bound alone 371; ``--independent`` —
