@@ -81,11 +81,15 @@ def test_passing_tool_is_callable_at_once_and_from_a_new_process(host, scripted,
     assert tool.run({"a": 1, "b": 2}, CommandContext(host=host)) == "3"
 
 
-def test_name_collision_with_a_command_is_refused_before_the_model_is_called(host, scripted):
+def test_name_collision_with_a_command_is_refused_before_the_model_is_called(host, scripted, project):
     with pytest.raises(UsageError) as err:
         host.run_line('@generate-tool requirement="x" name=list-generated-tools')
     assert "collides" in str(err.value)
+    for bad in ("My_Tool", "../x", "a" * 60, "memory-query"):
+        with pytest.raises(UsageError):
+            host.run_line(f'@generate-tool requirement="x" name={bad}')
     assert scripted.requests == []
+    assert not (project / ".opencode" / "generated-tools").exists()
 
 
 def test_missing_dependency_is_a_rejection_reason(host, scripted, project):

@@ -4,7 +4,7 @@ from opensage.types._agents import BUILTIN_TOOLS, TASK_TYPES, AgentResult, Agent
 from opensage.types._commands import ArgModel, Command, CommandContext, CommandResult, Tool
 from opensage.types._events import EVENT_KINDS, SessionEvent
 from opensage.types._routes import Route
-from opensage.types._tools import TOOL_FILES, ToolExample, ToolLanguage, ToolSpec
+from opensage.types._tools import TOOL_FILES, ToolDraft, ToolExample, ToolLanguage, ToolSpec
 
 __all__ = [
     "AgentSpec",
@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_KINDS",
     "Route",
     "ToolSpec",
+    "ToolDraft",
     "ToolExample",
     "ToolLanguage",
     "TOOL_FILES",

@@ -33,8 +33,8 @@ class ToolExample(BaseModel):
     state: Any = None
 
 
-class ToolSpec(BaseModel):
-    """A generated tool, as the model writes it and as stored in ``spec.json``.
+class ToolDraft(BaseModel):
+    """A generated tool as the model writes it (the structured-output schema).
 
     The code follows the execution protocol of ``docs/sandbox.md``: it reads one JSON
     object ``{"arguments": {...}, "state": <json|null>}`` on standard input and prints one
@@ -51,17 +51,16 @@ class ToolSpec(BaseModel):
     :param examples: at least one example call with its expected result.
     """
 
+
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
-    name: str = Field(pattern=TOOL_NAME, max_length=48)
+    name: str = Field("", max_length=200)  # the user's name and language win (see ToolSpec)
     description: str = Field(min_length=1, max_length=1024)
-    language: ToolLanguage
+    language: str = Field("", max_length=40)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     code: str = Field(min_length=1, max_length=200_000)
     dependencies: list[str] = Field(default_factory=list, max_length=32)
     examples: list[ToolExample] = Field(min_length=1, max_length=20)
-    requirement: str = ""
-    created_at: float = Field(default_factory=time.time)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -108,6 +107,16 @@ class ToolSpec(BaseModel):
             if missing:
                 raise ValueError(f"examples[{i}] lacks required arguments {missing}")
         return self
+
+class ToolSpec(ToolDraft):
+    """A generated tool as stored in ``spec.json`` (code in its own file): the model's
+    :class:`ToolDraft` plus the user's requirement and the creation time (epoch seconds).
+    """
+
+    name: str = Field(pattern=TOOL_NAME, max_length=48)
+    language: ToolLanguage
+    requirement: str = ""
+    created_at: float = Field(default_factory=time.time)
 
     @property
     def file_name(self) -> str:

@@ -13,6 +13,7 @@ from pydantic import Field, create_model
 from opensage.errors import UsageError
 from opensage.plugins.dynamic_tools import store
 from opensage.types import ArgModel, Command, CommandContext, CommandResult, Tool
+from opensage.types._tools import TOOL_NAME
 
 JOB_ID = re.compile(r"^job-\d{14}-[0-9a-f]{8}$")
 _PY_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": int | float, "boolean": bool,
@@ -24,7 +25,8 @@ _PY_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": int | floa
 class GenerateToolArgs(ArgModel):
     requirement: str = Field(min_length=1, description="what the tool must do, in plain words")
     language: Literal["python", "bash", "node"] = Field("python", description="language of the tool's code")
-    name: str = Field(description="tool name, kebab-case (becomes @<name>), e.g. csv-summary")
+    name: str = Field(pattern=TOOL_NAME, max_length=48,
+                      description="tool name, kebab-case (becomes @<name>), e.g. csv-summary")
     attempts: int = Field(3, ge=1, le=6, description="candidates the model may write before giving up")
     replace: bool = Field(False, description="regenerate an existing generated tool of that name")
 

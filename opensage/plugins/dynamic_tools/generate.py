@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from pathlib import Path
 from opensage.errors import ModelError, UsageError
 from opensage.plugins.dynamic_tools import store
 from opensage.plugins.dynamic_tools.runner import ToolRunError, check_examples, dependency_check, syntax_check
-from opensage.types import ToolSpec
+from opensage.types import ToolDraft, ToolSpec
+from opensage.types._tools import TOOL_NAME
 
 PROTOCOL = """\
 Execution protocol (mandatory):
@@ -71,7 +73,9 @@ def generate(host, requirement: str, language: str, name: str, attempts: int = 3
     """
     from opensage import llm, sandbox
 
-    store.tool_folder(host.workspace, name)  # validates the name
+    if not re.match(TOOL_NAME, name or "") or len(name) > 48:
+        raise UsageError(f"tool name {name!r} must be kebab-case, at most 48 characters, e.g. 'csv-summary'")
+    store.tool_folder(host.workspace, name)
     existing = host.commands.get(name)
     stored = (store.tool_folder(host.workspace, name) / store.SPEC_FILE).is_file()
     if existing is not None and not stored:
@@ -84,8 +88,9 @@ def generate(host, requirement: str, language: str, name: str, attempts: int = 3
     messages = _messages(requirement, name, language)
     failures: list[str] = []
     for attempt in range(1, attempts + 1):
-        answer = llm.structured(messages, ToolSpec)
-        spec = answer.value.model_copy(update={"name": name, "language": language, "requirement": requirement})
+        answer = llm.structured(messages, ToolDraft)
+        draft = answer.value.model_dump()
+        spec = ToolSpec.model_validate({**draft, "name": name, "language": language, "requirement": requirement})
         staging = Path(tempfile.mkdtemp(prefix="opensage-tool-"))
         try:
             os.chmod(staging, 0o755)
@@ -98,7 +103,7 @@ def generate(host, requirement: str, language: str, name: str, attempts: int = 3
             except ToolRunError as exc:
                 failures.append(f"attempt {attempt}: {exc}")
                 messages = messages + [
-                    {"role": "assistant", "content": json.dumps(spec.model_dump(mode="json", exclude={"requirement", "created_at"}))},
+                    {"role": "assistant", "content": json.dumps(draft)},
                     {"role": "user", "content": f"The tool was rejected: {exc}\nFix it and return the whole corrected tool spec as JSON."},
                 ]
                 continue
