@@ -227,3 +227,35 @@ def test_bulk_load_keeps_the_index_in_sync_and_validates_first(host):
     with pytest.raises(UsageError, match="edge type"):
         graph.bulk_load([("class", "Other", "", {})], [(0, 0, "Not A Type", 0.5)])
     assert graph.counts() == before
+
+
+def test_saved_label_index_is_reused_only_while_nodes_are_unchanged(project):
+    def fresh_host():
+        return Host(Workspace(project))
+
+    a = fresh_host()
+    try:
+        build(a)
+        assert labels(q(a, query="PaymnetSrvice"))[0] == "PaymentService"
+    finally:
+        a.close()
+    cache = project / ".opencode" / "cache" / "label-index.npz"
+    assert cache.exists()
+    b = fresh_host()
+    try:  # unchanged table: the saved index answers
+        assert labels(q(b, query="PaymnetSrvice"))[0] == "PaymentService"
+        b.run("memory-add-node", {"type": "class", "label": "InvoiceRenderer"})
+        assert labels(q(b, query="InvocieRendrer"))[0] == "InvoiceRenderer"  # in-process tail
+    finally:
+        b.close()
+    c = fresh_host()
+    try:  # the saved index is older than the table: not used, rebuilt
+        assert labels(q(c, query="InvocieRendrer"))[0] == "InvoiceRenderer"
+    finally:
+        c.close()
+    cache.write_bytes(b"not an npz file")
+    d = fresh_host()
+    try:  # a damaged cache file is ignored
+        assert labels(q(d, query="PaymnetSrvice"))[0] == "PaymentService"
+    finally:
+        d.close()

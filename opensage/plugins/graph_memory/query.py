@@ -257,14 +257,18 @@ def _looks_like_identifier(token: str) -> bool:
 class LabelIndex:
     """In-memory trigram index over the distinct label keys of nodes, for fuzzy label lookup.
 
-    Built from the ``nodes`` table on first use (about 1 s at 100k nodes); nodes added
-    later (higher ids) are appended to a small tail that is scanned directly, and the
-    index is rebuilt when the tail grows past :attr:`TAIL_MAX` or nodes were deleted
-    (noticed through ``max(id)`` and ``count(*)``, looked at only after a commit:
-    ``PRAGMA data_version`` and the connection's ``total_changes``).
+    Built from the ``nodes`` table on first use (about 1 s of CPU at 100k nodes) and
+    saved to ``.opencode/cache/label-index.npz``, so the next process (one CLI command
+    per process) loads it in milliseconds when the table has not changed since
+    (same ``max(id)``, ``count(*)`` and ``sum(id)``). Nodes added later (higher ids) are
+    appended to a small tail that is scanned directly, and the index is rebuilt when the
+    tail grows past :attr:`TAIL_MAX` or nodes were deleted (noticed through ``max(id)``
+    and ``count(*)``, looked at only after a commit: ``PRAGMA data_version`` and the
+    connection's ``total_changes``).
     """
 
     TAIL_MAX = 5000
+    CACHE_VERSION = 1
 
     def __init__(self, db) -> None:
         self.db = db
@@ -273,11 +277,16 @@ class LabelIndex:
         self._seen: tuple[int, int] | None = None
         self._count = 0
         self._keys: list[str] = []
-        self._key_nodes: list[list[int]] = []  # node ids per (distinct) key
+        self._kn_flat = None  # numpy int64: node ids of all keys, key after key
+        self._kn_off = None  # numpy int64: key i owns _kn_flat[_kn_off[i]:_kn_off[i + 1]]
         self._key_tri = None  # numpy float64: trigrams per key
         self._codes = None  # sorted trigram codes (uint64)
         self._code_key = None  # key index per sorted code
         self._tail: list[tuple[str, int]] = []
+
+    @property
+    def cache_path(self):
+        return self.db.path.parent / "cache" / "label-index.npz"
 
     def _refresh(self) -> None:
         conn = self.db.conn
@@ -286,10 +295,18 @@ class LabelIndex:
         if seen == self._seen:
             return
         self._seen = seen
+        if self._signature is None:
+            max_id, count, id_sum = conn.execute(
+                "SELECT coalesce(max(id), 0), count(*), coalesce(sum(id), 0) FROM nodes").fetchone()
+            if not self._load((max_id, count, id_sum)):
+                self._build()
+                self._save((max_id, count, id_sum))
+            self._max_seen, self._count, self._signature = max_id, count, (max_id, count)
+            return
         max_id, count = conn.execute("SELECT coalesce(max(id), 0), count(*) FROM nodes").fetchone()
         if self._signature == (max_id, count):
             return
-        if self._signature is not None and len(self._tail) < self.TAIL_MAX:
+        if len(self._tail) < self.TAIL_MAX:
             new = conn.execute("SELECT id, label FROM nodes WHERE id > ?", (self._max_seen,)).fetchall()
             if self._count + len(new) == count:  # only additions since the last look
                 for nid, label in new:
@@ -308,12 +325,14 @@ class LabelIndex:
                 owners.setdefault(key, []).append(nid)
         keys = list(owners)
         self._keys = keys
-        self._key_nodes = [owners[k] for k in keys]
+        sizes = np.fromiter((len(owners[k]) for k in keys), dtype=np.int64, count=len(keys))
+        self._kn_off = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self._kn_flat = np.fromiter((n for k in keys for n in owners[k]), dtype=np.int64, count=int(sizes.sum()))
         self._key_tri = np.asarray([max(1, len(k) - 2) for k in keys], dtype=np.float64)
         self._tail = []
         if not keys:
             self._codes = np.zeros(0, dtype=np.uint64)
-            self._code_key = np.zeros(0, dtype=np.int64)
+            self._code_key = np.zeros(0, dtype=np.int32)
             return
         # all keys in one UTF-32 array separated by 0; a trigram code packs 3 code points (21 bits each)
         joined = "\x00".join(keys) + "\x00"
@@ -326,7 +345,51 @@ class LabelIndex:
         owners_pos = key_of_pos[:-2][valid]
         order = np.argsort(codes)
         self._codes = codes[order]
-        self._code_key = owners_pos[order].astype(np.int64)
+        self._code_key = owners_pos[order].astype(np.int32)
+
+    def _save(self, signature: tuple[int, int, int]) -> None:
+        """Write the index next to the database (atomically; a failure only costs a rebuild later)."""
+        import os
+        import tempfile
+
+        import numpy as np
+
+        path = self.cache_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".label-index.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, version=np.int64(self.CACHE_VERSION), signature=np.asarray(signature, dtype=np.int64),
+                             keys=np.frombuffer("\x00".join(self._keys).encode("utf-8"), dtype=np.uint8),
+                             kn_flat=self._kn_flat, kn_off=self._kn_off, key_tri=self._key_tri,
+                             codes=self._codes, code_key=self._code_key)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass
+
+    def _load(self, signature: tuple[int, int, int]) -> bool:
+        """Load the saved index if it was built from exactly this ``nodes`` table."""
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(self.cache_path, allow_pickle=False) as data:
+                if int(data["version"]) != self.CACHE_VERSION or tuple(data["signature"].tolist()) != signature:
+                    return False
+                raw = data["keys"].tobytes().decode("utf-8")
+                self._keys = raw.split("\x00") if raw else []
+                self._kn_flat, self._kn_off = data["kn_flat"], data["kn_off"]
+                self._key_tri, self._codes, self._code_key = data["key_tri"], data["codes"], data["code_key"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return False
+        self._tail = []
+        return len(self._keys) + 1 == len(self._kn_off)
 
     @staticmethod
     def _trigram_codes(key: str):
@@ -335,6 +398,10 @@ class LabelIndex:
         cps = [ord(ch) for ch in key]
         return np.asarray(sorted({(cps[i] << 42) | (cps[i + 1] << 21) | cps[i + 2] for i in range(len(cps) - 2)}),
                           dtype=np.uint64)
+
+    def _nodes_of(self, key_index: int) -> list[int]:
+        lo, hi = int(self._kn_off[key_index]), int(self._kn_off[key_index + 1])
+        return self._kn_flat[lo:min(hi, lo + KEY_NODES_SHOWN)].tolist()
 
     def lookup(self, key: str, limit: int = RANKER_DEPTH) -> list[tuple[int, float]]:
         """Node ids whose label keys are close to ``key``: [(node id, ratio 0-100)] best first."""
@@ -362,9 +429,9 @@ class LabelIndex:
                         dice = 2.0 * counts[hits] / (len(qcodes) + self._key_tri[hits])
                         top = np.argpartition(-dice, FUZZY_CANDIDATES)[:FUZZY_CANDIDATES]
                         hits = hits[top]
-                    candidates = [(self._keys[i], self._key_nodes[i]) for i in hits.tolist()]
+                    candidates = [(self._keys[i], self._nodes_of(i)) for i in hits.tolist()]
             else:
-                candidates = [(k, n) for k, n in zip(self._keys, self._key_nodes) if k == key]
+                candidates = [(k, self._nodes_of(i)) for i, k in enumerate(self._keys) if k == key]
         candidates.extend((k, [n]) for k, n in self._tail)
         if not candidates:
             return []
