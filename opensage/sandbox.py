@@ -442,7 +442,9 @@ def seccomp_program() -> bytes | None:
     It makes ``unshare`` and ``clone`` with ``CLONE_NEWUSER`` fail with EPERM (a sandbox
     uid could otherwise build a user namespace of its own), makes ``clone3`` fail with
     ENOSYS (its flags live in memory BPF cannot read; libc then falls back to ``clone``)
-    and refuses the x32 syscall range. Everything else is allowed.
+    and refuses the x32 syscall range and every syscall of another ABI (a 64-bit process
+    calling the i386 ``unshare`` through ``int 0x80`` would otherwise slip past).
+    Everything else is allowed.
     """
     import platform
     import struct
@@ -455,7 +457,7 @@ def seccomp_program() -> bytes | None:
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     prog = [
         (ld, 0, 0, 4),                      # 0  A = arch
-        (jeq, 0, 9, audit),                 # 1  other arch -> 11 allow
+        (jeq, 0, 8, audit),                 # 1  other arch (e.g. i386 via int 0x80) -> 10 EPERM
         (ld, 0, 0, 0),                      # 2  A = syscall nr
         (jge, 6, 0, 0x40000000),            # 3  x32 range -> 10 EPERM
         (jeq, 3, 0, nr_unshare),            # 4  -> 8 check flags
@@ -494,7 +496,7 @@ _TRAMPOLINE = (
 
 def _drop_uid_prefix(uid: int, keep_dac_override: bool) -> list[str]:
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
-    if setpriv and setpriv.startswith("/usr/"):
+    if setpriv:  # found in /usr/bin, /bin, /usr/sbin or /sbin: all visible in the sandbox
         caps = "-all,+dac_override" if keep_dac_override else "-all"
         prefix = [setpriv, "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
                   "--bounding-set", caps, "--inh-caps", caps]
