@@ -207,6 +207,7 @@ def test_cli_errors_exit_2_and_change_nothing(cli, project):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
     assert db_snapshot(project) == before
+    assert not (project / ".opencode" / "cache").exists()  # no derived files either
     ok = cli("--json", "@memory-query", "query=AuthServce", "maxResults=3")
     assert ok.returncode == 0 and json.loads(ok.stdout)[0]["label"] == "AuthService"
     text = cli("@memory-query", "mode=traversal", "startNode=PaymentService", "direction=in")

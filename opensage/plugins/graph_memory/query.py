@@ -288,7 +288,7 @@ class LabelIndex:
     def cache_path(self):
         return self.db.path.parent / "cache" / "label-index.npz"
 
-    def _refresh(self) -> None:
+    def _refresh(self, persist: bool = True) -> None:
         conn = self.db.conn
         # nothing committed by another connection (data_version) nor by this one (total_changes)?
         seen = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
@@ -300,7 +300,8 @@ class LabelIndex:
                 "SELECT coalesce(max(id), 0), count(*), coalesce(sum(id), 0) FROM nodes").fetchone()
             if not self._load((max_id, count, id_sum)):
                 self._build()
-                self._save((max_id, count, id_sum))
+                if persist:
+                    self._save((max_id, count, id_sum))
             self._max_seen, self._count, self._signature = max_id, count, (max_id, count)
             return
         max_id, count = conn.execute("SELECT coalesce(max(id), 0), count(*) FROM nodes").fetchone()
@@ -403,12 +404,16 @@ class LabelIndex:
         lo, hi = int(self._kn_off[key_index]), int(self._kn_off[key_index + 1])
         return self._kn_flat[lo:min(hi, lo + KEY_NODES_SHOWN)].tolist()
 
-    def lookup(self, key: str, limit: int = RANKER_DEPTH) -> list[tuple[int, float]]:
-        """Node ids whose label keys are close to ``key``: [(node id, ratio 0-100)] best first."""
+    def lookup(self, key: str, limit: int = RANKER_DEPTH, persist: bool = True) -> list[tuple[int, float]]:
+        """Node ids whose label keys are close to ``key``: [(node id, ratio 0-100)] best first.
+
+        :param persist: save a newly built index to the cache file (False on error paths,
+            which must leave nothing on disk).
+        """
         import numpy as np
         from rapidfuzz import fuzz, process
 
-        self._refresh()
+        self._refresh(persist)
         candidates: list[tuple[str, int]] = []
         if self._keys:
             if len(key) >= 3:
@@ -765,7 +770,7 @@ class QueryEngine:
                 return self.graph.get(found[0])
         suggestions = []
         for key in dict.fromkeys(_label_keys(start)[:1] + self._fuzzy_keys(start)):
-            for nid, _ in self.labels.lookup(key, limit=5):
+            for nid, _ in self.labels.lookup(key, limit=5, persist=False):
                 if nid not in suggestions:
                     suggestions.append(nid)
         nodes = self.graph.get_many(suggestions[:5])
