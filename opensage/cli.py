@@ -146,8 +146,9 @@ def commands_cmd(ctx: click.Context) -> None:
 @click.option("--session-id", default=None, help="Session id (else taken from the JSON's session_id).")
 @click.option("--source", default=None, help="Host name recorded with a new session (default: hook).")
 @click.option("--from", "from_host", type=click.Choice(["claude", "opencode"]), default=None,
-              help="claude: stdin is a Claude Code hook payload; opencode: a batch from the OpenCode "
-                   "plugin ({\"events\": [{\"hook\": EVENT, \"payload\": {...}}]}). Give no EVENT.")
+              help="claude: stdin is a Claude Code hook payload; opencode: batches from the OpenCode "
+                   "plugin, one JSON object per line ({\"events\": [{\"hook\": EVENT, \"payload\": {...}}]}), "
+                   "answered line by line until EOF. Give no EVENT.")
 @click.pass_context
 def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, source: str | None,
              from_host: str | None) -> None:
@@ -158,14 +159,21 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     file-edit. With --from claude or --from opencode, give no EVENT: the JSON names it.
     See docs/session-events.md for the JSON.
     """
-    if from_host in ("claude", "opencode"):
-        import importlib
+    if from_host and event:
+        _fail(UsageError(f"with --from {from_host} give no EVENT: the JSON names its own events."))
+    if from_host == "opencode":  # the shim's long-lived process: one batch per line until EOF
+        from opensage.integrations.opencode import serve_hooks
 
         try:
-            if event:
-                raise UsageError(f"with --from {from_host} give no EVENT: the JSON names its own events.")
-            handle = importlib.import_module(f"opensage.integrations.{from_host}").handle_hook
-            answer = handle(_host(ctx), _read_payload())
+            serve_hooks(_host(ctx), sys.stdin, sys.stdout)
+        except OpenSageError as exc:
+            _fail(exc)
+        return
+    if from_host == "claude":
+        from opensage.integrations.claude import handle_hook
+
+        try:
+            answer = handle_hook(_host(ctx), _read_payload())
         except OpenSageError as exc:
             _fail(exc)
         click.echo(json.dumps(answer))

@@ -353,8 +353,36 @@ def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
     assert any(memory in t for b in llm.requests for t in texts(b)), \
         "OpenCode's compaction request did not carry opensage's memory"
     db = sqlite3.connect(project / ".opencode" / "opensage.db")
-    rows = db.execute("SELECT kind, tool, path, compressed_at FROM episodes WHERE session_id=? ORDER BY seq",
+    rows = db.execute("SELECT kind, tool, path, compressed_at, text FROM episodes WHERE session_id=? ORDER BY seq",
                       (sid,)).fetchall()
     assert ("file_edit", "write", "src/token_store.py") in [r[:3] for r in rows]  # made relative to the project
-    assert all(r[3] is not None for r in rows)  # compressed before OpenCode compacted
+    # everything before the compaction was compressed; the compaction's own summary came after
+    *before, summary = rows
+    assert all(r[3] is not None for r in before), rows
+    assert summary[0] == "assistant_message" and summary[4].startswith("Summary:") and summary[3] is None
     assert db.execute("SELECT 1 FROM nodes WHERE type='file' AND label='src/token_store.py'").fetchone()
+
+
+def test_hook_from_opencode_answers_one_line_per_batch(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    lines = [
+        json.dumps({"events": [{"hook": "session-start", "payload": {"session_id": "ses_a"}},
+                               {"hook": "user-message", "payload": {"session_id": "ses_a", "text": "hello"}}]}),
+        "not json",
+        json.dumps({"events": [{"hook": "no-such-hook", "payload": {}},
+                               {"hook": "file-edit", "payload": {"session_id": "ses_a", "path": str(project / "a" / "b.py")}}]}),
+    ]
+    r = subprocess.run([sys.executable, "-m", "opensage", "--workspace", str(project), "hook", "--from", "opencode"],
+                       input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(answers) == 3
+    assert [a["hook"] for a in answers[0]["results"]] == ["session-start", "user-message"]
+    assert "not valid JSON" in answers[1]["error"]
+    assert answers[2]["results"][0]["ok"] is False and "no-such-hook" in answers[2]["results"][0]["error"]
+    assert answers[2]["results"][1]["ok"] is True
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    assert db.execute("SELECT kind, path FROM episodes ORDER BY seq").fetchall() == [
+        ("user_message", None), ("file_edit", "a/b.py")]
+    assert db.execute("SELECT source FROM sessions WHERE id='ses_a'").fetchone() == ("opencode",)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, TextIO
 
 from opensage.errors import UsageError
 from opensage.integrations._files import (
@@ -85,11 +85,40 @@ def _project_relative(path: str, root: Path) -> str:
         return path
 
 
-def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
-    """Fire a batch of hook events sent by the plugin shim (``opensage hook --from opencode``).
+def serve_hooks(host, lines: Iterable[str], out: TextIO) -> int:
+    """``opensage hook --from opencode``: answer one batch per input line until EOF.
 
-    The shim queues events while a batch is being recorded and sends what piled up in
-    one process, so a busy turn costs one Python start-up, not one per event.
+    The shim starts this once per OpenCode process and writes one batch (a JSON object
+    on one line) whenever events piled up; each answer is one JSON line, in order. A line
+    that is not a valid batch is answered with ``{"error": "..."}`` and the loop goes on.
+
+    :returns: how many batches were answered.
+    """
+    count = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            payload = json.loads(line)
+            if not isinstance(payload, dict):
+                raise UsageError('each line must be one JSON object: {"events": [...]}.')
+            answer = handle_hook(host, payload)
+        except ValueError as exc:
+            answer = {"error": f"not valid JSON ({exc}); send one batch per line."}
+        except UsageError as exc:
+            answer = {"error": str(exc)}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+        count += 1
+    return count
+
+
+def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fire one batch of hook events sent by the plugin shim.
+
+    The shim queues events while a batch is being recorded and sends what piled up as
+    the next batch, to one long-lived ``opensage hook --from opencode`` process (see
+    :func:`serve_hooks`), so events cost no Python start-up each.
 
     :param payload: ``{"events": [{"hook": EVENT, "payload": {...}}, ...]}`` where EVENT
         and payload are those of ``opensage hook EVENT`` (``docs/session-events.md``);
