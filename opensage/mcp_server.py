@@ -60,11 +60,13 @@ def tool_list(host) -> list[types.Tool]:
         description = command.summary
         if command.uses_llm:
             description += " (calls the configured model)"
-        tools.append(types.Tool(
-            name=command.name,
-            description=description,
-            input_schema=_clean_schema(command.args.model_json_schema(by_alias=True)),
-        ))
+        try:
+            schema = _clean_schema(command.args.model_json_schema(by_alias=True))
+        except Exception as exc:  # one plugin's odd argument type must not hide every other tool
+            log.warning("@%s (plugin %s) left out of tools/list: no JSON Schema for its arguments: %s",
+                        command.name, command.plugin, exc)
+            continue
+        tools.append(types.Tool(name=command.name, description=description, input_schema=schema))
     for tool in COMPAT_TOOLS.values():
         if tool.name in host.commands:  # a plugin command wins; never list a name twice
             continue
