@@ -135,7 +135,7 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
     assert server["type"] == "stdio" and server["args"][-1] == "mcp"
     settings = json.loads((project / ".claude" / "settings.json").read_text())
     assert settings["permissions"] == user_settings["permissions"]
-    for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "SessionEnd"):
+    for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd"):
         commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
         assert any(c.endswith("hook --from claude") for c in commands), event
     assert settings["hooks"]["PostToolUse"][0]["hooks"][0]["command"] == "echo mine"
@@ -182,3 +182,9 @@ def test_install_refuses_to_replace_a_foreign_opensage_server(cli, project):
     assert r.returncode == 2 and "already has a different 'opensage' server" in r.stderr
     assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {"opensage": {"command": "somewhere-else"}}}
     assert not (project / ".claude").exists()
+
+
+def test_subagent_stop_records_the_subagents_answer(cli, project):
+    assert hook(cli, project, "subagent_stop.json") == {}
+    assert [(e[0], e[1], e[4]) for e in episodes(project)] == [
+        ("assistant_message", "subagent:Explore", "The token refresh logic lives in src/auth.py:refresh_tokens.")]

@@ -32,7 +32,9 @@ __all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "relevant_memor
 
 MCP_NAME = "opensage"
 #: Claude Code hook events the installer subscribes to.
-HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SessionEnd")
+HOOK_EVENTS = (
+    "SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd",
+)
 #: Claude Code tools whose ``tool_input.file_path`` names a file they changed.
 EDIT_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
 #: Characters of a tool response kept in its episode.
