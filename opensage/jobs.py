@@ -6,7 +6,8 @@ Each job is a row of the ``jobs`` table in the workspace database plus a folder
 in a new session with its standard streams redirected to files, so it keeps running
 when the CLI exits. The supervisor:
 
-1. moves the job ``queued -> running`` (conditional UPDATE: a job cancelled meanwhile
+1. waits for a free slot (:func:`max_running` jobs per workspace run at once), then
+   moves the job ``queued -> running`` (conditional UPDATE: a job cancelled meanwhile
    is never started), recording its pid and process start time;
 2. runs the command through :func:`opensage.sandbox.run`, recording the sandbox pid,
    streaming stdout/stderr to ``stdout.log``/``stderr.log``, refreshing ``heartbeat_at``
@@ -48,6 +49,15 @@ FINAL = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 HEARTBEAT_S = 1.0
 #: Characters of output returned by :func:`poll` (the tail of each stream).
 TAIL_CHARS = 4000
+def max_running() -> int:
+    """Jobs of one workspace that may run at once: ``$OPENSAGE_MAX_JOBS``, else the
+    number of CPUs (at least 2). Others wait, ``queued``, for a free slot."""
+    value = os.environ.get("OPENSAGE_MAX_JOBS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(2, os.cpu_count() or 2)
+
+
 #: Environment variable carrying the job id inside the sandbox: processes of a job whose
 #: supervisor died before recording the sandbox pid are still found and killed by it.
 JOB_MARKER = "OPENSAGE_JOB"
@@ -393,19 +403,38 @@ class _Supervisor:
         finally:
             db.close()
 
+    def claim(self) -> bool:
+        """Move the job queued -> running once fewer than :func:`max_running` jobs run.
+
+        Returns False if the job was cancelled (or taken) while it waited. Running jobs
+        whose supervisor died are marked lost on the way, so they do not hold a slot.
+        """
+        me = os.getpid()
+        started = _process_started(me)
+        limit = max_running()
+        while True:
+            with self.db.transaction() as conn:
+                row = conn.execute("SELECT status, cancel_requested FROM jobs WHERE id=?", (self.job_id,)).fetchone()
+                if row is None or row["status"] != "queued" or row["cancel_requested"] or self.cancelled.is_set():
+                    return False
+                running = conn.execute("SELECT count(*) FROM jobs WHERE status='running'").fetchone()[0]
+                if running < limit:
+                    now = time.time()
+                    return conn.execute(
+                        "UPDATE jobs SET status='running', started_at=?, heartbeat_at=?, supervisor_pid=?,"
+                        " supervisor_started=? WHERE id=? AND status='queued' AND cancel_requested=0",
+                        (now, now, me, started, self.job_id),
+                    ).rowcount == 1
+            for other in self.db.conn.execute("SELECT * FROM jobs WHERE status='running'").fetchall():
+                _check_lost(self.db, other)
+            time.sleep(0.25)
+
     def main(self) -> int:
         from opensage import sandbox
         from opensage.errors import OpenSageError
 
         signal.signal(signal.SIGTERM, self.on_sigterm)
-        me = os.getpid()
-        started = _process_started(me)
-        now = time.time()
-        if not self._update(
-            "UPDATE jobs SET status='running', started_at=?, heartbeat_at=?, supervisor_pid=?, supervisor_started=?"
-            " WHERE id=? AND status='queued' AND cancel_requested=0",
-            (now, now, me, started, self.job_id),
-        ):
+        if not self.claim():
             return 0  # cancelled (or taken) before it started
         request = json.loads(self.db.conn.execute("SELECT request FROM jobs WHERE id=?", (self.job_id,)).fetchone()[0])
         limits = sandbox.Limits(**request["limits"])

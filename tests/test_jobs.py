@@ -134,3 +134,23 @@ def test_bad_job_ids_and_arguments(sleeper):
     with pytest.raises(NotFoundError):
         host.run_line("@async-tool-background toolName=nope")
     assert host.db.conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_jobs_beyond_the_concurrency_limit_wait_queued(sleeper, monkeypatch):
+    host = sleeper
+    monkeypatch.setenv("OPENSAGE_MAX_JOBS", "1")
+    first = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 2}').data["jobId"]
+    _wait(host, first, {"running"})
+    second = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 0}').data["jobId"]
+    time.sleep(1.0)
+    assert host.run_line(f"@poll-async-job jobId={first}").data["status"] == "running"
+    assert host.run_line(f"@poll-async-job jobId={second}").data["status"] == "queued"
+    assert _wait(host, first, {"succeeded", "failed", "lost"})["status"] == "succeeded"
+    done = _wait(host, second, {"succeeded", "failed", "lost"})
+    assert done["status"] == "succeeded" and done["startedAt"] >= _wait(host, first, {"succeeded"})["finishedAt"] - 0.5
+    third = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 30}').data["jobId"]
+    _wait(host, third, {"running"})
+    fourth = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 0}').data["jobId"]
+    assert host.run_line(f"@cancel-async-job jobId={fourth}").data["status"] == "cancelled"  # never started
+    assert host.run_line(f"@cancel-async-job jobId={third}").data["status"] == "cancelled"
+    assert host.run_line(f"@poll-async-job jobId={fourth}").data["startedAt"] is None
