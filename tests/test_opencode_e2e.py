@@ -282,10 +282,11 @@ def _free_port() -> int:
 
 @pytest.mark.opencode
 @needs_opencode
-def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
-    """``opencode serve``: a session writes a file, then is compacted (POST /session/:id/summarize).
-    The shim compresses the session first and OpenCode's compaction request to the model
-    carries what the graph learned."""
+def test_opencode_slash_command_and_compaction_carry_our_memory(opencode, tmp_path):
+    """``opencode serve``: a session writes a file, the user runs ``/memory-query token store``
+    (the command file from install), then the session is compacted (POST
+    /session/:id/summarize). The shim compresses the session first and OpenCode's
+    compaction request to the model carries what the graph learned."""
     import re
     import urllib.request
 
@@ -303,9 +304,16 @@ def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
     def responder(body):
         if not body.get("tools"):
             return {"content": "Summary: created src/token_store.py."}  # title and compaction agents
-        if not tool_messages(body):
-            return {"tool_calls": [{"name": "write", "arguments": {"filePath": str(target),
-                                                                    "content": "TOKENS = {}\n"}}]}
+        last = body["messages"][-1]
+        if last["role"] == "user":
+            text = json.dumps(last.get("content"))
+            if "opensage_memory-query" in text:  # the /memory-query command's template
+                return {"tool_calls": [{"name": QUERY_TOOL, "arguments": {"query": "token store"}}]}
+            return {"tool_calls": [{"name": "write", "arguments": {"filePath": str(target), "content": "TOKENS = {}\n"}}]}
+        called = [c["function"]["name"] for m in body["messages"] if m["role"] == "assistant"
+                  for c in m.get("tool_calls") or []]
+        if called and called[-1] == QUERY_TOOL:
+            return {"content": "Memory says: " + tool_messages(body)[-1]}
         return {"content": "Created src/token_store.py."}
 
     with FakeOpenAI(responder) as llm:
@@ -328,6 +336,8 @@ def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
 
             sid = call("POST", "/session", {})["id"]
             call("POST", f"/session/{sid}/message", {"parts": [{"type": "text", "text": "create the token store"}]})
+            # a user typing "/memory-query token store": the command file written by install
+            answer = call("POST", f"/session/{sid}/command", {"command": "memory-query", "arguments": "token store"})
             assert call("POST", f"/session/{sid}/summarize", {"providerID": "scripted", "modelID": "model"}) is True
             call("POST", "/instance/dispose", {})
         finally:
@@ -335,6 +345,11 @@ def test_opencode_compaction_carries_our_memory(opencode, tmp_path):
             server.wait(timeout=20)
 
     assert target.read_text() == "TOKENS = {}\n"
+    command_prompts = [m for b in llm.requests for m in b.get("messages", [])
+                       if m["role"] == "user" and "opensage_memory-query" in json.dumps(m.get("content"))]
+    assert command_prompts and "token store" in json.dumps(command_prompts[0]["content"])  # $ARGUMENTS filled in
+    answer_text = " ".join(p.get("text", "") for p in answer["parts"] if p.get("type") == "text")
+    assert answer_text.startswith("Memory says:") and "token_store" in answer_text  # the query result came back
     from opensage.host import Host
     from opensage.store import Workspace
 
