@@ -228,6 +228,8 @@ def test_mentions_link_to_ingested_code(host, project, monkeypatch):
         "class ConfigLoader:\n    def load_env(self):\n        return {}\n\n\ndef parse_config(text):\n    return text\n")
     host.run("memory-ingest", {"path": "src"})
     record_in_process(host, "s9")
+    session9 = host.session("s9")
+    host.record(session9, SessionEvent(kind="file_edit", path=str(src / "config.py"), text="absolute path"))
     data = host.run("memory-compress-session", {"sessionId": "s9"}).data
     conn = host.db.conn
     parse_config = node_id(conn, "function", "app.config.parse_config")
@@ -238,6 +240,12 @@ def test_mentions_link_to_ingested_code(host, project, monkeypatch):
     assert has_edge(conn, decision, "mentions", parse_config)
     assert has_edge(conn, session, "mentions", loader) and has_edge(conn, session, "mentions", load_env)
     assert 1 in provenance_seqs(conn, parse_config)     # the code node points back to the message
+    # the edited file is the ingested file node (same workspace-relative label), and stays one
+    config_file = node_id(conn, "file", "src/app/config.py")
+    assert has_edge(conn, session, "touches", config_file)
+    again = host.run("memory-ingest", {"path": "src"}).data
+    assert again["unchanged"] == 2 and again["removedFiles"] == 0
+    assert node_id(conn, "file", "src/app/config.py") == config_file and has_edge(conn, session, "touches", config_file)
     # no stand-in entity nodes for names that exist as code
     assert data["new"]["decision"] == 2
     assert conn.execute(
