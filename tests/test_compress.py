@@ -284,3 +284,12 @@ def test_code_blocks_and_pasted_logs_do_not_flood_entities(host, monkeypatch):
     assert not {"backoff_delay", "attempt_no", "max_wait_s"} & entities
     assert len([e for e in entities if e.startswith("value_")]) == 15
     assert "decision" not in data["new"] and "query" not in data["new"]
+
+
+def test_session_id_defaults_to_the_current_session(host, cli, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    record_in_process(host, "s12")
+    data = host.run("memory-compress-session", {}, session=host.session("s12")).data
+    assert data["sessionId"] == "s12" and data["new"]["error"] == 1
+    done = cli("@memory-compress-session")
+    assert done.returncode == 2 and "sessionId" in done.stderr

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from opensage.errors import NotFoundError
+from opensage.errors import NotFoundError, UsageError
 from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
@@ -37,7 +37,8 @@ def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
 
 
 class CompressArgs(ArgModel):
-    session_id: str = Field(min_length=1, description="the session to compress (as recorded by the host)")
+    session_id: str | None = Field(
+        None, min_length=1, description="the session to compress (as recorded by the host); default: the current one")
     use_model: Literal["auto", "always", "never"] = Field(
         "auto", description="auto: use the model when OPENSAGE_MODEL is set; always: require it; never: rules only")
 
@@ -45,7 +46,11 @@ class CompressArgs(ArgModel):
 def compress(args: CompressArgs, ctx: CommandContext) -> CommandResult:
     from opensage.plugins.graph_memory.compress import compress_session
 
-    report = compress_session(ctx.host, args.session_id, args.use_model)
+    session_id = args.session_id or (ctx.session.id if ctx.session is not None else None)
+    if not session_id:
+        raise UsageError("argument 'sessionId' is required outside a session: give the host's session id, "
+                         "e.g. sessionId=ses_123.")
+    report = compress_session(ctx.host, session_id, args.use_model)
     by_type = ", ".join(f"{n} {t}" for t, n in sorted(report.new.items())) or "nothing new"
     text = (f"compressed session {report.session_id}: {report.episodes} episodes ({report.new_episodes} new); "
             f"new nodes: {by_type}; {report.updated} updated; {report.new_edges} new edges; "
