@@ -1,7 +1,7 @@
 """Find or install the pinned OpenCode CLI and build a hermetic environment to run it.
 
-* The binary: ``$OPENSAGE_OPENCODE_BIN``, else the pinned npm package installed in the
-  test cache (``$OPENSAGE_TEST_CACHE``, default ``~/.cache/opensage-tests``;
+* The binary: ``$OPENSAGE_OPENCODE_BIN``, else ``opencode`` on PATH if it is the pinned
+  version, else the pinned npm package installed in the test cache (``$OPENSAGE_TEST_CACHE``, default ``~/.cache/opensage-tests``;
   ``scripts/test.sh`` fills it in CI), else it is npm-installed there now.
 * The plugin seed: OpenCode installs ``@opencode-ai/plugin`` into every config folder
   at start-up and stalls about 70 s when the registry is unreachable; a folder seeded
@@ -44,6 +44,14 @@ def opencode_bin() -> str:
     explicit = os.environ.get("OPENSAGE_OPENCODE_BIN")
     if explicit:
         return explicit
+    on_path = shutil.which("opencode")
+    if on_path:
+        try:
+            version = subprocess.run([on_path, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            version = ""
+        if version == OPENCODE_VERSION:
+            return on_path
     folder = cache_root() / f"opencode-{OPENCODE_VERSION}"
     binary = folder / "node_modules" / ".bin" / "opencode"
     with FileLock(str(cache_root() / "opencode.lock")):
