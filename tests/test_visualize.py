@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from opensage.errors import UsageError
 from opensage.plugins.graph_memory.graph import graph_for
 
 #: (open, close) pairs of every node shape the renderer may use.
@@ -151,3 +152,20 @@ def test_each_hostile_label_alone(host, label):
 def test_checker_rejects_broken_diagrams(broken):
     with pytest.raises(AssertionError):
         check_mermaid(broken)
+
+
+def test_edge_type_filter_who_calls(host):
+    g = graph_for(host)
+    target, _ = g.upsert_node("function", "target")
+    caller, _ = g.upsert_node("function", "caller")
+    module, _ = g.upsert_node("module", "mod")
+    g.upsert_edge(caller.id, target.id, "calls")
+    g.upsert_edge(module.id, target.id, "contains")
+    data = host.run("memory-visualize", {"centerNode": "target", "direction": "in", "edgeTypes": ["calls"]}).data
+    assert {n["label"] for n in data["nodes"]} == {"target", "caller"}
+    assert [e["type"] for e in data["edges"]] == ["calls"]
+    overview = host.run("memory-visualize", {"edgeTypes": ["contains"]}).data
+    assert {n["label"] for n in overview["nodes"]} == {"mod", "target"} and overview["total"] == 2
+    check_mermaid(overview["mermaid"])
+    with pytest.raises(UsageError):
+        host.run("memory-visualize", {"edgeTypes": ["Calls Me"]})

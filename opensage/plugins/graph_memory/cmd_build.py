@@ -68,12 +68,16 @@ class VisualizeArgs(ArgModel):
     radius: int = Field(2, ge=0, le=6, description="hops from the center node")
     max_nodes: int = Field(60, ge=1, le=500, description="most nodes drawn; the rest is counted in a note")
     direction: Literal["in", "out", "both"] = Field("both", description="follow edges out of, into, or both ways")
+    edge_types: list[str] | None = Field(
+        None, description='only these edge types, e.g. ["calls"] (with direction=in: who calls the center node)')
 
 
 def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
-    from opensage.plugins.graph_memory.graph import graph_for
+    from opensage.plugins.graph_memory.graph import check_type, graph_for
     from opensage.plugins.graph_memory.mermaid import most_connected, neighbourhood, node_summaries, render
 
+    for t in args.edge_types or ():
+        check_type(t, "edgeTypes entry")
     if not ctx.workspace.db_path.exists():  # nothing recorded yet: do not create a database to say so
         if args.center_node:
             raise NotFoundError(f"unknown centerNode {args.center_node!r}: the graph is empty "
@@ -84,9 +88,9 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
     graph = graph_for(ctx.host)
     if args.center_node:
         center = graph.resolve(args.center_node, "centerNode")
-        sub = neighbourhood(graph, center, args.radius, args.max_nodes, args.direction)
+        sub = neighbourhood(graph, center, args.radius, args.max_nodes, args.direction, edge_types=args.edge_types)
     else:
-        sub = most_connected(graph, args.max_nodes)
+        sub = most_connected(graph, args.max_nodes, args.edge_types)
     source = render(sub)
     data = {
         "mermaid": source,

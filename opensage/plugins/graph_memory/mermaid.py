@@ -73,25 +73,32 @@ class Subgraph:
         return max(0, self.total - len(self.nodes))
 
 
-def _neighbours(graph: Graph, ids: list[int], direction: str) -> list[tuple[int, int, float]]:
+def _type_filter(edge_types) -> tuple[str, tuple]:
+    types = tuple(edge_types or ())
+    return (f" AND type IN ({','.join('?' * len(types))})", types) if types else ("", ())
+
+
+def _neighbours(graph: Graph, ids: list[int], direction: str, edge_types=None) -> list[tuple[int, int, float]]:
     """(from frontier node, neighbour, weight) over edges in ``direction`` for a batch of nodes."""
     out = []
     conn = graph.db.conn
+    tfilter, targs = _type_filter(edge_types)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
         marks = ",".join("?" * len(chunk))
         if direction in ("out", "both"):
             out += [(r[0], r[1], r[2]) for r in conn.execute(
-                f"SELECT src, dst, weight FROM edges WHERE src IN ({marks})", chunk)]
+                f"SELECT src, dst, weight FROM edges WHERE src IN ({marks}){tfilter}", (*chunk, *targs))]
         if direction in ("in", "both"):
             out += [(r[0], r[1], r[2]) for r in conn.execute(
-                f"SELECT dst, src, weight FROM edges WHERE dst IN ({marks})", chunk)]
+                f"SELECT dst, src, weight FROM edges WHERE dst IN ({marks}){tfilter}", (*chunk, *targs))]
     return out
 
 
 def neighbourhood(graph: Graph, center: Node, radius: int = 2, max_nodes: int = 60, direction: str = "both",
-                  count_limit: int = 100_000) -> Subgraph:
-    """Breadth-first neighbourhood of ``center`` up to ``radius`` hops along ``direction`` (in/out/both).
+                  count_limit: int = 100_000, edge_types=None) -> Subgraph:
+    """Breadth-first neighbourhood of ``center`` up to ``radius`` hops along ``direction`` (in/out/both),
+    over edges of ``edge_types`` only when given (e.g. ``["calls"]`` with ``in``: who calls it).
 
     Closer nodes come first; within one hop, nodes reached by heavier edges first. The
     nodes beyond ``max_nodes`` are counted (up to ``count_limit``) for the truncation note.
@@ -101,7 +108,7 @@ def neighbourhood(graph: Graph, center: Node, radius: int = 2, max_nodes: int = 
     frontier = [center.id]
     for hop in range(1, radius + 1):
         best: dict[int, float] = {}
-        for _, nb, w in _neighbours(graph, frontier, direction):
+        for _, nb, w in _neighbours(graph, frontier, direction, edge_types):
             if nb not in dist:
                 best[nb] = max(best.get(nb, 0.0), w)
         frontier = sorted(best, key=lambda n: (-best[n], n))
@@ -113,36 +120,49 @@ def neighbourhood(graph: Graph, center: Node, radius: int = 2, max_nodes: int = 
     keep = order[:max_nodes]
     nodes = graph.get_many(keep)
     chosen = [nodes[i] for i in keep if i in nodes]
-    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen]), len(order), center=center,
+    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen], edge_types), len(order), center=center,
                     distances={i: dist[i] for i in keep})
 
 
-def most_connected(graph: Graph, max_nodes: int = 60) -> Subgraph:
-    """The ``max_nodes`` nodes with the most edges (ties: lower id first), with the edges among them."""
+def most_connected(graph: Graph, max_nodes: int = 60, edge_types=None) -> Subgraph:
+    """The ``max_nodes`` nodes with the most edges (of ``edge_types`` when given; ties: lower id
+    first), with the edges among them. ``total`` counts the nodes that have such an edge (all
+    nodes when no type is given)."""
     conn = graph.db.conn
-    total = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
-    rows = conn.execute(
-        """
-        SELECT n.id, (SELECT count(*) FROM edges WHERE src = n.id) + (SELECT count(*) FROM edges WHERE dst = n.id) AS deg
-        FROM nodes n ORDER BY deg DESC, n.id LIMIT ?
-        """,
-        (max_nodes,),
-    ).fetchall()
+    tfilter, targs = _type_filter(edge_types)
+    if targs:
+        total = conn.execute(f"SELECT count(*) FROM (SELECT src FROM edges WHERE 1{tfilter} UNION "
+                             f"SELECT dst FROM edges WHERE 1{tfilter})", (*targs, *targs)).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT id, count(*) AS deg FROM (SELECT src AS id FROM edges WHERE 1{tfilter} UNION ALL "
+            f"SELECT dst FROM edges WHERE 1{tfilter}) GROUP BY id ORDER BY deg DESC, id LIMIT ?",
+            (*targs, *targs, max_nodes)).fetchall()
+    else:
+        total = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+        rows = conn.execute(
+            """
+            SELECT n.id, (SELECT count(*) FROM edges WHERE src = n.id) + (SELECT count(*) FROM edges WHERE dst = n.id) AS deg
+            FROM nodes n ORDER BY deg DESC, n.id LIMIT ?
+            """,
+            (max_nodes,),
+        ).fetchall()
     ids = [r[0] for r in rows]
     nodes = graph.get_many(ids)
     chosen = [nodes[i] for i in ids if i in nodes]
-    return Subgraph(chosen, _edges_among(graph, ids), total, title="most connected nodes")
+    return Subgraph(chosen, _edges_among(graph, ids, edge_types), total, title="most connected nodes")
 
 
-def _edges_among(graph: Graph, ids: list[int]) -> list[Edge]:
+def _edges_among(graph: Graph, ids: list[int], edge_types=None) -> list[Edge]:
     if not ids:
         return []
     wanted = set(ids)
     conn = graph.db.conn
+    tfilter, targs = _type_filter(edge_types)
     edges = []
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({','.join('?' * len(chunk))})", chunk):
+        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({','.join('?' * len(chunk))}){tfilter}",
+                              (*chunk, *targs)):
             if r["dst"] in wanted:
                 edges.append(Edge.from_row(r))
     edges.sort(key=lambda e: (-e.weight, e.id))
