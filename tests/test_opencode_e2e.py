@@ -45,12 +45,15 @@ class Script:
 
     def __init__(self):
         self.tools_seen: list[str] = []
+        self.task_description = ""
 
     def __call__(self, body):
         tools = [t["function"]["name"] for t in body.get("tools") or []]
         if not tools:  # the title generator (and other tool-less helper agents)
             return {"content": "JWT memory"}
         self.tools_seen = tools
+        self.task_description = next((t["function"].get("description", "") for t in body["tools"]
+                                      if t["function"]["name"] == "task"), "")
         results = tool_messages(body)
         if len(results) == 0:
             return {"tool_calls": [{"name": ADD_TOOL, "arguments": {
@@ -156,6 +159,8 @@ def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencod
     assert agent_list.returncode == 0, agent_list.stderr
     agents = _strip_ansi(agent_list.stdout)
     assert "sql-migration-reviewer (subagent)" in agents
+    # ... and the primary agent can call it: the task tool offered to the model lists it
+    assert f"sql-migration-reviewer: {DRAFT['description']}" in script.task_description
 
     # the OpenCode part (run + both listings) stays under a minute; set-up (install, seeding,
     # @generate-agent) is printed above and not part of the bound
