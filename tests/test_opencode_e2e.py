@@ -1,10 +1,12 @@
 """The real OpenCode CLI (npm ``opencode-ai``, pinned) with ``opensage install opencode``.
 
 OpenCode talks to a scripted OpenAI-compatible server on 127.0.0.1 that makes it call
-our MCP tools: ``memory-add-node``, then ``memory-query``, then answer with the query
+our MCP tools: ``memory-add-node``, then ``memory-query``, then the agent made by
+``@generate-agent`` through OpenCode's ``task`` tool, then answer with the query
 result. We check what a user would: the node is in our database, the plugin recorded
-the session as episodes, the query result reached the model; ``opencode mcp list``
-shows our server connected and ``opencode agent list`` shows a generated agent.
+the session (and the subagent's child session) as episodes, the query result reached
+the model; ``opencode mcp list`` shows our server connected and ``opencode agent list``
+shows the generated agent as a subagent.
 Hermetic: temporary HOME, no network (proxies point at a closed port). Skipped only
 when node/npm are missing.
 """
@@ -40,8 +42,12 @@ DRAFT = {
 }
 
 
+REVIEW = "No heavy locks: the migration only adds a nullable column."
+
+
 class Script:
-    """The scripted model: title -> text; then add-node, query, final answer with the result."""
+    """The scripted model: title -> text; then add-node, query, a task for the generated
+    subagent, and a final answer with the query result. The subagent answers REVIEW."""
 
     def __init__(self):
         self.tools_seen: list[str] = []
@@ -51,6 +57,8 @@ class Script:
         tools = [t["function"]["name"] for t in body.get("tools") or []]
         if not tools:  # the title generator (and other tool-less helper agents)
             return {"content": "JWT memory"}
+        if DRAFT["prompt"] in system_text(body):  # the generated subagent, started by the task tool
+            return {"content": REVIEW}
         self.tools_seen = tools
         self.task_description = next((t["function"].get("description", "") for t in body["tools"]
                                       if t["function"]["name"] == "task"), "")
@@ -60,7 +68,11 @@ class Script:
                 "type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"}}]}
         if len(results) == 1:
             return {"tool_calls": [{"name": QUERY_TOOL, "arguments": {"query": "JWT"}}]}
-        return {"content": "Here is what memory says:\n" + results[-1]}
+        if len(results) == 2:
+            return {"tool_calls": [{"name": "task", "arguments": {
+                "description": "Review the migration", "subagent_type": DRAFT["name"],
+                "prompt": "Review migrations/0042_add_column.sql for locking problems."}}]}
+        return {"content": "Here is what memory says:\n" + results[1] + "\nReviewer: " + results[2]}
 
 
 def _run(cmd, env, cwd, timeout=90):
@@ -130,27 +142,38 @@ def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencod
         "decision", "auth uses RS256-signed JWT access tokens")
 
     # 2. the plugin recorded the session as episodes, in order
-    rows = db.execute("SELECT session_id, kind, tool, text FROM episodes ORDER BY session_id, seq").fetchall()
-    sessions = {r[0] for r in rows}
-    assert len(sessions) == 1 and next(iter(sessions)).startswith("ses_")
-    assert [(r[1], r[2]) for r in rows] == [
+    parent = db.execute("SELECT session_id FROM episodes WHERE kind='user_message' AND text LIKE ?",
+                        (f"%{PROMPT[:30]}%",)).fetchone()[0]
+    assert parent.startswith("ses_")
+    rows = db.execute("SELECT kind, tool, text FROM episodes WHERE session_id=? ORDER BY seq", (parent,)).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [
         ("user_message", None),
         ("tool_call", ADD_TOOL), ("tool_result", ADD_TOOL),
         ("tool_call", QUERY_TOOL), ("tool_result", QUERY_TOOL),
+        ("tool_call", "task"), ("tool_result", "task"),
         ("assistant_message", None),
     ]
-    assert "RS256" in rows[0][3]
-    assert "UseRS256JWT" in rows[2][3]  # the MCP result text, not the raw JSON envelope
-    assert db.execute("SELECT source FROM sessions WHERE id=?", (rows[0][0],)).fetchone() == ("opencode",)
+    assert "RS256" in rows[0][2]
+    assert "UseRS256JWT" in rows[2][2]  # the MCP result text, not the raw JSON envelope
+    assert REVIEW in rows[6][2]  # the subagent's answer came back through the task tool
+    assert db.execute("SELECT source FROM sessions WHERE id=?", (parent,)).fetchone() == ("opencode",)
+    # the subagent ran in its own (child) session, recorded too
+    child = db.execute("SELECT session_id FROM episodes WHERE kind='user_message' AND text LIKE ?",
+                       ("%0042_add_column.sql%",)).fetchone()[0]
+    assert child != parent
+    assert db.execute("SELECT kind, text FROM episodes WHERE session_id=? ORDER BY seq", (child,)).fetchall() == [
+        ("user_message", "Review migrations/0042_add_column.sql for locking problems."),
+        ("assistant_message", REVIEW),
+    ]
 
     # 3. the query result reached the model, and its answer reached the user
     final_request = llm.requests[-1]
-    query_result = tool_messages(final_request)[-1]
+    query_result = tool_messages(final_request)[1]
     assert "UseRS256JWT" in query_result and "RS256-signed JWT" in query_result
     texts = [json.loads(line)["part"].get("text", "") for line in run.stdout.splitlines()
              if line.startswith("{") and json.loads(line).get("type") == "text"]
     assert any("UseRS256JWT" in t for t in texts)
-    assert "UseRS256JWT" in rows[-1][3]  # the assistant message episode holds that answer
+    assert "UseRS256JWT" in rows[-1][2] and REVIEW in rows[-1][2]  # the final answer's episode
 
     # must-show 2: the MCP server is connected; the generated agent is a subagent
     assert mcp_list.returncode == 0, mcp_list.stderr
