@@ -18,7 +18,8 @@ when the CLI exits. The supervisor:
 Every status change is ``UPDATE ... WHERE id=? AND status IN (...)``, so two processes
 can never both move one job. :func:`poll` reports ``lost`` for a queued or running job
 whose supervisor is gone (pid dead, a zombie, or reused by another process: the start
-time differs), after killing any sandbox process still alive.
+time differs) or frozen (no heartbeat for :data:`HEARTBEAT_STALE_S`), after killing the
+supervisor and any sandbox process still alive.
 
 Statuses: ``queued``, ``running``, ``succeeded``, ``failed``, ``timed_out``,
 ``cancelled``, ``lost``.
@@ -47,6 +48,9 @@ STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled"
 FINAL = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 #: Seconds between supervisor heartbeats.
 HEARTBEAT_S = 1.0
+#: A running job whose heartbeat is older than this (seconds) has a frozen supervisor
+#: (stopped, or stuck): it is killed and the job reported ``lost``.
+HEARTBEAT_STALE_S = 60.0
 #: Characters of output returned by :func:`poll` (the tail of each stream).
 TAIL_CHARS = 4000
 def max_running() -> int:
@@ -263,18 +267,23 @@ def _check_lost(db: Database, row) -> bool:
     """Mark a queued/running job whose supervisor is gone as ``lost``; True if it did."""
     if row["status"] not in ("queued", "running"):
         return False
+    reason = "the job's supervisor process died; its sandbox was killed"
     if row["supervisor_pid"] is None:
         # submit() has not recorded the supervisor yet (a few ms); give it time
         if time.time() - row["created_at"] < 30:
             return False
     elif _alive(row["supervisor_pid"], row["supervisor_started"]):
-        return False
+        beat = row["heartbeat_at"]
+        if row["status"] != "running" or beat is None or time.time() - beat < HEARTBEAT_STALE_S:
+            return False
+        reason = f"the job's supervisor stopped answering (no heartbeat for {time.time() - beat:.0f} s); it was killed"
+        _kill_tree(row["supervisor_pid"], row["supervisor_started"])
     _kill_tree(row["sandbox_pid"], row["sandbox_started"])
     _kill_marked(row["id"])
     with db.transaction() as conn:
         cur = conn.execute(
             "UPDATE jobs SET status='lost', finished_at=?, error=? WHERE id=? AND status IN ('queued','running')",
-            (time.time(), "the job's supervisor process died; its sandbox was killed", row["id"]),
+            (time.time(), reason, row["id"]),
         )
     return cur.rowcount == 1
 

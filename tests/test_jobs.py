@@ -154,3 +154,31 @@ def test_jobs_beyond_the_concurrency_limit_wait_queued(sleeper, monkeypatch):
     assert host.run_line(f"@cancel-async-job jobId={fourth}").data["status"] == "cancelled"  # never started
     assert host.run_line(f"@cancel-async-job jobId={third}").data["status"] == "cancelled"
     assert host.run_line(f"@poll-async-job jobId={fourth}").data["startedAt"] is None
+
+
+def test_frozen_supervisor_is_killed_and_the_job_lost(sleeper, monkeypatch):
+    from opensage import jobs
+
+    host = sleeper
+    job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4444.5}').data["jobId"]
+    _wait(host, job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not _procs_with("4444.5") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    supervisor = host.db.conn.execute("SELECT supervisor_pid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        monkeypatch.setattr(jobs, "HEARTBEAT_STALE_S", 2.0)
+        time.sleep(3.5)
+        info = host.run_line(f"@poll-async-job jobId={job_id}").data
+        assert info["status"] == "lost" and "heartbeat" in info["error"]
+        assert not psutil.pid_exists(supervisor) or psutil.Process(supervisor).status() == psutil.STATUS_ZOMBIE
+        deadline = time.monotonic() + 10
+        while _procs_with("4444.5") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _procs_with("4444.5") == []
+    finally:
+        try:
+            os.kill(supervisor, signal.SIGKILL)
+        except OSError:
+            pass
