@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from opensage.errors import NotFoundError, UsageError
+from opensage.errors import NotFoundError
 from opensage.store import Database, Migration, Workspace
 
 __all__ = ["submit", "poll", "cancel", "list_jobs", "migrate", "STATUSES", "FINAL", "decode_output"]

@@ -37,7 +37,7 @@ def generate_tool(args: GenerateToolArgs, ctx: CommandContext) -> CommandResult:
     done = generate(ctx.host, args.requirement, args.language, args.name, attempts=args.attempts, replace=args.replace)
     spec = done.tool.spec
     example = spec.examples[0].arguments
-    call = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else json.dumps(v)}" for k, v in example.items())
+    call = " ".join(f"{k}={json.dumps(v)}" for k, v in example.items())
     lines = [f"Registered @{spec.name} ({spec.language}): {spec.description}",
              f"Passed {len(done.checked)} example call(s) in the sandbox (level {done.checked[0]['level']}) "
              f"after {done.attempts} attempt(s).",
@@ -260,8 +260,6 @@ def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
     from opensage import jobs
 
     info = jobs.poll(ctx.workspace, ctx.host.db, _job_id(args.job_id))
-    if info["result"] is not None:
-        info["result"] = info["result"]
     return CommandResult(text=_job_text(info), data=info)
 
 
