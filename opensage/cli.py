@@ -8,6 +8,7 @@ real hosts use to report session events (see ``docs/session-events.md``).
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sys
 from typing import Any
@@ -459,6 +460,9 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``opensage`` script."""
+    # pydantic scans every installed distribution for pydantic plugins on the first model
+    # build (~50 ms); the CLI uses none. Respect a user's explicit setting.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         cli.main(args=argv, prog_name="opensage", standalone_mode=True)
     except OpenSageError as exc:  # pragma: no cover - commands handle their own

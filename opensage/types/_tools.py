@@ -26,7 +26,7 @@ class ToolExample(BaseModel):
     :param state: the state handed to the tool for this call (stateful tools), else null.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     arguments: dict[str, Any] = Field(default_factory=dict)
     expected: Any = None
