@@ -137,6 +137,17 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
+def _supervisor_env() -> dict[str, str]:
+    """The caller's environment, with this copy of opensage first on ``PYTHONPATH`` (the
+    supervisor must run the same code as the process that submitted the job)."""
+    import opensage
+
+    package_root = str(Path(opensage.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+
+
 def submit(
     workspace: Workspace,
     db: Database,
@@ -178,7 +189,7 @@ def submit(
             [sys.executable, "-m", "opensage.jobs", str(workspace.root), job_id],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(workspace.root),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=_supervisor_env(),
         )
     finally:
         log.close()
