@@ -65,11 +65,14 @@ def test_job_runs_in_background_polled_running_then_succeeded(sleeper):
     assert time.monotonic() - t0 < 2.0  # returns at once
     job_id = started.data["jobId"]
     assert started.data["status"] == "queued"
-    running = _wait(host, job_id, {"running"})
-    running = _wait(host, job_id, {"running"}) if "tick" not in running["stderr"] else running
-    time.sleep(1.2)
-    progress = host.run_line(f"@poll-async-job jobId={job_id}").data
-    assert progress["status"] == "running" and "tick 0" in progress["stderr"]
+    _wait(host, job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while True:  # progress output appears while the job is still running
+        progress = host.run_line(f"@poll-async-job jobId={job_id}").data
+        if "tick 0" in progress["stderr"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert progress["status"] == "running" and "tick 0" in progress["stderr"], progress
     done = _wait(host, job_id, {"succeeded", "failed", "lost", "timed_out"})
     assert done["status"] == "succeeded", done
     assert done["result"] == {"result": "slept 3"} and done["level"] == "bwrap"
