@@ -142,7 +142,7 @@ def test_bad_job_ids_and_arguments(sleeper):
 def test_jobs_beyond_the_concurrency_limit_wait_queued(sleeper, monkeypatch):
     host = sleeper
     monkeypatch.setenv("OPENSAGE_MAX_JOBS", "1")
-    first = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 2}').data["jobId"]
+    first = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 4}').data["jobId"]
     _wait(host, first, {"running"})
     second = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 0}').data["jobId"]
     time.sleep(1.0)
