@@ -291,6 +291,34 @@ def _validate(schema: type[T], completion: Completion) -> T:
     return schema.model_validate_json(_extract_json(completion.content))
 
 
+class _Attempts:
+    """One structured-output conversation: the schema prompt, feedback on errors, usage."""
+
+    def __init__(self, messages: list[dict], schema: type[T]) -> None:
+        self.schema = schema
+        self.convo = _with_schema(messages, schema)
+        self.usage = Usage()
+        self.errors: list[str] = []
+
+    def accept(self, completion: Completion, attempt: int) -> "Structured[T] | None":
+        """The validated answer, or None after queueing the error as feedback."""
+        self.usage.add(completion.usage)
+        try:
+            return Structured(_validate(self.schema, completion), self.usage, attempt, self.errors)
+        except (ValidationError, ValueError) as exc:
+            self.errors.append(_short_error(exc))
+            self.convo = self.convo + [
+                {"role": "assistant", "content": completion.content},
+                {"role": "user", "content": f"That answer was invalid: {self.errors[-1]}\nReturn corrected JSON only."},
+            ]
+            return None
+
+    def failure(self, max_attempts: int) -> ModelError:
+        return ModelError(
+            f"the model returned an invalid {self.schema.__name__} {max_attempts} times: " + " | ".join(self.errors)
+        )
+
+
 def structured(
     messages: list[dict],
     schema: type[T],
@@ -307,23 +335,12 @@ def structured(
 
     :raises ModelError: still invalid after ``max_attempts`` (message lists the errors).
     """
-    convo = _with_schema(messages, schema)
-    usage = Usage()
-    errors: list[str] = []
+    run = _Attempts(messages, schema)
     for attempt in range(1, max_attempts + 1):
-        completion = complete(convo, model=model, temperature=temperature, **kwargs)
-        usage.add(completion.usage)
-        try:
-            return Structured(_validate(schema, completion), usage, attempt, errors)
-        except (ValidationError, ValueError) as exc:
-            errors.append(_short_error(exc))
-            convo = convo + [
-                {"role": "assistant", "content": completion.content},
-                {"role": "user", "content": f"That answer was invalid: {errors[-1]}\nReturn corrected JSON only."},
-            ]
-    raise ModelError(
-        f"the model returned an invalid {schema.__name__} {max_attempts} times: " + " | ".join(errors)
-    )
+        done = run.accept(complete(run.convo, model=model, temperature=temperature, **kwargs), attempt)
+        if done is not None:
+            return done
+    raise run.failure(max_attempts)
 
 
 async def astructured(
@@ -336,23 +353,12 @@ async def astructured(
     **kwargs: Any,
 ) -> Structured[T]:
     """Async :func:`structured` (same arguments and errors)."""
-    convo = _with_schema(messages, schema)
-    usage = Usage()
-    errors: list[str] = []
+    run = _Attempts(messages, schema)
     for attempt in range(1, max_attempts + 1):
-        completion = await acomplete(convo, model=model, temperature=temperature, **kwargs)
-        usage.add(completion.usage)
-        try:
-            return Structured(_validate(schema, completion), usage, attempt, errors)
-        except (ValidationError, ValueError) as exc:
-            errors.append(_short_error(exc))
-            convo = convo + [
-                {"role": "assistant", "content": completion.content},
-                {"role": "user", "content": f"That answer was invalid: {errors[-1]}\nReturn corrected JSON only."},
-            ]
-    raise ModelError(
-        f"the model returned an invalid {schema.__name__} {max_attempts} times: " + " | ".join(errors)
-    )
+        done = run.accept(await acomplete(run.convo, model=model, temperature=temperature, **kwargs), attempt)
+        if done is not None:
+            return done
+    raise run.failure(max_attempts)
 
 
 def _with_schema(messages: list[dict], schema: type[BaseModel]) -> list[dict]:

@@ -27,6 +27,7 @@ __all__ = [
     "Migration",
     "find_workspace",
     "atomic_write_json",
+    "atomic_write_text",
     "check_name",
     "execute_script",
 ]
@@ -234,18 +235,18 @@ def execute_script(conn: sqlite3.Connection, sql: str) -> None:
         conn.execute(buffer)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``).
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``).
 
-    Callers doing read-modify-write must hold a :class:`filelock.FileLock` on
-    ``path.with_suffix(path.suffix + '.lock')`` around the whole cycle.
+    Readers see the old file or the new one, never a part. Callers doing read-modify-write
+    must hold a :class:`filelock.FileLock` on ``path.with_suffix(path.suffix + '.lock')``
+    around the whole cycle.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -255,3 +256,8 @@ def atomic_write_json(path: Path, data: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """:func:`atomic_write_text` of ``data`` as indented, key-sorted JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

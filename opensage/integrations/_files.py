@@ -17,7 +17,7 @@ from typing import Any
 from opensage.errors import UsageError
 from filelock import FileLock
 
-from opensage.store import Workspace
+from opensage.store import Workspace, atomic_write_text
 
 MARKER = "generated-by: opensage"
 
@@ -46,10 +46,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` atomically, keeping the key order (users' config files stay readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def locked(workspace: Workspace) -> FileLock:
@@ -147,6 +144,17 @@ def finish_json(root: Path, rel: str, data: dict[str, Any], manifest: Manifest, 
         write_json(path, data)
     if rel in manifest.created and not path.exists():
         manifest.created.remove(rel)
+
+
+def remove_json_keys(root: Path, manifest: Manifest, report: list[str]) -> None:
+    """Uninstall: delete every key install added to a host config file (as the manifest lists)."""
+    for rel, keys in list(manifest.json_keys.items()):
+        data = read_json(root / rel)
+        for key_path in keys:
+            if del_key(data, key_path):
+                report.append(f"removed {'.'.join(key_path)} from {rel}")
+        finish_json(root, rel, data, manifest, report)
+        del manifest.json_keys[rel]
 
 
 def set_key(data: dict[str, Any], key_path: list[str], value: Any) -> bool:

@@ -23,8 +23,17 @@ from typing import Any
 
 from opensage.errors import UsageError
 from opensage.integrations._files import (
-    MARKER, Manifest, del_key, locked, python_command, read_json, finish_json, remove_owned, save_json, set_key,
-    shell_command, write_owned,
+    Manifest,
+    finish_json,
+    locked,
+    python_command,
+    read_json,
+    remove_json_keys,
+    remove_owned,
+    save_json,
+    set_key,
+    shell_command,
+    write_owned,
 )
 from opensage.store import Workspace
 
@@ -279,14 +288,7 @@ def uninstall(host) -> list[str]:
         manifest = Manifest(workspace, "claude")
         if not manifest.installed:
             return ["nothing to remove: opensage is not installed for Claude Code here"]
-        for rel, keys in list(manifest.json_keys.items()):
-            path = root / rel
-            data = read_json(path)
-            for key_path in keys:
-                if del_key(data, key_path):
-                    report.append(f"removed {'.'.join(key_path)} from {rel}")
-            finish_json(root, rel, data, manifest, report)
-            del manifest.json_keys[rel]
+        remove_json_keys(root, manifest, report)
         if manifest.hooks:
             settings_path = root / ".claude" / "settings.json"
             settings = read_json(settings_path)

@@ -26,7 +26,15 @@ from typing import Any, Iterable, TextIO
 
 from opensage.errors import UsageError
 from opensage.integrations._files import (
-    MARKER, Manifest, del_key, finish_json, locked, python_command, read_json, remove_owned, save_json, set_key,
+    MARKER,
+    Manifest,
+    locked,
+    python_command,
+    read_json,
+    remove_json_keys,
+    remove_owned,
+    save_json,
+    set_key,
     write_owned,
 )
 from opensage.store import Workspace
@@ -206,14 +214,7 @@ def uninstall(host) -> list[str]:
         manifest = Manifest(workspace, "opencode")
         if not manifest.installed:
             return ["nothing to remove: opensage is not installed for OpenCode here"]
-        for rel, keys in list(manifest.json_keys.items()):
-            path = root / rel
-            data = read_json(path)
-            for key_path in keys:
-                if del_key(data, key_path):
-                    report.append(f"removed {'.'.join(key_path)} from {rel}")
-            finish_json(root, rel, data, manifest, report)
-            del manifest.json_keys[rel]
+        remove_json_keys(root, manifest, report)
         removed: list[str] = []
         remove_owned(root, manifest, removed)
         commands = [line for line in removed if line.startswith(f"removed {COMMAND_DIR}/")]

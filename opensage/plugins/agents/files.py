@@ -28,13 +28,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opensage.errors import NotFoundError, UsageError
-from opensage.store import Workspace, check_name
+from opensage.store import Workspace, atomic_write_text, check_name
 from opensage.types import AgentSpec
 
 __all__ = [
@@ -277,23 +276,6 @@ def parse_opencode(text: str, name: str, path: Path | None = None) -> AgentSpec:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _lock(ws: Workspace):
     from filelock import FileLock
 
@@ -365,12 +347,12 @@ def write_agent(ws: Workspace, spec: AgentSpec, claude: bool = False) -> Written
             old_md, old_json, old_claude = _version_paths(ws, name, previous)
             for src, dst in ((oc_path, old_md), (cl_path, old_claude), (side_path, old_json)):
                 if src.exists() and not dst.exists():
-                    _atomic_write_text(dst, src.read_text(encoding="utf-8"))
+                    atomic_write_text(dst, src.read_text(encoding="utf-8"))
                     archived.append(dst)
-        _atomic_write_text(oc_path, oc_text)
+        atomic_write_text(oc_path, oc_text)
         if cl_text is not None:
-            _atomic_write_text(cl_path, cl_text)
-        _atomic_write_text(side_path, side_text)
+            atomic_write_text(cl_path, cl_text)
+        atomic_write_text(side_path, side_text)
     return WrittenAgent(spec=stored, opencode=oc_path, sidecar=side_path,
                         claude=cl_path if cl_text is not None else None, archived=archived)
 
