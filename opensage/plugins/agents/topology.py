@@ -200,8 +200,9 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
     """The agent for ``task``: the registry's recommendation when one fits, else a new one.
 
     Only generated agents whose files still exist are candidates; the registry decides
-    (see :meth:`AgentRegistry.recommend_agent`: a success-rate lower bound weighted by
-    similarity to past tasks), and None from it means "generate".
+    (see :meth:`AgentRegistry.recommend_agent`: an upper confidence bound on the success
+    rate, weighted by similarity to past tasks and with a prior from the agent's other
+    task types), and None from it means "generate".
 
     :param task_type: one of :data:`opensage.types.TASK_TYPES` (None: classified from the text).
     :returns: (spec, reused) — ``reused`` is True when an existing agent was loaded.
