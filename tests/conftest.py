@@ -21,6 +21,14 @@ def pytest_configure(config):
     sys._called_from_test = True
 
 
+@pytest.fixture(autouse=True)
+def _lexical_search_only(monkeypatch):
+    """Similarity search without the optional dense ranker (the default install), also in
+    subprocesses, even where the ``embeddings`` extra happens to be installed; its own
+    tests (tests/test_embeddings.py) switch it on."""
+    monkeypatch.setenv("OPENSAGE_EMBEDDINGS", "0")
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """An empty project folder (the workspace root)."""

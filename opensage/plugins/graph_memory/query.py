@@ -20,6 +20,10 @@ Rankers:
    weight) its neighbouring turns, plus a speaker-aware list when the query names a
    speaker (see :func:`.episodes.episode_rankings`), so questions about what was said in
    a session find the turns.
+4. **Dense embeddings** (optional, the ``embeddings`` extra) — cosine similarity of
+   sentence embeddings over nodes and episodes together (see :mod:`.embeddings`), so a
+   paraphrase with no shared word is found; absent when the extra is not installed or
+   ``OPENSAGE_EMBEDDINGS=0``.
 
 Fusion: RRF score = Σ weight / (k + rank), k = 60, weight 1 except the speaker list
 (Cormack, Clarke & Büttcher, "Reciprocal
@@ -514,6 +518,7 @@ class QueryEngine:
         self.graph = graph
         self.db = graph.db
         self.labels = LabelIndex(graph.db)
+        self._dense = None  # embeddings.DenseIndex, made on the first similarity query that can use it
 
     # -- similarity ----------------------------------------------------------------------
     def _bm25_nodes(self, match: str, node_type: str | None, limit: int, scored: int = MAX_SCORED) -> list[int]:
@@ -587,6 +592,10 @@ class QueryEngine:
             for ids, weight in ep.episode_rankings(self.db, query, depth):
                 lists.append([("e", i) for i in ids])
                 weights.append(weight)
+        dense = self._dense_ranking(query, want_nodes, want_episodes, depth, node_type)
+        if dense:
+            lists.append(dense)
+            weights.append(1.0)
         fused = rrf(lists, weights=weights)
         scores = dict(fused)
         via: dict[tuple[str, int], dict[str, Any]] = {}
@@ -613,6 +622,18 @@ class QueryEngine:
             ranked = [(k, s) for k, s in ranked if k not in via or types.get(k[1]) == node_type]
         ranked = ranked[:max_results]
         return self._materialize(ranked, terms, via)
+
+    def _dense_ranking(self, query: str, nodes: bool, episodes: bool, depth: int,
+                       node_type: str | None) -> list[tuple[str, int]]:
+        """The optional dense ranker's list (:mod:`.embeddings`); [] when its extra is not
+        installed or ``OPENSAGE_EMBEDDINGS=0`` (then nothing heavy is imported)."""
+        from opensage.plugins.graph_memory import embeddings
+
+        if not embeddings.available():
+            return []
+        if self._dense is None:
+            self._dense = embeddings.DenseIndex(self.db)
+        return self._dense.rank(query, nodes, episodes, depth, node_type if node_type != "episode" else None)
 
     def _types(self, ids: list[int]) -> dict[int, str]:
         if not ids:

@@ -84,4 +84,33 @@ def m002_episode_index(conn) -> None:
     reindex_all(conn)
 
 
-MIGRATIONS = [Migration(1, "initial", m001_initial), Migration(2, "episode_index", m002_episode_index)]
+def m003_embeddings(conn) -> None:
+    """Vectors of the optional dense ranker (see :mod:`.embeddings`); empty unless it is used.
+
+    One row per (kind, id, model): ``kind`` is ``node`` or ``episode``, ``id`` the row's id,
+    ``model`` the model and text recipe, ``dim`` the vector length, ``stamp`` the source
+    row's ``updated_at`` (nodes) or ``timestamp`` (episodes) when it was embedded, and
+    ``vector`` ``dim`` little-endian float32 values.
+    """
+    execute_script(
+        conn,
+        """
+        CREATE TABLE embeddings (
+            kind TEXT NOT NULL CHECK (kind IN ('node', 'episode')),
+            id INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            stamp REAL NOT NULL,
+            vector BLOB NOT NULL,
+            UNIQUE (kind, id, model)
+        );
+        CREATE INDEX embeddings_model ON embeddings(model);
+        """,
+    )
+
+
+MIGRATIONS = [
+    Migration(1, "initial", m001_initial),
+    Migration(2, "episode_index", m002_episode_index),
+    Migration(3, "embeddings", m003_embeddings),
+]
