@@ -16,10 +16,12 @@ Vectors live in the ``embeddings`` table (migration m003): one row per (kind, id
 with ``kind`` ``node`` or ``episode``, ``dim`` and the float32 ``vector``. Rows are
 **embedded lazily at query time**, in batches of :data:`BATCH`, for nodes and episodes
 that have none yet (or a node whose ``updated_at`` is newer than its vector): recording
-an episode (``opensage hook``) never loads the model. The unit-length matrix is kept in
-memory per host and re-read only when the ``embeddings`` table changed (its row count
-and largest rowid), which is looked at only after a commit (``PRAGMA data_version`` and
-the connection's ``total_changes``, as the fuzzy label index does).
+an episode (``opensage hook``) never loads the model. All of this is looked at only
+after a commit (``PRAGMA data_version`` and the connection's ``total_changes``, as the
+fuzzy label index does): the first query of a process checks every row, later ones
+only rows with a higher id or a later ``updated_at`` than seen before. The unit-length
+matrix is kept in memory per host and re-read only when the ``embeddings`` table
+changed (its row count and largest rowid).
 
 Ranking: cosine similarity (dot product of unit vectors) of the query vector against
 every row, top :func:`DenseIndex.rank` ``limit`` by ``numpy.argpartition``.
@@ -146,50 +148,75 @@ class DenseIndex:
     def __init__(self, db) -> None:
         self.db = db
         self._seen: tuple[int, int] | None = None
+        self._last_state: tuple | None = None  # :meth:`_state` when the table was last brought up to date
         self._signature: tuple[int, int] | None = None
         self._kinds = None  # numpy uint8: 0 node, 1 episode
         self._ids = None  # numpy int64
         self._matrix = None  # numpy float32 (rows, dim), unit rows
 
     # -- keeping the table current ---------------------------------------------------------
-    def _missing(self) -> tuple[list[int], list[int]]:
+    def _state(self) -> tuple:
+        """(max id, count, latest updated_at) of nodes and (max id, count) of episodes."""
         conn = self.db.conn
-        nodes = [r[0] for r in conn.execute(
-            "SELECT n.id FROM nodes n LEFT JOIN embeddings v ON v.kind='node' AND v.id=n.id AND v.model=? "
-            "WHERE v.id IS NULL OR v.stamp < n.updated_at ORDER BY n.id", (MODEL_KEY,))]
-        episodes = [r[0] for r in conn.execute(
-            "SELECT e.id FROM episodes e LEFT JOIN embeddings v ON v.kind='episode' AND v.id=e.id AND v.model=? "
-            "WHERE v.id IS NULL ORDER BY e.id", (MODEL_KEY,))]
+        return (*conn.execute("SELECT coalesce(max(id), 0), count(*), coalesce(max(updated_at), 0) FROM nodes").fetchone(),
+                *conn.execute("SELECT coalesce(max(id), 0), count(*) FROM episodes").fetchone())
+
+    def _missing(self, since: tuple | None) -> tuple[list[int], list[int]]:
+        """Ids of nodes and episodes without a current vector; with ``since`` (a previous
+        :meth:`_state`) only rows added or changed after it are looked at."""
+        conn = self.db.conn
+        node_sql = ("SELECT n.id FROM nodes n LEFT JOIN embeddings v ON v.kind='node' AND v.id=n.id AND v.model=? "
+                    "WHERE (v.id IS NULL OR v.stamp < n.updated_at)")
+        episode_sql = ("SELECT e.id FROM episodes e LEFT JOIN embeddings v ON v.kind='episode' AND v.id=e.id "
+                       "AND v.model=? WHERE v.id IS NULL")
+        node_args: tuple = (MODEL_KEY,)
+        episode_args: tuple = (MODEL_KEY,)
+        if since is not None:
+            node_sql += " AND (n.id > ? OR n.updated_at > ?)"
+            node_args += (since[0], since[2])
+            episode_sql += " AND e.id > ?"
+            episode_args += (since[3],)
+        nodes = [r[0] for r in conn.execute(node_sql + " ORDER BY n.id", node_args)]
+        episodes = [r[0] for r in conn.execute(episode_sql + " ORDER BY e.id", episode_args)]
         return nodes, episodes
 
     def sync(self) -> int:
-        """Embed the nodes and episodes that have no current vector; drop vectors of deleted rows.
+        """Embed the nodes and episodes that have no current vector, drop vectors of deleted
+        rows, and re-read the matrix if the table changed.
 
-        Runs only when something was committed since the last call. :returns: rows embedded.
+        Looks only when something was committed since the last call; the first call of a
+        process checks every row, later ones only rows added or updated since. :returns:
+        rows embedded.
         """
         conn = self.db.conn
         seen = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
         if seen == self._seen:
             return 0
-        nodes, episodes = self._missing()
+        state = self._state()
         done = 0
-        for kind, ids in (("node", nodes), ("episode", episodes)):
-            table = "nodes" if kind == "node" else "episodes"
-            for i in range(0, len(ids), BATCH):
-                chunk = ids[i:i + BATCH]
-                rows = conn.execute(f"SELECT * FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall()
-                texts = [node_text(r) if kind == "node" else episode_text(conn, r) for r in rows]
-                vecs = encode(texts)
-                with self.db.transaction() as tx:
-                    tx.executemany(
-                        "INSERT OR REPLACE INTO embeddings(kind, id, model, dim, stamp, vector) VALUES (?,?,?,?,?,?)",
-                        [(kind, r["id"], MODEL_KEY, int(v.shape[0]),
-                          float(r["updated_at"]) if kind == "node" else float(r["timestamp"]), v.tobytes())
-                         for r, v in zip(rows, vecs)],
-                    )
-                done += len(rows)
-        self._drop_orphans()
+        if state != self._last_state:
+            since = self._last_state
+            nodes, episodes = self._missing(since)
+            for kind, ids in (("node", nodes), ("episode", episodes)):
+                table = "nodes" if kind == "node" else "episodes"
+                for i in range(0, len(ids), BATCH):
+                    chunk = ids[i:i + BATCH]
+                    rows = conn.execute(f"SELECT * FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
+                                        chunk).fetchall()
+                    texts = [node_text(r) if kind == "node" else episode_text(conn, r) for r in rows]
+                    vecs = encode(texts)
+                    with self.db.transaction() as tx:
+                        tx.executemany(
+                            "INSERT OR REPLACE INTO embeddings(kind, id, model, dim, stamp, vector) VALUES (?,?,?,?,?,?)",
+                            [(kind, r["id"], MODEL_KEY, int(v.shape[0]),
+                              float(r["updated_at"]) if kind == "node" else float(r["timestamp"]), v.tobytes())
+                             for r, v in zip(rows, vecs)],
+                        )
+                    done += len(rows)
+            if since is None or state[1] < since[1] or state[4] < since[4]:  # first look, or rows deleted
+                self._drop_orphans()
+            self._last_state = state
+        self._load()
         self._seen = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
         return done
 
@@ -243,7 +270,6 @@ class DenseIndex:
         if not query.strip() or not (nodes or episodes):
             return []
         self.sync()
-        self._load()
         if not len(self._ids):
             return []
         mask = None
