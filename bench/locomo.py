@@ -32,7 +32,7 @@ alone scores recall@10 0.631 on all five.
 
 Optional dense ranker (the ``embeddings`` extra, all-MiniLM-L6-v2; see
 ``opensage/plugins/graph_memory/embeddings.py``): ``--dense`` requires it, ``--no-dense``
-switches it off (``OPENSAGE_EMBEDDINGS=0``); with neither it is used if installed. Its one
+switches it off; with neither it follows ``OPENSAGE_EMBEDDINGS`` (opt-in, off by default). Its one
 choice, embedding an episode as the turn alone or with its context window, was made
 on conversations 26 and 30 only: with the context window (recall@10 0.754, recall@5
 0.636, MRR 0.475 there) over the turn alone (0.709, 0.587, 0.482); see EPISODE_CONTEXT.

