@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import logging
+import shutil
 import sys
 from typing import Any
 
@@ -126,20 +127,21 @@ def commands_cmd(ctx: click.Context) -> None:
             for c in host.commands.values()
         ], default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
+    import textwrap
 
-    table = Table(show_lines=False, box=None, pad_edge=False)
-    table.add_column("command", style="bold")
-    table.add_column("arguments")
-    table.add_column("summary")
+    width = shutil.get_terminal_size((100, 24)).columns
     for c in host.commands.values():
+        click.echo(click.style(f"@{c.name}", bold=True) + f"  {c.summary}")
         args = []
         for row in argument_table(c):
             spec = f"{row['name']}:{row['type']}"
-            args.append(spec if row["required"] else f"[{spec}]")
-        table.add_row(f"@{c.name}", " ".join(args), c.summary)
-    Console().print(table)
+            if not row["required"]:
+                default = json.dumps(row["default"], default=str) if row["default"] is not None else "none"
+                spec = f"[{spec}={default}]"
+            args.append(spec)
+        if args:
+            click.echo(textwrap.fill("  ".join(args), width=max(60, width - 4), initial_indent="    ",
+                                     subsequent_indent="    ", break_on_hyphens=False))
 
 
 @cli.command("hook")
