@@ -13,7 +13,7 @@ Configuration
     route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
 
 Matching (all of it deterministic, no model call)
-    Every example phrasing is a *template*: words plus ``{slot}`` placeholders, e.g.
+    Every example phrasing is a *template*: words plus ``{slot}`` slots, e.g.
     ``what do we know about {query}``. Text and templates are normalised the same way
     (lower case, apostrophes dropped, a few suffixes stripped: ``-ing``, ``-ed``, ``-es``,
     ``-s``, a final ``e``) and split into whole words, so ``new`` never matches inside ``renew``. Each template word is compared
@@ -206,7 +206,7 @@ class RouteSpec(BaseModel):
     name: str = Field(description="route name: lowercase letters, digits and '_' (e.g. opensage_memory_query)")
     description: str = Field(min_length=1, description="when this route applies (shown in docs and to the host's model)")
     command: str | None = Field(description="the @-command to run, e.g. '@memory-query'; null only for the 'none' route")
-    examples: list[str] = Field(default_factory=list, description="example phrasings with {slot} placeholders")
+    examples: list[str] = Field(default_factory=list, description="example phrasings with {slot} slots")
     patterns: list[PatternSpec] = Field(default_factory=list, description="regular expressions with a fixed confidence")
     arguments: dict[str, ArgumentSpec] = Field(default_factory=dict, description="command argument (camelCase) -> how to fill it")
     confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this confidence the route does not fire")
@@ -467,7 +467,7 @@ _TEMPLATE_PARTS = re.compile(r"(\{[^{}]*\}|\([^()]*\)|<[^<>]*>)")
 def _compile_template(example: str, route: str = "", words: dict[str, list[str]] | None = None) -> _Template:
     """Compile ``(make|create) a <tool_word> that {requirement}``: words, ``(a|b)`` one-word
     alternatives (a group with a filler word, e.g. ``(the|our)``, is optional), ``<class>``
-    for a word class of the file's ``words:``, ``{slot}`` placeholders.
+    for a word class of the file's ``words:``, ``{slot}`` slots.
 
     :param words: the word classes; ``None`` only checks the syntax (a class counts as
         one word).
