@@ -375,12 +375,11 @@ def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
     except OpenSageError as exc:
         _fail(exc)
     if output:
-        import os
+        from pathlib import Path
 
-        tmp = f"{output}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
+        from opensage.store import atomic_write_text
+
+        atomic_write_text(Path(output), text)
     else:
         click.echo(text, nl=False)
 

@@ -8,7 +8,6 @@ so that uninstall removes exactly that and nothing else.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -101,10 +100,7 @@ def write_owned(root: Path, rel: str, text: str, manifest: Manifest, report: lis
     if path.exists() and rel not in manifest.files and MARKER not in path.read_text(encoding="utf-8", errors="replace"):
         report.append(f"kept {rel} (exists and was not written by opensage)")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     manifest.add_file(rel)
     report.append(f"wrote {rel}")
 
