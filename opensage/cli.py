@@ -188,6 +188,11 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     except OpenSageError as exc:
         _fail(exc)
     click.echo(json.dumps(out))
+    if not out["ok"]:
+        failed = "; ".join(f"{e['plugin']}: {e['error']}" for e in out["errors"])
+        click.echo(f"error: {event} was delivered, but a plugin failed on it ({failed}); "
+                   "the other plugins handled it. Run with OPENSAGE_TRACE_PLUGINS=1 for the traceback.", err=True)
+        sys.exit(1)
 
 
 def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None = None,
@@ -195,7 +200,8 @@ def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None 
     """Fire one hook EVENT (a key of :data:`HOOK_EVENTS`) with its JSON ``payload``.
 
     :returns: ``{"ok": true, "session_id", "hook"}`` plus ``"context"`` (the text to keep)
-        for ``compact``.
+        for ``compact``. When a plugin raised in the hook (the others still ran), ``"ok"``
+        is false and ``"errors"`` lists ``{"plugin", "hook", "error"}``.
     :raises UsageError: unknown event, no session id, or an invalid event body.
     """
     from opensage.host import event_from_json
@@ -226,6 +232,9 @@ def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None 
             out["context"] = context
     else:
         host.record(session, event_obj)
+    if host.last_failures:
+        out["ok"] = False
+        out["errors"] = list(host.last_failures)
     return out
 
 

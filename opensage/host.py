@@ -104,6 +104,9 @@ class Host:
         self._commands: dict[str, Command] | None = None
         self._db: Database | None = None
         self._services: dict[Any, Any] = {}
+        #: Plugins that raised during the latest :meth:`broadcast`:
+        #: ``[{"plugin", "hook", "error"}]`` (empty when every implementation returned).
+        self.last_failures: list[dict[str, str]] = []
 
     # -- tracing -------------------------------------------------------------------
     def _enable_tracing(self) -> None:
@@ -259,15 +262,22 @@ class Host:
 
     # -- hook dispatch ---------------------------------------------------------------
     def broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of a broadcast hook; one that raises is logged and skipped."""
+        """Call every implementation of a broadcast hook; one that raises is logged and skipped.
+
+        :returns: the implementations' non-None return values. Those that raised are
+            listed in :attr:`last_failures` until the next broadcast.
+        """
         results = []
+        self.last_failures = []
         impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
         if os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1":
             names = ", ".join(i.plugin_name for i in impls)
             print(f"[opensage trace] {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
         for impl in impls:
             ok, value = self._call_one(impl, hook_name, kwargs)
-            if ok and value is not None:
+            if not ok:
+                self.last_failures.append({"plugin": impl.plugin_name, "hook": hook_name, "error": value})
+            elif value is not None:
                 results.append(value)
         return results
 
@@ -284,7 +294,7 @@ class Host:
             log.error("plugin %s failed in %s: %s: %s", impl.plugin_name, hook_name, type(exc).__name__, exc)
             if trace:
                 log.exception("traceback")
-            return False, None
+            return False, f"{type(exc).__name__}: {exc}"
 
 
 def event_from_json(data: str | dict) -> SessionEvent:

@@ -117,8 +117,20 @@ def test_hook_session_start(workspace):
     rec = Recorder()
     host = Host(workspace, plugins=[rec, Broken()])
     out = invoke(host, "hook", "session-start", input=json.dumps({"session_id": "s1", "source": "opencode"}))
+    assert ("start", "s1", "opencode") in rec.calls, "a failing plugin must not stop the others"
+    assert out.exit_code == 1, "the host must learn that a plugin failed on its event"
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["ok"] is False and line["errors"][0]["hook"] == "session_start"
+    assert "plugin bug" in line["errors"][0]["error"]
+    assert "a plugin failed" in out.stderr
+
+
+def test_hook_exits_zero_when_every_plugin_handles_it(workspace):
+    rec = Recorder()
+    host = Host(workspace, plugins=[rec])
+    out = invoke(host, "hook", "session-start", input=json.dumps({"session_id": "s1"}))
     assert out.exit_code == 0, out.output
-    assert ("start", "s1", "opencode") in rec.calls
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"ok": True, "session_id": "s1", "hook": "session-start"}
 
 
 def test_hook_session_event(workspace, caplog):
@@ -126,7 +138,7 @@ def test_hook_session_event(workspace, caplog):
     host = Host(workspace, plugins=[Broken(), rec])
     with caplog.at_level(logging.ERROR, logger="opensage"):
         out = invoke(host, "hook", "user-message", input=json.dumps({"session_id": "s1", "text": "fix the login bug"}))
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output
     assert ("event", "s1", "user_message", "fix the login bug") in rec.calls, "a failing plugin must not stop the others"
     assert any("plugin bug" in r.getMessage() for r in caplog.records)
 
