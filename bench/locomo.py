@@ -27,7 +27,12 @@ and 43 were held out, and all five are reported. Tried on 26/30 and dropped beca
 they did not help there: a turn-only BM25 list, a session-level list, pseudo-relevance
 feedback, neighbour diversification; a term-proximity list (NEAR pairs) raised
 recall@10 on 26/30 (0.760 -> 0.794) but barely on 41-43 (0.760 -> 0.765) while MRR
-fell everywhere, so it was left out. For reference, plain FTS5 BM25 over the turn text
+fell everywhere, so it was left out. The BM25+ lower bound on episode scores (Lv & Zhai
+2011, delta 1, their default; see ``episodes.BM25_PLUS_DELTA``) raised recall@10 on 26/30
+from 0.760 to 0.785 (MRR 0.604 -> 0.606) and on 41-43 from 0.760 to 0.767 (MRR 0.603 ->
+0.589). Query spelling correction against the index vocabulary, own BM25 rescoring with
+b = 0.3-0.5 or per-field (BM25F) length normalisation, MMR over adjacent turns and
+truncation stemming did not beat it on 26/30. For reference, plain FTS5 BM25 over the turn text
 alone scores recall@10 0.631 on all five.
 
 Optional dense ranker (the ``embeddings`` extra, all-MiniLM-L6-v2; see

@@ -154,3 +154,27 @@ def test_a_named_speaker_own_turns_come_first(host):
         host.record(session, SessionEvent(kind="user_message", role=role, text=text))
     found = search_episodes(host.db, "Which cat did Alice adopt?", limit=3)
     assert found[0][0].role == "Alice" and "adopted" in found[0][0].text
+
+
+def test_a_long_turn_with_every_word_beats_a_short_one_with_fewer(host, monkeypatch):
+    """BM25+ (Lv & Zhai 2011): plain BM25 shrinks a word's weight towards zero in a long
+    turn, so a one-line turn holding two of the question's words outranked a long turn
+    holding all three."""
+    from opensage.plugins.graph_memory import episodes as ep
+
+    filler = ["lunch was good today", "the weather is nice", "see you on monday", "thanks for the review",
+              "the build is green again", "I will be out tomorrow"]
+    for n, text in enumerate(filler):
+        host.record(host.session(f"f{n}", source="test"), SessionEvent(kind="user_message", role="user", text=text))
+    long_turn = ("I spent the whole afternoon going through the logs from last night, and after a lot of "
+                 "digging through the scheduler output, the retries, the queue depth graphs and the alerts we "
+                 "got from the monitoring side, it turns out the deploy job hit the timeout because the "
+                 "migration step waited on a lock held by the nightly report, so I moved the report an hour "
+                 "later and the script now finishes in four minutes")
+    host.record(host.session("long", source="test"), SessionEvent(kind="user_message", role="user", text=long_turn))
+    host.record(host.session("short", source="test"),
+                SessionEvent(kind="user_message", role="user", text="deploy script"))
+    question = "why did the deploy script hit the timeout?"
+    assert search_episodes(host.db, question)[0][0].session_id == "long"
+    monkeypatch.setattr(ep, "BM25_PLUS_DELTA", 0.0)  # plain FTS5 BM25, for contrast
+    assert search_episodes(host.db, question)[0][0].session_id == "short"

@@ -18,6 +18,7 @@ that inserts the row, so numbers are distinct and gap-free, and nothing is lost.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -264,16 +265,66 @@ SPEAKER_WEIGHT = 0.5
 SPEAKER_DEPTH = 200
 
 
+#: BM25+ lower bound on the term-frequency factor of a word an episode contains (Lv & Zhai,
+#: "Lower-bounding term frequency normalization", CIKM 2011; 1.0 is their recommended
+#: default, not tuned here). In BM25 a word's contribution shrinks towards 0 as the
+#: document grows, and an episode's length includes its ``context`` (neighbouring turns):
+#: a long turn, or one with long neighbours, that contains more of the question's words
+#: can rank below a short one containing fewer. The bound adds DELTA x IDF per word
+#: contained. 0 switches it off (plain FTS5 BM25).
+BM25_PLUS_DELTA = 1.0
+#: Candidates (FTS5 BM25 order) rescored with the BM25+ bound.
+RESCORE_DEPTH = 200
+
+
 def rank_episodes(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[int, float]]:
-    """Episode ids for free-text ``query`` by BM25, best first: [(id, bm25)] (more negative is better).
+    """Episode ids for free-text ``query`` by BM25+, best first: [(id, score)] (more negative is better).
 
     The query is OR-ed quoted words without stop words (see
-    :func:`opensage.plugins.graph_memory.query.match_expression`).
+    :func:`opensage.plugins.graph_memory.query.match_expression`). FTS5 BM25 picks the
+    :data:`RESCORE_DEPTH` best candidates, then the BM25+ bound (:data:`BM25_PLUS_DELTA`)
+    is added: score = bm25 - DELTA * sum of the IDFs of the query words each one contains.
     """
-    from opensage.plugins.graph_memory.query import match_expression
+    from opensage.plugins.graph_memory.query import _or, match_terms
 
-    match, scored = match_expression(db.conn, "episodes", query)
-    return bm25_episodes(db, match, EPISODE_WEIGHTS, limit, session_id, scored) if match else []
+    terms, scored, df = match_terms(db.conn, "episodes", query)
+    if not terms:
+        return []
+    depth = max(limit, RESCORE_DEPTH) if BM25_PLUS_DELTA else limit
+    ranked = bm25_episodes(db, _or(terms), EPISODE_WEIGHTS, depth, session_id, scored)
+    if BM25_PLUS_DELTA and ranked:
+        ranked = _bm25_plus(db.conn, terms, df, ranked, BM25_PLUS_DELTA)
+    return ranked[:limit]
+
+
+def _bm25_plus(conn, terms: list[str], df: dict[str, int], ranked: list[tuple[int, float]],
+               delta: float) -> list[tuple[int, float]]:
+    """Add the BM25+ bound to FTS5 ``bm25`` scores: -delta x IDF for every query word a
+    candidate contains (in any column, as FTS5 counts a match). IDF as FTS5 computes it:
+    log((N - n + 0.5) / (n + 0.5)), at least 1e-6, n = episodes containing the word
+    (``df`` from :func:`query.match_terms` on large collections, else counted here, at
+    most ``MAX_DF_DOCS`` rows). Work per word: its postings within the candidates' rowid
+    range (at most the pruning limit, or the rows scored in the all-common case)."""
+    from opensage.plugins.graph_memory.query import _quote
+
+    bonus = {i: 0.0 for i, _ in ranked}
+    lo, hi = min(bonus), max(bonus)
+    n_rows = conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
+    for term in terms:
+        phrase = _quote(term)
+        n = df.get(term)
+        if n is None:  # small collection: read all the word's postings, count them too
+            hits = [r[0] for r in conn.execute("SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH ?", (phrase,))]
+            n = len(hits)
+        else:
+            hits = [r[0] for r in conn.execute(
+                "SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH ? AND rowid BETWEEN ? AND ?", (phrase, lo, hi))]
+        if not n:
+            continue
+        idf = max(math.log((n_rows - n + 0.5) / (n + 0.5)), 1e-6)
+        for i in bonus.keys() & hits:
+            bonus[i] += idf
+    return sorted(((i, s - delta * bonus[i]) for i, s in ranked), key=lambda x: x[1])
 
 
 def episode_rankings(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[list[int], float]]:

@@ -16,8 +16,9 @@ Rankers:
    A character-trigram index (numpy, built per host on first use, extended as nodes
    are added) preselects at most :data:`FUZZY_CANDIDATES` labels, so a lookup stays
    around a millisecond at 100k nodes.
-3. **BM25 over episodes** — each turn with its speaker, its date and (at a lower
-   weight) its neighbouring turns, plus a speaker-aware list when the query names a
+3. **BM25+ over episodes** — each turn with its speaker, its date and (at a lower
+   weight) its neighbouring turns, FTS5 BM25 plus the BM25+ lower bound per word
+   contained (Lv & Zhai 2011), plus a speaker-aware list when the query names a
    speaker (see :func:`.episodes.episode_rankings`), so questions about what was said in
    a session find the turns.
 4. **Dense embeddings** (optional, the ``embeddings`` extra) — cosine similarity of
@@ -165,20 +166,29 @@ def match_expression(conn, table: str, query: str) -> tuple[str, int]:
     :func:`fts_or_query`, with the very common words left out on large collections (see
     :data:`MAX_DF_DOCS`). Returns ('', 0) when the query has no words.
     """
+    terms, scored, _ = match_terms(conn, table, query)
+    return (_or(terms), scored) if terms else ("", 0)
+
+
+def match_terms(conn, table: str, query: str) -> tuple[list[str], int, dict[str, int]]:
+    """The words :func:`match_expression` OR-s together, how many rows to score at most, and
+    the document frequencies counted on the way (large collections only; counted up to the
+    pruning limit + 1, so a larger count reads as that)."""
     terms = query_terms(query)
     if not terms:
-        return "", 0
+        return [], 0, {}
     n = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
     if n <= MAX_DF_DOCS:
-        return _or(terms), MAX_SCORED
+        return terms, MAX_SCORED, {}
     fts = _FTS_TABLES[table]
     limit = int(max(MAX_DF_DOCS, MAX_DF_FRACTION * n))
     # document frequency, counted only up to limit + 1 (all we need to know, and cheap)
     sql = f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {limit + 1})"
-    kept = [t for t in terms if conn.execute(sql, (_quote(t),)).fetchone()[0] <= limit]
+    df = {t: conn.execute(sql, (_quote(t),)).fetchone()[0] for t in terms}
+    kept = [t for t in terms if df[t] <= limit]
     if kept:
-        return _or(kept), MAX_SCORED
-    return _or(terms), COMMON_SCORED
+        return kept, MAX_SCORED, df
+    return terms, COMMON_SCORED, df
 
 
 def _quote(term: str) -> str:
