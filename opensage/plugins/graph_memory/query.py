@@ -21,10 +21,13 @@ Rankers:
    contained (Lv & Zhai 2011), plus a speaker-aware list when the query names a
    speaker (see :func:`.episodes.episode_rankings`), so questions about what was said in
    a session find the turns.
-4. **Dense embeddings** (optional, the ``embeddings`` extra) — cosine similarity of
-   sentence embeddings over nodes and episodes together (see :mod:`.embeddings`), so a
-   paraphrase with no shared word is found; absent when the extra is not installed or
-   ``OPENSAGE_EMBEDDINGS=0``.
+4. **Dense embeddings** (optional, the ``embeddings`` extra) — not a list of its own but a
+   second stage of every BM25 list above (nodes, episodes, the speaker list): each is
+   re-ranked over its BM25 pool plus the items nearest by cosine similarity of sentence
+   embeddings, by a convex combination of the normalised scores (see
+   :func:`.embeddings.hybrid`; Bruch et al., ACM TOIS 2023), so a paraphrase with no
+   shared word is found too; absent when the extra is not installed or
+   ``OPENSAGE_EMBEDDINGS`` is not on. Equal fused scores are then ordered by cosine.
 
 Fusion: RRF score = Σ weight / (k + rank), k = 60, weight 1 except the speaker list
 (Cormack, Clarke & Büttcher, "Reciprocal
@@ -46,6 +49,7 @@ from typing import Any, Iterable, Sequence
 
 from opensage.errors import NotFoundError, UsageError
 from opensage.plugins.graph_memory import episodes as ep
+from opensage.plugins.graph_memory.embeddings import hybrid
 from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
 
 __all__ = [
@@ -531,8 +535,10 @@ class QueryEngine:
         self._dense = None  # embeddings.DenseIndex, made on the first similarity query that can use it
 
     # -- similarity ----------------------------------------------------------------------
-    def _bm25_nodes(self, match: str, node_type: str | None, limit: int, scored: int = MAX_SCORED) -> list[int]:
-        """Node ids by BM25, best first; at most ``scored`` matching rows are scored."""
+    def _bm25_nodes(self, match: str, node_type: str | None, limit: int, scored: int = MAX_SCORED,
+                    with_scores: bool = False) -> list:
+        """Node ids by BM25, best first (with ``with_scores``: [(id, -bm25)], higher is
+        better); at most ``scored`` matching rows are scored."""
         w = ", ".join(f"{x:g}" for x in NODE_WEIGHTS)
         if node_type:
             inner = (f"SELECT f.rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts f JOIN nodes n ON n.id = f.rowid "
@@ -541,6 +547,8 @@ class QueryEngine:
         else:
             inner = f"SELECT rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT {int(scored)}"
             params = (match, limit)
+        if with_scores:
+            return [(r[0], -r[1]) for r in self.db.conn.execute(f"SELECT id, s FROM ({inner}) ORDER BY s LIMIT ?", params)]
         return [r[0] for r in self.db.conn.execute(f"SELECT id FROM ({inner}) ORDER BY s LIMIT ?", params)]
 
     def _in_vocabulary(self, word: str) -> bool:
@@ -590,23 +598,32 @@ class QueryEngine:
         want_nodes = node_type != "episode"
         want_episodes = node_type in (None, "episode")
         depth = max(RANKER_DEPTH, max_results * 2)
+        dense = self._dense_index()
         if want_nodes:
             nt = node_type if node_type else None
             match, scored = match_expression(self.db.conn, "nodes", query)
-            if match:
+            if dense is not None:  # BM25 re-ranked with cosine (see embeddings.hybrid)
+                bm = self._bm25_nodes(match, nt, depth, scored, with_scores=True) if match else []
+                near = dense.nearest(query, "node", depth, nt)
+                cosine = dense.cosines(query, "node", [i for i, _ in bm] + near)
+                lists.append([("n", i) for i in hybrid(bm, near, cosine, limit=depth)])
+                weights.append(1.0)
+            elif match:
                 lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth, scored)])
                 weights.append(1.0)
             lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
             weights.append(1.0)
         if want_episodes and terms:
-            for ids, weight in ep.episode_rankings(self.db, query, depth):
+            for ids, weight in ep.episode_rankings(self.db, query, depth, dense=dense):
                 lists.append([("e", i) for i in ids])
                 weights.append(weight)
-        dense = self._dense_ranking(query, want_nodes, want_episodes, depth, node_type)
-        if dense:
-            lists.append(dense)
-            weights.append(1.0)
         fused = rrf(lists, weights=weights)
+        if dense is not None and fused:
+            # equal fused scores (e.g. rank 1 of the node list and of the episode list) are
+            # ordered by cosine similarity rather than by list order
+            cos = {**{("n", i): c for i, c in dense.cosines(query, "node", [k[1] for k, _ in fused if k[0] == "n"]).items()},
+                   **{("e", i): c for i, c in dense.cosines(query, "episode", [k[1] for k, _ in fused if k[0] == "e"]).items()}}
+            fused.sort(key=lambda kv: (-round(kv[1], 12), -cos.get(kv[0], -1.0)))
         scores = dict(fused)
         via: dict[tuple[str, int], dict[str, Any]] = {}
         # 1-hop expansion from the top node hits
@@ -633,17 +650,16 @@ class QueryEngine:
         ranked = ranked[:max_results]
         return self._materialize(ranked, terms, via)
 
-    def _dense_ranking(self, query: str, nodes: bool, episodes: bool, depth: int,
-                       node_type: str | None) -> list[tuple[str, int]]:
-        """The optional dense ranker's list (:mod:`.embeddings`); [] when its extra is not
-        installed or ``OPENSAGE_EMBEDDINGS=0`` (then nothing heavy is imported)."""
+    def _dense_index(self):
+        """The optional dense ranker (:class:`.embeddings.DenseIndex`), or None when its extra
+        is not installed or ``OPENSAGE_EMBEDDINGS`` is not on (then nothing heavy is imported)."""
         from opensage.plugins.graph_memory import embeddings
 
         if not embeddings.available():
-            return []
+            return None
         if self._dense is None:
             self._dense = embeddings.DenseIndex(self.db)
-        return self._dense.rank(query, nodes, episodes, depth, node_type if node_type != "episode" else None)
+        return self._dense
 
     def _types(self, ids: list[int]) -> dict[int, str]:
         if not ids:
