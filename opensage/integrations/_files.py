@@ -54,6 +54,21 @@ def locked(workspace: Workspace) -> FileLock:
     return FileLock(str(workspace.state_dir / "opensage-install.lock"), timeout=30)
 
 
+def release_lock(workspace: Workspace) -> None:
+    """Remove the lock :func:`locked` created once no installer's manifest is left, and the
+    state folder if that leaves it empty (it was created for the lock)."""
+    lock = workspace.state_dir / "opensage-install.lock"
+    if lock.exists() and not (workspace.state_dir / "opensage-install.json").exists():
+        try:
+            lock.unlink()
+        except OSError:
+            pass
+    try:
+        workspace.state_dir.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
 class Manifest:
     """What one host's installer added, kept in ``<state_dir>/opensage-install.json``."""
 

@@ -31,6 +31,7 @@ from opensage.integrations._files import (
     locked,
     python_command,
     read_json,
+    release_lock,
     remove_json_keys,
     remove_owned,
     save_json,
@@ -222,18 +223,5 @@ def uninstall(host) -> list[str]:
         if commands:
             report.append(f"removed {len(commands)} commands from {COMMAND_DIR}/")
         manifest.save()
-    _remove_lock(workspace)
+    release_lock(workspace)
     return report
-
-
-def _remove_lock(workspace: Workspace) -> None:
-    lock = workspace.state_dir / "opensage-install.lock"
-    if lock.exists() and not (workspace.state_dir / "opensage-install.json").exists():
-        try:
-            lock.unlink()
-        except OSError:
-            pass
-    try:
-        workspace.state_dir.rmdir()  # only when empty: install created it for its lock
-    except OSError:
-        pass
