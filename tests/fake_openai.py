@@ -7,9 +7,18 @@ returns, streamed as Server-Sent Events chunks:
 
 * ``{"content": "text"}`` -> text deltas, ``finish_reason: "stop"``;
 * ``{"tool_calls": [{"name": ..., "arguments": {...}}]}`` -> tool-call deltas,
-  ``finish_reason: "tool_calls"``.
+  ``finish_reason: "tool_calls"``; ``"raw_arguments": "null"`` sends that exact
+  arguments string instead (``null``, a JSON array, broken JSON...).
 
-Every request body is kept in ``server.requests`` for assertions.
+A plain string answer is ``{"content": string}``. Misbehaving servers (non-streaming
+requests, the path opensage's own litellm calls take):
+
+* ``{"hang": True}`` -> read the request, never answer (until the server is closed);
+* ``{"status": 429, "headers": {"Retry-After": "20"}}`` -> that HTTP error with an
+  OpenAI-style error body (any status: 500, 503...).
+
+Every request body is kept in ``server.requests`` for assertions; ``server.received``
+(a :class:`threading.Event`) is set on the first request.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ class FakeOpenAI:
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.received = threading.Event()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         outer = self
 
@@ -56,22 +67,44 @@ class FakeOpenAI:
                     body = {}
                 with outer._lock:
                     outer.requests.append(body)
+                outer.received.set()
                 try:
                     answer = outer.responder(body)
                 except Exception as exc:  # surface responder bugs in the test, answer something valid
                     outer.errors.append(f"{type(exc).__name__}: {exc}")
                     answer = {"content": f"responder failed: {exc}"}
-                if body.get("stream"):
+                if isinstance(answer, str):
+                    answer = {"content": answer}
+                if answer.get("hang"):
+                    outer._closing.wait()  # a hung endpoint: the client's own timeout must end this
+                    self.close_connection = True
+                    return
+                if answer.get("status"):
+                    self._error(answer)
+                elif body.get("stream"):
                     self._stream(body, answer)
                 else:
                     self._plain(body, answer)
+
+            def _error(self, answer):
+                status = int(answer["status"])
+                data = json.dumps({"error": {"message": answer.get("message") or f"scripted HTTP {status}",
+                                             "type": "rate_limit_error" if status == 429 else "server_error",
+                                             "code": status}}).encode()
+                self.send_response(status)
+                for key, value in (answer.get("headers") or {}).items():
+                    self.send_header(key, str(value))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _plain(self, body, answer):
                 message: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
                 if answer.get("tool_calls"):
                     message["tool_calls"] = [
                         {"id": f"call_{i}_{int(time.time()*1000)}", "type": "function",
-                         "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+                         "function": {"name": c["name"], "arguments": _arguments(c)}}
                         for i, c in enumerate(answer["tool_calls"])
                     ]
                 data = json.dumps({
@@ -108,7 +141,7 @@ class FakeOpenAI:
                     for i, call in enumerate(answer["tool_calls"]):
                         chunk({"tool_calls": [{"index": i, "id": f"call_{i}_{int(time.time()*1000)}", "type": "function",
                                                "function": {"name": call["name"], "arguments": ""}}]})
-                        chunk({"tool_calls": [{"index": i, "function": {"arguments": json.dumps(call.get("arguments", {}))}}]})
+                        chunk({"tool_calls": [{"index": i, "function": {"arguments": _arguments(call)}}]})
                     finish = "tool_calls"
                 else:
                     text = answer.get("content") or ""
@@ -131,8 +164,15 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()  # release hung requests
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    if "raw_arguments" in call:
+        return call["raw_arguments"]
+    return json.dumps(call.get("arguments", {}))
 
 
 def system_text(body: dict[str, Any]) -> str:
