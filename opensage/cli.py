@@ -49,6 +49,8 @@ def _emit(ctx: click.Context, result) -> None:
         click.echo(json.dumps(result.data if result.data is not None else {"text": result.text}, default=str, ensure_ascii=False))
     else:
         click.echo(result.text)
+    if getattr(result, "success", True) is False:
+        sys.exit(1)
 
 
 def _fail(exc: OpenSageError) -> None:
@@ -434,6 +436,7 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
         if max_tokens:
             budget.max_tokens = max_tokens
         if max_cost:
+            llm.require_price(model, "--max-cost")  # a USD budget must be able to trigger
             budget.max_cost_usd = max_cost
         session = None if plan_only else host.session(source="run")  # a plan-only run writes nothing
         if session is not None:
@@ -448,11 +451,18 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
                 from rich.console import Console
                 from rich.live import Live
 
-                progress = RunProgress(task)
                 err = Console(stderr=True)
-                with Live(progress.render(), console=err, refresh_per_second=8) as live:
-                    progress.live = live
-                    report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
+                if err.is_terminal:
+                    progress = RunProgress(task)
+                    with Live(progress.render(), console=err, refresh_per_second=8) as live:
+                        progress.live = live
+                        report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
+                else:  # a pipe or a log file: one line per event as it happens, the panel at the end
+                    progress = RunProgress(task, lines=err)
+                    try:
+                        report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
+                    finally:
+                        err.print(progress.render())
         finally:
             if session is not None:
                 host.end_session(session)

@@ -92,12 +92,14 @@ def call_tool(host, name: str, arguments: dict[str, Any] | None) -> types.CallTo
     try:
         if name in host.commands or name.lstrip("@") in host.commands or name not in COMPAT_TOOLS:
             result = host.run(name, dict(arguments or {}))
-            text, data = result.text, result.data
+            text, data, failed = result.text, result.data, not result.success
         else:
             text, data = COMPAT_TOOLS[name].run(compat_for(host), arguments)
+            failed = False
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)],
             structured_content=_structured(data),
+            is_error=failed,
         )
     except OpenSageError as exc:
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error: {exc}")], is_error=True)

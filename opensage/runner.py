@@ -21,7 +21,9 @@ a tool not listed is denied). ``ask`` has nobody to ask standalone, so it follow
 ``ask_policy`` (``deny`` by default; ``opensage run`` allows it because every write is
 confined to a scratch copy and the shell is sandboxed).
 
-An agent that cannot finish says so by starting its final answer with ``FAILED:``.
+An agent that cannot finish says so by starting its final answer with ``FAILED:``; an
+empty final answer is a failure too. Tool calls whose arguments are not a JSON object
+(``null``, an array, broken JSON) are answered with a tool error and the loop goes on.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ IGNORED_DIRS = frozenset({
 FAILED_PREFIX = "FAILED:"
 #: Tool output fed back to the model is cut to this many characters.
 MAX_TOOL_OUTPUT = 16_000
+#: An agent's final answer is cut to this many characters.
+MAX_ANSWER_CHARS = 50_000
 MAX_READ_BYTES = 400_000
 MAX_SEARCH_HITS = 200
 MAX_LIST_ENTRIES = 500
@@ -263,8 +267,8 @@ class AgentRunner:
         :param task: what to do (the user message).
         :param context: what earlier agents produced (prepended to the task).
         :returns: :class:`AgentResult`; ``success`` is False when the step, token or cost
-            budget ran out, the model failed (after llm's retries), or the agent answered
-            ``FAILED: ...`` — ``error`` says which.
+            budget ran out, the model failed (after llm's retries), the final answer was empty,
+            or the agent answered ``FAILED: ...`` — ``error`` says which.
         :raises ModelNotConfigured: no model is configured.
         """
         from opensage import llm  # lazy: importing litellm costs ~2 s
@@ -287,7 +291,8 @@ class AgentRunner:
         for step in range(1, max_steps + 1):
             self._emit(kind="step", step=step, max_steps=max_steps, tokens=usage.tokens, cost_usd=usage.cost_usd)
             try:
-                completion = await llm.acomplete(messages, model=model, tools=tools, temperature=self.spec.temperature)
+                completion = await llm.acomplete(messages, model=model, tools=tools, temperature=self.spec.temperature,
+                                                 on_retry=lambda info, _s=step: self._emit(**info, step=_s))
             except ModelError as exc:
                 error = f"model error at step {step}: {exc}"
                 break
@@ -296,15 +301,18 @@ class AgentRunner:
             usage.cost_usd += completion.usage.cost_usd
             messages.append(completion.as_message())
             if not completion.tool_calls:
-                output = completion.content or ""
-                if output.lstrip().upper().startswith(FAILED_PREFIX):
+                output = _bounded_answer(completion.content or "")
+                if not output.strip():
+                    error = (f"the model's final answer was empty at step {step} (no text and no tool call); "
+                             "an agent must say what it did, so the run counts as failed")
+                elif output.lstrip().upper().startswith(FAILED_PREFIX):
                     error = output.strip()[len(FAILED_PREFIX):].strip() or "the agent reported failure"
                 else:
                     success = True
                 break
             for call in completion.tool_calls:
                 self._emit(kind="tool", step=step, tool=call.name, arguments=call.arguments)
-                text = await self._call_tool(call.name, call.arguments, names)
+                text = await self._call_tool(call.name, call.arguments, names, call.error)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
             if usage.tokens > self.budget.max_tokens:
                 error = f"token budget exhausted: {usage.tokens} tokens > {self.budget.max_tokens}"
@@ -330,12 +338,18 @@ class AgentRunner:
         return result
 
     # -- tools -------------------------------------------------------------------------
-    async def _call_tool(self, name: str, arguments: dict, allowed: list[str]) -> str:
+    async def _call_tool(self, name: str, arguments: dict, allowed: list[str], problem: str | None = None) -> str:
+        """Run one tool call; every failure becomes an ``error: ...`` text for the model.
+
+        :param problem: why the call's arguments are unusable (:attr:`ToolCall.error`);
+            the tool is not run then.
+        """
         if name not in allowed:
             return (f"error: tool {name!r} is not available to this agent; "
                     f"available: {', '.join(allowed) or 'none'}.")
-        if "_invalid_json" in arguments:
-            return f"error: the arguments of {name} were not valid JSON: {arguments['_invalid_json'][:200]}"
+        if problem or not isinstance(arguments, dict):
+            return (f"error: {name} was not run: {problem or 'the arguments must be a JSON object'}. "
+                    "Call it again with a JSON object of its parameters, e.g. {\"path\": \"README.md\"}.")
         await asyncio.to_thread(self._record, SessionEvent(kind="tool_call", tool=name, args=arguments,
                                                            role=self.spec.name))
         if name in BUILTIN_DEFS:
@@ -345,6 +359,8 @@ class AgentRunner:
                 text = f"error: bad arguments for {name}: {exc}"
             except (OpenSageError, OSError, ValueError, re.error) as exc:
                 text = f"error: {exc}"
+            except Exception as exc:  # model-made input must never crash the run: report it to the model
+                text = f"error: {name} failed: {type(exc).__name__}: {str(exc)[:300]}"
         else:
             ctx = CommandContext(host=self.host, session=self.session)
             try:
@@ -473,6 +489,13 @@ class AgentRunner:
 
         node, created = graph_for(self.host).upsert_node(type, label, content, {"source": f"agent:{self.spec.name}"})
         return f"{'added' if created else 'updated'} {node.ref} ({node.type}) {node.label}"
+
+
+def _bounded_answer(text: str) -> str:
+    """A final answer cut to :data:`MAX_ANSWER_CHARS` (it is stored in the registry, graph and reports)."""
+    if len(text) <= MAX_ANSWER_CHARS:
+        return text
+    return text[:MAX_ANSWER_CHARS] + f"\n[... answer cut: {len(text) - MAX_ANSWER_CHARS} more characters]"
 
 
 def run_shell(command: str, root: Path, timeout_s: float = 120.0, config_root: Path | None = None):

@@ -38,10 +38,14 @@ class CommandResult:
     :param text: human-readable output (printed by the CLI, sent to models).
     :param data: the same result as JSON-able structured data (``--json``, MCP
         structured content).
+    :param success: False when the command ran but what it ran failed (e.g. an agent
+        chain stopped at a step): the CLI prints the result and exits 1, MCP marks the
+        result ``isError``.
     """
 
     text: str
     data: Any = None
+    success: bool = True
 
 
 @dataclass

@@ -23,11 +23,19 @@ def run_async(coro) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _budget(steps: int | None, max_cost_usd: float | None):
+def _budget(steps: int | None, max_cost_usd: float | None, model: str | None = None):
+    """The :class:`~opensage.runner.Budget` of a topology command.
+
+    :raises UsageError: ``max_cost_usd`` given for a model without a known price
+        (see :func:`opensage.llm.require_price`).
+    """
     from opensage.runner import Budget
 
     budget = Budget(steps=steps)
     if max_cost_usd is not None:
+        from opensage import llm
+
+        llm.require_price(model, "maxCostUsd")
         budget.max_cost_usd = max_cost_usd
     return budget
 
@@ -48,7 +56,7 @@ def vertical_decompose(args: VerticalArgs, ctx: CommandContext) -> CommandResult
         ctx.host, args.task, args.subtasks, session=ctx.session, budget=_budget(args.steps, args.max_cost_usd),
         ask_policy="allow", replan=args.replan,
     ))
-    return CommandResult(text=report.text(), data=report.as_dict())
+    return CommandResult(text=report.text(), data=report.as_dict(), success=report.success)
 
 
 class EnsembleArgs(ArgModel):
@@ -72,7 +80,7 @@ def horizontal_ensemble(args: EnsembleArgs, ctx: CommandContext) -> CommandResul
         ctx.host, args.task, args.strategies, args.merge_strategy, verifier=args.verifier, session=ctx.session,
         budget=_budget(args.steps, args.max_cost_usd), ask_policy="allow",
     ))
-    return CommandResult(text=report.text(), data=report.as_dict())
+    return CommandResult(text=report.text(), data=report.as_dict(), success=report.success)
 
 
 COMMANDS = [

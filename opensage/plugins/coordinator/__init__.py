@@ -32,7 +32,8 @@ def coordinate_cmd(args: CoordinateArgs, ctx: CommandContext) -> CommandResult:
         topology=None if args.topology == "auto" else args.topology,
         budget=_budget(args.steps, args.max_cost_usd), session=ctx.session, ask_policy="allow",
     ))
-    return CommandResult(text=report_text(report), data=report.as_dict())
+    return CommandResult(text=report_text(report), data=report.as_dict(),
+                         success=report.success or not report.executed)
 
 
 def report_text(report) -> str:

@@ -149,8 +149,11 @@ def _project_files(root) -> list[str]:
     return out
 
 
-async def analyse(host: "Host", task: str, model: str | None = None) -> tuple[TaskAnalysis, Any]:
+async def analyse(host: "Host", task: str, model: str | None = None,
+                  on_retry: Callable[[dict], None] | None = None) -> tuple[TaskAnalysis, Any]:
     """One structured model call: the :class:`TaskAnalysis` of ``task`` and its usage.
+
+    :param on_retry: progress callback for provider retries (see :func:`opensage.llm.complete`).
 
     An unknown ``task_type`` is replaced by the registry's own classification.
     :raises ModelNotConfigured: no model. :raises ModelError: no valid analysis after retries.
@@ -169,7 +172,7 @@ async def analyse(host: "Host", task: str, model: str | None = None) -> tuple[Ta
     listing = "\n".join(files) if files else "(empty project)"
     user = f"Task: {task}\n\nProject files:\n{listing}"
     res = await llm.astructured([{"role": "system", "content": system}, {"role": "user", "content": user}],
-                                TaskAnalysis, model=model)
+                                TaskAnalysis, model=model, on_retry=on_retry)
     analysis = res.value
     if analysis.task_type not in types:
         analysis.task_type = _classify(task)
@@ -403,7 +406,7 @@ async def coordinate(
     run_id = new_run_id()
     started = time.perf_counter()
     emit({"kind": "analysing", "task": task})
-    analysis, usage = await analyse(host, task, model)
+    analysis, usage = await analyse(host, task, model, on_retry=emit)
     plan = choose_plan(task, analysis, topology=topology, steps=steps, strategies=strategies,
                        merge_strategy=merge_strategy, verifier=verifier)
     emit({"kind": "planned", "plan": plan, "tokens": usage.total_tokens, "cost_usd": usage.cost_usd})

@@ -17,12 +17,15 @@ class RunProgress:
 
     Shows the plan, the current step, one row per agent (step n/max, last tool,
     tokens, cost USD, status) and running totals. Pass ``live`` (a ``rich.live.Live``)
-    to refresh the display on every event.
+    to refresh the display on every event, or ``lines`` (a ``rich.console.Console``,
+    for a pipe or log file where a live display cannot redraw) to print one plain line
+    per event as it happens.
     """
 
-    def __init__(self, task: str, live: Any = None) -> None:
+    def __init__(self, task: str, live: Any = None, lines: Any = None) -> None:
         self.task = task
         self.live = live
+        self.lines = lines
         self.phase = "analysing the task"
         self.plan = None
         self.base_tokens = 0
@@ -66,6 +69,15 @@ class RunProgress:
             else:
                 row.update(tokens=e.get("tokens", 0), cost=e.get("cost_usd", 0.0),
                            status="done" if e.get("success") else f"failed: {e.get('error') or ''}"[:60])
+        elif kind == "retry":
+            note = (f"model call {e.get('error')} (attempt {e.get('attempt')} of {e.get('attempts')}); "
+                    f"retrying in {e.get('wait_s')} s")
+            if "agent" in e:
+                row = self.rows.get(self._key(e))
+                if row is not None:
+                    row["status"] = note[:60]
+            else:
+                self.phase = note
         elif kind == "merge":
             self.phase = f"merging ({e.get('merge')})"
         elif kind == "merged":
@@ -74,6 +86,43 @@ class RunProgress:
             self.phase = "finished" if e.get("success") else "finished with a failure"
         if self.live is not None:
             self.live.update(self.render())
+        if self.lines is not None:
+            line = self.describe(e)
+            if line:
+                self.lines.print(Text(line), soft_wrap=True)
+
+    def describe(self, e: dict) -> str | None:
+        """One plain line for event ``e`` (None for events that add nothing to a log)."""
+        kind = e.get("kind")
+        who = ""
+        if "agent" in e and kind not in ("planned", "plan", "analysing"):
+            key = self._key(e) if kind != "agent" else (("member", e["member"]) if "member" in e
+                                                       else ("step", e.get("step", 1)))
+            who = f"[{key[0][0]}{key[1]} @{e['agent']}] "
+        if kind == "analysing":
+            return "[run] analysing the task"
+        if kind == "planned":
+            return f"[run] plan: {self.plan.topology} — {self.plan.reason}" if self.plan is not None else None
+        if kind == "plan":
+            return f"[run] {self.phase}"
+        if kind == "replan":
+            return f"[run] {self.phase}"
+        if kind == "agent":
+            what = str(e.get("strategy") or e.get("subtask") or "")[:80]
+            return f"{who}{'reused' if e.get('reused') else 'generated'}: {what}"
+        if kind == "step":
+            return (f"{who}model call {e['step']}/{e.get('max_steps', '?')} "
+                    f"({e.get('tokens', 0)} tokens, ${float(e.get('cost_usd') or 0):.4f})")
+        if kind == "tool":
+            return f"{who}tool {self.rows.get(self._key(e), {}).get('tool') or e.get('tool')}"
+        if kind == "retry":
+            return (f"{who or '[run] '}model call {e.get('error')} (attempt {e.get('attempt')} of "
+                    f"{e.get('attempts')}); retrying in {e.get('wait_s')} s")
+        if kind == "done":
+            return f"{who}{'done' if e.get('success') else 'failed: ' + str(e.get('error') or '')[:200]}"
+        if kind in ("merge", "merged", "finished"):
+            return f"[run] {self.phase}"
+        return None
 
     @property
     def tokens(self) -> int:
