@@ -165,6 +165,8 @@ class Completion:
     usage: Usage
     finish_reason: str | None = None
     model: str = ""
+    #: characters of the answer as sent, when it was over :data:`MAX_CONTENT_CHARS` and cut
+    cut_from: int | None = None
 
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to a conversation (OpenAI format)."""
@@ -248,8 +250,10 @@ def _parse(lib, response, model: str, latency_ms: float) -> Completion:
     calls = [_tool_call(tc, i) for i, tc in enumerate(getattr(message, "tool_calls", None) or [])]
     usage = getattr(response, "usage", None)
     content = message.content or ""
+    cut_from = None
     if len(content) > MAX_CONTENT_CHARS:
         log.warning("model answer of %d characters cut to %d", len(content), MAX_CONTENT_CHARS)
+        cut_from = len(content)
         content = content[:MAX_CONTENT_CHARS] + f"\n[... cut: {len(content) - MAX_CONTENT_CHARS} more characters]"
     prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -265,6 +269,7 @@ def _parse(lib, response, model: str, latency_ms: float) -> Completion:
         ),
         finish_reason=getattr(choice, "finish_reason", None),
         model=model,
+        cut_from=cut_from,
     )
 
 
@@ -628,6 +633,9 @@ class _Attempts:
         """The validated answer, or None after queueing the error as feedback."""
         self.usage.add(completion.usage)
         try:
+            if completion.cut_from is not None:
+                raise ValueError(f"the answer was {completion.cut_from} characters long, over the "
+                                 f"{MAX_CONTENT_CHARS}-character bound; answer with a much shorter JSON object")
             return Structured(_validate(self.schema, completion), self.usage, attempt, self.errors)
         except (ValidationError, ValueError) as exc:
             self.errors.append(_short_error(exc))

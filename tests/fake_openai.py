@@ -39,6 +39,7 @@ class FakeOpenAI:
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each request, for waits between them
         self.received = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -67,6 +68,7 @@ class FakeOpenAI:
                     body = {}
                 with outer._lock:
                     outer.requests.append(body)
+                    outer.times.append(time.monotonic())
                 outer.received.set()
                 try:
                     answer = outer.responder(body)

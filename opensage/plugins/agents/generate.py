@@ -39,6 +39,10 @@ TOOL_HELP: dict[str, str] = {
     "webfetch": "fetch a web page (host only: OpenCode / Claude Code)",
 }
 
+#: Longest generated agent prompt, in characters (~5,000 tokens). A model can answer with
+#: megabytes; every run of the agent sends its prompt again, so it is bounded here.
+MAX_PROMPT_CHARS = 20_000
+
 #: Tools a host offers beyond :data:`BUILTIN_TOOLS` (granted in the host's file only).
 HOST_TOOLS = ("webfetch",)
 
@@ -52,8 +56,9 @@ class AgentDraft(BaseModel):
                       description="kebab-case name, at most 64 characters, e.g. 'sql-migration-reviewer'")
     description: str = Field(min_length=10, max_length=1024,
                              description="one or two sentences: what the agent does and when to call it")
-    prompt: str = Field(min_length=40,
-                        description="the agent's system prompt: role, method, constraints, what to report when done")
+    prompt: str = Field(min_length=40, max_length=MAX_PROMPT_CHARS,
+                        description="the agent's system prompt: role, method, constraints, what to report when done; "
+                                    f"at most {MAX_PROMPT_CHARS} characters")
     tools: dict[str, Permission] = Field(
         description="tool name -> 'allow' | 'ask' | 'deny'; grant only what the task needs (others are denied)")
     temperature: float | None = Field(None, ge=0.0, le=1.0, description="sampling temperature, or null for the default")
@@ -196,6 +201,8 @@ def generate_agent_files(
 
     try:
         answer = llm.structured(messages, _draft_model(tools), max_attempts=max_attempts)
+    except llm.ModelUnavailable as exc:  # the provider failed (429, timeout, 5xx): not the model's output
+        raise type(exc)(f"could not generate an agent: {exc} Nothing was written.") from exc
     except ModelError as exc:
         raise ModelError(f"could not generate an agent: {exc}. Nothing was written; try again, "
                          "or use a stronger model (OPENSAGE_MODEL).") from exc
