@@ -174,10 +174,25 @@ def install(answers: Iterable[Any] = (), default: Any = None) -> Script:
 
         custom_llm_setup()
         _installed = True
+    _register_price(litellm)
     _script.answers = deque(answers)
     _script.requests.clear()
     _script.default = default
     return _script
+
+
+def _register_price(litellm) -> None:
+    """Put ``scripted/test`` and a ``scripted/*`` ``$OPENSAGE_MODEL`` into litellm's price map
+    at :data:`PRICE_PER_TOKEN_USD`, so cost budgets accept them (see ``llm.require_price``)."""
+    names = {f"{PROVIDER}/test"}
+    current = os.environ.get("OPENSAGE_MODEL", "")
+    if current.startswith(f"{PROVIDER}/"):
+        names.add(current)
+    entry = {"input_cost_per_token": PRICE_PER_TOKEN_USD, "output_cost_per_token": PRICE_PER_TOKEN_USD,
+             "litellm_provider": PROVIDER, "mode": "chat"}
+    missing = {name: entry for name in names if name not in litellm.model_cost}
+    if missing:
+        litellm.register_model(missing)
 
 
 def install_from_env() -> Script | None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from fake_openai import FakeOpenAI, tool_messages
 from opensage import llm
+from opensage.errors import ModelError
 from opensage.cli import cli
 from scripted_agents import Brain, call, draft
 
@@ -90,12 +91,13 @@ def wait_for(predicate, deadline_s: float = 60.0, what: str = "a state"):
 @pytest.mark.timeout(90)
 def test_hung_endpoint_fails_after_the_configured_timeout(endpoint):
     srv = endpoint(lambda body: {"hang": True}, OPENSAGE_MODEL_TIMEOUT="0.5", OPENSAGE_MODEL_RETRIES="1")
-    with pytest.raises(llm.ModelTimedOut) as err:
+    with pytest.raises(ModelError) as err:
         llm.complete([{"role": "user", "content": "hello"}])
     message = str(err.value)
     assert "after 2 attempt(s)" in message and "no answer within 0.5 s" in message
     assert "OPENSAGE_MODEL_TIMEOUT" in message
     assert len(srv.requests) == 2  # the attempts the message states are the requests the server saw
+    assert isinstance(err.value, llm.ModelTimedOut)
 
 
 def test_default_timeout_is_at_most_a_minute(monkeypatch):
@@ -114,10 +116,11 @@ def test_malformed_timeout_setting_is_a_usage_error(monkeypatch):
 @pytest.mark.timeout(90)
 def test_attempts_in_the_message_are_the_requests_the_server_received(endpoint):
     srv = endpoint(lambda body: {"status": 500}, OPENSAGE_MODEL_RETRIES="2")
-    with pytest.raises(llm.ModelUnavailable) as err:
+    with pytest.raises(ModelError) as err:
         llm.complete([{"role": "user", "content": "hello"}])
     assert "after 3 attempt(s)" in str(err.value)
     assert len(srv.requests) == 3  # the provider client does not retry underneath
+    assert isinstance(err.value, llm.ModelUnavailable)
 
 
 @pytest.mark.timeout(90)
@@ -133,12 +136,13 @@ def test_retry_after_is_honoured(endpoint):
 def test_retry_after_beyond_the_bound_fails_at_once_saying_rate_limited(endpoint):
     srv = endpoint(lambda body: {"status": 429, "headers": {"Retry-After": "3600"}},
                    OPENSAGE_MAX_RETRY_AFTER_S="5")
-    with pytest.raises(llm.ModelRateLimited) as err:
+    with pytest.raises(ModelError) as err:
         llm.complete([{"role": "user", "content": "hello"}])
     message = str(err.value)
     assert len(srv.requests) == 1
     assert "rate-limited" in message and "3600 s" in message and "OPENSAGE_MAX_RETRY_AFTER_S=5" in message
     assert "after 1 attempt(s)" in message
+    assert isinstance(err.value, llm.ModelRateLimited)
 
 
 @pytest.mark.timeout(90)
@@ -288,6 +292,13 @@ def test_max_cost_for_a_model_without_a_price_is_refused(endpoint, project):
     assert srv.requests == [] and not (project / ".opencode").exists()
     result = invoke(project, "@vertical-decompose", "task=x", 'subtasks=["a"]', "maxCostUsd=0.5")
     assert result.exit_code == 2 and "maxCostUsd needs the model's price" in result.stderr
+
+
+def test_max_cost_for_a_priced_model_is_accepted(project, scripted):
+    scripted.default = Brain(lambda task, results: "Nothing to change.", name_for=lambda t: "quick",
+                             analysis=ANALYSIS)
+    result = invoke(project, "run", "--max-cost", "0.5", TASK)
+    assert result.exit_code == 0, result.stdout + result.stderr
 
 
 def test_fallback_price_counts_tokens_for_an_unpriced_model(endpoint):
