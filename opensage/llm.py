@@ -12,7 +12,6 @@ The model is any litellm model string, from the ``model=`` argument or
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -388,6 +387,8 @@ def retry_after_s(exc: BaseException) -> float | None:
         try:
             return max(0.0, float(raw))
         except ValueError:
+            import email.utils  # noqa: PLC0415 - rare: an HTTP-date Retry-After
+
             when = email.utils.parsedate_to_datetime(raw)
             return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError, OverflowError):
@@ -589,7 +590,7 @@ def extract_json(text: str) -> str:
     try:
         json.loads(stripped)
         return stripped
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     m = _FENCE.search(stripped)
     if m:
@@ -597,7 +598,7 @@ def extract_json(text: str) -> str:
         try:
             json.loads(inner)
             return inner
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     starts = (i for i, ch in enumerate(stripped) if ch in "{[")
     for _, start in zip(range(MAX_JSON_STARTS), starts):

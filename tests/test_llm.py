@@ -82,3 +82,35 @@ def test_commands_without_a_model_never_import_litellm(project, argv):
     assert out.returncode == 0, out.stderr[-2000:]
     imported = [line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")]
     assert "litellm" not in imported and "openai" not in imported
+
+
+class _Err(Exception):
+    def __init__(self, headers):
+        super().__init__("http error")
+        self.litellm_response_headers = headers
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"Retry-After": "7"}, 7.0),
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: no wait
+    ({"Retry-After": "soon"}, None),
+    ({}, None),
+])
+def test_retry_after_header_forms(headers, wait):
+    assert llm.retry_after_s(_Err(headers)) == wait
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 1} trailing prose with a } brace',
+    'Here: ```json\n{"a": 1}\n``` done',
+    'noise [not json { "a": 1 } more',
+])
+def test_extract_json_finds_the_object(text):
+    import json
+
+    assert json.loads(llm.extract_json(text)) == {"a": 1}
+
+
+def test_extract_json_survives_deep_nesting():
+    assert llm.extract_json("[" * 100_000) == "[" * 100_000  # no RecursionError; the caller reports invalid JSON
