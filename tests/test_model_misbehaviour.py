@@ -348,3 +348,14 @@ def test_an_oversized_answer_is_cut(endpoint):
     endpoint(lambda body: "x" * (llm.MAX_CONTENT_CHARS + 5000))
     out = llm.complete([{"role": "user", "content": "hi"}])
     assert len(out.content) < llm.MAX_CONTENT_CHARS + 100 and out.content.endswith("5000 more characters]")
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_chain_is_an_error_result_over_mcp(endpoint, host):
+    from opensage.mcp_server import call_tool
+
+    endpoint(brain_of(Brain(lambda task, results: {"content": ""}, name_for=lambda t: "mute")))
+    result = call_tool(host, "vertical-decompose", {"task": "document it", "subtasks": ["write notes"],
+                                                    "replan": False})
+    assert result.is_error is True
+    assert "[FAILED] @mute" in result.content[0].text
