@@ -8,6 +8,13 @@ The model is any litellm model string, from the ``model=`` argument or
 ``$OPENSAGE_MODEL`` (e.g. ``openai/gpt-4o-mini``, ``anthropic/claude-sonnet-4-5``,
 ``ollama/qwen2.5-coder``). Tests and benchmarks use ``scripted/<name>`` served by
 :mod:`opensage.testing` through litellm's custom-provider mechanism.
+
+Every request is bounded and retried as :func:`settings` reads from the environment
+(``OPENSAGE_MODEL_TIMEOUT``, ``OPENSAGE_MODEL_RETRIES``, ``OPENSAGE_BACKOFF_BASE_S``,
+``OPENSAGE_MAX_RETRY_AFTER_S``, ``OPENSAGE_API_BASE``; docs/run.md "Model calls"),
+with tenacity and with the provider client's own retries off. Model output is bounded
+too: answers over :data:`MAX_CONTENT_CHARS` are cut, tool-call arguments that are not a
+JSON object become :attr:`ToolCall.error`.
 """
 
 from __future__ import annotations
