@@ -94,7 +94,9 @@ def test_compress_session_from_hook_events(cli, project):
     assert has_edge(conn, decision, "mentions", node_id(conn, "entity", "parse_config"))
 
     query = node_id(conn, "query", "How does ConfigLoader read environment variables?")
-    answer = node_id(conn, "answer", "ConfigLoader reads them through load_env. Running the tests first")
+    answer = node_id(conn, "answer", "ConfigLoader reads them through load_env")  # a title: its first sentence
+    assert conn.execute("SELECT content FROM nodes WHERE id=?", (answer,)).fetchone()[0] == (
+        "ConfigLoader reads them through load_env. Running the tests first")  # the full text
     assert has_edge(conn, answer, "answers", query) and provenance_seqs(conn, answer) == [2]
     assert conn.execute("SELECT count(*) FROM episodes WHERE compressed_at IS NULL").fetchone()[0] == 0
     conn.close()
@@ -263,8 +265,8 @@ def test_model_requests_are_bounded(host, scripted, monkeypatch):
     data = host.run("memory-compress-session", {"sessionId": "s10"}).data
     assert len(scripted.requests) == 2
     assert data["modelSkippedEpisodes"] > 0
-    last_prompt = scripted.requests[-1]["messages"][-1]["content"]
-    assert "[8] tool_result" in last_prompt          # the latest episodes are the ones sent
+    first_prompt = scripted.requests[0]["messages"][-1]["content"]
+    assert "[8] tool_result" in first_prompt          # the latest episodes are the ones sent, first
     assert data["new"]["error"] == 1                  # the rules still covered everything
 
 

@@ -52,7 +52,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
-from opensage.plugins.graph_memory.episodes import Episode, list_episodes, mark_compressed
+from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
+                                                    own_tool)
 from opensage.plugins.graph_memory.graph import Graph, graph_for
 
 __all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
@@ -65,6 +66,18 @@ MODEL_EPISODE_CHARS = 800
 MODEL_CHUNK_CHARS = 16_000
 #: At most this many model requests per compression; older chunks beyond it are left to the rules.
 MAX_MODEL_CHUNKS = 6
+#: Output tokens one model request may use (``max_tokens``); 40 items of ~40 tokens fit.
+MODEL_MAX_TOKENS = 2_000
+#: Items and relations kept from one model answer; the rest are dropped and counted
+#: (``modelDroppedItems``): a model may not flood the graph (a 20,000-item answer adds 40).
+MAX_MODEL_ITEMS = 40
+MAX_MODEL_RELATIONS = 60
+#: No further model request once a compression has used this many tokens (prompt +
+#: completion) or cost this much (USD; ``$OPENSAGE_MEMORY_MAX_COST_USD`` overrides). Six
+#: full requests are ~6 x (4,000 + 2,000) tokens, so the token bound rarely bites; it is
+#: the one that holds for a model without a known price.
+MAX_MODEL_TOKENS = 40_000
+MAX_MODEL_COST_USD = 0.05
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _DECISION = re.compile(
@@ -98,12 +111,47 @@ _EDIT_TOOLS = {"edit", "write", "str_replace", "apply_patch", "patch", "multiedi
 _PATH_ARGS = ("path", "file_path", "filePath", "file", "filename", "target_file", "notebook_path")
 _COMMAND_ARGS = ("command", "cmd", "script")
 _STOP_SYMBOLS = {"e.g", "i.e", "etc", "vs"} | {n for n in dir(builtins) if n[:1].isupper()}
+#: Words of the hosts' own plumbing that look like code symbols in a message (OpenCode's
+#: task tool wraps a subagent's answer in ``<task_result>``, ids are ``ses_...``/``toolu_...``).
+_HOST_WORDS = {"task_result", "task_id", "tool_use_id", "tool_use", "tool_result", "tool_call", "tool_calls",
+               "session_id", "call_id", "message_id", "parent_id", "subagent_type"}
+_ID_LIKE = re.compile(r"^(?:ses|msg|prt|toolu|call|req|run|chatcmpl|tool)_\w+$"
+                      r"|^(?=[\w-]*\d)(?=[\w-]*[a-zA-Z])[0-9a-fA-F_-]{8,}$")
 
 
 def _norm(text: str, limit: int = LABEL_CHARS) -> str:
     text = " ".join(str(text).split()).strip()
     text = text.rstrip(" .;,")
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+#: Characters of a decision's or an answer's label (a title; the full text is its content).
+TITLE_CHARS = 90
+_REASON = re.compile(r"^(?:because|since|so that|so we|as |that way|this (?:way|avoids|keeps|means|makes)|"
+                     r"it (?:avoids|keeps|means|makes|is)|which|otherwise|to (?:avoid|keep|make)|the reason)", re.I)
+
+
+def _title(text: str, limit: int = TITLE_CHARS) -> str:
+    """A short title for a decision or an answer: its first sentence, cut at a word boundary
+    to at most ``limit`` characters (with "…")."""
+    first = next(iter(_sentences(text)), "") or text
+    flat = " ".join(first.split()).rstrip(" .;,:")
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def _with_reason(sentences: list[str], i: int) -> str:
+    """Sentence ``i`` plus the sentences after it that give its reason ("because ...")."""
+    out = [sentences[i]]
+    for nxt in sentences[i + 1:i + 3]:
+        if not _REASON.match(nxt):
+            break
+        out.append(nxt)
+    return " ".join(out)
 
 
 def _sentences(text: str) -> list[str]:
@@ -281,11 +329,42 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
     session = ("session", session_id)
     code = _CodeIndex(graph) if graph is not None else None
     command_at = _commands_by_index(episodes)
+    tools = {(ep.tool or "").lower() for ep in episodes if ep.tool}
+
+    def is_noise(sym: str, text: str) -> bool:
+        """Tool names (and their prefixes: ``opensage_memory`` of ``opensage_memory-query``),
+        host plumbing words, ids, and names used as XML-like tags are not code symbols."""
+        low = sym.lower()
+        if low in _HOST_WORDS or low.startswith(("opensage_", "mcp__")) or _ID_LIKE.match(sym):
+            return True
+        if any(t.startswith(low) and (len(t) == len(low) or t[len(low)] in "-_.:") for t in tools):
+            return True
+        return re.search(r"</?" + re.escape(sym) + r"[\s>/]", text) is not None
+
+    def own_nodes(ep: Episode) -> None:
+        """Link the nodes an own memory command added (``@memory-add-node``, ``create_entities``)
+        to the session and to the call that added them."""
+        if graph is None or not isinstance(ep.args, dict):
+            return
+        name, args, pairs = own_tool(ep.tool), ep.args, []
+        if name == "memory-add-node" and isinstance(args.get("type"), str) and isinstance(args.get("label"), str):
+            pairs.append((args["type"], args["label"]))
+        elif name == "create_entities" and isinstance(args.get("entities"), list):
+            pairs += [("entity", e["name"]) for e in args["entities"][:MAX_ENTITIES_PER_EPISODE]
+                      if isinstance(e, dict) and isinstance(e.get("name"), str)]
+        for type_, label in pairs:
+            row = graph.db.conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (type_, label)).fetchone()
+            if row is not None:
+                key = ex.add(type_, label, ep.id)
+                ex.items[key].existing_id = row[0]
+                ex.link(session, "contains", key, 0.8)
 
     def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None, create: bool = True,
                         limit: int = MAX_ENTITIES_PER_EPISODE) -> None:
         created = 0
         for sym in _symbols(text):
+            if is_noise(sym, text):
+                continue
             hits = code.lookup(sym) if code else []
             if not hits and (not create or created >= limit):
                 continue
@@ -319,6 +398,10 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
 
     for idx, ep in enumerate(episodes):
         text = ep.text or ""
+        if ep.provenance:  # opensage's own memory commands: provenance, not evidence
+            if ep.kind == "tool_call":
+                own_nodes(ep)
+            continue
         # files touched
         paths = []
         if ep.kind == "file_edit" and ep.path:
@@ -360,10 +443,11 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
         # messages: decisions, questions, answers, mentions
         if ep.kind in ("user_message", "assistant_message"):
             sentences = _sentences(_FENCE.sub(" ", text))  # decisions and questions come from prose
-            for s in sentences:
+            for n_s, s in enumerate(sentences):
                 if _DECISION.search(s) and len(s) >= 12:
-                    dkey = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
-                                  session=session_id, seq=ep.seq, role=ep.role or ep.kind.split("_")[0])
+                    dkey = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                  origin="compress", session=session_id, seq=ep.seq,
+                                  role=ep.role or ep.kind.split("_")[0])
                     ex.link(session, "contains", dkey, 0.8)
                     mention_symbols(s, ep, dkey)
                     if not mention_files(s, ep, dkey):
@@ -382,7 +466,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                         mention_files(s, ep, qkey)
                         answer = _next_reply(episodes, idx)
                         if answer is not None:
-                            akey = ex.add("answer", _norm(answer.text, 160), answer.id,
+                            akey = ex.add("answer", _title(answer.text), answer.id,
                                           content=_norm(answer.text, 4000), origin="compress",
                                           session=session_id, seq=answer.seq)
                             ex.link(akey, "answers", qkey, 0.8)
@@ -403,6 +487,8 @@ def _commands_by_index(episodes: list[Episode]) -> dict[int, str]:
     out: dict[int, str] = {}
     last: dict[str, tuple[str, int]] = {}
     for idx, ep in enumerate(episodes):
+        if ep.provenance:
+            continue
         cmd = _command_of(ep)
         if cmd is None and ep.kind == "tool_call" and (ep.tool or "").lower() in _SHELL_TOOLS and (ep.text or "").strip():
             cmd = _norm(ep.text)
@@ -434,6 +520,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
     resolved_at = None
     for j in range(idx + 1, len(episodes)):
         ep = episodes[j]
+        if ep.provenance:
+            continue
         if _is_failure(ep) and _error_label(ep.text or json.dumps(ep.meta)) == error_key[1]:
             start = j  # it came back: whatever happened before did not fix it
             continue
@@ -445,6 +533,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
     window = episodes[start + 1: resolved_at] if resolved_at is not None else episodes[idx + 1:]
     fixers: list[tuple[tuple[str, str], int, float]] = []
     for ep in window:
+        if ep.provenance:
+            continue
         if resolved_at is not None and (ep.kind == "file_edit" or (
                 ep.kind == "tool_call" and (ep.tool or "").lower() in _EDIT_TOOLS)):
             path = ep.path if ep.kind == "file_edit" else next(
@@ -453,10 +543,11 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
             if label:
                 fixers.append((ex.add("file", label, ep.id), ep.id, 0.6))
         if ep.kind == "assistant_message":
-            for s in _sentences(ep.text):
+            sentences = _sentences(ep.text)
+            for n_s, s in enumerate(sentences):
                 if _FIX_WORDS.search(s) and (resolved_at is not None or err_name in s):
-                    key = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
-                                 seq=ep.seq, role="assistant")
+                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
                     fixers.append((key, ep.id, 0.8))
     item = ex.items[error_key]
@@ -472,16 +563,28 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
 
 
 # -- model pass -------------------------------------------------------------------------------
-NodeKind = Literal["decision", "concept", "entity", "error", "task", "query", "answer", "file", "command"]
+NodeKind = Literal["fact", "decision", "concept", "entity", "error", "task", "query", "answer", "file", "command"]
 
 
 class MemoryItem(BaseModel):
     """One piece of lasting knowledge found in the transcript. Unknown types are kept as ``concept``."""
 
-    type: NodeKind = Field(description="decision | concept | entity | error | task | query | answer | file | command")
-    label: str = Field(min_length=1, max_length=LABEL_CHARS, description="short unique name, e.g. 'use SQLite WAL for the store'")
-    content: str = Field("", max_length=2000, description="one or two sentences: what it is, why it matters")
+    type: NodeKind = Field(description="fact | decision | concept | entity | error | task | query | answer | file | command")
+    label: str = Field(min_length=1, description="short unique name, e.g. 'use SQLite WAL for the store'")
+    content: str = Field("", description="one or two sentences: what it is, why it matters")
     episodes: list[int] = Field(default_factory=list, description="seq numbers of the transcript lines it comes from")
+
+    @field_validator("label", "content", mode="before")
+    @classmethod
+    def _bounded(cls, value, info):  # a too-long string is cut, not a reason to fail the whole answer
+        text = " ".join(str(value or "").split())
+        limit = LABEL_CHARS if info.field_name == "label" else 2000
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    @field_validator("episodes", mode="before")
+    @classmethod
+    def _few_seqs(cls, value):
+        return [v for v in value if isinstance(v, int)][:50] if isinstance(value, list) else []
 
     @field_validator("type", mode="before")
     @classmethod
@@ -514,9 +617,11 @@ class SessionKnowledge(BaseModel):
 
 _SYSTEM = (
     "You are the memory agent of a coding assistant. From the session transcript, extract lasting knowledge: "
-    "decisions taken (and why), concepts and components discussed, errors and what fixed them, open tasks, and "
-    "typed relations between them. Skip chit-chat and anything already in the 'known' list unless you add a "
-    "relation to it. Labels must be short and specific. Cite transcript seq numbers in 'episodes'."
+    "facts worth remembering (type 'fact': one self-contained statement each, e.g. 'refresh tokens carry no exp "
+    "claim'), decisions taken (and why), concepts and components discussed, errors and what fixed them, open "
+    "tasks, and typed relations between them. Skip chit-chat and anything already in the 'known' list unless you "
+    f"add a relation to it. At most {MAX_MODEL_ITEMS} items. Labels must be short and specific. Cite the "
+    "transcript seq numbers each item comes from in 'episodes'."
 )
 
 
@@ -539,8 +644,10 @@ def _transcript_lines(episodes: list[Episode]) -> list[str]:
 def extract_with_model(episodes: list[Episode], known: Extraction, model: str | None = None):
     """Ask the configured model for :class:`SessionKnowledge`, one request per ≤16,000-character chunk.
 
-    At most :data:`MAX_MODEL_CHUNKS` requests: when the transcript is longer, only its
-    latest chunks are sent (the rules still cover every episode).
+    At most :data:`MAX_MODEL_CHUNKS` requests, latest chunk first, each with
+    ``max_tokens`` = :data:`MODEL_MAX_TOKENS`, and none once :data:`MAX_MODEL_TOKENS`
+    tokens or :data:`MAX_MODEL_COST_USD` have been used: the older part of a long
+    transcript is then left to the rules (which cover every episode).
 
     :returns: (list of SessionKnowledge, Usage, number of episodes not sent).
     :raises ModelNotConfigured: no model configured. :raises ModelError: invalid output after retries.
@@ -559,25 +666,45 @@ def extract_with_model(episodes: list[Episode], known: Extraction, model: str | 
     skipped = sum(len(c) for c in chunks[:-MAX_MODEL_CHUNKS])
     chunks = chunks[-MAX_MODEL_CHUNKS:]  # the latest part of the session, where conclusions are
     results, usage = [], llm.Usage()
-    for chunk in chunks:
+    max_cost = _max_cost()
+    chunks.reverse()  # latest first: when a bound stops the pass, the older part is left to the rules
+    for n, chunk in enumerate(chunks):
+        if n and (usage.prompt_tokens + usage.completion_tokens >= MAX_MODEL_TOKENS or usage.cost_usd >= max_cost):
+            skipped += sum(len(c) for c in chunks[n:])
+            break
         messages = [
             {"role": "system", "content": _SYSTEM},
             {"role": "user", "content": "Known already:\n" + ("\n".join(known_labels) or "(nothing)")
              + "\n\nTranscript:\n" + "\n".join(chunk)},
         ]
-        out = llm.structured(messages, SessionKnowledge, model=model)
+        out = llm.structured(messages, SessionKnowledge, model=model, max_tokens=MODEL_MAX_TOKENS)
         usage.add(out.usage)
         results.append(out.value)
     return results, usage, skipped
 
 
+def _max_cost() -> float:
+    raw = os.environ.get("OPENSAGE_MEMORY_MAX_COST_USD", "")
+    try:
+        return float(raw) if raw.strip() else MAX_MODEL_COST_USD
+    except ValueError:
+        raise UsageError(f"OPENSAGE_MEMORY_MAX_COST_USD must be a number of US dollars (e.g. 0.05), not {raw!r}.") from None
+
+
 def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list[Episode], session_id: str,
-                 graph: Graph) -> int:
-    """Merge model answers into ``ex``; returns how many relations were dropped (unknown endpoints)."""
+                 graph: Graph) -> tuple[int, int]:
+    """Merge model answers into ``ex`` (at most :data:`MAX_MODEL_ITEMS` items and
+    :data:`MAX_MODEL_RELATIONS` relations per answer).
+
+    Each item keeps its provenance: the episodes whose seq numbers it cites (only seqs of
+    this session count). :returns: (relations dropped for unknown endpoints, items and
+    relations dropped over the bounds)."""
     by_seq = {ep.seq: ep.id for ep in episodes}
     session = ("session", session_id)
-    dropped = 0
+    dropped = over = 0
     for answer in answers:
+        over += max(0, len(answer.items) - MAX_MODEL_ITEMS) + max(0, len(answer.relations) - MAX_MODEL_RELATIONS)
+        answer = SessionKnowledge(items=answer.items[:MAX_MODEL_ITEMS], relations=answer.relations[:MAX_MODEL_RELATIONS])
         for it in answer.items:
             label = _norm(it.label)
             if not label:
@@ -602,7 +729,7 @@ def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list
                 dropped += 1
                 continue
             ex.link(ends[0], rel.type, ends[1], 0.6, origin="model")
-    return dropped
+    return dropped, over
 
 
 # -- the command's core -----------------------------------------------------------------------
@@ -621,6 +748,7 @@ class CompressReport:
     model_items: int = 0
     model_skipped_episodes: int = 0
     dropped_relations: int = 0
+    model_dropped_items: int = 0
     model_error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
@@ -637,7 +765,7 @@ class CompressReport:
             "new": dict(sorted(self.new.items())), "newTotal": self.new_total, "updated": self.updated,
             "newEdges": self.new_edges, "provenanceLinks": self.provenance_links, "model": self.model,
             "modelItems": self.model_items, "modelSkippedEpisodes": self.model_skipped_episodes,
-            "droppedRelations": self.dropped_relations,
+            "droppedRelations": self.dropped_relations, "modelDroppedItems": self.model_dropped_items,
             "modelError": self.model_error, "tokens": self.tokens, "costUsd": self.cost_usd,
             "timeMs": round(self.time_ms, 1), "nodes": self.nodes,
         }
@@ -687,14 +815,18 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
         return report
     ex = extract_rules(episodes, session_id, host.workspace.root, graph)
 
-    if fresh and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
+    # the model reads the evidence it has not read yet: a failed pass is retried next time
+    unread = [ep for ep in episodes if ep.modeled_at is None and not ep.provenance]
+    modeled: list[int] = []
+    if unread and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
         try:
-            answers, usage, report.model_skipped_episodes = extract_with_model(fresh, ex)
+            answers, usage, report.model_skipped_episodes = extract_with_model(unread, ex)
             report.model = os.environ.get("OPENSAGE_MODEL")
             report.tokens = usage.prompt_tokens + usage.completion_tokens
             report.cost_usd = usage.cost_usd
             report.model_items = sum(len(a.items) for a in answers)
-            report.dropped_relations = _merge_model(ex, answers, episodes, session_id, graph)
+            report.dropped_relations, report.model_dropped_items = _merge_model(ex, answers, episodes, session_id, graph)
+            modeled = [ep.id for ep in unread]
         except (ModelError, ModelNotConfigured) as exc:
             if use_model == "always":
                 raise
@@ -744,6 +876,8 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
             _, created = graph.upsert_edge(ids[src], ids[dst], etype, weight, meta)
             report.new_edges += int(created)
         mark_compressed(db, [ep.id for ep in fresh])
+        if modeled:
+            mark_modeled(db, modeled)
     report.time_ms = (time.perf_counter() - started) * 1000
     return report
 
