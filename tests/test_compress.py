@@ -118,7 +118,7 @@ def test_compact_hook_compresses_and_returns_context(cli, host, project):
     assert done.returncode == 0, done.stderr
     context = json.loads(done.stdout)["context"]
     assert "Let's use a guard clause" in context
-    assert "ValueError: empty input (fixed by:" in context
+    assert "ValueError: empty input (from: pytest -q tests/test_parser.py) — fixed by decision Fixed the ValueError" in context
     assert "src/parser.py" in context
     conn = connect(project)
     assert node_id(conn, "error", "ValueError: empty input")
@@ -132,7 +132,7 @@ def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
     host.compact(session)
     text = host.compaction_context(session, max_chars=4000)
     assert "We decided to cap it at 1000 entries" in text
-    assert "MemoryError: out of memory (open)" in text
+    assert "MemoryError: out of memory — open" in text
     assert "Open questions:" in text and "Why does the cache in store.py grow without bound?" in text
     short = host.compaction_context(session, max_chars=60)
     assert short and len(short) <= 60
@@ -143,7 +143,7 @@ def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
     host.compact(later)
     text = host.compaction_context(later, max_chars=4000)
     assert "Files touched: store.py" in text
-    assert "Related, from other sessions:" in text and "cap it at 1000 entries" in text
+    assert "From earlier sessions:" in text and "cap it at 1000 entries" in text
 
 
 def test_unknown_session_exit_2_nothing_written(cli, host, project):

@@ -882,14 +882,111 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
     return report
 
 
-# -- compaction context ------------------------------------------------------------------------
-def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str | None:
-    """A short digest of what the graph holds for one session, at most ``max_chars`` characters.
+# -- compaction and prompt context -------------------------------------------------------------
+#: Lines per section of the compaction context, and characters per line.
+SECTION_LINES = {"decisions": 10, "errors": 8, "questions": 5, "recorded": 6, "earlier": 6}
+LINE_CHARS = 260
+#: Node types worth bringing back from earlier sessions.
+LASTING_TYPES = ("decision", "fact", "error", "concept", "answer", "task")
+_CODE_SYMBOL_TYPES = ("class", "function", "method", "module")
 
-    Sections in priority order: decisions, errors (with what fixed them, or "open"),
-    open questions (queries without an answer), files touched, then up to 5 decisions or
-    errors of other sessions linked to those files. Lines that do not fit are dropped
-    (the last one cut with "…"). ``None`` when the session has no node yet (not compressed).
+
+def _cut(text: str, limit: int = LINE_CHARS) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _with_content(label: str, content: str, limit: int = LINE_CHARS) -> str:
+    """``label: content`` when the content says more than the label (a decision's reason)."""
+    flat = " ".join((content or "").split())
+    if not flat or flat.rstrip(" .").casefold().startswith(label.rstrip(" .…").casefold()) and len(flat) <= len(label) + 3:
+        return _cut(label, limit)
+    if flat.casefold().startswith(label.rstrip("…").casefold()):
+        return _cut(flat, limit)
+    return _cut(f"{label}: {flat}", limit)
+
+
+def _fit(title: str, sections: list[tuple[str, list[str]]], max_chars: int) -> str:
+    """Title plus as many section lines as fit in ``max_chars``, taken round-robin (one line
+    of each section per round, in priority order) so no section is crowded out by the first."""
+    take = [0] * len(sections)
+
+    def size() -> int:
+        total = len(title)
+        for (head, lines), k in zip(sections, take):
+            if k:
+                total += 1 + len(head) + sum(1 + len(line) for line in lines[:k])
+        return total
+
+    grew = True
+    while grew:
+        grew = False
+        for i, (_, lines) in enumerate(sections):
+            if take[i] < len(lines):
+                take[i] += 1
+                if size() > max_chars:
+                    take[i] -= 1
+                else:
+                    grew = True
+    out = [title]
+    for (head, lines), k in zip(sections, take):
+        if k == 1 and not lines[0].startswith("- "):  # a one-line section: "Files touched: a, b"
+            out.append(f"{head} {lines[0]}")
+        elif k:
+            out.append(head)
+            out += lines[:k]
+    return "\n".join(out)[:max_chars]
+
+
+def _earlier_knowledge(conn, session_id: str, own: set[int], query: str, files: list[tuple[int, str]],
+                       limit: int) -> list[str]:
+    """Lasting nodes of other sessions for what this session is doing: decisions and errors
+    about the files it touched first, then nodes of :data:`LASTING_TYPES` matching its
+    words (BM25 over nodes)."""
+    from opensage.plugins.graph_memory.query import match_expression
+
+    lines: list[str] = []
+    seen = set(own)
+    for file_id, file_label in files:
+        for r in conn.execute(
+            "SELECT n.id, n.type, n.label, n.content FROM edges e JOIN nodes n ON n.id = (CASE WHEN e.src=? THEN e.dst ELSE e.src END)"
+            " WHERE (e.src=? OR e.dst=?) AND n.type IN ('decision', 'error', 'fact') ORDER BY n.updated_at DESC LIMIT 5",
+            (file_id, file_id, file_id),
+        ):
+            if r["id"] not in seen and len(lines) < limit:
+                seen.add(r["id"])
+                lines.append(f"- {r['type']} about {file_label}: {_with_content(r['label'], r['content'], 200)} [n{r['id']}]")
+    match, scored = match_expression(conn, "nodes", query) if query.strip() else ("", 0)
+    if match and len(lines) < limit:
+        marks = ",".join("?" * len(LASTING_TYPES))
+        rows = conn.execute(
+            f"SELECT id FROM (SELECT f.rowid AS id, bm25(nodes_fts, 4.0, 2.0, 1.0) AS s FROM nodes_fts f JOIN nodes n"
+            f" ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type IN ({marks}) LIMIT {int(scored)}) ORDER BY s LIMIT ?",
+            (match, *LASTING_TYPES, limit * 4)).fetchall()
+        for (nid,) in rows:
+            if nid in seen or len(lines) >= limit:
+                continue
+            r = conn.execute("SELECT id, type, label, content, metadata FROM nodes WHERE id=?", (nid,)).fetchone()
+            meta = json.loads(r["metadata"] or "{}")
+            if meta.get("session") == session_id:
+                continue
+            seen.add(nid)
+            lines.append(f"- {r['type']}: {_with_content(r['label'], r['content'], 200)} [n{nid}]")
+    return lines
+
+
+def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str | None:
+    """What a developer wants back after a compaction, at most ``max_chars`` characters.
+
+    Sections, in priority order: the session's decisions (with their reasons, including
+    nodes added with ``@memory-add-node`` during it), errors (open, or what fixed them),
+    open questions (queries without an answer), other knowledge recorded during the
+    session, files touched, symbols touched or discussed, then lasting knowledge of
+    earlier sessions for what this one is doing (decisions and errors about the same
+    files, then the nodes most similar to the session's own words). Lines are capped at
+    :data:`LINE_CHARS` characters and sections at :data:`SECTION_LINES` lines; when the
+    budget is short, lines are taken round-robin so every section keeps its most recent
+    items. ``None`` when the session has no node yet (not compressed).
     """
     conn = graph.db.conn
     row = conn.execute("SELECT id FROM nodes WHERE type='session' AND label=?", (session_id,)).fetchone()
@@ -897,64 +994,111 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
         return None
     sid = row["id"]
     linked = conn.execute(
-        "SELECT n.id, n.type, n.label, n.metadata, e.type AS etype FROM edges e JOIN nodes n ON n.id = e.dst "
-        "WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
-    decisions, errors, questions, files = [], [], [], []
+        "SELECT n.id, n.type, n.label, n.content, n.metadata, e.type AS etype, n.updated_at FROM edges e"
+        " JOIN nodes n ON n.id = e.dst WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
+    decisions, errors, questions, recorded, files, symbols = [], [], [], [], [], []
     for r in linked:
         meta = json.loads(r["metadata"] or "{}")
+        order = (meta.get("seq") or 0, r["updated_at"])
         if r["type"] == "decision":
-            decisions.append((meta.get("seq") or 0, r["id"], r["label"]))
+            decisions.append((order, f"- {_with_content(r['label'], r['content'])} [n{r['id']}]"))
         elif r["type"] == "error":
-            fixers = [f["label"] for f in conn.execute(
-                "SELECT n.label FROM edges e JOIN nodes n ON n.id=e.src WHERE e.dst=? AND e.type='fixes' ORDER BY e.weight DESC",
-                (r["id"],))]
-            errors.append((meta.get("seq") or 0, r["id"], r["label"], fixers))
+            fixers = conn.execute(
+                "SELECT n.type, n.label FROM edges e JOIN nodes n ON n.id=e.src WHERE e.dst=? AND e.type='fixes'"
+                " ORDER BY e.weight DESC, e.id", (r["id"],)).fetchall()
+            if fixers:
+                status = "fixed by " + "; ".join(f"{f['type']} {_cut(f['label'], 90)}" for f in fixers[:3])
+            else:
+                status = "fixed" if meta.get("resolved") else "open"
+            cmd = f" (from: {_cut(meta['command'], 60)})" if isinstance(meta.get("command"), str) else ""
+            errors.append((order, f"- {_cut(r['label'], 120)}{cmd} — {status} [n{r['id']}]"))
         elif r["type"] == "query":
-            answered = conn.execute("SELECT 1 FROM edges WHERE dst=? AND type='answers' LIMIT 1", (r["id"],)).fetchone()
-            if not answered:
-                questions.append((meta.get("seq") or 0, r["id"], r["label"]))
-        elif r["type"] == "file" and r["etype"] == "touches":
-            files.append((r["id"], r["label"]))
-    if not (decisions or errors or questions or files):
-        return None
-    lines = [f"Memory of session {session_id} (graph-memory):"]
-    if decisions:
-        lines.append("Decisions:")
-        lines += [f"- {label} [n{i}]" for _, i, label in sorted(decisions, reverse=True)]
-    if errors:
-        lines.append("Errors:")
-        for _, i, label, fixers in sorted(errors, reverse=True):
-            status = ("fixed by: " + "; ".join(f[:80] for f in fixers[:3])) if fixers else "open"
-            lines.append(f"- {label} ({status}) [n{i}]")
-    if questions:
-        lines.append("Open questions:")
-        lines += [f"- {label} [n{i}]" for _, i, label in sorted(questions, reverse=True)]
+            if not conn.execute("SELECT 1 FROM edges WHERE dst=? AND type='answers' LIMIT 1", (r["id"],)).fetchone():
+                questions.append((order, f"- {_cut(r['label'])} [n{r['id']}]"))
+        elif r["type"] == "file":
+            if r["etype"] == "touches":
+                files.append((r["id"], r["label"]))
+        elif r["type"] in _CODE_SYMBOL_TYPES or r["type"] == "entity":
+            n_eps = conn.execute("SELECT count(*) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+                                 " WHERE ne.node_id=? AND e.session_id=?", (r["id"], session_id)).fetchone()[0]
+            symbols.append((r["type"] in _CODE_SYMBOL_TYPES, n_eps, r["label"]))
+        elif r["type"] not in ("answer", "command", "session") and r["etype"] == "contains":
+            recorded.append((order, f"- {r['type']} {_with_content(r['label'], r['content'])} [n{r['id']}]"))
+    sections: list[tuple[str, list[str]]] = []
+
+    def section(head: str, key: str, items: list) -> None:
+        if items:
+            sections.append((head, [line for _, line in sorted(items, key=lambda x: x[0], reverse=True)][:SECTION_LINES[key]]))
+
+    section("Decisions:", "decisions", decisions)
+    section("Errors:", "errors", errors)
+    section("Open questions:", "questions", questions)
+    section("Recorded in memory:", "recorded", recorded)
     if files:
-        lines.append("Files touched: " + ", ".join(sorted({label for _, label in files})))
-    # decisions and errors of other sessions about the same files
-    own = {r["id"] for r in linked}
-    related: list[str] = []
-    for file_id, file_label in files:
-        for r in conn.execute(
-            "SELECT n.id, n.type, n.label FROM edges e JOIN nodes n ON n.id = (CASE WHEN e.src=? THEN e.dst ELSE e.src END)"
-            " WHERE (e.src=? OR e.dst=?) AND n.type IN ('decision', 'error') ORDER BY n.updated_at DESC LIMIT 5",
-            (file_id, file_id, file_id),
-        ):
-            if r["id"] not in own and len(related) < 5:
-                own.add(r["id"])
-                related.append(f"- {r['type']} about {file_label}: {r['label']} [n{r['id']}]")
-    if related:
-        lines.append("Related, from other sessions:")
-        lines += related
-    out: list[str] = []
-    size = 0
-    for line in lines:
-        if size + len(line) + 1 > max_chars:
-            room = max_chars - size - 1
-            if room > 20:
-                out.append(line[: room - 1] + "…")
+        sections.append(("Files touched:", [_cut(", ".join(sorted({label for _, label in files})), 600)]))
+    if symbols:
+        ranked = [label for _, _, label in sorted(symbols, key=lambda x: (not x[0], -x[1], x[2]))][:15]
+        sections.append(("Symbols:", [_cut(", ".join(ranked), 600)]))
+    words = " ".join([r["label"] for r in linked if r["type"] in ("decision", "error", "query")]
+                     + [label for _, label in files]
+                     + [e["text"][:300] for e in conn.execute(
+                         "SELECT text FROM episodes WHERE session_id=? AND kind='user_message' ORDER BY seq DESC LIMIT 3",
+                         (session_id,))])
+    earlier = _earlier_knowledge(conn, session_id, {r["id"] for r in linked}, words, files, SECTION_LINES["earlier"])
+    if earlier:
+        sections.append(("From earlier sessions:", earlier))
+    if not sections:
+        return None
+    text = _fit(f"Memory of session {session_id} (graph-memory):", sections, max_chars)
+    return text or None
+
+
+#: Nodes shown in a prompt's context when it is not a question about past work.
+PROMPT_NODES = 5
+
+
+def prompt_text(graph: Graph, text: str, max_chars: int = 2000) -> str | None:
+    """Memory for a prompt the user just sent, at most ``max_chars`` characters, or None.
+
+    A question about past work ("how did we fix ...", see
+    :func:`.history.is_past_work_question`) gets the matching chains (error, fix,
+    decision, session and when); any other prompt the :data:`PROMPT_NODES` nodes most
+    similar to it by BM25 (sessions, commands and files left out: they are not knowledge).
+    """
+    from opensage.plugins.graph_memory.history import chains, is_past_work_question, render_chains
+    from opensage.plugins.graph_memory.query import match_expression
+
+    if not (text or "").strip() or max_chars <= 0:
+        return None
+    if is_past_work_question(text):
+        found = chains(graph, text, 3)
+        if found:
+            body = render_chains(text[:120], found)
+            return _cut_block("OpenSage memory of past work:\n" + body.split("\n", 1)[-1], max_chars)
+    conn = graph.db.conn
+    match, scored = match_expression(conn, "nodes", text)
+    if not match:
+        return None
+    rows = conn.execute(
+        f"SELECT n.id, n.type, n.label, n.content FROM (SELECT f.rowid AS id, bm25(nodes_fts, 4.0, 2.0, 1.0) AS s"
+        f" FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ?"
+        f" AND n.type NOT IN ('session', 'command', 'file') LIMIT {int(scored)}) x JOIN nodes n ON n.id = x.id"
+        " ORDER BY x.s LIMIT ?", (match, PROMPT_NODES)).fetchall()
+    if not rows:
+        return None
+    lines = [f"- {r['label']} ({r['type']}, n{r['id']})" + (f": {_cut(r['content'], 300)}" if r["content"] else "")
+             for r in rows]
+    return _cut_block("OpenSage memory relevant to this request:\n" + "\n".join(lines), max_chars)
+
+
+def _cut_block(text: str, max_chars: int) -> str:
+    """Whole lines of ``text`` that fit in ``max_chars`` (the first one cut if it alone does not)."""
+    if len(text) <= max_chars:
+        return text
+    out, size = [], 0
+    for line in text.split("\n"):
+        if size + len(line) + (1 if out else 0) > max_chars:
             break
+        size += len(line) + (1 if out else 0)
         out.append(line)
-        size += len(line) + 1
-    text = "\n".join(out)
-    return text[:max_chars] if text else None
+    return "\n".join(out) if out else text[: max_chars - 1] + "…"
