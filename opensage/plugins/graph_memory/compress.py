@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +223,25 @@ def _file_label(path: str, root: Path) -> str | None:
     return text or None
 
 
+_OUTPUT_KEYS = ("stdout", "stderr", "output", "error", "result")
+
+
+def _result_text(ep: Episode) -> str:
+    """A tool result's text; a JSON object with ``stdout``/``stderr``/``output``... (how
+    Claude Code reports a Bash result) is read as those streams, so a traceback in it is
+    seen line by line."""
+    text = ep.text or ""
+    if not text.startswith("{") or len(text) > 200_000:
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict) or not any(isinstance(obj.get(k), str) for k in _OUTPUT_KEYS):
+        return text
+    return "\n".join(obj[k] for k in _OUTPUT_KEYS if isinstance(obj.get(k), str) and obj[k].strip())
+
+
 def _command_of(ep: Episode) -> str | None:
     if ep.kind == "command":
         return _norm(ep.text) or None
@@ -325,6 +344,7 @@ def _symbols(text: str) -> list[str]:
 
 def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path, graph: Graph | None = None) -> Extraction:
     """The deterministic pass (see the module docstring). Pure except for code-node lookups."""
+    episodes = [replace(ep, text=_result_text(ep)) if ep.kind == "tool_result" else ep for ep in episodes]
     ex = Extraction()
     session = ("session", session_id)
     code = _CodeIndex(graph) if graph is not None else None
@@ -546,6 +566,21 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
             sentences = _sentences(ep.text)
             for n_s, s in enumerate(sentences):
                 if _FIX_WORDS.search(s) and (resolved_at is not None or err_name in s):
+                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
+                    ex.link(("session", session_id), "contains", key, 0.7)
+                    fixers.append((key, ep.id, 0.8))
+    if resolved_at is not None:
+        # the assistant often says what fixed it after the green re-run, at the end of its turn
+        edited = {Path(ex.items[k].label).name for k, _, _ in fixers if k[0] == "file"}
+        for ep in episodes[resolved_at + 1:]:
+            if ep.kind == "user_message" or _is_failure(ep):
+                break
+            if ep.kind != "assistant_message" or ep.provenance:
+                continue
+            sentences = _sentences(ep.text)
+            for n_s, s in enumerate(sentences):
+                if _FIX_WORDS.search(s) and (err_name in s or any(name in s for name in edited)):
                     key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
                                  origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
