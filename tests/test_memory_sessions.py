@@ -337,3 +337,25 @@ def test_a_flooding_model_answer_is_bounded(host, scripted):
     assert data["modelDroppedItems"] > 20_000 - MAX_MODEL_ITEMS
     assert after - before <= MAX_MODEL_ITEMS + 10  # the model's 40 plus the rules' few
     assert host.db.conn.execute("SELECT count(*) FROM edges").fetchone()[0] <= 200
+
+
+def test_migration_marks_episodes_recorded_before_it(host):
+    """Databases recorded before provenance existed: migration m004 marks and unindexes their echoes."""
+    from opensage.plugins.graph_memory.episodes import backfill_provenance, reindex_all
+
+    session = host.session("old", source="test")
+    host.record(session, SessionEvent(kind="tool_call", tool="mcp__opensage__memory-query", args={"query": "JWT"},
+                                      meta={"tool_use_id": "toolu_1"}))
+    host.record(session, SessionEvent(kind="tool_result", tool="mcp__opensage__memory-query",
+                                      text="similarity 'JWT': 1 result\n1. n1 UseRS256JWT (decision)",
+                                      meta={"tool_use_id": "toolu_1"}))
+    conn = host.db.conn
+    with host.db.transaction() as tx:  # the state an older version left behind
+        tx.execute("UPDATE episodes SET provenance=NULL")
+        reindex_all(tx)
+    assert host.run("memory-query", {"query": "UseRS256JWT", "nodeType": "episode"}).data
+    with host.db.transaction() as tx:
+        backfill_provenance(tx)
+        reindex_all(tx)
+    assert [r[0] for r in conn.execute("SELECT provenance FROM episodes ORDER BY seq")] == ["call", "result"]
+    assert host.run("memory-query", {"query": "UseRS256JWT", "nodeType": "episode"}).data == []

@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
 from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
-                                                    own_tool)
+                                                    own_tool, strip_echo)
 from opensage.plugins.graph_memory.graph import Graph, graph_for
 
 __all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
@@ -345,6 +345,10 @@ def _symbols(text: str) -> list[str]:
 def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path, graph: Graph | None = None) -> Extraction:
     """The deterministic pass (see the module docstring). Pure except for code-node lookups."""
     episodes = [replace(ep, text=_result_text(ep)) if ep.kind == "tool_result" else ep for ep in episodes]
+    # an assistant quoting a memory query's result back: the quoted lines are no evidence
+    episodes = [replace(ep, text=strip_echo(ep.text, [p.text for p in episodes[max(0, i - 12):i]
+                                                      if p.provenance == "result"]))
+                if ep.kind == "assistant_message" else ep for i, ep in enumerate(episodes)]
     ex = Extraction()
     session = ("session", session_id)
     code = _CodeIndex(graph) if graph is not None else None
@@ -459,7 +463,8 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.link(("command", source_cmd), "produced", key, 0.7)
                 ex.items[key].meta.setdefault("command", source_cmd)
             mention_files(text, ep, key, 0.4)
-            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id)
+            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id,
+                      lambda sentence, e, k: mention_symbols(sentence, e, k))
         # messages: decisions, questions, answers, mentions
         if ep.kind in ("user_message", "assistant_message"):
             sentences = _sentences(_FENCE.sub(" ", text))  # decisions and questions come from prose
@@ -531,8 +536,10 @@ def _next_reply(episodes: list[Episode], idx: int) -> Episode | None:
 
 
 def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, command: str | None,
-              command_at: dict[int, str], root: Path, session_id: str) -> None:
-    """Link what fixed the error at ``episodes[idx]`` (see the module docstring)."""
+              command_at: dict[int, str], root: Path, session_id: str, mention=None) -> None:
+    """Link what fixed the error at ``episodes[idx]`` (see the module docstring).
+
+    :param mention: ``mention(sentence, episode, key)`` links the code symbols a fix sentence names."""
     error_ep = episodes[idx]
     err_name = error_key[1].split(":", 1)[0]
     tool = error_ep.tool
@@ -570,6 +577,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                                  origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
                     fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
     if resolved_at is not None:
         # the assistant often says what fixed it after the green re-run, at the end of its turn
         edited = {Path(ex.items[k].label).name for k, _, _ in fixers if k[0] == "file"}
@@ -585,6 +594,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                                  origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
                     fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
     item = ex.items[error_key]
     if resolved_at is not None or fixers:
         item.meta["resolved"] = True

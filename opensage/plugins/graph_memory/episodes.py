@@ -54,6 +54,7 @@ __all__ = [
     "own_tool",
     "provenance_of",
     "mark_modeled",
+    "strip_echo",
 ]
 
 _ROLE_WORDS = re.compile(r"[^\W_]+")
@@ -286,11 +287,17 @@ def _without_echo(conn, row, text: str) -> str:
     results = conn.execute(
         "SELECT text FROM episodes WHERE session_id=? AND seq < ? AND seq >= ? AND provenance='result'",
         (row["session_id"], row["seq"], row["seq"] - _ECHO_LOOKBACK)).fetchall()
-    if not results:
+    return strip_echo(text, [r["text"] or "" for r in results])
+
+
+def strip_echo(text: str, results: list[str]) -> str:
+    """``text`` without its lines that repeat one of ``results`` (whole lines, or a piece
+    of at least 24 characters found in one)."""
+    if not results or not text:
         return text
-    echoed = {_flat(line) for r in results for line in (r["text"] or "").splitlines()}
+    echoed = {_flat(line) for r in results for line in (r or "").splitlines()}
     echoed.discard("")
-    joined = "\n".join(_flat(r["text"] or "") for r in results)
+    joined = "\n".join(_flat(r or "") for r in results)
     kept = []
     for line in text.splitlines():
         flat = _flat(line)
@@ -301,7 +308,7 @@ def _without_echo(conn, row, text: str) -> str:
 
 
 def reindex_all(conn) -> None:
-    """Rebuild every episode's FTS row (used by migration m002)."""
+    """Rebuild every episode's FTS row (used by migrations m002 and m004)."""
     for (episode_id,) in conn.execute("SELECT id FROM episodes ORDER BY id").fetchall():
         _reindex(conn, episode_id)
 

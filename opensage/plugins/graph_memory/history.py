@@ -82,9 +82,11 @@ class Chain:
             return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
         def node_line(node: dict[str, Any]) -> str:
-            reason = node.get("content") or ""
-            same = reason.rstrip(" .").casefold() == node["label"].rstrip(" .…").casefold()
-            return f"{node['type']} {node['id']} {node['label']}" + ("" if same or not reason else f" — {cut(reason, 200)}")
+            reason = " ".join((node.get("content") or "").split())
+            stem = node["label"].rstrip(" .…").casefold()
+            if reason and reason.casefold().startswith(stem):  # the label is the content's title
+                return f"{node['type']} {node['id']} {cut(reason, 240)}"
+            return f"{node['type']} {node['id']} {node['label']}" + (f" — {cut(reason, 200)}" if reason else "")
 
         lines = []
         if self.error is not None:
@@ -212,7 +214,7 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chai
             node = _node(conn, cid)
             if node and node["label"] not in chain.commands:
                 chain.commands.append(node["label"])
-    if anchor["type"] != "error" and not any(f["id"] == anchor["id"] for f in chain.fixes):
+    if error is not None and anchor["type"] != "error" and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
     # files, symbols mentioned by the members; decisions of the same session about the fixed files
     for node in list(members):
@@ -228,7 +230,7 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chai
     # the decisions of the same session(s): the ones sharing words with the question or the
     # chain's files and symbols first (a decision stored with @memory-add-node is linked to
     # its session, not to the error)
-    shown = {d["id"] for d in chain.decisions} | {f["id"] for f in chain.fixes}
+    shown = {d["id"] for d in chain.decisions} | {f["id"] for f in chain.fixes} | {chain.anchor["id"]}
     words = set(terms) | {w for x in chain.files + chain.symbols for w in re.findall(r"[a-z0-9]{3,}", x.lower())}
     candidates = []
     for s in sessions[:3]:
@@ -265,11 +267,13 @@ def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
         node = _node(conn, node_id)
         if node is None:
             continue
+        if node["id"] in seen:  # already part of a better-ranked chain
+            continue
         chain = _build(conn, node, score, terms)
         key = chain.error["id"] if chain.error else chain.anchor["id"]
         if key in seen:
             continue
-        seen.add(key)
+        seen.update({key, chain.anchor["id"]} | {f["id"] for f in chain.fixes} | {d["id"] for d in chain.decisions})
         out.append(chain)
         if len(out) >= max_chains:
             break
