@@ -208,6 +208,21 @@ def test_memory_query_results_are_provenance_not_evidence(host):
     assert found and found[0]["eventKind"] == "assistant_message"
 
 
+def test_opencode_slash_command_prompt_is_provenance(host):
+    """OpenCode expands /memory-query into a prompt full of argument descriptions: a request, not evidence."""
+    from opensage.integrations.opencode import command_markdown
+
+    command = host.command("memory-query")
+    prompt = command_markdown(command).split("-->\n", 1)[1].replace("$ARGUMENTS", "token store")
+    session = host.session("s1", source="opencode")
+    host.record(session, SessionEvent(kind="command", text="/memory-query token store"))
+    host.record(session, SessionEvent(kind="user_message", role="user", text=prompt))
+    host.record(session, SessionEvent(kind="user_message", role="user", text="the traversal of the token store is slow"))
+    assert [r[0] for r in host.db.conn.execute("SELECT provenance FROM episodes ORDER BY seq")] == ["call", "call", None]
+    found = host.run("memory-query", {"query": "traversal token store", "nodeType": "episode"}).data
+    assert [r["seq"] for r in found] == [3]
+
+
 def test_tool_call_episodes_show_their_arguments(host):
     session = host.session("s1", source="test")
     host.record(session, SessionEvent(kind="tool_call", tool="grep", args={"pattern": "refresh_token", "path": "src"}))
