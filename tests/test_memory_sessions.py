@@ -374,3 +374,20 @@ def test_migration_marks_episodes_recorded_before_it(host):
         reindex_all(tx)
     assert [r[0] for r in conn.execute("SELECT provenance FROM episodes ORDER BY seq")] == ["call", "result"]
     assert host.run("memory-query", {"query": "UseRS256JWT", "nodeType": "episode"}).data == []
+
+
+def test_why_did_we_pick_brings_the_decision_its_reason_and_session(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    old = host.session("ses_auth", source="claude")
+    host.record(old, SessionEvent(kind="user_message", role="user", timestamp=1_700_000_000.0, text=(
+        "We decided to sign JWTs with RS256. Because the gateway only holds the public key. "
+        "Let's keep the cache TTL at five minutes.")))
+    host.end_session(old)
+    now = host.session("ses_later", source="claude")
+    text = host.prompt_context(now, "why did we pick RS256 for the tokens?")
+    assert "We decided to sign JWTs with RS256. Because the gateway only holds the public key" in text
+    assert "session ses_auth (claude), " + __import__("time").strftime(
+        "%Y-%m-%d %H:%M", __import__("time").localtime(1_700_000_000.0)) in text
+    assert "cache TTL" not in text  # another decision of that session, about something else
+    # not a question about past work: the most similar nodes
+    assert host.prompt_context(now, "rotate the RS256 keys").startswith("OpenSage memory relevant to this request:")
