@@ -391,3 +391,20 @@ def test_why_did_we_pick_brings_the_decision_its_reason_and_session(host, monkey
     assert "cache TTL" not in text  # another decision of that session, about something else
     # not a question about past work: the most similar nodes
     assert host.prompt_context(now, "rotate the RS256 keys").startswith("OpenSage memory relevant to this request:")
+
+
+def test_symbols_touched_come_from_edits_and_traceback_frames(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    session = host.session("s1", source="test")
+    host.record(session, SessionEvent(kind="tool_call", tool="bash", args={"command": "pytest -q"}))
+    host.record(session, SessionEvent(kind="tool_result", tool="bash", meta={"exit_code": 1}, text=(
+        'Traceback (most recent call last):\n  File "/usr/lib/python3/site.py", line 3, in run\n'
+        '  File "src/queue.py", line 40, in claim_job\nRuntimeError: job claimed twice')))
+    host.record(session, SessionEvent(kind="tool_call", tool="edit", args={
+        "filePath": "src/queue.py", "oldString": "x", "newString": "class JobLock:\n    pass\n\ndef claim_job(db):\n    ..."}))
+    host.compact(session)
+    text = host.compaction_context(session)
+    symbols = next(line for line in text.splitlines() if line.startswith("Symbols:"))
+    assert "claim_job" in symbols and "JobLock" in symbols and " run" not in symbols  # library frames are not ours
+    chain = host.run("memory-query", {"mode": "history", "query": "how did we fix the job claimed twice"}).data[0]
+    assert chain["error"]["label"] == "RuntimeError: job claimed twice" and "claim_job" in chain["symbols"]

@@ -224,6 +224,11 @@ def _file_label(path: str, root: Path) -> str | None:
 
 
 _OUTPUT_KEYS = ("stdout", "stderr", "output", "error", "result")
+#: Arguments of edit tools that hold the new code (Claude ``new_string``/``content``,
+#: OpenCode ``newString``, ``edits`` of MultiEdit are not read).
+_NEW_CODE_ARGS = ("new_string", "newString", "content", "new_str", "file_text", "patch")
+_DEF = re.compile(r"^\s*(?:async\s+def|def|class|function|func|fn)\s+([A-Za-z_]\w*)", re.M)
+_FRAME = re.compile(r'File "([^"\n]+)", line \d+, in (\S+)')
 
 
 def _result_text(ep: Episode) -> str:
@@ -383,6 +388,31 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.items[key].existing_id = row[0]
                 ex.link(session, "contains", key, 0.8)
 
+    def symbol(name: str, ep: Episode, src: tuple[str, str], edge: str) -> None:
+        hits = code.lookup(name) if code else []
+        keys = []
+        for nid, ntype, nlabel in hits:
+            keys.append(ex.add(ntype, nlabel, ep.id))
+            ex.items[keys[-1]].existing_id = nid
+        if not keys:
+            keys.append(ex.add("entity", name, ep.id, origin="compress"))
+        for key in keys:
+            ex.link(session, "touches" if edge == "contains" else "mentions", key, 0.6)
+            ex.link(src, edge, key, 0.6)
+
+    def edited_symbols(ep: Episode, file_key: tuple[str, str]) -> None:
+        """Functions and classes an edit defines or changes (``def``/``class`` in the new code)."""
+        code_text = "\n".join(str(ep.args.get(k)) for k in _NEW_CODE_ARGS if isinstance(ep.args.get(k), str))
+        for name in list(dict.fromkeys(_DEF.findall(code_text)))[:MAX_ENTITIES_PER_EPISODE]:
+            symbol(name, ep, file_key, "contains")
+
+    def frame_symbols(text: str, ep: Episode, error_key: tuple[str, str]) -> None:
+        """Functions of the project named by the traceback's frames (``File "src/a.py", line 3, in f``)."""
+        for path, name in list(dict.fromkeys(_FRAME.findall(text or "")))[-5:]:
+            label = _file_label(path, workspace_root)
+            if label and not label.startswith("/") and name != "<module>" and name.isidentifier():
+                symbol(name, ep, error_key, "mentions")
+
     def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None, create: bool = True,
                         limit: int = MAX_ENTITIES_PER_EPISODE) -> None:
         created = 0
@@ -442,6 +472,8 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 op = "edit" if ep.kind == "file_edit" or (ep.tool or "").lower() in _EDIT_TOOLS else (ep.tool or ep.kind)
                 key = ex.add("file", label, ep.id)
                 ex.link(session, "touches", key, 0.8 if op == "edit" else 0.6, op=op)
+                if op == "edit" and ep.kind == "tool_call":
+                    edited_symbols(ep, key)
         # commands
         cmd = command_at.get(idx)
         if cmd:
@@ -463,6 +495,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.link(("command", source_cmd), "produced", key, 0.7)
                 ex.items[key].meta.setdefault("command", source_cmd)
             mention_files(text, ep, key, 0.4)
+            frame_symbols(text, ep, key)
             _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id,
                       lambda sentence, e, k: mention_symbols(sentence, e, k))
         # messages: decisions, questions, answers, mentions
