@@ -16,25 +16,42 @@ The memory agent of the OpenSage paper, in two passes:
      success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
      error by name also counts when no re-run is seen);
    * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
-     ...", "we should use ...", "instead of ...";
+     ...", "we should use ...", "instead of ...": labelled with a short title (the
+     sentence cut at :data:`TITLE_CHARS` characters), the sentence and the ones giving
+     its reason ("because ...") kept as content;
    * ``query``/``answer`` — a user question (ends with ``?`` or starts with a
-     wh-word) and the assistant reply that followed it (``answer -answers-> query``);
+     wh-word) and the assistant reply that followed it (``answer -answers-> query``;
+     the answer titled by its first sentence, its full text as content);
    * code symbols — ``backticked`` names, CamelCase, snake_case and dotted.names in
-     messages: linked (``mentions``) to existing ``class``/``function``/``method``/
-     ``module`` nodes whose label or short name matches, otherwise kept as ``entity``.
+     messages, functions and classes an edit defines (``def``/``class`` in the new
+     code) and the project frames of a traceback: linked (``mentions``/``touches``) to
+     existing ``class``/``function``/``method``/``module`` nodes whose label or short
+     name matches, otherwise kept as ``entity``. Tool names (and their prefixes, such as
+     ``opensage_memory``), ids (``ses_...``, ``toolu_...``) and the hosts' tags
+     (``task_result``) are not symbols.
 
    Every node is linked to the episodes it came from (``node_episodes``) and to a
    ``session`` node (label = the session id) by ``touches``/``mentions``/``ran``/
-   ``contains``.
+   ``contains``. Episodes that are *provenance* (opensage's own memory commands and
+   their results, see :mod:`.episodes`) are no evidence: the only thing taken from
+   them is the link from a node stored with ``@memory-add-node`` (or
+   ``create_entities``) to the session and the call; lines of an assistant message that
+   echo such a result are ignored.
 2. **Model (optional).** With a model configured (``$OPENSAGE_MODEL``) and
-   ``use_model`` not ``never``, the episodes not compressed before are sent to
-   :func:`opensage.llm.structured` with the :class:`SessionKnowledge` schema; its
-   decisions, concepts and relations are merged with the rules' nodes (deduplicated by
-   type and case-insensitive label).
+   ``use_model`` not ``never``, the evidence episodes the model has not read yet
+   (``modeled_at``) are sent to :func:`opensage.llm.structured` with the
+   :class:`SessionKnowledge` schema; its facts, decisions, concepts and relations are
+   merged with the rules' nodes (deduplicated by type and case-insensitive label), each
+   item linked to the episodes it cites. Bounded: :data:`MODEL_MAX_TOKENS` output tokens
+   per request, :data:`MAX_MODEL_ITEMS` items and :data:`MAX_MODEL_RELATIONS` relations
+   per answer, :data:`MAX_MODEL_CHUNKS` requests and :data:`MAX_MODEL_TOKENS` tokens /
+   :data:`MAX_MODEL_COST_USD` per compression. When the model fails (``auto``), the
+   rules' result is kept and the episodes stay unread, so the next compression with a
+   working model reads them.
 
 Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
-episodes are marked ``compressed_at`` and the model only ever sees episodes not
-compressed before.
+episodes are marked ``compressed_at`` (and ``modeled_at`` once the model read them), and
+the model only ever sees episodes it has not read before.
 """
 
 from __future__ import annotations
