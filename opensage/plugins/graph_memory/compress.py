@@ -251,14 +251,17 @@ _FRAME = re.compile(r'File "([^"\n]+)", line \d+, in (\S+)')
 def _result_text(ep: Episode) -> str:
     """A tool result's text; a JSON object with ``stdout``/``stderr``/``output``... (how
     Claude Code reports a Bash result) is read as those streams, so a traceback in it is
-    seen line by line."""
+    seen line by line, and a JSON list of MCP content blocks as their text."""
     text = ep.text or ""
-    if not text.startswith("{") or len(text) > 200_000:
+    if not text.startswith(("{", "[")) or len(text) > 200_000:
         return text
     try:
         obj = json.loads(text)
     except ValueError:
         return text
+    if isinstance(obj, list):  # an MCP result's content blocks: their text
+        texts = [b["text"] for b in obj if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)]
+        return "\n".join(texts) if texts else text
     if not isinstance(obj, dict) or not any(isinstance(obj.get(k), str) for k in _OUTPUT_KEYS):
         return text
     return "\n".join(obj[k] for k in _OUTPUT_KEYS if isinstance(obj.get(k), str) and obj[k].strip())
