@@ -1,7 +1,7 @@
 """Memory inside real sessions: what a host records through `opensage hook` and what comes back.
 
-The flow every host e2e test relies on (this is its contract, driven in-process-free
-through the real `opensage hook` command with the event shapes Claude Code and the
+The flow every host e2e test relies on (its contract, driven through the real
+`opensage hook` command in subprocesses, with the event shapes Claude Code and the
 OpenCode shim send): a session stores a decision with @memory-add-node, runs a memory
 query, hits an error in a test run, fixes it with an edit, re-runs green and compacts;
 a *new* session asks "how did we fix ...". The answer carries the decision and the fix;
@@ -408,3 +408,25 @@ def test_symbols_touched_come_from_edits_and_traceback_frames(host, monkeypatch)
     assert "claim_job" in symbols and "JobLock" in symbols and " run" not in symbols  # library frames are not ours
     chain = host.run("memory-query", {"mode": "history", "query": "how did we fix the job claimed twice"}).data[0]
     assert chain["error"]["label"] == "RuntimeError: job claimed twice" and "claim_job" in chain["symbols"]
+
+
+def test_compact_hook_with_a_model_brings_its_facts_back(cli, project, tmp_path):
+    """`opensage hook compact` with OPENSAGE_MODEL set: the model's facts are stored with provenance
+    and come back in the compaction context (scripted model in the hook's own process)."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([json.dumps({"items": [
+        {"type": "fact", "label": "refresh tokens carry no exp claim", "content": "seen in test_refresh", "episodes": [1]}]})]))
+    env = {"OPENSAGE_MODEL": "scripted/facts", "OPENSAGE_SCRIPT": str(script)}
+    for event, body in [("user-message", {"text": "test_refresh fails: the refresh token has no exp claim"}),
+                        ("assistant-message", {"text": "Then we read exp with claims.get."})]:
+        assert cli("hook", event, input=json.dumps({"session_id": "m1", **body}), env=env).returncode == 0
+    done = cli("hook", "compact", input=json.dumps({"session_id": "m1"}), env=env)
+    assert done.returncode == 0, done.stderr
+    context = json.loads(done.stdout)["context"]
+    assert "- fact refresh tokens carry no exp claim: seen in test_refresh" in context
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    assert db.execute("SELECT e.seq, e.modeled_at IS NOT NULL FROM nodes n JOIN node_episodes ne ON ne.node_id = n.id"
+                      " JOIN episodes e ON e.id = ne.episode_id WHERE n.type='fact'").fetchall() == [(1, 1)]
+    # compacting again asks the model nothing (the script is empty now) and changes nothing
+    again = cli("hook", "compact", input=json.dumps({"session_id": "m1"}), env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["context"] == context
