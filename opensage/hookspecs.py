@@ -13,7 +13,7 @@ Call semantics:
 * *broadcast* hooks (``session_start``, ``session_event``, ``session_compact``,
   ``session_end``) are called on every plugin; one that raises is logged and the others
   still run.
-* *firstresult* hooks (``route_intent``, ``compaction_context``) stop at the first
+* *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``) stop at the first
   plugin that returns something other than ``None``.
 """
 
@@ -65,3 +65,8 @@ def route_intent(session, text):
 @hookspec(firstresult=True)
 def compaction_context(session, max_chars):
     """Return text (at most ``max_chars`` characters) the host should keep across compaction."""
+
+
+@hookspec(firstresult=True)
+def prompt_context(session, text, max_chars):
+    """Return memory relevant to a prompt the user just sent (at most ``max_chars`` characters), or ``None``."""

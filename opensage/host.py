@@ -246,6 +246,10 @@ class Host:
     def compaction_context(self, session: Session, max_chars: int = 4000) -> str | None:
         return self.pm.hook.compaction_context(session=session, max_chars=max_chars)
 
+    def prompt_context(self, session: Session, text: str, max_chars: int = 2000) -> str | None:
+        """Memory relevant to the prompt ``text`` the user just sent (firstresult ``prompt_context``)."""
+        return self.pm.hook.prompt_context(session=session, text=text, max_chars=max_chars)
+
     # -- sessions --------------------------------------------------------------------
     def session(self, session_id: str | None = None, source: str = "cli") -> Session:
         """Get or create the session ``session_id`` (a new id when None); not started."""

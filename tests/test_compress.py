@@ -94,7 +94,9 @@ def test_compress_session_from_hook_events(cli, project):
     assert has_edge(conn, decision, "mentions", node_id(conn, "entity", "parse_config"))
 
     query = node_id(conn, "query", "How does ConfigLoader read environment variables?")
-    answer = node_id(conn, "answer", "ConfigLoader reads them through load_env. Running the tests first")
+    answer = node_id(conn, "answer", "ConfigLoader reads them through load_env")  # a title: its first sentence
+    assert conn.execute("SELECT content FROM nodes WHERE id=?", (answer,)).fetchone()[0] == (
+        "ConfigLoader reads them through load_env. Running the tests first")  # the full text
     assert has_edge(conn, answer, "answers", query) and provenance_seqs(conn, answer) == [2]
     assert conn.execute("SELECT count(*) FROM episodes WHERE compressed_at IS NULL").fetchone()[0] == 0
     conn.close()
@@ -116,7 +118,7 @@ def test_compact_hook_compresses_and_returns_context(cli, host, project):
     assert done.returncode == 0, done.stderr
     context = json.loads(done.stdout)["context"]
     assert "Let's use a guard clause" in context
-    assert "ValueError: empty input (fixed by:" in context
+    assert "ValueError: empty input (from: pytest -q tests/test_parser.py) — fixed by decision Fixed the ValueError" in context
     assert "src/parser.py" in context
     conn = connect(project)
     assert node_id(conn, "error", "ValueError: empty input")
@@ -130,7 +132,7 @@ def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
     host.compact(session)
     text = host.compaction_context(session, max_chars=4000)
     assert "We decided to cap it at 1000 entries" in text
-    assert "MemoryError: out of memory (open)" in text
+    assert "MemoryError: out of memory — open" in text
     assert "Open questions:" in text and "Why does the cache in store.py grow without bound?" in text
     short = host.compaction_context(session, max_chars=60)
     assert short and len(short) <= 60
@@ -141,7 +143,7 @@ def test_compaction_context_respects_max_chars_and_lists_open_questions(host):
     host.compact(later)
     text = host.compaction_context(later, max_chars=4000)
     assert "Files touched: store.py" in text
-    assert "Related, from other sessions:" in text and "cap it at 1000 entries" in text
+    assert "From earlier sessions:" in text and "cap it at 1000 entries" in text
 
 
 def test_unknown_session_exit_2_nothing_written(cli, host, project):
@@ -263,8 +265,8 @@ def test_model_requests_are_bounded(host, scripted, monkeypatch):
     data = host.run("memory-compress-session", {"sessionId": "s10"}).data
     assert len(scripted.requests) == 2
     assert data["modelSkippedEpisodes"] > 0
-    last_prompt = scripted.requests[-1]["messages"][-1]["content"]
-    assert "[8] tool_result" in last_prompt          # the latest episodes are the ones sent
+    first_prompt = scripted.requests[0]["messages"][-1]["content"]
+    assert "[8] tool_result" in first_prompt          # the latest episodes are the ones sent, first
     assert data["new"]["error"] == 1                  # the rules still covered everything
 
 

@@ -189,6 +189,23 @@ def test_hook_compaction_context(workspace):
     assert payload["context"].startswith("Decision: use JWT.") and len(payload["context"]) <= 4000
 
 
+def test_hook_prompt_context(workspace):
+    class Deploys:
+        @hookimpl(tryfirst=True)
+        def prompt_context(self, session, text, max_chars):
+            return "Deploys go through make release."[:max_chars] if "deploy" in text else None
+
+    host = Host(workspace, plugins=[Deploys()])
+    session = host.session("p1")
+    assert host.prompt_context(session, "how do we deploy?") == "Deploys go through make release."
+    assert host.prompt_context(session, "how do we deploy?", max_chars=7) == "Deploys"
+    # not about deploys: graph-memory answers next, from what the graph holds
+    host.run("memory-add-node", {"type": "decision", "label": "UseRS256JWT",
+                                 "content": "auth signs JWT access tokens with RS256"})
+    answer = host.prompt_context(session, "which algorithm signs the JWT tokens?")
+    assert "UseRS256JWT (decision, n1): auth signs JWT access tokens with RS256" in answer
+
+
 def test_hook_cli_rejects_bad_event_json(project, cli):
     out = cli("hook", "user-message", input="{not json")
     assert out.returncode == 2 and "not valid JSON" in out.stderr

@@ -33,7 +33,13 @@ class SessionEvent(BaseModel):
     :param text: the message text, tool output or error message.
     :param role: who produced it (``user``, ``assistant``, a speaker name...).
     :param tool: tool name for ``tool_call``/``tool_result``.
-    :param args: tool arguments for ``tool_call``.
+    :param args: tool arguments for ``tool_call`` (the JSON object the model sent: e.g.
+        ``{"command": "pytest -q"}``, ``{"file_path": "src/a.py", "old_string": ..., "new_string": ...}``,
+        ``{"query": "JWT"}``); kept verbatim, its string values are searchable and
+        compression reads paths, commands and edited code from it.
+    :param call_id: pairs a ``tool_result`` with its ``tool_call`` (Claude Code's
+        ``tool_use_id``, OpenCode's ``callID``); stored in ``meta["call_id"]``. Without
+        it a result is paired with the latest call of the same tool.
     :param path: file path for ``file_edit`` (relative to the workspace if possible).
     :param timestamp: seconds since the epoch (float); defaults to now.
     :param meta: anything else the host wants kept (JSON object).
@@ -46,6 +52,7 @@ class SessionEvent(BaseModel):
     role: str | None = None
     tool: str | None = None
     args: dict[str, Any] | None = None
+    call_id: str | None = None
     path: str | None = None
     timestamp: float = Field(default_factory=time.time)
     meta: dict[str, Any] = Field(default_factory=dict)

@@ -55,3 +55,15 @@ def compaction_context(session, max_chars):
     if not session.host.workspace.db_path.exists():
         return None
     return compaction_text(graph_for(session.host), session.id, max_chars)
+
+
+@hookimpl
+def prompt_context(session, text, max_chars):
+    """Memory for a prompt: past-work chains for "how did we fix / why did we pick" questions
+    (see :mod:`.history`), else the graph nodes most similar to the prompt; at most ``max_chars``."""
+    from opensage.plugins.graph_memory.compress import prompt_text
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    if not session.host.workspace.db_path.exists():
+        return None
+    return prompt_text(graph_for(session.host), text, max_chars)

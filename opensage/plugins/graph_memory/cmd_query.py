@@ -16,10 +16,12 @@ class QueryArgs(ArgModel):
     query: str = Field(
         "",
         description="similarity: free text or identifiers; pattern: the regex or glob; "
-                    "traversal: the start node when startNode is not given",
+                    "traversal: the start node when startNode is not given; "
+                    "history: a question about past work, e.g. 'how did we fix the refresh token crash'",
     )
-    mode: Literal["similarity", "pattern", "traversal"] = Field(
-        "similarity", description="similarity (ranked hybrid search), pattern (regex/glob), traversal (walk edges)")
+    mode: Literal["similarity", "pattern", "traversal", "history"] = Field(
+        "similarity", description="similarity (ranked hybrid search), pattern (regex/glob), traversal (walk edges), "
+                                  "history (how did we fix / why did we pick: error, fix, decision, session and when)")
     node_type: str | None = Field(
         None, description="only nodes of this type (e.g. code, decision); 'episode' searches only session episodes")
     max_results: int = Field(10, ge=1, le=200, description="at most this many results")
@@ -41,6 +43,9 @@ def _empty_hint(args: QueryArgs) -> str:
         if args.node_type:
             tips = f"drop nodeType={args.node_type} or " + tips
         return f"No results for {args.query!r}: {tips}. Add knowledge with @memory-add-node or @memory-ingest."
+    if args.mode == "history":
+        return (f"No past work matches {args.query!r}: sessions are compressed into errors, fixes and decisions at "
+                "compaction and session end; try other words, or mode=similarity to search the raw episodes.")
     if args.mode == "pattern":
         return (f"No node matches {args.syntax} {args.query!r} in field {args.field}: try field=any, "
                 f"{'syntax=glob with *' if args.syntax == 'regex' else 'syntax=regex'}, or a shorter pattern.")
@@ -53,6 +58,14 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
         raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
     if args.mode != "traversal" and not args.query.strip():
         raise UsageError(f"mode={args.mode} needs query=<text>, e.g. @memory-query query=\"auth token refresh\".")
+    if args.mode == "history":
+        from opensage.plugins.graph_memory.graph import graph_for
+        from opensage.plugins.graph_memory.history import chains, render_chains
+
+        found = chains(graph_for(ctx.host), args.query, max_chains=min(args.max_results, 10))
+        if not found:
+            return CommandResult(text=f"history {args.query!r}: 0 chains.\n{_empty_hint(args)}", data=[])
+        return CommandResult(text=render_chains(args.query, found), data=[c.as_dict() for c in found])
     engine = engine_for(ctx.host)
     header = ""
     if args.mode == "similarity":
@@ -77,5 +90,6 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
 COMMANDS = [
     Command("memory-query", QueryArgs, memory_query,
             "Search graph memory: ranked similarity (BM25 + fuzzy labels + episodes, RRF, 1-hop), "
-            "regex/glob pattern, or traversal (who depends on X: direction=in)."),
+            "regex/glob pattern, traversal (who depends on X: direction=in), or history "
+            "(how did we fix X: error, fix, decision, session and when)."),
 ]

@@ -16,25 +16,42 @@ The memory agent of the OpenSage paper, in two passes:
      success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
      error by name also counts when no re-run is seen);
    * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
-     ...", "we should use ...", "instead of ...";
+     ...", "we should use ...", "instead of ...": labelled with a short title (the
+     sentence cut at :data:`TITLE_CHARS` characters), the sentence and the ones giving
+     its reason ("because ...") kept as content;
    * ``query``/``answer`` — a user question (ends with ``?`` or starts with a
-     wh-word) and the assistant reply that followed it (``answer -answers-> query``);
+     wh-word) and the assistant reply that followed it (``answer -answers-> query``;
+     the answer titled by its first sentence, its full text as content);
    * code symbols — ``backticked`` names, CamelCase, snake_case and dotted.names in
-     messages: linked (``mentions``) to existing ``class``/``function``/``method``/
-     ``module`` nodes whose label or short name matches, otherwise kept as ``entity``.
+     messages, functions and classes an edit defines (``def``/``class`` in the new
+     code) and the project frames of a traceback: linked (``mentions``/``touches``) to
+     existing ``class``/``function``/``method``/``module`` nodes whose label or short
+     name matches, otherwise kept as ``entity``. Tool names (and their prefixes, such as
+     ``opensage_memory``), ids (``ses_...``, ``toolu_...``) and the hosts' tags
+     (``task_result``) are not symbols.
 
    Every node is linked to the episodes it came from (``node_episodes``) and to a
    ``session`` node (label = the session id) by ``touches``/``mentions``/``ran``/
-   ``contains``.
+   ``contains``. Episodes that are *provenance* (opensage's own memory commands and
+   their results, see :mod:`.episodes`) are no evidence: the only thing taken from
+   them is the link from a node stored with ``@memory-add-node`` (or
+   ``create_entities``) to the session and the call; lines of an assistant message that
+   echo such a result are ignored.
 2. **Model (optional).** With a model configured (``$OPENSAGE_MODEL``) and
-   ``use_model`` not ``never``, the episodes not compressed before are sent to
-   :func:`opensage.llm.structured` with the :class:`SessionKnowledge` schema; its
-   decisions, concepts and relations are merged with the rules' nodes (deduplicated by
-   type and case-insensitive label).
+   ``use_model`` not ``never``, the evidence episodes the model has not read yet
+   (``modeled_at``) are sent to :func:`opensage.llm.structured` with the
+   :class:`SessionKnowledge` schema; its facts, decisions, concepts and relations are
+   merged with the rules' nodes (deduplicated by type and case-insensitive label), each
+   item linked to the episodes it cites. Bounded: :data:`MODEL_MAX_TOKENS` output tokens
+   per request, :data:`MAX_MODEL_ITEMS` items and :data:`MAX_MODEL_RELATIONS` relations
+   per answer, :data:`MAX_MODEL_CHUNKS` requests and :data:`MAX_MODEL_TOKENS` tokens /
+   :data:`MAX_MODEL_COST_USD` per compression. When the model fails (``auto``), the
+   rules' result is kept and the episodes stay unread, so the next compression with a
+   working model reads them.
 
 Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
-episodes are marked ``compressed_at`` and the model only ever sees episodes not
-compressed before.
+episodes are marked ``compressed_at`` (and ``modeled_at`` once the model read them), and
+the model only ever sees episodes it has not read before.
 """
 
 from __future__ import annotations
@@ -45,14 +62,15 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
-from opensage.plugins.graph_memory.episodes import Episode, list_episodes, mark_compressed
+from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
+                                                    own_tool, strip_echo)
 from opensage.plugins.graph_memory.graph import Graph, graph_for
 
 __all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
@@ -65,6 +83,18 @@ MODEL_EPISODE_CHARS = 800
 MODEL_CHUNK_CHARS = 16_000
 #: At most this many model requests per compression; older chunks beyond it are left to the rules.
 MAX_MODEL_CHUNKS = 6
+#: Output tokens one model request may use (``max_tokens``); 40 items of ~40 tokens fit.
+MODEL_MAX_TOKENS = 2_000
+#: Items and relations kept from one model answer; the rest are dropped and counted
+#: (``modelDroppedItems``): a model may not flood the graph (a 20,000-item answer adds 40).
+MAX_MODEL_ITEMS = 40
+MAX_MODEL_RELATIONS = 60
+#: No further model request once a compression has used this many tokens (prompt +
+#: completion) or cost this much (USD; ``$OPENSAGE_MEMORY_MAX_COST_USD`` overrides). Six
+#: full requests are ~6 x (4,000 + 2,000) tokens, so the token bound rarely bites; it is
+#: the one that holds for a model without a known price.
+MAX_MODEL_TOKENS = 40_000
+MAX_MODEL_COST_USD = 0.05
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _DECISION = re.compile(
@@ -98,12 +128,47 @@ _EDIT_TOOLS = {"edit", "write", "str_replace", "apply_patch", "patch", "multiedi
 _PATH_ARGS = ("path", "file_path", "filePath", "file", "filename", "target_file", "notebook_path")
 _COMMAND_ARGS = ("command", "cmd", "script")
 _STOP_SYMBOLS = {"e.g", "i.e", "etc", "vs"} | {n for n in dir(builtins) if n[:1].isupper()}
+#: Words of the hosts' own plumbing that look like code symbols in a message (OpenCode's
+#: task tool wraps a subagent's answer in ``<task_result>``, ids are ``ses_...``/``toolu_...``).
+_HOST_WORDS = {"task_result", "task_id", "tool_use_id", "tool_use", "tool_result", "tool_call", "tool_calls",
+               "session_id", "call_id", "message_id", "parent_id", "subagent_type"}
+_ID_LIKE = re.compile(r"^(?:ses|msg|prt|toolu|call|req|run|chatcmpl|tool)_\w+$"
+                      r"|^(?=[\w-]*\d)(?=[\w-]*[a-zA-Z])[0-9a-fA-F_-]{8,}$")
 
 
 def _norm(text: str, limit: int = LABEL_CHARS) -> str:
     text = " ".join(str(text).split()).strip()
     text = text.rstrip(" .;,")
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+#: Characters of a decision's or an answer's label (a title; the full text is its content).
+TITLE_CHARS = 90
+_REASON = re.compile(r"^(?:because|since|so that|so we|as |that way|this (?:way|avoids|keeps|means|makes)|"
+                     r"it (?:avoids|keeps|means|makes|is)|which|otherwise|to (?:avoid|keep|make)|the reason)", re.I)
+
+
+def _title(text: str, limit: int = TITLE_CHARS) -> str:
+    """A short title for a decision or an answer: its first sentence, cut at a word boundary
+    to at most ``limit`` characters (with "…")."""
+    first = next(iter(_sentences(text)), "") or text
+    flat = " ".join(first.split()).rstrip(" .;,:")
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def _with_reason(sentences: list[str], i: int) -> str:
+    """Sentence ``i`` plus the sentences after it that give its reason ("because ...")."""
+    out = [sentences[i]]
+    for nxt in sentences[i + 1:i + 3]:
+        if not _REASON.match(nxt):
+            break
+        out.append(nxt)
+    return " ".join(out)
 
 
 def _sentences(text: str) -> list[str]:
@@ -173,6 +238,33 @@ def _file_label(path: str, root: Path) -> str | None:
     while text.startswith("./"):
         text = text[2:]
     return text or None
+
+
+_OUTPUT_KEYS = ("stdout", "stderr", "output", "error", "result")
+#: Arguments of edit tools that hold the new code (Claude ``new_string``/``content``,
+#: OpenCode ``newString``, ``edits`` of MultiEdit are not read).
+_NEW_CODE_ARGS = ("new_string", "newString", "content", "new_str", "file_text", "patch")
+_DEF = re.compile(r"^\s*(?:async\s+def|def|class|function|func|fn)\s+([A-Za-z_]\w*)", re.M)
+_FRAME = re.compile(r'File "([^"\n]+)", line \d+, in (\S+)')
+
+
+def _result_text(ep: Episode) -> str:
+    """A tool result's text; a JSON object with ``stdout``/``stderr``/``output``... (how
+    Claude Code reports a Bash result) is read as those streams, so a traceback in it is
+    seen line by line, and a JSON list of MCP content blocks as their text."""
+    text = ep.text or ""
+    if not text.startswith(("{", "[")) or len(text) > 200_000:
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(obj, list):  # an MCP result's content blocks: their text
+        texts = [b["text"] for b in obj if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)]
+        return "\n".join(texts) if texts else text
+    if not isinstance(obj, dict) or not any(isinstance(obj.get(k), str) for k in _OUTPUT_KEYS):
+        return text
+    return "\n".join(obj[k] for k in _OUTPUT_KEYS if isinstance(obj.get(k), str) and obj[k].strip())
 
 
 def _command_of(ep: Episode) -> str | None:
@@ -277,15 +369,76 @@ def _symbols(text: str) -> list[str]:
 
 def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path, graph: Graph | None = None) -> Extraction:
     """The deterministic pass (see the module docstring). Pure except for code-node lookups."""
+    episodes = [replace(ep, text=_result_text(ep)) if ep.kind == "tool_result" else ep for ep in episodes]
+    # an assistant quoting a memory query's result back: the quoted lines are no evidence
+    episodes = [replace(ep, text=strip_echo(ep.text, [p.text for p in episodes[max(0, i - 12):i]
+                                                      if p.provenance == "result"]))
+                if ep.kind == "assistant_message" else ep for i, ep in enumerate(episodes)]
     ex = Extraction()
     session = ("session", session_id)
     code = _CodeIndex(graph) if graph is not None else None
     command_at = _commands_by_index(episodes)
+    tools = {(ep.tool or "").lower() for ep in episodes if ep.tool}
+
+    def is_noise(sym: str, text: str) -> bool:
+        """Tool names (and their prefixes: ``opensage_memory`` of ``opensage_memory-query``),
+        host plumbing words, ids, and names used as XML-like tags are not code symbols."""
+        low = sym.lower()
+        if low in _HOST_WORDS or low.startswith(("opensage_", "mcp__")) or _ID_LIKE.match(sym):
+            return True
+        if any(t.startswith(low) and (len(t) == len(low) or t[len(low)] in "-_.:") for t in tools):
+            return True
+        return re.search(r"</?" + re.escape(sym) + r"[\s>/]", text) is not None
+
+    def own_nodes(ep: Episode) -> None:
+        """Link the nodes an own memory command added (``@memory-add-node``, ``create_entities``)
+        to the session and to the call that added them."""
+        if graph is None or not isinstance(ep.args, dict):
+            return
+        name, args, pairs = own_tool(ep.tool), ep.args, []
+        if name == "memory-add-node" and isinstance(args.get("type"), str) and isinstance(args.get("label"), str):
+            pairs.append((args["type"], args["label"]))
+        elif name == "create_entities" and isinstance(args.get("entities"), list):
+            pairs += [("entity", e["name"]) for e in args["entities"][:MAX_ENTITIES_PER_EPISODE]
+                      if isinstance(e, dict) and isinstance(e.get("name"), str)]
+        for type_, label in pairs:
+            row = graph.db.conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (type_, label)).fetchone()
+            if row is not None:
+                key = ex.add(type_, label, ep.id)
+                ex.items[key].existing_id = row[0]
+                ex.link(session, "contains", key, 0.8)
+
+    def symbol(name: str, ep: Episode, src: tuple[str, str], edge: str) -> None:
+        hits = code.lookup(name) if code else []
+        keys = []
+        for nid, ntype, nlabel in hits:
+            keys.append(ex.add(ntype, nlabel, ep.id))
+            ex.items[keys[-1]].existing_id = nid
+        if not keys:
+            keys.append(ex.add("entity", name, ep.id, origin="compress"))
+        for key in keys:
+            ex.link(session, "touches" if edge == "contains" else "mentions", key, 0.6)
+            ex.link(src, edge, key, 0.6)
+
+    def edited_symbols(ep: Episode, file_key: tuple[str, str]) -> None:
+        """Functions and classes an edit defines or changes (``def``/``class`` in the new code)."""
+        code_text = "\n".join(str(ep.args.get(k)) for k in _NEW_CODE_ARGS if isinstance(ep.args.get(k), str))
+        for name in list(dict.fromkeys(_DEF.findall(code_text)))[:MAX_ENTITIES_PER_EPISODE]:
+            symbol(name, ep, file_key, "contains")
+
+    def frame_symbols(text: str, ep: Episode, error_key: tuple[str, str]) -> None:
+        """Functions of the project named by the traceback's frames (``File "src/a.py", line 3, in f``)."""
+        for path, name in list(dict.fromkeys(_FRAME.findall(text or "")))[-5:]:
+            label = _file_label(path, workspace_root)
+            if label and not label.startswith("/") and name != "<module>" and name.isidentifier():
+                symbol(name, ep, error_key, "mentions")
 
     def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None, create: bool = True,
                         limit: int = MAX_ENTITIES_PER_EPISODE) -> None:
         created = 0
         for sym in _symbols(text):
+            if is_noise(sym, text):
+                continue
             hits = code.lookup(sym) if code else []
             if not hits and (not create or created >= limit):
                 continue
@@ -319,6 +472,10 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
 
     for idx, ep in enumerate(episodes):
         text = ep.text or ""
+        if ep.provenance:  # opensage's own memory commands: provenance, not evidence
+            if ep.kind == "tool_call":
+                own_nodes(ep)
+            continue
         # files touched
         paths = []
         if ep.kind == "file_edit" and ep.path:
@@ -335,6 +492,8 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 op = "edit" if ep.kind == "file_edit" or (ep.tool or "").lower() in _EDIT_TOOLS else (ep.tool or ep.kind)
                 key = ex.add("file", label, ep.id)
                 ex.link(session, "touches", key, 0.8 if op == "edit" else 0.6, op=op)
+                if op == "edit" and ep.kind == "tool_call":
+                    edited_symbols(ep, key)
         # commands
         cmd = command_at.get(idx)
         if cmd:
@@ -356,14 +515,17 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.link(("command", source_cmd), "produced", key, 0.7)
                 ex.items[key].meta.setdefault("command", source_cmd)
             mention_files(text, ep, key, 0.4)
-            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id)
+            frame_symbols(text, ep, key)
+            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id,
+                      lambda sentence, e, k: mention_symbols(sentence, e, k))
         # messages: decisions, questions, answers, mentions
         if ep.kind in ("user_message", "assistant_message"):
             sentences = _sentences(_FENCE.sub(" ", text))  # decisions and questions come from prose
-            for s in sentences:
+            for n_s, s in enumerate(sentences):
                 if _DECISION.search(s) and len(s) >= 12:
-                    dkey = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
-                                  session=session_id, seq=ep.seq, role=ep.role or ep.kind.split("_")[0])
+                    dkey = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                  origin="compress", session=session_id, seq=ep.seq,
+                                  role=ep.role or ep.kind.split("_")[0])
                     ex.link(session, "contains", dkey, 0.8)
                     mention_symbols(s, ep, dkey)
                     if not mention_files(s, ep, dkey):
@@ -382,7 +544,7 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                         mention_files(s, ep, qkey)
                         answer = _next_reply(episodes, idx)
                         if answer is not None:
-                            akey = ex.add("answer", _norm(answer.text, 160), answer.id,
+                            akey = ex.add("answer", _title(answer.text), answer.id,
                                           content=_norm(answer.text, 4000), origin="compress",
                                           session=session_id, seq=answer.seq)
                             ex.link(akey, "answers", qkey, 0.8)
@@ -403,6 +565,8 @@ def _commands_by_index(episodes: list[Episode]) -> dict[int, str]:
     out: dict[int, str] = {}
     last: dict[str, tuple[str, int]] = {}
     for idx, ep in enumerate(episodes):
+        if ep.provenance:
+            continue
         cmd = _command_of(ep)
         if cmd is None and ep.kind == "tool_call" and (ep.tool or "").lower() in _SHELL_TOOLS and (ep.text or "").strip():
             cmd = _norm(ep.text)
@@ -425,8 +589,10 @@ def _next_reply(episodes: list[Episode], idx: int) -> Episode | None:
 
 
 def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, command: str | None,
-              command_at: dict[int, str], root: Path, session_id: str) -> None:
-    """Link what fixed the error at ``episodes[idx]`` (see the module docstring)."""
+              command_at: dict[int, str], root: Path, session_id: str, mention=None) -> None:
+    """Link what fixed the error at ``episodes[idx]`` (see the module docstring).
+
+    :param mention: ``mention(sentence, episode, key)`` links the code symbols a fix sentence names."""
     error_ep = episodes[idx]
     err_name = error_key[1].split(":", 1)[0]
     tool = error_ep.tool
@@ -434,6 +600,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
     resolved_at = None
     for j in range(idx + 1, len(episodes)):
         ep = episodes[j]
+        if ep.provenance:
+            continue
         if _is_failure(ep) and _error_label(ep.text or json.dumps(ep.meta)) == error_key[1]:
             start = j  # it came back: whatever happened before did not fix it
             continue
@@ -445,6 +613,8 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
     window = episodes[start + 1: resolved_at] if resolved_at is not None else episodes[idx + 1:]
     fixers: list[tuple[tuple[str, str], int, float]] = []
     for ep in window:
+        if ep.provenance:
+            continue
         if resolved_at is not None and (ep.kind == "file_edit" or (
                 ep.kind == "tool_call" and (ep.tool or "").lower() in _EDIT_TOOLS)):
             path = ep.path if ep.kind == "file_edit" else next(
@@ -453,12 +623,32 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
             if label:
                 fixers.append((ex.add("file", label, ep.id), ep.id, 0.6))
         if ep.kind == "assistant_message":
-            for s in _sentences(ep.text):
+            sentences = _sentences(ep.text)
+            for n_s, s in enumerate(sentences):
                 if _FIX_WORDS.search(s) and (resolved_at is not None or err_name in s):
-                    key = ex.add("decision", _norm(s), ep.id, content=_norm(s, 1000), origin="compress",
-                                 seq=ep.seq, role="assistant")
+                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
                     fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
+    if resolved_at is not None:
+        # the assistant often says what fixed it after the green re-run, at the end of its turn
+        edited = {Path(ex.items[k].label).name for k, _, _ in fixers if k[0] == "file"}
+        for ep in episodes[resolved_at + 1:]:
+            if ep.kind == "user_message" or _is_failure(ep):
+                break
+            if ep.kind != "assistant_message" or ep.provenance:
+                continue
+            sentences = _sentences(ep.text)
+            for n_s, s in enumerate(sentences):
+                if _FIX_WORDS.search(s) and (err_name in s or any(name in s for name in edited)):
+                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
+                    ex.link(("session", session_id), "contains", key, 0.7)
+                    fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
     item = ex.items[error_key]
     if resolved_at is not None or fixers:
         item.meta["resolved"] = True
@@ -472,16 +662,28 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
 
 
 # -- model pass -------------------------------------------------------------------------------
-NodeKind = Literal["decision", "concept", "entity", "error", "task", "query", "answer", "file", "command"]
+NodeKind = Literal["fact", "decision", "concept", "entity", "error", "task", "query", "answer", "file", "command"]
 
 
 class MemoryItem(BaseModel):
     """One piece of lasting knowledge found in the transcript. Unknown types are kept as ``concept``."""
 
-    type: NodeKind = Field(description="decision | concept | entity | error | task | query | answer | file | command")
-    label: str = Field(min_length=1, max_length=LABEL_CHARS, description="short unique name, e.g. 'use SQLite WAL for the store'")
-    content: str = Field("", max_length=2000, description="one or two sentences: what it is, why it matters")
+    type: NodeKind = Field(description="fact | decision | concept | entity | error | task | query | answer | file | command")
+    label: str = Field(min_length=1, description="short unique name, e.g. 'use SQLite WAL for the store'")
+    content: str = Field("", description="one or two sentences: what it is, why it matters")
     episodes: list[int] = Field(default_factory=list, description="seq numbers of the transcript lines it comes from")
+
+    @field_validator("label", "content", mode="before")
+    @classmethod
+    def _bounded(cls, value, info):  # a too-long string is cut, not a reason to fail the whole answer
+        text = " ".join(str(value or "").split())
+        limit = LABEL_CHARS if info.field_name == "label" else 2000
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    @field_validator("episodes", mode="before")
+    @classmethod
+    def _few_seqs(cls, value):
+        return [v for v in value if isinstance(v, int)][:50] if isinstance(value, list) else []
 
     @field_validator("type", mode="before")
     @classmethod
@@ -514,9 +716,11 @@ class SessionKnowledge(BaseModel):
 
 _SYSTEM = (
     "You are the memory agent of a coding assistant. From the session transcript, extract lasting knowledge: "
-    "decisions taken (and why), concepts and components discussed, errors and what fixed them, open tasks, and "
-    "typed relations between them. Skip chit-chat and anything already in the 'known' list unless you add a "
-    "relation to it. Labels must be short and specific. Cite transcript seq numbers in 'episodes'."
+    "facts worth remembering (type 'fact': one self-contained statement each, e.g. 'refresh tokens carry no exp "
+    "claim'), decisions taken (and why), concepts and components discussed, errors and what fixed them, open "
+    "tasks, and typed relations between them. Skip chit-chat and anything already in the 'known' list unless you "
+    f"add a relation to it. At most {MAX_MODEL_ITEMS} items. Labels must be short and specific. Cite the "
+    "transcript seq numbers each item comes from in 'episodes'."
 )
 
 
@@ -539,8 +743,10 @@ def _transcript_lines(episodes: list[Episode]) -> list[str]:
 def extract_with_model(episodes: list[Episode], known: Extraction, model: str | None = None):
     """Ask the configured model for :class:`SessionKnowledge`, one request per ≤16,000-character chunk.
 
-    At most :data:`MAX_MODEL_CHUNKS` requests: when the transcript is longer, only its
-    latest chunks are sent (the rules still cover every episode).
+    At most :data:`MAX_MODEL_CHUNKS` requests, latest chunk first, each with
+    ``max_tokens`` = :data:`MODEL_MAX_TOKENS`, and none once :data:`MAX_MODEL_TOKENS`
+    tokens or :data:`MAX_MODEL_COST_USD` have been used: the older part of a long
+    transcript is then left to the rules (which cover every episode).
 
     :returns: (list of SessionKnowledge, Usage, number of episodes not sent).
     :raises ModelNotConfigured: no model configured. :raises ModelError: invalid output after retries.
@@ -559,25 +765,45 @@ def extract_with_model(episodes: list[Episode], known: Extraction, model: str | 
     skipped = sum(len(c) for c in chunks[:-MAX_MODEL_CHUNKS])
     chunks = chunks[-MAX_MODEL_CHUNKS:]  # the latest part of the session, where conclusions are
     results, usage = [], llm.Usage()
-    for chunk in chunks:
+    max_cost = _max_cost()
+    chunks.reverse()  # latest first: when a bound stops the pass, the older part is left to the rules
+    for n, chunk in enumerate(chunks):
+        if n and (usage.prompt_tokens + usage.completion_tokens >= MAX_MODEL_TOKENS or usage.cost_usd >= max_cost):
+            skipped += sum(len(c) for c in chunks[n:])
+            break
         messages = [
             {"role": "system", "content": _SYSTEM},
             {"role": "user", "content": "Known already:\n" + ("\n".join(known_labels) or "(nothing)")
              + "\n\nTranscript:\n" + "\n".join(chunk)},
         ]
-        out = llm.structured(messages, SessionKnowledge, model=model)
+        out = llm.structured(messages, SessionKnowledge, model=model, max_tokens=MODEL_MAX_TOKENS)
         usage.add(out.usage)
         results.append(out.value)
     return results, usage, skipped
 
 
+def _max_cost() -> float:
+    raw = os.environ.get("OPENSAGE_MEMORY_MAX_COST_USD", "")
+    try:
+        return float(raw) if raw.strip() else MAX_MODEL_COST_USD
+    except ValueError:
+        raise UsageError(f"OPENSAGE_MEMORY_MAX_COST_USD must be a number of US dollars (e.g. 0.05), not {raw!r}.") from None
+
+
 def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list[Episode], session_id: str,
-                 graph: Graph) -> int:
-    """Merge model answers into ``ex``; returns how many relations were dropped (unknown endpoints)."""
+                 graph: Graph) -> tuple[int, int]:
+    """Merge model answers into ``ex`` (at most :data:`MAX_MODEL_ITEMS` items and
+    :data:`MAX_MODEL_RELATIONS` relations per answer).
+
+    Each item keeps its provenance: the episodes whose seq numbers it cites (only seqs of
+    this session count). :returns: (relations dropped for unknown endpoints, items and
+    relations dropped over the bounds)."""
     by_seq = {ep.seq: ep.id for ep in episodes}
     session = ("session", session_id)
-    dropped = 0
+    dropped = over = 0
     for answer in answers:
+        over += max(0, len(answer.items) - MAX_MODEL_ITEMS) + max(0, len(answer.relations) - MAX_MODEL_RELATIONS)
+        answer = SessionKnowledge(items=answer.items[:MAX_MODEL_ITEMS], relations=answer.relations[:MAX_MODEL_RELATIONS])
         for it in answer.items:
             label = _norm(it.label)
             if not label:
@@ -602,7 +828,7 @@ def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list
                 dropped += 1
                 continue
             ex.link(ends[0], rel.type, ends[1], 0.6, origin="model")
-    return dropped
+    return dropped, over
 
 
 # -- the command's core -----------------------------------------------------------------------
@@ -621,6 +847,7 @@ class CompressReport:
     model_items: int = 0
     model_skipped_episodes: int = 0
     dropped_relations: int = 0
+    model_dropped_items: int = 0
     model_error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
@@ -637,7 +864,7 @@ class CompressReport:
             "new": dict(sorted(self.new.items())), "newTotal": self.new_total, "updated": self.updated,
             "newEdges": self.new_edges, "provenanceLinks": self.provenance_links, "model": self.model,
             "modelItems": self.model_items, "modelSkippedEpisodes": self.model_skipped_episodes,
-            "droppedRelations": self.dropped_relations,
+            "droppedRelations": self.dropped_relations, "modelDroppedItems": self.model_dropped_items,
             "modelError": self.model_error, "tokens": self.tokens, "costUsd": self.cost_usd,
             "timeMs": round(self.time_ms, 1), "nodes": self.nodes,
         }
@@ -687,14 +914,18 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
         return report
     ex = extract_rules(episodes, session_id, host.workspace.root, graph)
 
-    if fresh and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
+    # the model reads the evidence it has not read yet: a failed pass is retried next time
+    unread = [ep for ep in episodes if ep.modeled_at is None and not ep.provenance]
+    modeled: list[int] = []
+    if unread and use_model != "never" and os.environ.get("OPENSAGE_MODEL"):
         try:
-            answers, usage, report.model_skipped_episodes = extract_with_model(fresh, ex)
+            answers, usage, report.model_skipped_episodes = extract_with_model(unread, ex)
             report.model = os.environ.get("OPENSAGE_MODEL")
             report.tokens = usage.prompt_tokens + usage.completion_tokens
             report.cost_usd = usage.cost_usd
             report.model_items = sum(len(a.items) for a in answers)
-            report.dropped_relations = _merge_model(ex, answers, episodes, session_id, graph)
+            report.dropped_relations, report.model_dropped_items = _merge_model(ex, answers, episodes, session_id, graph)
+            modeled = [ep.id for ep in unread]
         except (ModelError, ModelNotConfigured) as exc:
             if use_model == "always":
                 raise
@@ -744,18 +975,117 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
             _, created = graph.upsert_edge(ids[src], ids[dst], etype, weight, meta)
             report.new_edges += int(created)
         mark_compressed(db, [ep.id for ep in fresh])
+        if modeled:
+            mark_modeled(db, modeled)
     report.time_ms = (time.perf_counter() - started) * 1000
     return report
 
 
-# -- compaction context ------------------------------------------------------------------------
-def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str | None:
-    """A short digest of what the graph holds for one session, at most ``max_chars`` characters.
+# -- compaction and prompt context -------------------------------------------------------------
+#: Lines per section of the compaction context, and characters per line.
+SECTION_LINES = {"decisions": 10, "errors": 8, "questions": 5, "recorded": 6, "earlier": 6}
+LINE_CHARS = 260
+#: Node types worth bringing back from earlier sessions.
+LASTING_TYPES = ("decision", "fact", "error", "concept", "answer", "task")
+_CODE_SYMBOL_TYPES = ("class", "function", "method", "module")
 
-    Sections in priority order: decisions, errors (with what fixed them, or "open"),
-    open questions (queries without an answer), files touched, then up to 5 decisions or
-    errors of other sessions linked to those files. Lines that do not fit are dropped
-    (the last one cut with "…"). ``None`` when the session has no node yet (not compressed).
+
+def _cut(text: str, limit: int = LINE_CHARS) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _with_content(label: str, content: str, limit: int = LINE_CHARS) -> str:
+    """``label: content`` when the content says more than the label (a decision's reason)."""
+    flat = " ".join((content or "").split())
+    if not flat or flat.rstrip(" .").casefold().startswith(label.rstrip(" .…").casefold()) and len(flat) <= len(label) + 3:
+        return _cut(label, limit)
+    if flat.casefold().startswith(label.rstrip("…").casefold()):
+        return _cut(flat, limit)
+    return _cut(f"{label}: {flat}", limit)
+
+
+def _fit(title: str, sections: list[tuple[str, list[str]]], max_chars: int) -> str:
+    """Title plus as many section lines as fit in ``max_chars``, taken round-robin (one line
+    of each section per round, in priority order) so no section is crowded out by the first."""
+    take = [0] * len(sections)
+
+    def size() -> int:
+        total = len(title)
+        for (head, lines), k in zip(sections, take):
+            if k:
+                total += 1 + len(head) + sum(1 + len(line) for line in lines[:k])
+        return total
+
+    grew = True
+    while grew:
+        grew = False
+        for i, (_, lines) in enumerate(sections):
+            if take[i] < len(lines):
+                take[i] += 1
+                if size() > max_chars:
+                    take[i] -= 1
+                else:
+                    grew = True
+    out = [title]
+    for (head, lines), k in zip(sections, take):
+        if k == 1 and not lines[0].startswith("- "):  # a one-line section: "Files touched: a, b"
+            out.append(f"{head} {lines[0]}")
+        elif k:
+            out.append(head)
+            out += lines[:k]
+    return "\n".join(out)[:max_chars]
+
+
+def _earlier_knowledge(conn, session_id: str, own: set[int], query: str, files: list[tuple[int, str]],
+                       limit: int) -> list[str]:
+    """Lasting nodes of other sessions for what this session is doing: decisions and errors
+    about the files it touched first, then nodes of :data:`LASTING_TYPES` matching its
+    words (BM25 over nodes)."""
+    from opensage.plugins.graph_memory.query import match_expression
+
+    lines: list[str] = []
+    seen = set(own)
+    for file_id, file_label in files:
+        for r in conn.execute(
+            "SELECT n.id, n.type, n.label, n.content FROM edges e JOIN nodes n ON n.id = (CASE WHEN e.src=? THEN e.dst ELSE e.src END)"
+            " WHERE (e.src=? OR e.dst=?) AND n.type IN ('decision', 'error', 'fact') ORDER BY n.updated_at DESC LIMIT 5",
+            (file_id, file_id, file_id),
+        ):
+            if r["id"] not in seen and len(lines) < limit:
+                seen.add(r["id"])
+                lines.append(f"- {r['type']} about {file_label}: {_with_content(r['label'], r['content'], 200)} [n{r['id']}]")
+    match, scored = match_expression(conn, "nodes", query) if query.strip() else ("", 0)
+    if match and len(lines) < limit:
+        marks = ",".join("?" * len(LASTING_TYPES))
+        rows = conn.execute(
+            f"SELECT id FROM (SELECT f.rowid AS id, bm25(nodes_fts, 4.0, 2.0, 1.0) AS s FROM nodes_fts f JOIN nodes n"
+            f" ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type IN ({marks}) LIMIT {int(scored)}) ORDER BY s LIMIT ?",
+            (match, *LASTING_TYPES, limit * 4)).fetchall()
+        for (nid,) in rows:
+            if nid in seen or len(lines) >= limit:
+                continue
+            r = conn.execute("SELECT id, type, label, content, metadata FROM nodes WHERE id=?", (nid,)).fetchone()
+            meta = json.loads(r["metadata"] or "{}")
+            if meta.get("session") == session_id:
+                continue
+            seen.add(nid)
+            lines.append(f"- {r['type']}: {_with_content(r['label'], r['content'], 200)} [n{nid}]")
+    return lines
+
+
+def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str | None:
+    """What a developer wants back after a compaction, at most ``max_chars`` characters.
+
+    Sections, in priority order: the session's decisions (with their reasons, including
+    nodes added with ``@memory-add-node`` during it), errors (open, or what fixed them),
+    open questions (queries without an answer), other knowledge recorded during the
+    session, files touched, symbols touched or discussed, then lasting knowledge of
+    earlier sessions for what this one is doing (decisions and errors about the same
+    files, then the nodes most similar to the session's own words). Lines are capped at
+    :data:`LINE_CHARS` characters and sections at :data:`SECTION_LINES` lines; when the
+    budget is short, lines are taken round-robin so every section keeps its most recent
+    items. ``None`` when the session has no node yet (not compressed).
     """
     conn = graph.db.conn
     row = conn.execute("SELECT id FROM nodes WHERE type='session' AND label=?", (session_id,)).fetchone()
@@ -763,64 +1093,111 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
         return None
     sid = row["id"]
     linked = conn.execute(
-        "SELECT n.id, n.type, n.label, n.metadata, e.type AS etype FROM edges e JOIN nodes n ON n.id = e.dst "
-        "WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
-    decisions, errors, questions, files = [], [], [], []
+        "SELECT n.id, n.type, n.label, n.content, n.metadata, e.type AS etype, n.updated_at FROM edges e"
+        " JOIN nodes n ON n.id = e.dst WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
+    decisions, errors, questions, recorded, files, symbols = [], [], [], [], [], []
     for r in linked:
         meta = json.loads(r["metadata"] or "{}")
+        order = (meta.get("seq") or 0, r["updated_at"])
         if r["type"] == "decision":
-            decisions.append((meta.get("seq") or 0, r["id"], r["label"]))
+            decisions.append((order, f"- {_with_content(r['label'], r['content'])} [n{r['id']}]"))
         elif r["type"] == "error":
-            fixers = [f["label"] for f in conn.execute(
-                "SELECT n.label FROM edges e JOIN nodes n ON n.id=e.src WHERE e.dst=? AND e.type='fixes' ORDER BY e.weight DESC",
-                (r["id"],))]
-            errors.append((meta.get("seq") or 0, r["id"], r["label"], fixers))
+            fixers = conn.execute(
+                "SELECT n.type, n.label FROM edges e JOIN nodes n ON n.id=e.src WHERE e.dst=? AND e.type='fixes'"
+                " ORDER BY e.weight DESC, e.id", (r["id"],)).fetchall()
+            if fixers:
+                status = "fixed by " + "; ".join(f"{f['type']} {_cut(f['label'], 90)}" for f in fixers[:3])
+            else:
+                status = "fixed" if meta.get("resolved") else "open"
+            cmd = f" (from: {_cut(meta['command'], 60)})" if isinstance(meta.get("command"), str) else ""
+            errors.append((order, f"- {_cut(r['label'], 120)}{cmd} — {status} [n{r['id']}]"))
         elif r["type"] == "query":
-            answered = conn.execute("SELECT 1 FROM edges WHERE dst=? AND type='answers' LIMIT 1", (r["id"],)).fetchone()
-            if not answered:
-                questions.append((meta.get("seq") or 0, r["id"], r["label"]))
-        elif r["type"] == "file" and r["etype"] == "touches":
-            files.append((r["id"], r["label"]))
-    if not (decisions or errors or questions or files):
-        return None
-    lines = [f"Memory of session {session_id} (graph-memory):"]
-    if decisions:
-        lines.append("Decisions:")
-        lines += [f"- {label} [n{i}]" for _, i, label in sorted(decisions, reverse=True)]
-    if errors:
-        lines.append("Errors:")
-        for _, i, label, fixers in sorted(errors, reverse=True):
-            status = ("fixed by: " + "; ".join(f[:80] for f in fixers[:3])) if fixers else "open"
-            lines.append(f"- {label} ({status}) [n{i}]")
-    if questions:
-        lines.append("Open questions:")
-        lines += [f"- {label} [n{i}]" for _, i, label in sorted(questions, reverse=True)]
+            if not conn.execute("SELECT 1 FROM edges WHERE dst=? AND type='answers' LIMIT 1", (r["id"],)).fetchone():
+                questions.append((order, f"- {_cut(r['label'])} [n{r['id']}]"))
+        elif r["type"] == "file":
+            if r["etype"] == "touches":
+                files.append((r["id"], r["label"]))
+        elif r["type"] in _CODE_SYMBOL_TYPES or r["type"] == "entity":
+            n_eps = conn.execute("SELECT count(*) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+                                 " WHERE ne.node_id=? AND e.session_id=?", (r["id"], session_id)).fetchone()[0]
+            symbols.append((r["type"] in _CODE_SYMBOL_TYPES, n_eps, r["label"]))
+        elif r["type"] not in ("answer", "command", "session") and r["etype"] == "contains":
+            recorded.append((order, f"- {r['type']} {_with_content(r['label'], r['content'])} [n{r['id']}]"))
+    sections: list[tuple[str, list[str]]] = []
+
+    def section(head: str, key: str, items: list) -> None:
+        if items:
+            sections.append((head, [line for _, line in sorted(items, key=lambda x: x[0], reverse=True)][:SECTION_LINES[key]]))
+
+    section("Decisions:", "decisions", decisions)
+    section("Errors:", "errors", errors)
+    section("Open questions:", "questions", questions)
+    section("Recorded in memory:", "recorded", recorded)
     if files:
-        lines.append("Files touched: " + ", ".join(sorted({label for _, label in files})))
-    # decisions and errors of other sessions about the same files
-    own = {r["id"] for r in linked}
-    related: list[str] = []
-    for file_id, file_label in files:
-        for r in conn.execute(
-            "SELECT n.id, n.type, n.label FROM edges e JOIN nodes n ON n.id = (CASE WHEN e.src=? THEN e.dst ELSE e.src END)"
-            " WHERE (e.src=? OR e.dst=?) AND n.type IN ('decision', 'error') ORDER BY n.updated_at DESC LIMIT 5",
-            (file_id, file_id, file_id),
-        ):
-            if r["id"] not in own and len(related) < 5:
-                own.add(r["id"])
-                related.append(f"- {r['type']} about {file_label}: {r['label']} [n{r['id']}]")
-    if related:
-        lines.append("Related, from other sessions:")
-        lines += related
-    out: list[str] = []
-    size = 0
-    for line in lines:
-        if size + len(line) + 1 > max_chars:
-            room = max_chars - size - 1
-            if room > 20:
-                out.append(line[: room - 1] + "…")
+        sections.append(("Files touched:", [_cut(", ".join(sorted({label for _, label in files})), 600)]))
+    if symbols:
+        ranked = [label for _, _, label in sorted(symbols, key=lambda x: (not x[0], -x[1], x[2]))][:15]
+        sections.append(("Symbols:", [_cut(", ".join(ranked), 600)]))
+    words = " ".join([r["label"] for r in linked if r["type"] in ("decision", "error", "query")]
+                     + [label for _, label in files]
+                     + [e["text"][:300] for e in conn.execute(
+                         "SELECT text FROM episodes WHERE session_id=? AND kind='user_message' ORDER BY seq DESC LIMIT 3",
+                         (session_id,))])
+    earlier = _earlier_knowledge(conn, session_id, {r["id"] for r in linked}, words, files, SECTION_LINES["earlier"])
+    if earlier:
+        sections.append(("From earlier sessions:", earlier))
+    if not sections:
+        return None
+    text = _fit(f"Memory of session {session_id} (graph-memory):", sections, max_chars)
+    return text or None
+
+
+#: Nodes shown in a prompt's context when it is not a question about past work.
+PROMPT_NODES = 5
+
+
+def prompt_text(graph: Graph, text: str, max_chars: int = 2000) -> str | None:
+    """Memory for a prompt the user just sent, at most ``max_chars`` characters, or None.
+
+    A question about past work ("how did we fix ...", see
+    :func:`.history.is_past_work_question`) gets the matching chains (error, fix,
+    decision, session and when); any other prompt the :data:`PROMPT_NODES` nodes most
+    similar to it by BM25 (sessions, commands and files left out: they are not knowledge).
+    """
+    from opensage.plugins.graph_memory.history import chains, is_past_work_question, render_chains
+    from opensage.plugins.graph_memory.query import match_expression
+
+    if not (text or "").strip() or max_chars <= 0:
+        return None
+    if is_past_work_question(text):
+        found = chains(graph, text, 3)
+        if found:
+            body = render_chains(text[:120], found)
+            return _cut_block("OpenSage memory of past work:\n" + body.split("\n", 1)[-1], max_chars)
+    conn = graph.db.conn
+    match, scored = match_expression(conn, "nodes", text)
+    if not match:
+        return None
+    rows = conn.execute(
+        f"SELECT n.id, n.type, n.label, n.content FROM (SELECT f.rowid AS id, bm25(nodes_fts, 4.0, 2.0, 1.0) AS s"
+        f" FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ?"
+        f" AND n.type NOT IN ('session', 'command', 'file') LIMIT {int(scored)}) x JOIN nodes n ON n.id = x.id"
+        " ORDER BY x.s LIMIT ?", (match, PROMPT_NODES)).fetchall()
+    if not rows:
+        return None
+    lines = [f"- {r['label']} ({r['type']}, n{r['id']})" + (f": {_cut(r['content'], 300)}" if r["content"] else "")
+             for r in rows]
+    return _cut_block("OpenSage memory relevant to this request:\n" + "\n".join(lines), max_chars)
+
+
+def _cut_block(text: str, max_chars: int) -> str:
+    """Whole lines of ``text`` that fit in ``max_chars`` (the first one cut if it alone does not)."""
+    if len(text) <= max_chars:
+        return text
+    out, size = [], 0
+    for line in text.split("\n"):
+        if size + len(line) + (1 if out else 0) > max_chars:
             break
+        size += len(line) + (1 if out else 0)
         out.append(line)
-        size += len(line) + 1
-    text = "\n".join(out)
-    return text[:max_chars] if text else None
+    return "\n".join(out) if out else text[: max_chars - 1] + "…"

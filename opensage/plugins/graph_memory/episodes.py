@@ -10,6 +10,16 @@ text of the :data:`WINDOW` turns before and after it in the same session, so a r
 "yes, last Tuesday" is found by the words of the question it answers) and ``date``
 (weekday, day, month and year of its timestamp, local time, so "in May 2023" matches).
 
+*Provenance.* The tool calls of opensage's own memory commands (``@memory-query`` as
+an MCP tool, a ``/memory-query`` slash command and the prompt OpenCode expands it to,
+``opensage @memory-query`` in a shell tool...) and their results are kept as episodes but marked ``provenance`` (``call`` /
+``result``) and left out of the index: a memory query's result is an echo of nodes
+the graph already holds, so ranking it would let echoes outrank and crowd out the
+evidence they came from. For the same reason, lines of an assistant message that repeat
+such a result verbatim are left out of that message's index entry, and provenance
+episodes are not part of their neighbours' ``context``. The call that added a node
+(``@memory-add-node``) is linked to that node at compression.
+
 Several processes may record into one session at once (hosts run ``opensage hook`` once
 per event): the sequence number is computed inside the ``BEGIN IMMEDIATE`` transaction
 that inserts the row, so numbers are distinct and gap-free, and nothing is lost.
@@ -40,6 +50,11 @@ __all__ = [
     "format_episode_id",
     "parse_episode_id",
     "WINDOW",
+    "MEMORY_TOOLS",
+    "own_tool",
+    "provenance_of",
+    "mark_modeled",
+    "strip_echo",
 ]
 
 _ROLE_WORDS = re.compile(r"[^\W_]+")
@@ -48,6 +63,118 @@ _ROLE_WORDS = re.compile(r"[^\W_]+")
 WINDOW = 2
 #: Characters of each neighbouring turn kept in ``context``.
 CONTEXT_CHARS = 600
+
+
+#: opensage's own memory commands (``@``-commands, the same names as MCP tools) and the
+#: reference memory server's tools it serves (opensage/memory_compat.py): their results
+#: are echoes of the graph, so their episodes are provenance, not evidence.
+MEMORY_TOOLS = frozenset({
+    "memory-query", "memory-add-node", "memory-add-edge", "memory-visualize", "memory-ingest",
+    "memory-compress-session", "create_entities", "create_relations", "add_observations", "delete_entities",
+    "delete_observations", "delete_relations", "read_graph", "search_nodes", "open_nodes",
+})
+#: How hosts name opensage's MCP tools: Claude Code ``mcp__<server>__<tool>``, OpenCode
+#: ``<server>_<tool>`` (the server is installed as ``opensage``).
+_TOOL_PREFIXES = ("mcp__opensage__", "opensage_", "opensage__", "opensage.", "@")
+_SHELL_OWN = re.compile(r"\bopensage\b[^\n]*?\s@(memory-[a-z-]+)")
+_SLASH_OWN = re.compile(r"^\s*[/@](memory-[a-z-]+)\b")
+#: The prompt OpenCode sends for a ``/memory-...`` slash command installed by opensage
+#: (opensage/integrations/opencode.py ``command_markdown``): the request, not evidence.
+_TEMPLATE_OWN = re.compile(r"^\s*Call the `(?:opensage_|mcp__opensage__)(memory-[a-z-]+)` tool")
+#: Keys of ``meta`` under which hosts put the id that pairs a tool result with its call.
+CALL_ID_KEYS = ("call_id", "callID", "tool_use_id", "toolUseId", "tool_call_id")
+#: Episodes before a tool result searched for its call.
+_CALL_LOOKBACK = 8
+#: Episodes before an assistant message whose provenance results count as echoed.
+_ECHO_LOOKBACK = 12
+
+
+def own_tool(tool: str | None) -> str | None:
+    """The opensage memory command a host's tool name stands for, or None.
+
+    ``opensage_memory-query`` (OpenCode), ``mcp__opensage__memory-query`` (Claude Code),
+    ``memory-query``, ``opensage_search_nodes`` -> ``memory-query`` / ``search_nodes``.
+    """
+    name = (tool or "").strip()
+    for prefix in _TOOL_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    name = name.replace("memory_", "memory-", 1) if name.startswith("memory_") else name
+    if name.startswith("memory-"):
+        name = name.replace("_", "-")
+    return name if name in MEMORY_TOOLS else None
+
+
+def _shell_text(args: Any, text: str) -> str:
+    if isinstance(args, dict):
+        for key in ("command", "cmd", "script"):
+            value = args.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return " ".join(value)
+    return text or ""
+
+
+def provenance_of(kind: str, tool: str | None, args: Any, text: str, call_provenance: str | None = None) -> str | None:
+    """``call``, ``result`` or None (evidence) for one event (see the module docstring).
+
+    :param call_provenance: for a ``tool_result``, the provenance of the call it answers.
+    """
+    if kind == "tool_call":
+        if own_tool(tool) or _SHELL_OWN.search(_shell_text(args, "")):
+            return "call"
+    elif kind == "tool_result":
+        if own_tool(tool) or call_provenance == "call":
+            return "result"
+    elif kind == "command":
+        if _SLASH_OWN.match(text or "") or _SHELL_OWN.search(_shell_text(args, text)):
+            return "call"
+    elif kind == "user_message":
+        if _TEMPLATE_OWN.match(text or ""):
+            return "call"
+    return None
+
+
+def call_id(meta: dict | None) -> str | None:
+    """The id pairing a tool result with its call (``meta`` keys :data:`CALL_ID_KEYS`)."""
+    for key in CALL_ID_KEYS:
+        value = (meta or {}).get(key)
+        if isinstance(value, (str, int)) and str(value):
+            return str(value)
+    return None
+
+
+def _call_provenance(conn, session_id: str, seq: int, tool: str | None, meta: dict) -> str | None:
+    """Provenance of the tool call a result at ``seq`` answers: same call id, else the
+    latest call of the same tool among the :data:`_CALL_LOOKBACK` episodes before it."""
+    cid = call_id(meta)
+    rows = conn.execute(
+        "SELECT tool, meta, provenance FROM episodes WHERE session_id=? AND seq < ? AND seq >= ? AND kind='tool_call'"
+        " ORDER BY seq DESC", (session_id, seq, seq - _CALL_LOOKBACK)).fetchall()
+    for row in rows:
+        row_meta = json.loads(row["meta"] or "{}")
+        if cid is not None and call_id(row_meta) is not None:
+            if call_id(row_meta) == cid:
+                return row["provenance"]
+        elif row["tool"] == tool:
+            return row["provenance"]
+    return None
+
+
+def backfill_provenance(conn) -> None:
+    """Set ``provenance`` of every episode recorded before migration m004 (session by session, in order)."""
+    rows = conn.execute("SELECT id, session_id, seq, kind, tool, args, text, meta FROM episodes "
+                        "WHERE kind IN ('tool_call', 'tool_result', 'command', 'user_message') "
+                        "ORDER BY session_id, seq").fetchall()
+    for row in rows:
+        args = json.loads(row["args"]) if row["args"] else None
+        call = (_call_provenance(conn, row["session_id"], row["seq"], row["tool"], json.loads(row["meta"] or "{}"))
+                if row["kind"] == "tool_result" else None)
+        prov = provenance_of(row["kind"], row["tool"], args, row["text"] or "", call)
+        if prov:
+            conn.execute("UPDATE episodes SET provenance=? WHERE id=?", (prov, row["id"]))
 
 
 def format_episode_id(episode_id: int) -> str:
@@ -68,6 +195,9 @@ class Episode:
     :param seq: 1, 2, 3... within the session, in recording order.
     :param timestamp: seconds since the epoch (the event's own time).
     :param compressed_at: when a memory agent folded it into nodes (epoch seconds), or None.
+    :param provenance: ``call``/``result`` for opensage's own memory commands and their
+        results (kept, never ranked), None for evidence.
+    :param modeled_at: when the model pass of compression read it (epoch seconds), or None.
     """
 
     id: int
@@ -82,6 +212,8 @@ class Episode:
     meta: dict[str, Any] = field(default_factory=dict)
     timestamp: float = 0.0
     compressed_at: float | None = None
+    provenance: str | None = None
+    modeled_at: float | None = None
 
     @property
     def ref(self) -> str:
@@ -92,7 +224,7 @@ class Episode:
             "id": self.ref, "sessionId": self.session_id, "seq": self.seq, "kind": self.kind,
             "role": self.role, "tool": self.tool, "path": self.path, "text": self.text,
             "args": self.args, "meta": self.meta, "timestamp": self.timestamp,
-            "compressedAt": self.compressed_at,
+            "compressedAt": self.compressed_at, "provenance": self.provenance,
         }
 
     @classmethod
@@ -101,6 +233,8 @@ class Episode:
             row["id"], row["session_id"], row["seq"], row["kind"], row["text"] or "", row["role"],
             row["tool"], row["path"], json.loads(row["args"]) if row["args"] else None,
             json.loads(row["meta"] or "{}"), row["timestamp"], row["compressed_at"],
+            row["provenance"] if "provenance" in row.keys() else None,
+            row["modeled_at"] if "modeled_at" in row.keys() else None,
         )
 
 
@@ -129,21 +263,59 @@ def _reindex(conn, episode_id: int) -> None:
     """(Re)write the FTS row of one episode from the table (its text, role, neighbours, date)."""
     row = conn.execute("SELECT * FROM episodes WHERE id=?", (episode_id,)).fetchone()
     conn.execute("DELETE FROM episodes_fts WHERE rowid=?", (episode_id,))
-    if row is None:
+    if row is None or _is_provenance(row):
         return
+    prov = " AND provenance IS NULL" if "provenance" in row.keys() else ""
     neighbours = conn.execute(
-        "SELECT role, text FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? AND seq != ? ORDER BY seq",
+        f"SELECT role, text FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? AND seq != ?{prov} ORDER BY seq",
         (row["session_id"], row["seq"] - WINDOW, row["seq"] + WINDOW, row["seq"]),
     ).fetchall()
     context = "\n".join(f"{n['role'] or ''}: {(n['text'] or '')[:CONTEXT_CHARS]}" for n in neighbours)
+    own = _own_text(row)
+    if row["kind"] == "assistant_message" and prov:
+        own = _without_echo(conn, row, own)
     conn.execute(
         "INSERT INTO episodes_fts(rowid, text, role, context, date) VALUES (?,?,?,?,?)",
-        (episode_id, _own_text(row), row["role"] or "", context, _date_text(row["timestamp"])),
+        (episode_id, own, row["role"] or "", context, _date_text(row["timestamp"])),
     )
 
 
+def _is_provenance(row) -> bool:
+    return "provenance" in row.keys() and bool(row["provenance"])
+
+
+def _flat(line: str) -> str:
+    return " ".join(line.split()).strip(" -*>`|")
+
+
+def _without_echo(conn, row, text: str) -> str:
+    """``text`` without the lines that repeat a provenance result of the :data:`_ECHO_LOOKBACK`
+    episodes before it (an assistant quoting a memory query's answer back to the user)."""
+    results = conn.execute(
+        "SELECT text FROM episodes WHERE session_id=? AND seq < ? AND seq >= ? AND provenance='result'",
+        (row["session_id"], row["seq"], row["seq"] - _ECHO_LOOKBACK)).fetchall()
+    return strip_echo(text, [r["text"] or "" for r in results])
+
+
+def strip_echo(text: str, results: list[str]) -> str:
+    """``text`` without its lines that repeat one of ``results`` (whole lines, or a piece
+    of at least 24 characters found in one)."""
+    if not results or not text:
+        return text
+    echoed = {_flat(line) for r in results for line in (r or "").splitlines()}
+    echoed.discard("")
+    joined = "\n".join(_flat(r or "") for r in results)
+    kept = []
+    for line in text.splitlines():
+        flat = _flat(line)
+        if flat and (flat in echoed or (len(flat) >= 24 and flat in joined)):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
 def reindex_all(conn) -> None:
-    """Rebuild every episode's FTS row (used by migration m002)."""
+    """Rebuild every episode's FTS row (used by migrations m002 and m004)."""
     for (episode_id,) in conn.execute("SELECT id FROM episodes ORDER BY id").fetchall():
         _reindex(conn, episode_id)
 
@@ -158,24 +330,29 @@ def record_episode(db: Database, session_id: str, event: SessionEvent) -> Episod
 
     :returns: the stored :class:`Episode`.
     """
+    meta = dict(event.meta or {})
+    if event.call_id is not None:
+        meta["call_id"] = event.call_id
     with db.transaction() as conn:
         seq = conn.execute(
             "SELECT coalesce(max(seq), 0) + 1 FROM episodes WHERE session_id=?", (session_id,)
         ).fetchone()[0]
+        call = _call_provenance(conn, session_id, seq, event.tool, meta) if event.kind == "tool_result" else None
+        provenance = provenance_of(event.kind, event.tool, event.args, event.text or "", call)
         cur = conn.execute(
-            "INSERT INTO episodes(session_id, seq, kind, role, tool, path, text, args, meta, timestamp)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO episodes(session_id, seq, kind, role, tool, path, text, args, meta, timestamp, provenance)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 session_id, seq, event.kind, event.role, event.tool, event.path, event.text or "",
                 json.dumps(event.args, default=str) if event.args is not None else None,
-                json.dumps(event.meta or {}, default=str), float(event.timestamp),
+                json.dumps(meta, default=str), float(event.timestamp), provenance,
             ),
         )
         episode_id = cur.lastrowid
         _reindex(conn, episode_id)
         for (neighbour,) in conn.execute(
             "SELECT id FROM episodes WHERE session_id=? AND seq >= ? AND seq < ?",
-            (session_id, seq - WINDOW, seq),
+            (session_id, seq - WINDOW, seq) if provenance is None else (session_id, 0, 0),
         ).fetchall():
             _reindex(conn, neighbour)
         row = conn.execute("SELECT * FROM episodes WHERE id=?", (episode_id,)).fetchone()
@@ -195,6 +372,24 @@ def mark_compressed(db: Database, episode_ids: Iterable[int], at: float | None =
             chunk = ids[i:i + 500]
             cur = conn.execute(
                 f"UPDATE episodes SET compressed_at=? WHERE compressed_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                (at, *chunk),
+            )
+            marked += cur.rowcount
+    return marked
+
+
+def mark_modeled(db: Database, episode_ids: Iterable[int], at: float | None = None) -> int:
+    """Set ``modeled_at`` (epoch seconds, default now): the model pass of compression read them.
+
+    :returns: how many episodes were marked."""
+    ids = [int(i) for i in episode_ids]
+    at = time.time() if at is None else float(at)
+    marked = 0
+    with db.transaction() as conn:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            cur = conn.execute(
+                f"UPDATE episodes SET modeled_at=? WHERE modeled_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
                 (at, *chunk),
             )
             marked += cur.rowcount

@@ -694,6 +694,8 @@ class QueryEngine:
                     continue
                 label = f"{e.session_id}#{e.seq}" + (f" {e.role}" if e.role else "")
                 text = e.text or " ".join(x for x in (e.tool, e.path) if x)
+                if e.kind == "tool_call" and e.args:  # a call is its arguments, not only a tool name
+                    text = f"{e.tool or 'tool'} " + json.dumps(e.args, ensure_ascii=False, default=str)
                 out.append(Result("episode", e.ref, label, "episode", excerpt(text, terms), score,
                                   self._episode_relations(e.id),
                                   episode={"sessionId": e.session_id, "seq": e.seq, "eventKind": e.kind,

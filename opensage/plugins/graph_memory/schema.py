@@ -109,8 +109,33 @@ def m003_embeddings(conn) -> None:
     )
 
 
+def m004_provenance(conn) -> None:
+    """Episodes that are provenance, not evidence; the model pass tracked on its own.
+
+    * ``provenance``: ``call`` for a tool call of opensage's own memory commands (and the
+      ``command`` event of a ``/memory-...`` slash command), ``result`` for its result,
+      NULL for evidence. Provenance episodes are kept but not indexed for search (see
+      :func:`.episodes.provenance_of`).
+    * ``modeled_at``: when the model pass of compression read the episode (epoch seconds);
+      episodes compressed before this migration count as read (no surprise model cost).
+    """
+    from opensage.plugins.graph_memory.episodes import backfill_provenance, reindex_all
+
+    execute_script(
+        conn,
+        """
+        ALTER TABLE episodes ADD COLUMN provenance TEXT;
+        ALTER TABLE episodes ADD COLUMN modeled_at REAL;
+        UPDATE episodes SET modeled_at = compressed_at;
+        """,
+    )
+    backfill_provenance(conn)
+    reindex_all(conn)
+
+
 MIGRATIONS = [
     Migration(1, "initial", m001_initial),
     Migration(2, "episode_index", m002_episode_index),
     Migration(3, "embeddings", m003_embeddings),
+    Migration(4, "provenance", m004_provenance),
 ]
