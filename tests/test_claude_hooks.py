@@ -136,6 +136,10 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
     settings = json.loads((project / ".claude" / "settings.json").read_text())
     # headless claude -p denies MCP tools no rule allows: install adds one, keeps the user's
     assert settings["permissions"] == {"allow": ["Bash(npm test)", "mcp__opensage__*"]}
+    # ... which Claude Code honours only once the workspace is trusted; the user's own
+    # (uncommitted) local settings count at once
+    local = json.loads((project / ".claude" / "settings.local.json").read_text())
+    assert local == {"permissions": {"allow": ["mcp__opensage__*"]}}
     for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd"):
         commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
         assert "opensage-hook claude" in commands, event
@@ -176,6 +180,7 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
     assert r.returncode == 0, r.stderr
     assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {"other": {"type": "stdio", "command": "other-mcp"}}}
     assert json.loads((project / ".claude" / "settings.json").read_text()) == user_settings
+    assert not (project / ".claude" / "settings.local.json").exists()
     assert not (project / ".claude" / "agents").exists()
     assert not (project / ".claude" / "skills").exists()
 
@@ -220,7 +225,7 @@ def test_installed_config_is_portable_shareable_and_keeps_transcripts_out_of_git
     (project / ".opencode" / "agent-metrics.json.lock").write_text("")
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=project,
                             capture_output=True, text=True, check=True).stdout
-    assert "opensage.db" not in status and ".lock" not in status, status
+    assert "opensage.db" not in status and ".lock" not in status and "settings.local" not in status, status
     assert ".mcp.json" in status and "opencode.json" in status  # the shareable config is not ignored
 
     # uninstalling one host keeps the lines the other still needs; the second removes them

@@ -65,12 +65,14 @@ def public_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def add_gitignore(root: Path, manifest: "Manifest", report: list[str]) -> None:
-    """Append :data:`GITIGNORE_LINES` missing from ``<root>/.gitignore`` (recorded for uninstall)."""
+def add_gitignore(root: Path, manifest: "Manifest", report: list[str], extra: tuple[str, ...] = ()) -> None:
+    """Append :data:`GITIGNORE_LINES` (and ``extra``) missing from ``<root>/.gitignore``
+    (recorded for uninstall)."""
     path = root / ".gitignore"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     present = {line.strip() for line in text.splitlines()}
-    missing = [line for line in GITIGNORE_LINES if line not in present]
+    wanted = (*GITIGNORE_LINES, *extra)
+    missing = [line for line in wanted if line not in present]
     if missing:
         if not path.exists() and ".gitignore" not in manifest.created:
             manifest.created.append(".gitignore")
@@ -79,7 +81,7 @@ def add_gitignore(root: Path, manifest: "Manifest", report: list[str]) -> None:
         atomic_write_text(path, text + sep + "\n".join(block) + "\n")
         public_mode(path)
         report.append(f"{'updated' if text else 'wrote'} .gitignore ({', '.join(missing)})")
-    for line in GITIGNORE_LINES:
+    for line in wanted:
         if line in missing or line in manifest.gitignore_owned_elsewhere():
             manifest.add_gitignore(line)
 
@@ -169,8 +171,9 @@ class Manifest:
         self.created: list[str] = list(entry.get("created", []))
         #: .gitignore lines this host's install stands for
         self.gitignore: list[str] = list(entry.get("gitignore", []))
-        #: ``permissions.allow`` rules install added (Claude Code)
-        self.allow: list[str] = list(entry.get("allow", []))
+        #: ``permissions.allow`` rules install added, per settings file (Claude Code)
+        allow = entry.get("allow", {})
+        self.allow: dict[str, list[str]] = {k: list(v) for k, v in allow.items()} if isinstance(allow, dict) else {}
 
     @property
     def installed(self) -> bool:

@@ -50,7 +50,8 @@ __all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "relevant_memor
 MCP_NAME = "opensage"
 #: Claude Code hook events the installer subscribes to.
 HOOK_EVENTS = (
-    "SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd",
+    "SessionStart", "UserPromptSubmit", "PostToolUse", "PostToolUseFailure", "PreCompact", "Stop", "SubagentStop",
+    "SessionEnd",
 )
 #: The permission rule install adds: every tool of our MCP server, without a prompt
 #: (``claude -p`` denies an MCP tool that no rule allows).
@@ -78,6 +79,23 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _tool_text(response: Any) -> str:
+    """What a tool gave back, as the text a reader wants: an MCP result's text content
+    (Claude passes ``[{"type": "text", "text": ...}]``), Bash's stdout and stderr, a Read's
+    file content; anything else as JSON."""
+    if isinstance(response, list) and response and all(isinstance(b, dict) for b in response):
+        texts = [b.get("text", "") for b in response if b.get("type") == "text" and isinstance(b.get("text"), str)]
+        if len(texts) == len(response):
+            return "\n".join(texts)
+    if isinstance(response, dict):
+        if isinstance(response.get("stdout"), str) or isinstance(response.get("stderr"), str):
+            return "\n".join(x for x in (response.get("stdout"), response.get("stderr")) if isinstance(x, str) and x)
+        file = response.get("file")
+        if isinstance(file, dict) and isinstance(file.get("content"), str):
+            return file["content"]
+    return _as_text(response)
 
 
 def _last_assistant_from_transcript(path: str | None) -> str:
@@ -154,8 +172,7 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         raise UsageError('Claude hook JSON has no "hook_event_name"; run this from a Claude Code hook.')
     if not isinstance(sid, str) or not sid:
         raise UsageError('Claude hook JSON has no "session_id"; run this from a Claude Code hook.')
-    if event not in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop",
-                     "SubagentStop", "SessionEnd"):
+    if event not in HOOK_EVENTS:
         return {}
     session = host.session(sid, source="claude")
     workspace = host.workspace
@@ -172,15 +189,21 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         if context is None:  # no plugin answers prompt_context: plain FTS5 over the graph
             context = relevant_memory(host, prompt)
         return _context_output(event, context)
-    if event == "PostToolUse":
+    if event in ("PostToolUse", "PostToolUseFailure"):
         tool = str(payload.get("tool_name") or "unknown")
         tool_input = payload.get("tool_input")
         args = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
         call_id = payload.get("tool_use_id") if isinstance(payload.get("tool_use_id"), str) else None
         meta = {**meta, "tool_use_id": call_id}
         host.record(session, SessionEvent(kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
-        result = _as_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
+        if event == "PostToolUseFailure":  # a failed call (a command's non-zero exit, a denied tool...)
+            result = _as_text(payload.get("error", ""))[:MAX_RESULT_CHARS]
+            meta = {**meta, "is_error": True}
+        else:
+            result = _tool_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
         host.record(session, SessionEvent(kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
+        if event == "PostToolUseFailure":
+            return {}
         path = args.get("file_path") or args.get("notebook_path")
         if tool in EDIT_TOOLS and isinstance(path, str):
             host.record(session, SessionEvent(kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
@@ -188,7 +211,10 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
     if event in ("Stop", "SubagentStop"):
         text = payload.get("last_assistant_message")
         if not isinstance(text, str) or not text.strip():
-            text = _last_assistant_from_transcript(payload.get("transcript_path"))
+            # a subagent's own transcript; never the main one (that would record the main
+            # session's last answer again under the subagent's name)
+            key = "transcript_path" if event == "Stop" else "agent_transcript_path"
+            text = _last_assistant_from_transcript(payload.get(key))
         if text.strip():
             role = "assistant" if event == "Stop" else f"subagent:{payload.get('agent_type') or 'unknown'}"
             host.record(session, SessionEvent(kind="assistant_message", role=role, text=text, meta=meta))
@@ -244,6 +270,32 @@ def hook_command(workspace: Workspace | None = None) -> str:
     return HOOK_COMMAND
 
 
+def _add_allow(settings: dict, rel: str, manifest: Manifest) -> None:
+    """Add :data:`PERMISSION_RULE` to ``settings["permissions"]["allow"]`` (recorded when new)."""
+    permissions = settings.setdefault("permissions", {})
+    if not isinstance(permissions, dict) or not isinstance(permissions.setdefault("allow", []), list):
+        raise UsageError(f"{rel}: 'permissions.allow' must be a list; fix it, then install again.")
+    if PERMISSION_RULE not in permissions["allow"]:
+        permissions["allow"].append(PERMISSION_RULE)
+        rules = manifest.allow.setdefault(rel, [])
+        if PERMISSION_RULE not in rules:
+            rules.append(PERMISSION_RULE)
+
+
+def _remove_allow(settings: dict, rel: str, manifest: Manifest, report: list[str]) -> None:
+    """Uninstall: drop the allow rules install added to ``settings`` (and emptied parents)."""
+    permissions = settings.get("permissions")
+    if isinstance(permissions, dict) and isinstance(permissions.get("allow"), list):
+        for rule in manifest.allow.get(rel, []):
+            if rule in permissions["allow"]:
+                permissions["allow"].remove(rule)
+                report.append(f"removed permissions.allow {rule} from {rel}")
+        if not permissions["allow"]:
+            del permissions["allow"]
+        if not permissions:
+            del settings["permissions"]
+
+
 def _drop_hook(groups: list, command: str) -> list:
     """``groups`` without hooks running ``command`` (groups left empty are dropped)."""
     kept = []
@@ -294,13 +346,7 @@ def install(host) -> list[str]:
             if not present:
                 groups.append({"hooks": [{"type": "command", "command": command, "timeout": 60}]})
             added_hooks[event] = command
-        permissions = settings.setdefault("permissions", {})
-        if not isinstance(permissions, dict) or not isinstance(permissions.setdefault("allow", []), list):
-            raise UsageError(".claude/settings.json: 'permissions.allow' must be a list; fix it, then install again.")
-        if PERMISSION_RULE not in permissions["allow"]:
-            permissions["allow"].append(PERMISSION_RULE)
-            if PERMISSION_RULE not in manifest.allow:
-                manifest.allow.append(PERMISSION_RULE)
+        _add_allow(settings, ".claude/settings.json", manifest)
         verbs = {rel: "updated" if (root / rel).exists() else "wrote" for rel in (".mcp.json", ".claude/settings.json")}
         save_json(root, ".mcp.json", mcp, manifest)
         manifest.add_json_key(".mcp.json", ["mcpServers", MCP_NAME])
@@ -309,7 +355,16 @@ def install(host) -> list[str]:
         manifest.hooks = added_hooks
         report.append(f"{verbs['.claude/settings.json']} .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)}; "
                       f"permissions.allow: {PERMISSION_RULE})")
-        add_gitignore(root, manifest, report)
+        # Claude Code ignores a project's own allow rules until the user trusted the workspace
+        # (a cloned repository must not grant itself tools); the per-user local settings count
+        # at once, and the user running install is the one consenting.
+        local_rel = ".claude/settings.local.json"
+        local = read_json(root / local_rel)
+        local_verb = "updated" if (root / local_rel).exists() else "wrote"
+        _add_allow(local, local_rel, manifest)
+        save_json(root, local_rel, local, manifest)
+        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}; yours, not committed)")
+        add_gitignore(root, manifest, report, extra=(".claude/settings.local.json",))
         _export_agents(workspace, manifest, report)
         skill = _meta_skill()
         if skill is None:
@@ -332,21 +387,11 @@ def uninstall(host) -> list[str]:
         if not manifest.installed:
             return ["nothing to remove: opensage is not installed for Claude Code here"]
         remove_json_keys(root, manifest, report)
-        if manifest.hooks or manifest.allow:
+        if manifest.hooks or manifest.allow.get(".claude/settings.json"):
             settings_path = root / ".claude" / "settings.json"
             settings = read_json(settings_path)
             hooks = settings.get("hooks") if isinstance(settings.get("hooks"), dict) else {}
-            permissions = settings.get("permissions")
-            if isinstance(permissions, dict) and isinstance(permissions.get("allow"), list):
-                for rule in manifest.allow:
-                    if rule in permissions["allow"]:
-                        permissions["allow"].remove(rule)
-                        report.append(f"removed permissions.allow {rule} from .claude/settings.json")
-                if not permissions["allow"]:
-                    del permissions["allow"]
-                if not permissions:
-                    del settings["permissions"]
-            manifest.allow = []
+            _remove_allow(settings, ".claude/settings.json", manifest, report)
             for event, command in manifest.hooks.items():
                 groups = hooks.get(event)
                 if not isinstance(groups, list):
@@ -361,6 +406,12 @@ def uninstall(host) -> list[str]:
                 del settings["hooks"]
             finish_json(root, ".claude/settings.json", settings, manifest, report)
             manifest.hooks = {}
+        local_rel = ".claude/settings.local.json"
+        if manifest.allow.get(local_rel) and (root / local_rel).exists():
+            local = read_json(root / local_rel)
+            _remove_allow(local, local_rel, manifest, report)
+            finish_json(root, local_rel, local, manifest, report)
+        manifest.allow = {}
         remove_owned(root, manifest, report)
         remove_gitignore(root, manifest, report)
         manifest.save()
