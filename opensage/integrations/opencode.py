@@ -194,7 +194,8 @@ def handle_hook(host, payload: dict[str, Any], ends: SessionEnds | None = None) 
         and payload are those of ``opensage hook EVENT`` (``docs/session-events.md``);
         the session source defaults to ``opencode``.
     :returns: ``{"results": [...]}``, one per event, in order: the ``opensage hook``
-        answer, or ``{"ok": false, "error": "..."}`` for an event that was rejected (the
+        answer (for ``user-message`` with ``"context"``: memory relevant to the prompt,
+        from the ``prompt_context`` hook, when there is any), or ``{"ok": false, "error": "..."}`` for an event that was rejected (the
         others are still recorded).
     :param ends: the process's :class:`SessionEnds` (a ``session-end`` with nothing new
         since the last one answers ``{"ok": true, ..., "skipped": "already ended"}``).
@@ -220,7 +221,12 @@ def handle_hook(host, payload: dict[str, Any], ends: SessionEnds | None = None) 
             results.append({"ok": True, "session_id": sid, "hook": item["hook"], "skipped": "already ended"})
             continue
         try:
-            results.append(fire_hook(host, item["hook"], body))
+            answer = fire_hook(host, item["hook"], body)
+            if item["hook"] == "user-message" and answer.get("ok") and isinstance(body.get("text"), str):
+                context = host.prompt_context(host.session(answer["session_id"], source="opencode"), body["text"])
+                if context:  # the shim adds it to this session's system prompt
+                    answer["context"] = context
+            results.append(answer)
         except OpenSageError as exc:
             results.append({"ok": False, "error": f"events[{i}] ({item['hook']}): {exc}"})
     return {"results": results}

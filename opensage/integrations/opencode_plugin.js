@@ -112,6 +112,7 @@ const sent = new Set() // assistant messageIDs already recorded
 const started = new Set() // sessionIDs announced
 const open = new Set() // sessionIDs with events since their last session-end
 const idleTimers = new Map() // sessionID -> timer ending it after IDLE_END_MS idle
+const contexts = new Map() // sessionID -> memory relevant to its latest prompt
 
 function startSession(sessionID) {
   if (!sessionID) return
@@ -212,8 +213,15 @@ function hooks() {
         .filter((part) => part.type === "text" && !part.synthetic)
         .map((part) => part.text)
         .join("\n")
-      if (text.trim())
-        send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } })
+      if (!text.trim()) return
+      const answer = await send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } })
+      if (answer && typeof answer.context === "string" && answer.context) contexts.set(input.sessionID, answer.context)
+      else contexts.delete(input.sessionID)
+    },
+    // memory relevant to the session's latest prompt joins the system prompt of its model calls
+    "experimental.chat.system.transform": async (input, output) => {
+      const context = input && input.sessionID ? contexts.get(input.sessionID) : undefined
+      if (context && Array.isArray(output.system)) output.system.push(context)
     },
     "tool.execute.after": async (input, output) => {
       touch(input.sessionID)
@@ -230,6 +238,7 @@ function hooks() {
         send("file-edit", { session_id: input.sessionID, path, tool: input.tool })
     },
     "experimental.session.compacting": async (input, output) => {
+      touch(input.sessionID)
       flushAssistant(input.sessionID)
       const answer = await send("compact", { session_id: input.sessionID })
       if (answer && answer.context) output.context.push(answer.context)
