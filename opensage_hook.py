@@ -1,9 +1,9 @@
 """``opensage-hook claude``: the command Claude Code's hooks run, cheap per event.
 
 Claude Code starts one process per hook event. Importing opensage costs over 100 ms
-(pydantic, pluggy, the plugins), so this client imports only ``os``, ``socket`` and
-``sys`` (it is a top-level module so that not even ``opensage/__init__`` is imported):
-it hands the event's JSON to the workspace's hook server (``opensage hook --serve``,
+(pydantic, pluggy, the plugins), so this client imports only ``os``, ``sys`` and the C
+socket module ``_socket`` (``socket`` itself pulls in enum and selectors, ~10 ms); it is
+a top-level module so that not even ``opensage/__init__`` is imported. It hands the event's JSON to the workspace's hook server (``opensage hook --serve``,
 :mod:`opensage.integrations.hookd`) over a unix socket and relays the answer (stdout,
 stderr, exit code) exactly as ``opensage hook --from claude`` would give it.
 
@@ -16,11 +16,10 @@ The workspace is ``$OPENSAGE_WORKSPACE``, else ``$CLAUDE_PROJECT_DIR`` (set by C
 Code for hooks); without either the direct path finds it from the current directory.
 """
 
-from __future__ import annotations
-
 import os
-import socket
 import sys
+
+import _socket
 
 #: Largest event accepted over the socket (bytes); bigger ones take the direct path.
 MAX_BYTES = 16 * 1024 * 1024
@@ -30,7 +29,7 @@ ANSWER_TIMEOUT_S = 55.0
 _MAX_SOCKET_PATH = 100
 
 
-def socket_path(root: str) -> str:
+def socket_path(root):
     """Where the hook server of workspace ``root`` listens.
 
     ``<root>/.opencode/run/hookd.sock`` (the folder is 0700), or, when that path is too
@@ -47,21 +46,25 @@ def socket_path(root: str) -> str:
     return os.path.join(base, "opensage", f"hookd-{digest}.sock")
 
 
-def _ask(path: str, data: bytes) -> tuple[int, bytes, bytes] | None:
-    """Send one event to the server; its ``(exit code, stdout, stderr)``, or None when no
-    server took it (nothing listening, or it failed before answering)."""
+def _ask(path, data):
+    """Send one event (bytes) to the server at ``path``; its ``(exit code, stdout bytes,
+    stderr bytes)``, or None when no server took it (nothing listening, or it failed
+    before answering)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
             sock.settimeout(ANSWER_TIMEOUT_S)
             sock.connect(path)
             sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
+            sock.shutdown(_socket.SHUT_WR)
             chunks = []
             while True:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 chunks.append(chunk)
+        finally:
+            sock.close()
     except OSError:
         return None
     reply = b"".join(chunks)
@@ -72,7 +75,7 @@ def _ask(path: str, data: bytes) -> tuple[int, bytes, bytes] | None:
     return int(head), out, err
 
 
-def _start_server(root: str) -> None:
+def _start_server(root):
     """Start ``opensage hook --serve`` for ``root`` in the background (for the next events)."""
     import subprocess
 
@@ -84,7 +87,7 @@ def _start_server(root: str) -> None:
         pass  # the direct path still records this event
 
 
-def _direct(root: str | None, host_name: str, data: bytes) -> int:
+def _direct(root, host_name, data):
     """Handle the event in this process: ``opensage [--workspace ROOT] hook --from HOST``."""
     import io
 
@@ -99,7 +102,7 @@ def _direct(root: str | None, host_name: str, data: bytes) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     host_name = args[0] if args else "claude"
     if host_name != "claude" or len(args) > 1:

@@ -168,6 +168,11 @@ def test_claude_session_decides_fails_fixes_compacts_and_a_new_session_learns_ho
     assert db.execute("SELECT type, content FROM nodes WHERE type='decision' AND content=?",
                       (DECISION,)).fetchone() is not None
 
+    # the hook server acknowledges SessionEnd before it compresses: wait for the state
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and db.execute(
+            "SELECT ended_at IS NULL FROM sessions WHERE id=?", (sid,)).fetchone()[0]:
+        time.sleep(0.1)
     # the hooks recorded the session: the failing check, the edit, the green re-run, the answer;
     # tool calls carry their arguments
     rows = db.execute("SELECT kind, tool, text, args, compressed_at FROM episodes WHERE session_id=? ORDER BY seq",

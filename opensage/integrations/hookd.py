@@ -9,7 +9,11 @@ Protocol, one connection per event: the client sends the event's JSON (at most
 :data:`opensage_hook.MAX_BYTES`) and closes its side; the server answers
 ``b"<exit code>\\n" + stdout + b"\\0" + stderr``: the same exit code, JSON answer and
 error text as ``opensage hook --from claude``. Events are handled one at a time in
-arrival order (Claude Code waits for each hook before the next).
+arrival order (Claude Code waits for each hook before the next). Events whose answer
+is always ``{}`` (:data:`ACK_FIRST`: tool results, stops, compaction, session end) are
+answered as soon as they are read and validated, then recorded before the next
+connection is accepted, so Claude Code does not wait for the database (or for a whole
+compression); a failure while recording them goes to ``hookd.log`` beside the socket.
 
 Safety: the socket lives in a folder only the user can enter (0700; the socket itself
 is 0600), connections from another uid are refused (``SO_PEERCRED``), a payload is
@@ -36,22 +40,36 @@ log = logging.getLogger("opensage.hookd")
 
 #: Seconds without an event after which the server exits (``$OPENSAGE_HOOKD_IDLE_S``).
 DEFAULT_IDLE_S = 600.0
+#: Claude Code events answered ``{}`` before they are recorded (see the module docstring).
+ACK_FIRST = frozenset({"PostToolUse", "PostToolUseFailure", "Stop", "SubagentStop", "PreCompact", "SessionEnd"})
 #: Seconds a client may take to send its event once connected.
 READ_TIMEOUT_S = 10.0
 
 
-def handle_bytes(host, data: bytes) -> tuple[int, str, str]:
-    """One Claude Code event (raw JSON bytes) -> ``(exit code, stdout, stderr)``, as the
-    direct path ``opensage hook --from claude`` would give them."""
+def parse_event(data: bytes) -> dict:
+    """The event's JSON object. :raises UsageError: not JSON, too deep, or not an object."""
+    try:
+        payload = json.loads(data.decode("utf-8", errors="surrogateescape") or "{}")
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"stdin is not valid JSON ({str(exc)[:200]}); send one JSON object per hook call.") from None
+    if not isinstance(payload, dict):
+        raise UsageError("stdin must hold one JSON object (a Claude Code hook payload).")
+    return payload
+
+
+def ack_first(payload: dict) -> bool:
+    """True for a valid event whose answer is ``{}`` whatever happens (:data:`ACK_FIRST`)."""
+    return (payload.get("hook_event_name") in ACK_FIRST and isinstance(payload.get("session_id"), str)
+            and bool(payload["session_id"]))
+
+
+def handle_bytes(host, data: bytes | dict) -> tuple[int, str, str]:
+    """One Claude Code event (raw JSON bytes, or the parsed object) -> ``(exit code,
+    stdout, stderr)``, as the direct path ``opensage hook --from claude`` would give them."""
     from opensage.integrations.claude import handle_hook
 
     try:
-        try:
-            payload = json.loads(data.decode("utf-8", errors="surrogateescape") or "{}")
-        except (ValueError, RecursionError) as exc:
-            raise UsageError(f"stdin is not valid JSON ({str(exc)[:200]}); send one JSON object per hook call.") from None
-        if not isinstance(payload, dict):
-            raise UsageError("stdin must hold one JSON object (a Claude Code hook payload).")
+        payload = data if isinstance(data, dict) else parse_event(data)
         answer = handle_hook(host, payload)
     except OpenSageError as exc:
         return exc.exit_code, "", f"Error: {exc}\n"
@@ -68,6 +86,18 @@ def _private_dir(path: Path) -> None:
         raise UsageError(f"{path} belongs to another user; refusing to put the hook socket there.")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
+
+
+def _log_to(path: Path) -> None:
+    """Failures of acknowledged events go to ``path`` (at most 2 x 1 MB)."""
+    from logging.handlers import RotatingFileHandler
+
+    if any(isinstance(h, RotatingFileHandler) for h in log.handlers):
+        return
+    handler = RotatingFileHandler(str(path), maxBytes=1_000_000, backupCount=1, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _peer_uid(conn: socket.socket) -> int | None:
@@ -107,6 +137,7 @@ def serve(host, idle_s: float | None = None) -> int:
     root = str(host.workspace.root)
     path = Path(socket_path(root))
     _private_dir(path.parent)
+    _log_to(path.parent / "hookd.log")
     lock_fd = os.open(str(path.parent / (path.stem + ".lock")), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,13 +172,28 @@ def serve(host, idle_s: float | None = None) -> int:
                     data = _read_event(conn, MAX_BYTES)
                     if data == b"":  # a probe (wait_for_server): nothing to handle
                         continue
+                    later = None
                     if data is None:
                         code, out, err = 2, "", f"Error: hook event larger than {MAX_BYTES} bytes.\n"
                     else:
-                        code, out, err = handle_bytes(host, data)
+                        try:
+                            payload = parse_event(data)
+                        except UsageError as exc:
+                            payload, (code, out, err) = None, (exc.exit_code, "", f"Error: {exc}\n")
+                        if payload is not None and ack_first(payload):
+                            later, (code, out, err) = payload, (0, "{}\n", "")
+                        elif payload is not None:
+                            code, out, err = handle_bytes(host, payload)
                     conn.settimeout(READ_TIMEOUT_S)
-                    conn.sendall(f"{code}\n".encode() + out.encode("utf-8", "surrogateescape") + b"\0"
-                                 + err.encode("utf-8", "surrogateescape"))
+                    try:
+                        conn.sendall(f"{code}\n".encode() + out.encode("utf-8", "surrogateescape") + b"\0"
+                                     + err.encode("utf-8", "surrogateescape"))
+                    finally:
+                        if later is not None:  # recorded before the next event is accepted
+                            code, _, err = handle_bytes(host, later)
+                            if code:
+                                log.warning("%s event of session %s: %s", later.get("hook_event_name"),
+                                            later.get("session_id"), err.strip())
                     served += 1
                 except OSError as exc:  # the client went away; the event (if read) was handled
                     log.debug("hook client connection failed: %s", exc)
