@@ -154,9 +154,12 @@ def commands_cmd(ctx: click.Context) -> None:
               help="claude: stdin is a Claude Code hook payload; opencode: batches from the OpenCode "
                    "plugin, one JSON object per line ({\"events\": [{\"hook\": EVENT, \"payload\": {...}}]}), "
                    "answered line by line until EOF. Give no EVENT.")
+@click.option("--serve", is_flag=True,
+              help="Run the workspace's hook server for Claude Code events (a unix socket in .opencode/run/; "
+                   "started on demand by opensage-hook, exits after $OPENSAGE_HOOKD_IDLE_S seconds idle, default 600).")
 @click.pass_context
 def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, source: str | None,
-             from_host: str | None) -> None:
+             from_host: str | None, serve: bool) -> None:
     """Fire a session hook from one JSON object on stdin (the door for real hosts).
 
     EVENT is session-start, session-end, compact, event (the JSON gives "kind"), or an
@@ -166,6 +169,16 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     """
     if from_host and event:
         _fail(UsageError(f"with --from {from_host} give no EVENT: the JSON names its own events."))
+    if serve:
+        if from_host or event:
+            _fail(UsageError("--serve takes no EVENT and no --from: it answers Claude Code events from opensage-hook."))
+        from opensage.integrations.hookd import serve as serve_hooks_socket
+
+        try:
+            serve_hooks_socket(_host(ctx))
+        except OpenSageError as exc:
+            _fail(exc)
+        return
     if from_host == "opencode":  # the shim's long-lived process: one batch per line until EOF
         from opensage.integrations.opencode import serve_hooks
 

@@ -3,7 +3,14 @@
 * Each registered command is a tool named like the command (``memory-add-node``);
   its input schema is the command's pydantic model
   (``Command.args.model_json_schema(by_alias=True)``), never hand-written; its result
-  is the command's text plus its data as structured content.
+  is the command's text, the one form every host's model reads. The same result as
+  data rides in the result's ``_meta`` under :data:`DATA_META_KEY` for clients that
+  want it. It is not ``structuredContent`` on purpose: Claude Code 2.1.x gives the model
+  a result's ``structuredContent`` instead of its text when present (seen in 2.1.197),
+  so a memory query would reach the model as JSON twice the size of its text; OpenCode
+  1.18 forwards only the text content either way.
+* The reference memory tools keep ``structuredContent``: their text is the JSON of the
+  same data, so a model reading either sees the same thing.
 * The nine tools of the MCP reference memory server (``create_entities`` ...
   ``open_nodes``, see :mod:`opensage.memory_compat`) work over the same graph.
 * Bad arguments give an error result (``isError: true``) whose text names the field;
@@ -36,6 +43,9 @@ __all__ = ["build_server", "serve_stdio", "tool_list", "call_tool"]
 log = logging.getLogger("opensage.mcp")
 
 SERVER_NAME = "opensage"
+#: Key of a command result's data in ``CallToolResult._meta`` (MCP reserves ``_meta`` for
+#: metadata clients read and hosts do not give the model; the prefix names us).
+DATA_META_KEY = "opensage/data"
 INSTRUCTIONS = (
     "OpenSage: graph memory, generated agents and generated tools for this project. "
     "memory-add-node / memory-add-edge store knowledge; memory-query retrieves it. "
@@ -92,14 +102,16 @@ def call_tool(host, name: str, arguments: dict[str, Any] | None) -> types.CallTo
     try:
         if name in host.commands or name.lstrip("@") in host.commands or name not in COMPAT_TOOLS:
             result = host.run(name, dict(arguments or {}))
-            text, data, failed = result.text, result.data, not result.success
-        else:
-            text, data = COMPAT_TOOLS[name].run(compat_for(host), arguments)
-            failed = False
+            data = _structured(result.data)
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=result.text)],
+                _meta={DATA_META_KEY: data} if data is not None else None,
+                is_error=not result.success,
+            )
+        text, data = COMPAT_TOOLS[name].run(compat_for(host), arguments)
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)],
             structured_content=_structured(data),
-            is_error=failed,
         )
     except OpenSageError as exc:
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"Error: {exc}")], is_error=True)

@@ -29,6 +29,14 @@ def _lexical_search_only(monkeypatch):
     monkeypatch.setenv("OPENSAGE_EMBEDDINGS", "0")
 
 
+@pytest.fixture(autouse=True)
+def _opensage_on_path(monkeypatch):
+    """Installed host config runs ``opensage`` / ``opensage-hook`` by name from PATH: put
+    this interpreter's scripts first, as an activated virtual environment does."""
+    bindir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ.get("PATH", ""))
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """An empty project folder (the workspace root)."""

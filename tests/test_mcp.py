@@ -69,7 +69,7 @@ def test_every_command_and_reference_tool_is_listed_with_a_valid_schema(project,
     assert by_name["create_relations"].input_schema == COMPAT_TOOLS["create_relations"].input_schema()
 
 
-def test_command_call_writes_the_graph_and_returns_text_and_structured_content(project):
+def test_command_call_writes_the_graph_and_returns_text_and_its_data_in_meta(project):
     async def main():
         async with mcp_session(project) as s:
             added = await s.call_tool("memory-add-node", {"type": "decision", "label": "UseJWT",
@@ -80,7 +80,10 @@ def test_command_call_writes_the_graph_and_returns_text_and_structured_content(p
     added, found = run(main)
     assert not added.is_error
     assert text_of(added).startswith("added n1 (decision) UseJWT")
-    assert added.structured_content["node"]["label"] == "UseJWT"
+    # the model reads the text: no structuredContent (Claude Code would give the model that
+    # JSON instead); the data rides in _meta for clients that want it
+    assert added.structured_content is None and found.structured_content is None
+    assert added.meta["opensage/data"]["node"]["label"] == "UseJWT"
     assert "UseJWT" in text_of(found)
     conn = sqlite3.connect(project / ".opencode" / "opensage.db")
     assert conn.execute("SELECT type, content FROM nodes WHERE label='UseJWT'").fetchone() == ("decision", "auth uses RS256 JWTs")
@@ -256,7 +259,7 @@ def test_new_commands_are_announced_with_tools_list_changed(workspace):
     assert "notifications/tools/list_changed" in notices
     assert "echo-it" in after
     assert text_of(echoed) == "hello"
-    assert made.structured_content == {"made": "echo-it", "where": "/tmp"}  # non-JSON data as text
+    assert made.meta["opensage/data"] == {"made": "echo-it", "where": "/tmp"}  # non-JSON data as text
     assert boom.is_error and "internal error in boom: RuntimeError: a bug in a plugin" in text_of(boom)
     assert text_of(alive) == "still here"
 

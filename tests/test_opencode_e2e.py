@@ -157,6 +157,10 @@ def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencod
     assert "UseRS256JWT" in rows[2][2]  # the MCP result text, not the raw JSON envelope
     assert REVIEW in rows[6][2]  # the subagent's answer came back through the task tool
     assert db.execute("SELECT source FROM sessions WHERE id=?", (parent,)).fetchone() == ("opencode",)
+    # `opencode run` sends no session.deleted: the session ended and was compressed when the run exited
+    assert db.execute("SELECT ended_at FROM sessions WHERE id=?", (parent,)).fetchone()[0] is not None
+    assert db.execute("SELECT COUNT(*) FROM episodes WHERE session_id=? AND compressed_at IS NULL",
+                      (parent,)).fetchone()[0] == 0
     # the subagent ran in its own (child) session, recorded too
     child = db.execute("SELECT session_id FROM episodes WHERE kind='user_message' AND text LIKE ?",
                        ("%0042_add_column.sql%",)).fetchone()[0]
@@ -275,7 +279,8 @@ def test_install_opencode_keeps_what_is_there_and_uninstall_restores_it(tmp_path
     assert add_node.startswith("---\ndescription: ") and "`opensage_memory-add-node`" in add_node
     assert "$ARGUMENTS" in add_node and "`label`" in add_node
     shim = (project / ".opencode" / "plugin" / "opensage.js").read_text()
-    assert f'"{sys.executable}"' in shim and "__OPENSAGE_CONFIG__" not in shim
+    assert '"command": ["opensage"]' in shim and "__OPENSAGE_CONFIG__" not in shim
+    assert sys.executable not in shim and str(project) not in shim  # a team can commit it
 
     again = _run([*opensage, "install", "opencode"], env=None, cwd=project)  # idempotent
     assert again.returncode == 0, again.stderr
@@ -399,10 +404,13 @@ def test_opencode_slash_command_and_compaction_carry_our_memory(opencode, tmp_pa
     rows = db.execute("SELECT kind, tool, path, compressed_at, text FROM episodes WHERE session_id=? ORDER BY seq",
                       (sid,)).fetchall()
     assert ("file_edit", "write", "src/token_store.py") in [r[:3] for r in rows]  # made relative to the project
-    # everything before the compaction was compressed; the compaction's own summary came after
+    # everything before the compaction was compressed by it; the compaction's own summary
+    # came after, and was compressed when the session ended at dispose
     *before, summary = rows
     assert all(r[3] is not None for r in before), rows
-    assert summary[0] == "assistant_message" and summary[4].startswith("Summary:") and summary[3] is None
+    assert summary[0] == "assistant_message" and summary[4].startswith("Summary:")
+    assert summary[3] is not None and summary[3] > max(r[3] for r in before)
+    assert db.execute("SELECT ended_at FROM sessions WHERE id=?", (sid,)).fetchone()[0] is not None
     assert db.execute("SELECT 1 FROM nodes WHERE type='file' AND label='src/token_store.py'").fetchone()
 
 
@@ -429,3 +437,225 @@ def test_hook_from_opencode_answers_one_line_per_batch(tmp_path):
     assert db.execute("SELECT kind, path FROM episodes ORDER BY seq").fetchall() == [
         ("user_message", None), ("file_edit", "a/b.py")]
     assert db.execute("SELECT source FROM sessions WHERE id='ses_a'").fetchone() == ("opencode",)
+
+
+STORY_CHECK = "python3 check_tokens.py"
+STORY_DECISION = ("We decided to sign JWT access tokens with RS256 instead of HS256, so other services "
+                  "verify them with the public key only.")
+STORY_FIX = ("Fixed the KeyError: 'exp' in src/tokens.py: expiry() now reads claims.get(\"exp\"), "
+             "so tokens without an exp claim no longer crash the check.")
+STORY_QUESTION = "How did we fix the KeyError exp in the token check?"
+STORY_QUERY = {"query": "KeyError exp token expiry RS256"}
+
+
+def _request_text(body) -> str:
+    parts = [system_text(body)]
+    for m in body.get("messages", []):
+        c = m.get("content")
+        parts += [c] if isinstance(c, str) else [p.get("text", "") for p in c or [] if isinstance(p, dict)]
+    return "\n".join(p for p in parts if p)
+
+
+@pytest.mark.opencode
+@needs_opencode
+def test_opencode_session_decides_fails_fixes_compacts_and_a_new_run_learns_how_it_was_fixed(opencode, tmp_path):
+    """Must-show 1 (OpenCode) and 2: ``opencode serve`` runs a session that stores a decision,
+    fails a check, fixes it and is compacted; then ``opencode run`` asks, in a new session,
+    how it was fixed. That run's session ends and is compressed when ``opencode run``
+    exits (OpenCode sends no session.deleted there), and its model request carries the
+    decision and the fix; the memory query's top results hold neither query results
+    nor tool-name stubs."""
+    import re
+    import urllib.request
+
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "__init__.py").write_text("")
+    tokens = project / "src" / "tokens.py"
+    tokens.write_text('def expiry(claims):\n    return claims["exp"]\n')
+    (project / "check_tokens.py").write_text(
+        "from src.tokens import expiry\n\nassert expiry({}) is None\nprint('token check passed')\n")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    inst = _run([sys.executable, "-m", "opensage", "--workspace", str(project), "install", "opencode"],
+                env=None, cwd=project)
+    assert inst.returncode == 0, inst.stderr
+    for config_dir in (project / ".opencode", home / ".config" / "opencode"):
+        seed_config_dir(config_dir)
+
+    seen: dict = {"first": None, "query": []}
+    steps = [
+        {"tool_calls": [{"name": ADD_TOOL, "arguments": {"type": "decision", "label": "Sign JWT access tokens with RS256",
+                                                        "content": STORY_DECISION}}]},
+        {"tool_calls": [{"name": QUERY_TOOL, "arguments": {"query": "JWT signing"}}]},
+        {"tool_calls": [{"name": "bash", "arguments": {"command": STORY_CHECK, "description": "Run the token check"}}]},
+        {"tool_calls": [{"name": "read", "arguments": {"filePath": str(tokens)}}]},
+        {"tool_calls": [{"name": "edit", "arguments": {"filePath": str(tokens), "oldString": 'return claims["exp"]',
+                                                      "newString": 'return claims.get("exp")'}}]},
+        {"tool_calls": [{"name": "bash", "arguments": {"command": STORY_CHECK, "description": "Run the token check"}}]},
+        {"content": STORY_FIX},
+    ]
+
+    def responder(body):
+        if not body.get("tools"):  # title and compaction agents
+            return {"content": "Summary: decided RS256 for JWTs; fixed KeyError 'exp' in src/tokens.py."}
+        results = tool_messages(body)
+        if STORY_QUESTION in _request_text(body):
+            if not results:
+                seen["first"] = body
+                return {"tool_calls": [{"name": QUERY_TOOL, "arguments": STORY_QUERY}]}
+            seen["query"].append(results[-1])
+            return {"content": "The fix: src/tokens.py now uses claims.get."}
+        return steps[min(len(results), len(steps) - 1)]
+
+    with FakeOpenAI(responder) as llm:
+        env = hermetic_env(home, project, llm.base_url)
+        port = _free_port()
+        server = subprocess.Popen([opencode, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
+                                  cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in server.stdout:
+                if re.search(rf"listening on http://127\.0\.0\.1:{port}", line):
+                    break
+            base = f"http://127.0.0.1:{port}"
+
+            def call(method, path, body=None):
+                data = json.dumps(body).encode() if body is not None else None
+                req = urllib.request.Request(base + path, method=method, data=data,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=90) as resp:
+                    return json.loads(resp.read() or b"null")
+
+            sid = call("POST", "/session", {})["id"]
+            call("POST", f"/session/{sid}/message",
+                 {"parts": [{"type": "text", "text": "Record the JWT decision, then make the token check pass."}]})
+            assert call("POST", f"/session/{sid}/summarize", {"providerID": "scripted", "modelID": "model"}) is True
+            call("POST", "/instance/dispose", {})
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+        second = _run([opencode, "run", "--format", "json", STORY_QUESTION], env=env, cwd=project, timeout=120)
+        assert second.returncode == 0, second.stderr[-3000:]
+    assert not llm.errors, llm.errors
+    assert tokens.read_text() == 'def expiry(claims):\n    return claims.get("exp")\n'
+
+    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    rows = db.execute("SELECT kind, tool, text, args, compressed_at FROM episodes WHERE session_id=? ORDER BY seq",
+                      (sid,)).fetchall()
+    bash = [json.loads(r[3]) for r in rows if r[0] == "tool_call" and r[1] == "bash"]
+    assert bash and all(a.get("command") == STORY_CHECK for a in bash)  # tool calls carry their arguments
+    assert all(r[4] is not None for r in rows), [r[:2] for r in rows if r[4] is None]
+    assert db.execute("SELECT ended_at FROM sessions WHERE id=?", (sid,)).fetchone()[0] is not None
+
+    # must-show 2: the `opencode run` session ended and was compressed when the run exited
+    new_sid = db.execute("SELECT session_id FROM episodes WHERE kind='user_message' AND text LIKE ?",
+                         (f"%{STORY_QUESTION}%",)).fetchone()[0]
+    assert new_sid != sid
+    assert db.execute("SELECT ended_at FROM sessions WHERE id=?", (new_sid,)).fetchone()[0] is not None
+    pending = db.execute("SELECT kind FROM episodes WHERE session_id=? AND compressed_at IS NULL", (new_sid,)).fetchall()
+    assert pending == [], pending
+
+    # must-show 1: the new session's model request carries the decision and the fix
+    first = _request_text(seen["first"] or {})
+    assert "RS256" in first, "the decision did not reach the new session's model"
+    assert "src/tokens.py" in first and "KeyError" in first, "the fix did not reach the new session's model"
+    # ... and the query's top results are evidence, not echoes of earlier queries or tool names
+    assert seen["query"], "the model never saw the memory query's result"
+    top = [line for line in seen["query"][-1].splitlines() if re.match(r"^\d+\. ", line)][:5]
+    assert top, seen["query"][-1]
+    for line in top:
+        assert "memory-query" not in line and "similarity '" not in line, line
+        assert not re.search(r"\b(?:opensage_[\w-]+|bash|read|edit)\s*$", line), line
+
+
+def test_hook_from_opencode_ends_each_session_once_and_at_end_of_input(tmp_path):
+    """Ends come from dispose, the idle timer and end of input: a second end with nothing
+    new is skipped (no second compression); a session resumed by a later process is
+    open again and its next end compresses what came since; end of input (OpenCode gone,
+    however) ends what is still open."""
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def serve(*batches):
+        lines = "".join(json.dumps({"events": b}) + "\n" for b in batches)
+        r = subprocess.run([sys.executable, "-m", "opensage", "--workspace", str(project), "hook", "--from", "opencode"],
+                           input=lines, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    def ev(hook, **payload):
+        return {"hook": hook, "payload": {"session_id": "ses_r", **payload}}
+
+    def state():
+        db = sqlite3.connect(project / ".opencode" / "opensage.db")
+        try:
+            ended = db.execute("SELECT ended_at FROM sessions WHERE id='ses_r'").fetchone()[0]
+            marks = [r[0] for r in db.execute("SELECT compressed_at FROM episodes WHERE session_id='ses_r' ORDER BY seq")]
+            return ended, marks
+        finally:
+            db.close()
+
+    answers = serve([ev("session-start"), ev("user-message", text="let us use RS256 for the JWT signer")],
+                    [ev("session-end")], [ev("session-end")])
+    assert answers[1]["results"][0].get("skipped") is None
+    assert answers[2]["results"][0]["skipped"] == "already ended"  # the idle timer and dispose both asked
+    ended1, marks1 = state()
+    assert ended1 is not None and all(marks1)
+
+    answers = serve([ev("session-end")])  # a new process, nothing new: still nothing to do
+    assert answers[0]["results"][0]["skipped"] == "already ended"
+    assert state() == (ended1, marks1)
+
+    # resumed (opencode run -s ses_r): new events, then the process goes away without an end
+    serve([ev("user-message", text="also rotate the signing key monthly")])
+    ended2, marks2 = state()
+    assert ended2 > ended1 and marks2[:len(marks1)] == marks1 and all(marks2)  # only the new episode
+
+
+IDLE_DRIVER = r"""
+const plugin = (await import(process.argv[2])).default
+const hooks = await plugin.server({ directory: process.argv[3] })
+const sid = "ses_idle"
+await hooks.event({ event: { type: "session.created", properties: { sessionID: sid, info: { id: sid } } } })
+await hooks["chat.message"]({ sessionID: sid }, { message: {}, parts: [{ type: "text", text: "use RS256 for JWTs" }] })
+await hooks.event({ event: { type: "session.idle", properties: { sessionID: sid } } })
+console.log("idle")
+await new Promise((resolve) => setTimeout(resolve, 20000)) // OpenCode stays up (a TUI or serve)
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_shim_ends_an_idle_session_while_opencode_keeps_running(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    assert _run([sys.executable, "-m", "opensage", "--workspace", str(project), "install", "opencode"],
+                env=None, cwd=project).returncode == 0
+    driver = tmp_path / "driver.mjs"
+    driver.write_text(IDLE_DRIVER)
+    shim = project / ".opencode" / "plugin" / "opensage.js"
+    import os
+
+    proc = subprocess.Popen(["node", str(driver), shim.as_uri(), str(project)], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OPENSAGE_IDLE_END_S": "0.5"})
+    try:
+        assert proc.stdout.readline().strip() == "idle"
+        deadline = time.monotonic() + 30
+        ended = None
+        while time.monotonic() < deadline and ended is None:
+            try:
+                db = sqlite3.connect(project / ".opencode" / "opensage.db")
+                row = db.execute("SELECT ended_at FROM sessions WHERE id='ses_idle'").fetchone()
+                db.close()
+                ended = row[0] if row else None
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.1)
+        assert ended is not None, "the idle session was never ended"
+        assert proc.poll() is None  # ended by the idle timer, not by OpenCode exiting
+        db = sqlite3.connect(project / ".opencode" / "opensage.db")
+        assert db.execute("SELECT COUNT(*) FROM episodes WHERE session_id='ses_idle' AND compressed_at IS NULL"
+                          ).fetchone()[0] == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -8,7 +8,9 @@ so that uninstall removes exactly that and nothing else.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,91 @@ from opensage.store import Workspace, atomic_write_text
 MARKER = "generated-by: opensage"
 
 
+#: The command the installed host config runs, found on PATH when the host starts it:
+#: config a team commits holds no interpreter or workspace path (the hosts start MCP
+#: servers and hooks in the project, and opensage finds the workspace from there).
+OPENSAGE = "opensage"
+#: Lines the installers add to the project's ``.gitignore``: the database (every session
+#: transcript), its WAL files, lock files, the hook server's socket folder, derived caches.
+GITIGNORE_LINES = (
+    ".opencode/opensage.db",
+    ".opencode/opensage.db-*",
+    ".opencode/*.lock",
+    ".opencode/run/",
+    ".opencode/cache/",
+)
+GITIGNORE_HEADER = f"# opensage state: session transcripts, locks, caches ({MARKER} install)"
+
+
 def python_command(workspace: Workspace) -> list[str]:
-    """``[python, -m, opensage, --workspace, ROOT]`` with the interpreter that runs us now."""
+    """``[python, -m, opensage, --workspace, ROOT]`` with the interpreter that runs us now
+    (for processes started from this one, never for config files a team commits)."""
     return [sys.executable, "-m", "opensage", "--workspace", str(workspace.root.resolve())]
+
+
+def path_warning(report: list[str], script: str = OPENSAGE) -> None:
+    """Tell the user when ``script`` on PATH is not this installation's (the installed
+    config runs it by name)."""
+    found = shutil.which(script)
+    mine = Path(sys.executable).parent / script
+    if found is None:
+        report.append(f"note: '{script}' is not on PATH; the installed config runs it by name, so start "
+                      f"the host where it is ({mine.parent} on PATH, or install opensage with pipx).")
+    elif mine.exists() and Path(found).resolve() != mine.resolve():
+        report.append(f"note: '{script}' on PATH is {found}, not this installation ({mine}); the host will run that one.")
+
+
+def public_mode(path: Path) -> None:
+    """Give a written file the mode a new file gets from the umask (usually 0644):
+    :func:`atomic_write_text` writes through a 0600 temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def add_gitignore(root: Path, manifest: "Manifest", report: list[str], extra: tuple[str, ...] = ()) -> None:
+    """Append :data:`GITIGNORE_LINES` (and ``extra``) missing from ``<root>/.gitignore``
+    (recorded for uninstall)."""
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    wanted = (*GITIGNORE_LINES, *extra)
+    missing = [line for line in wanted if line not in present]
+    if missing:
+        if not path.exists() and ".gitignore" not in manifest.created:
+            manifest.created.append(".gitignore")
+        block = ([GITIGNORE_HEADER] if GITIGNORE_HEADER not in present else []) + missing
+        sep = "" if not text or text.endswith("\n") else "\n"
+        atomic_write_text(path, text + sep + "\n".join(block) + "\n")
+        public_mode(path)
+        report.append(f"{'updated' if text else 'wrote'} .gitignore ({', '.join(missing)})")
+    for line in wanted:
+        if line in missing or line in manifest.gitignore_owned_elsewhere():
+            manifest.add_gitignore(line)
+
+
+def remove_gitignore(root: Path, manifest: "Manifest", report: list[str]) -> None:
+    """Uninstall: remove the .gitignore lines this host's install added, unless the other
+    host's install still needs them."""
+    others = manifest.gitignore_owned_elsewhere()
+    drop = [line for line in manifest.gitignore if line not in others]
+    manifest.gitignore = []
+    path = root / ".gitignore"
+    if not drop or not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() not in drop]
+    if not any(k.strip() in GITIGNORE_LINES for k in kept):
+        kept = [line for line in kept if line.strip() != GITIGNORE_HEADER]
+    if kept:
+        atomic_write_text(path, "\n".join(kept) + "\n")
+        public_mode(path)
+    elif ".gitignore" in manifest.created:
+        path.unlink()
+    else:
+        atomic_write_text(path, "")
+        public_mode(path)
+    report.append(f"removed {', '.join(drop)} from .gitignore")
 
 
 def shell_command(argv: list[str]) -> str:
@@ -44,8 +128,10 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically, keeping the key order (users' config files stay readable)."""
+    """Write ``data`` atomically, keeping the key order (users' config files stay readable),
+    with the umask's mode (a team's config files are not private)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    public_mode(path)
 
 
 def locked(workspace: Workspace) -> FileLock:
@@ -83,10 +169,24 @@ class Manifest:
         self.hooks: dict[str, Any] = dict(entry.get("hooks", {}))
         #: JSON files install created (uninstall deletes them when nothing else is left in them)
         self.created: list[str] = list(entry.get("created", []))
+        #: .gitignore lines this host's install stands for
+        self.gitignore: list[str] = list(entry.get("gitignore", []))
+        #: ``permissions.allow`` rules install added, per settings file (Claude Code)
+        allow = entry.get("allow", {})
+        self.allow: dict[str, list[str]] = {k: list(v) for k, v in allow.items()} if isinstance(allow, dict) else {}
 
     @property
     def installed(self) -> bool:
         return bool(self.files or self.json_keys or self.hooks)
+
+    def add_gitignore(self, line: str) -> None:
+        if line not in self.gitignore:
+            self.gitignore.append(line)
+
+    def gitignore_owned_elsewhere(self) -> set[str]:
+        """.gitignore lines another host's install added."""
+        return {line for name, entry in self.all.items() if name != self.host_name and isinstance(entry, dict)
+                for line in entry.get("gitignore", [])}
 
     def add_file(self, rel: str) -> None:
         if rel not in self.files:
@@ -100,7 +200,7 @@ class Manifest:
     def save(self) -> None:
         if self.installed:
             self.all[self.host_name] = {"files": self.files, "json": self.json_keys, "hooks": self.hooks,
-                                        "created": self.created}
+                                        "created": self.created, "gitignore": self.gitignore, "allow": self.allow}
         else:
             self.all.pop(self.host_name, None)
         if self.all:
@@ -116,6 +216,7 @@ def write_owned(root: Path, rel: str, text: str, manifest: Manifest, report: lis
         report.append(f"kept {rel} (exists and was not written by opensage)")
         return
     atomic_write_text(path, text)
+    public_mode(path)
     manifest.add_file(rel)
     report.append(f"wrote {rel}")
 

@@ -2,9 +2,15 @@
 
 Install adds, never overwriting what is there:
 
-* ``.mcp.json``: ``mcpServers.opensage`` (stdio, ``opensage mcp`` with this Python);
+* ``.mcp.json``: ``mcpServers.opensage`` (stdio, ``opensage mcp``);
 * ``.claude/settings.json``: one command hook per event in :data:`HOOK_EVENTS`, each
-  running ``opensage hook --from claude``;
+  running ``opensage-hook claude`` (a tiny client of the workspace's hook server, see
+  :mod:`opensage.integrations.hookd`), and the permission rule
+  :data:`PERMISSION_RULE` so headless ``claude -p`` may call opensage's tools;
+* ``.gitignore``: the database (session transcripts), lock files and the socket folder;
+
+Committed files name the commands, never a path: the hosts find ``opensage`` and
+``opensage-hook`` on PATH and start them in the project.
 * ``.claude/agents/<name>.md``: the generated agents in Claude Code's subagent format
   (rendered by the agents plugin);
 * ``.claude/skills/opensage/SKILL.md``: the pack's meta skill.
@@ -26,13 +32,15 @@ from opensage.integrations._files import (
     Manifest,
     finish_json,
     locked,
-    python_command,
+    OPENSAGE,
+    add_gitignore,
+    path_warning,
     read_json,
     remove_json_keys,
+    remove_gitignore,
     remove_owned,
     save_json,
     set_key,
-    shell_command,
     write_owned,
 )
 from opensage.store import Workspace
@@ -42,8 +50,14 @@ __all__ = ["install", "uninstall", "handle_hook", "HOOK_EVENTS", "relevant_memor
 MCP_NAME = "opensage"
 #: Claude Code hook events the installer subscribes to.
 HOOK_EVENTS = (
-    "SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd",
+    "SessionStart", "UserPromptSubmit", "PostToolUse", "PostToolUseFailure", "PreCompact", "Stop", "SubagentStop",
+    "SessionEnd",
 )
+#: The permission rule install adds: every tool of our MCP server, without a prompt
+#: (``claude -p`` denies an MCP tool that no rule allows).
+PERMISSION_RULE = f"mcp__{MCP_NAME}__*"
+#: The hook command written to .claude/settings.json (found on PATH).
+HOOK_COMMAND = "opensage-hook claude"
 #: Claude Code tools whose ``tool_input.file_path`` names a file they changed.
 EDIT_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
 #: Characters of a tool response kept in its episode.
@@ -65,6 +79,23 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _tool_text(response: Any) -> str:
+    """What a tool gave back, as the text a reader wants: an MCP result's text content
+    (Claude passes ``[{"type": "text", "text": ...}]``), Bash's stdout and stderr, a Read's
+    file content; anything else as JSON."""
+    if isinstance(response, list) and response and all(isinstance(b, dict) for b in response):
+        texts = [b.get("text", "") for b in response if b.get("type") == "text" and isinstance(b.get("text"), str)]
+        if len(texts) == len(response):
+            return "\n".join(texts)
+    if isinstance(response, dict):
+        if isinstance(response.get("stdout"), str) or isinstance(response.get("stderr"), str):
+            return "\n".join(x for x in (response.get("stdout"), response.get("stderr")) if isinstance(x, str) and x)
+        file = response.get("file")
+        if isinstance(file, dict) and isinstance(file.get("content"), str):
+            return file["content"]
+    return _as_text(response)
 
 
 def _last_assistant_from_transcript(path: str | None) -> str:
@@ -141,8 +172,7 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         raise UsageError('Claude hook JSON has no "hook_event_name"; run this from a Claude Code hook.')
     if not isinstance(sid, str) or not sid:
         raise UsageError('Claude hook JSON has no "session_id"; run this from a Claude Code hook.')
-    if event not in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop",
-                     "SubagentStop", "SessionEnd"):
+    if event not in HOOK_EVENTS:
         return {}
     session = host.session(sid, source="claude")
     workspace = host.workspace
@@ -155,15 +185,25 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
     if event == "UserPromptSubmit":
         prompt = _as_text(payload.get("prompt", ""))
         host.record(session, SessionEvent(kind="user_message", role="user", text=prompt, meta=meta))
-        return _context_output(event, relevant_memory(host, prompt))
-    if event == "PostToolUse":
+        context = host.prompt_context(session, prompt)
+        if context is None:  # no plugin answers prompt_context: plain FTS5 over the graph
+            context = relevant_memory(host, prompt)
+        return _context_output(event, context)
+    if event in ("PostToolUse", "PostToolUseFailure"):
         tool = str(payload.get("tool_name") or "unknown")
         tool_input = payload.get("tool_input")
         args = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
-        meta = {**meta, "tool_use_id": payload.get("tool_use_id")}
-        host.record(session, SessionEvent(kind="tool_call", tool=tool, args=args, meta=meta))
-        result = _as_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
-        host.record(session, SessionEvent(kind="tool_result", tool=tool, text=result, meta=meta))
+        call_id = payload.get("tool_use_id") if isinstance(payload.get("tool_use_id"), str) else None
+        meta = {**meta, "tool_use_id": call_id}
+        host.record(session, SessionEvent(kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
+        if event == "PostToolUseFailure":  # a failed call (a command's non-zero exit, a denied tool...)
+            result = _as_text(payload.get("error", ""))[:MAX_RESULT_CHARS]
+            meta = {**meta, "is_error": True}
+        else:
+            result = _tool_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
+        host.record(session, SessionEvent(kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
+        if event == "PostToolUseFailure":
+            return {}
         path = args.get("file_path") or args.get("notebook_path")
         if tool in EDIT_TOOLS and isinstance(path, str):
             host.record(session, SessionEvent(kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
@@ -171,7 +211,10 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
     if event in ("Stop", "SubagentStop"):
         text = payload.get("last_assistant_message")
         if not isinstance(text, str) or not text.strip():
-            text = _last_assistant_from_transcript(payload.get("transcript_path"))
+            # a subagent's own transcript; never the main one (that would record the main
+            # session's last answer again under the subagent's name)
+            key = "transcript_path" if event == "Stop" else "agent_transcript_path"
+            text = _last_assistant_from_transcript(payload.get(key))
         if text.strip():
             role = "assistant" if event == "Stop" else f"subagent:{payload.get('agent_type') or 'unknown'}"
             host.record(session, SessionEvent(kind="assistant_message", role=role, text=text, meta=meta))
@@ -222,8 +265,47 @@ def _export_agents(workspace: Workspace, manifest: Manifest, report: list[str]) 
         write_owned(root, rel, text, manifest, report)
 
 
-def hook_command(workspace: Workspace) -> str:
-    return shell_command([*python_command(workspace), "hook", "--from", "claude"])
+def hook_command(workspace: Workspace | None = None) -> str:
+    """The command each installed hook runs (no path: portable across a team)."""
+    return HOOK_COMMAND
+
+
+def _add_allow(settings: dict, rel: str, manifest: Manifest) -> None:
+    """Add :data:`PERMISSION_RULE` to ``settings["permissions"]["allow"]`` (recorded when new)."""
+    permissions = settings.setdefault("permissions", {})
+    if not isinstance(permissions, dict) or not isinstance(permissions.setdefault("allow", []), list):
+        raise UsageError(f"{rel}: 'permissions.allow' must be a list; fix it, then install again.")
+    if PERMISSION_RULE not in permissions["allow"]:
+        permissions["allow"].append(PERMISSION_RULE)
+        rules = manifest.allow.setdefault(rel, [])
+        if PERMISSION_RULE not in rules:
+            rules.append(PERMISSION_RULE)
+
+
+def _remove_allow(settings: dict, rel: str, manifest: Manifest, report: list[str]) -> None:
+    """Uninstall: drop the allow rules install added to ``settings`` (and emptied parents)."""
+    permissions = settings.get("permissions")
+    if isinstance(permissions, dict) and isinstance(permissions.get("allow"), list):
+        for rule in manifest.allow.get(rel, []):
+            if rule in permissions["allow"]:
+                permissions["allow"].remove(rule)
+                report.append(f"removed permissions.allow {rule} from {rel}")
+        if not permissions["allow"]:
+            del permissions["allow"]
+        if not permissions:
+            del settings["permissions"]
+
+
+def _drop_hook(groups: list, command: str) -> list:
+    """``groups`` without hooks running ``command`` (groups left empty are dropped)."""
+    kept = []
+    for g in groups:
+        if isinstance(g, dict) and isinstance(g.get("hooks"), list):
+            g = {**g, "hooks": [h for h in g["hooks"] if not (isinstance(h, dict) and h.get("command") == command)]}
+            if not g["hooks"]:
+                continue
+        kept.append(g)
+    return kept
 
 
 def install(host) -> list[str]:
@@ -241,8 +323,7 @@ def install(host) -> list[str]:
         mcp_path, settings_path = root / ".mcp.json", root / ".claude" / "settings.json"
         mcp = read_json(mcp_path)
         settings = read_json(settings_path)
-        entry = {"type": "stdio", "command": python_command(workspace)[0],
-                 "args": [*python_command(workspace)[1:], "mcp"], "env": {}}
+        entry = {"type": "stdio", "command": OPENSAGE, "args": ["mcp"], "env": {}}
         if not set_key(mcp, ["mcpServers", MCP_NAME], entry):
             if ["mcpServers", MCP_NAME] not in manifest.json_keys.get(".mcp.json", []):
                 raise UsageError(".mcp.json already has a different 'opensage' server; remove it, "
@@ -257,18 +338,33 @@ def install(host) -> list[str]:
             groups = hooks.setdefault(event, [])
             if not isinstance(groups, list):
                 raise UsageError(f".claude/settings.json: hooks.{event} must be a list; fix it, then install again.")
+            old = added_hooks.get(event)
+            if old and old != command:  # an earlier install's command (e.g. an absolute interpreter path)
+                groups[:] = _drop_hook(groups, old)
             present = any(isinstance(g, dict) and any(isinstance(h, dict) and h.get("command") == command
                                                       for h in g.get("hooks", [])) for g in groups)
             if not present:
                 groups.append({"hooks": [{"type": "command", "command": command, "timeout": 60}]})
             added_hooks[event] = command
+        _add_allow(settings, ".claude/settings.json", manifest)
         verbs = {rel: "updated" if (root / rel).exists() else "wrote" for rel in (".mcp.json", ".claude/settings.json")}
         save_json(root, ".mcp.json", mcp, manifest)
         manifest.add_json_key(".mcp.json", ["mcpServers", MCP_NAME])
         report.append(f"{verbs['.mcp.json']} .mcp.json (mcpServers.opensage)")
         save_json(root, ".claude/settings.json", settings, manifest)
         manifest.hooks = added_hooks
-        report.append(f"{verbs['.claude/settings.json']} .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)})")
+        report.append(f"{verbs['.claude/settings.json']} .claude/settings.json (hooks: {', '.join(HOOK_EVENTS)}; "
+                      f"permissions.allow: {PERMISSION_RULE})")
+        # Claude Code ignores a project's own allow rules until the user trusted the workspace
+        # (a cloned repository must not grant itself tools); the per-user local settings count
+        # at once, and the user running install is the one consenting.
+        local_rel = ".claude/settings.local.json"
+        local = read_json(root / local_rel)
+        local_verb = "updated" if (root / local_rel).exists() else "wrote"
+        _add_allow(local, local_rel, manifest)
+        save_json(root, local_rel, local, manifest)
+        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}; yours, not committed)")
+        add_gitignore(root, manifest, report, extra=(".claude/settings.local.json",))
         _export_agents(workspace, manifest, report)
         skill = _meta_skill()
         if skill is None:
@@ -276,6 +372,8 @@ def install(host) -> list[str]:
         else:
             write_owned(root, ".claude/skills/opensage/SKILL.md", skill, manifest, report)
         manifest.save()
+    path_warning(report, OPENSAGE)
+    path_warning(report, "opensage-hook")
     return report
 
 
@@ -289,21 +387,16 @@ def uninstall(host) -> list[str]:
         if not manifest.installed:
             return ["nothing to remove: opensage is not installed for Claude Code here"]
         remove_json_keys(root, manifest, report)
-        if manifest.hooks:
+        if manifest.hooks or manifest.allow.get(".claude/settings.json"):
             settings_path = root / ".claude" / "settings.json"
             settings = read_json(settings_path)
             hooks = settings.get("hooks") if isinstance(settings.get("hooks"), dict) else {}
+            _remove_allow(settings, ".claude/settings.json", manifest, report)
             for event, command in manifest.hooks.items():
                 groups = hooks.get(event)
                 if not isinstance(groups, list):
                     continue
-                kept = []
-                for g in groups:
-                    if isinstance(g, dict) and isinstance(g.get("hooks"), list):
-                        g = {**g, "hooks": [h for h in g["hooks"] if not (isinstance(h, dict) and h.get("command") == command)]}
-                        if not g["hooks"]:
-                            continue
-                    kept.append(g)
+                kept = _drop_hook(groups, command)
                 if kept:
                     hooks[event] = kept
                 else:
@@ -313,7 +406,14 @@ def uninstall(host) -> list[str]:
                 del settings["hooks"]
             finish_json(root, ".claude/settings.json", settings, manifest, report)
             manifest.hooks = {}
+        local_rel = ".claude/settings.local.json"
+        if manifest.allow.get(local_rel) and (root / local_rel).exists():
+            local = read_json(root / local_rel)
+            _remove_allow(local, local_rel, manifest, report)
+            finish_json(root, local_rel, local, manifest, report)
+        manifest.allow = {}
         remove_owned(root, manifest, report)
+        remove_gitignore(root, manifest, report)
         manifest.save()
     claude_dir = root / ".claude"
     if claude_dir.is_dir() and not any(claude_dir.iterdir()):

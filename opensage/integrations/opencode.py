@@ -3,12 +3,13 @@
 Install adds to a project, never overwriting what is there:
 
 * ``opencode.json``: ``mcp.opensage`` = a local MCP server running ``opensage mcp``
-  with this Python (``type: local``, ``command`` array);
+  (``type: local``, ``command`` array; ``opensage`` is found on PATH, no path is written);
 * ``.opencode/plugin/opensage.js``: the shim that forwards session events to
   ``opensage hook`` and adds graph memory to the compaction context
   (``experimental.session.compacting``);
 * ``.opencode/command/<name>.md``: one slash command per ``@``-command
-  (``/memory-query auth flow``), which asks the model to call the matching MCP tool.
+  (``/memory-query auth flow``), which asks the model to call the matching MCP tool;
+* ``.gitignore``: the database (session transcripts), lock files and the socket folder.
 
 Generated agents need nothing: they are written to ``.opencode/agent/`` (the
 workspace's agent folder), where OpenCode loads them as subagents.
@@ -29,9 +30,12 @@ from opensage.integrations._files import (
     MARKER,
     Manifest,
     locked,
-    python_command,
+    OPENSAGE,
+    add_gitignore,
+    path_warning,
     read_json,
     release_lock,
+    remove_gitignore,
     remove_json_keys,
     remove_owned,
     save_json,
@@ -49,14 +53,16 @@ CONFIG_NAME = "opencode.json"
 
 
 def plugin_source(workspace: Workspace) -> str:
-    """The shim's JavaScript, with this workspace's ``opensage`` command embedded."""
+    """The shim's JavaScript. It runs ``opensage`` from PATH in the project folder OpenCode
+    gives it (``$OPENSAGE_COMMAND``, a JSON array or one path, overrides that per user), so
+    the file holds no path and a team can commit it."""
     template = resources.files("opensage.integrations").joinpath("opencode_plugin.js").read_text(encoding="utf-8")
-    config = {"command": python_command(workspace), "marker": MARKER}
+    config = {"command": [OPENSAGE], "marker": MARKER}
     return template.replace("__OPENSAGE_CONFIG__", json.dumps(config))
 
 
 def mcp_entry(workspace: Workspace) -> dict[str, Any]:
-    return {"type": "local", "command": [*python_command(workspace), "mcp"], "enabled": True}
+    return {"type": "local", "command": [OPENSAGE, "mcp"], "enabled": True}
 
 
 def command_markdown(command) -> str:
@@ -94,15 +100,70 @@ def _project_relative(path: str, root: Path) -> str:
         return path
 
 
+class SessionEnds:
+    """Which sessions this process must still end, so each ends once per stretch of work.
+
+    A session is *open* here once an event for it arrived; ``session-end`` closes it. A
+    ``session-end`` for a session that is not open here and already has ``ended_at`` (the
+    shim's idle timer, dispose and end of input can all ask) is skipped: nothing new to
+    compress. A session resumed later (``opencode run -s ID``, the TUI) is open again
+    with its first new event, and its next end compresses what came since.
+    """
+
+    def __init__(self, host) -> None:
+        self.host = host
+        self.open: set[str] = set()
+
+    def note(self, hook: str, session_id: str | None) -> bool:
+        """Record one event; False when it is a ``session-end`` to skip."""
+        if not session_id:
+            return True
+        if hook != "session-end":
+            self.open.add(session_id)
+            return True
+        if session_id in self.open:
+            self.open.discard(session_id)
+            return True
+        row = self.host.db.conn.execute("SELECT ended_at FROM sessions WHERE id=?", (session_id,)).fetchone()
+        return not (row and row[0] is not None)
+
+    def end_all(self) -> list[str]:
+        """End every session still open here (end of input: the OpenCode process is gone)."""
+        from opensage.cli import fire_hook
+        from opensage.errors import OpenSageError
+
+        ended = []
+        for sid in sorted(self.open):
+            try:
+                fire_hook(self.host, "session-end", {"session_id": sid, "source": "opencode"})
+                ended.append(sid)
+            except OpenSageError:
+                pass
+        self.open.clear()
+        return ended
+
+
 def serve_hooks(host, lines: Iterable[str], out: TextIO) -> int:
     """``opensage hook --from opencode``: answer one batch per input line until EOF.
 
     The shim starts this once per OpenCode process and writes one batch (a JSON object
     on one line) whenever events piled up; each answer is one JSON line, in order. A line
     that is not a valid batch is answered with ``{"error": "..."}`` and the loop goes on.
+    At end of input (OpenCode exited, however it exited) every session that had events
+    since its last ``session-end`` is ended, so it is compressed (:class:`SessionEnds`).
 
     :returns: how many batches were answered.
     """
+    count = 0
+    ends = SessionEnds(host)
+    try:
+        count = _serve_lines(host, lines, out, ends)
+    finally:
+        ends.end_all()
+    return count
+
+
+def _serve_lines(host, lines: Iterable[str], out: TextIO, ends: "SessionEnds") -> int:
     count = 0
     for line in lines:
         if not line.strip():
@@ -111,7 +172,7 @@ def serve_hooks(host, lines: Iterable[str], out: TextIO) -> int:
             payload = json.loads(line)
             if not isinstance(payload, dict):
                 raise UsageError('each line must be one JSON object: {"events": [...]}.')
-            answer = handle_hook(host, payload)
+            answer = handle_hook(host, payload, ends)
         except ValueError as exc:
             answer = {"error": f"not valid JSON ({exc}); send one batch per line."}
         except UsageError as exc:
@@ -122,7 +183,7 @@ def serve_hooks(host, lines: Iterable[str], out: TextIO) -> int:
     return count
 
 
-def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
+def handle_hook(host, payload: dict[str, Any], ends: SessionEnds | None = None) -> dict[str, Any]:
     """Fire one batch of hook events sent by the plugin shim.
 
     The shim queues events while a batch is being recorded and sends what piled up as
@@ -133,8 +194,11 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         and payload are those of ``opensage hook EVENT`` (``docs/session-events.md``);
         the session source defaults to ``opencode``.
     :returns: ``{"results": [...]}``, one per event, in order: the ``opensage hook``
-        answer, or ``{"ok": false, "error": "..."}`` for an event that was rejected (the
+        answer (for ``user-message`` with ``"context"``: memory relevant to the prompt,
+        from the ``prompt_context`` hook, when there is any), or ``{"ok": false, "error": "..."}`` for an event that was rejected (the
         others are still recorded).
+    :param ends: the process's :class:`SessionEnds` (a ``session-end`` with nothing new
+        since the last one answers ``{"ok": true, ..., "skipped": "already ended"}``).
     :raises UsageError: the batch itself is malformed.
     """
     from opensage.cli import fire_hook
@@ -152,8 +216,17 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         body.setdefault("source", "opencode")
         if item["hook"] == "file-edit" and isinstance(body.get("path"), str):
             body["path"] = _project_relative(body["path"], host.workspace.root)
+        sid = body.get("session_id") if isinstance(body.get("session_id"), str) else None
+        if ends is not None and not ends.note(item["hook"], sid):
+            results.append({"ok": True, "session_id": sid, "hook": item["hook"], "skipped": "already ended"})
+            continue
         try:
-            results.append(fire_hook(host, item["hook"], body))
+            answer = fire_hook(host, item["hook"], body)
+            if item["hook"] == "user-message" and answer.get("ok") and isinstance(body.get("text"), str):
+                context = host.prompt_context(host.session(answer["session_id"], source="opencode"), body["text"])
+                if context:  # the shim adds it to this session's system prompt
+                    answer["context"] = context
+            results.append(answer)
         except OpenSageError as exc:
             results.append({"ok": False, "error": f"events[{i}] ({item['hook']}): {exc}"})
     return {"results": results}
@@ -202,7 +275,9 @@ def install(host) -> list[str]:
                     report.append(line)
         if written:
             report.append(f"wrote {len(written)} commands in {COMMAND_DIR}/: {' '.join(written)}")
+        add_gitignore(root, manifest, report)
         manifest.save()
+    path_warning(report, OPENSAGE)
     return report
 
 
@@ -222,6 +297,7 @@ def uninstall(host) -> list[str]:
         report += [line for line in removed if line not in commands]
         if commands:
             report.append(f"removed {len(commands)} commands from {COMMAND_DIR}/")
+        remove_gitignore(root, manifest, report)
         manifest.save()
     release_lock(workspace)
     return report

@@ -3,21 +3,47 @@
 //
 // Forwarded events are queued; whatever piled up is sent as one batch, a JSON line
 // {"events": [{"hook": EVENT, "payload": {...}}]}, to one long-lived
-// `<python> -m opensage --workspace <root> hook --from opencode` process, which answers
+// `opensage hook --from opencode` process (started in the project folder; `opensage` from
+// PATH, or $OPENSAGE_COMMAND: a JSON array or one path), which answers
 // each batch with one line (EVENT and payload as for `opensage hook EVENT`, see
 // docs/session-events.md). Batches go one at a time, so episodes keep their order.
 // Compaction waits for its answer and pushes the memory to keep into the compaction
-// context; dispose waits until everything is recorded, then closes the process.
+// context. Sessions end (and are compressed) when OpenCode disposes the plugin (the end
+// of `opencode run`, or quitting), after $OPENSAGE_IDLE_END_S seconds idle (default 600;
+// 0 = never), and, should the process die, when the Python side sees its input close.
+// Dispose waits until everything is recorded, then closes the process.
 import { spawn } from "node:child_process"
 
 const CONFIG = __OPENSAGE_CONFIG__
+const IDLE_END_MS = 1000 * Number(process.env.OPENSAGE_IDLE_END_S ?? 600)
+const MAX_TEXT = 20000
 
 let child = null
 let waiting = [] // resolvers of batches sent to the current child, in order
+let cwd = process.cwd()
+
+function command() {
+  const own = process.env.OPENSAGE_COMMAND
+  if (own) {
+    try {
+      const parsed = JSON.parse(own)
+      if (Array.isArray(parsed) && parsed.length && parsed.every((a) => typeof a === "string")) return parsed
+    } catch {}
+    return [own]
+  }
+  return CONFIG.command
+}
+
+// the first n characters, never cutting a surrogate pair in half
+function clip(text, n = MAX_TEXT) {
+  if (text.length <= n) return text
+  const code = text.charCodeAt(n - 1)
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? n - 1 : n)
+}
 
 function startChild() {
-  const args = [...CONFIG.command, "hook", "--from", "opencode"]
-  const proc = spawn(args[0], args.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: process.env })
+  const args = [...command(), "hook", "--from", "opencode"]
+  const proc = spawn(args[0], args.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: process.env, cwd })
   let buffer = ""
   let errors = ""
   proc.stdout.on("data", (data) => {
@@ -84,11 +110,42 @@ const roles = new Map() // messageID -> role
 const texts = new Map() // messageID -> Map(partID -> text)
 const sent = new Set() // assistant messageIDs already recorded
 const started = new Set() // sessionIDs announced
+const open = new Set() // sessionIDs with events since their last session-end
+const idleTimers = new Map() // sessionID -> timer ending it after IDLE_END_MS idle
+const contexts = new Map() // sessionID -> memory relevant to its latest prompt
 
 function startSession(sessionID) {
-  if (!sessionID || started.has(sessionID)) return
+  if (!sessionID) return
+  touch(sessionID)
+  if (started.has(sessionID)) return
   started.add(sessionID)
   send("session-start", { session_id: sessionID })
+}
+
+function touch(sessionID) {
+  if (!sessionID) return
+  open.add(sessionID)
+  const timer = idleTimers.get(sessionID)
+  if (timer) clearTimeout(timer)
+  idleTimers.delete(sessionID)
+}
+
+function endSession(sessionID) {
+  touch(sessionID)
+  open.delete(sessionID)
+  flushAssistant(sessionID)
+  return send("session-end", { session_id: sessionID })
+}
+
+function whenIdle(sessionID) {
+  if (!sessionID || !(IDLE_END_MS > 0)) return
+  touch(sessionID)
+  const timer = setTimeout(() => {
+    idleTimers.delete(sessionID)
+    endSession(sessionID)
+  }, IDLE_END_MS)
+  if (timer.unref) timer.unref() // never keeps OpenCode alive
+  idleTimers.set(sessionID, timer)
 }
 
 function flushAssistant(sessionID) {
@@ -104,7 +161,14 @@ function flushAssistant(sessionID) {
 
 export default {
   id: "opensage",
-  server: async () => ({
+  server: async (input) => {
+    if (input && typeof input.directory === "string" && input.directory) cwd = input.directory
+    return hooks()
+  },
+}
+
+function hooks() {
+  return {
     event: async ({ event }) => {
       const p = event.properties || {}
       switch (event.type) {
@@ -124,10 +188,13 @@ export default {
         }
         case "session.idle":
           flushAssistant(p.sessionID)
+          whenIdle(p.sessionID)
           break
         case "session.error":
-          if (p.sessionID)
-            send("error", { session_id: p.sessionID, text: JSON.stringify(p.error || {}).slice(0, 4000) })
+          if (p.sessionID) {
+            touch(p.sessionID)
+            send("error", { session_id: p.sessionID, text: clip(JSON.stringify(p.error || {}), 4000) })
+          }
           break
         case "command.executed":
           if (p.sessionID)
@@ -135,7 +202,7 @@ export default {
           break
         case "session.deleted": {
           const id = p.sessionID || (p.info && p.info.id)
-          if (id) send("session-end", { session_id: id })
+          if (id) endSession(id)
           break
         }
       }
@@ -146,28 +213,39 @@ export default {
         .filter((part) => part.type === "text" && !part.synthetic)
         .map((part) => part.text)
         .join("\n")
-      if (text.trim())
-        send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } })
+      if (!text.trim()) return
+      const answer = await send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } })
+      if (answer && typeof answer.context === "string" && answer.context) contexts.set(input.sessionID, answer.context)
+      else contexts.delete(input.sessionID)
+    },
+    // memory relevant to the session's latest prompt joins the system prompt of its model calls
+    "experimental.chat.system.transform": async (input, output) => {
+      const context = input && input.sessionID ? contexts.get(input.sessionID) : undefined
+      if (context && Array.isArray(output.system)) output.system.push(context)
     },
     "tool.execute.after": async (input, output) => {
+      touch(input.sessionID)
       const args = input.args && typeof input.args === "object" ? input.args : {}
       // built-in tools give output.output (text); MCP tools give the MCP result {content: [...]}
       const result = typeof output.output === "string" ? output.output
         : Array.isArray(output.content) ? output.content.map((c) => (c.type === "text" ? c.text : JSON.stringify(c))).join("\n")
         : JSON.stringify(output.output ?? output)
-      send("tool-call", { session_id: input.sessionID, tool: input.tool, args, meta: { callID: input.callID } })
-      send("tool-result", { session_id: input.sessionID, tool: input.tool, text: result.slice(0, 20000), meta: { callID: input.callID } })
+      const call_id = typeof input.callID === "string" ? input.callID : undefined
+      send("tool-call", { session_id: input.sessionID, tool: input.tool, args, call_id })
+      send("tool-result", { session_id: input.sessionID, tool: input.tool, text: clip(result), call_id })
       const path = args.filePath || args.path
       if (EDIT_TOOLS.has(input.tool) && typeof path === "string")
         send("file-edit", { session_id: input.sessionID, path, tool: input.tool })
     },
     "experimental.session.compacting": async (input, output) => {
+      touch(input.sessionID)
       flushAssistant(input.sessionID)
       const answer = await send("compact", { session_id: input.sessionID })
       if (answer && answer.context) output.context.push(answer.context)
     },
     dispose: async () => {
       for (const sessionID of started) flushAssistant(sessionID)
+      for (const sessionID of [...open]) endSession(sessionID)
       await drain()
       const proc = child
       if (proc) {
@@ -176,5 +254,5 @@ export default {
         await closed
       }
     },
-  }),
+  }
 }
