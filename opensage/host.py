@@ -315,10 +315,14 @@ class Host:
 
 def event_from_json(data: str | dict) -> SessionEvent:
     """Parse a :class:`SessionEvent` from JSON text or a dict. Raises UsageError."""
-    try:
-        obj = json.loads(data) if isinstance(data, str) else data
-    except ValueError as exc:
-        raise UsageError(f"event is not valid JSON: {exc}") from None
+    from opensage.untrusted import depth_exceeds, loads, scrub, too_deep_message
+
+    if isinstance(data, str):
+        obj = loads(data, "event")
+    else:
+        if depth_exceeds(data):
+            raise UsageError(too_deep_message("event"))
+        obj = scrub(data)  # lone surrogates cannot be stored as UTF-8: U+FFFD
     try:
         return SessionEvent.model_validate(obj)
     except Exception as exc:

@@ -79,6 +79,12 @@ async function drain() {
   while (running || pending.length) await (running || pump())
 }
 
+// The first n UTF-16 units of text, without leaving half of a surrogate pair (an emoji) at the end.
+function clip(text, n) {
+  const head = text.slice(0, n)
+  return /[\uD800-\uDBFF]$/.test(head) ? head.slice(0, -1) : head
+}
+
 const EDIT_TOOLS = new Set(["edit", "write", "patch", "multiedit"])
 const roles = new Map() // messageID -> role
 const texts = new Map() // messageID -> Map(partID -> text)
@@ -127,7 +133,7 @@ export default {
           break
         case "session.error":
           if (p.sessionID)
-            send("error", { session_id: p.sessionID, text: JSON.stringify(p.error || {}).slice(0, 4000) })
+            send("error", { session_id: p.sessionID, text: clip(JSON.stringify(p.error || {}), 4000) })
           break
         case "command.executed":
           if (p.sessionID)
@@ -156,7 +162,7 @@ export default {
         : Array.isArray(output.content) ? output.content.map((c) => (c.type === "text" ? c.text : JSON.stringify(c))).join("\n")
         : JSON.stringify(output.output ?? output)
       send("tool-call", { session_id: input.sessionID, tool: input.tool, args, meta: { callID: input.callID } })
-      send("tool-result", { session_id: input.sessionID, tool: input.tool, text: result.slice(0, 20000), meta: { callID: input.callID } })
+      send("tool-result", { session_id: input.sessionID, tool: input.tool, text: clip(result, 20000), meta: { callID: input.callID } })
       const path = args.filePath || args.path
       if (EDIT_TOOLS.has(input.tool) && typeof path === "string")
         send("file-edit", { session_id: input.sessionID, path, tool: input.tool })

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from opensage.errors import UsageError
 from opensage.plugins.graph_memory.graph import TYPE_NAME
-from opensage.plugins.graph_memory.query import MAX_DEPTH, engine_for
+from opensage.plugins.graph_memory.query import MAX_DEPTH, MAX_QUERY_CHARS, engine_for
 from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
@@ -53,6 +53,9 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
         raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
     if args.mode != "traversal" and not args.query.strip():
         raise UsageError(f"mode={args.mode} needs query=<text>, e.g. @memory-query query=\"auth token refresh\".")
+    if args.mode == "similarity" and len(args.query) > MAX_QUERY_CHARS:
+        raise UsageError(f"query is {len(args.query):,} characters; similarity takes at most {MAX_QUERY_CHARS:,}. "
+                         "Keep the key words or identifiers, e.g. query=\"token refresh fails\".")
     engine = engine_for(ctx.host)
     header = ""
     if args.mode == "similarity":
