@@ -386,7 +386,8 @@ def memory_import_cmd(ctx: click.Context, path: str) -> None:
         click.echo(json.dumps(counts))
     else:
         click.echo(f"imported {counts['entities']} entities, {counts['observations']} observations, "
-                   f"{counts['relations']} relations")
+                   f"{counts['relations']} relations"
+                   + (f"; skipped {counts['skipped']} lines of another type" if counts.get("skipped") else ""))
 
 
 @memory_group.command("export")

@@ -150,7 +150,8 @@ class Host:
     def service(self, key: Any, factory: Callable[["Host"], Any]) -> Any:
         """A per-host singleton for plugins: created by ``factory(host)`` on first use."""
         if key not in self._services:
-            self._services[key] = factory(self)
+            # setdefault: when two threads race (the MCP server runs calls in threads), one instance wins
+            self._services.setdefault(key, factory(self))
         return self._services[key]
 
     def close(self) -> None:
@@ -167,9 +168,10 @@ class Host:
     @property
     def commands(self) -> dict[str, Command]:
         """All registered commands by name (collected once per host)."""
-        if self._commands is None:
-            self._commands = self._collect_commands()
-        return self._commands
+        commands = self._commands  # one read: another thread may reset it meanwhile
+        if commands is None:
+            commands = self._commands = self._collect_commands()
+        return commands
 
     def refresh_commands(self) -> None:
         """Forget collected commands (after a plugin registers a new one, e.g. a generated tool)."""

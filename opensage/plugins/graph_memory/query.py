@@ -44,6 +44,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -308,6 +309,9 @@ class LabelIndex:
         self._codes = None  # sorted trigram codes (uint64)
         self._code_key = None  # key index per sorted code
         self._tail: list[tuple[str, int]] = []
+        # one lookup at a time: a refresh replaces several arrays that a concurrent
+        # lookup (the MCP server runs calls in threads) must not see half-replaced
+        self._lock = threading.Lock()
 
     @property
     def cache_path(self):
@@ -435,6 +439,10 @@ class LabelIndex:
         :param persist: save a newly built index to the cache file (False on error paths,
             which must leave nothing on disk).
         """
+        with self._lock:
+            return self._lookup(key, limit, persist)
+
+    def _lookup(self, key: str, limit: int, persist: bool) -> list[tuple[int, float]]:
         import numpy as np
         from rapidfuzz import fuzz, process
 
