@@ -629,7 +629,6 @@ def import_jsonl(compat: MemoryCompat, text: str, source: str = "<stdin>") -> di
             merged = entities[parsed["name"]]["observations"]
             merged.extend(o for o in parsed["observations"] if o not in merged)
         else:
-            parsed["observations"] = list(dict.fromkeys(parsed["observations"]))
             entities[parsed["name"]] = parsed
     with compat.db.transaction():
         new = compat.create_entities(list(entities.values()))["entities"]
