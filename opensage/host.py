@@ -8,7 +8,6 @@ they receive the host through :class:`~opensage.types.CommandContext` or
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys

@@ -15,7 +15,8 @@ from opensage.types import ArgModel, Command, CommandContext, CommandResult
 class QueryArgs(ArgModel):
     query: str = Field(
         "",
-        description="similarity: free text or identifiers; pattern: the regex or glob; "
+        description="similarity: free text or identifiers (at most 4,000 characters); pattern: the regex "
+                    "(RE2 syntax: no lookaround or backreferences, \\w is ASCII, \\pL any letter) or glob; "
                     "traversal: the start node when startNode is not given",
     )
     mode: Literal["similarity", "pattern", "traversal"] = Field(
