@@ -224,3 +224,53 @@ def test_a_memory_jsonl_written_by_the_reference_imports_unchanged(tmp_path):
     graph, found = anyio.run(read_ours)
     assert graph == ref_graph
     assert [e["name"] for e in found["entities"]] == ["\u212aelvin"]  # K (Kelvin sign) lowercases to k
+
+
+def _shape(schema: dict) -> dict:
+    """Property names, required names and item shapes of a JSON Schema, recursively (zod
+    and pydantic word the rest differently: titles, $defs, additionalProperties)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node):
+        while "$ref" in node:
+            node = defs[node["$ref"].split("/")[-1]]
+        if node.get("type") == "array":
+            return ["array", walk(node.get("items", {}))]
+        if node.get("type") == "object" or "properties" in node:
+            return {"props": {k: walk(v) for k, v in node.get("properties", {}).items()},
+                    "required": sorted(node.get("required", []))}
+        return node.get("type")
+
+    return walk(schema)
+
+
+def test_tools_resource_and_metadata_match_the_reference(tmp_path):
+    memory_file = tmp_path / "ref" / "memory.jsonl"
+    memory_file.parent.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    entity = {"name": "Ada", "entityType": "person", "observations": ["wrote notes"]}
+
+    async def main():
+        out = {}
+        async with session(reference_params(memory_file)) as ref, session(opensage_params(project)) as ours:
+            for key, s in (("ref", ref), ("ours", ours)):
+                await s.call_tool("create_entities", {"entities": [entity]})
+                tools = {t.name: t for t in (await s.list_tools()).tools}
+                resources = (await s.list_resources()).resources
+                content = (await s.read_resource("memory://knowledge-graph")).contents
+                out[key] = (tools, resources, content)
+        return out
+
+    out = anyio.run(main)
+    ref_tools, ref_resources, ref_content = out["ref"]
+    our_tools, our_resources, our_content = out["ours"]
+    for name, ref_tool in ref_tools.items():
+        ours = our_tools[name]
+        assert (ours.title, ours.description) == (ref_tool.title, ref_tool.description), name
+        assert ours.annotations.model_dump(exclude_none=True) == ref_tool.annotations.model_dump(exclude_none=True), name
+        assert _shape(ours.output_schema) == _shape(ref_tool.output_schema), name
+        assert _shape(ours.input_schema) == _shape(ref_tool.input_schema), name
+    assert [(str(r.uri), r.name, r.mime_type) for r in our_resources] == \
+        [(str(r.uri), r.name, r.mime_type) for r in ref_resources]
+    assert json.loads(our_content[0].text) == json.loads(ref_content[0].text) == {"entities": [entity], "relations": []}
