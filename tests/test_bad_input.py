@@ -334,3 +334,22 @@ def test_generated_tools_run_when_opensage_was_started_as_dotdot_venv_python(pro
                        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "4"
+
+
+def test_a_claude_transcript_with_line_separators_bad_bytes_and_half_emoji_is_read(cli, project):
+    """Stop without last_assistant_message reads the transcript: U+2028 inside a JSON
+    string is not a line break, invalid UTF-8 elsewhere and a lone surrogate do not lose
+    the reply."""
+    from tests.test_claude_hooks import SID, payload
+
+    reply = {"type": "assistant", "message": {"role": "assistant", "content": [
+        {"type": "text", "text": "first\u2028second \ud83d"}]}}
+    transcript = project / ".claude-transcript.jsonl"
+    transcript.write_bytes(b'{"type": "user", "message": {"role": "user", "content": "hi \xff"}}\n'
+                           # raw U+2028 (as JSON.stringify writes it), the half emoji as an escape
+                           + json.dumps(reply, ensure_ascii=False).replace("\ud83d", "\\ud83d").encode() + b"\n")
+    stop = json.loads(payload("stop.json", project))
+    del stop["last_assistant_message"]
+    r = cli("hook", "--from", "claude", input=json.dumps(stop))
+    assert r.returncode == 0, r.stderr
+    assert episodes(project, SID) == ["first\u2028second \ufffd"]
