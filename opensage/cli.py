@@ -7,6 +7,7 @@ real hosts use to report session events (see ``docs/session-events.md``).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import logging
@@ -183,7 +184,10 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
         from opensage.integrations.opencode import serve_hooks
 
         try:
-            serve_hooks(_host(ctx), sys.stdin, sys.stdout)
+            # invalid UTF-8 in one batch must not end the stream: decode it as U+FFFD
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
+                if hasattr(sys.stdin, "buffer") else sys.stdin
+            serve_hooks(_host(ctx), stdin, sys.stdout)
         except OpenSageError as exc:
             _fail(exc)
         return
@@ -253,14 +257,25 @@ def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None 
     return out
 
 
+def _read_stdin_text() -> str:
+    """All of stdin as text; invalid UTF-8 becomes U+FFFD instead of failing (hosts send
+    whatever their tools printed)."""
+    from opensage.untrusted import decode
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    return decode(buffer.read()) if buffer is not None else sys.stdin.read()
+
+
 def _read_payload() -> dict[str, Any]:
-    raw = sys.stdin.read()
+    from opensage.untrusted import loads
+
+    raw = _read_stdin_text()
     if not raw.strip():
         return {}
     try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"stdin is not valid JSON ({exc}); send one JSON object per hook call.") from None
+        payload = loads(raw, "stdin")
+    except UsageError as exc:
+        raise UsageError(f"{exc} Send one JSON object per hook call.") from None
     if not isinstance(payload, dict):
         raise UsageError("stdin must hold one JSON object, e.g. {\"session_id\": \"s1\", \"text\": \"hi\"}.")
     return payload
@@ -371,10 +386,12 @@ def memory_import_cmd(ctx: click.Context, path: str) -> None:
 
     try:
         if path == "-":
-            text, source = sys.stdin.read(), "<stdin>"
+            text, source = _read_stdin_text(), "<stdin>"
         else:
             try:
-                text, source = open(path, encoding="utf-8").read(), path
+                # like the reference server (Node's readFile "utf-8"): invalid UTF-8 -> U+FFFD
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    text, source = fh.read(), path
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror}; give the path of a memory.jsonl file.") from None
         counts = import_jsonl(compat_for(_host(ctx)), text, source)
@@ -384,7 +401,8 @@ def memory_import_cmd(ctx: click.Context, path: str) -> None:
         click.echo(json.dumps(counts))
     else:
         click.echo(f"imported {counts['entities']} entities, {counts['observations']} observations, "
-                   f"{counts['relations']} relations")
+                   f"{counts['relations']} relations"
+                   + (f"; skipped {counts['skipped']} lines of another type" if counts.get("skipped") else ""))
 
 
 @memory_group.command("export")

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from opensage.errors import UsageError
 from opensage.types import ArgModel, Command
+from opensage.untrusted import depth_exceeds, scrub, too_deep_message
 
 __all__ = ["parse_line", "parse_tokens", "bind_arguments", "usage", "argument_table", "Quoted"]
 
@@ -56,6 +57,8 @@ def _read_quoted(line: str, i: int) -> tuple[str, int]:
 def _read_json(line: str, i: int, key: str) -> tuple[Any, int]:
     try:
         value, end = json.JSONDecoder().raw_decode(line, i)
+    except RecursionError:
+        raise UsageError(too_deep_message(f"argument {key!r}")) from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"argument '{key}': invalid JSON ({exc.msg} at column {exc.colno}); write it as JSON, "
@@ -207,12 +210,18 @@ def bind_arguments(command: Command, raw: dict[str, Any]) -> ArgModel:
             )
         if fname in prepared:
             raise UsageError(f"@{command.name}: argument '{field.alias or fname}' given twice; give it once.")
+        shown = field.alias or fname
         if isinstance(value, str) and not _accepts_str(field.annotation):
             try:
                 value = json.loads(value)
             except ValueError:
                 pass
-        prepared[fname] = str(value) if isinstance(value, Quoted) else value
+            except RecursionError:
+                raise UsageError(f"@{command.name}: {too_deep_message(f'argument {shown!r}')}") from None
+        if depth_exceeds(value):
+            raise UsageError(f"@{command.name}: {too_deep_message(f'argument {shown!r}')}")
+        # lone surrogates (a split emoji, undecodable bytes in argv) cannot be stored as UTF-8
+        prepared[fname] = scrub(str(value) if isinstance(value, Quoted) else value)
     try:
         return model.model_validate(prepared)
     except ValidationError as exc:

@@ -8,7 +8,6 @@ they receive the host through :class:`~opensage.types.CommandContext` or
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys
@@ -150,7 +149,8 @@ class Host:
     def service(self, key: Any, factory: Callable[["Host"], Any]) -> Any:
         """A per-host singleton for plugins: created by ``factory(host)`` on first use."""
         if key not in self._services:
-            self._services[key] = factory(self)
+            # setdefault: when two threads race (the MCP server runs calls in threads), one instance wins
+            self._services.setdefault(key, factory(self))
         return self._services[key]
 
     def close(self) -> None:
@@ -167,9 +167,10 @@ class Host:
     @property
     def commands(self) -> dict[str, Command]:
         """All registered commands by name (collected once per host)."""
-        if self._commands is None:
-            self._commands = self._collect_commands()
-        return self._commands
+        commands = self._commands  # one read: another thread may reset it meanwhile
+        if commands is None:
+            commands = self._commands = self._collect_commands()
+        return commands
 
     def refresh_commands(self) -> None:
         """Forget collected commands (after a plugin registers a new one, e.g. a generated tool)."""
@@ -319,10 +320,14 @@ class Host:
 
 def event_from_json(data: str | dict) -> SessionEvent:
     """Parse a :class:`SessionEvent` from JSON text or a dict. Raises UsageError."""
-    try:
-        obj = json.loads(data) if isinstance(data, str) else data
-    except ValueError as exc:
-        raise UsageError(f"event is not valid JSON: {exc}") from None
+    from opensage.untrusted import depth_exceeds, loads, scrub, too_deep_message
+
+    if isinstance(data, str):
+        obj = loads(data, "event")
+    else:
+        if depth_exceeds(data):
+            raise UsageError(too_deep_message("event"))
+        obj = scrub(data)  # lone surrogates cannot be stored as UTF-8: U+FFFD
     try:
         return SessionEvent.model_validate(obj)
     except Exception as exc:

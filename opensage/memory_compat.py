@@ -36,7 +36,8 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,23 +48,26 @@ __all__ = [
 ]
 
 ENTITY_NODE_TYPE = "entity"
+#: Node type of a name used by a relation before (or without) an entity of that name.
+REF_NODE_TYPE = "entity_ref"
 
 
 # -- argument models (their JSON Schemas are the MCP input schemas) ----------------------
 class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # unknown keys are dropped, as the reference's zod objects do
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class EntityIn(_Args):
-    name: str = Field(min_length=1, description="The name of the entity")
+    name: str = Field(description="The name of the entity")
     entityType: str = Field(description="The type of the entity")
     observations: list[str] = Field(description="An array of observation contents associated with the entity")
 
 
 class RelationIn(_Args):
-    from_: str = Field(alias="from", min_length=1, description="The name of the entity where the relation starts")
-    to: str = Field(min_length=1, description="The name of the entity where the relation ends")
-    relationType: str = Field(min_length=1, description="The type of the relation")
+    from_: str = Field(alias="from", description="The name of the entity where the relation starts")
+    to: str = Field(description="The name of the entity where the relation ends")
+    relationType: str = Field(description="The type of the relation")
 
 
 class ObservationAdd(_Args):
@@ -112,6 +116,34 @@ class OpenNodesArgs(_Args):
     names: list[str] = Field(description="An array of entity names to retrieve")
 
 
+# -- result models (their JSON Schemas are the MCP output schemas) ------------------------
+class _EntitiesOut(BaseModel):
+    entities: list[EntityIn]
+
+
+class _RelationsOut(BaseModel):
+    relations: list[RelationIn]
+
+
+class _AddedObservations(BaseModel):
+    entityName: str
+    addedObservations: list[str]
+
+
+class _ResultsOut(BaseModel):
+    results: list[_AddedObservations]
+
+
+class _StatusOut(BaseModel):
+    success: bool
+    message: str
+
+
+class _GraphOut(BaseModel):
+    entities: list[EntityIn]
+    relations: list[RelationIn]
+
+
 # -- the mapping ------------------------------------------------------------------------
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -140,13 +172,28 @@ class MemoryCompat:
     """The reference memory server's operations over a :class:`~opensage.plugins.graph_memory.graph.Graph`.
 
     Every method returns exactly what the reference server's tool puts in
-    ``structuredContent`` and raises :class:`UsageError` / :class:`NotFoundError` where
-    the reference throws.
+    ``structuredContent`` and raises :class:`NotFoundError` where the reference throws.
+    Each write runs in one ``BEGIN IMMEDIATE`` transaction, its checks included, so a
+    concurrent client deleting or re-creating the same entities cannot slip in between
+    a check and a write; each read runs in one snapshot (a deferred transaction).
     """
 
     def __init__(self, graph) -> None:
         self.graph = graph
         self.db = graph.db
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """One consistent snapshot for several SELECTs (WAL: writers are not blocked)."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     # -- reading ------------------------------------------------------------------
     @staticmethod
@@ -168,11 +215,17 @@ class MemoryCompat:
         rtype = meta.get("relationType") if isinstance(meta.get("relationType"), str) else row["type"]
         return {"from": row["src_label"], "to": row["dst_label"], "relationType": rtype}
 
-    def _node_row(self, name: str):
-        """The node named ``name``: an ``entity`` node first, else the oldest node with that label."""
+    def _node_row(self, name: str, placeholders: bool = False):
+        """The node named ``name``: an ``entity`` node first, else the oldest node with that
+        label; a placeholder (:data:`REF_NODE_TYPE`) only when ``placeholders`` is true and
+        nothing else has the name."""
+        if placeholders:
+            return self.db.conn.execute(
+                "SELECT * FROM nodes WHERE label=? ORDER BY (type = ?), (type != ?), id LIMIT 1",
+                (name, REF_NODE_TYPE, ENTITY_NODE_TYPE)).fetchone()
         return self.db.conn.execute(
-            "SELECT * FROM nodes WHERE label=? ORDER BY (type != ?), id LIMIT 1", (name, ENTITY_NODE_TYPE)
-        ).fetchone()
+            "SELECT * FROM nodes WHERE label=? AND type != ? ORDER BY (type != ?), id LIMIT 1",
+            (name, REF_NODE_TYPE, ENTITY_NODE_TYPE)).fetchone()
 
     def _relations_sql(self, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         rows = self.db.conn.execute(
@@ -209,63 +262,107 @@ class MemoryCompat:
         return {"entities": [self._entity(r) for r in rows], "relations": [rel for _, rel in relations]}
 
     def read_graph(self) -> dict[str, Any]:
-        """``{entities: [...], relations: [...]}`` for the whole graph."""
-        rows = self.db.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
-        return {"entities": [self._entity(r) for r in rows], "relations": self._relations_sql()}
+        """``{entities: [...], relations: [...]}`` for the whole graph (placeholders are
+        not entities, but relations to them are listed, as the reference lists relations
+        to names it has no entity for)."""
+        with self._reading() as conn:
+            rows = conn.execute("SELECT * FROM nodes WHERE type != ? ORDER BY id", (REF_NODE_TYPE,)).fetchall()
+            return {"entities": [self._entity(r) for r in rows], "relations": self._relations_sql()}
 
     def search_nodes(self, query: str) -> dict[str, Any]:
-        """Entities whose name, type or an observation contains ``query`` (case-insensitive),
+        """Entities whose name, type or an observation contains ``query`` (case-insensitive:
+        both sides lowercased with Unicode's full mapping, as JavaScript's
+        ``toLowerCase`` does, so ``K`` (Kelvin sign) finds ``k`` and ``İ`` finds ``i̇``),
         with every relation touching one of them. Unranked, like the reference."""
         q = query.lower()
-        # JSON (ensure_ascii) keeps printable ASCII other than " and \ verbatim, so for such
-        # a query a node whose raw text does not contain it cannot match: skip parsing it
-        raw_ok = all(" " <= ch <= "~" and ch not in '"\\' for ch in q)
         ids = []
-        for row in self.db.conn.execute("SELECT id, type, label, content, metadata FROM nodes ORDER BY id"):
-            if raw_ok and q not in row["label"].lower() and q not in row["type"].lower() \
-                    and q not in row["content"].lower() and q not in row["metadata"].lower():
-                continue
-            ent = self._entity(row)
-            if (q in ent["name"].lower() or q in ent["entityType"].lower()
-                    or any(q in o.lower() for o in ent["observations"])):
-                ids.append(row["id"])
-        return self._graph_for_ids(ids)
+        with self._reading() as conn:
+            for row in conn.execute("SELECT id, type, label, content, metadata FROM nodes WHERE type != ? ORDER BY id",
+                                    (REF_NODE_TYPE,)):
+                # cheap pre-filter: the raw columns hold the name, the observations (content)
+                # and the entity type (in the metadata JSON, verbatim unless it has escapes)
+                meta = row["metadata"]
+                if q not in row["label"].lower() and q not in row["content"].lower() \
+                        and q not in row["type"].lower() and q not in meta.lower() and "\\" not in meta:
+                    continue
+                ent = self._entity(row)
+                if (q in ent["name"].lower() or q in ent["entityType"].lower()
+                        or any(q in o.lower() for o in ent["observations"])):
+                    ids.append(row["id"])
+            return self._graph_for_ids(ids)
 
     def open_nodes(self, names: list[str]) -> dict[str, Any]:
         """The named entities (unknown names are skipped) with every relation touching them."""
-        ids = []
-        for name in dict.fromkeys(names):
-            row = self._node_row(name)
-            if row is not None:
-                ids.append(row["id"])
-        return self._graph_for_ids(ids)
+        with self._reading():
+            ids = []
+            for name in dict.fromkeys(names):
+                row = self._node_row(name)
+                if row is not None:
+                    ids.append(row["id"])
+            return self._graph_for_ids(ids)
 
     # -- writing ------------------------------------------------------------------
+    def _insert_node(self, conn, type_: str, name: str, observations: list[str], metadata: dict[str, Any]) -> int:
+        """A new node, written directly: the reference accepts empty and blank names,
+        which :meth:`Graph.upsert_node` refuses for nodes of its own."""
+        from opensage.plugins.graph_memory.graph import identifier_terms
+
+        now = time.time()
+        content = "\n".join(observations)
+        node_id = conn.execute(
+            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+            (type_, name, content, json.dumps(metadata), now, now),
+        ).lastrowid
+        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
+                     (node_id, name, identifier_terms(name), content))
+        return node_id
+
+    def _delete_node(self, conn, node_id: int) -> None:
+        conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
+        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
+        conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+
+    def _drop_unused_placeholders(self, conn) -> None:
+        for row in conn.execute(
+            "SELECT id FROM nodes WHERE type=? AND NOT EXISTS (SELECT 1 FROM edges WHERE src=nodes.id OR dst=nodes.id)",
+            (REF_NODE_TYPE,),
+        ).fetchall():
+            self._delete_node(conn, row["id"])
+
+    def _create_entity(self, conn, ent: dict[str, Any]) -> dict[str, Any] | None:
+        """Create one entity unless its name exists; a placeholder of that name becomes it
+        (its relations move to the new node, which is the newest, as in the reference)."""
+        if self._node_row(ent["name"]) is not None:
+            return None
+        obs = [str(o) for o in ent.get("observations", [])]
+        new_id = self._insert_node(conn, ENTITY_NODE_TYPE, ent["name"], obs,
+                                   {"entityType": ent["entityType"], "observations": obs})
+        ref = conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (REF_NODE_TYPE, ent["name"])).fetchone()
+        if ref is not None:
+            conn.execute("UPDATE edges SET src=? WHERE src=?", (new_id, ref["id"]))
+            conn.execute("UPDATE edges SET dst=? WHERE dst=?", (new_id, ref["id"]))
+            self._delete_node(conn, ref["id"])
+        return {"name": ent["name"], "entityType": ent["entityType"], "observations": obs}
+
     def create_entities(self, entities: list[dict[str, Any]]) -> dict[str, Any]:
-        """Create entities whose names are new; returns ``{entities: [created...]}``."""
+        """Create entities whose names are new; returns ``{entities: [created...]}``.
+
+        A second entity with the same name in one call is skipped (the reference stores
+        both; a deliberate difference, see docs/memory-server.md)."""
         created = []
-        with self.db.transaction():
+        with self.db.transaction() as conn:
             for ent in entities:
-                if self._node_row(ent["name"]) is not None:
-                    continue
-                obs = [str(o) for o in ent.get("observations", [])]
-                self.graph.upsert_node(
-                    ENTITY_NODE_TYPE, ent["name"], "\n".join(obs),
-                    {"entityType": ent["entityType"], "observations": obs},
-                )
-                created.append({"name": ent["name"], "entityType": ent["entityType"], "observations": obs})
+                made = self._create_entity(conn, ent)
+                if made is not None:
+                    created.append(made)
         return {"entities": created}
 
-    def _require(self, names: Iterable[str]) -> dict[str, Any]:
-        rows = {}
-        for name in names:
-            if name in rows:
-                continue
-            row = self._node_row(name)
-            if row is None:
-                raise NotFoundError(f"Entity with name {name} not found")
-            rows[name] = row
-        return rows
+    def _endpoint(self, conn, name: str) -> int:
+        """The node id for a relation endpoint; a placeholder node when nothing has the name."""
+        row = self._node_row(name, placeholders=True)
+        if row is not None:
+            return row["id"]
+        return self._insert_node(conn, REF_NODE_TYPE, name, [], {"note": "named by a relation; no entity yet"})
 
     def _find_edge(self, src: int, dst: int, relation_type: str):
         for row in self.db.conn.execute("SELECT * FROM edges WHERE src=? AND dst=?", (src, dst)):
@@ -278,13 +375,14 @@ class MemoryCompat:
     def create_relations(self, relations: list[dict[str, Any]]) -> dict[str, Any]:
         """Create relations that do not exist yet; returns ``{relations: [created...]}``.
 
-        :raises NotFoundError: an endpoint names no entity (nothing is written).
-        """
-        rows = self._require([n for r in relations for n in (r["from"], r["to"])])
+        Like the reference, an endpoint needs no entity: the name is kept on a
+        placeholder node (type :data:`REF_NODE_TYPE`, not listed as an entity) that an
+        entity created later with that name replaces. A relation repeated within one
+        call is created once (deliberate difference)."""
         created = []
         with self.db.transaction() as conn:
             for rel in relations:
-                src, dst = rows[rel["from"]]["id"], rows[rel["to"]]["id"]
+                src, dst = self._endpoint(conn, rel["from"]), self._endpoint(conn, rel["to"])
                 if self._find_edge(src, dst, rel["relationType"]) is not None:
                     continue
                 etype = relation_edge_type(rel["relationType"])
@@ -311,11 +409,12 @@ class MemoryCompat:
 
         :raises NotFoundError: an entity is missing (nothing is written).
         """
-        self._require(o["entityName"] for o in observations)
         results = []
         with self.db.transaction() as conn:
             for o in observations:
                 row = self._node_row(o["entityName"])
+                if row is None:
+                    raise NotFoundError(f"Entity with name {o['entityName']} not found")
                 current = self._observations(row)
                 added = []
                 for content in o["contents"]:
@@ -332,13 +431,12 @@ class MemoryCompat:
         with self.db.transaction() as conn:
             for name in names:
                 found = False
-                # the reference deletes every entity with the name
-                for row in conn.execute("SELECT id FROM nodes WHERE label=?", (name,)).fetchall():
-                    conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (row["id"], row["id"]))
-                    conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (row["id"],))
-                    conn.execute("DELETE FROM nodes WHERE id=?", (row["id"],))
-                    found = True
+                # the reference deletes every entity with the name, and every relation naming it
+                for row in conn.execute("SELECT id, type FROM nodes WHERE label=?", (name,)).fetchall():
+                    self._delete_node(conn, row["id"])
+                    found = found or row["type"] != REF_NODE_TYPE
                 (deleted if found else not_found).append(name)
+            self._drop_unused_placeholders(conn)
         if not not_found:
             message = "Entities deleted successfully"
         else:
@@ -373,13 +471,15 @@ class MemoryCompat:
         count = 0
         with self.db.transaction() as conn:
             for rel in relations:
-                src, dst = self._node_row(rel["from"]), self._node_row(rel["to"])
+                src = self._node_row(rel["from"], placeholders=True)
+                dst = self._node_row(rel["to"], placeholders=True)
                 if src is None or dst is None:
                     continue
                 row = self._find_edge(src["id"], dst["id"], rel["relationType"])
                 if row is not None:
                     conn.execute("DELETE FROM edges WHERE id=?", (row["id"],))
                     count += 1
+            self._drop_unused_placeholders(conn)
         if count == len(relations):
             message = "Relations deleted successfully"
         else:
@@ -388,20 +488,33 @@ class MemoryCompat:
 
 
 # -- MCP tool table --------------------------------------------------------------------
-class CompatTool:
-    """One reference-server tool: name, description, argument model, how to call it."""
+_WRITE = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": False}
+_DELETE = {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": False}
+_READ = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
 
-    def __init__(self, name: str, description: str, args: type[BaseModel],
-                 call: Callable[[MemoryCompat, Any], dict[str, Any]], text_is_message: bool = False) -> None:
+
+class CompatTool:
+    """One reference-server tool: name, title, description, argument and result models,
+    MCP annotations (the reference's hints), how to call it."""
+
+    def __init__(self, name: str, title: str, description: str, args: type[BaseModel], output: type[BaseModel],
+                 annotations: dict[str, bool], call: Callable[[MemoryCompat, Any], dict[str, Any]],
+                 text_is_message: bool = False) -> None:
         self.name = name
+        self.title = title
         self.description = description
         self.args = args
+        self.output = output
+        self.annotations = annotations
         self.call = call
         #: delete_* tools answer with their message as text, the others with the JSON
         self.text_is_message = text_is_message
 
     def input_schema(self) -> dict[str, Any]:
         return self.args.model_json_schema(by_alias=True)
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.output.model_json_schema(by_alias=True)
 
     def bind(self, arguments: dict[str, Any] | None) -> BaseModel:
         """Validate arguments. Raises UsageError naming the field (e.g. ``entities[0].name``)."""
@@ -426,24 +539,28 @@ def _dump(items):
 
 
 COMPAT_TOOLS: dict[str, CompatTool] = {t.name: t for t in [
-    CompatTool("create_entities", "Create multiple new entities in the knowledge graph", CreateEntitiesArgs,
-               lambda c, a: c.create_entities(_dump(a.entities))),
-    CompatTool("create_relations", "Create multiple new relations between entities in the knowledge graph. "
-               "Relations should be in active voice", CreateRelationsArgs,
+    CompatTool("create_entities", "Create Entities", "Create multiple new entities in the knowledge graph",
+               CreateEntitiesArgs, _EntitiesOut, _WRITE, lambda c, a: c.create_entities(_dump(a.entities))),
+    CompatTool("create_relations", "Create Relations", "Create multiple new relations between entities in the "
+               "knowledge graph. Relations should be in active voice", CreateRelationsArgs, _RelationsOut, _WRITE,
                lambda c, a: c.create_relations(_dump(a.relations))),
-    CompatTool("add_observations", "Add new observations to existing entities in the knowledge graph",
-               AddObservationsArgs, lambda c, a: c.add_observations(_dump(a.observations))),
-    CompatTool("delete_entities", "Delete multiple entities and their associated relations from the knowledge graph",
-               DeleteEntitiesArgs, lambda c, a: c.delete_entities(a.entityNames), text_is_message=True),
-    CompatTool("delete_observations", "Delete specific observations from entities in the knowledge graph",
-               DeleteObservationsArgs, lambda c, a: c.delete_observations(_dump(a.deletions)), text_is_message=True),
-    CompatTool("delete_relations", "Delete multiple relations from the knowledge graph", DeleteRelationsArgs,
+    CompatTool("add_observations", "Add Observations", "Add new observations to existing entities in the knowledge graph",
+               AddObservationsArgs, _ResultsOut, _WRITE, lambda c, a: c.add_observations(_dump(a.observations))),
+    CompatTool("delete_entities", "Delete Entities", "Delete multiple entities and their associated relations from "
+               "the knowledge graph", DeleteEntitiesArgs, _StatusOut, _DELETE,
+               lambda c, a: c.delete_entities(a.entityNames), text_is_message=True),
+    CompatTool("delete_observations", "Delete Observations", "Delete specific observations from entities in the "
+               "knowledge graph", DeleteObservationsArgs, _StatusOut, _DELETE,
+               lambda c, a: c.delete_observations(_dump(a.deletions)), text_is_message=True),
+    CompatTool("delete_relations", "Delete Relations", "Delete multiple relations from the knowledge graph",
+               DeleteRelationsArgs, _StatusOut, _DELETE,
                lambda c, a: c.delete_relations(_dump(a.relations)), text_is_message=True),
-    CompatTool("read_graph", "Read the entire knowledge graph", ReadGraphArgs, lambda c, a: c.read_graph()),
-    CompatTool("search_nodes", "Search for nodes in the knowledge graph based on a query", SearchNodesArgs,
-               lambda c, a: c.search_nodes(a.query)),
-    CompatTool("open_nodes", "Open specific nodes in the knowledge graph by their names", OpenNodesArgs,
-               lambda c, a: c.open_nodes(a.names)),
+    CompatTool("read_graph", "Read Graph", "Read the entire knowledge graph", ReadGraphArgs, _GraphOut, _READ,
+               lambda c, a: c.read_graph()),
+    CompatTool("search_nodes", "Search Nodes", "Search for nodes in the knowledge graph based on a query",
+               SearchNodesArgs, _GraphOut, _READ, lambda c, a: c.search_nodes(a.query)),
+    CompatTool("open_nodes", "Open Nodes", "Open specific nodes in the knowledge graph by their names",
+               OpenNodesArgs, _GraphOut, _READ, lambda c, a: c.open_nodes(a.names)),
 ]}
 
 
@@ -467,44 +584,62 @@ def import_jsonl(compat: MemoryCompat, text: str, source: str = "<stdin>") -> di
     """Load a reference ``memory.jsonl``: new entities are created, observations of
     existing ones are merged, relations are added unless present.
 
-    :returns: counts ``{entities, observations, relations}`` of what was added.
-    :raises UsageError: a line is not JSON, or not a valid entity/relation (names the
-        line number); nothing is written then.
+    Read as the reference reads it: lines are split on ``\\n`` only (U+2028, U+2029 and
+    U+0085 inside strings are text, not line breaks), blank lines and lines whose
+    ``type`` is neither ``entity`` nor ``relation`` are skipped (counted in ``skipped``),
+    unknown keys are ignored, empty names are kept, and relations may name entities
+    that do not exist. Two entity lines with the same name are merged (observations of
+    both, in order, without repeats; the first line's ``entityType`` wins); the
+    reference would keep both.
+
+    :returns: counts ``{entities, observations, relations, skipped}`` of what was added.
+    :raises UsageError: a line is not JSON, or an entity/relation lacks a field or has
+        one of the wrong type (names the line number); nothing is written then.
     """
-    entities: list[dict[str, Any]] = []
+    from opensage.untrusted import depth_exceeds, scrub
+
+    entities: dict[str, dict[str, Any]] = {}
     relations: list[dict[str, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    skipped = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
+        except RecursionError:
+            raise UsageError(f"{source}:{lineno}: nested too deeply; each line must be one entity or relation.") from None
         except ValueError as exc:
             raise UsageError(f"{source}:{lineno}: not JSON ({exc.msg}); each line must be one JSON object.") from None
         if not isinstance(item, dict) or item.get("type") not in ("entity", "relation"):
-            raise UsageError(f'{source}:{lineno}: expected an object with "type": "entity" or "relation".')
-        body = {k: v for k, v in item.items() if k != "type"}
+            skipped += 1
+            continue
+        if depth_exceeds(item):
+            raise UsageError(f"{source}:{lineno}: nested too deeply; each line must be one entity or relation.")
+        item = scrub(item)
         model = EntityIn if item["type"] == "entity" else RelationIn
         try:
-            parsed = model.model_validate(body)
+            parsed = model.model_validate({k: v for k, v in item.items() if k != "type"}).model_dump(by_alias=True)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err.get("loc", ()))
             raise UsageError(f"{source}:{lineno}: {item['type']} field '{field}' is invalid: {err.get('msg')}.") from None
-        (entities if item["type"] == "entity" else relations).append(parsed.model_dump(by_alias=True))
-    names = {e["name"] for e in entities}
-    for i, rel in enumerate(relations):
-        for end in (rel["from"], rel["to"]):
-            if end not in names and compat._node_row(end) is None:
-                raise UsageError(f"{source}: relation {rel['from']} -[{rel['relationType']}]-> {rel['to']}: "
-                                 f"no entity named {end!r} in the file or the graph.")
+        if item["type"] == "relation":
+            relations.append(parsed)
+        elif parsed["name"] in entities:
+            merged = entities[parsed["name"]]["observations"]
+            merged.extend(o for o in parsed["observations"] if o not in merged)
+        else:
+            entities[parsed["name"]] = parsed
     with compat.db.transaction():
-        new = compat.create_entities(entities)["entities"]
+        new = compat.create_entities(list(entities.values()))["entities"]
         new_names = {e["name"] for e in new}
-        merge = [{"entityName": e["name"], "contents": e["observations"]} for e in entities if e["name"] not in new_names]
+        merge = [{"entityName": e["name"], "contents": e["observations"]} for e in entities.values()
+                 if e["name"] not in new_names]
         added = compat.add_observations(merge)["results"] if merge else []
         rels = compat.create_relations(relations)["relations"] if relations else []
     return {
         "entities": len(new),
         "observations": sum(len(e["observations"]) for e in new) + sum(len(r["addedObservations"]) for r in added),
         "relations": len(rels),
+        "skipped": skipped,
     }

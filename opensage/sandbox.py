@@ -616,11 +616,22 @@ def run(
                 f"sandbox cwd {str(cwd_path)!r} is not inside a writable path; pass it (or a parent) in writable="
             )
     try:
-        plan = _plan(level, argv, cwd_path, writable, readable, limits, env or {}, network, scratch, cfg)
+        plan = _plan(level, [_canonical_program(argv[0]), *argv[1:]] if argv else argv, cwd_path, writable,
+                     readable, limits, env or {}, network, scratch, cfg)
         return _execute(plan, stdin, limits, on_start, on_output)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _canonical_program(program: str) -> str:
+    """An absolute program path with its folder resolved (``..``, symlinks): the sandbox
+    binds real paths only, so ``/proj/../venv/bin/python`` (``sys.executable`` when
+    opensage was started as ``../venv/bin/python``) would not exist inside. The file name
+    itself is kept: a venv's ``python`` symlink must stay the venv's."""
+    if not os.path.isabs(program):
+        return program
+    return os.path.join(os.path.realpath(os.path.dirname(program)), os.path.basename(program))
 
 
 def _plan(level, argv, cwd, writable, readable, limits, extra_env, network, scratch, cfg) -> _Plan:

@@ -35,16 +35,28 @@ def test_create_entities_returns_only_new_and_skips_existing_names(host):
     assert graph["entities"][0]["entityType"] == "person"  # not overwritten by the skipped duplicate
 
 
-def test_create_relations_skips_duplicates_and_needs_both_entities(host, project):
+def test_create_relations_skips_duplicates_and_accepts_missing_entities_like_the_reference(host, project):
     call(host, "create_entities", entities=[ALICE, ACME])
     rel = {"from": "Alice", "to": "Acme", "relationType": "works at"}
     assert call(host, "create_relations", relations=[rel, rel]) == {"relations": [rel]}
     assert call(host, "create_relations", relations=[rel]) == {"relations": []}
-    before = db_snapshot(project)
+    dangling = {"from": "Alice", "to": "Nobody", "relationType": "knows"}
+    assert call(host, "create_relations", relations=[dangling]) == {"relations": [dangling]}
+    graph = call(host, "read_graph")
+    assert [e["name"] for e in graph["entities"]] == ["Alice", "Acme"]  # Nobody is no entity...
+    assert graph["relations"] == [rel, dangling]  # ...but the relation is kept, as the reference keeps it
+    assert call(host, "open_nodes", names=["Nobody"]) == {"entities": [], "relations": []}
     with pytest.raises(NotFoundError, match="Entity with name Nobody not found"):
-        call(host, "create_relations", relations=[{"from": "Alice", "to": "Acme", "relationType": "likes"},
-                                                  {"from": "Alice", "to": "Nobody", "relationType": "knows"}])
-    assert db_snapshot(project) == before  # the batch wrote nothing
+        call(host, "add_observations", observations=[{"entityName": "Nobody", "contents": ["x"]}])
+    # creating Nobody later attaches the relation to it; it is the newest entity
+    nobody = {"name": "Nobody", "entityType": "person", "observations": []}
+    assert call(host, "create_entities", entities=[nobody]) == {"entities": [nobody]}
+    assert call(host, "open_nodes", names=["Nobody"]) == {"entities": [nobody], "relations": [dangling]}
+    # deleting a name no entity has removes the relations naming it, and nothing stays behind
+    call(host, "create_relations", relations=[{"from": "Ghost", "to": "Acme", "relationType": "haunts"}])
+    assert call(host, "delete_entities", entityNames=["Ghost"])["success"] is True
+    assert call(host, "read_graph")["relations"] == [rel, dangling]
+    assert host.db.conn.execute("SELECT count(*) FROM nodes WHERE label='Ghost'").fetchone()[0] == 0
 
 
 def test_relation_types_round_trip_verbatim_even_when_their_edge_types_collide(host):
@@ -155,9 +167,9 @@ def test_jsonl_round_trip(host, tmp_path):
     other = Host(Workspace(other_root))
     try:
         counts = import_jsonl(compat_for(other), text)
-        assert counts == {"entities": 2, "observations": 3, "relations": 1}
+        assert counts == {"entities": 2, "observations": 3, "relations": 1, "skipped": 0}
         assert export_jsonl(compat_for(other)) == text
-        assert import_jsonl(compat_for(other), text) == {"entities": 0, "observations": 0, "relations": 0}
+        assert import_jsonl(compat_for(other), text) == {"entities": 0, "observations": 0, "relations": 0, "skipped": 0}
     finally:
         other.close()
 

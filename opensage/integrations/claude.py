@@ -103,13 +103,14 @@ def _last_assistant_from_transcript(path: str | None) -> str:
     if not path:
         return ""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # "\n" only: U+2028 inside a JSON string is text, not a line break; bad UTF-8 -> U+FFFD
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").split("\n")
     except OSError:
         return ""
     for line in reversed(lines):
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         message = entry.get("message") if isinstance(entry, dict) else None
         if entry.get("type") != "assistant" or not isinstance(message, dict):

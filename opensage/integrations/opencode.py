@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from opensage.errors import UsageError
+from opensage.untrusted import loads
 from opensage.integrations._files import (
     MARKER,
     Manifest,
@@ -169,14 +170,17 @@ def _serve_lines(host, lines: Iterable[str], out: TextIO, ends: "SessionEnds") -
         if not line.strip():
             continue
         try:
-            payload = json.loads(line)
+            try:
+                payload = loads(line, "batch")
+            except UsageError as exc:
+                raise UsageError(f"{exc} Send one batch per line.") from None
             if not isinstance(payload, dict):
                 raise UsageError('each line must be one JSON object: {"events": [...]}.')
             answer = handle_hook(host, payload, ends)
-        except ValueError as exc:
-            answer = {"error": f"not valid JSON ({exc}); send one batch per line."}
         except UsageError as exc:
             answer = {"error": str(exc)}
+        except (ValueError, RecursionError) as exc:  # one bad batch must not end the stream
+            answer = {"error": f"batch rejected: {type(exc).__name__}: {exc}"}
         out.write(json.dumps(answer) + "\n")
         out.flush()
         count += 1

@@ -105,6 +105,8 @@ async function drain() {
   while (running || pending.length) await (running || pump())
 }
 
+// The first n UTF-16 units of text, without leaving half of a surrogate pair (an emoji) at the end.
+
 const EDIT_TOOLS = new Set(["edit", "write", "patch", "multiedit"])
 const roles = new Map() // messageID -> role
 const texts = new Map() // messageID -> Map(partID -> text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 EVENT_KINDS = (
     "user_message",
@@ -56,3 +56,12 @@ class SessionEvent(BaseModel):
     path: str | None = None
     timestamp: float = Field(default_factory=time.time)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """Lone UTF-16 surrogates (half an emoji, undecodable bytes) become U+FFFD: the
+        episode must be storable as UTF-8 whichever door the event came in by."""
+        from opensage.untrusted import scrub
+
+        return scrub(data) if isinstance(data, dict) else data

@@ -8,14 +8,15 @@ from pydantic import Field
 
 from opensage.errors import UsageError
 from opensage.plugins.graph_memory.graph import TYPE_NAME
-from opensage.plugins.graph_memory.query import MAX_DEPTH, engine_for
+from opensage.plugins.graph_memory.query import MAX_DEPTH, MAX_QUERY_CHARS, engine_for
 from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
 class QueryArgs(ArgModel):
     query: str = Field(
         "",
-        description="similarity: free text or identifiers; pattern: the regex or glob; "
+        description="similarity: free text or identifiers (at most 4,000 characters); pattern: the regex "
+                    "(RE2 syntax: no lookaround or backreferences, \\w is ASCII, \\pL any letter) or glob; "
                     "traversal: the start node when startNode is not given; "
                     "history: a question about past work, e.g. 'how did we fix the refresh token crash'",
     )
@@ -58,6 +59,9 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
         raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
     if args.mode != "traversal" and not args.query.strip():
         raise UsageError(f"mode={args.mode} needs query=<text>, e.g. @memory-query query=\"auth token refresh\".")
+    if args.mode in ("similarity", "history") and len(args.query) > MAX_QUERY_CHARS:
+        raise UsageError(f"query is {len(args.query):,} characters; {args.mode} takes at most {MAX_QUERY_CHARS:,}. "
+                         "Keep the key words or identifiers, e.g. query=\"token refresh fails\".")
     if args.mode == "history":
         from opensage.plugins.graph_memory.graph import graph_for
         from opensage.plugins.graph_memory.history import chains, render_chains

@@ -44,6 +44,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -94,6 +95,13 @@ RELATIONS_SHOWN = 4
 MAX_DEPTH = 6
 #: Rows the traversal CTE may produce before it stops (bounds work on dense graphs).
 TRAVERSAL_ROW_CAP = 200_000
+#: Longest similarity query (characters). Work grows with the number of query words
+#: (each is looked up in FTS5 and in the fuzzy label index: about 40 us a word on a small
+#: graph, measured with 20,000 words); 4,000 characters (~600 words) is a long paragraph.
+#: ``@memory-query`` rejects longer queries; other callers' text is cut to this length.
+MAX_QUERY_CHARS = 4000
+#: Longest pattern (characters), a bound on the regex engine's compiled program.
+MAX_PATTERN_CHARS = 1000
 
 # A plain English stop-word list (function words and question words); such words carry
 # no topic, and in an OR query they would match almost every document.
@@ -301,6 +309,9 @@ class LabelIndex:
         self._codes = None  # sorted trigram codes (uint64)
         self._code_key = None  # key index per sorted code
         self._tail: list[tuple[str, int]] = []
+        # one lookup at a time: a refresh replaces several arrays that a concurrent
+        # lookup (the MCP server runs calls in threads) must not see half-replaced
+        self._lock = threading.Lock()
 
     @property
     def cache_path(self):
@@ -428,6 +439,10 @@ class LabelIndex:
         :param persist: save a newly built index to the cache file (False on error paths,
             which must leave nothing on disk).
         """
+        with self._lock:
+            return self._lookup(key, limit, persist)
+
+    def _lookup(self, key: str, limit: int, persist: bool) -> list[tuple[int, float]]:
         import numpy as np
         from rapidfuzz import fuzz, process
 
@@ -591,7 +606,9 @@ class QueryEngine:
 
     def similarity(self, query: str, node_type: str | None = None, max_results: int = 10) -> list[Result]:
         """Hybrid ranked retrieval (see the module docstring). ``node_type="episode"`` searches
-        only episodes; any other ``node_type`` searches only nodes of that type."""
+        only episodes; any other ``node_type`` searches only nodes of that type.
+        Only the first :data:`MAX_QUERY_CHARS` characters of ``query`` are used."""
+        query = query[:MAX_QUERY_CHARS]
         terms = query_terms(query)
         lists: list[list[tuple[str, int]]] = []
         weights: list[float] = []
@@ -757,17 +774,36 @@ class QueryEngine:
 
     # -- pattern -------------------------------------------------------------------------
     @staticmethod
-    def compile_pattern(pattern: str, syntax: str = "regex", case_sensitive: bool = False) -> re.Pattern:
-        """Compile a regex (searched anywhere) or glob (whole field). Raises UsageError."""
-        flags = 0 if case_sensitive else re.IGNORECASE
+    def compile_pattern(pattern: str, syntax: str = "regex", case_sensitive: bool = False):
+        """Compile a regex (searched anywhere) or glob (whole field). Raises UsageError.
+
+        Regexes use RE2 (``google-re2``): matching time is linear in the text, so a
+        pattern such as ``(a+)+$`` cannot backtrack for ever. RE2 has no backreferences
+        or lookaround; such a pattern is rejected with a message saying so. Globs use
+        ``fnmatch.translate`` with Python's ``re`` (its translation of ``*`` does not
+        backtrack catastrophically).
+        """
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise UsageError(f"pattern is {len(pattern):,} characters; at most {MAX_PATTERN_CHARS:,} are "
+                             f"accepted. Use a shorter pattern.")
         if syntax == "glob":
+            flags = 0 if case_sensitive else re.IGNORECASE
             return re.compile(fnmatch.translate(pattern), flags | re.DOTALL)
+        import re2  # google-re2; imported here to keep start-up fast
+
+        options = re2.Options()
+        options.case_sensitive = case_sensitive
+        options.max_mem = 64 << 20  # bytes for the compiled program and its DFA cache
+        options.log_errors = False  # the UsageError below says it; RE2 would also print to stderr
         try:
-            return re.compile(pattern, flags)
-        except re.error as exc:
+            return re2.compile(pattern, options)
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else exc
+            reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
             raise UsageError(
-                f"query {pattern!r} is not a valid regular expression ({exc}); escape special characters "
-                f"such as ( [ * + ? with a backslash, or pass syntax=glob for wildcards like Auth*."
+                f"query {pattern!r} is not a valid regular expression for RE2 ({reason}); escape special characters "
+                f"such as ( [ * + ? with a backslash (backreferences and lookaround are not supported), "
+                f"or pass syntax=glob for wildcards like Auth*."
             ) from None
 
     def pattern(self, pattern: str, field: str = "any", syntax: str = "regex", node_type: str | None = None,
