@@ -430,3 +430,11 @@ def test_compact_hook_with_a_model_brings_its_facts_back(cli, project, tmp_path)
     # compacting again asks the model nothing (the script is empty now) and changes nothing
     again = cli("hook", "compact", input=json.dumps({"session_id": "m1"}), env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["context"] == context
+
+
+def test_history_mode_says_what_to_do_when_nothing_matches(cli, project):
+    none = cli("@memory-query", "mode=history", "query=how did we fix the flux capacitor")
+    assert none.returncode == 0, none.stderr
+    assert "0 chains" in none.stdout and "compaction and session end" in none.stdout
+    empty = cli("@memory-query", "mode=history", "query=")
+    assert empty.returncode == 2 and "needs query=" in empty.stderr
