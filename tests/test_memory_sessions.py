@@ -438,3 +438,15 @@ def test_history_mode_says_what_to_do_when_nothing_matches(cli, project):
     assert "0 chains" in none.stdout and "compaction and session end" in none.stdout
     empty = cli("@memory-query", "mode=history", "query=")
     assert empty.returncode == 2 and "needs query=" in empty.stderr
+
+
+@pytest.mark.parametrize("text, past", [
+    ("how did we fix the race in the job queue", True), ("why did we pick RS256", True),
+    ("what was the fix for the flaky test", True), ("how have we handled retries", True),
+    ("why are we using RS256?", True), ("what do you think about this?", False),
+    ("what do we know about auth", False), ("fix the bug in auth.py", False), ("how do I run the tests", False),
+])
+def test_questions_about_past_work_are_told_apart(text, past):
+    from opensage.plugins.graph_memory.history import is_past_work_question
+
+    assert is_past_work_question(text) is past
