@@ -430,3 +430,51 @@ def test_compact_hook_with_a_model_brings_its_facts_back(cli, project, tmp_path)
     # compacting again asks the model nothing (the script is empty now) and changes nothing
     again = cli("hook", "compact", input=json.dumps({"session_id": "m1"}), env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["context"] == context
+
+
+def test_history_mode_says_what_to_do_when_nothing_matches(cli, project):
+    none = cli("@memory-query", "mode=history", "query=how did we fix the flux capacitor")
+    assert none.returncode == 0, none.stderr
+    assert "0 chains" in none.stdout and "compaction and session end" in none.stdout
+    empty = cli("@memory-query", "mode=history", "query=")
+    assert empty.returncode == 2 and "needs query=" in empty.stderr
+
+
+@pytest.mark.parametrize("text, past", [
+    ("how did we fix the race in the job queue", True), ("why did we pick RS256", True),
+    ("what was the fix for the flaky test", True), ("how have we handled retries", True),
+    ("why are we using RS256?", True), ("what do you think about this?", False),
+    ("what do we know about auth", False), ("fix the bug in auth.py", False), ("how do I run the tests", False),
+])
+def test_questions_about_past_work_are_told_apart(text, past):
+    from opensage.plugins.graph_memory.history import is_past_work_question
+
+    assert is_past_work_question(text) is past
+
+
+def test_the_issue_10_opencode_session_no_longer_retrieves_its_echoes(host):
+    """The session of issue 10 (add-node, query, a task, an answer quoting both): `/memory-query JWT`
+    gave 1 decision and 9 echoes; now the decision and the user's own words, nothing else of it."""
+    host.run("memory-add-node", {"type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"})
+    result = host.run("memory-query", {"query": "JWT"}).text
+    task = ("task_id: ses_2abc123def456 (for resuming to continue this task if needed)\n\n<task_result>\n"
+            "No heavy locks: the migration only adds a nullable column.\n</task_result>")
+    s = host.session("ses_1", source="opencode")
+    for event in [
+        SessionEvent(kind="user_message", role="user", text="Remember that auth uses RS256 JWTs, then look up what we know about JWT."),
+        SessionEvent(kind="tool_call", tool="opensage_memory-add-node", meta={"callID": "c1"},
+                     args={"type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"}),
+        SessionEvent(kind="tool_result", tool="opensage_memory-add-node", text="added n1 (decision) UseRS256JWT", meta={"callID": "c1"}),
+        SessionEvent(kind="tool_call", tool="opensage_memory-query", args={"query": "JWT"}, meta={"callID": "c2"}),
+        SessionEvent(kind="tool_result", tool="opensage_memory-query", text=result, meta={"callID": "c2"}),
+        SessionEvent(kind="tool_call", tool="task", args={"description": "Review the migration"}, meta={"callID": "c3"}),
+        SessionEvent(kind="tool_result", tool="task", text=task, meta={"callID": "c3"}),
+        SessionEvent(kind="assistant_message", role="assistant", text=f"Here is what memory says:\n{result}\nReviewer: {task}"),
+    ]:
+        host.record(s, event)
+    host.compact(s)
+    found = host.run("memory-query", {"query": "JWT"}).data
+    assert [(r["kind"], r["label"]) for r in found if r["type"] != "session"] == [
+        ("node", "UseRS256JWT"), ("episode", "ses_1#1 user")]
+    assert not host.db.conn.execute("SELECT 1 FROM nodes WHERE label IN ('task_result', 'opensage_memory', 'task_id')"
+                                    ).fetchone()
