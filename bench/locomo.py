@@ -58,9 +58,18 @@ text embedded for the query (the speaker list already uses it): 26/30 0.806 -> 0
 (lazily, at query time), so with dense on the "eval s" column includes that; later
 questions pay the query encoding (p50 ~17-21 ms against ~3 ms lexical).
 
+Model-written facts (``--model``; needs ``OPENSAGE_MODEL``, refuses to run without it):
+after a conversation is fed in, each of its sessions is compressed with the model
+(``@memory-compress-session useModel=always``: the LoCoMo paper's "observations", facts
+with the turns they come from), then the questions are asked as above. A node result
+counts as retrieving the turns it was derived from (``node_episodes``, i.e. the seq
+numbers the model cited, at most 50 per fact); an episode result as before. Tokens and
+cost are printed. The model pass is bounded per session (compress.MAX_MODEL_CHUNKS,
+MAX_MODEL_TOKENS, MAX_MODEL_COST_USD). Without a model, no numbers are made up.
+
 Usage::
 
-    python bench/locomo.py [--data DIR] [--only 26,30] [--dense | --no-dense]
+    python bench/locomo.py [--data DIR] [--only 26,30] [--dense | --no-dense] [--model]
 
 Prints a table per conversation and overall, then one JSON line
 ``{"recall@5": ..., "recall@10": ..., "mrr": ...}``.
@@ -150,7 +159,28 @@ def ingest(conv_id: str, conv: dict, root: Path, host: Host, via_subprocess: int
     return count
 
 
-def evaluate(conv_id: str, conv: dict, host: Host) -> dict:
+def compress_with_model(conv_id: str, conv: dict, host: Host) -> dict:
+    """Compress every session of the conversation with the model; returns token and cost totals."""
+    totals = {"tokens": 0, "cost_usd": 0.0, "facts": 0, "model_errors": 0}
+    for n in session_numbers(conv):
+        data = host.run("memory-compress-session", {"sessionId": f"locomo-{conv_id}-{n}", "useModel": "always"}).data
+        totals["tokens"] += data["tokens"]
+        totals["cost_usd"] += data["costUsd"]
+        totals["facts"] += data["new"].get("fact", 0)
+    return totals
+
+
+def _result_dia_ids(host: Host, result: dict) -> list[str]:
+    """The dia_ids a result stands for: an episode's own; a node's provenance episodes' (``--model``)."""
+    if result.get("kind") == "episode":
+        return [(result.get("meta") or {}).get("dia_id")]
+    rows = host.db.conn.execute(
+        "SELECT e.meta FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id WHERE ne.node_id=? ORDER BY e.seq",
+        (int(result["id"][1:]),)).fetchall()
+    return [json.loads(r[0] or "{}").get("dia_id") for r in rows]
+
+
+def evaluate(conv_id: str, conv: dict, host: Host, with_nodes: bool = False) -> dict:
     rec = {k: [] for k in K}
     rr = []
     latencies = []
@@ -163,11 +193,14 @@ def evaluate(conv_id: str, conv: dict, host: Host) -> dict:
         t0 = time.perf_counter()
         result = host.run("memory-query", {"query": qa["question"], "maxResults": max(K)})
         latencies.append((time.perf_counter() - t0) * 1000)
-        ranked = [(r.get("meta") or {}).get("dia_id") for r in result.data or [] if r.get("kind") == "episode"]
+        if with_nodes:  # each result (node or episode) stands for the turns it came from
+            ranked = [set(_result_dia_ids(host, r)) for r in result.data or []]
+        else:
+            ranked = [{(r.get("meta") or {}).get("dia_id")} for r in result.data or [] if r.get("kind") == "episode"]
         for k in K:
-            top = set(ranked[:k])
+            top = set().union(*ranked[:k]) if ranked else set()
             rec[k].append(sum(1 for g in gold if g in top) / len(gold))
-        first = next((i for i, d in enumerate(ranked[:max(K)], start=1) if d in gold), None)
+        first = next((i for i, d in enumerate(ranked[:max(K)], start=1) if d & set(gold)), None)
         rr.append(1.0 / first if first else 0.0)
     n = len(rr)
     latencies.sort()
@@ -184,7 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated conversation ids (file stems) to run")
     ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
                     help="with (--dense) or without (--no-dense) the optional dense ranker; default: if installed")
+    ap.add_argument("--model", action="store_true",
+                    help="compress each session with the configured model (OPENSAGE_MODEL) before asking")
     args = ap.parse_args(argv)
+    if args.model and not os.environ.get("OPENSAGE_MODEL"):
+        print("--model needs a model: set OPENSAGE_MODEL (a litellm model string, e.g. openai/gpt-4o-mini) "
+              "and its API key; no model is configured, so nothing was run.", file=sys.stderr)
+        raise SystemExit(2)
     if args.dense is not None:
         os.environ["OPENSAGE_EMBEDDINGS"] = "1" if args.dense else "0"
     from opensage.plugins.graph_memory import embeddings
@@ -212,9 +251,10 @@ def main(argv: list[str] | None = None) -> None:
                 stored = host.db.conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
                 if stored != turns:
                     raise SystemExit(f"{path.stem}: sent {turns} turns but {stored} episodes were recorded")
+                model_totals = compress_with_model(path.stem, conv, host) if args.model else {}
                 t0 = time.perf_counter()
-                row = evaluate(path.stem, conv, host)
-                row.update(turns=turns, ingest_s=ingest_s, eval_s=time.perf_counter() - t0)
+                row = evaluate(path.stem, conv, host, with_nodes=args.model)
+                row.update(turns=turns, ingest_s=ingest_s, eval_s=time.perf_counter() - t0, **model_totals)
                 rows.append(row)
             finally:
                 host.close()
@@ -228,8 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     overall["mrr"] = sum(r["_sums"][1] for r in rows) / nq
     print(f"{'all':>6} {sum(r['turns'] for r in rows):>6} {'':>9} {nq:>9} {overall['recall@5']:>6.3f} "
           f"{overall['recall@10']:>6.3f} {overall['mrr']:>6.3f}")
+    if args.model:
+        print(f"model {os.environ['OPENSAGE_MODEL']}: {sum(r['facts'] for r in rows)} facts, "
+              f"{sum(r['tokens'] for r in rows)} tokens, ${sum(r['cost_usd'] for r in rows):.4f}")
+        overall["model"] = os.environ["OPENSAGE_MODEL"]
     print(f"total {time.perf_counter() - started:.1f} s")
-    print(json.dumps({k: round(v, 4) for k, v in overall.items()}))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in overall.items()}))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ def decide(host, text):
     ("build a bash tool that tails the staging logs", "opensage_tool", {"language": "bash"}),
     ("compare redis vs memcached for session storage", "opensage_horizontal",
      {"strategies": ["redis", "memcached"], "task": "session storage"}),
+    ("how did we fix the race in the job queue?", "opensage_memory_history",
+     {"mode": "history", "query": "how did we fix the race in the job queue?"}),
+    ("why did we pick RS256?", "opensage_memory_history", {"mode": "history"}),
 ])
 def test_routes_and_fills_arguments(host, text, route, arguments):
     decision = decide(host, text)

@@ -16,25 +16,42 @@ The memory agent of the OpenSage paper, in two passes:
      success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
      error by name also counts when no re-run is seen);
    * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
-     ...", "we should use ...", "instead of ...";
+     ...", "we should use ...", "instead of ...": labelled with a short title (the
+     sentence cut at :data:`TITLE_CHARS` characters), the sentence and the ones giving
+     its reason ("because ...") kept as content;
    * ``query``/``answer`` — a user question (ends with ``?`` or starts with a
-     wh-word) and the assistant reply that followed it (``answer -answers-> query``);
+     wh-word) and the assistant reply that followed it (``answer -answers-> query``;
+     the answer titled by its first sentence, its full text as content);
    * code symbols — ``backticked`` names, CamelCase, snake_case and dotted.names in
-     messages: linked (``mentions``) to existing ``class``/``function``/``method``/
-     ``module`` nodes whose label or short name matches, otherwise kept as ``entity``.
+     messages, functions and classes an edit defines (``def``/``class`` in the new
+     code) and the project frames of a traceback: linked (``mentions``/``touches``) to
+     existing ``class``/``function``/``method``/``module`` nodes whose label or short
+     name matches, otherwise kept as ``entity``. Tool names (and their prefixes, such as
+     ``opensage_memory``), ids (``ses_...``, ``toolu_...``) and the hosts' tags
+     (``task_result``) are not symbols.
 
    Every node is linked to the episodes it came from (``node_episodes``) and to a
    ``session`` node (label = the session id) by ``touches``/``mentions``/``ran``/
-   ``contains``.
+   ``contains``. Episodes that are *provenance* (opensage's own memory commands and
+   their results, see :mod:`.episodes`) are no evidence: the only thing taken from
+   them is the link from a node stored with ``@memory-add-node`` (or
+   ``create_entities``) to the session and the call; lines of an assistant message that
+   echo such a result are ignored.
 2. **Model (optional).** With a model configured (``$OPENSAGE_MODEL``) and
-   ``use_model`` not ``never``, the episodes not compressed before are sent to
-   :func:`opensage.llm.structured` with the :class:`SessionKnowledge` schema; its
-   decisions, concepts and relations are merged with the rules' nodes (deduplicated by
-   type and case-insensitive label).
+   ``use_model`` not ``never``, the evidence episodes the model has not read yet
+   (``modeled_at``) are sent to :func:`opensage.llm.structured` with the
+   :class:`SessionKnowledge` schema; its facts, decisions, concepts and relations are
+   merged with the rules' nodes (deduplicated by type and case-insensitive label), each
+   item linked to the episodes it cites. Bounded: :data:`MODEL_MAX_TOKENS` output tokens
+   per request, :data:`MAX_MODEL_ITEMS` items and :data:`MAX_MODEL_RELATIONS` relations
+   per answer, :data:`MAX_MODEL_CHUNKS` requests and :data:`MAX_MODEL_TOKENS` tokens /
+   :data:`MAX_MODEL_COST_USD` per compression. When the model fails (``auto``), the
+   rules' result is kept and the episodes stay unread, so the next compression with a
+   working model reads them.
 
 Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
-episodes are marked ``compressed_at`` and the model only ever sees episodes not
-compressed before.
+episodes are marked ``compressed_at`` (and ``modeled_at`` once the model read them), and
+the model only ever sees episodes it has not read before.
 """
 
 from __future__ import annotations
@@ -45,7 +62,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +70,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
 from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
-                                                    own_tool)
+                                                    own_tool, strip_echo)
 from opensage.plugins.graph_memory.graph import Graph, graph_for
 
 __all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
@@ -223,6 +240,33 @@ def _file_label(path: str, root: Path) -> str | None:
     return text or None
 
 
+_OUTPUT_KEYS = ("stdout", "stderr", "output", "error", "result")
+#: Arguments of edit tools that hold the new code (Claude ``new_string``/``content``,
+#: OpenCode ``newString``, ``edits`` of MultiEdit are not read).
+_NEW_CODE_ARGS = ("new_string", "newString", "content", "new_str", "file_text", "patch")
+_DEF = re.compile(r"^\s*(?:async\s+def|def|class|function|func|fn)\s+([A-Za-z_]\w*)", re.M)
+_FRAME = re.compile(r'File "([^"\n]+)", line \d+, in (\S+)')
+
+
+def _result_text(ep: Episode) -> str:
+    """A tool result's text; a JSON object with ``stdout``/``stderr``/``output``... (how
+    Claude Code reports a Bash result) is read as those streams, so a traceback in it is
+    seen line by line, and a JSON list of MCP content blocks as their text."""
+    text = ep.text or ""
+    if not text.startswith(("{", "[")) or len(text) > 200_000:
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(obj, list):  # an MCP result's content blocks: their text
+        texts = [b["text"] for b in obj if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)]
+        return "\n".join(texts) if texts else text
+    if not isinstance(obj, dict) or not any(isinstance(obj.get(k), str) for k in _OUTPUT_KEYS):
+        return text
+    return "\n".join(obj[k] for k in _OUTPUT_KEYS if isinstance(obj.get(k), str) and obj[k].strip())
+
+
 def _command_of(ep: Episode) -> str | None:
     if ep.kind == "command":
         return _norm(ep.text) or None
@@ -325,6 +369,11 @@ def _symbols(text: str) -> list[str]:
 
 def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path, graph: Graph | None = None) -> Extraction:
     """The deterministic pass (see the module docstring). Pure except for code-node lookups."""
+    episodes = [replace(ep, text=_result_text(ep)) if ep.kind == "tool_result" else ep for ep in episodes]
+    # an assistant quoting a memory query's result back: the quoted lines are no evidence
+    episodes = [replace(ep, text=strip_echo(ep.text, [p.text for p in episodes[max(0, i - 12):i]
+                                                      if p.provenance == "result"]))
+                if ep.kind == "assistant_message" else ep for i, ep in enumerate(episodes)]
     ex = Extraction()
     session = ("session", session_id)
     code = _CodeIndex(graph) if graph is not None else None
@@ -358,6 +407,31 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 key = ex.add(type_, label, ep.id)
                 ex.items[key].existing_id = row[0]
                 ex.link(session, "contains", key, 0.8)
+
+    def symbol(name: str, ep: Episode, src: tuple[str, str], edge: str) -> None:
+        hits = code.lookup(name) if code else []
+        keys = []
+        for nid, ntype, nlabel in hits:
+            keys.append(ex.add(ntype, nlabel, ep.id))
+            ex.items[keys[-1]].existing_id = nid
+        if not keys:
+            keys.append(ex.add("entity", name, ep.id, origin="compress"))
+        for key in keys:
+            ex.link(session, "touches" if edge == "contains" else "mentions", key, 0.6)
+            ex.link(src, edge, key, 0.6)
+
+    def edited_symbols(ep: Episode, file_key: tuple[str, str]) -> None:
+        """Functions and classes an edit defines or changes (``def``/``class`` in the new code)."""
+        code_text = "\n".join(str(ep.args.get(k)) for k in _NEW_CODE_ARGS if isinstance(ep.args.get(k), str))
+        for name in list(dict.fromkeys(_DEF.findall(code_text)))[:MAX_ENTITIES_PER_EPISODE]:
+            symbol(name, ep, file_key, "contains")
+
+    def frame_symbols(text: str, ep: Episode, error_key: tuple[str, str]) -> None:
+        """Functions of the project named by the traceback's frames (``File "src/a.py", line 3, in f``)."""
+        for path, name in list(dict.fromkeys(_FRAME.findall(text or "")))[-5:]:
+            label = _file_label(path, workspace_root)
+            if label and not label.startswith("/") and name != "<module>" and name.isidentifier():
+                symbol(name, ep, error_key, "mentions")
 
     def mention_symbols(text: str, ep: Episode, src: tuple[str, str] | None, create: bool = True,
                         limit: int = MAX_ENTITIES_PER_EPISODE) -> None:
@@ -418,6 +492,8 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 op = "edit" if ep.kind == "file_edit" or (ep.tool or "").lower() in _EDIT_TOOLS else (ep.tool or ep.kind)
                 key = ex.add("file", label, ep.id)
                 ex.link(session, "touches", key, 0.8 if op == "edit" else 0.6, op=op)
+                if op == "edit" and ep.kind == "tool_call":
+                    edited_symbols(ep, key)
         # commands
         cmd = command_at.get(idx)
         if cmd:
@@ -439,7 +515,9 @@ def extract_rules(episodes: list[Episode], session_id: str, workspace_root: Path
                 ex.link(("command", source_cmd), "produced", key, 0.7)
                 ex.items[key].meta.setdefault("command", source_cmd)
             mention_files(text, ep, key, 0.4)
-            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id)
+            frame_symbols(text, ep, key)
+            _find_fix(ex, episodes, idx, key, source_cmd, command_at, workspace_root, session_id,
+                      lambda sentence, e, k: mention_symbols(sentence, e, k))
         # messages: decisions, questions, answers, mentions
         if ep.kind in ("user_message", "assistant_message"):
             sentences = _sentences(_FENCE.sub(" ", text))  # decisions and questions come from prose
@@ -511,8 +589,10 @@ def _next_reply(episodes: list[Episode], idx: int) -> Episode | None:
 
 
 def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, command: str | None,
-              command_at: dict[int, str], root: Path, session_id: str) -> None:
-    """Link what fixed the error at ``episodes[idx]`` (see the module docstring)."""
+              command_at: dict[int, str], root: Path, session_id: str, mention=None) -> None:
+    """Link what fixed the error at ``episodes[idx]`` (see the module docstring).
+
+    :param mention: ``mention(sentence, episode, key)`` links the code symbols a fix sentence names."""
     error_ep = episodes[idx]
     err_name = error_key[1].split(":", 1)[0]
     tool = error_ep.tool
@@ -550,6 +630,25 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                                  origin="compress", seq=ep.seq, role="assistant", session=session_id)
                     ex.link(("session", session_id), "contains", key, 0.7)
                     fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
+    if resolved_at is not None:
+        # the assistant often says what fixed it after the green re-run, at the end of its turn
+        edited = {Path(ex.items[k].label).name for k, _, _ in fixers if k[0] == "file"}
+        for ep in episodes[resolved_at + 1:]:
+            if ep.kind == "user_message" or _is_failure(ep):
+                break
+            if ep.kind != "assistant_message" or ep.provenance:
+                continue
+            sentences = _sentences(ep.text)
+            for n_s, s in enumerate(sentences):
+                if _FIX_WORDS.search(s) and (err_name in s or any(name in s for name in edited)):
+                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
+                    ex.link(("session", session_id), "contains", key, 0.7)
+                    fixers.append((key, ep.id, 0.8))
+                    if mention is not None:
+                        mention(s, ep, key)
     item = ex.items[error_key]
     if resolved_at is not None or fixers:
         item.meta["resolved"] = True

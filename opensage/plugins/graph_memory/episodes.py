@@ -11,8 +11,8 @@ text of the :data:`WINDOW` turns before and after it in the same session, so a r
 (weekday, day, month and year of its timestamp, local time, so "in May 2023" matches).
 
 *Provenance.* The tool calls of opensage's own memory commands (``@memory-query`` as
-an MCP tool, a ``/memory-query`` slash command, ``opensage @memory-query`` in a shell
-tool...) and their results are kept as episodes but marked ``provenance`` (``call`` /
+an MCP tool, a ``/memory-query`` slash command and the prompt OpenCode expands it to,
+``opensage @memory-query`` in a shell tool...) and their results are kept as episodes but marked ``provenance`` (``call`` /
 ``result``) and left out of the index: a memory query's result is an echo of nodes
 the graph already holds, so ranking it would let echoes outrank and crowd out the
 evidence they came from. For the same reason, lines of an assistant message that repeat
@@ -54,6 +54,7 @@ __all__ = [
     "own_tool",
     "provenance_of",
     "mark_modeled",
+    "strip_echo",
 ]
 
 _ROLE_WORDS = re.compile(r"[^\W_]+")
@@ -77,6 +78,9 @@ MEMORY_TOOLS = frozenset({
 _TOOL_PREFIXES = ("mcp__opensage__", "opensage_", "opensage__", "opensage.", "@")
 _SHELL_OWN = re.compile(r"\bopensage\b[^\n]*?\s@(memory-[a-z-]+)")
 _SLASH_OWN = re.compile(r"^\s*[/@](memory-[a-z-]+)\b")
+#: The prompt OpenCode sends for a ``/memory-...`` slash command installed by opensage
+#: (opensage/integrations/opencode.py ``command_markdown``): the request, not evidence.
+_TEMPLATE_OWN = re.compile(r"^\s*Call the `(?:opensage_|mcp__opensage__)(memory-[a-z-]+)` tool")
 #: Keys of ``meta`` under which hosts put the id that pairs a tool result with its call.
 CALL_ID_KEYS = ("call_id", "callID", "tool_use_id", "toolUseId", "tool_call_id")
 #: Episodes before a tool result searched for its call.
@@ -127,6 +131,9 @@ def provenance_of(kind: str, tool: str | None, args: Any, text: str, call_proven
     elif kind == "command":
         if _SLASH_OWN.match(text or "") or _SHELL_OWN.search(_shell_text(args, text)):
             return "call"
+    elif kind == "user_message":
+        if _TEMPLATE_OWN.match(text or ""):
+            return "call"
     return None
 
 
@@ -159,7 +166,8 @@ def _call_provenance(conn, session_id: str, seq: int, tool: str | None, meta: di
 def backfill_provenance(conn) -> None:
     """Set ``provenance`` of every episode recorded before migration m004 (session by session, in order)."""
     rows = conn.execute("SELECT id, session_id, seq, kind, tool, args, text, meta FROM episodes "
-                        "WHERE kind IN ('tool_call', 'tool_result', 'command') ORDER BY session_id, seq").fetchall()
+                        "WHERE kind IN ('tool_call', 'tool_result', 'command', 'user_message') "
+                        "ORDER BY session_id, seq").fetchall()
     for row in rows:
         args = json.loads(row["args"]) if row["args"] else None
         call = (_call_provenance(conn, row["session_id"], row["seq"], row["tool"], json.loads(row["meta"] or "{}"))
@@ -286,11 +294,17 @@ def _without_echo(conn, row, text: str) -> str:
     results = conn.execute(
         "SELECT text FROM episodes WHERE session_id=? AND seq < ? AND seq >= ? AND provenance='result'",
         (row["session_id"], row["seq"], row["seq"] - _ECHO_LOOKBACK)).fetchall()
-    if not results:
+    return strip_echo(text, [r["text"] or "" for r in results])
+
+
+def strip_echo(text: str, results: list[str]) -> str:
+    """``text`` without its lines that repeat one of ``results`` (whole lines, or a piece
+    of at least 24 characters found in one)."""
+    if not results or not text:
         return text
-    echoed = {_flat(line) for r in results for line in (r["text"] or "").splitlines()}
+    echoed = {_flat(line) for r in results for line in (r or "").splitlines()}
     echoed.discard("")
-    joined = "\n".join(_flat(r["text"] or "") for r in results)
+    joined = "\n".join(_flat(r or "") for r in results)
     kept = []
     for line in text.splitlines():
         flat = _flat(line)
@@ -301,7 +315,7 @@ def _without_echo(conn, row, text: str) -> str:
 
 
 def reindex_all(conn) -> None:
-    """Rebuild every episode's FTS row (used by migration m002)."""
+    """Rebuild every episode's FTS row (used by migrations m002 and m004)."""
     for (episode_id,) in conn.execute("SELECT id FROM episodes ORDER BY id").fetchall():
         _reindex(conn, episode_id)
 

@@ -82,9 +82,11 @@ class Chain:
             return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
         def node_line(node: dict[str, Any]) -> str:
-            reason = node.get("content") or ""
-            same = reason.rstrip(" .").casefold() == node["label"].rstrip(" .…").casefold()
-            return f"{node['type']} {node['id']} {node['label']}" + ("" if same or not reason else f" — {cut(reason, 200)}")
+            reason = " ".join((node.get("content") or "").split())
+            stem = node["label"].rstrip(" .…").casefold()
+            if reason and reason.casefold().startswith(stem):  # the label is the content's title
+                return f"{node['type']} {node['id']} {cut(reason, 240)}"
+            return f"{node['type']} {node['id']} {node['label']}" + (f" — {cut(reason, 200)}" if reason else "")
 
         lines = []
         if self.error is not None:
@@ -141,6 +143,15 @@ def _anchors(graph: Graph, query: str, limit: int) -> list[tuple[int, float]]:
                 f" WHERE ne.episode_id IN ({','.join('?' * len(ids))}) AND n.type IN ({marks})", (*ids, *ANCHOR_TYPES)):
             by_episode.setdefault(episode_id, []).append(node_id)
         derived = list(dict.fromkeys(n for i in ids for n in sorted(by_episode.get(i, []))))
+        if derived and match:
+            # a node from a matching episode is an anchor when it says something about the
+            # question itself, or is an error (its words are a traceback's, not the user's)
+            own = {r[0] for r in conn.execute(
+                f"SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH ? AND rowid IN ({','.join('?' * len(derived))})",
+                (match, *derived))}
+            errors = {r[0] for r in conn.execute(
+                f"SELECT id FROM nodes WHERE type='error' AND id IN ({','.join('?' * len(derived))})", derived)}
+            derived = [n for n in derived if n in own or n in errors]
         if derived:
             lists.append(derived)
     return rrf(lists)[:limit] if lists else []
@@ -185,7 +196,7 @@ def _sessions(conn, node_ids: list[int]) -> list[dict[str, Any]]:
 _CODE_TYPES = ("class", "function", "method", "module", "entity")
 
 
-def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chain:
+def _build(conn, anchor: dict[str, Any], score: float, terms: list[str], exclude: set[str] = frozenset()) -> Chain:
     chain = Chain(anchor=_public(anchor), score=score)
     error = anchor if anchor["type"] == "error" else None
     if error is None:  # a decision that fixed an error: the chain is that error's
@@ -212,7 +223,7 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chai
             node = _node(conn, cid)
             if node and node["label"] not in chain.commands:
                 chain.commands.append(node["label"])
-    if anchor["type"] != "error" and not any(f["id"] == anchor["id"] for f in chain.fixes):
+    if error is not None and anchor["type"] != "error" and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
     # files, symbols mentioned by the members; decisions of the same session about the fixed files
     for node in list(members):
@@ -228,7 +239,7 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chai
     # the decisions of the same session(s): the ones sharing words with the question or the
     # chain's files and symbols first (a decision stored with @memory-add-node is linked to
     # its session, not to the error)
-    shown = {d["id"] for d in chain.decisions} | {f["id"] for f in chain.fixes}
+    shown = {d["id"] for d in chain.decisions} | {f["id"] for f in chain.fixes} | {chain.anchor["id"]} | set(exclude)
     words = set(terms) | {w for x in chain.files + chain.symbols for w in re.findall(r"[a-z0-9]{3,}", x.lower())}
     candidates = []
     for s in sessions[:3]:
@@ -240,7 +251,8 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str]) -> Chai
                 continue
             text = f"{r['label']} {r['content']}".lower()
             overlap = sum(1 for w in words if w in text)
-            candidates.append((-overlap, -r["updated_at"], r["id"]))
+            if overlap or error is not None:  # beside a decision, only decisions about the same thing
+                candidates.append((-overlap, -r["updated_at"], r["id"]))
     for _, _, nid in sorted(candidates)[:SHOWN]:
         node = _node(conn, nid)
         if node is not None and node["id"] not in shown:
@@ -265,11 +277,13 @@ def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
         node = _node(conn, node_id)
         if node is None:
             continue
-        chain = _build(conn, node, score, terms)
+        if node["id"] in seen:  # already part of a better-ranked chain
+            continue
+        chain = _build(conn, node, score, terms, seen)
         key = chain.error["id"] if chain.error else chain.anchor["id"]
         if key in seen:
             continue
-        seen.add(key)
+        seen.update({key, chain.anchor["id"]} | {f["id"] for f in chain.fixes} | {d["id"] for d in chain.decisions})
         out.append(chain)
         if len(out) >= max_chains:
             break
