@@ -139,7 +139,7 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
     # ... which Claude Code honours only once the workspace is trusted; the user's own
     # (uncommitted) local settings count at once
     local = json.loads((project / ".claude" / "settings.local.json").read_text())
-    assert local == {"permissions": {"allow": ["mcp__opensage__*"]}}
+    assert local == {"permissions": {"allow": ["mcp__opensage__*"]}, "env": {"MCP_CONNECTION_NONBLOCKING": "0"}}
     for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd"):
         commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
         assert "opensage-hook claude" in commands, event

@@ -362,8 +362,16 @@ def install(host) -> list[str]:
         local = read_json(root / local_rel)
         local_verb = "updated" if (root / local_rel).exists() else "wrote"
         _add_allow(local, local_rel, manifest)
+        # claude -p sends its first request without waiting for MCP servers still starting
+        # (status "pending"), so the first turn would lack our tools; 0 makes it wait
+        # (bounded by Claude Code's MCP_TIMEOUT). Measured with Claude Code 2.1.197.
+        env = local.get("env")
+        if env is None or (isinstance(env, dict) and "MCP_CONNECTION_NONBLOCKING" not in env):
+            set_key(local, ["env", "MCP_CONNECTION_NONBLOCKING"], "0")
+            manifest.add_json_key(local_rel, ["env", "MCP_CONNECTION_NONBLOCKING"])
         save_json(root, local_rel, local, manifest)
-        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}; yours, not committed)")
+        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}, "
+                      "env.MCP_CONNECTION_NONBLOCKING=0; yours, not committed)")
         add_gitignore(root, manifest, report, extra=(".claude/settings.local.json",))
         _export_agents(workspace, manifest, report)
         skill = _meta_skill()
