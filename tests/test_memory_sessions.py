@@ -430,3 +430,23 @@ def test_compact_hook_with_a_model_brings_its_facts_back(cli, project, tmp_path)
     # compacting again asks the model nothing (the script is empty now) and changes nothing
     again = cli("hook", "compact", input=json.dumps({"session_id": "m1"}), env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["context"] == context
+
+
+def test_history_mode_says_what_to_do_when_nothing_matches(cli, project):
+    none = cli("@memory-query", "mode=history", "query=how did we fix the flux capacitor")
+    assert none.returncode == 0, none.stderr
+    assert "0 chains" in none.stdout and "compaction and session end" in none.stdout
+    empty = cli("@memory-query", "mode=history", "query=")
+    assert empty.returncode == 2 and "needs query=" in empty.stderr
+
+
+@pytest.mark.parametrize("text, past", [
+    ("how did we fix the race in the job queue", True), ("why did we pick RS256", True),
+    ("what was the fix for the flaky test", True), ("how have we handled retries", True),
+    ("why are we using RS256?", True), ("what do you think about this?", False),
+    ("what do we know about auth", False), ("fix the bug in auth.py", False), ("how do I run the tests", False),
+])
+def test_questions_about_past_work_are_told_apart(text, past):
+    from opensage.plugins.graph_memory.history import is_past_work_question
+
+    assert is_past_work_question(text) is past

@@ -1096,9 +1096,13 @@ def compaction_text(graph: Graph, session_id: str, max_chars: int = 4000) -> str
         "SELECT n.id, n.type, n.label, n.content, n.metadata, e.type AS etype, n.updated_at FROM edges e"
         " JOIN nodes n ON n.id = e.dst WHERE e.src=? ORDER BY n.updated_at DESC, n.id DESC", (sid,)).fetchall()
     decisions, errors, questions, recorded, files, symbols = [], [], [], [], [], []
+    # when in the session each node came up last (its latest episode there): most recent first
+    last_seq = dict(conn.execute(
+        "SELECT ne.node_id, max(e.seq) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+        " WHERE e.session_id=? GROUP BY ne.node_id", (session_id,)).fetchall())
     for r in linked:
         meta = json.loads(r["metadata"] or "{}")
-        order = (meta.get("seq") or 0, r["updated_at"])
+        order = (last_seq.get(r["id"]) or meta.get("seq") or 0, r["updated_at"])
         if r["type"] == "decision":
             decisions.append((order, f"- {_with_content(r['label'], r['content'])} [n{r['id']}]"))
         elif r["type"] == "error":

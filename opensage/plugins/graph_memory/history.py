@@ -42,7 +42,8 @@ fix fixed fixes fixing solve solved resolve resolved pick picked choose chose ch
 handle handled make made go went end ended happen happened come came work worked reason
 """.split())
 _PAST_WORK = re.compile(
-    r"\b(?:how|why|when|where|what)\b[^.?!]{0,40}\b(?:did|do|have|had|was|were)\s+(?:we|i|you)\b"
+    r"\b(?:how|why|when|where|what)\b[^.?!]{0,40}\b(?:did|had)\s+(?:we|i|you)\b"
+    r"|\b(?:how|why|when|where|what)\b[^.?!]{0,40}\bhave\s+(?:we|you)\s+\w+(?:ed|en|ne)\b"
     r"|\bwhat\s+(?:was|fixed)\s+(?:the\s+)?(?:fix|cause|reason|problem)\b|\bwhy\s+(?:is|are)\s+we\b",
     re.I,
 )
