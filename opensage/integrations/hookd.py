@@ -56,7 +56,7 @@ READ_TIMEOUT_S = 10.0
 def parse_event(data: bytes) -> dict:
     """The event's JSON object. :raises UsageError: not JSON, too deep, or not an object."""
     try:
-        payload = json.loads(data.decode("utf-8", errors="surrogateescape") or "{}")
+        payload = json.loads(data.decode("utf-8", errors="replace") or "{}")  # bad UTF-8 -> U+FFFD
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"stdin is not valid JSON ({str(exc)[:200]}); send one JSON object per hook call.") from None
     if not isinstance(payload, dict):
