@@ -91,7 +91,7 @@ def _direct(root, host_name, data):
     """Handle the event in this process: ``opensage [--workspace ROOT] hook --from HOST``."""
     import io
 
-    sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
     from opensage.cli import main as cli_main
 
     argv = (["--workspace", root] if root else []) + ["hook", "--from", host_name]

@@ -3,13 +3,15 @@
 Target (issue 10, item 6): median <= 50 ms per host event on this machine.
 
 * **Claude Code** runs the installed hook command once per event, through a shell, with
-  the event's JSON on stdin and ``CLAUDE_PROJECT_DIR`` set. Timed here exactly so:
-  ``sh -c "opensage-hook claude"`` with the console script installed next to this
-  Python first on PATH (as an activated virtualenv puts it; under pyenv, ``which`` would
-  find pyenv's shim, a shell script adding ~60-100 ms that is pyenv's cost, not ours).
-  The hook server is warm (the first event starts it; that cold event is reported on
-  its own row, and the old direct path, one ``opensage hook --from claude`` process per
-  event, on another for comparison).
+  the event's JSON on stdin and ``CLAUDE_PROJECT_DIR`` set. Timed here exactly so: the
+  command ``opensage install claude`` wrote into ``.claude/settings.json`` for that
+  event, run by ``sh -c``, with the scripts installed next to this Python first on PATH
+  (as an activated virtualenv puts them; under pyenv, ``which`` would find pyenv's
+  shim, a shell script adding ~60-100 ms that is pyenv's cost, not ours). Tool results
+  and stops are queued by ``sh`` alone; prompts, session start, compaction and end run
+  ``opensage-hook`` against the warm hook server (the first event starts it; that cold
+  event is reported on its own row, and the old direct path, one ``opensage hook
+  --from claude`` process per event, on another for comparison).
 * **OpenCode**: the shim keeps one ``opensage hook --from opencode`` process per
   OpenCode process and writes one batch line per pile of events. Timed here: one event
   per batch, from writing the line to reading its answer (the shim's round trip; node's
@@ -110,8 +112,13 @@ def main() -> None:
                         f"path={REPO / 'opensage' / 'plugins' / 'graph_memory'}"], check=True, capture_output=True)
         env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
                "CLAUDE_PROJECT_DIR": str(project), "OPENSAGE_HOOKD_IDLE_S": "120"}
+        subprocess.run([*opensage, "--workspace", str(project), "install", "claude"], check=True, capture_output=True,
+                       env=env)
+        settings = json.loads((project / ".claude" / "settings.json").read_text())
+        installed = {event: groups[-1]["hooks"][-1]["command"] for event, groups in settings["hooks"].items()}
 
-        def claude_once(event: dict, command: str = "opensage-hook claude") -> float:
+        def claude_once(event: dict, command: str | None = None) -> float:
+            command = command or installed[event["hook_event_name"]]
             t0 = time.perf_counter()
             r = subprocess.run(["sh", "-c", command], input=json.dumps(event), capture_output=True, text=True, env=env)
             ms = (time.perf_counter() - t0) * 1000
@@ -163,8 +170,8 @@ def main() -> None:
     def row(name, values):
         rows.append((name, len(values), statistics.median(values), pct(values, 0.95)))
 
-    row("claude: opensage-hook (server warm)", claude_ms)
-    for event in ("UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd"):
+    row("claude: installed hook commands (server warm)", claude_ms)
+    for event in ("UserPromptSubmit", "PostToolUse", "Stop", "PreCompact", "SessionEnd"):
         row(f"  claude {event}", claude_by[event])
     row("floor: sh -c 'python -c pass' (no opensage)", floor_ms)
     row("claude: old direct path (opensage hook --from claude)", direct_ms)

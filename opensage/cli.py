@@ -193,9 +193,12 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
         return
     if from_host == "claude":
         from opensage.integrations.claude import handle_hook
+        from opensage.integrations.hookd import drain_queue
 
         try:
-            answer = handle_hook(_host(ctx), _read_payload())
+            payload = _read_payload()
+            drain_queue(_host(ctx))  # events the queueing hooks left happened before this one
+            answer = handle_hook(_host(ctx), payload)
         except OpenSageError as exc:
             _fail(exc)
         click.echo(json.dumps(answer))

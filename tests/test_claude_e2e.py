@@ -119,6 +119,19 @@ def _top_results(text: str, n: int = 5) -> list[str]:
     return [line for line in text.splitlines() if re.match(r"^\d+\. ", line)][:n]
 
 
+def _transcript(stdout: str) -> str:
+    """Tool calls and results of a stream-json run, one line each (for failure messages)."""
+    out = []
+    for line in stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        obj = json.loads(line)
+        for block in (obj.get("message") or {}).get("content") or []:
+            if isinstance(block, dict) and block.get("type") in ("tool_use", "tool_result"):
+                out.append(json.dumps(block)[:300])
+    return "\n".join(out)
+
+
 def _label(line: str) -> str:
     """``1. n4 KeyError: 'exp' (error)  score 0.03`` -> ``n4``."""
     return line.split()[1]
@@ -158,7 +171,8 @@ def test_claude_session_decides_fails_fixes_compacts_and_a_new_session_learns_ho
         t3 = time.monotonic()
     print(f"claude runs: session {t1 - t0:.1f} s, /compact {t2 - t1:.1f} s, new session {t3 - t2:.1f} s")
     assert not api.errors, api.errors
-    assert (project / "src" / "tokens.py").read_text() == 'def expiry(claims):\n    return claims.get("exp")\n'
+    assert (project / "src" / "tokens.py").read_text() == 'def expiry(claims):\n    return claims.get("exp")\n', \
+        _transcript(first.stdout) + first.stdout[:3000]
 
     # headless use works: our MCP tools were allowed by the installed rule, never denied
     for run in (first, second):

@@ -139,10 +139,15 @@ def test_install_claude_adds_everything_and_uninstall_removes_exactly_that(cli, 
     # ... which Claude Code honours only once the workspace is trusted; the user's own
     # (uncommitted) local settings count at once
     local = json.loads((project / ".claude" / "settings.local.json").read_text())
-    assert local == {"permissions": {"allow": ["mcp__opensage__*"]}}
-    for event in ("SessionStart", "UserPromptSubmit", "PostToolUse", "PreCompact", "Stop", "SubagentStop", "SessionEnd"):
+    assert local == {"permissions": {"allow": ["mcp__opensage__*"]}, "env": {"MCP_CONNECTION_NONBLOCKING": "0"}}
+    from opensage.integrations.claude import QUEUE_COMMAND
+
+    for event in ("SessionStart", "UserPromptSubmit", "PreCompact", "SessionEnd"):
         commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
         assert "opensage-hook claude" in commands, event
+    for event in ("PostToolUse", "PostToolUseFailure", "Stop", "SubagentStop"):  # frequent, answer {}: queued by sh
+        commands = [h["command"] for g in settings["hooks"][event] for h in g["hooks"]]
+        assert QUEUE_COMMAND in commands, event
     assert settings["hooks"]["PostToolUse"][0]["hooks"][0]["command"] == "echo mine"
     agent = (project / ".claude" / "agents" / "sql-reviewer.md").read_text()
     assert agent == files.render_claude(files.load_agent(Workspace(project), "sql-reviewer"))
@@ -241,3 +246,39 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_queued_events_are_recorded_in_order_before_the_next_event(cli, project):
+    """The installed PostToolUse/Stop hooks only queue the JSON with sh (no Python); the
+    next hook that runs opensage (here the direct path, no server) records them first,
+    in order, with the time they were queued."""
+    import os
+    import subprocess
+    import time
+
+    assert cli("install", "claude").returncode == 0
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+
+    def run(event, name):
+        command = next(h["command"] for g in settings["hooks"][event] for h in g["hooks"])
+        r = subprocess.run(command, shell=True, input=payload(name, project), capture_output=True, text=True,
+                           timeout=60, cwd="/", env={**os.environ, "CLAUDE_PROJECT_DIR": str(project),
+                                                     "OPENSAGE_HOOK_SERVER": "0"})
+        assert r.returncode == 0 and r.stdout.strip() in ("", "{}") or "hookSpecificOutput" in r.stdout, r.stderr
+        return r
+
+    before = time.time()
+    run("PostToolUse", "post_tool_use_bash.json")
+    run("Stop", "stop.json")
+    queue = project / ".opencode" / "run" / "queue"
+    assert len(list(queue.glob("*.json"))) == 2
+    assert (queue.stat().st_mode & 0o777) == 0o700 and all((f.stat().st_mode & 0o777) == 0o600 for f in queue.iterdir())
+    assert not (project / ".opencode" / "opensage.db").exists() or episodes(project) == []  # nothing recorded yet
+    run("UserPromptSubmit", "user_prompt_submit.json")
+    eps = episodes(project)
+    assert [e[0] for e in eps] == ["tool_call", "tool_result", "assistant_message", "user_message"]
+    assert list(queue.glob("*")) == []
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    stamps = [r[0] for r in conn.execute("SELECT timestamp FROM episodes WHERE session_id=? ORDER BY seq", (SID,))]
+    conn.close()
+    assert before - 1 < stamps[0] <= stamps[2] <= stamps[3]  # the queued time, not the recording time

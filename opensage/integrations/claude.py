@@ -56,8 +56,18 @@ HOOK_EVENTS = (
 #: The permission rule install adds: every tool of our MCP server, without a prompt
 #: (``claude -p`` denies an MCP tool that no rule allows).
 PERMISSION_RULE = f"mcp__{MCP_NAME}__*"
-#: The hook command written to .claude/settings.json (found on PATH).
+#: The hook command written to .claude/settings.json for events that need an answer or
+#: must be handled at once (found on PATH).
 HOOK_COMMAND = "opensage-hook claude"
+#: Events whose answer is always ``{}`` and that come often (every tool call, every
+#: answer): their hook only appends the JSON to the workspace's queue folder with ``sh``
+#: (no Python start-up); the hook server, or the next ``opensage-hook`` event, records
+#: them in order before anything else (:func:`opensage.integrations.hookd.drain_queue`).
+QUEUED_EVENTS = ("PostToolUse", "PostToolUseFailure", "Stop", "SubagentStop")
+#: The queueing hook: a private folder, a file named by the nanosecond clock and the pid
+#: (so names sort in arrival order), written then renamed (readers never see a part).
+QUEUE_COMMAND = ('umask 077; d="${CLAUDE_PROJECT_DIR:-$PWD}/.opencode/run/queue"; { [ -d "$d" ] || mkdir -p "$d"; } && '
+                 'f="$d/$(date +%s%N)-$$" && cat > "$f.tmp" && mv "$f.tmp" "$f.json"')
 #: Claude Code tools whose ``tool_input.file_path`` names a file they changed.
 EDIT_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}
 #: Characters of a tool response kept in its episode.
@@ -155,13 +165,15 @@ def _context_output(event: str, context: str | None) -> dict[str, Any]:
     return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}}
 
 
-def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
+def handle_hook(host, payload: dict[str, Any], timestamp: float | None = None) -> dict[str, Any]:
     """Turn one Claude Code hook payload into session events; return Claude's JSON answer.
 
     :param payload: the JSON Claude Code wrote to stdin (``session_id``,
         ``hook_event_name``, ``cwd``, and the event's own fields).
     :returns: ``{}`` or ``{"hookSpecificOutput": {"hookEventName", "additionalContext"}}``
         (SessionStart, UserPromptSubmit) with relevant memory.
+    :param timestamp: when the event happened (epoch seconds; a queued event's file
+        name), else now.
     :raises UsageError: ``session_id`` or ``hook_event_name`` missing. Unknown events
         are ignored (``{}``), so new Claude Code events never break a session.
     """
@@ -175,6 +187,7 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         raise UsageError('Claude hook JSON has no "session_id"; run this from a Claude Code hook.')
     if event not in HOOK_EVENTS:
         return {}
+    when = {"timestamp": timestamp} if timestamp is not None else {}
     session = host.session(sid, source="claude")
     workspace = host.workspace
     cwd = payload.get("cwd")
@@ -185,7 +198,7 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         return _context_output(event, host.compaction_context(session))
     if event == "UserPromptSubmit":
         prompt = _as_text(payload.get("prompt", ""))
-        host.record(session, SessionEvent(kind="user_message", role="user", text=prompt, meta=meta))
+        host.record(session, SessionEvent(**when, kind="user_message", role="user", text=prompt, meta=meta))
         context = host.prompt_context(session, prompt)
         if context is None:  # no plugin answers prompt_context: plain FTS5 over the graph
             context = relevant_memory(host, prompt)
@@ -196,18 +209,18 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
         args = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
         call_id = payload.get("tool_use_id") if isinstance(payload.get("tool_use_id"), str) else None
         meta = {**meta, "tool_use_id": call_id}
-        host.record(session, SessionEvent(kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
+        host.record(session, SessionEvent(**when, kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
         if event == "PostToolUseFailure":  # a failed call (a command's non-zero exit, a denied tool...)
             result = _as_text(payload.get("error", ""))[:MAX_RESULT_CHARS]
             meta = {**meta, "is_error": True}
         else:
             result = _tool_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
-        host.record(session, SessionEvent(kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
+        host.record(session, SessionEvent(**when, kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
         if event == "PostToolUseFailure":
             return {}
         path = args.get("file_path") or args.get("notebook_path")
         if tool in EDIT_TOOLS and isinstance(path, str):
-            host.record(session, SessionEvent(kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
+            host.record(session, SessionEvent(**when, kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
         return {}
     if event in ("Stop", "SubagentStop"):
         text = payload.get("last_assistant_message")
@@ -218,7 +231,7 @@ def handle_hook(host, payload: dict[str, Any]) -> dict[str, Any]:
             text = _last_assistant_from_transcript(payload.get(key))
         if text.strip():
             role = "assistant" if event == "Stop" else f"subagent:{payload.get('agent_type') or 'unknown'}"
-            host.record(session, SessionEvent(kind="assistant_message", role=role, text=text, meta=meta))
+            host.record(session, SessionEvent(**when, kind="assistant_message", role=role, text=text, meta=meta))
         return {}
     if event == "PreCompact":
         host.compact(session)
@@ -266,9 +279,9 @@ def _export_agents(workspace: Workspace, manifest: Manifest, report: list[str]) 
         write_owned(root, rel, text, manifest, report)
 
 
-def hook_command(workspace: Workspace | None = None) -> str:
-    """The command each installed hook runs (no path: portable across a team)."""
-    return HOOK_COMMAND
+def hook_command(workspace: Workspace | None = None, event: str = "UserPromptSubmit") -> str:
+    """The command the installed hook for ``event`` runs (no path: portable across a team)."""
+    return QUEUE_COMMAND if event in QUEUED_EVENTS else HOOK_COMMAND
 
 
 def _add_allow(settings: dict, rel: str, manifest: Manifest) -> None:
@@ -330,12 +343,12 @@ def install(host) -> list[str]:
                 raise UsageError(".mcp.json already has a different 'opensage' server; remove it, "
                                  "then run 'opensage install claude' again.")
             mcp["mcpServers"][MCP_NAME] = entry
-        command = hook_command(workspace)
         hooks = settings.setdefault("hooks", {})
         if not isinstance(hooks, dict):
             raise UsageError(".claude/settings.json: 'hooks' must be an object; fix it, then install again.")
         added_hooks = dict(manifest.hooks)
         for event in HOOK_EVENTS:
+            command = hook_command(workspace, event)
             groups = hooks.setdefault(event, [])
             if not isinstance(groups, list):
                 raise UsageError(f".claude/settings.json: hooks.{event} must be a list; fix it, then install again.")
@@ -363,8 +376,16 @@ def install(host) -> list[str]:
         local = read_json(root / local_rel)
         local_verb = "updated" if (root / local_rel).exists() else "wrote"
         _add_allow(local, local_rel, manifest)
+        # claude -p sends its first request without waiting for MCP servers still starting
+        # (status "pending"), so the first turn would lack our tools; 0 makes it wait
+        # (bounded by Claude Code's MCP_TIMEOUT). Measured with Claude Code 2.1.197.
+        env = local.get("env")
+        if env is None or (isinstance(env, dict) and "MCP_CONNECTION_NONBLOCKING" not in env):
+            set_key(local, ["env", "MCP_CONNECTION_NONBLOCKING"], "0")
+            manifest.add_json_key(local_rel, ["env", "MCP_CONNECTION_NONBLOCKING"])
         save_json(root, local_rel, local, manifest)
-        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}; yours, not committed)")
+        report.append(f"{local_verb} {local_rel} (permissions.allow: {PERMISSION_RULE}, "
+                      "env.MCP_CONNECTION_NONBLOCKING=0; yours, not committed)")
         add_gitignore(root, manifest, report, extra=(".claude/settings.local.json",))
         _export_agents(workspace, manifest, report)
         skill = _meta_skill()

@@ -15,6 +15,13 @@ answered as soon as they are read and validated, then recorded before the next
 connection is accepted, so Claude Code does not wait for the database (or for a whole
 compression); a failure while recording them goes to ``hookd.log`` beside the socket.
 
+The frequent events whose answer is always ``{}`` (tool results, stops) do not even
+start ``opensage-hook``: their installed hook appends the JSON to
+``.opencode/run/queue/`` with ``sh`` (:data:`opensage.integrations.claude.QUEUE_COMMAND`).
+The server records queued events every :data:`QUEUE_POLL_S` seconds and before each
+event it is sent; the direct path records them before its own event
+(:func:`drain_queue`), so they are never lost and keep their order.
+
 Safety: the socket lives in a folder only the user can enter (0700; the socket itself
 is 0600), connections from another uid are refused (``SO_PEERCRED``), a payload is
 bounded in size and in the time it may take to arrive, and one server per workspace
@@ -49,7 +56,7 @@ READ_TIMEOUT_S = 10.0
 def parse_event(data: bytes) -> dict:
     """The event's JSON object. :raises UsageError: not JSON, too deep, or not an object."""
     try:
-        payload = json.loads(data.decode("utf-8", errors="surrogateescape") or "{}")
+        payload = json.loads(data.decode("utf-8", errors="replace") or "{}")  # bad UTF-8 -> U+FFFD
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"stdin is not valid JSON ({str(exc)[:200]}); send one JSON object per hook call.") from None
     if not isinstance(payload, dict):
@@ -63,20 +70,70 @@ def ack_first(payload: dict) -> bool:
             and bool(payload["session_id"]))
 
 
-def handle_bytes(host, data: bytes | dict) -> tuple[int, str, str]:
+def handle_bytes(host, data: bytes | dict, timestamp: float | None = None) -> tuple[int, str, str]:
     """One Claude Code event (raw JSON bytes, or the parsed object) -> ``(exit code,
-    stdout, stderr)``, as the direct path ``opensage hook --from claude`` would give them."""
+    stdout, stderr)``, as the direct path ``opensage hook --from claude`` would give them.
+    ``timestamp``: when it happened (epoch seconds), for queued events."""
     from opensage.integrations.claude import handle_hook
 
     try:
         payload = data if isinstance(data, dict) else parse_event(data)
-        answer = handle_hook(host, payload)
+        answer = handle_hook(host, payload, timestamp=timestamp)
     except OpenSageError as exc:
         return exc.exit_code, "", f"Error: {exc}\n"
     except Exception as exc:  # a bug must not take the server down; the client reports it
         log.exception("hook event failed")
         return 1, "", f"Error: internal error in opensage hook: {type(exc).__name__}: {exc}\n"
     return 0, json.dumps(answer) + "\n", ""
+
+
+#: Where the queueing hook (:data:`opensage.integrations.claude.QUEUE_COMMAND`) puts events.
+QUEUE_REL = ".opencode/run/queue"
+#: A queued file larger than this (bytes) is set aside (``*.toolarge``), not parsed.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: How often the server looks at the queue while no connection comes (s).
+QUEUE_POLL_S = 0.25
+
+
+def drain_queue(host) -> int:
+    """Record every queued Claude Code event of ``host``'s workspace, oldest first, then
+    delete its file. Held under ``queue.lock`` so the server and a direct-path hook
+    never take the same file; a file that is not a valid event is logged and removed.
+
+    :returns: how many files were handled.
+    """
+    folder = Path(host.workspace.root) / QUEUE_REL
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except FileNotFoundError:
+        return 0
+    if not names:
+        return 0
+    lock_fd = os.open(str(folder.parent / "queue.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    handled = 0
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".json")):
+            path = folder / name
+            try:
+                if path.stat().st_size > MAX_QUEUED_BYTES:
+                    path.rename(path.with_suffix(".toolarge"))
+                    log.warning("queued hook event %s is over %d bytes; set aside", name, MAX_QUEUED_BYTES)
+                    continue
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            stamp = name.split("-", 1)[0]
+            when = int(stamp) / 1e9 if stamp.isdigit() and len(stamp) > 12 else None
+            code, _, err = handle_bytes(host, data, timestamp=when)
+            if code:
+                log.warning("queued hook event %s: %s", name, err.strip())
+            path.unlink()
+            handled += 1
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+    return handled
 
 
 def _private_dir(path: Path) -> None:
@@ -124,6 +181,9 @@ def _read_event(conn: socket.socket, limit: int) -> bytes | None:
 def serve(host, idle_s: float | None = None) -> int:
     """Serve events for ``host``'s workspace until ``idle_s`` seconds pass without one.
 
+    Between connections it records queued events (:func:`drain_queue`) every
+    :data:`QUEUE_POLL_S` seconds, and before each connection's event.
+
     :returns: how many events were answered (0 when another server already runs).
     :raises UsageError: the socket folder belongs to another user.
     """
@@ -157,13 +217,20 @@ def serve(host, idle_s: float | None = None) -> int:
         finally:
             os.umask(old_umask)
         sock.listen(16)
-        sock.settimeout(idle_s)
+        sock.settimeout(min(idle_s, QUEUE_POLL_S))
         me = os.getuid()
+        last = time.monotonic()
         while True:
             try:
                 conn, _ = sock.accept()
             except socket.timeout:
-                break
+                if drain_queue(host):
+                    last = time.monotonic()
+                elif time.monotonic() - last >= idle_s:
+                    break
+                continue
+            last = time.monotonic()
+            drain_queue(host)  # queued events happened before this one
             with conn:
                 try:
                     if _peer_uid(conn) not in (me, None):
