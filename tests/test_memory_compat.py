@@ -205,3 +205,41 @@ def test_search_nodes_matches_quotes_and_non_ascii_case_insensitively(host):
     assert [e["name"] for e in call(host, "search_nodes", query="ZOË")["entities"]] == ["Zoë"]
     assert [e["name"] for e in call(host, "search_nodes", query="personne")["entities"]] == ["Zoë"]
     assert call(host, "search_nodes", query="entity")["entities"] == []  # our node type is not their entityType
+
+
+def test_search_nodes_lowercases_escaped_entity_types_like_javascript(host):
+    """K (Kelvin sign) lowercases to k and İ to i + combining dot, in names, types and
+    observations alike (JavaScript's toLowerCase); the entity type sits escaped in the
+    stored JSON, which a raw-text shortcut used to miss."""
+    call(host, "create_entities", entities=[
+        {"name": "temp", "entityType": "\u212aelvin", "observations": []},
+        {"name": "city", "entityType": "\u0130l", "observations": []},
+        {"name": "plain", "entityType": "other", "observations": ["nothing"]},
+    ])
+    assert [e["name"] for e in call(host, "search_nodes", query="kel")["entities"]] == ["temp"]
+    assert [e["name"] for e in call(host, "search_nodes", query="i\u0307l")["entities"]] == ["city"]
+    assert [e["name"] for e in call(host, "search_nodes", query="\u212aEL")["entities"]] == ["temp"]
+
+
+def test_import_reads_files_the_way_the_reference_does(host):
+    """No node needed: line separators inside strings, unknown keys, empty names, a
+    relation to a missing entity, two lines with one name (merged), another type (skipped)."""
+    lines = [
+        {"type": "entity", "name": "a\u2028b", "entityType": "x\u2029y", "observations": ["one\u0085two"], "id": 3},
+        {"type": "entity", "name": "", "entityType": "", "observations": [""]},
+        {"type": "entity", "name": "Ann", "entityType": "person", "observations": ["likes tea"]},
+        {"type": "entity", "name": "Ann", "entityType": "robot", "observations": ["likes tea", "plays go"]},
+        {"type": "relation", "from": "Ann", "to": "Ghost", "relationType": "", "weight": 1},
+        {"type": "note", "text": "not a graph item"},
+    ]
+    text = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)  # no final newline, like the reference
+    assert import_jsonl(compat_for(host), text) == {"entities": 3, "observations": 4, "relations": 1, "skipped": 1}
+    graph = call(host, "read_graph")
+    assert graph["entities"] == [
+        {"name": "a\u2028b", "entityType": "x\u2029y", "observations": ["one\u0085two"]},
+        {"name": "", "entityType": "", "observations": [""]},
+        {"name": "Ann", "entityType": "person", "observations": ["likes tea", "plays go"]},
+    ]
+    assert graph["relations"] == [{"from": "Ann", "to": "Ghost", "relationType": ""}]
+    # arguments with unknown keys are taken like the reference's (zod strips them)
+    assert call(host, "open_nodes", names=["Ann"], extra=True)["entities"][0]["name"] == "Ann"

@@ -274,3 +274,34 @@ def test_tools_resource_and_metadata_match_the_reference(tmp_path):
     assert [(str(r.uri), r.name, r.mime_type) for r in our_resources] == \
         [(str(r.uri), r.name, r.mime_type) for r in ref_resources]
     assert json.loads(our_content[0].text) == json.loads(ref_content[0].text) == {"entities": [entity], "relations": []}
+
+
+def test_the_documented_deliberate_differences_hold(tmp_path):
+    """docs/memory-server.md lists these; if the reference or opensage changes, this says so."""
+    memory_file = tmp_path / "ref" / "memory.jsonl"
+    memory_file.parent.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    twice = [{"name": "Dup", "entityType": "t", "observations": ["a"]}] * 2
+    rel = {"from": "Dup", "to": "Dup", "relationType": "self"}
+
+    async def run_both():
+        out = {}
+        async with session(reference_params(memory_file)) as ref, session(opensage_params(project)) as ours:
+            for key, s in (("ref", ref), ("ours", ours)):
+                created = (await call(s, "create_entities", {"entities": twice}))[1]
+                related = (await call(s, "create_relations", {"relations": [rel, rel]}))[1]
+                added = (await call(s, "add_observations", {"observations": [{"entityName": "Dup", "contents": ["b", "b"]}]}))[1]
+                deleted = (await call(s, "delete_entities", {"entityNames": ["Nobody"]}))[1]
+                out[key] = (created, related, added, deleted)
+        return out
+
+    out = anyio.run(run_both)
+    ref_created, ref_related, ref_added, ref_deleted = out["ref"]
+    our_created, our_related, our_added, our_deleted = out["ours"]
+    assert len(ref_created["entities"]) == 2 and len(our_created["entities"]) == 1  # repeats in one call
+    assert len(ref_related["relations"]) == 2 and len(our_related["relations"]) == 1
+    assert ref_added["results"][0]["addedObservations"] == ["b", "b"]
+    assert our_added["results"][0]["addedObservations"] == ["b"]
+    assert ref_deleted == {"success": True, "message": "Entities deleted successfully"}  # delete reports
+    assert our_deleted == {"success": True, "message": "Deleted 0 of 1 entities. Not found: Nobody"}
