@@ -378,8 +378,8 @@ class AgentRunner:
 
             pattern = match(rel.as_posix())
             if pattern is not None:
-                raise ToolError(f"path {path!r} is protected ({pattern}): the host runs or reads it, so agents "
-                                "may not write it (see docs/sandbox.md, protected paths)")
+                raise ToolError(f"path {path!r} is protected ({pattern}) and read-only for agents: the host runs "
+                                "or reads it (see docs/sandbox.md, protected paths)")
         return full
 
     def _rel(self, full: Path) -> str:

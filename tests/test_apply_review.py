@@ -113,7 +113,7 @@ def test_run_shows_the_changes_and_never_creates_protected_files(repo, scripted)
     err = result.stderr
     assert "changes in" in err and "calc.py" in err and "-    return 1" in err and "+    return 2" in err
     replies = [m["content"] for r in scripted.requests if r["tools"] for m in r["messages"] if m["role"] == "tool"]
-    assert any("is protected (.mcp.json)" in r for r in replies)  # the write tool refused at once
+    assert any("is protected (.mcp.json) and read-only" in r for r in replies)  # the write tool refused at once
     # no control sequence of the agent's answer reached the terminal raw
     for stream in (result.stdout, result.stderr):
         assert "\x1b]52" not in stream and "\x1b]0;" not in stream and "\x1b[2J" not in stream
@@ -164,3 +164,13 @@ def test_osc52_never_reaches_the_repl_raw(workspace):
     stdout = io.StringIO()
     run_chat(host, stdin=stdin, stdout=stdout)
     assert "\x1b" not in stdout.getvalue() and "\\x1b]52" in stdout.getvalue()
+
+
+def test_declined_step_ends_a_vertical_chain(repo, scripted):
+    brain = Brain(writer, name_for=lambda t: "writer", analysis=ANALYSIS, subtasks=[["change f", "then more"]])
+    scripted.default = brain
+    result = invoke(repo, "--no-apply", "--topology", "vertical", "change f")
+    assert result.exit_code == 1, result.output
+    assert "the changes of step 1 were not applied" in result.stdout
+    assert (repo / "calc.py").read_text() == "def f():\n    return 1\n"
+    assert brain.agent_tasks and len(brain.agent_tasks) == 1  # step 2 never started

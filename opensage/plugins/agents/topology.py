@@ -117,6 +117,7 @@ class ScratchCopy:
     manifest: dict[str, str]
     refused: list[tuple[str, str]] = field(default_factory=list)
     kept: bool = False
+    declined: bool = False
 
     @classmethod
     def create(cls, source: Path, dest: Path) -> "ScratchCopy":
@@ -203,7 +204,7 @@ class ScratchCopy:
         self.refused = []
         review = REVIEW.get()
         if review is not None and self.changes() and not review(self):
-            self.kept = True
+            self.kept = self.declined = True
             return [], []
         ch = self.changes()
         extra = _user_protected(self.source)
@@ -400,6 +401,7 @@ class StepReport:
     conflicts: list[str] = field(default_factory=list)
     scratch: str = ""
     replanned: bool = False
+    scratch_declined: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -557,9 +559,15 @@ async def vertical(
                 step.applied, step.conflicts = await asyncio.to_thread(scratch.apply)
                 await asyncio.to_thread(scratch.remove)  # applied: the copy has nothing left to show
                 step.scratch = str(scratch.path) if scratch.kept else ""
+                step.scratch_declined = scratch.declined
         reports.append(step)
         emit({"kind": "step_done", "step": index, "agent": step.agent, "success": result.success,
               "applied": step.applied, "error": result.error})
+        if result.success and step.scratch and not step.applied and step.scratch_declined:
+            # the user declined (or --no-apply): the next step would start without this one
+            return ChainReport(run_id, task, plan, reports, False, failed_step=index,
+                               reason=f"the changes of step {index} were not applied (kept in {step.scratch}); "
+                                      "the chain stops there", replanned=replanned, planned_by_model=planned)
         if result.success:
             i += 1
             continue
