@@ -876,7 +876,9 @@ def _plan(level, argv, cwd, writable, readable, limits, extra_env, network, scra
         **extra_env,
     }
     if level == "rlimit":
-        return _Plan(list(argv), str(cwd), env, _preexec(limits, set_nproc=not _is_root()), level, marker=marker)
+        group = _cgroup_for(limits)  # the fallback still gets whole-run limits where the machine has them
+        return _Plan(list(argv), str(cwd), env, _preexec(limits, set_nproc=not _is_root(), cgroup=group), level,
+                     marker=marker, cgroup=group)
 
     bwrap = bwrap_path(cfg)
     assert bwrap is not None

@@ -175,7 +175,8 @@ def test_shared_mapping_of_1_5_gib_is_stopped_under_1_gib():
 @needs_cgroup
 def test_sysv_segment_of_1_5_gib_is_stopped_and_dies_with_the_run():
     res = py("""
-        import ctypes
+        import ctypes, os
+        print(os.readlink("/proc/self/ns/ipc"), flush=True)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.shmat.restype = ctypes.c_void_p
         size = 1536 * 1024 * 1024
@@ -187,9 +188,18 @@ def test_sysv_segment_of_1_5_gib_is_stopped_and_dies_with_the_run():
         print("HELD 1.5 GiB")
     """)
     assert "segment" in res.stdout and "HELD" not in res.stdout and res.oom_killed, res
-    # the private IPC namespace took the segment with it: nothing of that size on the host
-    host = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
-    assert not any(int(line.split()[3]) == 1536 * MIB for line in host)
+    # the segment lived in the run's own IPC namespace; no process is left in it, so the
+    # kernel freed the namespace and the segment with it
+    ns = res.stdout.splitlines()[0]
+    assert ns.startswith("ipc:[") and ns != os.readlink("/proc/self/ns/ipc")
+    holders = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/ipc") == ns:
+                holders.append(pid)
+        except OSError:
+            continue
+    assert holders == []
 
 
 @needs_cgroup
