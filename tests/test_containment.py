@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from opensage import cgroup, sandbox
@@ -250,24 +251,36 @@ def test_probe_says_which_limits_are_enforced(capsys):
 
 # -- 5. scratch clean-up --------------------------------------------------------------------
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_sigterm_of_the_cli_removes_scratch_and_kills_the_run(tmp_path):
     code = textwrap.dedent("""
         import sys
         from opensage import cleanup, sandbox
         cleanup.install_signal_handlers()
-        sandbox.run(["bash", "-c", "head -c 5000000 /dev/zero > out; echo ready; sleep 120"],
+        sandbox.run(["bash", "-c", "head -c 5000000 /dev/zero > out; echo ready $$; exec sleep 120"],
                     config={"bwrap": "/nonexistent", "allow_fallback": True},
                     on_output=lambda s, c: print(c.decode().strip(), flush=True),
                     limits=sandbox.Limits(wall_s=120))
     """)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         proc = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
+        word, pid = proc.stdout.readline().split()
+        assert word == "ready"
         mine = list(Path("/tmp").glob(f"{sandbox.SCRATCH_PREFIX}{proc.pid}-*"))
         assert len(mine) == 1 and (mine[0] / "out").stat().st_size == 5_000_000
         proc.send_signal(sig)
         assert proc.wait(timeout=20) != 0
         assert not mine[0].exists(), sig
+        deadline = time.monotonic() + 10
+        while _running(int(pid)):
+            assert time.monotonic() < deadline, f"the sandboxed command survived {sig!r}"
+            time.sleep(0.05)
 
 
 def test_start_up_sweep_removes_scratch_of_dead_processes(tmp_path, monkeypatch):
