@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -245,16 +246,40 @@ class RunCgroup:
                 except OSError:
                     pass
 
-    def remove(self, wait_s: float = 2.0) -> None:
-        """Kill what is left and remove the folders (polls up to ``wait_s`` seconds)."""
+    def remove(self, wait_s: float = 2.0, background: bool = True) -> None:
+        """Kill what is left and remove the folders.
+
+        A cgroup whose last process is still exiting refuses ``rmdir`` (EBUSY) for a few
+        milliseconds; with ``background`` the retries (every 10 ms, up to ``wait_s``
+        seconds) happen in a daemon thread so the run returns at once. What a killed
+        process leaves is removed by :func:`sweep_stale`.
+        """
         for fd in self._procs_fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._procs_fds = []
-        deadline = time.monotonic() + wait_s
+        left = []
         for d in reversed(self.dirs):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(d)
+        self.dirs = left[::-1]
+        if not left:
+            return
+        self.kill()
+        if background:
+            threading.Thread(target=self._retry, args=(wait_s,), daemon=True, name="opensage-cgroup-rm").start()
+        else:
+            self._retry(wait_s)
+
+    def _retry(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        for d in reversed(list(self.dirs)):
             while True:
                 try:
                     d.rmdir()
@@ -266,7 +291,6 @@ class RunCgroup:
                         break
                     self.kill()
                     time.sleep(0.01)
-        self.dirs = [d for d in self.dirs if d.exists()]
 
 
 def sweep_stale() -> int:
@@ -286,7 +310,7 @@ def sweep_stale() -> int:
                 continue
             rc = RunCgroup(sup, 0, 0)
             rc.dirs = [d]
-            rc.remove(wait_s=0.5)
+            rc.remove(wait_s=0.5, background=False)
             removed += not d.exists()
     return removed
 
