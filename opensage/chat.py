@@ -6,6 +6,7 @@ import sys
 from typing import Any, TextIO
 
 from opensage.errors import OpenSageError
+from opensage.termsafe import clean
 from opensage.types import SessionEvent
 
 __all__ = ["run_chat", "preview_route"]
@@ -38,10 +39,10 @@ def _run_and_record(host, session, name: str, arguments: dict | None, line: str 
     try:
         result = host.run_line(line, session=session) if line is not None else host.run(name, arguments, session=session)
     except OpenSageError as exc:
-        print(f"Error: {exc}", file=stdout)
+        print(clean(f"Error: {exc}"), file=stdout)
         host.record(session, SessionEvent(kind="error", text=str(exc), tool=name))
         return
-    print(result.text, file=stdout)
+    print(clean(result.text), file=stdout)
     host.record(session, SessionEvent(kind="tool_result", text=result.text, tool=name, role="opensage"))
 
 
@@ -103,7 +104,7 @@ def run_chat(host, session_id: str | None = None, stdin: TextIO | None = None, s
             try:
                 route = host.route(line, session=session)
             except OpenSageError as exc:
-                print(f"Error: {exc}", file=stdout)
+                print(clean(f"Error: {exc}"), file=stdout)
                 host.record(session, SessionEvent(kind="error", text=str(exc)))
                 continue
             if route is None or not route.command:
@@ -112,11 +113,11 @@ def run_chat(host, session_id: str | None = None, stdin: TextIO | None = None, s
                       f"type an @-command or 'help')", file=stdout)
                 continue
             call = format_call(route.command, route.arguments)
-            print(f"-> {call}   [route {route.route}, confidence {route.confidence:.2f}]", file=stdout)
+            print(clean(f"-> {call}   [route {route.route}, confidence {route.confidence:.2f}]"), file=stdout)
             try:
                 command = host.command(route.command)
             except OpenSageError as exc:
-                print(f"Error: {exc}", file=stdout)
+                print(clean(f"Error: {exc}"), file=stdout)
                 host.record(session, SessionEvent(kind="error", text=str(exc), tool=route.command))
                 continue
             if command.uses_llm and not assume_yes:

@@ -49,13 +49,17 @@ def _emit(ctx: click.Context, result) -> None:
     if ctx.find_root().obj.get("json"):
         click.echo(json.dumps(result.data if result.data is not None else {"text": result.text}, default=str, ensure_ascii=False))
     else:
-        click.echo(result.text)
+        from opensage.termsafe import clean
+
+        click.echo(clean(result.text))
     if getattr(result, "success", True) is False:
         sys.exit(1)
 
 
 def _fail(exc: OpenSageError) -> None:
-    click.echo(f"Error: {exc}", err=True)
+    from opensage.termsafe import clean
+
+    click.echo(clean(f"Error: {exc}"), err=True)
     sys.exit(exc.exit_code)
 
 
@@ -445,14 +449,20 @@ def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
 @click.option("--model", default=None, help="litellm model string (default: $OPENSAGE_MODEL).")
 @click.option("--strict", is_flag=True, help="Deny tools an agent file marks 'ask' (default: allow them).")
 @click.option("--json", "run_json", is_flag=True, help="Print the report as JSON (no live display).")
+@click.option("--show-diff", is_flag=True, help="Print the full diff of the agent's changes before applying them.")
+@click.option("--review", is_flag=True, help="Ask before applying the agent's changes (needs a terminal).")
+@click.option("--no-apply", is_flag=True, help="Apply nothing; keep the agent's copy and print its path.")
 @click.pass_context
 def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps: tuple[str, ...],
             strategies: tuple[str, ...], merge: str | None, verifier: str | None, max_steps: int | None,
-            max_tokens: int | None, max_cost: float | None, model: str | None, strict: bool, run_json: bool) -> None:
+            max_tokens: int | None, max_cost: float | None, model: str | None, strict: bool, run_json: bool,
+            show_diff: bool, review: bool, no_apply: bool) -> None:
     """Plan, run and record TASK with generated agents (single, vertical or horizontal).
 
-    Shows a live display (plan, current step, agent, tokens, cost) and a final report;
-    exit code 0 when the run succeeded, 1 when it failed, 2 for bad input or no model.
+    Shows a live display (plan, current step, agent, tokens, cost), a summary of each
+    agent's changes before they are applied (protected paths are refused) and a final
+    report; exit code 0 when the run succeeded, 1 when it failed, 2 for bad input or no
+    model.
     """
     import asyncio
 
@@ -460,8 +470,11 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
     from opensage.runner import Budget
 
     as_json = run_json or ctx.find_root().obj.get("json")
+    if review and no_apply:
+        _fail(UsageError("--review and --no-apply exclude each other; pick one."))
     try:
         llm.model_name(model)
+        from opensage.plugins.agents.topology import REVIEW
         from opensage.plugins.coordinator.coordinator import coordinate
         from opensage.plugins.coordinator.progress import RunProgress, report_table
 
@@ -478,6 +491,9 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
         kwargs = dict(plan_only=plan_only, topology=None if topology == "auto" else topology,
                       steps=list(steps), strategies=list(strategies), merge_strategy=merge, verifier=verifier,
                       session=session, budget=budget, model=model, ask_policy="deny" if strict else "allow")
+        live_box: list = []
+        mode = "no-apply" if no_apply else "review" if review else "apply"
+        token = REVIEW.set(_change_review(mode, show_diff, quiet=as_json, live_box=live_box))
         try:
             if as_json:
                 report = asyncio.run(coordinate(host, task, **kwargs))
@@ -490,6 +506,7 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
                     progress = RunProgress(task)
                     with Live(progress.render(), console=err, refresh_per_second=8) as live:
                         progress.live = live
+                        live_box.append(live)
                         report = asyncio.run(coordinate(host, task, on_event=progress, **kwargs))
                 else:  # a pipe or a log file: one line per event as it happens, the panel at the end
                     progress = RunProgress(task, lines=err)
@@ -498,6 +515,7 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
                     finally:
                         err.print(progress.render())
         finally:
+            REVIEW.reset(token)
             if session is not None:
                 host.end_session(session)
     except OpenSageError as exc:
@@ -512,11 +530,55 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
         sys.exit(1)
 
 
+def _change_review(mode: str, show_diff: bool, quiet: bool, live_box: list):
+    """The review step of ``opensage run`` (see ``ScratchCopy.apply``): show the agent's
+    changes (summary; full diff with ``--show-diff``) on stderr, then apply (``apply``),
+    ask (``review``) or keep the copy (``no-apply``). Returns ``review(scratch) -> bool``."""
+
+    def decide(scratch) -> bool:
+        from rich.console import Console
+
+        from opensage.plugins.coordinator.progress import changes_table
+        from opensage.termsafe import clean
+
+        live = live_box[0] if live_box else None
+        if live is not None:
+            live.stop()
+        try:
+            err = Console(stderr=True, soft_wrap=True)
+            if not quiet:
+                err.print(changes_table(scratch.summary(), str(scratch.path)))
+                if show_diff:
+                    err.print(clean(scratch.diff(max_chars=500_000)), markup=False, highlight=False)
+            if mode == "no-apply":
+                if not quiet:
+                    err.print(clean(f"not applied (--no-apply); the agent's copy is kept at {scratch.path}"),
+                              markup=False)
+                return False
+            if mode == "review":
+                try:
+                    ok = click.confirm("Apply these changes to the project?", default=False, err=True)
+                except click.Abort:
+                    ok = False
+                if not ok:
+                    err.print(clean(f"not applied; the agent's copy is kept at {scratch.path}"), markup=False)
+                return ok
+            return True
+        finally:
+            if live is not None:
+                live.start()
+
+    return decide
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``opensage`` script."""
     # pydantic scans every installed distribution for pydantic plugins on the first model
     # build (~50 ms); the CLI uses none. Respect a user's explicit setting.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from opensage import cleanup
+
+    cleanup.install_signal_handlers()  # SIGTERM/SIGHUP/SIGINT: sandboxed runs killed, scratch removed
     try:
         cli.main(args=argv, prog_name="opensage", standalone_mode=True)
     except OpenSageError as exc:  # pragma: no cover - commands handle their own

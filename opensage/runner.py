@@ -9,7 +9,9 @@ runs out.
 Built-in tools (names as in :data:`opensage.types.BUILTIN_TOOLS`):
 
 * ``read``, ``write``, ``edit``, ``list``, ``search`` — files under the agent's root
-  only: absolute paths outside it and ``..`` escapes are refused, ``.git`` is read-only;
+  only: absolute paths outside it and ``..`` escapes are refused, protected paths
+  (:mod:`opensage.protected`: ``.git``, ``.claude``, ``opencode.json``, ``.envrc``...)
+  are read-only;
 * ``shell`` — one command line run by :func:`opensage.sandbox.run` with the agent's root
   as the only writable directory and no network;
 * ``memory_query``, ``memory_add`` — the workspace's graph memory;
@@ -387,8 +389,13 @@ class AgentRunner:
         if full != self.root and self.root not in full.parents:
             raise ToolError(f"path {path!r} is outside the working directory; use a path relative to it")
         rel = full.relative_to(self.root)
-        if write and rel.parts and rel.parts[0] in (".git", ".opencode"):
-            raise ToolError(f"path {path!r} is read-only for agents ({rel.parts[0]}/)")
+        if write and rel.parts:
+            from opensage.protected import match
+
+            pattern = match(rel.as_posix())
+            if pattern is not None:
+                raise ToolError(f"path {path!r} is protected ({pattern}) and read-only for agents: the host runs "
+                                "or reads it (see docs/sandbox.md, protected paths)")
         return full
 
     def _rel(self, full: Path) -> str:

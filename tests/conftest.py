@@ -37,6 +37,12 @@ def _opensage_on_path(monkeypatch):
     monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ.get("PATH", ""))
 
 
+@pytest.fixture(autouse=True)
+def _no_user_sandbox_config(monkeypatch, tmp_path_factory):
+    """The developer's own ~/.config/opensage/config.yaml never changes a test's sandbox."""
+    monkeypatch.setenv("OPENSAGE_CONFIG", str(tmp_path_factory.getbasetemp() / "no-user-config.yaml"))
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """An empty project folder (the workspace root)."""

@@ -155,8 +155,9 @@ def test_refused_without_bwrap_unless_fallback_allowed(host, scripted, monkeypat
         host.run_line('@generate-tool requirement="add" name=add')
     assert "allow_fallback" in str(err.value) and "OPENSAGE_SANDBOX_FALLBACK=allow" in str(err.value)
     assert scripted.requests == []
-    (project / ".opencode").mkdir(exist_ok=True)
-    (project / ".opencode" / "opensage.yaml").write_text("sandbox:\n  allow_fallback: true\n")
+    user = project.parent / "user-config.yaml"  # the user's file, not the project's
+    user.write_text("sandbox:\n  allow_fallback: true\n")
+    monkeypatch.setenv("OPENSAGE_CONFIG", str(user))
     scripted.add(spec(ADD_OK))
     out = host.run_line('@generate-tool requirement="add" name=add')
     assert out.data["examples"][0]["level"] == "rlimit"

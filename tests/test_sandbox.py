@@ -226,8 +226,8 @@ def test_refused_without_bwrap_and_fallback_when_allowed(tmp_path, monkeypatch):
 
 def test_config_file_is_validated(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENSAGE_SANDBOX_FALLBACK", raising=False)
-    (tmp_path / ".opencode").mkdir()
-    cfg = tmp_path / ".opencode" / "opensage.yaml"
+    cfg = tmp_path / "user-config.yaml"  # the user's own file: the only file security settings come from
+    monkeypatch.setenv("OPENSAGE_CONFIG", str(cfg))
     cfg.write_text("sandbox:\n  allow_fallback: maybe\n")
     with pytest.raises(ConfigError, match="allow_fallback"):
         sandbox.load_config(tmp_path)

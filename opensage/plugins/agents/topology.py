@@ -29,12 +29,14 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from opensage import protected
 from opensage.errors import ModelError, OpenSageError, UsageError
 from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
 from opensage.types import AgentResult, AgentSpec
@@ -113,6 +115,9 @@ class ScratchCopy:
     source: Path
     path: Path
     manifest: dict[str, str]
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    kept: bool = False
+    declined: bool = False
 
     @classmethod
     def create(cls, source: Path, dest: Path) -> "ScratchCopy":
@@ -146,32 +151,169 @@ class ScratchCopy:
         return text if len(text) <= max_chars else text[:max_chars] + "\n[... diff cut]"
 
     def remove(self) -> None:
-        """Delete the copy (after its changes were applied)."""
+        """Delete the copy after its changes were applied; kept when the user declined
+        them or when a change was refused (its path was shown, so it can be inspected)."""
+        if self.kept:
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def apply(self) -> tuple[list[str], list[str]]:
-        """Copy this scratch copy's changes into the source tree.
-
-        A file the source changed since the copy was made is a *conflict* and is left
-        alone. :returns: (applied paths, conflicting paths).
-        """
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per changed file: ``{"path", "change": added|modified|deleted, "added":
+        lines, "removed": lines, "refused": reason or None}`` (binary files: lines None)."""
         ch = self.changes()
+        extra = _user_protected(self.source)
+        rows = []
+        for rel in ch.paths:
+            kind = "added" if rel in ch.added else "deleted" if rel in ch.deleted else "modified"
+            old = _text(self.source / rel) if kind != "added" else ""
+            new = _text(self.path / rel) if kind != "deleted" else ""
+            plus = minus = 0
+            for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0):
+                if line.startswith("+") and not line.startswith("+++"):
+                    plus += 1
+                elif line.startswith("-") and not line.startswith("---"):
+                    minus += 1
+            rows.append({"path": rel, "change": kind, "added": plus, "removed": minus,
+                         "refused": self._refusal(rel, kind, extra)})
+        return rows
+
+    def _refusal(self, rel: str, kind: str, extra: list[str]) -> str | None:
+        pattern = protected.match(rel, extra)
+        if pattern is not None:
+            return (f"protected path ({pattern}): files there run on the host; review "
+                    f"{self.path / rel} and copy it yourself if you want it")
+        src = self.path / rel
+        if kind == "deleted" and os.path.lexists(src):
+            return "the agent replaced it with something other than a regular file"
+        return None
+
+    def apply(self) -> tuple[list[str], list[str]]:
+        """Copy this scratch copy's changes into the source tree, if :data:`REVIEW` allows.
+
+        Only regular files are written, by path inside the project: every folder on the
+        way is opened with ``O_NOFOLLOW`` relative to the previous one, so a symlink in
+        the project (``shared -> ../outside``) is never followed, and the file is written
+        to a temporary name in that folder and renamed over the target (never through a
+        symlink). Refused, and listed in :attr:`refused` with the reason: protected paths
+        (:mod:`opensage.protected`, plus the user's ``protected_paths``), a path through
+        a symlink, a target that is not a regular file, a source that is not one. A file
+        the source changed since the copy was made is a *conflict* and is left alone.
+
+        :returns: (applied paths, conflicting paths); nothing when the review declined.
+        """
+        self.refused = []
+        review = REVIEW.get()
+        if review is not None and self.changes() and not review(self):
+            self.kept = self.declined = True
+            return [], []
+        ch = self.changes()
+        extra = _user_protected(self.source)
         applied, conflicts = [], []
         for rel in ch.paths:
-            target = self.source / rel
-            current = _sha(target)
-            if current != self.manifest.get(rel):
-                conflicts.append(rel)
-                continue
-            if rel in ch.deleted:
-                target.unlink(missing_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.opensage-tmp")
-                shutil.copy2(self.path / rel, tmp)
-                os.replace(tmp, target)
-            applied.append(rel)
+            kind = "added" if rel in ch.added else "deleted" if rel in ch.deleted else "modified"
+            why = self._refusal(rel, kind, extra)
+            if why is None:
+                try:
+                    done = _write_in(self.source, rel, None if kind == "deleted" else self.path / rel,
+                                     self.manifest.get(rel))
+                except _Refused as exc:
+                    why = str(exc)
+                else:
+                    (applied if done else conflicts).append(rel)
+                    continue
+            self.refused.append((rel, why))
+        if self.refused:
+            self.kept = True
         return applied, conflicts
+
+
+class _Refused(Exception):
+    pass
+
+
+#: The review step of :meth:`ScratchCopy.apply`: None applies at once; else a callable
+#: ``review(scratch) -> bool`` (``opensage run --review`` asks the user, ``--no-apply``
+#: declines). A context variable, so it reaches the worker threads of a run.
+REVIEW: ContextVar[Callable[["ScratchCopy"], bool] | None] = ContextVar("opensage_review", default=None)
+
+
+def _user_protected(root: Path) -> list[str]:
+    """The user's extra protected patterns (``sandbox.protected_paths``; never the project's)."""
+    from opensage import sandbox
+
+    try:
+        return list(sandbox.load_config(root).protected_paths)
+    except OpenSageError:
+        return []
+
+
+def _write_in(root: Path, rel: str, source: Path | None, expected: str | None) -> bool:
+    """Write ``source`` (None: delete) to ``root/rel`` without following any symlink.
+
+    :returns: False on a conflict (the target's sha256 is not ``expected``).
+    :raises _Refused: a component is a symlink or not a folder, or source/target is not a
+        regular file.
+    """
+    import stat
+
+    parts = Path(rel).parts
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds = [os.open(root, flags)]
+    try:
+        for name in parts[:-1]:
+            try:
+                fds.append(os.open(name, flags, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                if source is None:
+                    return expected is None
+                os.mkdir(name, 0o755, dir_fd=fds[-1])
+                fds.append(os.open(name, flags, dir_fd=fds[-1]))
+            except OSError:  # ELOOP / ENOTDIR: a symlink or a file on the way
+                raise _Refused(f"{name}/ in the project is a symlink or not a folder; nothing is written "
+                               "through it") from None
+        d, name = fds[-1], parts[-1]
+        try:
+            st = os.stat(name, dir_fd=d, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise _Refused("the project's file is a symlink or not a regular file; left alone")
+        current = None
+        if st is not None:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            with os.fdopen(fd, "rb") as f:
+                current = hashlib.sha256(f.read()).hexdigest()
+        if current != expected:
+            return False
+        if source is None:
+            os.unlink(name, dir_fd=d)
+            return True
+        try:
+            sfd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            raise _Refused("the agent's file is a symlink or unreadable; not applied") from None
+        with os.fdopen(sfd, "rb") as src:
+            sst = os.fstat(src.fileno())
+            if not stat.S_ISREG(sst.st_mode):
+                raise _Refused("the agent's file is not a regular file; not applied")
+            data = src.read()
+        tmp = f".{name}.opensage-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      sst.st_mode & 0o777, dir_fd=d)
+        try:
+            with os.fdopen(tfd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, name, src_dir_fd=d, dst_dir_fd=d)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=d)
+            except OSError:
+                pass
+            raise
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _sha(path: Path) -> str | None:
@@ -259,6 +401,7 @@ class StepReport:
     conflicts: list[str] = field(default_factory=list)
     scratch: str = ""
     replanned: bool = False
+    scratch_declined: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -415,10 +558,16 @@ async def vertical(
             if result.success:
                 step.applied, step.conflicts = await asyncio.to_thread(scratch.apply)
                 await asyncio.to_thread(scratch.remove)  # applied: the copy has nothing left to show
-                step.scratch = ""
+                step.scratch = str(scratch.path) if scratch.kept else ""
+                step.scratch_declined = scratch.declined
         reports.append(step)
         emit({"kind": "step_done", "step": index, "agent": step.agent, "success": result.success,
               "applied": step.applied, "error": result.error})
+        if result.success and step.scratch and not step.applied and step.scratch_declined:
+            # the user declined (or --no-apply): the next step would start without this one
+            return ChainReport(run_id, task, plan, reports, False, failed_step=index,
+                               reason=f"the changes of step {index} were not applied (kept in {step.scratch}); "
+                                      "the chain stops there", replanned=replanned, planned_by_model=planned)
         if result.success:
             i += 1
             continue

@@ -314,8 +314,9 @@ async def execute(
             report.results, report.agents = [result], [spec.name]
             report.output, report.files_changed = result.output, applied
             report.detail = {"topology": "single", "agent": spec.name, "reused": reused,
-                             "scratch": None if result.success else str(scratch.path),
-                             "applied": applied, "conflicts": conflicts}
+                             "scratch": None if result.success and not scratch.kept else str(scratch.path),
+                             "applied": applied, "conflicts": conflicts,
+                             "refused": [{"path": p, "reason": r} for p, r in scratch.refused]}
             emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success,
                   "applied": applied, "error": result.error})
     report.tokens += sum(r.tokens for r in report.results)

@@ -9,7 +9,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["RunProgress", "report_table"]
+from opensage.termsafe import clean
+
+__all__ = ["RunProgress", "report_table", "changes_table"]
+
+
+def _t(value: Any, style: str | None = None) -> Text:
+    """Untrusted text (task, model output, file names) for rich: controls escaped, no markup."""
+    return Text(clean(value), style=style or "")
 
 
 class RunProgress:
@@ -135,22 +142,23 @@ class RunProgress:
     def render(self):
         head = Text()
         head.append("task: ", style="bold")
-        head.append(self.task + "\n")
+        head.append(clean(self.task) + "\n")
         head.append("phase: ", style="bold")
-        head.append(self.phase)
+        head.append(clean(self.phase))
         if self.current:
             head.append("\ncurrent: ", style="bold")
-            head.append(self.current)
+            head.append(clean(self.current))
         parts: list[Any] = [head]
         if self.plan is not None:
-            parts.append(Text(self.plan.text(), style="cyan"))
+            parts.append(_t(self.plan.text(), style="cyan"))
         if self.rows:
             table = Table(box=None, pad_edge=False)
             for col in ("#", "agent", "task / strategy", "step", "last tool", "tokens", "cost $", "status"):
                 table.add_column(col)
             for (kind, n), r in sorted(self.rows.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-                table.add_row(f"{kind[0]}{n}", f"@{r['agent']}", str(r["what"])[:50], f"{r['step']}/{r['max']}",
-                              r["tool"], str(r["tokens"]), f"{r['cost']:.4f}", r["status"])
+                table.add_row(f"{kind[0]}{n}", _t(f"@{r['agent']}"), _t(str(r["what"])[:50]),
+                              f"{r['step']}/{r['max']}", _t(r["tool"]), str(r["tokens"]), f"{r['cost']:.4f}",
+                              _t(r["status"]))
             parts.append(table)
         parts.append(Text(f"total: {self.tokens} tokens, ${self.cost:.4f}", style="bold"))
         return Panel(Group(*parts), title="opensage run", border_style="blue")
@@ -162,28 +170,43 @@ def report_table(report) -> Table:
     table.add_column(style="bold")
     table.add_column()
     plan = report.plan
-    table.add_row("plan", f"{plan.topology} — {plan.reason}")
+    table.add_row("plan", _t(f"{plan.topology} — {plan.reason}"))
     if plan.steps:
-        table.add_row("steps", "\n".join(f"{i}. {s}" for i, s in enumerate(plan.steps, 1)))
+        table.add_row("steps", _t("\n".join(f"{i}. {s}" for i, s in enumerate(plan.steps, 1))))
     if plan.strategies:
-        table.add_row("strategies", "\n".join(f"{i}. {s}" for i, s in enumerate(plan.strategies, 1)))
-        table.add_row("merge", f"{plan.merge_strategy}" + (f" (verifier: {plan.verifier})" if plan.verifier else ""))
+        table.add_row("strategies", _t("\n".join(f"{i}. {s}" for i, s in enumerate(plan.strategies, 1))))
+        table.add_row("merge", _t(f"{plan.merge_strategy}" + (f" (verifier: {plan.verifier})" if plan.verifier else "")))
     if not report.executed:
         table.add_row("result", "plan only: nothing was run")
         table.add_row("tokens / cost", f"{report.tokens} / ${report.cost_usd:.4f}")
         return table
     table.add_row("result", Text("success", style="green") if report.success else Text("FAILED", style="red"))
     if report.error:
-        table.add_row("why", report.error)
+        table.add_row("why", _t(report.error))
     for i, r in enumerate(report.results, 1):
         state = "ok" if r.success else f"failed: {r.error}"
-        table.add_row(f"agent {i}", f"@{r.agent}: {state}; {r.steps} model call(s), {r.tokens} tokens, "
-                                    f"${r.cost_usd:.4f}, {r.latency_ms / 1000:.1f} s")
-    table.add_row("files changed", ", ".join(report.files_changed) or "none")
+        table.add_row(f"agent {i}", _t(f"@{r.agent}: {state}; {r.steps} model call(s), {r.tokens} tokens, "
+                                       f"${r.cost_usd:.4f}, {r.latency_ms / 1000:.1f} s"))
+    table.add_row("files changed", _t(", ".join(report.files_changed) or "none"))
+    refused = (report.detail or {}).get("refused") or []
+    if refused:
+        table.add_row("refused", _t("\n".join(f"{r['path']}: {r['reason']}" for r in refused), style="red"))
     table.add_row("tokens / cost", f"{report.tokens} / ${report.cost_usd:.4f}")
     table.add_row("time", f"{report.latency_ms / 1000:.1f} s")
     if report.memory:
         table.add_row("memory", ", ".join(f"{k}={v}" for k, v in list(report.memory.items())[:6]))
     if report.output:
-        table.add_row("output", report.output.strip()[:2000])
+        table.add_row("output", _t(report.output.strip()[:2000]))
+    return table
+
+
+def changes_table(rows: list[dict[str, Any]], where: str) -> Table:
+    """The summary of an agent's changes (rows of ``ScratchCopy.summary()``) before they are applied."""
+    table = Table(title=_t(f"changes in {where}"), box=None, pad_edge=False)
+    for col in ("", "file", "+", "-", "note"):
+        table.add_column(col)
+    for r in rows:
+        mark = {"added": "A", "modified": "M", "deleted": "D"}[r["change"]]
+        note = _t(f"refused: {r['refused']}", style="red") if r["refused"] else _t("")
+        table.add_row(mark, _t(r["path"]), str(r["added"]), str(r["removed"]), note)
     return table
