@@ -206,6 +206,28 @@ def test_misspelt_hookimpl_fails_at_start_up_naming_the_plugin(workspace):
     assert "session_evnt" in str(err.value) and "did you mean 'session_event'" in str(err.value)
     assert err.value.exit_code == 2
 
+    class WrongArgument:
+        @hookimpl
+        def session_event(self, sesion, event):  # an argument the hook does not have
+            pass
+
+    with pytest.raises(PluginError, match="sesion"):
+        Host(workspace, plugins=[WrongArgument()])
+
+
+def test_a_plugin_failing_to_register_commands_leaves_the_others(workspace, caplog):
+    class BadCommands:
+        @hookimpl
+        def register_commands(self, register):
+            register("not a command")
+
+    bad = BadCommands()
+    with caplog.at_level(logging.ERROR, logger="opensage"):
+        host = Host(workspace, plugins=[bad])
+        assert "memory-add-node" in host.commands and host.commands["memory-add-node"].plugin == "graph-memory"
+    assert any(f"plugin {host.pm.get_name(bad)} failed in register_commands: TypeError" in r.getMessage()
+               for r in caplog.records)
+
 
 def test_misspelt_entry_point_plugin_exits_2_with_its_name(tmp_path, project):
     site = tmp_path / "site"
