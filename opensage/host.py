@@ -7,7 +7,6 @@ they receive the host through :class:`~opensage.types.CommandContext` or
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import inspect
@@ -293,6 +292,8 @@ class Host:
                    and any(i.plugin is exc.plugin for i in getattr(self.pm.hook, n).get_hookimpls())]
             hint = ""
             if bad:
+                import difflib
+
                 close = difflib.get_close_matches(bad[0], known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PluginError(
