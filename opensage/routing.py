@@ -103,6 +103,13 @@ EDGE_COST = 0.08
 #: The edge cost is capped at this many template words.
 EDGE_COST_CAP = 0.6
 
+#: The similarity of a text to a route is the mean cosine of its ``NEAREST_K`` nearest
+#: examples of that route (1 is plain nearest neighbour; 2 smooths over one odd example).
+NEAREST_K = 2
+#: A route fires by meaning only if its similarity beats the ``none`` route's by this
+#: much (calibrated on the tuning sets by bench/routing.py --calibrate; docs/routing.md).
+NONE_MARGIN = 0.02
+
 #: Words that are free anywhere in the text and never required by a template.
 FILLER = frozenset(
     """a an the my our your this these those some any all please pls plz kindly just
@@ -206,10 +213,20 @@ class RouteSpec(BaseModel):
     name: str = Field(description="route name: lowercase letters, digits and '_' (e.g. opensage_memory_query)")
     description: str = Field(min_length=1, description="when this route applies (shown in docs and to the host's model)")
     command: str | None = Field(description="the @-command to run, e.g. '@memory-query'; null only for the 'none' route")
-    examples: list[str] = Field(default_factory=list, description="example phrasings with {slot} slots")
+    examples: list[str] = Field(
+        default_factory=list,
+        description="natural example requests, plain sentences (matched by meaning: nearest neighbours in the "
+                    "route-vector space)")
+    templates: list[str] = Field(
+        default_factory=list,
+        description="optional phrasings with (a|b) alternatives, <class> word classes and {slot} slots: "
+                    "lexical evidence and argument capture")
     patterns: list[PatternSpec] = Field(default_factory=list, description="regular expressions with a fixed confidence")
     arguments: dict[str, ArgumentSpec] = Field(default_factory=dict, description="command argument (camelCase) -> how to fill it")
-    confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this confidence the route does not fire")
+    confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this template/pattern confidence the lexical match does not fire")
+    similarity_threshold: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="below this similarity to the route's examples (mean cosine of the 2 nearest) it does not fire by meaning")
     enabled: bool = Field(True, description="false turns a packaged route off")
 
     @field_validator("name")
@@ -226,11 +243,24 @@ class RouteSpec(BaseModel):
             raise ValueError(f"{value!r} is not an @-command: write it like '@memory-query'")
         return value
 
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for example in value:
+            _compile_template(example, words=None)  # syntax; raises ValueError with the reason
+        return value
+
     @field_validator("examples")
     @classmethod
     def _examples(cls, value: list[str]) -> list[str]:
         for example in value:
-            _compile_template(example, words=None)  # syntax; raises ValueError with the reason
+            if not isinstance(example, str) or not example.strip():
+                raise ValueError("examples must be non-empty sentences")
+            if len(example) > 400:
+                raise ValueError(f"example {example[:40]!r}... is longer than 400 characters")
+            if _SLOT.search(example) or re.search(r"\(\w+\|\w+", example):
+                raise ValueError(f"example {example!r} is a template ({{slot}} or (a|b)): put it under 'templates', "
+                                 "examples are plain sentences")
         return value
 
     @model_validator(mode="after")
@@ -239,22 +269,10 @@ class RouteSpec(BaseModel):
             raise ValueError("the 'none' route must have command: null")
         if self.name != NONE_ROUTE and self.command is None:
             raise ValueError("command is required (e.g. '@memory-query'); only the 'none' route has none")
-        if not self.examples and not self.patterns:
-            raise ValueError("give at least one of 'examples' or 'patterns'")
-
-        slots = set()
-        for example in self.examples:
-            slots.update(_SLOT.findall(example))
-        for pattern in self.patterns:
-            slots.update(re.compile(pattern.regex).groupindex)
-        for arg, spec in self.arguments.items():
-            if spec.source in ("slot", "list", "label", "slug"):
-                slot = spec.slot or arg
-                if slot not in slots:
-                    raise ValueError(
-                        f"argument '{arg}' reads slot '{slot}', but no example has {{{slot}}} "
-                        f"and no pattern has a group (?P<{slot}>...)"
-                    )
+        if not self.examples and not self.templates and not self.patterns:
+            raise ValueError("give at least one of 'examples', 'templates' or 'patterns'")
+        # a slot no template or pattern captures is filled from the request itself
+        # (see Router._fill: the text after "X:", else the whole request)
         return self
 
 
@@ -293,11 +311,11 @@ class RoutesFile(BaseModel):
             if route.name in seen:
                 raise ValueError(f"route name {route.name!r} appears twice")
             seen.add(route.name)
-            for example in route.examples:
+            for example in route.templates:
                 try:
                     _compile_template(example, words=self.words)
                 except ValueError as exc:
-                    raise ValueError(f"route '{route.name}', field 'examples': {exc}") from None
+                    raise ValueError(f"route '{route.name}', field 'templates': {exc}") from None
         return self
 
 
@@ -376,17 +394,17 @@ def _validate(raw: dict, origin: dict[str, Path]) -> RoutesFile:
 
 
 def unreachable_examples(config: RoutesFile) -> list[str]:
-    """Examples that can never fire: their best possible confidence (a perfect match,
+    """Templates that can never fire: their best possible confidence (a perfect match,
     see the module docstring) is below their route's ``confidence_threshold``.
 
     :returns: one message per such example (empty when all can fire).
     """
     out = []
     for route in config.routes:
-        for example in route.examples:
+        for example in route.templates:
             ceiling = _compile_template(example, words=config.words).evidence
             if ceiling < route.confidence_threshold:
-                out.append(f"route '{route.name}': example {example!r} can reach at most confidence "
+                out.append(f"route '{route.name}': template {example!r} can reach at most confidence "
                            f"{ceiling:.2f}, below confidence_threshold {route.confidence_threshold:g}")
     return out
 
@@ -565,6 +583,10 @@ _STEP_SPLIT = re.compile(
     r"|\s\(?\d\)\s*",
     re.I,
 )
+_NAMED_FOLDER = re.compile(r"\b(?:the\s+)?([\w.-]+)\s+(?:folder|directory|dir|package|module)\b", re.I)
+_WHOLE_PROJECT_IN_TEXT = re.compile(
+    r"\b(?:whole|entire|this|our|the)\s+(?:repo|repository|project|codebase|code base)\b", re.I)
+_BODY = re.compile(r"^\s*[^:\n]{1,60}?(?::|\s[-–—]+)\s+(\S.*)$", re.S)
 _LIST_SPLIT = re.compile(r"\s*(?:,|/|;|\bvs\.?\s|\bversus\b|\bor\b|\band\b)\s*", re.I)
 _STOP = frozenset("a an the to for of and or in on at by with from into that which who this it is are be".split())
 
@@ -600,6 +622,19 @@ def split_steps(text: str) -> list[str]:
     return pieces if len(pieces) >= 2 else []
 
 
+def request_body(text: str) -> str:
+    """The part of a request that is its subject, for a route matched by meaning:
+    the text after a short lead-in ending in ``:`` or `` - `` ("note for the future -
+    X" -> "X"), else the whole request; cleaned like a slot.
+
+    :param text: the request.
+    :returns: the cleaned body ("" for empty text).
+    """
+    m = _BODY.match(text)
+    body = m.group(1) if m and len(m.group(1).split()) >= 2 else text
+    return _clean(body)
+
+
 def _number_near(tokens: list[_Tok], keywords: set[str]) -> int | None:
     for i, tok in enumerate(tokens):
         if tok.norm.isdigit():
@@ -624,6 +659,11 @@ class Decision:
     :param matched: the example or pattern that decided, if any.
     :param threshold: the route's ``confidence_threshold`` (``None`` for ``none``).
     :param candidates: the best (route, confidence) pairs considered, best first.
+    :param how: what decided: ``template``, ``pattern``, ``meaning`` (nearest examples)
+        or ``none``.
+    :param similarities: route -> similarity to its examples (mean cosine of the
+        :data:`NEAREST_K` nearest), best first; empty without route vectors.
+    :param nearest: the nearest example sentences as (route, example, cosine), best first.
     """
 
     route: str
@@ -633,6 +673,9 @@ class Decision:
     matched: str | None = None
     threshold: float | None = None
     candidates: list[tuple[str, float]] = field(default_factory=list)
+    how: str = "none"
+    similarities: list[tuple[str, float]] = field(default_factory=list)
+    nearest: list[tuple[str, str, float]] = field(default_factory=list)
 
     def to_route(self) -> Route:
         """As the hook's :class:`opensage.types.Route` (command without ``@``)."""
@@ -643,6 +686,18 @@ class Decision:
         """``{"route", "confidence", "command", "arguments"}``; command with ``@`` or null."""
         return {"route": self.route, "confidence": round(self.confidence, 4), "command": self.command,
                 "arguments": self.arguments}
+
+    def explain(self) -> dict[str, Any]:
+        """:meth:`as_json` plus why: ``how``, ``matched``, ``threshold``, the lexical
+        ``candidates``, per-route ``similarities`` and the ``nearest`` examples."""
+        out = self.as_json()
+        out.update({
+            "how": self.how, "matched": self.matched, "threshold": self.threshold,
+            "candidates": [{"route": r, "confidence": c} for r, c in self.candidates],
+            "similarities": [{"route": r, "similarity": round(v, 4)} for r, v in self.similarities],
+            "nearest": [{"route": r, "example": e, "cosine": round(v, 4)} for r, e, v in self.nearest],
+        })
+        return out
 
 
 @dataclass
@@ -668,7 +723,7 @@ class Router:
         self.templates: list[_Template] = []
         self.patterns: list[tuple[str, re.Pattern, float, str]] = []
         for route in self.routes.values():
-            for example in route.examples:
+            for example in route.templates:
                 self.templates.append(_compile_template(example, route.name, config.words))
             for p in route.patterns:
                 self.patterns.append((route.name, re.compile(p.regex, re.I | re.S), p.confidence, p.regex))
@@ -683,6 +738,60 @@ class Router:
         self._long_vocab = [w for w in self.vocab if len(w) >= 4]
         self._sim_cache: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
+        #: (route, example sentence) pairs, embedded on first use (see _semantic_index)
+        self.examples: list[tuple[str, str]] = [(r.name, e) for r in self.routes.values() for e in r.examples]
+        self._sem: tuple | None = None
+        self._sem_ready = False
+
+    # -- meaning --------------------------------------------------------------------
+    def _semantic_index(self):
+        """``(encoder, example matrix, {route: row indices})`` or ``None`` without route
+        vectors or examples. Built once, on the first decision (about 5 ms per 100
+        examples)."""
+        if self._sem_ready:
+            return self._sem
+        with self._lock:
+            if not self._sem_ready:
+                from opensage.route_vectors import encoder
+
+                enc = encoder()
+                if enc is not None and self.examples:
+                    import numpy as np
+
+                    matrix = enc.embed_many([e for _, e in self.examples])
+                    rows: dict[str, list[int]] = {}
+                    for i, (route, _) in enumerate(self.examples):
+                        rows.setdefault(route, []).append(i)
+                    self._sem = (enc, matrix, {r: np.array(ix) for r, ix in rows.items()})
+                self._sem_ready = True
+        return self._sem
+
+    def similarities(self, text: str, nearest: int = 0) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+        """How close ``text`` is in meaning to each route's examples.
+
+        :param text: the request.
+        :param nearest: also return this many nearest examples.
+        :returns: ``({route: mean cosine of its NEAREST_K nearest examples}, [(route,
+            example, cosine), ...])``; both empty without route vectors.
+        """
+        sem = self._semantic_index()
+        if sem is None:
+            return {}, []
+        import numpy as np
+
+        enc, matrix, rows = sem
+        v = enc.embed(text)
+        sims = matrix @ v
+        scores = {}
+        for route, ix in rows.items():
+            s = sims[ix]
+            k = min(NEAREST_K, len(s))
+            scores[route] = float(np.partition(s, len(s) - k)[len(s) - k:].mean())
+        near = []
+        if nearest:
+            for i in np.argsort(-sims)[:nearest]:
+                near.append((self.examples[i][0], self.examples[i][1], float(sims[i])))
+        return scores, near
 
     # -- word similarity ----------------------------------------------------------
     def _hits(self, word: str) -> dict[str, float]:
@@ -847,6 +956,8 @@ class Router:
             slot_text = match.slots.get(spec.slot or name)
             value: Any = None
             src = spec.source
+            if slot_text is None and src in ("slot", "label", "slug") and not match.slots:
+                slot_text = request_body(text)  # matched by meaning: the request is the argument
             if src == "slot":
                 value = _clean(slot_text) if slot_text else None
             elif src == "text":
@@ -879,6 +990,12 @@ class Router:
                     elif slot_text:
                         cleaned = _FOLDER_WORDS.sub("", _clean(slot_text))
                         value = "." if _WHOLE_PROJECT.match(cleaned) else (cleaned or None)
+                    else:
+                        m = _NAMED_FOLDER.search(text)
+                        if m:
+                            value = m.group(1)
+                        elif _WHOLE_PROJECT_IN_TEXT.search(text):
+                            value = "."
             elif src == "number":
                 toks = toks if toks is not None else _tokens(text)
                 value = _number_near(toks, {_norm(k) for k in spec.keywords})
@@ -908,20 +1025,33 @@ class Router:
         return args
 
     # -- decision -----------------------------------------------------------------
-    def decide(self, text: str, session_id: str | None = None) -> Decision:
+    def decide(self, text: str, session_id: str | None = None, explain: bool = False) -> Decision:
         """Route ``text``.
+
+        Two kinds of evidence, in this order:
+
+        1. lexical: a template or pattern reaching its route's ``confidence_threshold``
+           with its required arguments, and beating the ``none`` route's templates
+           (precise: the phrasings it knows, with typos);
+        2. meaning: the route whose examples are nearest (mean cosine of the
+           :data:`NEAREST_K` nearest) when that similarity reaches the route's
+           ``similarity_threshold`` and beats the ``none`` route's examples by
+           :data:`NONE_MARGIN`, and its required arguments can be filled.
 
         :param text: what the user wrote (any length; only the first 2,000 characters
             are matched).
         :param session_id: fills ``from: session`` arguments.
+        :param explain: also fill ``nearest`` (the 5 nearest examples).
         :returns: a :class:`Decision`; ``route == "none"`` and ``command is None`` when
-            no route reaches its threshold with its required arguments, or when the
-            ``none`` route's examples fit better.
+            neither kind of evidence picks a route.
         """
         text = (text or "")[:2000]
         found = self._match_all(text)
         ranked = sorted(found.values(), key=lambda ms: (-ms[0].confidence, -ms[0].specificity))
         candidates = [(ms[0].route, round(ms[0].confidence, 4)) for ms in ranked[:4]]
+        sims, near = self.similarities(text, nearest=5 if explain else 0)
+        sim_list = sorted(sims.items(), key=lambda kv: -kv[1])
+        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near}
         none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)
         none_conf = none_matches[0].confidence if none_matches and none_route and \
@@ -937,11 +1067,26 @@ class Router:
                     break
                 args = self._fill(route, m, text, session_id)
                 if args is not None:
+                    how = "pattern" if m.source.startswith("/") else "template"
                     return Decision(route.name, m.confidence, route.command, args, m.source,
-                                    route.confidence_threshold, candidates)
+                                    route.confidence_threshold, how=how, **extra)
+        if sim_list and not none_conf:
+            best, score = sim_list[0]
+            none_sim = sims.get(NONE_ROUTE, 0.0)
+            route = self.routes.get(best)
+            if route is not None and best != NONE_ROUTE and score >= route.similarity_threshold \
+                    and score - none_sim >= NONE_MARGIN:
+                lexical = [m for m in found.get(best, []) if m.slots and m.confidence >= 0.6]
+                for m in [*lexical, _Match(best, score, "", {})]:
+                    args = self._fill(route, m, text, session_id)
+                    if args is not None:
+                        example = next((e for r, e, _ in near if r == best), None) if near else None
+                        return Decision(best, score, route.command, args, example, route.similarity_threshold,
+                                        how="meaning", **extra)
+            best_route_conf = max(best_route_conf, max((v for r, v in sims.items() if r != NONE_ROUTE), default=0.0))
         conf = max(none_conf, 1.0 - best_route_conf)
         matched = none_matches[0].source if none_conf else None
-        return Decision(NONE_ROUTE, conf, None, {}, matched, None, candidates)
+        return Decision(NONE_ROUTE, conf, None, {}, matched, None, **extra)
 
 
 # ----------------------------------------------------------------------------------
