@@ -63,11 +63,11 @@ class StaticEncoder:
 
         self._np = np
         with np.load(path, allow_pickle=False) as data:
-            tokens = [str(t) for t in data["tokens"]]
-            vectors = data["vectors"].astype(np.float32) * data["scales"].astype(np.float32)[:, None]
+            tokens = data["tokens"].tobytes().decode("utf-8").split("\n")
+            self.vectors = data["vectors"]  # int8; scaled per row when used
+            self.scales = data["scales"].astype(np.float32)
         self.index = {t: i for i, t in enumerate(tokens)}
-        self.vectors = vectors
-        self.dims = vectors.shape[1]
+        self.dims = self.vectors.shape[1]
         self._cache: dict[str, list[int]] = {}
 
     def pieces(self, word: str) -> list[int]:
@@ -108,7 +108,7 @@ class StaticEncoder:
             ids.extend(self.pieces(tok))
         if not ids:
             return np.zeros(self.dims, np.float32)
-        v = self.vectors[ids].mean(0)
+        v = (self.vectors[ids].astype(np.float32) * self.scales[ids][:, None]).mean(0)
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
 

@@ -91,6 +91,24 @@ def encode_batch(w: dict, ids: np.ndarray, n_layers: int = 6, n_heads: int = 12)
     return x.mean(1)
 
 
+def write_vectors(out: Path, tokens: list[str], q: np.ndarray, scale: np.ndarray) -> bytes:
+    """Write the ``.npz`` the router reads: ``tokens`` (the vocabulary, newline-joined
+    UTF-8 as uint8: one decode and split at load time), ``vectors`` (int8) and
+    ``scales`` (float16). Stored uncompressed with fixed zip dates, so the same input
+    gives the same bytes. :returns: the bytes written."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        arrays = (("tokens", np.frombuffer("\n".join(tokens).encode("utf-8"), dtype=np.uint8)),
+                  ("vectors", q.astype(np.int8)), ("scales", scale.astype(np.float16)))
+        for name, arr in arrays:
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(2020, 1, 1, 0, 0, 0))
+            b = io.BytesIO()
+            np.save(b, arr, allow_pickle=False)
+            zf.writestr(info, b.getvalue())
+    out.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=int, default=128, help="PCA dimensions (default 128)")
@@ -142,19 +160,9 @@ def main() -> int:
     scale[scale == 0] = 1.0
     q = np.round(red / scale[:, None]).astype(np.int8)
 
-    tokens = np.array([vocab[i] for i in keep])
-    buf = io.BytesIO()
-    # np.savez would stamp the zip entries with the current time; write a fixed-date zip instead
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in (("tokens", tokens), ("vectors", q), ("scales", scale.astype(np.float16))):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(2020, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            b = io.BytesIO()
-            np.save(b, arr, allow_pickle=False)
-            zf.writestr(info, b.getvalue())
-    args.out.write_bytes(buf.getvalue())
-    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:16]
-    print(f"wrote {args.out} ({len(buf.getvalue()) / 1e6:.1f} MB): {len(keep)} tokens x {args.dims} dims, "
+    data = write_vectors(args.out, [vocab[i] for i in keep], q, scale)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    print(f"wrote {args.out} ({len(data) / 1e6:.1f} MB): {len(keep)} tokens x {args.dims} dims, "
           f"PCA keeps {explained:.1%} of the variance, sha256 {digest}, {time.perf_counter() - t0:.0f} s")
     return 0
 
