@@ -21,7 +21,7 @@ one: the host's own model still sees a missed request). Prints the values to cop
 ``opensage/config/intent-routes.yaml`` / ``routing.py``; changes nothing itself. Never
 reads the independent or fresh sets.
 
-    python bench/calibrate_routing.py
+    python bench/calibrate_routing.py [--fp-cost 3]
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ FP_COST = 3.0
 
 
 def main() -> int:
+    global FP_COST
+    if len(sys.argv) > 2 and sys.argv[1] == "--fp-cost":
+        FP_COST = float(sys.argv[2])
     router = Router(load_routes(PACKAGED_ROUTES))
     import numpy as np
 

@@ -118,7 +118,7 @@ _OVERLAP_STOP = frozenset(
     "to for of and or in on at by with from into that which who it is are be do what how".split())
 #: A route fires by meaning only if its similarity beats the ``none`` route's by this
 #: much (calibrated on the tuning sets by bench/routing.py --calibrate; docs/routing.md).
-NONE_MARGIN = 0.0
+NONE_MARGIN = 0.04
 
 #: Words that are free anywhere in the text and never required by a template.
 FILLER = frozenset(
