@@ -304,7 +304,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
             for n in decision["nearest"]:
                 click.echo(f"  {n['cosine']:.3f}  {n['route']:<26} {n['example']}")
         if decision["similarities"]:
-            click.echo("route similarity (mean of the 2 nearest examples):")
+            click.echo("route similarity (mean of the 3 nearest examples):")
             for s in decision["similarities"][:5]:
                 click.echo(f"  {s['similarity']:.3f}  {s['route']}")
         else:

@@ -133,6 +133,7 @@ _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMAND = re.compile(r"^@[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_TEMPLATE_SYNTAX = re.compile(r"\{[A-Za-z_]\w*\}|\([^()|]+\|[^()]*\)|<[a-z][a-z0-9_]*>")
 
 
 # ----------------------------------------------------------------------------------
@@ -269,10 +270,20 @@ class RouteSpec(BaseModel):
                 raise ValueError("examples must be non-empty sentences")
             if len(example) > 400:
                 raise ValueError(f"example {example[:40]!r}... is longer than 400 characters")
-            if _SLOT.search(example) or re.search(r"\(\w+\|\w+", example):
-                raise ValueError(f"example {example!r} is a template ({{slot}} or (a|b)): put it under 'templates', "
-                                 "examples are plain sentences")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _templates_written_as_examples(cls, data: Any) -> Any:
+        """Files written before ``templates`` existed listed templates under
+        ``examples``: an example with ``{slot}``, ``(a|b)`` or ``<class>`` syntax is
+        taken as a template (and is not an example sentence)."""
+        if isinstance(data, dict) and isinstance(data.get("examples"), list):
+            tpl = [e for e in data["examples"] if isinstance(e, str) and _TEMPLATE_SYNTAX.search(e)]
+            if tpl:
+                data = {**data, "examples": [e for e in data["examples"] if e not in tpl],
+                        "templates": [*(data.get("templates") or []), *tpl]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "RouteSpec":
@@ -999,8 +1010,6 @@ class Router:
             slot_text = match.slots.get(spec.slot or name)
             value: Any = None
             src = spec.source
-            if slot_text is None and src in ("slot", "label", "slug") and not match.slots:
-                slot_text = request_body(text)  # matched by meaning: the request is the argument
             if src == "slot":
                 value = _clean(slot_text) if slot_text else None
             elif src == "text":
@@ -1028,17 +1037,16 @@ class Router:
                     value = next(g for g in m.groups() if g)
                 else:
                     m = _PATH.search(slot_text or text)
+                    named = _NAMED_FOLDER.search(slot_text or text)
                     if m:
                         value = m.group(1)
+                    elif named and named.group(1).lower() not in ("the", "this", "that", "our", "my", "a"):
+                        value = named.group(1)  # "the services directory" -> services
                     elif slot_text:
                         cleaned = _FOLDER_WORDS.sub("", _clean(slot_text))
                         value = "." if _WHOLE_PROJECT.match(cleaned) else (cleaned or None)
-                    else:
-                        m = _NAMED_FOLDER.search(text)
-                        if m:
-                            value = m.group(1)
-                        elif _WHOLE_PROJECT_IN_TEXT.search(text):
-                            value = "."
+                    elif _WHOLE_PROJECT_IN_TEXT.search(text):
+                        value = "."
             elif src == "number":
                 toks = toks if toks is not None else _tokens(text)
                 value = _number_near(toks, {_norm(k) for k in spec.keywords})
@@ -1058,6 +1066,9 @@ class Router:
                 value = session_id
             elif src == "value":
                 value = spec.value
+            if value in (None, "", []) and (src == "slug" or src in ("slot", "label") and not match.source):
+                body = request_body(text)  # matched by meaning: the request is the argument
+                value = {"slot": body, "label": _label(body), "slug": _slug(body)}[src] or None
             if value in (None, "", []):
                 value = spec.default
             if value in (None, "", []):

@@ -87,7 +87,7 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
         if route.command is None:
             continue
         command = host.command(route.command)
-        for example in route.examples:
+        for example in route.templates:
             text = example
             for group in __import__("re").findall(r"\([^()]*\)", example):
                 text = text.replace(group, group[1:-1].split("|")[0], 1)
@@ -100,14 +100,53 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
     assert checked == {r.name for r in config.routes if r.command}
 
 
+def test_every_route_fills_valid_arguments_by_meaning(host):
+    """Matched by meaning (no template), each route still fills arguments its command
+    accepts, with the required ones present: the request body for slots, the job id,
+    a path or a code-like name from the text."""
+    config = load_routes()
+    router = Router(config)
+    by_meaning = set()
+    for route in config.routes:
+        if route.command is None:
+            continue
+        command = host.command(route.command)
+        for example in route.examples:
+            decision = router.decide(example, session_id="s1")
+            if decision.route != route.name:
+                continue
+            bind_arguments(command, decision.arguments)  # raises UsageError on a bad name or value
+            for name, spec in route.arguments.items():
+                if spec.required:
+                    assert decision.arguments.get(name), (example, name)
+            if decision.how == "meaning":
+                by_meaning.add(route.name)
+    assert by_meaning == {r.name for r in config.routes if r.command}
+
+
+@pytest.mark.parametrize("text, route, arguments", [
+    ("note for the future - the nightly export needs the VPN", "opensage_memory_store",
+     {"content": "nightly export needs the VPN", "label": "nightly export needs the VPN", "type": "concept"}),
+    ("from memory: how did we fix that race condition last week?", "opensage_memory_query",
+     {"query": "how did we fix that race condition last week"}),
+    ("pull the services directory into the knowledge graph", "opensage_memory_ingest", {"path": "services"}),
+    ("can you check how the long running tool job 9f8e7d6c is doing", "opensage_poll_job", {"jobId": "9f8e7d6c"}),
+])
+def test_meaning_matches_fill_arguments_deterministically(text, route, arguments):
+    decision = Router(load_routes()).decide(text)
+    assert (decision.route, decision.how) == (route, "meaning")
+    for key, value in arguments.items():
+        assert decision.arguments.get(key) == value, (key, decision.arguments)
+
+
 def test_every_packaged_example_can_reach_its_threshold():
     from opensage.routing import unreachable_examples
 
     assert unreachable_examples(load_routes()) == []
     raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
-    raw["routes"][0]["examples"].append("poll {job}")
+    raw["routes"][0]["templates"].append("poll {job}")
     assert unreachable_examples(RoutesFile.model_validate(raw)) == [
-        "route 'opensage_vertical': example 'poll {job}' can reach at most confidence 0.70, "
+        "route 'opensage_vertical': template 'poll {job}' can reach at most confidence 0.70, "
         "below confidence_threshold 0.78"]
 
 
@@ -121,6 +160,7 @@ def test_threshold_gates(project, host):
         routes:
           - name: opensage_memory_query
             confidence_threshold: {min(1.0, first.confidence + 0.01):.4f}
+            similarity_threshold: 1.0
     """)
     gated = decide(host, text)
     assert gated.route == "none" and gated.command is None
@@ -150,6 +190,18 @@ def test_threshold_gates_in_the_router_itself(text):
     assert zero.route == "none"                              # threshold 0 still needs a matching example
 
 
+def test_similarity_threshold_gates_meaning_matches():
+    text = "save this knowledge: the importer skips rows without an id"
+    decision = Router(load_routes()).decide(text)
+    assert (decision.route, decision.how) == ("opensage_memory_store", "meaning")
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == "opensage_memory_store":
+            route["similarity_threshold"] = round(decision.confidence + 0.001, 4)
+    gated = Router(RoutesFile.model_validate(raw)).decide(text)
+    assert gated.route == "none" and gated.command is None
+
+
 # -- user overrides ----------------------------------------------------------------------------
 
 def test_user_override_adds_changes_and_disables_routes(project, host):
@@ -159,11 +211,11 @@ def test_user_override_adds_changes_and_disables_routes(project, host):
           - name: opensage_tool
             enabled: false
           - name: opensage_memory_query
-            examples: ["any lore on {query}"]
+            templates: ["any lore on {query}"]
           - name: release_notes
             description: Questions about past releases.
             command: "@memory-query"
-            examples: ["what changed in release {version}"]
+            templates: ["what changed in release {version}"]
             arguments:
               query: {from: slot, slot: version, required: true}
             confidence_threshold: 0.8
@@ -171,20 +223,65 @@ def test_user_override_adds_changes_and_disables_routes(project, host):
     assert decide(host, "make a tool that counts TODO comments").route == "none"
     lore = decide(host, "any lore on the billing cron?")
     assert (lore.route, lore.arguments) == ("opensage_memory_query", {"query": "billing cron"})
-    # the override replaced the examples: the packaged phrasing no longer fires
-    assert decide(host, "what do we know about the billing cron").route == "none"
+    # the override replaced the templates: the packaged template no longer matches
+    router, _ = router_for(host.workspace)
+    assert router.decide("what do we know about the billing cron").how != "template"
     release = decide(host, "what changed in release 2.4")
     assert (release.route, release.command, release.arguments) == ("release_notes", "memory-query", {"query": "2.4"})
 
 
 def test_user_word_class_extends_every_template_using_it(project, host):
-    assert decide(host, "what do we know anent the billing cron").route == "none"
+    router, _ = router_for(host.workspace)
+    assert router.decide("what do we know anent the billing cron").how != "template"
     write_user_routes(project, """
         words:
           about: [about, "on", regarding, anent]
     """)
-    decision = decide(host, "what do we know anent the billing cron")
-    assert (decision.route, decision.arguments) == ("opensage_memory_query", {"query": "billing cron"})
+    router, _ = router_for(host.workspace)
+    decision = router.decide("what do we know anent the billing cron")
+    assert (decision.route, decision.how, decision.arguments) == (
+        "opensage_memory_query", "template", {"query": "billing cron"})
+
+
+def test_user_route_with_plain_example_sentences_only(project, host):
+    """A project's own route needs no template language: plain sentences route by
+    meaning, and a slot argument is filled from the request."""
+    write_user_routes(project, """
+        routes:
+          - name: release_history
+            description: Questions about past releases.
+            command: "@memory-query"
+            examples:
+              - "what changed in the last release"
+              - "which features shipped in version two"
+              - "show me the release history of the product"
+              - "when did we release the new billing page"
+            arguments:
+              query: {from: slot, required: true}
+            confidence_threshold: 0.8
+            similarity_threshold: 0.45
+    """)
+    router, warning = router_for(host.workspace)
+    assert warning is None
+    decision = router.decide("which features shipped in the previous release?")
+    assert (decision.route, decision.how) == ("release_history", "meaning")
+    assert decision.arguments == {"query": "which features shipped in the previous release"}
+    assert router.decide("rename getUser to fetchUser").route == "none"
+
+
+def test_templates_written_under_examples_still_work(project, host):
+    """Files written before 'templates' existed put templates under 'examples'."""
+    write_user_routes(project, """
+        routes:
+          - name: deploy_notes
+            description: Deployment questions.
+            command: "@memory-query"
+            examples: ["deploy notes on {query}", "how do deploys of (api|web) work"]
+            arguments: {query: {from: slot}}
+            confidence_threshold: 0.5
+    """)
+    route = load_routes(PACKAGED_ROUTES, project / ".opencode" / "intent-routes.yaml").routes[-1]
+    assert route.examples == [] and route.templates == ["deploy notes on {query}", "how do deploys of (api|web) work"]
 
 
 def test_override_is_picked_up_after_an_edit(project, workspace):
@@ -205,13 +302,13 @@ def test_override_is_picked_up_after_an_edit(project, workspace):
      "route 'opensage_tool', field 'patterns.0.regex': invalid regular expression"),
     ("routes:\n  - name: mine\n    description: x\n    command: memory-query\n    examples: [hi]\n"
      "    confidence_threshold: 0.5\n", "route 'mine', field 'command'"),
-    ("routes:\n  - name: mine\n    description: x\n    command: '@memory-query'\n    examples: ['find {q}']\n"
-     "    arguments: {query: {from: slot}}\n    confidence_threshold: 0.5\n",
-     "route 'mine': argument 'query' reads slot 'query', but no example has {query}"),
+    ("routes:\n  - name: mine\n    description: x\n    command: '@memory-query'\n    examples: ['  ']\n"
+     "    confidence_threshold: 0.5\n",
+     "route 'mine', field 'examples': examples must be non-empty sentences"),
     ("routes:\n  - name: opensage_tool\n    threshold: 0.5\n", "route 'opensage_tool', field 'threshold': Extra inputs"),
     ("routes:\n  - name: x\n    description: [unclosed\n", "not valid YAML (line"),
     ("routes:\n  - name: opensage_tool\n    examples: ['<nope> a tool that {requirement}']\n",
-     "route 'opensage_tool', field 'examples': example '<nope> a tool that {requirement}': unknown word class <nope>"),
+     "route 'opensage_tool', field 'templates': example '<nope> a tool that {requirement}': unknown word class <nope>"),
     ("words:\n  about: [about, please]\n", "field 'words': word class 'about': 'please' is a filler word"),
 ])
 def test_invalid_user_file_is_a_clear_error(project, body, expected):
@@ -274,7 +371,28 @@ def test_cli_route_prints_the_decision(cli):
     assert "route       opensage_vertical" in out.stdout
     assert 'command     @vertical-decompose task="this migration"' in out.stdout
     none = cli("--json", "route", "rename getUser to fetchUser")
-    assert json.loads(none.stdout) == {"route": "none", "confidence": 1.0, "command": None, "arguments": {}}
+    decision = json.loads(none.stdout)
+    assert (decision["route"], decision["command"], decision["arguments"]) == ("none", None, {})
+
+
+def test_cli_route_explain_shows_nearest_examples_and_scores(cli):
+    out = cli("route", "--explain", "save this knowledge: the importer skips rows without an id")
+    assert out.returncode == 0, out.stderr
+    assert "route       opensage_memory_store" in out.stdout
+    assert "decided by  nearest examples in meaning (threshold 0." in out.stdout
+    lines = out.stdout.splitlines()
+    start = lines.index("nearest examples (cosine):")
+    nearest = lines[start + 1:start + 6]
+    assert len(nearest) == 5 and any("opensage_memory_store" in line for line in nearest)
+    scores = [float(line.split()[0]) for line in nearest]
+    assert scores == sorted(scores, reverse=True)
+    assert "route similarity (mean of the 3 nearest examples):" in out.stdout
+    js = json.loads(cli("route", "--explain", "--json", "draw the graph around AuthService").stdout)
+    assert (js["route"], js["how"], js["arguments"]) == ("opensage_memory_visualize", "template",
+                                                         {"centerNode": "AuthService"})
+    assert js["matched"] and len(js["nearest"]) == 5 and js["similarities"][0]["route"] == "opensage_memory_visualize"
+    none = json.loads(cli("route", "--explain", "--json", "rename getUser to fetchUser").stdout)
+    assert none["route"] == "none" and none["how"] == "none" and none["similarities"]
 
 
 class Spend:
