@@ -256,7 +256,7 @@ def _read_payload() -> dict[str, Any]:
 @click.option("--json", "route_json", is_flag=True, help='Print one object {"route", "confidence", "command", "arguments"}.')
 @click.option("--explain", is_flag=True,
               help="Also show why: what decided (template, pattern, meaning), the nearest example sentences "
-                   "with their cosine, each route's similarity and threshold.")
+                   "with their similarity, each route's similarity and threshold.")
 @click.pass_context
 def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, explain: bool) -> None:
     """Show where free TEXT would be routed (route, confidence, command, arguments); runs nothing.
@@ -300,9 +300,9 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
         if decision["matched"]:
             click.echo(f"matched     {decision['matched']}")
         if decision["nearest"]:
-            click.echo("nearest examples (cosine):")
+            click.echo("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
             for n in decision["nearest"]:
-                click.echo(f"  {n['cosine']:.3f}  {n['route']:<26} {n['example']}")
+                click.echo(f"  {n['similarity']:.3f}  {n['route']:<26} {n['example']}")
         if decision["similarities"]:
             click.echo("route similarity (mean of the 3 nearest examples):")
             for s in decision["similarities"][:5]:

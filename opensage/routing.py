@@ -692,7 +692,7 @@ class Decision:
         or ``none``.
     :param similarities: route -> similarity to its examples (mean cosine of the
         :data:`NEAREST_K` nearest), best first; empty without route vectors.
-    :param nearest: the nearest example sentences as (route, example, cosine), best first.
+    :param nearest: the nearest example sentences as (route, example, similarity), best first.
     """
 
     route: str
@@ -724,7 +724,7 @@ class Decision:
             "how": self.how, "matched": self.matched, "threshold": self.threshold,
             "candidates": [{"route": r, "confidence": c} for r, c in self.candidates],
             "similarities": [{"route": r, "similarity": round(v, 4)} for r, v in self.similarities],
-            "nearest": [{"route": r, "example": e, "cosine": round(v, 4)} for r, e, v in self.nearest],
+            "nearest": [{"route": r, "example": e, "similarity": round(v, 4)} for r, e, v in self.nearest],
         })
         return out
 

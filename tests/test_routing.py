@@ -383,7 +383,7 @@ def test_cli_route_explain_shows_nearest_examples_and_scores(cli):
     assert "route       opensage_memory_store" in out.stdout
     assert "decided by  nearest examples in meaning (threshold 0." in out.stdout
     lines = out.stdout.splitlines()
-    start = lines.index("nearest examples (cosine):")
+    start = lines.index("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
     nearest = lines[start + 1:start + 6]
     assert len(nearest) == 5 and any("opensage_memory_store" in line for line in nearest)
     scores = [float(line.split()[0]) for line in nearest]
