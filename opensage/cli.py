@@ -295,7 +295,8 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
     click.echo(f"arguments   {json.dumps(decision['arguments'], ensure_ascii=False)}")
     if explain:
         how = {"template": "a template matched", "pattern": "a pattern matched",
-               "meaning": "nearest examples in meaning", "none": "no route beat the 'none' route"}[decision["how"]]
+               "meaning": "nearest examples in meaning", "model": "the model's tie-break (uncertain band)",
+               "none": "no route beat the 'none' route"}[decision["how"]]
         click.echo(f"decided by  {how}" + (f" (threshold {decision['threshold']:g})" if decision["threshold"] else ""))
         if decision["matched"]:
             click.echo(f"matched     {decision['matched']}")

@@ -120,6 +120,17 @@ _OVERLAP_STOP = frozenset(
 #: much (calibrated on the tuning sets by bench/routing.py --calibrate; docs/routing.md).
 NONE_MARGIN = 0.04
 
+#: The optional model tie-break (``OPENSAGE_ROUTE_TIEBREAK=1`` with ``OPENSAGE_MODEL``
+#: set) is asked only when the meaning decision is this close to a boundary: the best
+#: route's similarity within ``TIE_BAND`` of its threshold, or its lead over ``none``
+#: within ``TIE_BAND`` of :data:`NONE_MARGIN`.
+TIE_BAND = 0.06
+#: Tie-break answers kept per router (least recently used dropped first).
+TIE_CACHE_SIZE = 256
+#: Bounds of one tie-break call: seconds and answer tokens; no retries.
+TIE_TIMEOUT_S = 10.0
+TIE_MAX_TOKENS = 16
+
 #: Words that are free anywhere in the text and never required by a template.
 FILLER = frozenset(
     """a an the my our your this these those some any all please pls plz kindly just
@@ -688,8 +699,8 @@ class Decision:
     :param matched: the example or pattern that decided, if any.
     :param threshold: the route's ``confidence_threshold`` (``None`` for ``none``).
     :param candidates: the best (route, confidence) pairs considered, best first.
-    :param how: what decided: ``template``, ``pattern``, ``meaning`` (nearest examples)
-        or ``none``.
+    :param how: what decided: ``template``, ``pattern``, ``meaning`` (nearest examples),
+        ``model`` (the optional tie-break in the uncertain band) or ``none``.
     :param similarities: route -> similarity to its examples (mean cosine of the
         :data:`NEAREST_K` nearest), best first; empty without route vectors.
     :param nearest: the nearest example sentences as (route, example, similarity), best first.
@@ -746,8 +757,11 @@ class Router:
         so :meth:`decide` only aligns text.
     """
 
-    def __init__(self, config: RoutesFile) -> None:
+    def __init__(self, config: RoutesFile, tiebreak: bool | None = None) -> None:
         self.config = config
+        #: ask the model in the uncertain band (default: ``OPENSAGE_ROUTE_TIEBREAK=1`` and
+        #: ``OPENSAGE_MODEL`` set, read per decision)
+        self._tiebreak_setting = tiebreak
         self.routes = {r.name: r for r in config.routes if r.enabled}
         self.templates: list[_Template] = []
         self.patterns: list[tuple[str, re.Pattern, float, str]] = []
@@ -771,6 +785,54 @@ class Router:
         self.examples: list[tuple[str, str]] = [(r.name, e) for r in self.routes.values() for e in r.examples]
         self._sem: tuple | None = None
         self._sem_ready = False
+        self._tie_cache: dict[tuple, str | None] = {}
+
+    # -- optional model tie-break ---------------------------------------------------
+    @property
+    def tiebreak(self) -> bool:
+        """Whether the model tie-break is on (see :data:`TIE_BAND`)."""
+        if self._tiebreak_setting is not None:
+            return self._tiebreak_setting
+        import os
+
+        return os.environ.get("OPENSAGE_ROUTE_TIEBREAK") == "1" and bool(os.environ.get("OPENSAGE_MODEL"))
+
+    def _tiebreak(self, text: str, options: list[str]) -> str | None:
+        """Ask the configured model which of ``options`` (route names, ``none``
+        included) fits ``text``: one call through :mod:`opensage.llm`, at most
+        :data:`TIE_MAX_TOKENS` tokens, :data:`TIE_TIMEOUT_S` s, no retries; answers are
+        cached per (text, options).
+
+        :returns: the chosen route name, or ``None`` when the model failed or answered
+            something that is not one of ``options`` (the caller keeps its decision).
+        """
+        key = (text, tuple(options))
+        if key in self._tie_cache:
+            answer = self._tie_cache.pop(key)
+            self._tie_cache[key] = answer
+            return answer
+        from opensage import llm
+        from opensage.errors import OpenSageError
+
+        lines = [f"- {name}: {' '.join(self.routes[name].description.split())}" for name in options]
+        messages = [
+            {"role": "system", "content": "You decide which command, if any, a coding assistant's user asks for. "
+                                          "Answer with exactly one of the listed names and nothing else."},
+            {"role": "user", "content": "Names:\n" + "\n".join(lines) + f"\n\nRequest: {text[:500]}"},
+        ]
+        try:
+            reply = llm.complete(messages, temperature=0, max_tokens=TIE_MAX_TOKENS, timeout_s=TIE_TIMEOUT_S,
+                                 retries=0).content
+        except OpenSageError as exc:
+            log.info("routing tie-break failed: %s", exc)
+            return None  # not cached: a passing failure may not repeat
+        words = re.findall(r"[a-z][a-z0-9_]*", (reply or "").lower())
+        answer = next((w for w in words if w in options), None)
+        with self._lock:
+            if len(self._tie_cache) >= TIE_CACHE_SIZE:
+                self._tie_cache.pop(next(iter(self._tie_cache)))
+            self._tie_cache[key] = answer
+        return answer
 
     # -- meaning --------------------------------------------------------------------
     def _semantic_index(self):
@@ -1129,15 +1191,25 @@ class Router:
             best, score = sim_list[0]
             none_sim = sims.get(NONE_ROUTE, 0.0)
             route = self.routes.get(best)
-            if route is not None and best != NONE_ROUTE and score >= route.similarity_threshold \
-                    and score - none_sim >= NONE_MARGIN:
+            how = "meaning"
+            if self.tiebreak and route is not None and best != NONE_ROUTE and (
+                    abs(score - route.similarity_threshold) <= TIE_BAND
+                    or abs(score - none_sim - NONE_MARGIN) <= TIE_BAND):
+                options = [r for r, _ in sim_list[:3] if r != NONE_ROUTE] + [NONE_ROUTE]
+                chosen = self._tiebreak(text, options)
+                if chosen is not None:
+                    how = "model"
+                    best, score = chosen, sims.get(chosen, 0.0)
+                    route = self.routes.get(best)
+            if route is not None and best != NONE_ROUTE and (how == "model" or (
+                    score >= route.similarity_threshold and score - none_sim >= NONE_MARGIN)):
                 lexical = [m for m in found.get(best, []) if m.slots and m.confidence >= 0.6]
                 for m in [*lexical, _Match(best, score, "", {})]:
                     args = self._fill(route, m, text, session_id)
                     if args is not None:
                         example = next((e for r, e, _ in near if r == best), None) if near else None
                         return Decision(best, score, route.command, args, example, route.similarity_threshold,
-                                        how="meaning", **extra)
+                                        how=how, **extra)
             best_route_conf = max(best_route_conf, max((v for r, v in sims.items() if r != NONE_ROUTE), default=0.0))
         conf = max(none_conf, 1.0 - best_route_conf)
         matched = none_matches[0].source if none_conf else None

@@ -488,3 +488,53 @@ def test_chat_asks_before_model_commands_on_a_terminal(workspace):
     assert text.count("@deep-research calls a model and may spend money. Run it? [y/N]") == 2
     assert "not run." in text and spend.ran == ["graph databases"]
     host.close()
+
+
+# -- the optional model tie-break ------------------------------------------------------------
+
+def _router_at_the_boundary(text, tiebreak=True):
+    """A router whose meaning threshold for the text's best route equals its similarity:
+    the decision sits in the uncertain band."""
+    decision = Router(load_routes(), tiebreak=False).decide(text)
+    assert decision.how == "meaning"
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == decision.route:
+            route["similarity_threshold"] = int(decision.confidence * 10_000) / 10_000  # just at or below
+    return Router(RoutesFile.model_validate(raw), tiebreak=tiebreak), decision
+
+
+def test_model_tiebreak_decides_the_uncertain_band_once_per_text(scripted):
+    text = "save this knowledge: the importer skips rows without an id"
+    router, plain = _router_at_the_boundary(text)
+    scripted.add("none")
+    first = router.decide(text)
+    assert (first.route, first.command, first.how) == ("none", None, "none")
+    prompt = scripted.requests[0]["messages"][-1]["content"]
+    assert "opensage_memory_store:" in prompt and "none:" in prompt and text in prompt
+    assert router.decide(text).route == "none" and len(scripted.requests) == 1  # cached
+    scripted.add("opensage_memory_store")
+    other = "save this knowledge: the exporter skips rows without a date"
+    chosen = router.decide(other)
+    assert (chosen.route, chosen.how) == ("opensage_memory_store", "model")
+    assert chosen.arguments["content"] == "exporter skips rows without a date"
+
+
+def test_model_tiebreak_failure_or_nonsense_keeps_the_offline_decision(scripted):
+    text = "save this knowledge: the importer skips rows without an id"
+    router, plain = _router_at_the_boundary(text)
+    scripted.add("I think you should store it somewhere")
+    kept = router.decide(text)
+    assert (kept.route, kept.how) == (plain.route, "meaning")
+    scripted.add({"error": "connection"})
+    again = router.decide("save this knowledge: the importer skips rows without a name")
+    assert again.how in ("meaning", "none") and len(scripted.requests) == 2
+
+
+def test_model_tiebreak_is_not_asked_outside_the_band_or_when_off(scripted):
+    router = Router(load_routes(), tiebreak=True)
+    assert router.decide("what do we know about the auth flow?").how == "template"
+    assert router.decide("rename getUser to fetchUser").route == "none"
+    off, _ = _router_at_the_boundary("save this knowledge: the importer skips rows without an id", tiebreak=False)
+    assert off.decide("save this knowledge: the importer skips rows without an id").how == "meaning"
+    assert scripted.requests == []
