@@ -8,8 +8,9 @@ written here so that no tokenizer library or JSON file loads on the routing path
 lower case, accents stripped, punctuation split off, greedy longest-match pieces
 (``##`` continuations).
 
-Loading the file costs about 20 ms (numpy import included: measure with
-``python bench/routing.py``); embedding one sentence about 0.05 ms.
+Loading the file costs about 40–100 ms on the shared 2-core machine, numpy's import
+not included; embedding one sentence well under 0.1 ms (``python bench/routing.py``
+reports the first and the later decisions).
 """
 
 from __future__ import annotations

@@ -12,42 +12,36 @@ Configuration
     invalid file raises :class:`~opensage.errors.ConfigError` naming the file, the
     route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
 
-Matching (all of it deterministic, no model call)
-    Every example phrasing is a *template*: words plus ``{slot}`` slots, e.g.
+Matching (deterministic; a model is asked only by the opt-in tie-break)
+    1. Templates and patterns (lexical): every ``templates`` phrasing is words plus
+    ``{slot}`` slots, ``(a|b)`` one-word alternatives and ``<class>`` word classes, e.g.
     ``what do we know about {query}``. Text and templates are normalised the same way
-    (lower case, apostrophes dropped, a few suffixes stripped: ``-ing``, ``-ed``, ``-es``,
-    ``-s``, a final ``e``) and split into whole words, so ``new`` never matches inside ``renew``. Each template word is compared
-    with the text's words by :func:`rapidfuzz.fuzz.ratio` (typos tolerated: template
-    words of 4-5 letters need a ratio of at least 75, longer ones 80; template words of
-    3 letters or fewer must be equal, and a 3-letter text word only matches a longer
-    template word with one letter missing, ratio 85: "knw" is "know", "new" is never
-    "renew"; a typo keeps the first letter and the length within 2, so "redeploy" is
-    not "deploy"). Templates may hold one-word alternatives ``(make|create)``. Then the
-    template is aligned with the text in order:
-
+    (lower case, apostrophes dropped, a few suffixes stripped) and split into whole
+    words; each template word is compared with the text's words by
+    :func:`rapidfuzz.fuzz.ratio` (typos tolerated, whole words only), and the template
+    is aligned with the text in order:
     ``quality = (sum of matched word similarities - penalties) / number of template words``
+    with :data:`GAP_COST` times the square of each gap's unexpected words (at most
+    :data:`MAX_GAP`) and :data:`EDGE_COST` per word before or after (capped at
+    :data:`EDGE_COST_CAP`); ``confidence = quality * min(1, 0.5 + 0.05 * letters)``.
+    ``patterns`` give a fixed confidence. A template or pattern decides when it reaches
+    its route's ``confidence_threshold``, fills the required arguments and beats the
+    ``none`` route's templates.
 
-    with penalties of :data:`GAP_COST` times the square of the number of unexpected
-    words in each gap inside the phrase (at most :data:`MAX_GAP` words), and
-    :data:`EDGE_COST` per word before or after it (capped at :data:`EDGE_COST_CAP`).
-    Filler words (:data:`FILLER`, e.g. "please", "the", "can", "you") are free
-    everywhere and never required. ``<name>`` stands for a word class
-    of the file's ``words:`` (any of its words). A slot must capture at least one
-    word. Short templates carry less evidence:
-    ``confidence = quality * min(1, 0.5 + 0.05 * letters in the template's words)``.
-    These constants are this project's own choices, tuned on ``bench/routing.py``.
-
-    Routes may also give regular expressions (``patterns``) with a fixed confidence;
-    their named groups fill slots. A route fires only if its best confidence reaches
-    its ``confidence_threshold`` *and* its required arguments can be filled *and* it
-    beats the best example of the ``none`` route (ordinary coding requests). Otherwise
-    the decision is ``none`` with confidence ``1 - best route confidence``.
+    2. Meaning: otherwise the request is compared with every route's ``examples``
+    (plain sentences): ``COSINE_WEIGHT`` x cosine of static sentence vectors
+    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words.
+    A route's similarity is the mean over its :data:`NEAREST_K` nearest examples; the
+    most similar route fires when it is not ``none``, reaches its
+    ``similarity_threshold``, leads ``none`` by :data:`NONE_MARGIN` and fills its
+    required arguments. Thresholds and margin come from ``bench/calibrate_routing.py``
+    (docs/routing.md says how).
 
 Argument filling is described per route in the YAML (``arguments:``); see
 :class:`ArgumentSpec` for the sources (slot text, a job id, a number near a keyword...).
 
-Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.2 ms
-(median; ``python bench/routing.py`` measures it).
+Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.35 ms
+(median, after the first; ``python bench/routing.py`` measures it).
 """
 
 from __future__ import annotations
