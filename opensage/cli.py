@@ -294,18 +294,31 @@ def _read_payload() -> dict[str, Any]:
 @cli.command("route")
 @click.argument("text", nargs=-1, required=True)
 @click.option("--json", "route_json", is_flag=True, help='Print one object {"route", "confidence", "command", "arguments"}.')
+@click.option("--explain", is_flag=True,
+              help="Also show why: what decided (template, pattern, meaning), the nearest example sentences "
+                   "with their similarity, each route's similarity and threshold.")
 @click.pass_context
-def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool) -> None:
+def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, explain: bool) -> None:
     """Show where free TEXT would be routed (route, confidence, command, arguments); runs nothing.
 
     Uses the route_intent hook: the packaged routes (opensage/config/intent-routes.yaml)
     merged with the project's .opencode/intent-routes.yaml, unless another plugin answers.
+    --explain asks the packaged router itself (with the project's routes).
     """
     from opensage.chat import preview_route
 
+    joined = " ".join(text)
     try:
         host = _host(ctx)
-        decision = preview_route(host, " ".join(text))
+        if explain:
+            from opensage.routing import router_for
+
+            router, warning = router_for(host.workspace)
+            if warning:
+                click.echo(f"opensage: WARNING: {warning}", err=True)
+            decision = router.decide(joined, explain=True).explain()
+        else:
+            decision = preview_route(host, joined)
     except OpenSageError as exc:
         _fail(exc)
     if route_json or ctx.find_root().obj.get("json"):
@@ -320,6 +333,25 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool) -> No
     else:
         click.echo("command     (none: an ordinary request, no OpenSage command fits)")
     click.echo(f"arguments   {json.dumps(decision['arguments'], ensure_ascii=False)}")
+    if explain:
+        how = {"template": "a template matched", "pattern": "a pattern matched",
+               "meaning": "nearest examples in meaning", "model": "the model's tie-break (uncertain band)",
+               "none": "no route beat the 'none' route"}[decision["how"]]
+        click.echo(f"decided by  {how}" + (f" (threshold {decision['threshold']:g})" if decision["threshold"] else ""))
+        if decision["matched"]:
+            click.echo(f"matched     {decision['matched']}")
+        if decision["nearest"]:
+            click.echo("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
+            for n in decision["nearest"]:
+                click.echo(f"  {n['similarity']:.3f}  {n['route']:<26} {n['example']}")
+        if decision["similarities"]:
+            click.echo("route similarity (mean of the 3 nearest examples):")
+            for s in decision["similarities"][:5]:
+                click.echo(f"  {s['similarity']:.3f}  {s['route']}")
+        else:
+            click.echo("route similarity: unavailable (route vectors not loaded; lexical evidence only)")
+        if decision["candidates"]:
+            click.echo("template matches: " + ", ".join(f"{c['route']} {c['confidence']:.2f}" for c in decision["candidates"]))
 
 
 @cli.command("chat")

@@ -12,48 +12,43 @@ Configuration
     invalid file raises :class:`~opensage.errors.ConfigError` naming the file, the
     route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
 
-Matching (all of it deterministic, no model call)
-    Every example phrasing is a *template*: words plus ``{slot}`` slots, e.g.
+Matching (deterministic; a model is asked only by the opt-in tie-break)
+    1. Templates and patterns (lexical): every ``templates`` phrasing is words plus
+    ``{slot}`` slots, ``(a|b)`` one-word alternatives and ``<class>`` word classes, e.g.
     ``what do we know about {query}``. Text and templates are normalised the same way
-    (lower case, apostrophes dropped, a few suffixes stripped: ``-ing``, ``-ed``, ``-es``,
-    ``-s``, a final ``e``) and split into whole words, so ``new`` never matches inside ``renew``. Each template word is compared
-    with the text's words by :func:`rapidfuzz.fuzz.ratio` (typos tolerated: template
-    words of 4-5 letters need a ratio of at least 75, longer ones 80; template words of
-    3 letters or fewer must be equal, and a 3-letter text word only matches a longer
-    template word with one letter missing, ratio 85: "knw" is "know", "new" is never
-    "renew"; a typo keeps the first letter and the length within 2, so "redeploy" is
-    not "deploy"). Templates may hold one-word alternatives ``(make|create)``. Then the
-    template is aligned with the text in order:
-
+    (lower case, apostrophes dropped, a few suffixes stripped) and split into whole
+    words; each template word is compared with the text's words by
+    :func:`rapidfuzz.fuzz.ratio` (typos tolerated, whole words only), and the template
+    is aligned with the text in order:
     ``quality = (sum of matched word similarities - penalties) / number of template words``
+    with :data:`GAP_COST` times the square of each gap's unexpected words (at most
+    :data:`MAX_GAP`) and :data:`EDGE_COST` per word before or after (capped at
+    :data:`EDGE_COST_CAP`); ``confidence = quality * min(1, 0.5 + 0.05 * letters)``.
+    ``patterns`` give a fixed confidence. A template or pattern decides when it reaches
+    its route's ``confidence_threshold``, fills the required arguments and beats the
+    ``none`` route's templates.
 
-    with penalties of :data:`GAP_COST` times the square of the number of unexpected
-    words in each gap inside the phrase (at most :data:`MAX_GAP` words), and
-    :data:`EDGE_COST` per word before or after it (capped at :data:`EDGE_COST_CAP`).
-    Filler words (:data:`FILLER`, e.g. "please", "the", "can", "you") are free
-    everywhere and never required. ``<name>`` stands for a word class
-    of the file's ``words:`` (any of its words). A slot must capture at least one
-    word. Short templates carry less evidence:
-    ``confidence = quality * min(1, 0.5 + 0.05 * letters in the template's words)``.
-    These constants are this project's own choices, tuned on ``bench/routing.py``.
-
-    Routes may also give regular expressions (``patterns``) with a fixed confidence;
-    their named groups fill slots. A route fires only if its best confidence reaches
-    its ``confidence_threshold`` *and* its required arguments can be filled *and* it
-    beats the best example of the ``none`` route (ordinary coding requests). Otherwise
-    the decision is ``none`` with confidence ``1 - best route confidence``.
+    2. Meaning: otherwise the request is compared with every route's ``examples``
+    (plain sentences): ``COSINE_WEIGHT`` x cosine of static sentence vectors
+    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words.
+    A route's similarity is the mean over its :data:`NEAREST_K` nearest examples; the
+    most similar route fires when it is not ``none``, reaches its
+    ``similarity_threshold``, leads ``none`` by :data:`NONE_MARGIN` and fills its
+    required arguments. Thresholds and margin come from ``bench/calibrate_routing.py``
+    (docs/routing.md says how).
 
 Argument filling is described per route in the YAML (``arguments:``); see
 :class:`ArgumentSpec` for the sources (slot text, a job id, a number near a keyword...).
 
-Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.2 ms
-(median; ``python bench/routing.py`` measures it).
+Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.35 ms
+(median, after the first; ``python bench/routing.py`` measures it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import unicodedata
@@ -103,6 +98,33 @@ EDGE_COST = 0.08
 #: The edge cost is capped at this many template words.
 EDGE_COST_CAP = 0.6
 
+#: The similarity of a text to a route is the mean cosine of its ``NEAREST_K`` nearest
+#: examples of that route (1 is plain nearest neighbour; 2 smooths over one odd example).
+NEAREST_K = 3
+#: An example's similarity to a text is ``COSINE_WEIGHT * cosine of their vectors +
+#: (1 - COSINE_WEIGHT) * idf-weighted overlap of their content words`` (stems, filler
+#: and stop words left out). 0.5: best top-1 accuracy on the tuning sets among
+#: 1.0, 0.8, 0.7, 0.6, 0.5, 0.4 (71 %, 77 %, 79 %, 80 %, 81 %, 82 %; 0.5 kept for
+#: the meaning side's sake). Measured with bench/calibrate_routing.py's data.
+COSINE_WEIGHT = 0.5
+#: Words left out of the overlap besides filler words.
+_OVERLAP_STOP = frozenset(
+    "to for of and or in on at by with from into that which who it is are be do what how".split())
+#: A route fires by meaning only if its similarity beats the ``none`` route's by this
+#: much (calibrated on the tuning sets by bench/routing.py --calibrate; docs/routing.md).
+NONE_MARGIN = 0.04
+
+#: The optional model tie-break (``OPENSAGE_ROUTE_TIEBREAK=1`` with ``OPENSAGE_MODEL``
+#: set) is asked only when the meaning decision is this close to a boundary: the best
+#: route's similarity within ``TIE_BAND`` of its threshold, or its lead over ``none``
+#: within ``TIE_BAND`` of :data:`NONE_MARGIN`.
+TIE_BAND = 0.06
+#: Tie-break answers kept per router (least recently used dropped first).
+TIE_CACHE_SIZE = 256
+#: Bounds of one tie-break call: seconds and answer tokens; no retries.
+TIE_TIMEOUT_S = 10.0
+TIE_MAX_TOKENS = 16
+
 #: Words that are free anywhere in the text and never required by a template.
 FILLER = frozenset(
     """a an the my our your this these those some any all please pls plz kindly just
@@ -116,6 +138,7 @@ _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMAND = re.compile(r"^@[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_TEMPLATE_SYNTAX = re.compile(r"\{[A-Za-z_]\w*\}|\([^()|]+\|[^()]*\)|<[a-z][a-z0-9_]*>")
 
 
 # ----------------------------------------------------------------------------------
@@ -206,10 +229,21 @@ class RouteSpec(BaseModel):
     name: str = Field(description="route name: lowercase letters, digits and '_' (e.g. opensage_memory_query)")
     description: str = Field(min_length=1, description="when this route applies (shown in docs and to the host's model)")
     command: str | None = Field(description="the @-command to run, e.g. '@memory-query'; null only for the 'none' route")
-    examples: list[str] = Field(default_factory=list, description="example phrasings with {slot} slots")
+    examples: list[str] = Field(
+        default_factory=list,
+        description="natural example requests, plain sentences (matched by meaning: nearest neighbours in the "
+                    "route-vector space)")
+    templates: list[str] = Field(
+        default_factory=list,
+        description="optional phrasings with (a|b) alternatives, <class> word classes and {slot} slots: "
+                    "lexical evidence and argument capture")
     patterns: list[PatternSpec] = Field(default_factory=list, description="regular expressions with a fixed confidence")
     arguments: dict[str, ArgumentSpec] = Field(default_factory=dict, description="command argument (camelCase) -> how to fill it")
-    confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this confidence the route does not fire")
+    confidence_threshold: float = Field(ge=0.0, le=1.0, description="below this template/pattern confidence the lexical match does not fire")
+    similarity_threshold: float = Field(
+        0.4, ge=0.0, le=1.0,
+        description="below this similarity to the route's examples (mean of the 3 nearest; see docs/routing.md) "
+                    "it does not fire by meaning")
     enabled: bool = Field(True, description="false turns a packaged route off")
 
     @field_validator("name")
@@ -226,12 +260,35 @@ class RouteSpec(BaseModel):
             raise ValueError(f"{value!r} is not an @-command: write it like '@memory-query'")
         return value
 
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for example in value:
+            _compile_template(example, words=None)  # syntax; raises ValueError with the reason
+        return value
+
     @field_validator("examples")
     @classmethod
     def _examples(cls, value: list[str]) -> list[str]:
         for example in value:
-            _compile_template(example, words=None)  # syntax; raises ValueError with the reason
+            if not isinstance(example, str) or not example.strip():
+                raise ValueError("examples must be non-empty sentences")
+            if len(example) > 400:
+                raise ValueError(f"example {example[:40]!r}... is longer than 400 characters")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _templates_written_as_examples(cls, data: Any) -> Any:
+        """Files written before ``templates`` existed listed templates under
+        ``examples``: an example with ``{slot}``, ``(a|b)`` or ``<class>`` syntax is
+        taken as a template (and is not an example sentence)."""
+        if isinstance(data, dict) and isinstance(data.get("examples"), list):
+            tpl = [e for e in data["examples"] if isinstance(e, str) and _TEMPLATE_SYNTAX.search(e)]
+            if tpl:
+                data = {**data, "examples": [e for e in data["examples"] if e not in tpl],
+                        "templates": [*(data.get("templates") or []), *tpl]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "RouteSpec":
@@ -239,22 +296,10 @@ class RouteSpec(BaseModel):
             raise ValueError("the 'none' route must have command: null")
         if self.name != NONE_ROUTE and self.command is None:
             raise ValueError("command is required (e.g. '@memory-query'); only the 'none' route has none")
-        if not self.examples and not self.patterns:
-            raise ValueError("give at least one of 'examples' or 'patterns'")
-
-        slots = set()
-        for example in self.examples:
-            slots.update(_SLOT.findall(example))
-        for pattern in self.patterns:
-            slots.update(re.compile(pattern.regex).groupindex)
-        for arg, spec in self.arguments.items():
-            if spec.source in ("slot", "list", "label", "slug"):
-                slot = spec.slot or arg
-                if slot not in slots:
-                    raise ValueError(
-                        f"argument '{arg}' reads slot '{slot}', but no example has {{{slot}}} "
-                        f"and no pattern has a group (?P<{slot}>...)"
-                    )
+        if not self.examples and not self.templates and not self.patterns:
+            raise ValueError("give at least one of 'examples', 'templates' or 'patterns'")
+        # a slot no template or pattern captures is filled from the request itself
+        # (see Router._fill: the text after "X:", else the whole request)
         return self
 
 
@@ -293,11 +338,11 @@ class RoutesFile(BaseModel):
             if route.name in seen:
                 raise ValueError(f"route name {route.name!r} appears twice")
             seen.add(route.name)
-            for example in route.examples:
+            for example in route.templates:
                 try:
                     _compile_template(example, words=self.words)
                 except ValueError as exc:
-                    raise ValueError(f"route '{route.name}', field 'examples': {exc}") from None
+                    raise ValueError(f"route '{route.name}', field 'templates': {exc}") from None
         return self
 
 
@@ -307,7 +352,8 @@ class RoutesFile(BaseModel):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader when PyYAML has it: 30x faster on the packaged file (6 ms, not 180)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the routes file: {exc}") from None
     except yaml.YAMLError as exc:
@@ -376,17 +422,17 @@ def _validate(raw: dict, origin: dict[str, Path]) -> RoutesFile:
 
 
 def unreachable_examples(config: RoutesFile) -> list[str]:
-    """Examples that can never fire: their best possible confidence (a perfect match,
+    """Templates that can never fire: their best possible confidence (a perfect match,
     see the module docstring) is below their route's ``confidence_threshold``.
 
     :returns: one message per such example (empty when all can fire).
     """
     out = []
     for route in config.routes:
-        for example in route.examples:
+        for example in route.templates:
             ceiling = _compile_template(example, words=config.words).evidence
             if ceiling < route.confidence_threshold:
-                out.append(f"route '{route.name}': example {example!r} can reach at most confidence "
+                out.append(f"route '{route.name}': template {example!r} can reach at most confidence "
                            f"{ceiling:.2f}, below confidence_threshold {route.confidence_threshold:g}")
     return out
 
@@ -565,6 +611,10 @@ _STEP_SPLIT = re.compile(
     r"|\s\(?\d\)\s*",
     re.I,
 )
+_NAMED_FOLDER = re.compile(r"\b(?:the\s+)?([\w.-]+)\s+(?:folder|directory|dir|package|module)\b", re.I)
+_WHOLE_PROJECT_IN_TEXT = re.compile(
+    r"\b(?:whole|entire|this|our|the)\s+(?:repo|repository|project|codebase|code base)\b", re.I)
+_BODY = re.compile(r"^\s*[^:\n]{1,60}?(?::|\s[-–—]+)\s+(\S.*)$", re.S)
 _LIST_SPLIT = re.compile(r"\s*(?:,|/|;|\bvs\.?\s|\bversus\b|\bor\b|\band\b)\s*", re.I)
 _STOP = frozenset("a an the to for of and or in on at by with from into that which who this it is are be".split())
 
@@ -600,6 +650,25 @@ def split_steps(text: str) -> list[str]:
     return pieces if len(pieces) >= 2 else []
 
 
+def _content_words(text: str) -> frozenset[str]:
+    """The normalised content words of ``text`` (filler and stop words left out)."""
+    return frozenset(t.norm for t in _tokens(text[:2000])
+                     if not t.filler and t.norm != ":" and t.norm not in _OVERLAP_STOP)
+
+
+def request_body(text: str) -> str:
+    """The part of a request that is its subject, for a route matched by meaning:
+    the text after a short lead-in ending in ``:`` or `` - `` ("note for the future -
+    X" -> "X"), else the whole request; cleaned like a slot.
+
+    :param text: the request.
+    :returns: the cleaned body ("" for empty text).
+    """
+    m = _BODY.match(text)
+    body = m.group(1) if m and len(m.group(1).split()) >= 2 else text
+    return _clean(body)
+
+
 def _number_near(tokens: list[_Tok], keywords: set[str]) -> int | None:
     for i, tok in enumerate(tokens):
         if tok.norm.isdigit():
@@ -624,6 +693,11 @@ class Decision:
     :param matched: the example or pattern that decided, if any.
     :param threshold: the route's ``confidence_threshold`` (``None`` for ``none``).
     :param candidates: the best (route, confidence) pairs considered, best first.
+    :param how: what decided: ``template``, ``pattern``, ``meaning`` (nearest examples),
+        ``model`` (the optional tie-break in the uncertain band) or ``none``.
+    :param similarities: route -> similarity to its examples (mean cosine of the
+        :data:`NEAREST_K` nearest), best first; empty without route vectors.
+    :param nearest: the nearest example sentences as (route, example, similarity), best first.
     """
 
     route: str
@@ -633,6 +707,9 @@ class Decision:
     matched: str | None = None
     threshold: float | None = None
     candidates: list[tuple[str, float]] = field(default_factory=list)
+    how: str = "none"
+    similarities: list[tuple[str, float]] = field(default_factory=list)
+    nearest: list[tuple[str, str, float]] = field(default_factory=list)
 
     def to_route(self) -> Route:
         """As the hook's :class:`opensage.types.Route` (command without ``@``)."""
@@ -643,6 +720,18 @@ class Decision:
         """``{"route", "confidence", "command", "arguments"}``; command with ``@`` or null."""
         return {"route": self.route, "confidence": round(self.confidence, 4), "command": self.command,
                 "arguments": self.arguments}
+
+    def explain(self) -> dict[str, Any]:
+        """:meth:`as_json` plus why: ``how``, ``matched``, ``threshold``, the lexical
+        ``candidates``, per-route ``similarities`` and the ``nearest`` examples."""
+        out = self.as_json()
+        out.update({
+            "how": self.how, "matched": self.matched, "threshold": self.threshold,
+            "candidates": [{"route": r, "confidence": c} for r, c in self.candidates],
+            "similarities": [{"route": r, "similarity": round(v, 4)} for r, v in self.similarities],
+            "nearest": [{"route": r, "example": e, "similarity": round(v, 4)} for r, e, v in self.nearest],
+        })
+        return out
 
 
 @dataclass
@@ -662,13 +751,16 @@ class Router:
         so :meth:`decide` only aligns text.
     """
 
-    def __init__(self, config: RoutesFile) -> None:
+    def __init__(self, config: RoutesFile, tiebreak: bool | None = None) -> None:
         self.config = config
+        #: ask the model in the uncertain band (default: ``OPENSAGE_ROUTE_TIEBREAK=1`` and
+        #: ``OPENSAGE_MODEL`` set, read per decision)
+        self._tiebreak_setting = tiebreak
         self.routes = {r.name: r for r in config.routes if r.enabled}
         self.templates: list[_Template] = []
         self.patterns: list[tuple[str, re.Pattern, float, str]] = []
         for route in self.routes.values():
-            for example in route.examples:
+            for example in route.templates:
                 self.templates.append(_compile_template(example, route.name, config.words))
             for p in route.patterns:
                 self.patterns.append((route.name, re.compile(p.regex, re.I | re.S), p.confidence, p.regex))
@@ -683,6 +775,134 @@ class Router:
         self._long_vocab = [w for w in self.vocab if len(w) >= 4]
         self._sim_cache: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
+        #: (route, example sentence) pairs, embedded on first use (see _semantic_index)
+        self.examples: list[tuple[str, str]] = [(r.name, e) for r in self.routes.values() for e in r.examples]
+        self._sem: tuple | None = None
+        self._sem_ready = False
+        self._tie_cache: dict[tuple, str | None] = {}
+
+    # -- optional model tie-break ---------------------------------------------------
+    @property
+    def tiebreak(self) -> bool:
+        """Whether the model tie-break is on (see :data:`TIE_BAND`)."""
+        if self._tiebreak_setting is not None:
+            return self._tiebreak_setting
+        import os
+
+        return os.environ.get("OPENSAGE_ROUTE_TIEBREAK") == "1" and bool(os.environ.get("OPENSAGE_MODEL"))
+
+    def _tiebreak(self, text: str, options: list[str]) -> str | None:
+        """Ask the configured model which of ``options`` (route names, ``none``
+        included) fits ``text``: one call through :mod:`opensage.llm`, at most
+        :data:`TIE_MAX_TOKENS` tokens, :data:`TIE_TIMEOUT_S` s, no retries; answers are
+        cached per (text, options).
+
+        :returns: the chosen route name, or ``None`` when the model failed or answered
+            something that is not one of ``options`` (the caller keeps its decision).
+        """
+        key = (text, tuple(options))
+        if key in self._tie_cache:
+            answer = self._tie_cache.pop(key)
+            self._tie_cache[key] = answer
+            return answer
+        from opensage import llm
+        from opensage.errors import OpenSageError
+
+        lines = [f"- {name}: {' '.join(self.routes[name].description.split())}" for name in options]
+        messages = [
+            {"role": "system", "content": "You decide which command, if any, a coding assistant's user asks for. "
+                                          "Answer with exactly one of the listed names and nothing else."},
+            {"role": "user", "content": "Names:\n" + "\n".join(lines) + f"\n\nRequest: {text[:500]}"},
+        ]
+        try:
+            reply = llm.complete(messages, temperature=0, max_tokens=TIE_MAX_TOKENS, timeout_s=TIE_TIMEOUT_S,
+                                 retries=0).content
+        except OpenSageError as exc:
+            log.info("routing tie-break failed: %s", exc)
+            return None  # not cached: a passing failure may not repeat
+        words = re.findall(r"[a-z][a-z0-9_]*", (reply or "").lower())
+        answer = next((w for w in words if w in options), None)
+        with self._lock:
+            if len(self._tie_cache) >= TIE_CACHE_SIZE:
+                self._tie_cache.pop(next(iter(self._tie_cache)))
+            self._tie_cache[key] = answer
+        return answer
+
+    # -- meaning --------------------------------------------------------------------
+    def _semantic_index(self):
+        """``(encoder, example matrix, {route: row indices})`` or ``None`` without route
+        vectors or examples. Built once, on the first decision (about 5 ms per 100
+        examples)."""
+        if self._sem_ready:
+            return self._sem
+        with self._lock:
+            if not self._sem_ready:
+                from opensage.route_vectors import encoder
+
+                enc = encoder()
+                if enc is not None and self.examples:
+                    import numpy as np
+
+                    matrix = enc.embed_many([e for _, e in self.examples])
+                    rows: dict[str, list[int]] = {}
+                    for i, (route, _) in enumerate(self.examples):
+                        rows.setdefault(route, []).append(i)
+                    # idf-weighted bag of content words per example: word -> [(example, idf^2)]
+                    bags = [_content_words(e) for _, e in self.examples]
+                    df: dict[str, int] = {}
+                    for bag in bags:
+                        for w in bag:
+                            df[w] = df.get(w, 0) + 1
+                    n = len(bags)
+                    idf = {w: math.log(1 + n / (1 + c)) for w, c in df.items()}
+                    postings: dict[str, list[int]] = {}
+                    for i, bag in enumerate(bags):
+                        for w in bag:
+                            postings.setdefault(w, []).append(i)
+                    norms = np.array([math.sqrt(sum(idf[w] ** 2 for w in bag)) or 1.0 for bag in bags])
+                    self._sem = (enc, matrix, {r: np.array(ix) for r, ix in rows.items()},
+                                 idf, {w: np.array(ix) for w, ix in postings.items()}, norms,
+                                 math.log(1 + n))
+                self._sem_ready = True
+        return self._sem
+
+    def similarities(self, text: str, nearest: int = 0) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+        """How close ``text`` is in meaning to each route's examples.
+
+        :param text: the request.
+        :param nearest: also return this many nearest examples.
+        :returns: ``({route: mean cosine of its NEAREST_K nearest examples}, [(route,
+            example, cosine), ...])``; both empty without route vectors.
+        """
+        sem = self._semantic_index()
+        if sem is None:
+            return {}, []
+        import numpy as np
+
+        enc, matrix, rows, idf, postings, norms, unseen_idf = sem
+        v = enc.embed(text)
+        sims = matrix @ v
+        bag = _content_words(text)
+        if bag:
+            overlap = np.zeros(len(self.examples))
+            for w in bag:
+                ix = postings.get(w)
+                if ix is not None:
+                    overlap[ix] += idf[w] ** 2
+            qnorm = math.sqrt(sum(idf.get(w, unseen_idf) ** 2 for w in bag))
+            sims = COSINE_WEIGHT * sims + (1 - COSINE_WEIGHT) * overlap / (norms * qnorm)
+        else:
+            sims = COSINE_WEIGHT * sims
+        scores = {}
+        for route, ix in rows.items():
+            s = sims[ix]
+            k = min(NEAREST_K, len(s))
+            scores[route] = float(np.partition(s, len(s) - k)[len(s) - k:].mean())
+        near = []
+        if nearest:
+            for i in np.argsort(-sims)[:nearest]:
+                near.append((self.examples[i][0], self.examples[i][1], float(sims[i])))
+        return scores, near
 
     # -- word similarity ----------------------------------------------------------
     def _hits(self, word: str) -> dict[str, float]:
@@ -874,11 +1094,16 @@ class Router:
                     value = next(g for g in m.groups() if g)
                 else:
                     m = _PATH.search(slot_text or text)
+                    named = _NAMED_FOLDER.search(slot_text or text)
                     if m:
                         value = m.group(1)
+                    elif named and named.group(1).lower() not in ("the", "this", "that", "our", "my", "a"):
+                        value = named.group(1)  # "the services directory" -> services
                     elif slot_text:
                         cleaned = _FOLDER_WORDS.sub("", _clean(slot_text))
                         value = "." if _WHOLE_PROJECT.match(cleaned) else (cleaned or None)
+                    elif _WHOLE_PROJECT_IN_TEXT.search(text):
+                        value = "."
             elif src == "number":
                 toks = toks if toks is not None else _tokens(text)
                 value = _number_near(toks, {_norm(k) for k in spec.keywords})
@@ -898,6 +1123,9 @@ class Router:
                 value = session_id
             elif src == "value":
                 value = spec.value
+            if value in (None, "", []) and (src == "slug" or src in ("slot", "label") and not match.source):
+                body = request_body(text)  # matched by meaning: the request is the argument
+                value = {"slot": body, "label": _label(body), "slug": _slug(body)}[src] or None
             if value in (None, "", []):
                 value = spec.default
             if value in (None, "", []):
@@ -908,20 +1136,33 @@ class Router:
         return args
 
     # -- decision -----------------------------------------------------------------
-    def decide(self, text: str, session_id: str | None = None) -> Decision:
+    def decide(self, text: str, session_id: str | None = None, explain: bool = False) -> Decision:
         """Route ``text``.
+
+        Two kinds of evidence, in this order:
+
+        1. lexical: a template or pattern reaching its route's ``confidence_threshold``
+           with its required arguments, and beating the ``none`` route's templates
+           (precise: the phrasings it knows, with typos);
+        2. meaning: the route whose examples are nearest (mean cosine of the
+           :data:`NEAREST_K` nearest) when that similarity reaches the route's
+           ``similarity_threshold`` and beats the ``none`` route's examples by
+           :data:`NONE_MARGIN`, and its required arguments can be filled.
 
         :param text: what the user wrote (any length; only the first 2,000 characters
             are matched).
         :param session_id: fills ``from: session`` arguments.
+        :param explain: also fill ``nearest`` (the 5 nearest examples).
         :returns: a :class:`Decision`; ``route == "none"`` and ``command is None`` when
-            no route reaches its threshold with its required arguments, or when the
-            ``none`` route's examples fit better.
+            neither kind of evidence picks a route.
         """
         text = (text or "")[:2000]
         found = self._match_all(text)
         ranked = sorted(found.values(), key=lambda ms: (-ms[0].confidence, -ms[0].specificity))
         candidates = [(ms[0].route, round(ms[0].confidence, 4)) for ms in ranked[:4]]
+        sims, near = self.similarities(text, nearest=5 if explain else 0)
+        sim_list = sorted(sims.items(), key=lambda kv: -kv[1])
+        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near}
         none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)
         none_conf = none_matches[0].confidence if none_matches and none_route and \
@@ -937,11 +1178,36 @@ class Router:
                     break
                 args = self._fill(route, m, text, session_id)
                 if args is not None:
+                    how = "pattern" if m.source.startswith("/") else "template"
                     return Decision(route.name, m.confidence, route.command, args, m.source,
-                                    route.confidence_threshold, candidates)
+                                    route.confidence_threshold, how=how, **extra)
+        if sim_list and not none_conf:
+            best, score = sim_list[0]
+            none_sim = sims.get(NONE_ROUTE, 0.0)
+            route = self.routes.get(best)
+            how = "meaning"
+            if self.tiebreak and route is not None and best != NONE_ROUTE and (
+                    abs(score - route.similarity_threshold) <= TIE_BAND
+                    or abs(score - none_sim - NONE_MARGIN) <= TIE_BAND):
+                options = [r for r, _ in sim_list[:3] if r != NONE_ROUTE] + [NONE_ROUTE]
+                chosen = self._tiebreak(text, options)
+                if chosen is not None:
+                    how = "model"
+                    best, score = chosen, sims.get(chosen, 0.0)
+                    route = self.routes.get(best)
+            if route is not None and best != NONE_ROUTE and (how == "model" or (
+                    score >= route.similarity_threshold and score - none_sim >= NONE_MARGIN)):
+                lexical = [m for m in found.get(best, []) if m.slots and m.confidence >= 0.6]
+                for m in [*lexical, _Match(best, score, "", {})]:
+                    args = self._fill(route, m, text, session_id)
+                    if args is not None:
+                        example = next((e for r, e, _ in near if r == best), None) if near else None
+                        return Decision(best, score, route.command, args, example, route.similarity_threshold,
+                                        how=how, **extra)
+            best_route_conf = max(best_route_conf, max((v for r, v in sims.items() if r != NONE_ROUTE), default=0.0))
         conf = max(none_conf, 1.0 - best_route_conf)
         matched = none_matches[0].source if none_conf else None
-        return Decision(NONE_ROUTE, conf, None, {}, matched, None, candidates)
+        return Decision(NONE_ROUTE, conf, None, {}, matched, None, **extra)
 
 
 # ----------------------------------------------------------------------------------

@@ -125,9 +125,12 @@ def render_schema() -> str:
             "version: 1", "routes:", "  - name: opensage_memory_query   # override one field of a packaged route",
             "    confidence_threshold: 0.9", "  - name: opensage_tool", "    enabled: false",
             "  - name: release_notes              # a new route", "    description: Questions about past releases.",
-            '    command: "@memory-query"', "    examples:", '      - "what changed in release {version}"',
+            '    command: "@memory-query"', "    examples:                      # plain sentences, matched by meaning",
+            '      - "what changed in the last release"', '      - "which features shipped in version two"',
+            "    templates:                     # optional: lexical evidence and argument slots",
+            '      - "what changed in release {version}"',
             "    arguments:", "      query: {from: slot, slot: version, required: true}",
-            "    confidence_threshold: 0.8", "```", ""]
+            "    confidence_threshold: 0.8", "    similarity_threshold: 0.45", "```", ""]
     return "\n".join(out)
 
 
@@ -140,11 +143,12 @@ def readable(example: str) -> str:
 
 
 def render_routing_table(config) -> str:
-    rows = ["| route | when | command | e.g. | threshold | arguments filled |", "|---|---|---|---|---|---|"]
+    rows = ["| route | when | command | e.g. | template threshold | meaning threshold | arguments filled |",
+            "|---|---|---|---|---|---|---|"]
     for route in config.routes:
         if not route.enabled:
             continue
-        shown = [readable(e) for e in route.examples[:2]]
+        shown = list(route.examples[:2]) or [readable(e) for e in route.templates[:2]]
         if route.patterns:
             shown.append("a list of 3+ steps (first…, then…, finally…)" if route.name == "opensage_vertical"
                          else f"{len(route.patterns)} pattern(s)")
@@ -152,7 +156,7 @@ def render_routing_table(config) -> str:
         args = ", ".join(f"`{name}` ({spec.source})" for name, spec in route.arguments.items()) or "—"
         command = f"`{route.command}`" if route.command else "nothing (the host answers)"
         rows.append(f"| `{route.name}` | {_cell(route.description)} | {command} | {example} | "
-                    f"{route.confidence_threshold:g} | {args} |")
+                    f"{route.confidence_threshold:g} | {route.similarity_threshold:g} | {args} |")
     return "\n".join(rows)
 
 

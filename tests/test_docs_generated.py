@@ -45,8 +45,9 @@ def test_tachikoma_routing_table_matches_the_yaml():
         command = f"`{route['command']}`" if route["command"] else "nothing (the host answers)"
         assert cells[2] == command
         assert float(cells[4]) == route["confidence_threshold"]
+        assert float(cells[5]) == route.get("similarity_threshold", 0.4)
         for arg in route.get("arguments") or {}:
-            assert f"`{arg}`" in cells[5]
+            assert f"`{arg}`" in cells[6]
 
 
 def test_check_fails_on_drift(tmp_path):

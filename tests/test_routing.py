@@ -90,7 +90,7 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
         if route.command is None:
             continue
         command = host.command(route.command)
-        for example in route.examples:
+        for example in route.templates:
             text = example
             for group in __import__("re").findall(r"\([^()]*\)", example):
                 text = text.replace(group, group[1:-1].split("|")[0], 1)
@@ -103,14 +103,55 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
     assert checked == {r.name for r in config.routes if r.command}
 
 
+def test_every_route_fills_valid_arguments_by_meaning(host):
+    """With every template and pattern removed (so only meaning decides), each route
+    still fills arguments its command accepts, required ones present: the request body
+    for slots, the job id, a path or a code-like name from the text."""
+    config = load_routes()
+    for route in config.routes:
+        route.templates, route.patterns = [], []
+    router = Router(config)
+    checked = set()
+    for route in config.routes:
+        if route.command is None:
+            continue
+        command = host.command(route.command)
+        for example in route.examples:
+            decision = router.decide(example, session_id="s1")
+            if decision.route != route.name:
+                continue
+            assert decision.how == "meaning"
+            bind_arguments(command, decision.arguments)  # raises UsageError on a bad name or value
+            for name, spec in route.arguments.items():
+                if spec.required:
+                    assert decision.arguments.get(name), (example, name)
+            checked.add(route.name)
+    assert checked == {r.name for r in config.routes if r.command}
+
+
+@pytest.mark.parametrize("text, route, arguments", [
+    ("note for the future - the nightly export needs the VPN", "opensage_memory_store",
+     {"content": "nightly export needs the VPN", "label": "nightly export needs the VPN", "type": "concept"}),
+    ("from memory: how did we fix that race condition last week?", "opensage_memory_query",
+     {"query": "how did we fix that race condition last week"}),
+    ("pull the services directory into the knowledge graph", "opensage_memory_ingest", {"path": "services"}),
+    ("can you check how the long running tool job 9f8e7d6c is doing", "opensage_poll_job", {"jobId": "9f8e7d6c"}),
+])
+def test_meaning_matches_fill_arguments_deterministically(text, route, arguments):
+    decision = Router(load_routes()).decide(text)
+    assert (decision.route, decision.how) == (route, "meaning")
+    for key, value in arguments.items():
+        assert decision.arguments.get(key) == value, (key, decision.arguments)
+
+
 def test_every_packaged_example_can_reach_its_threshold():
     from opensage.routing import unreachable_examples
 
     assert unreachable_examples(load_routes()) == []
     raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
-    raw["routes"][0]["examples"].append("poll {job}")
+    raw["routes"][0]["templates"].append("poll {job}")
     assert unreachable_examples(RoutesFile.model_validate(raw)) == [
-        "route 'opensage_vertical': example 'poll {job}' can reach at most confidence 0.70, "
+        "route 'opensage_vertical': template 'poll {job}' can reach at most confidence 0.70, "
         "below confidence_threshold 0.78"]
 
 
@@ -124,6 +165,7 @@ def test_threshold_gates(project, host):
         routes:
           - name: opensage_memory_query
             confidence_threshold: {min(1.0, first.confidence + 0.01):.4f}
+            similarity_threshold: 1.0
     """)
     gated = decide(host, text)
     assert gated.route == "none" and gated.command is None
@@ -153,6 +195,18 @@ def test_threshold_gates_in_the_router_itself(text):
     assert zero.route == "none"                              # threshold 0 still needs a matching example
 
 
+def test_similarity_threshold_gates_meaning_matches():
+    text = "save this knowledge: the importer skips rows without an id"
+    decision = Router(load_routes()).decide(text)
+    assert (decision.route, decision.how) == ("opensage_memory_store", "meaning")
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == "opensage_memory_store":
+            route["similarity_threshold"] = round(decision.confidence + 0.001, 4)
+    gated = Router(RoutesFile.model_validate(raw)).decide(text)
+    assert gated.route == "none" and gated.command is None
+
+
 # -- user overrides ----------------------------------------------------------------------------
 
 def test_user_override_adds_changes_and_disables_routes(project, host):
@@ -162,11 +216,11 @@ def test_user_override_adds_changes_and_disables_routes(project, host):
           - name: opensage_tool
             enabled: false
           - name: opensage_memory_query
-            examples: ["any lore on {query}"]
+            templates: ["any lore on {query}"]
           - name: release_notes
             description: Questions about past releases.
             command: "@memory-query"
-            examples: ["what changed in release {version}"]
+            templates: ["what changed in release {version}"]
             arguments:
               query: {from: slot, slot: version, required: true}
             confidence_threshold: 0.8
@@ -174,20 +228,65 @@ def test_user_override_adds_changes_and_disables_routes(project, host):
     assert decide(host, "make a tool that counts TODO comments").route == "none"
     lore = decide(host, "any lore on the billing cron?")
     assert (lore.route, lore.arguments) == ("opensage_memory_query", {"query": "billing cron"})
-    # the override replaced the examples: the packaged phrasing no longer fires
-    assert decide(host, "what do we know about the billing cron").route == "none"
+    # the override replaced the templates: the packaged template no longer matches
+    router, _ = router_for(host.workspace)
+    assert router.decide("what do we know about the billing cron").how != "template"
     release = decide(host, "what changed in release 2.4")
     assert (release.route, release.command, release.arguments) == ("release_notes", "memory-query", {"query": "2.4"})
 
 
 def test_user_word_class_extends_every_template_using_it(project, host):
-    assert decide(host, "what do we know anent the billing cron").route == "none"
+    router, _ = router_for(host.workspace)
+    assert router.decide("what do we know anent the billing cron").how != "template"
     write_user_routes(project, """
         words:
           about: [about, "on", regarding, anent]
     """)
-    decision = decide(host, "what do we know anent the billing cron")
-    assert (decision.route, decision.arguments) == ("opensage_memory_query", {"query": "billing cron"})
+    router, _ = router_for(host.workspace)
+    decision = router.decide("what do we know anent the billing cron")
+    assert (decision.route, decision.how, decision.arguments) == (
+        "opensage_memory_query", "template", {"query": "billing cron"})
+
+
+def test_user_route_with_plain_example_sentences_only(project, host):
+    """A project's own route needs no template language: plain sentences route by
+    meaning, and a slot argument is filled from the request."""
+    write_user_routes(project, """
+        routes:
+          - name: release_history
+            description: Questions about past releases.
+            command: "@memory-query"
+            examples:
+              - "what changed in the last release"
+              - "which features shipped in version two"
+              - "show me the release history of the product"
+              - "when did we release the new billing page"
+            arguments:
+              query: {from: slot, required: true}
+            confidence_threshold: 0.8
+            similarity_threshold: 0.45
+    """)
+    router, warning = router_for(host.workspace)
+    assert warning is None
+    decision = router.decide("which features shipped in the previous release?")
+    assert (decision.route, decision.how) == ("release_history", "meaning")
+    assert decision.arguments == {"query": "which features shipped in the previous release"}
+    assert router.decide("rename getUser to fetchUser").route == "none"
+
+
+def test_templates_written_under_examples_still_work(project, host):
+    """Files written before 'templates' existed put templates under 'examples'."""
+    write_user_routes(project, """
+        routes:
+          - name: deploy_notes
+            description: Deployment questions.
+            command: "@memory-query"
+            examples: ["deploy notes on {query}", "how do deploys of (api|web) work"]
+            arguments: {query: {from: slot}}
+            confidence_threshold: 0.5
+    """)
+    route = load_routes(PACKAGED_ROUTES, project / ".opencode" / "intent-routes.yaml").routes[-1]
+    assert route.examples == [] and route.templates == ["deploy notes on {query}", "how do deploys of (api|web) work"]
 
 
 def test_override_is_picked_up_after_an_edit(project, workspace):
@@ -208,13 +307,13 @@ def test_override_is_picked_up_after_an_edit(project, workspace):
      "route 'opensage_tool', field 'patterns.0.regex': invalid regular expression"),
     ("routes:\n  - name: mine\n    description: x\n    command: memory-query\n    examples: [hi]\n"
      "    confidence_threshold: 0.5\n", "route 'mine', field 'command'"),
-    ("routes:\n  - name: mine\n    description: x\n    command: '@memory-query'\n    examples: ['find {q}']\n"
-     "    arguments: {query: {from: slot}}\n    confidence_threshold: 0.5\n",
-     "route 'mine': argument 'query' reads slot 'query', but no example has {query}"),
+    ("routes:\n  - name: mine\n    description: x\n    command: '@memory-query'\n    examples: ['  ']\n"
+     "    confidence_threshold: 0.5\n",
+     "route 'mine', field 'examples': examples must be non-empty sentences"),
     ("routes:\n  - name: opensage_tool\n    threshold: 0.5\n", "route 'opensage_tool', field 'threshold': Extra inputs"),
     ("routes:\n  - name: x\n    description: [unclosed\n", "not valid YAML (line"),
     ("routes:\n  - name: opensage_tool\n    examples: ['<nope> a tool that {requirement}']\n",
-     "route 'opensage_tool', field 'examples': example '<nope> a tool that {requirement}': unknown word class <nope>"),
+     "route 'opensage_tool', field 'templates': example '<nope> a tool that {requirement}': unknown word class <nope>"),
     ("words:\n  about: [about, please]\n", "field 'words': word class 'about': 'please' is a filler word"),
 ])
 def test_invalid_user_file_is_a_clear_error(project, body, expected):
@@ -277,7 +376,28 @@ def test_cli_route_prints_the_decision(cli):
     assert "route       opensage_vertical" in out.stdout
     assert 'command     @vertical-decompose task="this migration"' in out.stdout
     none = cli("--json", "route", "rename getUser to fetchUser")
-    assert json.loads(none.stdout) == {"route": "none", "confidence": 1.0, "command": None, "arguments": {}}
+    decision = json.loads(none.stdout)
+    assert (decision["route"], decision["command"], decision["arguments"]) == ("none", None, {})
+
+
+def test_cli_route_explain_shows_nearest_examples_and_scores(cli):
+    out = cli("route", "--explain", "save this knowledge: the importer skips rows without an id")
+    assert out.returncode == 0, out.stderr
+    assert "route       opensage_memory_store" in out.stdout
+    assert "decided by  nearest examples in meaning (threshold 0." in out.stdout
+    lines = out.stdout.splitlines()
+    start = lines.index("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
+    nearest = lines[start + 1:start + 6]
+    assert len(nearest) == 5 and any("opensage_memory_store" in line for line in nearest)
+    scores = [float(line.split()[0]) for line in nearest]
+    assert scores == sorted(scores, reverse=True)
+    assert "route similarity (mean of the 3 nearest examples):" in out.stdout
+    js = json.loads(cli("route", "--explain", "--json", "draw the graph around AuthService").stdout)
+    assert (js["route"], js["how"], js["arguments"]) == ("opensage_memory_visualize", "template",
+                                                         {"centerNode": "AuthService"})
+    assert js["matched"] and len(js["nearest"]) == 5 and js["similarities"][0]["route"] == "opensage_memory_visualize"
+    none = json.loads(cli("route", "--explain", "--json", "rename getUser to fetchUser").stdout)
+    assert none["route"] == "none" and none["how"] == "none" and none["similarities"]
 
 
 class Spend:
@@ -371,3 +491,53 @@ def test_chat_asks_before_model_commands_on_a_terminal(workspace):
     assert text.count("@deep-research calls a model and may spend money. Run it? [y/N]") == 2
     assert "not run." in text and spend.ran == ["graph databases"]
     host.close()
+
+
+# -- the optional model tie-break ------------------------------------------------------------
+
+def _router_at_the_boundary(text, tiebreak=True):
+    """A router whose meaning threshold for the text's best route equals its similarity:
+    the decision sits in the uncertain band."""
+    decision = Router(load_routes(), tiebreak=False).decide(text)
+    assert decision.how == "meaning"
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == decision.route:
+            route["similarity_threshold"] = int(decision.confidence * 10_000) / 10_000  # just at or below
+    return Router(RoutesFile.model_validate(raw), tiebreak=tiebreak), decision
+
+
+def test_model_tiebreak_decides_the_uncertain_band_once_per_text(scripted):
+    text = "save this knowledge: the importer skips rows without an id"
+    router, plain = _router_at_the_boundary(text)
+    scripted.add("none")
+    first = router.decide(text)
+    assert (first.route, first.command, first.how) == ("none", None, "none")
+    prompt = scripted.requests[0]["messages"][-1]["content"]
+    assert "opensage_memory_store:" in prompt and "none:" in prompt and text in prompt
+    assert router.decide(text).route == "none" and len(scripted.requests) == 1  # cached
+    scripted.add("opensage_memory_store")
+    other = "save this knowledge: the exporter skips rows without a date"
+    chosen = router.decide(other)
+    assert (chosen.route, chosen.how) == ("opensage_memory_store", "model")
+    assert chosen.arguments["content"] == "exporter skips rows without a date"
+
+
+def test_model_tiebreak_failure_or_nonsense_keeps_the_offline_decision(scripted):
+    text = "save this knowledge: the importer skips rows without an id"
+    router, plain = _router_at_the_boundary(text)
+    scripted.add("I think you should store it somewhere")
+    kept = router.decide(text)
+    assert (kept.route, kept.how) == (plain.route, "meaning")
+    scripted.add({"error": "connection"})
+    again = router.decide("save this knowledge: the importer skips rows without a name")
+    assert again.how in ("meaning", "none") and len(scripted.requests) == 2
+
+
+def test_model_tiebreak_is_not_asked_outside_the_band_or_when_off(scripted):
+    router = Router(load_routes(), tiebreak=True)
+    assert router.decide("what do we know about the auth flow?").how == "template"
+    assert router.decide("rename getUser to fetchUser").route == "none"
+    off, _ = _router_at_the_boundary("save this knowledge: the importer skips rows without an id", tiebreak=False)
+    assert off.decide("save this knowledge: the importer skips rows without an id").how == "meaning"
+    assert scripted.requests == []
