@@ -1,5 +1,7 @@
 """Build a code graph of a Python repository with the standard :mod:`ast` module.
 
+The vocabulary (node and edge types, per language) is documented in docs/code-graph.md.
+
 Nodes (``type``: ``label``):
 
 * ``file``: the path relative to the workspace root (absolute when outside it), the
@@ -7,33 +9,50 @@ Nodes (``type``: ``label``):
 * ``module``: the dotted module name (``pkg.sub.mod``), taken from the folders above
   the file that hold an ``__init__.py``. Modules imported from outside the ingested
   files become ``module`` nodes with ``metadata.external = true`` (unless already in
-  the graph from another ingest).
+  the graph from another ingest). A package's ``metadata.exports`` maps the names its
+  ``__init__`` imports to their targets (``{"User": "app.models.User"}``).
 * ``class``, ``function``, ``method``: the qualified name (``pkg.mod.Class``,
-  ``pkg.mod.func``, ``pkg.mod.Class.method``), unique within a repository. The short
-  name is in ``metadata.name`` and in the full-text index.
+  ``pkg.mod.func``, ``pkg.mod.Class.method``); nested definitions are nodes too
+  (``pkg.mod.factory.inner``, ``metadata.nested``), and so are definitions under
+  ``try``/``except ImportError``, ``if TYPE_CHECKING``, ``with`` and ``match``.
+* ``variable``: a module-level assigned name (``metadata.constant`` when UPPER_CASE);
+  ``attribute``: a name assigned in a class body or as ``self.x`` in a method.
+
+Labels are unique per workspace: a module name that another ingested folder (root)
+already owns gets this root's label as a namespace, ``root:pkg.mod.func``; the
+qualified name without it is always in ``metadata.qualname``, the short name in
+``metadata.name`` and in the full-text index.
 
 Content is the signature plus the first paragraph of the docstring. Metadata holds
-``path`` (the file label), ``line``/``end_line``, ``qualname``, ``module`` and, on
-file nodes, the SHA-1 of the file's bytes.
+``path`` (the file label), ``line``/``end_line``, ``qualname``, ``module``, ``root``,
+``decorators`` (``property: true`` for properties) and, on file nodes, the SHA-1.
 
-Edges: ``contains`` (file -> module -> class/function, class -> method/nested class),
-``imports`` (module -> module), ``inherits`` (class -> base class defined in the
-graph) and ``calls`` (function/method/module/class -> function/method/class).
+Edges: ``contains`` (file -> module -> class/function/variable, class -> method/attribute,
+function -> nested definition), ``imports`` (module -> module), ``inherits`` (class ->
+base class), ``calls`` (the callee of a call, a class for a constructor call),
+``references`` (any other read of a definition: a type in an annotation, string
+annotations included, an ``isinstance`` argument, a default value, a function passed
+as a value, a constant read, a property read with ``metadata.property``) and
+``decorates`` (decorator -> decorated definition). The user of a ``calls``/``references``
+edge is the innermost definition holding the expression: a function, a class body, a
+module-level variable for its value, else the module.
 
-**Calls are resolved by name, not by type inference.** For a call ``f()`` or
-``a.b.f()`` the name is looked up, in order: (1) definitions in the same module,
-(2) names the module imports (following re-exports such as ``from .x import f`` in a
-package ``__init__``; targets may be definitions stored by an earlier ingest of another
-folder, so an application's calls into an ingested library are linked), (3) for ``self.f()``/``cls.f()``/``super().f()`` the methods of
-the enclosing class and its in-graph base classes, (4) a function, class or method
-defined exactly once in the ingested files under that short name. A method call on a
-local variable whose class is written down (``x = Foo(...)`` or a ``x: Foo`` annotation,
-parameters included) resolves to ``Foo``'s method or an inherited one (weight 0.7).
-Steps 1–3 give weight 0.9 (0.8 for ``self``); step 4 gives 0.5 for a bare name and 0.3 for a method
-on an object of unknown type, and is skipped for builtin names, dunder names and
-methods of builtin types (``get``, ``append``...). Ambiguous names (defined more than
-once) are not linked. Calls through variables, ``getattr`` or dynamic dispatch are
-missed; this is a static, best-effort view.
+**Uses are resolved by name and by written-down types, not by type inference.** A name
+is looked up as Python does: the nested definitions and local variables of the
+enclosing functions (a local variable is never taken for a module-level definition),
+then the module's definitions, its imports (following re-exports such as ``from .x
+import f`` in a package ``__init__`` and ``from m import *``; targets may be stored by an
+earlier ingest of another folder), weight 0.9. An attribute chain (``a.b.c``) is followed
+through modules, class members (inherited ones included) and values whose class is
+written down: ``self``/``cls`` (weight 0.8), a parameter or variable annotated or
+assigned from a constructor (``x: Foo``, ``x: Optional[Foo]``, ``x = Foo()``; weight
+0.7), an attribute set in a method (``self.store = store`` with ``store: Store``,
+``self.cache = Cache()``) or annotated in the class body, a module variable assigned
+from a constructor. Only for calls, a name found nowhere else that is defined once in
+the ingested files links with weight 0.5, and a method called on an object of unknown
+type with 0.3 when exactly one method has that name (not for builtin names, dunder
+names and methods of builtin types such as ``get``, ``append``). Ambiguous names are not
+linked; calls through ``getattr``, return values and dynamic dispatch are missed.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
@@ -61,14 +80,15 @@ from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 2
+INGEST_VERSION = 3
 #: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
 SKIP_DIRS = frozenset({
     "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
     "__pypackages__", "htmlcov",
 })
-CODE_TYPES = ("file", "module", "class", "function", "method")
-CODE_EDGES = ("contains", "imports", "calls", "inherits")
+CODE_TYPES = ("file", "module", "class", "function", "method", "variable", "attribute")
+CODE_EDGES = ("contains", "imports", "calls", "inherits", "references", "decorates")
+_USE_TARGETS = frozenset({"class", "function", "method", "variable", "attribute"})
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _BUILTIN_METHODS = frozenset(
     name for t in (dict, list, str, bytes, set, frozenset, tuple, int, float, object) for name in dir(t)
@@ -94,6 +114,8 @@ class IngestReport:
     classes: int = 0
     functions: int = 0
     methods: int = 0
+    variables: int = 0
+    attributes: int = 0
     edges: int = 0
     nodes_added: int = 0
     nodes_updated: int = 0
@@ -107,7 +129,8 @@ class IngestReport:
         return {
             "root": self.root, "files": self.files, "unchanged": self.unchanged, "changed": self.changed,
             "removedFiles": self.removed_files, "skipped": self.skipped, "modules": self.modules,
-            "classes": self.classes, "functions": self.functions, "methods": self.methods, "edges": self.edges,
+            "classes": self.classes, "functions": self.functions, "methods": self.methods,
+            "variables": self.variables, "attributes": self.attributes, "edges": self.edges,
             "nodesAdded": self.nodes_added, "nodesUpdated": self.nodes_updated, "nodesRemoved": self.nodes_removed,
             "edgesAdded": self.edges_added, "edgesRemoved": self.edges_removed, "timeMs": round(self.time_ms, 1),
             "errors": self.errors,
@@ -135,10 +158,18 @@ class _Module:
     defs: dict[str, str] = field(default_factory=dict)  # top-level name -> qualified label
     aliases: dict[str, str] = field(default_factory=dict)  # local name -> dotted target
     imports: list[tuple[str, int]] = field(default_factory=list)  # (module candidates "a.b|a", line)
-    calls: list[tuple[str, str, str, str | None, int]] = field(default_factory=list)
-    bases: list[tuple[str, list[str], int]] = field(default_factory=list)  # (class label, base exprs, line)
+    uses: list[tuple[str, str, str, str, str | None, int]] = field(default_factory=list)  # (user, edge, kind, name, class, line)
+    decorates: list[tuple[str, str, str, str | None, int]] = field(default_factory=list)  # (scope, decorator, target, class, line)
+    bases: list[tuple[str, list[str], int, str]] = field(default_factory=list)  # (class, base exprs, line, scope)
     symbols: list[_Symbol] = field(default_factory=list)
     local_types: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {variable: class expr}
+    local_defs: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {name: nested def}
+    local_names: dict[str, frozenset] = field(default_factory=dict)  # function -> its local variable names
+    enclosing: dict[str, str] = field(default_factory=dict)  # nested def -> enclosing function
+    value_types: dict[str, str] = field(default_factory=dict)  # attribute/variable -> class expr
+    self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
+    star_imports: list[str] = field(default_factory=list)
+    prefix: str = ""  # the root's namespace ("root:") when another root already owns this module name
     contains: list[tuple[str, str, str]] = field(default_factory=list)  # (parent type, parent label, child label)
 
 
@@ -205,14 +236,45 @@ def _call_target(func) -> tuple[str, str] | None:
     return None
 
 
+_PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cached_property",
+                                  "abc.abstractproperty", "abstractproperty"})
+_OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Final", "typing.Final",
+             "Annotated", "typing.Annotated")
+
+
+def _type_name(expr) -> str | None:
+    """The class named by an annotation or constructor: ``Foo``, ``mod.Foo``, ``Optional[Foo]``,
+    ``Foo | None``, ``"Foo"`` (a string annotation); None for anything else (unions of two classes,
+    generics such as ``list[Foo]``)."""
+    if expr is None:
+        return None
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            expr = ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+    if isinstance(expr, ast.Subscript) and _dotted(expr.value) in _OPTIONAL:
+        inner = expr.slice
+        if isinstance(inner, ast.Tuple) and inner.elts:  # Annotated[Foo, ...]
+            inner = inner.elts[0]
+        return _type_name(inner)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
+        left, right = expr.left, expr.right
+        if isinstance(right, ast.Constant) and right.value is None:
+            return _type_name(left)
+        if isinstance(left, ast.Constant) and left.value is None:
+            return _type_name(right)
+        return None
+    return _dotted(expr)
+
+
 def _local_types(fn) -> dict[str, str]:
     """Variables of a function whose class is written down: ``x: Foo`` (parameter or annotated
-    assignment) or ``x = Foo(...)`` / ``x = mod.Foo(...)``. Names assigned twice with different
-    classes are dropped (no flow analysis)."""
+    assignment, ``Optional[Foo]`` and ``Foo | None`` included) or ``x = Foo(...)`` /
+    ``x = mod.Foo(...)``. Names assigned twice with different classes are dropped (no flow analysis)."""
     found: dict[str, str | None] = {}
 
-    def note(name: str, expr) -> None:
-        dotted = _dotted(expr) if expr is not None else None
+    def note(name: str, dotted: str | None) -> None:
         if dotted is None:
             return
         found[name] = dotted if found.get(name, dotted) == dotted else None
@@ -220,15 +282,70 @@ def _local_types(fn) -> dict[str, str]:
     args = fn.args
     for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
         if a.annotation is not None:
-            note(a.arg, a.annotation)
-    for node in _statements(fn):
+            note(a.arg, _type_name(a.annotation))
+    for node in _own_statements(fn):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    note(target.id, node.value.func)
+                    note(target.id, _dotted(node.value.func))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            note(node.target.id, node.annotation)
+            note(node.target.id, _type_name(node.annotation))
     return {k: v for k, v in found.items() if v}
+
+
+def _own_statements(fn):
+    """Statements of a function, nested blocks included, nested function/class bodies excluded."""
+    stack = list(fn.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(node, name, ()) or ():
+                if isinstance(child, ast.stmt):
+                    stack.append(child)
+                else:  # except handlers and match cases hold statements
+                    stack.extend(getattr(child, "body", ()))
+
+
+def _local_names(fn) -> set[str]:
+    """Names bound in a function's own scope (parameters, assignments, loop/with/except targets,
+    local imports), nested def names excluded; ``global``/``nonlocal`` names are not local."""
+    args = fn.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    if args.vararg:
+        names.add(args.vararg.arg)
+    if args.kwarg:
+        names.add(args.kwarg.arg)
+    outer: set[str] = set()
+    for stmt in _own_statements(fn):
+        if isinstance(stmt, (ast.Global, ast.Nonlocal)):
+            outer.update(stmt.names)
+            continue
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+            continue
+        if isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            names.update(h.name for h in stmt.handlers if h.name)
+        for field_name in ("targets", "target", "items"):
+            value = getattr(stmt, field_name, None)
+            if value is None:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                item = getattr(item, "optional_vars", item)
+                if item is None:
+                    continue
+                for n in ast.walk(item):
+                    if isinstance(n, ast.Name):
+                        names.add(n.id)
+        for n in ast.walk(stmt) if isinstance(stmt, (ast.Expr, ast.Return, ast.Assign, ast.AugAssign,
+                                                      ast.AnnAssign, ast.If, ast.While)) else ():
+            if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
+                names.add(n.target.id)
+    return names - outer
 
 
 def _statements(tree):
@@ -245,25 +362,61 @@ def _statements(tree):
                     stack.extend(getattr(child, "body", ()))
 
 
-#: Node types that never contain a call, and fields that never hold one (contexts, operators).
-_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
+#: Node types that never hold a use, and fields that never hold one (contexts, operators).
+_LEAVES = (ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
 _SKIP_FIELDS = {"ctx", "op", "ops", "type_comment"}
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_LOAD = ast.Load
 
 
-def _walk_calls(node):
-    """Every ``ast.Call`` under ``node`` (a leaner :func:`ast.walk`: this loop dominates ingest time)."""
+def _walk_uses(node, emit):
+    """Call ``emit(edge, kind, name, line)`` for every use under ``node``: ``calls`` for a call's
+    callee, ``references`` for any other name or attribute read (a type in an annotation, an
+    ``isinstance`` argument, a default value, a function passed as a value). ``kind``/``name``
+    are those of :func:`_call_target`. Nested function and class definitions are not entered
+    (they are symbols of their own); a lambda's body is."""
     stack = [node]
     pop, push, extend = stack.pop, stack.append, stack.extend
-    call, leaves, ast_type = ast.Call, _LEAVES, ast.AST
+    call_t, name_t, attr_t, lambda_t, ast_type = ast.Call, ast.Name, ast.Attribute, ast.Lambda, ast.AST
+    skip_t = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     while stack:
         n = pop()
         t = type(n)
-        if t is call:
-            yield n
+        if t is call_t:
+            func = n.func
+            target = _call_target(func)
+            if target is None:
+                push(func)
+            else:
+                emit("calls", target[0], target[1], n.lineno)
+                if target[0] == "attr":
+                    push(func.value)
+            extend(n.args)
+            extend(k.value for k in n.keywords)
+            continue
+        if t is name_t:
+            if type(n.ctx) is _LOAD:
+                emit("references", "name", n.id, n.lineno)
+            continue
+        if t is attr_t:
+            if type(n.ctx) is _LOAD:
+                target = _call_target(n)
+                emit("references", target[0], target[1], n.lineno)
+                if target[0] == "attr":
+                    push(n.value)
+            else:
+                push(n.value)
+            continue
+        if t is lambda_t:
+            extend(n.args.defaults)
+            extend(d for d in n.args.kw_defaults if d is not None)
+            push(n.body)
+            continue
+        if t in skip_t:
+            continue
         fields = _FIELDS.get(t)
         if fields is None:
-            fields = _FIELDS[t] = () if issubclass(t, leaves) else tuple(
+            fields = _FIELDS[t] = () if issubclass(t, _LEAVES) else tuple(
                 f for f in t._fields if f not in _SKIP_FIELDS)
         for f in fields:
             v = getattr(n, f, None)
@@ -275,8 +428,22 @@ def _walk_calls(node):
                 push(v)
 
 
+def _string_annotation(expr):
+    """A string annotation (``"Foo"``) parsed into an expression; other annotations unchanged."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            parsed = ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+        for n in ast.walk(parsed):  # report the annotation's own line
+            if hasattr(n, "lineno"):
+                n.lineno = expr.lineno
+        return parsed
+    return expr
+
+
 class _Extractor:
-    """Walk one module's tree: symbols, containment, imports, raw calls and bases."""
+    """Walk one module's tree: symbols, containment, imports, raw uses and bases."""
 
     def __init__(self, mod: _Module, root_label: str) -> None:
         self.mod = mod
@@ -285,10 +452,16 @@ class _Extractor:
     def run(self) -> None:
         mod = self.mod
         self._imports()
-        self._body(mod.tree.body, prefix=mod.name, parent=("module", mod.name), caller=mod.name, cls=None, top=True)
+        self._body(mod.tree.body, prefix=mod.name, parent=("module", mod.name), caller=mod.name, cls=None,
+                   scope="module", local=frozenset())
+        defined = {s.label for s in mod.symbols}
+        for qual, sym in mod.self_attrs.items():  # self.x = ... in a method, not declared in the class body
+            if qual not in defined:
+                mod.symbols.append(sym)
+                mod.contains.append(("class", sym.meta["class"], qual))
 
-    def _meta(self, node, qual: str, **extra) -> dict[str, Any]:
-        return {"name": node.name, "qualname": qual, "path": self.mod.file, "module": self.mod.name,
+    def _meta(self, node, qual: str, name: str | None = None, **extra) -> dict[str, Any]:
+        return {"name": name or node.name, "qualname": qual, "path": self.mod.file, "module": self.mod.name,
                 "line": node.lineno, "end_line": getattr(node, "end_lineno", node.lineno),
                 "source": "ingest", "root": self.root_label, **extra}
 
@@ -319,53 +492,194 @@ class _Extractor:
                 for alias in node.names:
                     if alias.name == "*":
                         mod.imports.append((base, node.lineno))
+                        mod.star_imports.append(base)
                         continue
                     mod.aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
                     mod.imports.append((f"{base}.{alias.name}|{base}", node.lineno))
 
-    def _body(self, body, prefix: str, parent: tuple[str, str], caller: str, cls: str | None, top: bool) -> None:
+    def _uses(self, node, caller: str, cls: str | None, local=None) -> None:
+        append = self.mod.uses.append
+
+        def emit(edge, kind, name, line):
+            append((caller, edge, kind, name, cls, line))
+        _walk_uses(node, emit)
+
+    def _define(self, sym: _Symbol, parent: tuple[str, str], scope: str, caller: str, short: str) -> None:
+        mod = self.mod
+        mod.symbols.append(sym)
+        mod.contains.append((*parent, sym.label))
+        if scope == "module":
+            mod.defs.setdefault(short, sym.label)
+        elif scope == "function":
+            mod.local_defs.setdefault(caller, {}).setdefault(short, sym.label)
+
+    def _decorators(self, stmt, qual: str, caller: str, cls: str | None, local) -> list[str]:
+        """Uses inside decorator expressions (evaluated in the enclosing scope) and the
+        ``decorates`` edges; returns the decorators' dotted names."""
+        names = []
+        for dec in stmt.decorator_list:
+            target = dec.func if isinstance(dec, ast.Call) else dec
+            dotted = _dotted(target)
+            if dotted:
+                names.append(dotted)
+                self.mod.decorates.append((caller, dotted, qual, cls, dec.lineno))
+            if isinstance(dec, ast.Call):
+                self._uses(dec, caller, cls, local)  # the decorator factory call and its arguments
+            elif dotted is None:
+                self._uses(dec, caller, cls, local)
+        return names
+
+    def _body(self, body, prefix: str, parent: tuple[str, str], caller: str, cls: str | None, scope: str,
+              local) -> None:
         mod = self.mod
         for stmt in body:
             if isinstance(stmt, ast.ClassDef):
                 qual = f"{prefix}.{stmt.name}"
-                mod.symbols.append(_Symbol("class", qual, self._content(stmt),
-                                           self._meta(stmt, qual, bases=[ast.unparse(b) for b in stmt.bases])))
-                mod.contains.append((*parent, qual))
-                if top:
-                    mod.defs.setdefault(stmt.name, qual)
-                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno))
-                for expr in [*stmt.decorator_list, *stmt.bases, *(k.value for k in stmt.keywords)]:
-                    self._calls(expr, caller)
-                self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, top=False)
+                decorators = self._decorators(stmt, qual, caller, cls, local)
+                extra = {"bases": [ast.unparse(b) for b in stmt.bases]}
+                if scope != "module":
+                    extra["nested"] = True
+                if decorators:
+                    extra["decorators"] = decorators
+                self._define(_Symbol("class", qual, self._content(stmt), self._meta(stmt, qual, **extra)),
+                             parent, scope, caller, stmt.name)
+                if scope == "function":
+                    mod.enclosing[qual] = caller
+                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno, caller))
+                for expr in [*stmt.bases, *(k.value for k in stmt.keywords)]:
+                    self._uses(expr, qual, cls, local)
+                self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, scope="class",
+                           local=frozenset())
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                kind = "method" if parent[0] == "class" else "function"
+                kind = "method" if scope == "class" else "function"
                 qual = f"{prefix}.{stmt.name}"
-                extra = {"class": cls} if kind == "method" else {}
+                decorators = self._decorators(stmt, qual, caller, cls, local)
+                extra: dict[str, Any] = {"class": cls} if kind == "method" else {}
+                if scope == "function":
+                    extra["nested"] = True
                 if isinstance(stmt, ast.AsyncFunctionDef):
                     extra["async"] = True
-                mod.symbols.append(_Symbol(kind, qual, self._content(stmt), self._meta(stmt, qual, **extra)))
-                mod.contains.append((*parent, qual))
-                if top:
-                    mod.defs.setdefault(stmt.name, qual)
-                # everything inside (decorators, defaults, nested defs) is attributed to this function
-                for child in ast.iter_child_nodes(stmt):
-                    self._calls(child, qual, cls)
-                local = _local_types(stmt)
-                if local:
-                    mod.local_types[qual] = local
+                if decorators:
+                    extra["decorators"] = decorators
+                    if kind == "method" and any(d in _PROPERTY_DECORATORS for d in decorators):
+                        extra["property"] = True
+                self._define(_Symbol(kind, qual, self._content(stmt), self._meta(stmt, qual, **extra)),
+                             parent, scope, caller, stmt.name)
+                if scope == "function":
+                    mod.enclosing[qual] = caller
+                elif scope == "class" and cls in mod.enclosing:  # a method of a class nested in a function
+                    mod.enclosing[qual] = mod.enclosing[cls]
+                own_local = frozenset(_local_names(stmt))
+                # signature: annotations (string ones parsed), defaults; the defaults are evaluated outside
+                args = stmt.args
+                for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                    if a is not None and a.annotation is not None:
+                        ann = _string_annotation(a.annotation)
+                        if ann is not None:
+                            self._uses(ann, qual, cls, local)
+                for d in [*args.defaults, *(d for d in args.kw_defaults if d is not None)]:
+                    self._uses(d, qual, cls, local)
+                if stmt.returns is not None:
+                    ann = _string_annotation(stmt.returns)
+                    if ann is not None:
+                        self._uses(ann, qual, cls, local)
+                lt = _local_types(stmt)
+                if lt:
+                    mod.local_types[qual] = lt
+                if kind == "method" and cls:
+                    self._self_attributes(stmt, cls)
+                mod.local_names[qual] = own_local
+                self._body(stmt.body, prefix=qual, parent=(kind, qual), caller=qual, cls=cls, scope="function",
+                           local=own_local)
+            elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and scope in ("module", "class"):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)
+                         and isinstance(n.ctx, ast.Store)]
+                owner = caller
+                for name in names:
+                    qual = f"{prefix}.{name}"
+                    kind = "variable" if scope == "module" else "attribute"
+                    extra = {}
+                    if kind == "variable" and name.isupper():
+                        extra["constant"] = True
+                    if kind == "attribute":
+                        extra["class"] = cls
+                    ann = getattr(stmt, "annotation", None)
+                    text = f"{name}: {_cap(ast.unparse(ann), 120)}" if ann is not None else name
+                    if stmt.value is not None:
+                        text += f" = {_cap(ast.unparse(stmt.value), 120)}"
+                    self._define(_Symbol(kind, qual, text, self._meta(stmt, qual, name=name, **extra)),
+                                 parent, scope, caller, name)
+                    tn = _type_name(ann) if ann is not None else None
+                    if tn is None and isinstance(stmt.value, ast.Call) and len(names) == 1:
+                        tn = _dotted(stmt.value.func)
+                    if tn:
+                        mod.value_types.setdefault(qual, tn)
+                    if len(names) == 1:
+                        owner = qual
+                for expr in [getattr(stmt, "annotation", None), stmt.value]:
+                    if expr is not None:
+                        if expr is getattr(stmt, "annotation", None):
+                            expr = _string_annotation(expr)
+                            if expr is None:
+                                continue
+                        self._uses(expr, owner, cls, local)
+                for t in targets:  # subscripts and attributes on the left still read names
+                    if not isinstance(t, ast.Name):
+                        for n in ast.walk(t):
+                            if isinstance(n, (ast.Subscript, ast.Attribute)) and not isinstance(n.ctx, ast.Load):
+                                self._uses(n.value, caller, cls, local)
+                                if isinstance(n, ast.Subscript):
+                                    self._uses(n.slice, caller, cls, local)
             else:
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
-                        self._body([child], prefix, parent, caller, cls, top)
+                        self._body([child], prefix, parent, caller, cls, scope, local)
+                    elif isinstance(child, (ast.excepthandler, ast.match_case)):
+                        if isinstance(child, ast.ExceptHandler) and child.type is not None:
+                            self._uses(child.type, caller, cls, local)
+                        if isinstance(child, ast.match_case):
+                            self._uses(child.pattern, caller, cls, local)
+                            if child.guard is not None:
+                                self._uses(child.guard, caller, cls, local)
+                        self._body(child.body, prefix, parent, caller, cls, scope, local)
                     else:
-                        self._calls(child, caller, cls)
+                        self._uses(child, caller, cls, local)
 
-    def _calls(self, node, caller: str, cls: str | None = None) -> None:
-        append = self.mod.calls.append
-        for sub in _walk_calls(node):
-            target = _call_target(sub.func)
-            if target is not None:
-                append((caller, target[0], target[1], cls, sub.lineno))
+    def _self_attributes(self, fn, cls: str) -> None:
+        """``self.x = Foo(...)``, ``self.x: Foo = ...`` and ``self.x = param`` (``param: Foo``) in a
+        method: attribute nodes of the class, and the class of ``x`` when it is written down."""
+        mod = self.mod
+        params = {}
+        args = fn.args
+        for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+            if a.annotation is not None:
+                tn = _type_name(a.annotation)
+                if tn:
+                    params[a.arg] = tn
+        for stmt in _own_statements(fn):
+            if isinstance(stmt, ast.Assign):
+                targets, value, ann = stmt.targets, stmt.value, None
+            elif isinstance(stmt, ast.AnnAssign):
+                targets, value, ann = [stmt.target], stmt.value, stmt.annotation
+            else:
+                continue
+            for t in targets:
+                if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"):
+                    continue
+                name = t.attr
+                qual = f"{cls}.{name}"
+                if qual not in mod.self_attrs:
+                    mod.self_attrs[qual] = _Symbol(
+                        "attribute", qual, f"self.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
+                        self._meta(stmt, qual, name=name, **{"class": cls, "instance": True}))
+                tn = _type_name(ann) if ann is not None else None
+                if tn is None and isinstance(value, ast.Call):
+                    tn = _dotted(value.func)
+                if tn is None and isinstance(value, ast.Name) and value.id in params:
+                    tn = params[value.id]
+                if tn:
+                    mod.value_types.setdefault(qual, tn)
 
     @staticmethod
     def _content(node) -> str:
@@ -486,6 +800,23 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             if p and n["type"] != "file" and n["meta"].get("source") == "ingest":
                 by_file.setdefault(p, []).append(n)
 
+        # -- namespaces: a module name another ingested root already owns gets this root's prefix
+        for mod in modules:
+            old_file = lookup(("file", mod.file))
+            file_root = root_label
+            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+                file_root = old_file["meta"]["root"]
+            mine = lookup(("module", f"{file_root}:{mod.name}"))
+            other = lookup(("module", mod.name))
+            if (mine is not None and mine["meta"].get("root") == file_root) or (
+                    other is not None and not other["meta"].get("external") and other["meta"].get("path") != mod.file
+                    and other["meta"].get("root") not in (None, file_root)):
+                mod.prefix = f"{file_root}:"
+            for sym in mod.symbols:
+                sym.meta["root"] = file_root
+                if mod.prefix:
+                    sym.label = mod.prefix + sym.meta["qualname"]
+
         # -- nodes --------------------------------------------------------------------------
         now = time.time()
         ids: dict[tuple[str, str], int] = {}
@@ -500,10 +831,11 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             file_meta = {"path": mod.file, "sha1": mod.sha1, "ingest_version": INGEST_VERSION, "module": mod.name,
                          "lines": mod.data_lines, "source": "ingest", "root": file_root}
             desired = [
-                _Symbol("module", mod.name, f"module {mod.name}" + (" (package)" if mod.is_package else "")
+                _Symbol("module", mod.prefix + mod.name, f"module {mod.name}" + (" (package)" if mod.is_package else "")
                         + (f"\n\n{mod.doc}" if mod.doc else ""),
                         {"name": mod.name.rpartition(".")[2], "qualname": mod.name, "path": mod.file,
-                         "package": mod.is_package, "source": "ingest", "root": root_label, "external": False}),
+                         "package": mod.is_package, "source": "ingest", "root": file_root, "external": False,
+                         **({"exports": {k: v for k, v in mod.aliases.items() if "." in v}} if mod.is_package else {})}),
                 *_unique_symbols(mod.symbols),
             ]
             for sym in desired:
@@ -513,6 +845,10 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     report.functions += 1
                 elif sym.type == "method":
                     report.methods += 1
+                elif sym.type == "variable":
+                    report.variables += 1
+                elif sym.type == "attribute":
+                    report.attributes += 1
             report.modules += 1
             old_syms = by_file.get(mod.file, [])
             same = (
@@ -578,12 +914,14 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 return  # keep the strongest resolution, then the first line
             desired_edges[key] = (weight, {"source": "ingest", **meta})
 
+        L = resolver.label
         for mod in modules:
-            want(("file", mod.file), "contains", ("module", mod.name), W_CONTAINS, {})
+            mod_key = ("module", L(mod.name))
+            want(("file", mod.file), "contains", mod_key, W_CONTAINS, {})
             for ptype, plabel, child in mod.contains:
                 ctype = resolver.type_of(child)
                 if ctype:
-                    want((ptype, plabel), "contains", (ctype, child), W_CONTAINS, {})
+                    want((ptype, L(plabel)), "contains", (ctype, L(child)), W_CONTAINS, {})
             seen_imports: set[str] = set()
             for spec, line in mod.imports:
                 target = None
@@ -597,26 +935,41 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 if target == mod.name or target in seen_imports:
                     continue
                 seen_imports.add(target)
-                if node_id(("module", target)) is None:
+                tkey = ("module", L(target))
+                if node_id(tkey) is None:
                     sym = _Symbol("module", target, f"module {target} (external)",
                                   {"name": target.rpartition(".")[2], "qualname": target, "external": True,
                                    "source": "ingest"})
-                    ids[("module", target)] = _write_node(conn, None, sym, now, report)
-                want(("module", mod.name), "imports", ("module", target), W_IMPORTS, {"line": line})
-            for cls_label, base_exprs, line in mod.bases:
+                    ids[tkey] = _write_node(conn, None, sym, now, report)
+                want(mod_key, "imports", tkey, W_IMPORTS, {"line": line})
+            for cls, base_exprs, line, scope in mod.bases:
                 for expr in base_exprs:
-                    base = resolver.resolve_dotted(expr, mod)
+                    base = resolver.resolve_expr(mod, scope, expr)
                     if base and resolver.type_of(base) == "class":
-                        want(("class", cls_label), "inherits", ("class", base), W_INHERITS, {"line": line})
-            for caller, kind, name, cls, line in mod.calls:
-                hit = resolver.resolve_call(mod, kind, name, cls, caller)
+                        want(("class", L(cls)), "inherits", ("class", L(base)), W_INHERITS, {"line": line})
+            for scope, dotted, target, cls, line in mod.decorates:
+                dec = resolver.resolve_expr(mod, scope, dotted)
+                dtype = dec and resolver.type_of(dec)
+                if dtype in ("function", "class", "method", "variable", "attribute"):
+                    want((dtype, L(dec)), "decorates", (resolver.type_of(target), L(target)), W_EXACT,
+                         {"line": line})
+            for user, edge, kind, name, cls, line in mod.uses:
+                hit = resolver.resolve_use(mod, edge, kind, name, cls, user)
                 if hit is None:
                     continue
                 target, weight, how = hit
                 ttype = resolver.type_of(target)
-                ctype = resolver.type_of(caller) or ("module" if caller == mod.name else None)
-                if ttype and ctype:
-                    want((ctype, caller), "calls", (ttype, target), weight, {"line": line, "resolution": how})
+                if ttype not in _USE_TARGETS or (target == user and edge != "calls"):
+                    continue
+                utype = resolver.type_of(user)
+                if not utype:
+                    continue
+                meta = {"line": line, "resolution": how}
+                if edge == "calls" and ttype in ("variable", "attribute"):
+                    edge = "references"  # calling a value: a use of the value, not of a definition
+                elif edge == "references" and target in resolver.props:
+                    meta["resolution"], meta["property"] = "property", True
+                want((utype, L(user)), edge, (ttype, L(target)), weight, meta)
         report.edges = len(desired_edges)
 
         old_edges = _load_edges(conn, scope_ids)
@@ -668,12 +1021,12 @@ def _dedupe_module_names(modules: list[_Module], root: Path) -> None:
 
 def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
     """First definition wins when a name is defined twice (property setters, conditional defs)."""
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     out = []
     for s in symbols:
-        if (s.type, s.label) in seen or any((t, s.label) in seen for t in ("class", "function", "method")):
+        if s.label in seen:
             continue
-        seen.add((s.type, s.label))
+        seen.add(s.label)
         out.append(s)
     return out
 
@@ -729,46 +1082,74 @@ def _delete_node(conn, node_id: int) -> None:
     conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
 
 
+_LOCAL = object()  # a function's own variable: not a module-level definition
+
+
 class _Resolver:
-    """Name-based resolution of calls and base classes (see the module docstring)."""
+    """Name-based resolution of uses and base classes (see the module docstring), on qualified
+    names; :meth:`label` maps a qualified name to its node label (a root's namespace prefix)."""
 
     def __init__(self, modules: list[_Module], conn) -> None:
         self.conn = conn
         self.modules = {m.name: m for m in modules}
         self.types: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.props: set[str] = set()
+        self.mod_of: dict[str, _Module] = {}
         self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
+        self.stored_bases: dict[str, list[str]] = {}
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
         for m in modules:
+            self.labels.setdefault(m.name, m.prefix + m.name)
             for s in _unique_symbols(m.symbols):
-                self.types.setdefault(s.label, s.type)
+                qual = s.meta["qualname"]
+                self.types.setdefault(qual, s.type)
+                self.labels.setdefault(qual, s.label)
+                self.mod_of.setdefault(qual, m)
+                if s.meta.get("property"):
+                    self.props.add(qual)
                 short = s.meta["name"]
                 if s.type == "method":
-                    self.methods_by_short.setdefault(short, []).append(s.label)
-                else:
-                    self.by_short.setdefault(short, []).append(s.label)
+                    self.methods_by_short.setdefault(short, []).append(qual)
+                elif s.type in ("function", "class") and not s.meta.get("nested"):
+                    self.by_short.setdefault(short, []).append(qual)
         for m in modules:
-            for cls, exprs, _ in m.bases:
-                self.bases[cls] = [b for b in (self.resolve_dotted(e, m) for e in exprs) if b]
+            for cls, exprs, _, scope in m.bases:
+                self.bases[cls] = [b for b in (self.resolve_expr(m, scope, e) for e in exprs) if b]
 
-    def known(self, label: str) -> str | None:
-        """The type of a class/function/method label parsed now or stored by an earlier ingest."""
-        if label in self.types:
-            return self.types[label]
-        if label not in self.stored:
+    def label(self, qual: str) -> str:
+        return self.labels.get(qual, qual)
+
+    def known(self, qual: str) -> str | None:
+        """The type of a symbol parsed now or stored by an earlier ingest."""
+        if qual in self.types:
+            return self.types[qual]
+        if qual not in self.stored:
             row = self.conn.execute(
-                "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method') LIMIT 1", (label,)
-            ).fetchone()
-            self.stored[label] = row[0] if row else None
-        return self.stored[label]
+                "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method', 'variable',"
+                " 'attribute') LIMIT 1", (qual,)).fetchone()
+            self.stored[qual] = row[0] if row else None
+        return self.stored[qual]
 
-    def type_of(self, label: str) -> str | None:
-        if label in self.modules and label not in self.types:
+    def type_of(self, qual: str) -> str | None:
+        if qual in self.modules and qual not in self.types:
             return "module"
-        return self.known(label)
+        return self.known(qual)
+
+    def bases_of(self, cls: str) -> list[str]:
+        if cls in self.bases:
+            return self.bases[cls]
+        if cls not in self.stored_bases:
+            self.stored_bases[cls] = [r[0] for r in self.conn.execute(
+                "SELECT d.label FROM nodes s JOIN edges e ON e.src = s.id AND e.type = 'inherits'"
+                " JOIN nodes d ON d.id = e.dst WHERE s.label = ? AND s.type = 'class'", (cls,))]
+        return self.stored_bases[cls]
 
     def resolve_global(self, qual: str, depth: int = 0) -> str | None:
+        """A dotted name as seen from outside its module: follows imports and re-exports
+        (``pkg.Y`` when ``pkg/__init__.py`` says ``from .x import Y``) and ``from m import *``."""
         if self.known(qual):
             return qual
         if depth > 5:
@@ -781,74 +1162,150 @@ class _Resolver:
             name, rest = parts[i], parts[i + 1:]
             if name in mod.aliases:
                 return self.resolve_global(".".join([mod.aliases[name], *rest]), depth + 1)
+            if name in mod.defs:
+                return self.chain(mod.defs[name], rest)
+            for base in mod.star_imports:
+                hit = self.resolve_global(".".join([base, name, *rest]), depth + 1)
+                if hit:
+                    return hit
             return None
         return None
 
-    def resolve_dotted(self, dotted: str, mod: _Module) -> str | None:
-        head, _, rest = dotted.partition(".")
-        if head in mod.defs:
-            base = mod.defs[head]
-        elif head in mod.aliases:
-            base = mod.aliases[head]
-        else:
-            return None
-        return self.resolve_global(f"{base}.{rest}" if rest else base)
-
-    def find_method(self, cls: str, name: str, seen: set[str] | None = None) -> str | None:
-        seen = seen if seen is not None else set()
-        if cls in seen:
-            return None
-        seen.add(cls)
-        qual = f"{cls}.{name}"
-        if self.known(qual) == "method":
-            return qual
-        for base in self.bases.get(cls, []):
-            hit = self.find_method(base, name, seen)
+    def resolve_name(self, mod: _Module, scope: str | None, name: str):
+        """What ``name`` means in ``scope`` (a function, class or module qualified name): a nested
+        definition of an enclosing function, :data:`_LOCAL` for a local variable, a module-level
+        definition, an import, a name from ``from m import *``; None when unknown."""
+        while scope:
+            local_defs = mod.local_defs.get(scope)
+            if local_defs and name in local_defs:
+                return local_defs[name]
+            if name in mod.local_names.get(scope, ()):
+                return _LOCAL
+            scope = mod.enclosing.get(scope)
+        if name in mod.defs:
+            return mod.defs[name]
+        if name in mod.aliases:
+            target = mod.aliases[name]
+            return self.resolve_global(target) or (target if target in self.modules else None)
+        for base in mod.star_imports:
+            hit = self.resolve_global(f"{base}.{name}")
             if hit:
                 return hit
         return None
 
-    def resolve_call(self, mod: _Module, kind: str, name: str, cls: str | None,
-                     caller: str | None = None) -> tuple[str, float, str] | None:
+    def local_type(self, mod: _Module, scope: str | None, name: str) -> str | None:
+        """The class of a local variable whose class is written down, in ``scope`` or an enclosing function."""
+        while scope:
+            if name in mod.local_names.get(scope, ()):
+                expr = mod.local_types.get(scope, {}).get(name)
+                if expr is None:
+                    return None
+                owner = self.resolve_expr(mod, mod.enclosing.get(scope), expr)
+                return owner if owner and self.known(owner) == "class" else None
+            scope = mod.enclosing.get(scope)
+        return None
+
+    def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
+        """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
+        head, *rest = dotted.split(".")
+        base = self.resolve_name(mod, scope, head)
+        if base is None or base is _LOCAL:
+            return None
+        return self.chain(base, rest)
+
+    def class_of_value(self, qual: str) -> str | None:
+        """The class of an attribute or variable whose class is written down."""
+        mod = self.mod_of.get(qual)
+        expr = mod.value_types.get(qual) if mod else None
+        if not expr:
+            return None
+        scope = qual.rpartition(".")[0]
+        owner = self.resolve_expr(mod, scope if scope in mod.local_names else None, expr)
+        return owner if owner and self.known(owner) == "class" else None
+
+    def chain(self, qual: str, rest: list[str], partial: bool = False) -> str | None:
+        """Follow attribute names from a resolved symbol: members of classes (inherited ones
+        included), values whose class is known, names of modules. With ``partial``, the
+        deepest class or function reached is returned when the chain leaves the graph."""
+        cur = qual
+        for i, part in enumerate(rest):
+            t = self.type_of(cur)
+            nxt = None
+            if t == "class":
+                nxt = self.find_member(cur, part)
+            elif t in ("attribute", "variable"):
+                owner = self.class_of_value(cur)
+                nxt = self.find_member(owner, part) if owner else None
+            elif t == "module" or t is None:
+                nxt = self.resolve_global(f"{cur}.{part}")
+            if nxt is None:
+                return cur if partial and t in ("class", "function", "method") else None
+            cur = nxt
+        return cur
+
+    def find_member(self, cls: str, name: str, seen: set[str] | None = None) -> str | None:
+        seen = seen if seen is not None else set()
+        if cls in seen or len(seen) > 50:
+            return None
+        seen.add(cls)
+        qual = f"{cls}.{name}"
+        if self.known(qual) in ("method", "attribute", "class"):
+            return qual
+        for base in self.bases_of(cls):
+            hit = self.find_member(base, name, seen)
+            if hit:
+                return hit
+        return None
+
+    def find_method(self, cls: str, name: str) -> str | None:
+        hit = self.find_member(cls, name)
+        return hit if hit and self.known(hit) == "method" else None
+
+    def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
+                    scope: str) -> tuple[str, float, str] | None:
+        """(target, weight, how) of one use, or None when it cannot be resolved by name."""
+        calls = edge == "calls"
         if kind == "name":
-            if name in mod.defs:
-                return self._found(mod.defs[name], W_EXACT, "module")
-            if name in mod.aliases:
-                hit = self.resolve_global(mod.aliases[name])
-                return (hit, W_EXACT, "import") if hit else None
-            if name in _BUILTIN_NAMES:
+            hit = self.resolve_name(mod, scope, name)
+            if hit is _LOCAL:
+                return None
+            if hit is not None:
+                return (hit, W_EXACT, "scope" if mod.enclosing.get(scope) or hit.startswith(f"{scope}.") else
+                        ("module" if name in mod.defs else "import"))
+            if not calls or name in _BUILTIN_NAMES:
                 return None
             cands = self.by_short.get(name, [])
             return (cands[0], W_UNIQUE_NAME, "unique-name") if len(cands) == 1 else None
-        if kind == "dotted":
-            head, _, attr = name.partition(".")
-            local = mod.local_types.get(caller or "", {})
-            if head in local and "." not in attr:  # x = Foo(...); x.meth()  or  def f(x: Foo): x.meth()
-                owner = self.resolve_dotted(local[head], mod)
-                if owner and self.known(owner) == "class":
-                    hit = self.find_method(owner, attr)
-                    return (hit, W_LOCAL_TYPE, "local-type") if hit else None
-            if head in mod.defs or head in mod.aliases:
-                hit = self.resolve_dotted(name, mod)
-                return (hit, W_EXACT, "import") if hit else None
-            return self._unique_method(name.rsplit(".", 1)[-1])
-        if kind == "self" and cls:
-            hit = self.find_method(cls, name)
-            if hit:
-                return hit, W_SELF, "self"
-            return None
-        if kind == "super" and cls:
-            for base in self.bases.get(cls, []):
-                hit = self.find_method(base, name)
+        if kind in ("self", "super"):
+            if not cls:
+                return None
+            if kind == "self":
+                hit = self.find_member(cls, name)
+                return (hit, W_SELF, "self") if hit else None
+            for base in self.bases_of(cls):
+                hit = self.find_member(base, name)
                 if hit:
                     return hit, W_SELF, "super"
             return None
-        if kind == "attr":
+        if kind == "dotted":
+            head, *rest = name.split(".")
+            if head in ("self", "cls") and cls and self.resolve_name(mod, scope, head) is _LOCAL:
+                hit = self.chain(cls, rest, partial=not calls)
+                return (hit, W_SELF, "self") if hit and hit != cls else None
+            base = self.resolve_name(mod, scope, head)
+            if base is _LOCAL:
+                owner = self.local_type(mod, scope, head)
+                if owner:
+                    hit = self.chain(owner, rest, partial=not calls)
+                    return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != owner else None
+                return self._unique_method(rest[-1]) if calls else None
+            if base is not None:
+                hit = self.chain(base, rest, partial=not calls)
+                return (hit, W_EXACT, "import") if hit else None
+            return self._unique_method(rest[-1]) if calls else None
+        if kind == "attr" and calls:
             return self._unique_method(name)
         return None
-
-    def _found(self, label: str, weight: float, how: str):
-        return (label, weight, how) if self.known(label) else None
 
     def _unique_method(self, name: str):
         if name.startswith("__") or name in _BUILTIN_METHODS:
