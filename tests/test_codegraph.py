@@ -273,3 +273,90 @@ def test_two_roots_with_the_same_qualified_names_never_share_a_node(host, projec
     again = host.run("memory-ingest", {"path": "two"}).data
     assert again["unchanged"] == 2 and again["nodesRemoved"] == 0
     assert host.run("memory-ingest", {"path": "one"}).data["nodesRemoved"] == 0
+
+
+def ask(host, relation, query="", **extra):
+    return host.run("memory-query", {"mode": "code", "relation": relation, "query": query, **extra})
+
+
+def labels(result):
+    return [h["label"] for h in result.data]
+
+
+def test_query_callers_transitive_and_callees(host, graph):
+    assert set(labels(ask(host, "callers", "app.util.helper"))) == {"app.util.factory.inner", "app.main.run"}
+    deep = ask(host, "callers", "app.util.helper", depth=2)
+    by_label = {h["label"]: h for h in deep.data}
+    assert by_label["app.util.factory.Local.run"]["depth"] == 2
+    assert by_label["app.util.factory.Local.run"]["via"] == "app.util.factory.inner"
+    assert "depth 2 via app.util.factory.inner" in deep.text
+    # a property read is a call of the property
+    assert labels(ask(host, "callers", "app.models.User.is_admin")) == ["app.util.check"]
+    assert set(labels(ask(host, "callees", "app.models.User.save"))) >= {"app.models.Store.put", "app.models.Cache.clear"}
+
+
+def test_query_references_include_types_values_and_decorated(host, graph):
+    users = set(labels(ask(host, "references", "app.models.User")))
+    assert {"app.util.helper", "app.util.check", "app.main.run"} <= users
+    assert set(labels(ask(host, "references", "app.util.on_event"))) == {
+        "app.util.HANDLERS", "app.util.register", "app.util.wire"}
+    assert labels(ask(host, "references", "app.util.logged")) == ["app.util.job"]
+
+
+def test_query_members_with_inherited_and_implementors(host, graph):
+    result = ask(host, "members", "app.models.User")
+    members = {h["label"]: h for h in result.data}
+    assert {"app.models.User.role", "app.models.User.save", "app.models.User.is_admin",
+            "app.models.User.store", "app.models.Base.kind"} <= set(members)
+    assert members["app.models.Base.kind"]["via"] == "app.models.Base"   # inherited, marked
+    assert "app.models.Base.save" not in members                          # overridden
+    assert labels(ask(host, "implementors", "app.models.Base")) == ["app.models.User"]
+    assert labels(ask(host, "implementors", "app.models.Base.save")) == ["app.models.User.save"]
+
+
+def test_query_file_symbols_in_line_order(host, graph):
+    got = labels(ask(host, "file-symbols", "repo/app/util.py", maxResults=100))
+    assert got[:3] == ["app.util", "app.util.helper", "app.util.on_event"]
+    assert "app.util.factory.inner" in got and "app.util.HANDLERS" in got
+    assert labels(ask(host, "file-symbols", "repo/app/util.py", nodeType="class")) == [
+        "app.util.Default", "app.util.factory.Local"]
+
+
+def test_query_unused_by_kind(host, graph):
+    unused = labels(ask(host, "unused", nodeType="function", maxResults=200))
+    assert "app.util.unused_helper" in unused
+    assert "app.util.helper" not in unused and "app.util.on_event" not in unused   # called / passed as a value
+    assert "app.util.logged" not in unused                                         # used as a decorator
+    assert "app.models.User.__init__" not in labels(ask(host, "unused", nodeType="method", maxResults=200))
+    assert labels(ask(host, "unused", "app.util.u", nodeType="function")) == ["app.util.unused_helper"]
+
+
+def test_query_exists_is_exact_and_follows_reexports(host, graph):
+    yes = ask(host, "exists", "app.models.User.save")
+    assert yes.data["exists"] is True and yes.text.startswith("exists 'app.models.User.save': yes, 1 definition")
+    assert labels_of(ask(host, "exists", "User.save")) == ["app.models.User.save"]     # whole-segment suffix
+    assert labels_of(ask(host, "exists", "app.User")) == ["app.models.User"]            # re-export
+    assert labels_of(ask(host, "exists", "app.helper")) == ["app.util.helper"]
+    for made_up in ("app.models.User.teleport", "User.sav", "app.models.Usr", "teleport"):
+        no = ask(host, "exists", made_up)
+        assert no.data == {"exists": False, "matches": []}
+        assert "no such symbol" in no.text
+    assert labels_of(ask(host, "exists", "save")) == ["app.models.Base.save", "app.models.User.save"]
+
+
+def labels_of(result):
+    return sorted(h["label"] for h in result.data["matches"])
+
+
+def test_query_unknown_or_ambiguous_symbol_is_a_clear_error(cli, project):
+    write(project / "repo", FILES)
+    assert cli("@memory-ingest", "path=repo").returncode == 0
+    bad = cli("@memory-query", "mode=code", "relation=callers", "query=app.util.halper")
+    assert bad.returncode != 0 and "no symbol 'app.util.halper'" in bad.stderr and "Traceback" not in bad.stderr
+    amb = cli("@memory-query", "mode=code", "relation=callers", "query=save")
+    assert amb.returncode == 2 and "names 2 definitions" in amb.stderr
+    ok = cli("--json", "@memory-query", "mode=code", "relation=callers", "query=app.util.helper")
+    assert ok.returncode == 0, ok.stderr
+    assert {h["label"] for h in json.loads(ok.stdout)} == {"app.util.factory.inner", "app.main.run"}
+    no = cli("@memory-query", "mode=code", "relation=exists", "query=app.util.teleport")
+    assert no.returncode == 0 and "no such symbol" in no.stdout
