@@ -360,3 +360,30 @@ def test_query_unknown_or_ambiguous_symbol_is_a_clear_error(cli, project):
     assert {h["label"] for h in json.loads(ok.stdout)} == {"app.util.factory.inner", "app.main.run"}
     no = cli("@memory-query", "mode=code", "relation=exists", "query=app.util.teleport")
     assert no.returncode == 0 and "no such symbol" in no.stdout
+
+
+def test_code_questions_through_mcp(project):
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    import sys
+
+    write(project / "repo", FILES)
+
+    async def main():
+        params = StdioServerParameters(command=sys.executable, args=["-m", "opensage", "--workspace", str(project), "mcp"])
+        async with stdio_client(params) as (read, write_):
+            async with ClientSession(read, write_) as s:
+                await s.initialize()
+                await s.call_tool("memory-ingest", {"path": "repo"})
+                callers = await s.call_tool("memory-query", {"mode": "code", "relation": "callers",
+                                                             "query": "app.util.helper"})
+                missing = await s.call_tool("memory-query", {"mode": "code", "relation": "exists",
+                                                             "query": "app.Task.teleport"})
+                return callers, missing
+
+    callers, missing = anyio.run(main)
+    assert not callers.is_error
+    text = "\n".join(c.text for c in callers.content if getattr(c, "type", "") == "text")
+    assert "callers of app.util.helper" in text and "app.main.run" in text
+    assert "no such symbol" in "\n".join(c.text for c in missing.content if getattr(c, "type", "") == "text")
