@@ -164,7 +164,8 @@ class _Module:
     symbols: list[_Symbol] = field(default_factory=list)
     local_types: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {variable: class expr}
     local_defs: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {name: nested def}
-    local_names: dict[str, frozenset] = field(default_factory=dict)  # function -> its local variable names
+    local_names: dict[str, set] = field(default_factory=dict)  # function -> its local variable names
+    outer_names: dict[str, set] = field(default_factory=dict)  # function -> names declared global/nonlocal
     enclosing: dict[str, str] = field(default_factory=dict)  # nested def -> enclosing function
     value_types: dict[str, str] = field(default_factory=dict)  # attribute/variable -> class expr
     self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
@@ -309,45 +310,6 @@ def _own_statements(fn):
                     stack.extend(getattr(child, "body", ()))
 
 
-def _local_names(fn) -> set[str]:
-    """Names bound in a function's own scope (parameters, assignments, loop/with/except targets,
-    local imports), nested def names excluded; ``global``/``nonlocal`` names are not local."""
-    args = fn.args
-    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
-    if args.vararg:
-        names.add(args.vararg.arg)
-    if args.kwarg:
-        names.add(args.kwarg.arg)
-    outer: set[str] = set()
-    for stmt in _own_statements(fn):
-        if isinstance(stmt, (ast.Global, ast.Nonlocal)):
-            outer.update(stmt.names)
-            continue
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
-            continue
-        if isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
-            names.update(h.name for h in stmt.handlers if h.name)
-        for field_name in ("targets", "target", "items"):
-            value = getattr(stmt, field_name, None)
-            if value is None:
-                continue
-            for item in value if isinstance(value, list) else [value]:
-                item = getattr(item, "optional_vars", item)
-                if item is None:
-                    continue
-                for n in ast.walk(item):
-                    if isinstance(n, ast.Name):
-                        names.add(n.id)
-        for n in ast.walk(stmt) if isinstance(stmt, (ast.Expr, ast.Return, ast.Assign, ast.AugAssign,
-                                                      ast.AnnAssign, ast.If, ast.While)) else ():
-            if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
-                names.add(n.target.id)
-    return names - outer
-
-
 def _statements(tree):
     """Every statement of a tree, nested ones included, without walking expressions."""
     stack = list(tree.body)
@@ -369,12 +331,13 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 _LOAD = ast.Load
 
 
-def _walk_uses(node, emit):
+def _walk_uses(node, emit, stores: set | None = None):
     """Call ``emit(edge, kind, name, line)`` for every use under ``node``: ``calls`` for a call's
     callee, ``references`` for any other name or attribute read (a type in an annotation, an
     ``isinstance`` argument, a default value, a function passed as a value). ``kind``/``name``
     are those of :func:`_call_target`. Nested function and class definitions are not entered
-    (they are symbols of their own); a lambda's body is."""
+    (they are symbols of their own); a lambda's body is. With ``stores``, names bound
+    (assignment and loop targets, ``:=``, lambda parameters) are added to it."""
     stack = [node]
     pop, push, extend = stack.pop, stack.append, stack.extend
     call_t, name_t, attr_t, lambda_t, ast_type = ast.Call, ast.Name, ast.Attribute, ast.Lambda, ast.AST
@@ -397,6 +360,8 @@ def _walk_uses(node, emit):
         if t is name_t:
             if type(n.ctx) is _LOAD:
                 emit("references", "name", n.id, n.lineno)
+            elif stores is not None:
+                stores.add(n.id)
             continue
         if t is attr_t:
             if type(n.ctx) is _LOAD:
@@ -408,6 +373,9 @@ def _walk_uses(node, emit):
                 push(n.value)
             continue
         if t is lambda_t:
+            if stores is not None:
+                a = n.args
+                stores.update(x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x)
             extend(n.args.defaults)
             extend(d for d in n.args.kw_defaults if d is not None)
             push(n.body)
@@ -453,7 +421,9 @@ class _Extractor:
         mod = self.mod
         self._imports()
         self._body(mod.tree.body, prefix=mod.name, parent=("module", mod.name), caller=mod.name, cls=None,
-                   scope="module", local=frozenset())
+                   scope="module", local=None)
+        for fn, names in mod.outer_names.items():  # global/nonlocal names are not local variables
+            mod.local_names.get(fn, set()).difference_update(names)
         defined = {s.label for s in mod.symbols}
         for qual, sym in mod.self_attrs.items():  # self.x = ... in a method, not declared in the class body
             if qual not in defined:
@@ -502,7 +472,7 @@ class _Extractor:
 
         def emit(edge, kind, name, line):
             append((caller, edge, kind, name, cls, line))
-        _walk_uses(node, emit)
+        _walk_uses(node, emit, local)
 
     def _define(self, sym: _Symbol, parent: tuple[str, str], scope: str, caller: str, short: str) -> None:
         mod = self.mod
@@ -549,7 +519,7 @@ class _Extractor:
                 for expr in [*stmt.bases, *(k.value for k in stmt.keywords)]:
                     self._uses(expr, qual, cls, local)
                 self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, scope="class",
-                           local=frozenset())
+                           local=None)
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 kind = "method" if scope == "class" else "function"
                 qual = f"{prefix}.{stmt.name}"
@@ -569,7 +539,9 @@ class _Extractor:
                     mod.enclosing[qual] = caller
                 elif scope == "class" and cls in mod.enclosing:  # a method of a class nested in a function
                     mod.enclosing[qual] = mod.enclosing[cls]
-                own_local = frozenset(_local_names(stmt))
+                args = stmt.args
+                own_local = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+                             if a is not None}
                 # signature: annotations (string ones parsed), defaults; the defaults are evaluated outside
                 args = stmt.args
                 for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
@@ -588,7 +560,7 @@ class _Extractor:
                     mod.local_types[qual] = lt
                 if kind == "method" and cls:
                     self._self_attributes(stmt, cls)
-                mod.local_names[qual] = own_local
+                mod.local_names[qual] = own_local  # filled while the body is walked (bound names)
                 self._body(stmt.body, prefix=qual, parent=(kind, qual), caller=qual, cls=cls, scope="function",
                            local=own_local)
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and scope in ("module", "class"):
@@ -632,12 +604,16 @@ class _Extractor:
                                 if isinstance(n, ast.Subscript):
                                     self._uses(n.slice, caller, cls, local)
             else:
+                if scope == "function" and isinstance(stmt, (ast.Global, ast.Nonlocal)):
+                    mod.outer_names.setdefault(caller, set()).update(stmt.names)
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
                         self._body([child], prefix, parent, caller, cls, scope, local)
                     elif isinstance(child, (ast.excepthandler, ast.match_case)):
                         if isinstance(child, ast.ExceptHandler) and child.type is not None:
                             self._uses(child.type, caller, cls, local)
+                        if isinstance(child, ast.ExceptHandler) and child.name and local is not None:
+                            local.add(child.name)
                         if isinstance(child, ast.match_case):
                             self._uses(child.pattern, caller, cls, local)
                             if child.guard is not None:
@@ -1098,6 +1074,7 @@ class _Resolver:
         self.mod_of: dict[str, _Module] = {}
         self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
         self.stored_bases: dict[str, list[str]] = {}
+        self.exports_cache: dict[str, dict[str, str] | None] = {}
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
@@ -1157,9 +1134,14 @@ class _Resolver:
         parts = qual.split(".")
         for i in range(len(parts) - 1, 0, -1):
             mod = self.modules.get(".".join(parts[:i]))
-            if mod is None:
-                continue
             name, rest = parts[i], parts[i + 1:]
+            if mod is None:
+                exports = self.stored_exports(".".join(parts[:i]))
+                if exports is None:
+                    continue
+                if name in exports:
+                    return self.resolve_global(".".join([exports[name], *rest]), depth + 1)
+                return None
             if name in mod.aliases:
                 return self.resolve_global(".".join([mod.aliases[name], *rest]), depth + 1)
             if name in mod.defs:
@@ -1170,6 +1152,14 @@ class _Resolver:
                     return hit
             return None
         return None
+
+    def stored_exports(self, module: str) -> dict[str, str] | None:
+        """The ``exports`` of a package module stored by an earlier ingest (None: no such module)."""
+        if module not in self.exports_cache:
+            row = self.conn.execute("SELECT metadata FROM nodes WHERE type='module' AND label=?", (module,)).fetchone()
+            meta = json.loads(row[0] or "{}") if row else None
+            self.exports_cache[module] = None if meta is None or meta.get("external") else (meta.get("exports") or {})
+        return self.exports_cache[module]
 
     def resolve_name(self, mod: _Module, scope: str | None, name: str):
         """What ``name`` means in ``scope`` (a function, class or module qualified name): a nested
