@@ -25,7 +25,8 @@ def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
     text = (
         f"ingested {report.root}: {report.files} files ({report.changed} changed, {report.unchanged} unchanged, "
         f"{report.removed_files} removed, {report.skipped} skipped), {report.modules} modules, {report.classes} classes, "
-        f"{report.functions} functions, {report.methods} methods, {report.edges} edges "
+        f"{report.functions} functions, {report.methods} methods, {report.variables} variables, "
+        f"{report.attributes} attributes, {report.edges} edges "
         f"(+{report.edges_added}/-{report.edges_removed}); nodes +{report.nodes_added} ~{report.nodes_updated} "
         f"-{report.nodes_removed}; {report.time_ms:.0f} ms"
     )
@@ -107,7 +108,7 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
 COMMANDS = [
     Command("memory-ingest", IngestArgs, ingest,
             "Build/refresh the code graph of a Python folder or file (ast): files, modules, classes, functions, "
-            "methods; contains/imports/calls/inherits edges."),
+            "methods, variables, attributes; contains/imports/calls/references/inherits/decorates edges."),
     Command("memory-compress-session", CompressArgs, compress,
             "Turn a session's episodes into lasting nodes (files, commands, errors+fixes, decisions, questions, "
             "symbols) with provenance; idempotent.", uses_llm=True),

@@ -82,8 +82,9 @@ class CodeHit:
             text += f"  {where}"
         notes = []
         if self.edge:
-            notes.append(self.edge + (f" at line {self.edge_line}" if self.edge_line else ""))
-        if self.depth and self.depth > 1:
+            notes.append(self.edge + (f" {start}" if (start := self.extra.get("overridden")) else "")
+                         + (f" at line {self.edge_line}" if self.edge_line else ""))
+        if self.depth and self.depth > 1 and self.via:
             notes.append(f"depth {self.depth} via {self.via}")
         elif self.via and not self.edge:
             notes.append(f"inherited from {self.via}")
@@ -338,7 +339,9 @@ class CodeGraph:
                 (sub.id, f"{sub.label}.{name}")).fetchone()
             if row is not None:
                 h = self._row(row)
-                h.depth, h.via = sub.depth, sub.label
+                h.depth, h.edge = sub.depth, "overrides"
+                h.extra["overridden"] = start.label
+                h.via = sub.via if sub.depth and sub.depth > 1 else None
                 out.append(h)
         return out
 
