@@ -24,7 +24,10 @@ the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from P
      ours are ``calls`` + ``references`` edges plus ``decorates`` edges read as (the
      decorated definition's parent, the decorator). Occurrences on import statements
      are left out (imports are ``imports`` edges between modules here), and so are
-     references of a definition to itself;
+     references of a definition to itself and occurrences whose written name is not the
+     name of the symbol the indexer gave them (scip-python 0.6.6 labels many names reached
+     through networkx's star-import re-exports, such as ``nx.Graph``, with unrelated
+     symbols such as ``selfloop_edges``: indexer errors, counted in the output);
    * inherits edges: SCIP ``is_implementation`` relationships between project classes vs
      our ``inherits`` edges.
 
@@ -121,9 +124,15 @@ def npm_tools(cache: Path) -> Path | None:
 def scip_index(src: Path, name: str, version: str, cache: Path, mods: Path) -> Path:
     out = cache / f"{name}-{version}.scip"
     if not out.exists():
+        # an empty virtualenv first on PATH: pyright must resolve the project's imports to the
+        # files being indexed, not to another installed version of the same package
+        venv = cache / "indexer-venv"
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+        env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
         t0 = time.perf_counter()
         subprocess.run(["node", str(mods / "@sourcegraph/scip-python/index.js"), "index", ".", "--project-name", name,
-                        "--project-version", version, "--output", str(out)], cwd=src, check=True,
+                        "--project-version", version, "--output", str(out)], cwd=src, check=True, env=env,
                        capture_output=True, timeout=3600)
         print(f"scip-python indexed {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return out
@@ -187,7 +196,7 @@ def scip_qualname(symbol: str) -> tuple[str, str] | None:
 
 def our_graph(conn) -> tuple[dict, dict, set, set, set]:
     """Our definitions {qualname: (type, path, line, end_line)}, parents, and edge pair sets."""
-    defs, by_id = {}, {}
+    defs, by_id, modules = {}, {}, set()
     for r in conn.execute(f"SELECT id, type, label, metadata FROM nodes WHERE type IN "
                           f"({','.join('?' * len(DEF_TYPES))}, 'module')", DEF_TYPES):
         meta = json.loads(r["metadata"])
@@ -197,6 +206,8 @@ def our_graph(conn) -> tuple[dict, dict, set, set, set]:
         by_id[r["id"]] = q
         if r["type"] != "module":
             defs[q] = (r["type"], meta.get("path"), meta.get("line"), meta.get("end_line"))
+        else:
+            modules.add(q)
     parent = {}
     for s, d in conn.execute("SELECT src, dst FROM edges WHERE type='contains'"):
         if s in by_id and d in by_id:
@@ -213,7 +224,7 @@ def our_graph(conn) -> tuple[dict, dict, set, set, set]:
                 uses.add((p, by_id[s]))
         elif by_id[s] != by_id[d]:
             uses.add((by_id[s], by_id[d]))
-    return defs, parent, uses, inherits, set(by_id.values())
+    return defs, parent, uses, inherits, modules
 
 
 def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix: str) -> dict:
@@ -243,16 +254,16 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
     for q, (t, path, line, end) in defs.items():
         if path and line:
             spans.setdefault(path, []).append((line, end or line, q))
-    mod_of_path = {}
-    for q in modules:
-        pass
     scip_uses: set[tuple[str, str]] = set()
+    mislabelled = 0
     for rel, occs in occ_by_file.items():
         path = f"{label_prefix}{rel}"
         try:
-            tree = ast.parse((src / rel).read_bytes())
-        except SyntaxError:
+            text = (src / rel).read_text(encoding="utf-8")
+            tree = ast.parse(text)
+        except (SyntaxError, UnicodeDecodeError):
             continue
+        lines = text.splitlines()
         import_lines = {ln for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                         for ln in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
         module = rel.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
@@ -266,13 +277,19 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
             q = scip_qualname(sym)
             if not q or q[0] not in scip_defs:
                 continue
+            if len(rng) == 3 and rng[0] < len(lines):
+                written = lines[rng[0]][rng[1]:rng[2]]
+                if written and written != q[0].rsplit(".", 1)[-1]:
+                    mislabelled += 1  # the indexer named another symbol than the one written here
+                    continue
             user = module
             for start, end, dq in file_spans:
                 if start <= line <= end:
                     user = dq  # later (inner) spans override outer ones
             if user != q[0]:
                 scip_uses.add((user, q[0]))
-    return {"scip_defs": scip_defs, "scip_uses": scip_uses, "scip_inherits": scip_inherits}
+    return {"scip_defs": scip_defs, "scip_uses": scip_uses, "scip_inherits": scip_inherits,
+            "mislabelled": mislabelled}
 
 
 def pr(ours: set, oracle: set) -> tuple[float, float, int, int]:
@@ -386,8 +403,10 @@ def main() -> None:
             for label, (p, r, n_ours, n_oracle) in (("definitions", rd), ("call+reference edges", ru),
                                                      ("inherits edges", ri)):
                 rows.append((f"vs SCIP: {label}", f"precision {p:.3f}, recall {r:.3f} (ours {n_ours}, SCIP {n_oracle})"))
+            rows.append(("SCIP occurrences dropped", f"{oracle['mislabelled']} whose written name is not the "
+                         "name of the symbol scip-python gave them (indexer errors)"))
             result["scip"] = {
-                "indexer": SCIP_PYTHON,
+                "indexer": SCIP_PYTHON, "mislabelled_occurrences_dropped": oracle["mislabelled"],
                 "definitions": {"precision": round(rd[0], 4), "recall": round(rd[1], 4), "ours": rd[2], "scip": rd[3]},
                 "uses": {"precision": round(ru[0], 4), "recall": round(ru[1], 4), "ours": ru[2], "scip": ru[3]},
                 "inherits": {"precision": round(ri[0], 4), "recall": round(ri[1], 4), "ours": ri[2], "scip": ri[3]},
@@ -397,8 +416,8 @@ def main() -> None:
                 dump.write_text(json.dumps({
                     "missed_defs": sorted(oracle["scip_defs"] - set(defs))[:400],
                     "extra_defs": sorted(set(defs) - oracle["scip_defs"])[:400],
-                    "missed_uses": sorted(map(list, oracle["scip_uses"] - ours_uses))[:2000],
-                    "extra_uses": sorted(map(list, ours_uses - oracle["scip_uses"]))[:2000],
+                    "missed_uses": sorted(map(list, oracle["scip_uses"] - ours_uses))[:50000],
+                    "extra_uses": sorted(map(list, ours_uses - oracle["scip_uses"]))[:50000],
                     "missed_inherits": sorted(map(list, oracle["scip_inherits"] - inherits))[:200],
                     "extra_inherits": sorted(map(list, inherits - oracle["scip_inherits"]))[:200],
                 }, indent=1))

@@ -49,6 +49,8 @@ MAX_CODE_DEPTH = 6
 #: Nodes a transitive walk may visit before it stops (bounds work on dense graphs).
 VISIT_CAP = 20_000
 _USE_EDGES = ("calls", "references", "inherits")
+_PL = "json_extract(metadata, '$.path'), json_extract(metadata, '$.line')"
+_NPL = "json_extract(n.metadata, '$.path'), json_extract(n.metadata, '$.line')"
 _UNUSED_DEFAULT = ("function", "method", "class")
 
 
@@ -103,8 +105,7 @@ class CodeGraph:
 
     # -- symbols -------------------------------------------------------------------------
     def _row(self, r) -> CodeHit:
-        meta = json.loads(r["metadata"] or "{}")
-        return CodeHit(r["id"], r["type"], r["label"], meta.get("path"), meta.get("line"))
+        return CodeHit(r[0], r[1], r[2], r[3], r[4])
 
     def resolve(self, symbol: str) -> list[CodeHit]:
         """The definitions an exact symbol names, in this order of rules (the first that finds
@@ -123,18 +124,18 @@ class CodeGraph:
         qmarks = ",".join("?" * len(SYMBOL_TYPES))
         nid = parse_id(symbol)
         if nid is not None:
-            rows = self.conn.execute("SELECT id, type, label, metadata FROM nodes WHERE id=?", (nid,)).fetchall()
+            rows = self.conn.execute(f"SELECT id, type, label, {_PL} FROM nodes WHERE id=?", (nid,)).fetchall()
             if rows:
                 return [self._row(r) for r in rows]
         rows = self.conn.execute(
-            f"SELECT id, type, label, metadata FROM nodes WHERE label=? AND type IN ({qmarks}) ORDER BY id",
+            f"SELECT id, type, label, {_PL} FROM nodes WHERE label=? AND type IN ({qmarks}) ORDER BY id",
             (symbol, *SYMBOL_TYPES)).fetchall()
         if rows:
             return [self._row(r) for r in rows]
         target = self._reexport(symbol)
         if target:
             rows = self.conn.execute(
-                f"SELECT id, type, label, metadata FROM nodes WHERE label=? AND type IN ({qmarks})",
+                f"SELECT id, type, label, {_PL} FROM nodes WHERE label=? AND type IN ({qmarks})",
                 (target, *SYMBOL_TYPES)).fetchall()
             if rows:
                 return [self._row(r) for r in rows]
@@ -143,7 +144,7 @@ class CodeGraph:
             return []
         phrase = '"' + last.replace('"', '""') + '"'
         rows = self.conn.execute(
-            f"SELECT n.id, n.type, n.label, n.metadata FROM nodes_fts f JOIN nodes n ON n.id = f.rowid"
+            f"SELECT n.id, n.type, n.label, {_NPL} FROM nodes_fts f JOIN nodes n ON n.id = f.rowid"
             f" WHERE nodes_fts MATCH ? AND n.type IN ({qmarks}) LIMIT 2000",
             (f"label : {phrase}", *SYMBOL_TYPES)).fetchall()
         return [self._row(r) for r in rows
@@ -236,7 +237,7 @@ class CodeGraph:
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             for r in self.conn.execute(
-                    f"SELECT id, type, label, metadata FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    f"SELECT id, type, label, {_PL} FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
                 out[r["id"]] = self._row(r)
         return out
 
@@ -245,14 +246,15 @@ class CodeGraph:
         """Breadth-first over ``types`` edges (``in``: who uses, ``out``: what is used), nearest first."""
         tq = ",".join("?" * len(types))
         near, far = ("src", "dst") if direction == "in" else ("dst", "src")
-        sql = f"SELECT {near} AS other, type, metadata FROM edges WHERE {far}=? AND type IN ({tq})"
+        em = "json_extract(metadata, '$.line'), json_extract(metadata, '$.property')"
+        sql = f"SELECT {near} AS other, type, {em} FROM edges WHERE {far}=? AND type IN ({tq})"
         if property_reads:
-            sql += (f" UNION ALL SELECT {near}, 'calls', metadata FROM edges WHERE {far}=? AND type='references'"
+            sql += (f" UNION ALL SELECT {near}, 'calls', {em} FROM edges WHERE {far}=? AND type='references'"
                     " AND json_extract(metadata, '$.property') = 1")
         if decorated:
-            sql += " UNION ALL SELECT dst, type, metadata FROM edges WHERE src=? AND type='decorates'"
+            sql += f" UNION ALL SELECT dst, type, {em} FROM edges WHERE src=? AND type='decorates'"
         params_extra = 1 + int(property_reads) + int(decorated)
-        found: dict[int, tuple[int, str, int | None, int, dict]] = {}
+        found: dict[int, tuple[int, str, int | None, int, bool]] = {}
         frontier = [start.id]
         seen = {start.id}
         for level in range(1, depth + 1):
@@ -264,8 +266,7 @@ class CodeGraph:
                     if other in seen:
                         continue
                     seen.add(other)
-                    meta = json.loads(r[2] or "{}")
-                    found[other] = (level, r[1], meta.get("line"), nid, meta)
+                    found[other] = (level, r[1], r[2], nid, bool(r[3]))
                     nxt.append(other)
                     if len(seen) > VISIT_CAP:
                         break
@@ -274,13 +275,13 @@ class CodeGraph:
                 break
         nodes = self._nodes([*found, *{v[3] for v in found.values()}])
         hits = []
-        for nid, (level, etype, line, via, meta) in found.items():
+        for nid, (level, etype, line, via, prop) in found.items():
             h = nodes.get(nid)
             if h is None or h.type == "file":
                 continue
             h.depth, h.edge, h.edge_line = level, etype, line
             h.via = nodes[via].label if via in nodes else start.label
-            if meta.get("property"):
+            if prop:
                 h.extra["property"] = True
             hits.append(h)
         hits.sort(key=lambda h: (h.depth, h.label))
@@ -334,7 +335,7 @@ class CodeGraph:
         out = []
         for sub in self.walk(cls, "in", ("inherits",), depth):
             row = self.conn.execute(
-                "SELECT n.id, n.type, n.label, n.metadata FROM edges e JOIN nodes n ON n.id = e.dst"
+                f"SELECT n.id, n.type, n.label, {_NPL} FROM edges e JOIN nodes n ON n.id = e.dst"
                 " WHERE e.src=? AND e.type='contains' AND n.type='method' AND n.label=?",
                 (sub.id, f"{sub.label}.{name}")).fetchone()
             if row is not None:
@@ -384,20 +385,20 @@ class CodeGraph:
             esc = under.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params = [under, under + "\uffff", esc + "%"]
         rows = self.conn.execute(
-            f"SELECT n.id, n.type, n.label, n.metadata FROM nodes n WHERE n.type IN ({qmarks}){where}"
+            f"SELECT n.id, n.type, n.label, {_NPL}, json_extract(n.metadata, '$.source'),"
+            f" json_extract(n.metadata, '$.name') FROM nodes n WHERE n.type IN ({qmarks}){where}"
             " AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.dst = n.id AND e.type IN ('calls','references','inherits'))"
             " AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.src = n.id AND e.type = 'decorates')"
             " ORDER BY n.label", (*kinds, *params)).fetchall()
         exported = self._exported()
         out = []
         for r in rows:
-            meta = json.loads(r["metadata"] or "{}")
-            if meta.get("source") != "ingest":
+            if r[5] != "ingest":
                 continue
-            name = meta.get("name") or r["label"].rsplit(".", 1)[-1]
+            name = r[6] or r[2].rsplit(".", 1)[-1]
             if (name.startswith("__") and name.endswith("__")) or name.startswith("test") or name == "main":
                 continue
-            if r["label"] in exported or (r["type"] == "method" and self._overrides(r["id"], name)):
+            if r[2] in exported or (r[1] == "method" and self._overrides(r[0], name)):
                 continue
             out.append(self._row(r))
             if len(out) >= limit:
