@@ -80,7 +80,7 @@ from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 3
+INGEST_VERSION = 4
 #: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
 SKIP_DIRS = frozenset({
     "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
@@ -628,6 +628,10 @@ class _Extractor:
         mod = self.mod
         params = {}
         args = fn.args
+        positional = [*args.posonlyargs, *args.args]
+        if not positional or any(_dotted(d) == "staticmethod" for d in fn.decorator_list):
+            return
+        me = positional[0].arg  # self, or cls in a classmethod (cls.x = ... sets a class attribute)
         for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
             if a.annotation is not None:
                 tn = _type_name(a.annotation)
@@ -641,14 +645,14 @@ class _Extractor:
             else:
                 continue
             for t in targets:
-                if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"):
+                if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me):
                     continue
                 name = t.attr
                 qual = f"{cls}.{name}"
                 if qual not in mod.self_attrs:
                     mod.self_attrs[qual] = _Symbol(
-                        "attribute", qual, f"self.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
-                        self._meta(stmt, qual, name=name, **{"class": cls, "instance": True}))
+                        "attribute", qual, f"{me}.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
+                        self._meta(stmt, qual, name=name, **{"class": cls, "instance": me == "self"}))
                 tn = _type_name(ann) if ann is not None else None
                 if tn is None and isinstance(value, ast.Call):
                     tn = _dotted(value.func)
@@ -811,7 +815,8 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                         + (f"\n\n{mod.doc}" if mod.doc else ""),
                         {"name": mod.name.rpartition(".")[2], "qualname": mod.name, "path": mod.file,
                          "package": mod.is_package, "source": "ingest", "root": file_root, "external": False,
-                         **({"exports": {k: v for k, v in mod.aliases.items() if "." in v}} if mod.is_package else {})}),
+                         **({"exports": {k: v for k, v in mod.aliases.items() if "." in v},
+                             "star_imports": mod.star_imports} if mod.is_package else {})}),
                 *_unique_symbols(mod.symbols),
             ]
             for sym in desired:
@@ -872,6 +877,9 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         # -- edges --------------------------------------------------------------------------
         by_key = {k: v for k, v in by_key.items() if v is not None and v["id"] not in deleted}
         resolver = _Resolver(modules, conn)
+        if path.is_file() and modules:  # a one-file refresh: guesses by unique name see the whole folder
+            roots = {s.meta["root"] for m in modules for s in m.symbols} or {root_label}
+            resolver.add_stored_names(roots, {m.file for m in modules})
         desired_edges: dict[tuple[int, str, int], tuple[float, dict]] = {}
 
         def node_id(key):
@@ -1074,7 +1082,7 @@ class _Resolver:
         self.mod_of: dict[str, _Module] = {}
         self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
         self.stored_bases: dict[str, list[str]] = {}
-        self.exports_cache: dict[str, dict[str, str] | None] = {}
+        self.exports_cache: dict[str, tuple[dict[str, str], list[str]] | None] = {}
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
@@ -1095,6 +1103,21 @@ class _Resolver:
         for m in modules:
             for cls, exprs, _, scope in m.bases:
                 self.bases[cls] = [b for b in (self.resolve_expr(m, scope, e) for e in exprs) if b]
+
+    def add_stored_names(self, roots: set[str], skip_files: set[str]) -> None:
+        """Count the definitions stored for ``roots`` (other files than ``skip_files``) in the
+        unique-name tables, so a one-file refresh makes the same guesses as a folder ingest."""
+        for type_, qual, name, nested, path in self.conn.execute(
+                "SELECT type, json_extract(metadata, '$.qualname'), json_extract(metadata, '$.name'),"
+                " json_extract(metadata, '$.nested'), json_extract(metadata, '$.path') FROM nodes"
+                " WHERE type IN ('class', 'function', 'method')"
+                f" AND json_extract(metadata, '$.root') IN ({','.join('?' * len(roots))})", tuple(roots)):
+            if path in skip_files or not qual or not name or qual in self.types:
+                continue
+            if type_ == "method":
+                self.methods_by_short.setdefault(name, []).append(qual)
+            elif not nested:
+                self.by_short.setdefault(name, []).append(qual)
 
     def label(self, qual: str) -> str:
         return self.labels.get(qual, qual)
@@ -1136,11 +1159,16 @@ class _Resolver:
             mod = self.modules.get(".".join(parts[:i]))
             name, rest = parts[i], parts[i + 1:]
             if mod is None:
-                exports = self.stored_exports(".".join(parts[:i]))
-                if exports is None:
+                stored = self.stored_exports(".".join(parts[:i]))
+                if stored is None:
                     continue
+                exports, stars = stored
                 if name in exports:
                     return self.resolve_global(".".join([exports[name], *rest]), depth + 1)
+                for base in stars:
+                    hit = self.resolve_global(".".join([base, name, *rest]), depth + 1)
+                    if hit:
+                        return hit
                 return None
             if name in mod.aliases:
                 return self.resolve_global(".".join([mod.aliases[name], *rest]), depth + 1)
@@ -1153,12 +1181,14 @@ class _Resolver:
             return None
         return None
 
-    def stored_exports(self, module: str) -> dict[str, str] | None:
-        """The ``exports`` of a package module stored by an earlier ingest (None: no such module)."""
+    def stored_exports(self, module: str) -> tuple[dict[str, str], list[str]] | None:
+        """The ``exports`` and ``star_imports`` of a package module stored by an earlier ingest
+        (None: no such module in the graph)."""
         if module not in self.exports_cache:
             row = self.conn.execute("SELECT metadata FROM nodes WHERE type='module' AND label=?", (module,)).fetchone()
             meta = json.loads(row[0] or "{}") if row else None
-            self.exports_cache[module] = None if meta is None or meta.get("external") else (meta.get("exports") or {})
+            self.exports_cache[module] = None if meta is None or meta.get("external") else (
+                meta.get("exports") or {}, meta.get("star_imports") or [])
         return self.exports_cache[module]
 
     def resolve_name(self, mod: _Module, scope: str | None, name: str):
@@ -1176,7 +1206,8 @@ class _Resolver:
             return mod.defs[name]
         if name in mod.aliases:
             target = mod.aliases[name]
-            return self.resolve_global(target) or (target if target in self.modules else None)
+            return self.resolve_global(target) or (
+                target if target in self.modules or self.stored_exports(target) is not None else None)
         for base in mod.star_imports:
             hit = self.resolve_global(f"{base}.{name}")
             if hit:
