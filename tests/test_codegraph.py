@@ -388,3 +388,17 @@ def test_code_questions_through_mcp(project):
     text = "\n".join(c.text for c in callers.content if getattr(c, "type", "") == "text")
     assert "callers of app.util.helper" in text and "app.main.run" in text
     assert "no such symbol" in "\n".join(c.text for c in missing.content if getattr(c, "type", "") == "text")
+
+
+def test_reingest_after_editing_one_file_touches_only_that_file(host, project, graph):
+    conn = graph
+    stamp = "SELECT label, updated_at FROM nodes WHERE json_extract(metadata, '$.path') != ? AND type != 'file'"
+    before = dict(conn.execute(stamp, ("repo/app/main.py",)).fetchall())
+    main = project / "repo/app/main.py"
+    main.write_text(main.read_text() + "\n\ndef extra():\n    return run(None)\n")
+    for path in ("repo/app/main.py", "repo"):       # a one-file refresh, then the whole folder
+        data = host.run("memory-ingest", {"path": path}).data
+        assert data["nodesRemoved"] == 0 and data["edgesRemoved"] == 0
+        assert dict(conn.execute(stamp, ("repo/app/main.py",)).fetchall()) == before   # other files untouched
+    assert data["changed"] == 0 and data["nodesUpdated"] == 0 and data["edgesAdded"] == 0
+    assert ("app.main.extra", "app.main.run") in edges(conn, "calls")
