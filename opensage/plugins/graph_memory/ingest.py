@@ -80,7 +80,7 @@ from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 4
+INGEST_VERSION = 5
 #: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
 SKIP_DIRS = frozenset({
     "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
@@ -364,12 +364,9 @@ def _walk_uses(node, emit, stores: set | None = None):
                 stores.add(n.id)
             continue
         if t is attr_t:
-            if type(n.ctx) is _LOAD:
-                target = _call_target(n)
-                emit("references", target[0], target[1], n.lineno)
-                if target[0] == "attr":
-                    push(n.value)
-            else:
+            target = _call_target(n)
+            emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
+            if target[0] == "attr":
                 push(n.value)
             continue
         if t is lambda_t:
@@ -396,18 +393,35 @@ def _walk_uses(node, emit, stores: set | None = None):
                 push(v)
 
 
-def _string_annotation(expr):
-    """A string annotation (``"Foo"``) parsed into an expression; other annotations unchanged."""
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+class _ParseStrings(ast.NodeTransformer):
+    """Replace string constants of an annotation (``"Foo"``, ``Optional["Foo"]``) by the parsed
+    expression; strings inside ``Literal[...]`` stay strings."""
+
+    def visit_Subscript(self, node):
+        if (_dotted(node.value) or "").rsplit(".", 1)[-1] == "Literal":
+            return node
+        return self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        if not isinstance(node.value, str):
+            return node
         try:
-            parsed = ast.parse(expr.value.strip(), mode="eval").body
+            parsed = ast.parse(node.value.strip(), mode="eval").body
         except (SyntaxError, ValueError):
-            return None
+            return node
         for n in ast.walk(parsed):  # report the annotation's own line
             if hasattr(n, "lineno"):
-                n.lineno = expr.lineno
-        return parsed
-    return expr
+                n.lineno = node.lineno
+        return self.visit(parsed) if not isinstance(parsed, ast.Constant) else parsed
+
+
+def _string_annotation(expr):
+    """An annotation with its string parts parsed (see :class:`_ParseStrings`); None if nothing is left."""
+    if expr is None:
+        return None
+    if not any(isinstance(n, ast.Constant) and isinstance(n.value, str) for n in ast.walk(expr)):
+        return expr
+    return _ParseStrings().visit(expr)
 
 
 class _Extractor:
@@ -938,10 +952,24 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     want((dtype, L(dec)), "decorates", (resolver.type_of(target), L(target)), W_EXACT,
                          {"line": line})
             for user, edge, kind, name, cls, line in mod.uses:
-                hit = resolver.resolve_use(mod, edge, kind, name, cls, user)
+                if kind == "dotted":  # the chain's own links are read too: a.b in a.b.c()
+                    parts = name.split(".")
+                    for i in range(1, len(parts)):
+                        hit = resolver.resolve_use(mod, "references", "name" if i == 1 else "dotted",
+                                                   ".".join(parts[:i]), cls, user)
+                        if hit is not None and resolver.type_of(hit[0]) in _USE_TARGETS and hit[0] != user:
+                            want((resolver.type_of(user), L(user)), "references",
+                                 (resolver.type_of(hit[0]), L(hit[0])), hit[1], {"line": line, "resolution": hit[2]})
+                write = edge == "writes"
+                hit = resolver.resolve_use(mod, "references" if write else edge, kind, name, cls, user)
                 if hit is None:
                     continue
                 target, weight, how = hit
+                if write:
+                    sym = resolver.symbol(target)
+                    if sym is not None and sym.meta.get("line") == line and resolver.mod_of.get(target) is mod:
+                        continue  # the assignment that defines the attribute
+                    edge = "references"
                 ttype = resolver.type_of(target)
                 if ttype not in _USE_TARGETS or (target == user and edge != "calls"):
                     continue
@@ -1079,6 +1107,7 @@ class _Resolver:
         self.types: dict[str, str] = {}
         self.labels: dict[str, str] = {}
         self.props: set[str] = set()
+        self.symbols: dict[str, _Symbol] = {}
         self.mod_of: dict[str, _Module] = {}
         self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
         self.stored_bases: dict[str, list[str]] = {}
@@ -1095,6 +1124,7 @@ class _Resolver:
                 self.mod_of.setdefault(qual, m)
                 if s.meta.get("property"):
                     self.props.add(qual)
+                self.symbols.setdefault(qual, s)
                 short = s.meta["name"]
                 if s.type == "method":
                     self.methods_by_short.setdefault(short, []).append(qual)
@@ -1118,6 +1148,9 @@ class _Resolver:
                 self.methods_by_short.setdefault(name, []).append(qual)
             elif not nested:
                 self.by_short.setdefault(name, []).append(qual)
+
+    def symbol(self, qual: str) -> _Symbol | None:
+        return self.symbols.get(qual)
 
     def label(self, qual: str) -> str:
         return self.labels.get(qual, qual)
