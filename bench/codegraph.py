@@ -194,6 +194,8 @@ def scip_qualname(symbol: str) -> tuple[str, str] | None:
                 kind = "meta"
     if kind in (None, "module", "meta") or not names:
         return None
+    if len(names) > 2 and names[-1] == names[-2]:
+        names.pop()  # scip-python names some annotated module variables x.x
     qual = ".".join(n.removesuffix("/") for n in names)
     qual = qual.replace("/", ".")
     if qual.endswith(".__init__") and kind == "module":

@@ -1032,14 +1032,22 @@ def _dedupe_module_names(modules: list[_Module], root: Path) -> None:
 
 
 def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
-    """First definition wins when a name is defined twice (property setters, conditional defs)."""
-    seen: set[str] = set()
+    """One node per name defined twice (property setters, ``@overload`` stubs, conditional defs):
+    the first definition, except that an ``@overload`` stub gives way to the implementation;
+    its lines stretch over every definition of the name, so uses in any of them fall inside."""
+    first: dict[str, _Symbol] = {}
     out = []
     for s in symbols:
-        if s.label in seen:
+        old = first.get(s.label)
+        if old is None:
+            first[s.label] = s
+            out.append(s)
             continue
-        seen.add(s.label)
-        out.append(s)
+        line = min(old.meta.get("line", 0), s.meta.get("line", 0))
+        end = max(old.meta.get("end_line", 0), s.meta.get("end_line", 0))
+        if any(d.rsplit(".", 1)[-1] == "overload" for d in old.meta.get("decorators", ())) and old.type == s.type:
+            old.content, old.meta = s.content, dict(s.meta)
+        old.meta["line"], old.meta["end_line"] = line, end
     return out
 
 
