@@ -305,6 +305,7 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
                     continue
             if user != target:
                 scip_uses.add((user, target))
+    scip_inherits = {(a, b) for a, b in scip_inherits if a in scip_defs and b in scip_defs}  # project classes
     return {"scip_defs": scip_defs, "scip_uses": scip_uses, "scip_inherits": scip_inherits,
             "mislabelled": mislabelled, "unsure": unsure, "scip_def_keys": scip_def_keys}
 

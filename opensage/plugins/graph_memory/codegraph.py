@@ -211,8 +211,7 @@ class CodeGraph:
             return f"unused {kinds}" + (f" under {symbol.strip()!r}" if symbol.strip() else ""), hits, None
         if relation == "file-symbols":
             file_id, label = self._file(symbol)
-            hits = self.file_symbols(file_id)
-            return f"definitions in {label}", self._keep(hits, node_types)[:limit], None
+            return f"definitions in {label}", self.file_symbols(file_id, node_types, limit), None
         start = self.one(symbol)
         if relation == "members":
             hits = self.members(start)
@@ -357,20 +356,15 @@ class CodeGraph:
                                 "(relative to the workspace root, e.g. src/app/models.py).")
         return row[0], row[1]
 
-    def file_symbols(self, file_id: int) -> list[CodeHit]:
-        """Every definition contained (transitively) by the file, in line order."""
-        out: list[CodeHit] = []
-        seen = {file_id}
-        frontier = [file_id]
-        while frontier and len(seen) < VISIT_CAP:
-            ids = []
-            for nid in frontier:
-                ids += [r[0] for r in self.conn.execute("SELECT dst FROM edges WHERE src=? AND type='contains'", (nid,))
-                        if r[0] not in seen]
-            seen.update(ids)
-            out.extend(self._nodes(ids).values())
-            frontier = ids
-        return sorted(out, key=lambda h: (h.line or 0, h.label))
+    def file_symbols(self, file_id: int, node_types: list[str] | None = None, limit: int = 1000) -> list[CodeHit]:
+        """Definitions contained (transitively) by the file, in line order, at most ``limit``."""
+        tfilter = f" WHERE n.type IN ({','.join('?' * len(node_types))})" if node_types else ""
+        rows = self.conn.execute(
+            "WITH RECURSIVE sub(id) AS (SELECT dst FROM edges WHERE src=? AND type='contains'"
+            " UNION SELECT e.dst FROM edges e JOIN sub ON e.src = sub.id WHERE e.type='contains')"
+            f" SELECT n.id, n.type, n.label, {_NPL} FROM nodes n JOIN sub ON n.id = sub.id{tfilter}"
+            " ORDER BY 5, 3 LIMIT ?", (file_id, *(node_types or ()), int(limit))).fetchall()
+        return [self._row(r) for r in rows]
 
     def unused(self, kinds: list[str], under: str, limit: int) -> list[CodeHit]:
         """Definitions of ``kinds`` nothing uses (see the module docstring), in label order."""
