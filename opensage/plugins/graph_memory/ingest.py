@@ -80,7 +80,7 @@ from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 5
+INGEST_VERSION = 6
 #: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
 SKIP_DIRS = frozenset({
     "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
@@ -254,7 +254,7 @@ def _type_name(expr) -> str | None:
             expr = ast.parse(expr.value.strip(), mode="eval").body
         except (SyntaxError, ValueError):
             return None
-    if isinstance(expr, ast.Subscript) and _dotted(expr.value) in _OPTIONAL:
+    if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _OPTIONAL:
         inner = expr.slice
         if isinstance(inner, ast.Tuple) and inner.elts:  # Annotated[Foo, ...]
             inner = inner.elts[0]
@@ -267,6 +267,25 @@ def _type_name(expr) -> str | None:
             return _type_name(right)
         return None
     return _dotted(expr)
+
+
+_CONTAINERS = frozenset({"list", "List", "set", "Set", "frozenset", "FrozenSet", "Sequence", "MutableSequence",
+                         "Iterable", "Iterator", "Collection", "Generator", "AbstractSet", "tuple", "Tuple"})
+
+
+def _element_type(expr) -> str | None:
+    """The element class of a container annotation (``list[Foo]``, ``t.Iterator["Foo"]``), else None."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            expr = ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+    if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _CONTAINERS:
+        inner = expr.slice
+        if isinstance(inner, ast.Tuple) and inner.elts:
+            inner = inner.elts[0]
+        return _type_name(inner)
+    return None
 
 
 def _local_types(fn) -> dict[str, str]:
@@ -291,6 +310,9 @@ def _local_types(fn) -> dict[str, str]:
                     note(target.id, _dotted(node.value.func))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             note(node.target.id, _type_name(node.annotation))
+        elif (isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name)
+              and isinstance(node.iter, ast.Call) and _dotted(node.iter.func)):
+            note(node.target.id, "iter:" + _dotted(node.iter.func))  # the element of what a call returns
     return {k: v for k, v in found.items() if v}
 
 
@@ -543,6 +565,12 @@ class _Extractor:
                     extra["nested"] = True
                 if isinstance(stmt, ast.AsyncFunctionDef):
                     extra["async"] = True
+                if stmt.returns is not None:
+                    rt, et = _type_name(stmt.returns), _element_type(stmt.returns)
+                    if rt:
+                        extra["returns"] = rt
+                    if et:
+                        extra["returns_element"] = et
                 if decorators:
                     extra["decorators"] = decorators
                     if kind == "method" and any(d in _PROPERTY_DECORATORS for d in decorators):
@@ -1262,10 +1290,35 @@ class _Resolver:
                 expr = mod.local_types.get(scope, {}).get(name)
                 if expr is None:
                     return None
-                owner = self.resolve_expr(mod, mod.enclosing.get(scope), expr)
-                return owner if owner and self.known(owner) == "class" else None
+                return self.type_of_expr(mod, scope, expr)
             scope = mod.enclosing.get(scope)
         return None
+
+    def type_of_expr(self, mod: _Module, scope: str, expr: str) -> str | None:
+        """The class of a value written ``expr`` in function ``scope``: a class (a constructor
+        call), or a function/method (``self.f`` included) whose return annotation names a class;
+        ``iter:f`` is the element class of what ``f`` returns (``-> list[Foo]``)."""
+        element = expr.startswith("iter:")
+        expr = expr.removeprefix("iter:")
+        head, _, rest = expr.partition(".")
+        sym = self.symbols.get(scope)
+        cls = sym.meta.get("class") if sym is not None else None
+        if head in ("self", "cls") and cls and rest:
+            target = self.chain(cls, rest.split("."))
+        else:
+            target = self.resolve_expr(mod, mod.enclosing.get(scope), expr)
+        if target is None:
+            return None
+        kind = self.known(target)
+        if kind == "class":
+            return None if element else target
+        fn = self.symbols.get(target)
+        if kind not in ("function", "method") or fn is None:
+            return None
+        ret = fn.meta.get("returns_element" if element else "returns")
+        home = self.mod_of.get(target)
+        owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
+        return owner if owner and self.known(owner) == "class" else None
 
     def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
         """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
