@@ -24,7 +24,9 @@ the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from P
    * call+reference edges: each SCIP reference occurrence to a symbol defined in the
      project becomes (the innermost of our definitions whose lines hold it, the target);
      ours are ``calls`` + ``references`` edges plus ``decorates`` edges read as (the
-     decorated definition's parent, the decorator). Occurrences on import statements
+     decorated definition's parent, the decorator). An instance attribute's line
+     (``self.x = ...``) counts for the method holding it, and a SCIP target named
+     differently from ours is mapped to ours when (file, short name) is unique. Occurrences on import statements
      are left out (imports are ``imports`` edges between modules here), and so are
      references of a definition to itself and occurrences whose written name is not the
      name of the symbol the indexer gave them (scip-python 0.6.6 labels many names reached
@@ -264,7 +266,11 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
     spans: dict[str, list] = {}
     for q, (t, path, line, end) in defs.items():
         if path and line:
-            spans.setdefault(path, []).append((line, end or line, q))
+            spans.setdefault(path, []).append((line, end or line, q, t))
+    for path, items in spans.items():  # self.x = ... inside a method is used by the method, not by x
+        fn_spans = [(a, b) for a, b, _q, t in items if t in ("function", "method")]
+        spans[path] = [(a, b, q) for a, b, q, t in items
+                       if t != "attribute" or not any(fa < a <= fb for fa, fb in fn_spans)]
     scip_uses: set[tuple[str, str]] = set()
     mislabelled = 0
     unsure: set[str] = set()  # definitions holding an occurrence the indexer mislabelled
@@ -416,6 +422,13 @@ def main() -> None:
             uses = {u for u in uses if "bench_added" not in u[0]}
             oracle = compare(docs, defs, modules, src, "")
             sk = oracle["scip_def_keys"]
+            # the same definition named differently (scip-python: a function nested in a method
+            # is Class.inner): map SCIP's name to ours through a unique (file, short name)
+            by_pn: dict[tuple[str, str], list[str]] = {}
+            for q, (_t, path, _l, _e) in defs.items():
+                by_pn.setdefault((path, q.rsplit(".", 1)[-1]), []).append(q)
+            alias = {q: by_pn[pn][0] for q, pn in sk.items() if q not in defs and len(by_pn.get(pn, ())) == 1}
+            oracle["scip_uses"] = {(u, alias.get(t, t)) for u, t in oracle["scip_uses"]}
             our_pn = {(path, q.rsplit(".", 1)[-1]) for q, (_t, path, _l, _e) in defs.items()}
             scip_pn = set(sk.values())
             found = {q for q, pn in sk.items() if q in defs or pn in our_pn}
