@@ -171,6 +171,7 @@ class _Module:
     self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
     star_imports: list[str] = field(default_factory=list)
     prefix: str = ""  # the root's namespace ("root:") when another root already owns this module name
+    rel: str = ""  # TypeScript/JavaScript: the path below the ingested folder (resolves relative imports)
     contains: list[tuple[str, str, str]] = field(default_factory=list)  # (parent type, parent label, child label)
 
 
@@ -726,9 +727,17 @@ def _module_name(path: Path, cache: dict[Path, bool]) -> tuple[str, bool]:
     return ".".join(parts) or path.parent.name or path.stem, path.stem == "__init__"
 
 
+def _other_suffixes() -> frozenset[str]:
+    """Suffixes of the non-Python files ingested (those whose tree-sitter grammar is installed)."""
+    from opensage.plugins.graph_memory import ingest_ts
+
+    return frozenset(ingest_ts.EXTENSIONS) if ingest_ts.available() else frozenset()
+
+
 def _python_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
+    other = _other_suffixes()
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         keep = []
@@ -739,7 +748,8 @@ def _python_files(root: Path) -> list[Path]:
                 continue  # a virtualenv under any name
             keep.append(d)
         dirnames[:] = sorted(keep)
-        found.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py") and not f.startswith("."))
+        found.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and (
+            f.endswith(".py") or (other and os.path.splitext(f)[1] in other and not f.endswith(".d.ts"))))
     return found
 
 
@@ -754,8 +764,9 @@ def check_ingest_path(path: str, workspace_root: Path) -> Path:
     if not p.exists():
         raise UsageError(f"argument 'path': {str(p)!r} does not exist; give an existing folder or .py file "
                          f"(relative paths are taken from the workspace root {str(workspace_root)!r}).")
-    if p.is_file() and p.suffix != ".py":
-        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file; give a folder or a .py file.")
+    if p.is_file() and p.suffix != ".py" and p.suffix not in _other_suffixes():
+        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript file "
+                         "with tree-sitter installed); give a folder, a .py, .ts or .js file.")
     if not p.is_file() and not p.is_dir():
         raise UsageError(f"argument 'path': {str(p)!r} is neither a folder nor a file.")
     return p
@@ -780,14 +791,34 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
     pkg_cache: dict[Path, bool] = {}
     candidates: list[_Module] = []
     for f in _python_files(path):
-        name, is_pkg = _module_name(f, pkg_cache)
-        candidates.append(_Module(name, f, file_label(f, workspace_root), "", 0, None, is_pkg))
+        label = file_label(f, workspace_root)
+        if f.suffix == ".py":
+            name, is_pkg = _module_name(f, pkg_cache)
+            candidates.append(_Module(name, f, label, "", 0, None, is_pkg))
+            continue
+        # TypeScript/JavaScript: the path below the ingested folder (a one-file refresh keeps the stored name)
+        row = graph.db.conn.execute("SELECT json_extract(metadata, '$.module') FROM nodes WHERE type='file' AND label=?",
+                                    (label,)).fetchone() if path.is_file() else None
+        rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+        stem = rel.rsplit(".", 1)[0]
+        stem = stem[: -len("/index")] if stem.endswith("/index") else stem
+        name = row[0] if row and row[0] else (".".join(p for p in stem.split("/") if p) or f.stem)
+        mod = _Module(name, f, label, "", 0, None, False)
+        mod.rel = rel if path.is_dir() else name.replace(".", "/") + f.suffix
+        candidates.append(mod)
     _dedupe_module_names(candidates, path)
     modules: list[_Module] = []
     failed_files: set[str] = set()
     for mod in candidates:
         try:
             data = mod.path.read_bytes()
+            if mod.path.suffix != ".py":
+                from opensage.plugins.graph_memory import ingest_ts
+
+                mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
+                ingest_ts.extract(mod, root_label, _Symbol, data)
+                modules.append(mod)
+                continue
             mod.tree = ast.parse(data, filename=str(mod.path))
             mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
             mod.doc = _first_paragraph(mod.tree)
