@@ -11,7 +11,8 @@ from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
 class IngestArgs(ArgModel):
-    path: str = Field(description="folder or .py file to ingest; relative paths are taken from the workspace root")
+    path: str = Field(description="folder or .py/.ts/.js file to ingest; relative paths are taken from the workspace "
+                                  "root")
 
 
 def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
@@ -107,8 +108,9 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
 
 COMMANDS = [
     Command("memory-ingest", IngestArgs, ingest,
-            "Build/refresh the code graph of a Python folder or file (ast): files, modules, classes, functions, "
-            "methods, variables, attributes; contains/imports/calls/references/inherits/decorates edges."),
+            "Build/refresh the code graph of a folder or file (Python via ast; TypeScript/JavaScript via tree-sitter): "
+            "files, modules, classes, functions, methods, variables, attributes; contains/imports/calls/references/"
+            "inherits/decorates edges."),
     Command("memory-compress-session", CompressArgs, compress,
             "Turn a session's episodes into lasting nodes (files, commands, errors+fixes, decisions, questions, "
             "symbols) with provenance; idempotent.", uses_llm=True),
