@@ -96,6 +96,18 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
+def fetch_npm(spec: str, cache: Path) -> Path:
+    """The unpacked npm package ``name@version`` (``npm pack``), cached; returns its folder."""
+    dest = cache / ("src-npm-" + spec.replace("/", "_").replace("@", "-"))
+    if not (dest / "package").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["npm", "pack", spec, "--pack-destination", str(dest)], capture_output=True, text=True,
+                           check=True, timeout=600)
+        tgz = dest / r.stdout.strip().splitlines()[-1]
+        subprocess.run(["tar", "xzf", str(tgz), "-C", str(dest)], check=True, timeout=300)
+    return dest / "package"
+
+
 def fetch_project(spec: str, cache: Path) -> Path:
     """The extracted wheel of ``spec`` (pip download --no-deps), cached."""
     name, _, version = spec.partition("==")
@@ -145,6 +157,14 @@ def scip_index(src: Path, name: str, version: str, cache: Path, mods: Path) -> P
     return out
 
 
+def scip_index_ts(src: Path, spec: str, cache: Path, mods: Path) -> Path:
+    out = cache / ("npm-" + spec.replace("/", "_").replace("@", "-") + ".scip")
+    if not out.exists():
+        subprocess.run(["node", str(mods / "@sourcegraph/scip-typescript/dist/src/main.js"), "index", "--infer-tsconfig",
+                        "--output", str(out)], cwd=src, check=True, capture_output=True, timeout=3600)
+    return out
+
+
 def decode_scip(index: Path, mods: Path, cache: Path) -> list[dict]:
     js = cache / "decode-scip.js"
     js.write_text(DECODE_JS)
@@ -157,14 +177,25 @@ def decode_scip(index: Path, mods: Path, cache: Path) -> list[dict]:
 _DESC = re.compile(r"`((?:[^`]|``)+)`|([^/#.:()\[\]`]+)|(\([^)]*\))|([/#.:\[\]!])")
 
 
+_TS_SUFFIX = re.compile(r"\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$")
+
+
 def scip_qualname(symbol: str) -> tuple[str, str] | None:
-    """(qualified name, kind) of a scip-python global symbol; None for locals, parameters, modules."""
+    """(qualified name, kind) of a scip-python or scip-typescript global symbol; None for
+    locals, parameters, type parameters and modules. scip-typescript's file segments lose
+    their suffix (``internal/`Subject.ts`/Subject#`` -> ``internal.Subject.Subject``, an
+    ``index`` file names its folder) and ``<constructor>`` is ``constructor``."""
     if symbol.startswith("local ") or not symbol:
         return None
     parts = symbol.split(" ", 4)
     if len(parts) < 5:
         return None
     desc = parts[4]
+    if parts[0] == "scip-typescript":
+        desc = re.sub(r"`([^`]+)`/", lambda m: _TS_SUFFIX.sub("", m.group(1)) + "/", desc)
+        desc = desc.replace("/index/", "/").replace("`<constructor>`", "constructor")
+        if desc.startswith("index/"):
+            desc = desc[len("index/"):]
     names: list[str] = []
     kind = None
     pos = 0
@@ -245,7 +276,7 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
     scip_inherits: set[tuple[str, str]] = set()
     occ_by_file: dict[str, list] = {}
     for doc in docs:
-        if not doc["path"].endswith(".py"):
+        if not doc["path"].endswith((".py", ".ts", ".tsx")) or doc["path"].endswith(".d.ts"):
             continue
         occ_by_file[doc["path"]] = doc["occurrences"]
         for rng, sym, roles in doc["occurrences"]:
@@ -278,13 +309,24 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
         path = f"{label_prefix}{rel}"
         try:
             text = (src / rel).read_text(encoding="utf-8")
-            tree = ast.parse(text)
+            if rel.endswith(".py"):
+                tree = ast.parse(text)
+                import_lines = {ln for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                                for ln in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
+                module = rel.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+            else:
+                from opensage.plugins.graph_memory.ingest_ts import _parser
+
+                root = _parser("tsx" if rel.endswith(".tsx") else "typescript").parse(text.encode()).root_node
+                import_lines = {ln for n in root.named_children
+                                if n.type == "import_statement" or (n.type == "export_statement"
+                                                                    and n.child_by_field_name("source") is not None)
+                                for ln in range(n.start_point[0] + 1, n.end_point[0] + 2)}
+                stem = rel.rsplit(".", 1)[0]
+                module = (stem[: -len("/index")] if stem.endswith("/index") else stem).replace("/", ".")
         except (SyntaxError, UnicodeDecodeError):
             continue
         lines = text.splitlines()
-        import_lines = {ln for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-                        for ln in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
-        module = rel.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
         file_spans = sorted(spans.get(path, []), key=lambda s: (s[0], -s[1]))
         for rng, sym, roles in occs:
             if roles & 1:
@@ -328,18 +370,26 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/opensage-bench/codegraph"))
     ap.add_argument("--no-scip", action="store_true", help="skip the SCIP oracle (no node/npm needed)")
     ap.add_argument("--symbols", type=int, default=200, help="symbols sampled for the query timings")
+    ap.add_argument("--src", default="src", help="npm projects: the package folder holding the TypeScript sources")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    name, _, version = args.project.partition("==")
-    src = fetch_project(args.project, cache)
+    typescript = args.project.startswith("npm:")
+    if typescript:
+        spec = args.project[4:]
+        version = spec.rpartition("@")[2]
+        src, name = fetch_npm(spec, cache), args.src
+    else:
+        name, _, version = args.project.partition("==")
+        src = fetch_project(args.project, cache)
+    suffix = "*.ts" if typescript else "*.py"
     os.environ.pop("OPENSAGE_MODEL", None)
     rows: list[tuple[str, str]] = []
     result: dict = {"bench": "codegraph", "project": args.project, "split": "held-out"}
     with tempfile.TemporaryDirectory() as ws:
         ws = Path(ws)
         shutil.copytree(src / name, ws / name)
-        files = sum(1 for _ in (ws / name).rglob("*.py"))
+        files = sum(1 for _ in (ws / name).rglob(suffix))
         host = Host(Workspace(ws))
         t0 = time.perf_counter()
         d = host.run("memory-ingest", {"path": name}).data
@@ -351,9 +401,11 @@ def main() -> None:
 
         # incremental: one edited file
         conn = host.db.conn
-        py = sorted((ws / name).rglob("*.py"), key=lambda f: (-f.stat().st_size, str(f)))
+        py = sorted((p for p in (ws / name).rglob(suffix) if not p.name.endswith(".d.ts")),
+                    key=lambda f: (-f.stat().st_size, str(f)))
         target = py[len(py) // 2]  # a median-sized file
-        target.write_text(target.read_text() + "\n\ndef bench_added(G):\n    return nodes(G)\n")
+        target.write_text(target.read_text() + ("\nexport function bench_added() { return 1; }\n" if typescript
+                                                else "\n\ndef bench_added(G):\n    return nodes(G)\n"))
         t0 = time.perf_counter()
         d1 = host.run("memory-ingest", {"path": str(target.relative_to(ws))}).data
         inc_ms = (time.perf_counter() - t0) * 1000
@@ -415,12 +467,13 @@ def main() -> None:
             rows.append(("SCIP oracle", "skipped (--no-scip, or node/npm missing)"))
             result["scip"] = None
         else:
-            index = scip_index(src, name, version, cache, mods)
+            index = (scip_index_ts(src / name, spec, cache, mods) if typescript
+                     else scip_index(src, name, version, cache, mods))
             docs = decode_scip(index, mods, cache)
             defs, parent, uses, inherits, modules = our_graph(conn)
             defs = {q: v for q, v in defs.items() if not q.endswith(".bench_added")}
             uses = {u for u in uses if "bench_added" not in u[0]}
-            oracle = compare(docs, defs, modules, src, "")
+            oracle = compare(docs, defs, modules, src / name if typescript else src, f"{name}/" if typescript else "")
             sk = oracle["scip_def_keys"]
             # the same definition named differently (scip-python: a function nested in a method
             # is Class.inner): map SCIP's name to ours through a unique (file, short name)
@@ -448,9 +501,10 @@ def main() -> None:
                     ("inherits edges", ri)):
                 rows.append((f"vs SCIP: {label}", f"precision {p:.3f}, recall {r:.3f} (ours {n_ours}, SCIP {n_oracle})"))
             rows.append(("SCIP occurrences dropped", f"{oracle['mislabelled']} whose written name is not the "
-                         "name of the symbol scip-python gave them (indexer errors)"))
+                         "name of the symbol the indexer gave them (indexer errors)"))
             result["scip"] = {
-                "indexer": SCIP_PYTHON, "mislabelled_occurrences_dropped": oracle["mislabelled"],
+                "indexer": SCIP_TYPESCRIPT if typescript else SCIP_PYTHON,
+                "mislabelled_occurrences_dropped": oracle["mislabelled"],
                 "definitions": {"precision": round(rd[0], 4), "recall": round(rd[1], 4), "ours": rd[2], "scip": rd[3]},
                 "uses": {"precision": round(ru[0], 4), "recall": round(ru[1], 4), "ours": ru[2], "scip": ru[3],
                          "users_kept": len(users - unsure), "users": len(users)},

@@ -67,6 +67,11 @@ def _text(node) -> str:
     return node.text.decode("utf-8", "replace") if node is not None else ""
 
 
+def _base_name(text: str) -> str:
+    """``Observable<T>`` -> ``Observable``."""
+    return text.split("<", 1)[0].strip()
+
+
 def _line(node) -> int:
     return node.start_point[0] + 1
 
@@ -170,7 +175,7 @@ class _TsExtractor:
             bases = []
             for c in node.children:
                 if c.type == "extends_type_clause":
-                    bases += [_text(x) for x in c.named_children]
+                    bases += [_base_name(_text(x)) for x in c.named_children]
             if bases:
                 self.mod.bases.append((qual, bases, _line(node), caller))
             body = node.child_by_field_name("body")
@@ -178,6 +183,17 @@ class _TsExtractor:
                 if member.type == "method_signature":
                     mname = _text(member.child_by_field_name("name"))
                     self.define("method", member, mname, qual, ("class", qual), "class", **{"class": qual})
+                elif member.type == "property_signature" and member.child_by_field_name("name") is not None:
+                    self.define("attribute", member, _text(member.child_by_field_name("name")), qual,
+                                ("class", qual), "class", **{"class": qual})
+                    self.uses(member, qual, qual)
+            return qual
+        if t in ("type_alias_declaration", "enum_declaration") and node.child_by_field_name("name") is not None:
+            kind = "type" if t == "type_alias_declaration" else "enum"
+            qual = self.define("class", node, _text(node.child_by_field_name("name")), prefix, parent, scope, kind=kind)
+            value = node.child_by_field_name("value")
+            if value is not None:
+                self.uses(value, qual, None)
             return qual
         if t in _FUNCTION_TYPES:
             name = _text(node.child_by_field_name("name"))
@@ -195,6 +211,11 @@ class _TsExtractor:
                                          decl_node=decl)
                 elif value is not None and value.type == "class" and name_node is not None:
                     last = self.klass(value, prefix, parent, caller, scope, name=_text(name_node))
+                elif scope == "module" and name_node is not None and name_node.type == "identifier":
+                    last = self.define("variable", decl, _text(name_node), prefix, parent, scope,
+                                       **({"constant": True} if _text(node).startswith("const") else {}))
+                    if value is not None:
+                        self.uses(value, last, cls)
                 elif value is not None:
                     self.uses(value, caller, cls)
             return last
@@ -217,11 +238,11 @@ class _TsExtractor:
                     if clause.type == "extends_clause":
                         value = clause.child_by_field_name("value")
                         if value is not None:
-                            bases.append(_text(value))
+                            bases.append(_base_name(_text(value)))
                     elif clause.type == "implements_clause":
-                        implements += [_text(x) for x in clause.named_children]
+                        implements += [_base_name(_text(x)) for x in clause.named_children]
                     elif clause.type not in (",",) and clause.is_named:  # JavaScript: class A extends B
-                        bases.append(_text(clause))
+                        bases.append(_base_name(_text(clause)))
         extra = {"implements": implements} if implements else {}
         if node.type == "abstract_class_declaration":
             extra["abstract"] = True
