@@ -494,6 +494,19 @@ def main() -> None:
             users = {u for u, _ in ours_uses} | {u for u, _ in oracle["scip_uses"]}
             ours_uses = {u for u in ours_uses if u[0] not in unsure}
             ru = pr(ours_uses, {u for u in oracle["scip_uses"] if u[0] not in unsure})
+            if typescript:  # scip-typescript lists every ancestor: compare the transitive closures
+                closure, direct = set(), {}
+                for a, b in inherits:
+                    direct.setdefault(a, set()).add(b)
+                for a in direct:
+                    stack, seen = list(direct[a]), set()
+                    while stack:
+                        b = stack.pop()
+                        if b not in seen:
+                            seen.add(b)
+                            stack.extend(direct.get(b, ()))
+                    closure |= {(a, b) for b in seen}
+                inherits = closure
             ri = pr(inherits, oracle["scip_inherits"])
             for label, (p, r, n_ours, n_oracle) in (
                     ("definitions", rd), ("call+reference edges, all users", ru_all),

@@ -318,6 +318,19 @@ class _TsExtractor:
             if t in ("type_identifier",):
                 append((caller, "references", "name", _text(n), cls, _line(n)))
                 continue
+            if t == "member_expression":  # a read such as this.closed or config.onError
+                obj, prop = n.child_by_field_name("object"), n.child_by_field_name("property")
+                if obj is not None and prop is not None:
+                    if obj.type == "this":
+                        append((caller, "references", "self", _text(prop), cls, _line(n)))
+                        continue
+                    if obj.type == "identifier":
+                        append((caller, "references", "dotted", f"{_text(obj)}.{_text(prop)}", cls, _line(n)))
+                        continue
+            if t == "identifier" and n.parent is not None and n.parent.type in ("arguments", "array", "pair",
+                                                                                 "return_statement"):
+                append((caller, "references", "name", _text(n), cls, _line(n)))  # a function passed as a value
+                continue
             stack.extend(reversed(n.named_children))
 
 
