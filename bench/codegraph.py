@@ -41,9 +41,17 @@ the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from P
    Targets (issue 14): definitions recall >= 0.99, call+reference recall >= 0.95 at
    precision >= 0.95.
 
+TypeScript: ``--project npm:rxjs@7.8.1`` takes the package's ``src`` folder (``npm
+pack``) and indexes it with ``@sourcegraph/scip-typescript`` (``--infer-tsconfig``);
+scip-typescript lists every ancestor of a class, so inherits edges are compared as
+transitive closures. The Python project ``click==8.1.8`` (16 files) is a second,
+smaller held-out oracle run.
+
 Prints a table and ends with one JSON line.
 
     python bench/codegraph.py [--cache ~/.cache/opensage-bench] [--no-scip] [--project networkx==3.5]
+    python bench/codegraph.py --project click==8.1.8
+    python bench/codegraph.py --project npm:rxjs@7.8.1
 """
 
 from __future__ import annotations
