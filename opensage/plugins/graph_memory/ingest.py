@@ -729,9 +729,10 @@ def _module_name(path: Path, cache: dict[Path, bool]) -> tuple[str, bool]:
 
 def _other_suffixes() -> frozenset[str]:
     """Suffixes of the non-Python files ingested (those whose tree-sitter grammar is installed)."""
-    from opensage.plugins.graph_memory import ingest_ts
+    from opensage.plugins.graph_memory import ingest_rust, ingest_ts
 
-    return frozenset(ingest_ts.EXTENSIONS) if ingest_ts.available() else frozenset()
+    found = set(ingest_ts.EXTENSIONS) if ingest_ts.available() else set()
+    return frozenset(found | set(ingest_rust.EXTENSIONS)) if ingest_rust.available() else frozenset(found)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -765,8 +766,8 @@ def check_ingest_path(path: str, workspace_root: Path) -> Path:
         raise UsageError(f"argument 'path': {str(p)!r} does not exist; give an existing folder or .py file "
                          f"(relative paths are taken from the workspace root {str(workspace_root)!r}).")
     if p.is_file() and p.suffix != ".py" and p.suffix not in _other_suffixes():
-        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript file "
-                         "with tree-sitter installed); give a folder, a .py, .ts or .js file.")
+        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust file "
+                         "with tree-sitter installed); give a folder, a .py, .ts, .js or .rs file.")
     if not p.is_file() and not p.is_dir():
         raise UsageError(f"argument 'path': {str(p)!r} is neither a folder nor a file.")
     return p
@@ -801,7 +802,8 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                                     (label,)).fetchone() if path.is_file() else None
         rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
         stem = rel.rsplit(".", 1)[0]
-        stem = stem[: -len("/index")] if stem.endswith("/index") else stem
+        for tail in (("/index",) if f.suffix != ".rs" else ("/mod", "/lib", "/main")):
+            stem = stem[: -len(tail)] if stem.endswith(tail) else stem
         name = row[0] if row and row[0] else (".".join(p for p in stem.split("/") if p) or f.stem)
         mod = _Module(name, f, label, "", 0, None, False)
         mod.rel = rel if path.is_dir() else name.replace(".", "/") + f.suffix
@@ -813,10 +815,10 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         try:
             data = mod.path.read_bytes()
             if mod.path.suffix != ".py":
-                from opensage.plugins.graph_memory import ingest_ts
+                from opensage.plugins.graph_memory import ingest_rust, ingest_ts
 
                 mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
-                ingest_ts.extract(mod, root_label, _Symbol, data)
+                (ingest_rust if mod.path.suffix == ".rs" else ingest_ts).extract(mod, root_label, _Symbol, data)
                 modules.append(mod)
                 continue
             mod.tree = ast.parse(data, filename=str(mod.path))
