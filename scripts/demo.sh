@@ -19,5 +19,8 @@ run opensage @memory-ingest path="$click_src"
 run opensage @memory-query query=click.core.Command.make_context mode=traversal direction=in edgeTypes='["calls"]' depth=2 maxResults=5
 run opensage @memory-query query="Contxt.invok" maxResults=3
 run opensage @memory-visualize centerNode=click.core.Command.make_context radius=1 maxNodes=10
+run opensage @memory-query mode=code relation=callers query=Command.make_context depth=2
+run opensage @memory-query mode=code relation=implementors query=click.core.Command.invoke
+run opensage @memory-query mode=code relation=exists query=click.Context.teleport
 printf '\nState is in %s/.opencode/ (try more: source %s/bin/activate && cd %s && opensage commands)\n' \
     "$project" "$VIRTUAL_ENV" "$project"

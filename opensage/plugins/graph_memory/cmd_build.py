@@ -11,7 +11,8 @@ from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
 class IngestArgs(ArgModel):
-    path: str = Field(description="folder or .py file to ingest; relative paths are taken from the workspace root")
+    path: str = Field(description="folder or .py/.ts/.js file to ingest; relative paths are taken from the workspace "
+                                  "root")
 
 
 def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
@@ -25,7 +26,8 @@ def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
     text = (
         f"ingested {report.root}: {report.files} files ({report.changed} changed, {report.unchanged} unchanged, "
         f"{report.removed_files} removed, {report.skipped} skipped), {report.modules} modules, {report.classes} classes, "
-        f"{report.functions} functions, {report.methods} methods, {report.edges} edges "
+        f"{report.functions} functions, {report.methods} methods, {report.variables} variables, "
+        f"{report.attributes} attributes, {report.edges} edges "
         f"(+{report.edges_added}/-{report.edges_removed}); nodes +{report.nodes_added} ~{report.nodes_updated} "
         f"-{report.nodes_removed}; {report.time_ms:.0f} ms"
     )
@@ -106,8 +108,9 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
 
 COMMANDS = [
     Command("memory-ingest", IngestArgs, ingest,
-            "Build/refresh the code graph of a Python folder or file (ast): files, modules, classes, functions, "
-            "methods; contains/imports/calls/inherits edges."),
+            "Build/refresh the code graph of a folder or file (Python via ast; TypeScript/JavaScript via tree-sitter): "
+            "files, modules, classes, functions, methods, variables, attributes; contains/imports/calls/references/"
+            "inherits/decorates edges."),
     Command("memory-compress-session", CompressArgs, compress,
             "Turn a session's episodes into lasting nodes (files, commands, errors+fixes, decisions, questions, "
             "symbols) with provenance; idempotent.", uses_llm=True),

@@ -20,9 +20,10 @@ class QueryArgs(ArgModel):
                     "traversal: the start node when startNode is not given; "
                     "history: a question about past work, e.g. 'how did we fix the refresh token crash'",
     )
-    mode: Literal["similarity", "pattern", "traversal", "history"] = Field(
+    mode: Literal["similarity", "pattern", "traversal", "history", "code"] = Field(
         "similarity", description="similarity (ranked hybrid search), pattern (regex/glob), traversal (walk edges), "
-                                  "history (how did we fix / why did we pick: error, fix, decision, session and when)")
+                                  "history (how did we fix / why did we pick: error, fix, decision, session and when), "
+                                  "code (exact code-graph questions, see relation)")
     node_type: str | None = Field(
         None, description="only nodes of this type (e.g. code, decision); 'episode' searches only session episodes")
     max_results: int = Field(10, ge=1, le=200, description="at most this many results")
@@ -36,6 +37,10 @@ class QueryArgs(ArgModel):
     direction: Literal["out", "in", "both"] = Field(
         "out", description="traversal: out follows edges, in walks them backwards (who depends on X), both")
     edge_types: list[str] | None = Field(None, description='traversal: only these edge types, e.g. ["calls","imports"]')
+    relation: Literal["exists", "callers", "callees", "references", "members", "implementors", "file-symbols",
+                      "unused"] = Field(
+        "exists", description="code: what to ask about the exact symbol in query (docs/code-graph.md); depth = hops "
+                              "(default 1; implementors 6); nodeType = kind filter (unused: function,method,class)")
 
 
 def _empty_hint(args: QueryArgs) -> str:
@@ -55,6 +60,8 @@ def _empty_hint(args: QueryArgs) -> str:
 
 
 def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
+    if args.mode == "code":
+        return _code_query(args, ctx)
     if args.node_type is not None and not TYPE_NAME.match(args.node_type):
         raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
     if args.mode != "traversal" and not args.query.strip():
@@ -91,9 +98,33 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
                          data=[r.as_dict() for r in results])
 
 
+def _code_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
+    from opensage.plugins.graph_memory.codegraph import CodeGraph
+    from opensage.plugins.graph_memory.graph import graph_for
+
+    if args.relation != "unused" and not args.query.strip():
+        raise UsageError(f"mode=code relation={args.relation} needs query=<symbol>, e.g. query=app.models.User "
+                         "(relation=file-symbols: query=<file path>).")
+    depth = args.depth if "depth" in args.model_fields_set else None
+    kinds = [k.strip() for k in args.node_type.split(",")] if args.node_type else None
+    for k in kinds or ():
+        if not TYPE_NAME.match(k):
+            raise UsageError(f"nodeType {k!r} is not a node type; use e.g. nodeType=function or nodeType=function,class.")
+    header, hits, _ = CodeGraph(graph_for(ctx.host)).ask(args.relation, args.query, depth, kinds, args.max_results)
+    data = [h.as_dict() for h in hits]
+    if args.relation == "exists":
+        return CommandResult(text=header + "".join(f"\n{h.render(i)}" for i, h in enumerate(hits, 1)),
+                             data={"exists": bool(hits), "matches": data})
+    if not hits:
+        return CommandResult(text=f"{header}: 0 results.", data=[])
+    body = "\n".join(h.render(i) for i, h in enumerate(hits, start=1))
+    return CommandResult(text=f"{header}: {len(hits)} result{'s' if len(hits) != 1 else ''}\n{body}", data=data)
+
+
 COMMANDS = [
     Command("memory-query", QueryArgs, memory_query,
             "Search graph memory: ranked similarity (BM25 + fuzzy labels + episodes, RRF, 1-hop), "
-            "regex/glob pattern, traversal (who depends on X: direction=in), or history "
-            "(how did we fix X: error, fix, decision, session and when)."),
+            "regex/glob pattern, traversal (who depends on X: direction=in), history "
+            "(how did we fix X: error, fix, decision, session and when), or exact code questions "
+            "(mode=code relation=callers|callees|references|members|implementors|file-symbols|unused|exists)."),
 ]

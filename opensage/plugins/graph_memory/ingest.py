@@ -1,5 +1,7 @@
 """Build a code graph of a Python repository with the standard :mod:`ast` module.
 
+The vocabulary (node and edge types, per language) is documented in docs/code-graph.md.
+
 Nodes (``type``: ``label``):
 
 * ``file``: the path relative to the workspace root (absolute when outside it), the
@@ -7,33 +9,50 @@ Nodes (``type``: ``label``):
 * ``module``: the dotted module name (``pkg.sub.mod``), taken from the folders above
   the file that hold an ``__init__.py``. Modules imported from outside the ingested
   files become ``module`` nodes with ``metadata.external = true`` (unless already in
-  the graph from another ingest).
+  the graph from another ingest). A package's ``metadata.exports`` maps the names its
+  ``__init__`` imports to their targets (``{"User": "app.models.User"}``).
 * ``class``, ``function``, ``method``: the qualified name (``pkg.mod.Class``,
-  ``pkg.mod.func``, ``pkg.mod.Class.method``), unique within a repository. The short
-  name is in ``metadata.name`` and in the full-text index.
+  ``pkg.mod.func``, ``pkg.mod.Class.method``); nested definitions are nodes too
+  (``pkg.mod.factory.inner``, ``metadata.nested``), and so are definitions under
+  ``try``/``except ImportError``, ``if TYPE_CHECKING``, ``with`` and ``match``.
+* ``variable``: a module-level assigned name (``metadata.constant`` when UPPER_CASE);
+  ``attribute``: a name assigned in a class body or as ``self.x`` in a method.
+
+Labels are unique per workspace: a module name that another ingested folder (root)
+already owns gets this root's label as a namespace, ``root:pkg.mod.func``; the
+qualified name without it is always in ``metadata.qualname``, the short name in
+``metadata.name`` and in the full-text index.
 
 Content is the signature plus the first paragraph of the docstring. Metadata holds
-``path`` (the file label), ``line``/``end_line``, ``qualname``, ``module`` and, on
-file nodes, the SHA-1 of the file's bytes.
+``path`` (the file label), ``line``/``end_line``, ``qualname``, ``module``, ``root``,
+``decorators`` (``property: true`` for properties) and, on file nodes, the SHA-1.
 
-Edges: ``contains`` (file -> module -> class/function, class -> method/nested class),
-``imports`` (module -> module), ``inherits`` (class -> base class defined in the
-graph) and ``calls`` (function/method/module/class -> function/method/class).
+Edges: ``contains`` (file -> module -> class/function/variable, class -> method/attribute,
+function -> nested definition), ``imports`` (module -> module), ``inherits`` (class ->
+base class), ``calls`` (the callee of a call, a class for a constructor call),
+``references`` (any other read of a definition: a type in an annotation, string
+annotations included, an ``isinstance`` argument, a default value, a function passed
+as a value, a constant read, a property read with ``metadata.property``) and
+``decorates`` (decorator -> decorated definition). The user of a ``calls``/``references``
+edge is the innermost definition holding the expression: a function, a class body, a
+module-level variable for its value, else the module.
 
-**Calls are resolved by name, not by type inference.** For a call ``f()`` or
-``a.b.f()`` the name is looked up, in order: (1) definitions in the same module,
-(2) names the module imports (following re-exports such as ``from .x import f`` in a
-package ``__init__``; targets may be definitions stored by an earlier ingest of another
-folder, so an application's calls into an ingested library are linked), (3) for ``self.f()``/``cls.f()``/``super().f()`` the methods of
-the enclosing class and its in-graph base classes, (4) a function, class or method
-defined exactly once in the ingested files under that short name. A method call on a
-local variable whose class is written down (``x = Foo(...)`` or a ``x: Foo`` annotation,
-parameters included) resolves to ``Foo``'s method or an inherited one (weight 0.7).
-Steps 1–3 give weight 0.9 (0.8 for ``self``); step 4 gives 0.5 for a bare name and 0.3 for a method
-on an object of unknown type, and is skipped for builtin names, dunder names and
-methods of builtin types (``get``, ``append``...). Ambiguous names (defined more than
-once) are not linked. Calls through variables, ``getattr`` or dynamic dispatch are
-missed; this is a static, best-effort view.
+**Uses are resolved by name and by written-down types, not by type inference.** A name
+is looked up as Python does: the nested definitions and local variables of the
+enclosing functions (a local variable is never taken for a module-level definition),
+then the module's definitions, its imports (following re-exports such as ``from .x
+import f`` in a package ``__init__`` and ``from m import *``; targets may be stored by an
+earlier ingest of another folder), weight 0.9. An attribute chain (``a.b.c``) is followed
+through modules, class members (inherited ones included) and values whose class is
+written down: ``self``/``cls`` (weight 0.8), a parameter or variable annotated or
+assigned from a constructor (``x: Foo``, ``x: Optional[Foo]``, ``x = Foo()``; weight
+0.7), an attribute set in a method (``self.store = store`` with ``store: Store``,
+``self.cache = Cache()``) or annotated in the class body, a module variable assigned
+from a constructor. Only for calls, a name found nowhere else that is defined once in
+the ingested files links with weight 0.5, and a method called on an object of unknown
+type with 0.3 when exactly one method has that name (not for builtin names, dunder
+names and methods of builtin types such as ``get``, ``append``). Ambiguous names are not
+linked; calls through ``getattr``, return values and dynamic dispatch are missed.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
@@ -61,14 +80,15 @@ from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 2
+INGEST_VERSION = 6
 #: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
 SKIP_DIRS = frozenset({
     "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
     "__pypackages__", "htmlcov",
 })
-CODE_TYPES = ("file", "module", "class", "function", "method")
-CODE_EDGES = ("contains", "imports", "calls", "inherits")
+CODE_TYPES = ("file", "module", "class", "function", "method", "variable", "attribute")
+CODE_EDGES = ("contains", "imports", "calls", "inherits", "references", "decorates")
+_USE_TARGETS = frozenset({"class", "function", "method", "variable", "attribute"})
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _BUILTIN_METHODS = frozenset(
     name for t in (dict, list, str, bytes, set, frozenset, tuple, int, float, object) for name in dir(t)
@@ -94,6 +114,8 @@ class IngestReport:
     classes: int = 0
     functions: int = 0
     methods: int = 0
+    variables: int = 0
+    attributes: int = 0
     edges: int = 0
     nodes_added: int = 0
     nodes_updated: int = 0
@@ -107,7 +129,8 @@ class IngestReport:
         return {
             "root": self.root, "files": self.files, "unchanged": self.unchanged, "changed": self.changed,
             "removedFiles": self.removed_files, "skipped": self.skipped, "modules": self.modules,
-            "classes": self.classes, "functions": self.functions, "methods": self.methods, "edges": self.edges,
+            "classes": self.classes, "functions": self.functions, "methods": self.methods,
+            "variables": self.variables, "attributes": self.attributes, "edges": self.edges,
             "nodesAdded": self.nodes_added, "nodesUpdated": self.nodes_updated, "nodesRemoved": self.nodes_removed,
             "edgesAdded": self.edges_added, "edgesRemoved": self.edges_removed, "timeMs": round(self.time_ms, 1),
             "errors": self.errors,
@@ -135,10 +158,20 @@ class _Module:
     defs: dict[str, str] = field(default_factory=dict)  # top-level name -> qualified label
     aliases: dict[str, str] = field(default_factory=dict)  # local name -> dotted target
     imports: list[tuple[str, int]] = field(default_factory=list)  # (module candidates "a.b|a", line)
-    calls: list[tuple[str, str, str, str | None, int]] = field(default_factory=list)
-    bases: list[tuple[str, list[str], int]] = field(default_factory=list)  # (class label, base exprs, line)
+    uses: list[tuple[str, str, str, str, str | None, int]] = field(default_factory=list)  # (user, edge, kind, name, class, line)
+    decorates: list[tuple[str, str, str, str | None, int]] = field(default_factory=list)  # (scope, decorator, target, class, line)
+    bases: list[tuple[str, list[str], int, str]] = field(default_factory=list)  # (class, base exprs, line, scope)
     symbols: list[_Symbol] = field(default_factory=list)
     local_types: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {variable: class expr}
+    local_defs: dict[str, dict[str, str]] = field(default_factory=dict)  # function -> {name: nested def}
+    local_names: dict[str, set] = field(default_factory=dict)  # function -> its local variable names
+    outer_names: dict[str, set] = field(default_factory=dict)  # function -> names declared global/nonlocal
+    enclosing: dict[str, str] = field(default_factory=dict)  # nested def -> enclosing function
+    value_types: dict[str, str] = field(default_factory=dict)  # attribute/variable -> class expr
+    self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
+    star_imports: list[str] = field(default_factory=list)
+    prefix: str = ""  # the root's namespace ("root:") when another root already owns this module name
+    rel: str = ""  # TypeScript/JavaScript: the path below the ingested folder (resolves relative imports)
     contains: list[tuple[str, str, str]] = field(default_factory=list)  # (parent type, parent label, child label)
 
 
@@ -205,14 +238,64 @@ def _call_target(func) -> tuple[str, str] | None:
     return None
 
 
+_PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cached_property",
+                                  "abc.abstractproperty", "abstractproperty"})
+_OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Final", "typing.Final",
+             "Annotated", "typing.Annotated")
+
+
+def _type_name(expr) -> str | None:
+    """The class named by an annotation or constructor: ``Foo``, ``mod.Foo``, ``Optional[Foo]``,
+    ``Foo | None``, ``"Foo"`` (a string annotation); None for anything else (unions of two classes,
+    generics such as ``list[Foo]``)."""
+    if expr is None:
+        return None
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            expr = ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+    if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _OPTIONAL:
+        inner = expr.slice
+        if isinstance(inner, ast.Tuple) and inner.elts:  # Annotated[Foo, ...]
+            inner = inner.elts[0]
+        return _type_name(inner)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
+        left, right = expr.left, expr.right
+        if isinstance(right, ast.Constant) and right.value is None:
+            return _type_name(left)
+        if isinstance(left, ast.Constant) and left.value is None:
+            return _type_name(right)
+        return None
+    return _dotted(expr)
+
+
+_CONTAINERS = frozenset({"list", "List", "set", "Set", "frozenset", "FrozenSet", "Sequence", "MutableSequence",
+                         "Iterable", "Iterator", "Collection", "Generator", "AbstractSet", "tuple", "Tuple"})
+
+
+def _element_type(expr) -> str | None:
+    """The element class of a container annotation (``list[Foo]``, ``t.Iterator["Foo"]``), else None."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            expr = ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+    if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _CONTAINERS:
+        inner = expr.slice
+        if isinstance(inner, ast.Tuple) and inner.elts:
+            inner = inner.elts[0]
+        return _type_name(inner)
+    return None
+
+
 def _local_types(fn) -> dict[str, str]:
     """Variables of a function whose class is written down: ``x: Foo`` (parameter or annotated
-    assignment) or ``x = Foo(...)`` / ``x = mod.Foo(...)``. Names assigned twice with different
-    classes are dropped (no flow analysis)."""
+    assignment, ``Optional[Foo]`` and ``Foo | None`` included) or ``x = Foo(...)`` /
+    ``x = mod.Foo(...)``. Names assigned twice with different classes are dropped (no flow analysis)."""
     found: dict[str, str | None] = {}
 
-    def note(name: str, expr) -> None:
-        dotted = _dotted(expr) if expr is not None else None
+    def note(name: str, dotted: str | None) -> None:
         if dotted is None:
             return
         found[name] = dotted if found.get(name, dotted) == dotted else None
@@ -220,15 +303,34 @@ def _local_types(fn) -> dict[str, str]:
     args = fn.args
     for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
         if a.annotation is not None:
-            note(a.arg, a.annotation)
-    for node in _statements(fn):
+            note(a.arg, _type_name(a.annotation))
+    for node in _own_statements(fn):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    note(target.id, node.value.func)
+                    note(target.id, _dotted(node.value.func))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            note(node.target.id, node.annotation)
+            note(node.target.id, _type_name(node.annotation))
+        elif (isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name)
+              and isinstance(node.iter, ast.Call) and _dotted(node.iter.func)):
+            note(node.target.id, "iter:" + _dotted(node.iter.func))  # the element of what a call returns
     return {k: v for k, v in found.items() if v}
+
+
+def _own_statements(fn):
+    """Statements of a function, nested blocks included, nested function/class bodies excluded."""
+    stack = list(fn.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(node, name, ()) or ():
+                if isinstance(child, ast.stmt):
+                    stack.append(child)
+                else:  # except handlers and match cases hold statements
+                    stack.extend(getattr(child, "body", ()))
 
 
 def _statements(tree):
@@ -245,25 +347,64 @@ def _statements(tree):
                     stack.extend(getattr(child, "body", ()))
 
 
-#: Node types that never contain a call, and fields that never hold one (contexts, operators).
-_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
+#: Node types that never hold a use, and fields that never hold one (contexts, operators).
+_LEAVES = (ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
 _SKIP_FIELDS = {"ctx", "op", "ops", "type_comment"}
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_LOAD = ast.Load
 
 
-def _walk_calls(node):
-    """Every ``ast.Call`` under ``node`` (a leaner :func:`ast.walk`: this loop dominates ingest time)."""
+def _walk_uses(node, emit, stores: set | None = None):
+    """Call ``emit(edge, kind, name, line)`` for every use under ``node``: ``calls`` for a call's
+    callee, ``references`` for any other name or attribute read (a type in an annotation, an
+    ``isinstance`` argument, a default value, a function passed as a value). ``kind``/``name``
+    are those of :func:`_call_target`. Nested function and class definitions are not entered
+    (they are symbols of their own); a lambda's body is. With ``stores``, names bound
+    (assignment and loop targets, ``:=``, lambda parameters) are added to it."""
     stack = [node]
     pop, push, extend = stack.pop, stack.append, stack.extend
-    call, leaves, ast_type = ast.Call, _LEAVES, ast.AST
+    call_t, name_t, attr_t, lambda_t, ast_type = ast.Call, ast.Name, ast.Attribute, ast.Lambda, ast.AST
+    skip_t = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     while stack:
         n = pop()
         t = type(n)
-        if t is call:
-            yield n
+        if t is call_t:
+            func = n.func
+            target = _call_target(func)
+            if target is None:
+                push(func)
+            else:
+                emit("calls", target[0], target[1], n.lineno)
+                if target[0] == "attr":
+                    push(func.value)
+            extend(n.args)
+            extend(k.value for k in n.keywords)
+            continue
+        if t is name_t:
+            if type(n.ctx) is _LOAD:
+                emit("references", "name", n.id, n.lineno)
+            elif stores is not None:
+                stores.add(n.id)
+            continue
+        if t is attr_t:
+            target = _call_target(n)
+            emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
+            if target[0] == "attr":
+                push(n.value)
+            continue
+        if t is lambda_t:
+            if stores is not None:
+                a = n.args
+                stores.update(x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x)
+            extend(n.args.defaults)
+            extend(d for d in n.args.kw_defaults if d is not None)
+            push(n.body)
+            continue
+        if t in skip_t:
+            continue
         fields = _FIELDS.get(t)
         if fields is None:
-            fields = _FIELDS[t] = () if issubclass(t, leaves) else tuple(
+            fields = _FIELDS[t] = () if issubclass(t, _LEAVES) else tuple(
                 f for f in t._fields if f not in _SKIP_FIELDS)
         for f in fields:
             v = getattr(n, f, None)
@@ -275,8 +416,39 @@ def _walk_calls(node):
                 push(v)
 
 
+class _ParseStrings(ast.NodeTransformer):
+    """Replace string constants of an annotation (``"Foo"``, ``Optional["Foo"]``) by the parsed
+    expression; strings inside ``Literal[...]`` stay strings."""
+
+    def visit_Subscript(self, node):
+        if (_dotted(node.value) or "").rsplit(".", 1)[-1] == "Literal":
+            return node
+        return self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        if not isinstance(node.value, str):
+            return node
+        try:
+            parsed = ast.parse(node.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return node
+        for n in ast.walk(parsed):  # report the annotation's own line
+            if hasattr(n, "lineno"):
+                n.lineno = node.lineno
+        return self.visit(parsed) if not isinstance(parsed, ast.Constant) else parsed
+
+
+def _string_annotation(expr):
+    """An annotation with its string parts parsed (see :class:`_ParseStrings`); None if nothing is left."""
+    if expr is None:
+        return None
+    if not any(isinstance(n, ast.Constant) and isinstance(n.value, str) for n in ast.walk(expr)):
+        return expr
+    return _ParseStrings().visit(expr)
+
+
 class _Extractor:
-    """Walk one module's tree: symbols, containment, imports, raw calls and bases."""
+    """Walk one module's tree: symbols, containment, imports, raw uses and bases."""
 
     def __init__(self, mod: _Module, root_label: str) -> None:
         self.mod = mod
@@ -285,10 +457,18 @@ class _Extractor:
     def run(self) -> None:
         mod = self.mod
         self._imports()
-        self._body(mod.tree.body, prefix=mod.name, parent=("module", mod.name), caller=mod.name, cls=None, top=True)
+        self._body(mod.tree.body, prefix=mod.name, parent=("module", mod.name), caller=mod.name, cls=None,
+                   scope="module", local=None)
+        for fn, names in mod.outer_names.items():  # global/nonlocal names are not local variables
+            mod.local_names.get(fn, set()).difference_update(names)
+        defined = {s.label for s in mod.symbols}
+        for qual, sym in mod.self_attrs.items():  # self.x = ... in a method, not declared in the class body
+            if qual not in defined:
+                mod.symbols.append(sym)
+                mod.contains.append(("class", sym.meta["class"], qual))
 
-    def _meta(self, node, qual: str, **extra) -> dict[str, Any]:
-        return {"name": node.name, "qualname": qual, "path": self.mod.file, "module": self.mod.name,
+    def _meta(self, node, qual: str, name: str | None = None, **extra) -> dict[str, Any]:
+        return {"name": name or node.name, "qualname": qual, "path": self.mod.file, "module": self.mod.name,
                 "line": node.lineno, "end_line": getattr(node, "end_lineno", node.lineno),
                 "source": "ingest", "root": self.root_label, **extra}
 
@@ -319,53 +499,210 @@ class _Extractor:
                 for alias in node.names:
                     if alias.name == "*":
                         mod.imports.append((base, node.lineno))
+                        mod.star_imports.append(base)
                         continue
                     mod.aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
                     mod.imports.append((f"{base}.{alias.name}|{base}", node.lineno))
 
-    def _body(self, body, prefix: str, parent: tuple[str, str], caller: str, cls: str | None, top: bool) -> None:
+    def _uses(self, node, caller: str, cls: str | None, local=None) -> None:
+        append = self.mod.uses.append
+
+        def emit(edge, kind, name, line):
+            append((caller, edge, kind, name, cls, line))
+        _walk_uses(node, emit, local)
+
+    def _define(self, sym: _Symbol, parent: tuple[str, str], scope: str, caller: str, short: str) -> None:
+        mod = self.mod
+        mod.symbols.append(sym)
+        mod.contains.append((*parent, sym.label))
+        if scope == "module":
+            mod.defs.setdefault(short, sym.label)
+        elif scope == "function":
+            mod.local_defs.setdefault(caller, {}).setdefault(short, sym.label)
+
+    def _decorators(self, stmt, qual: str, caller: str, cls: str | None, local) -> list[str]:
+        """Uses inside decorator expressions (evaluated in the enclosing scope) and the
+        ``decorates`` edges; returns the decorators' dotted names."""
+        names = []
+        for dec in stmt.decorator_list:
+            target = dec.func if isinstance(dec, ast.Call) else dec
+            dotted = _dotted(target)
+            if dotted:
+                names.append(dotted)
+                self.mod.decorates.append((caller, dotted, qual, cls, dec.lineno))
+            if isinstance(dec, ast.Call):
+                self._uses(dec, caller, cls, local)  # the decorator factory call and its arguments
+            elif dotted is None:
+                self._uses(dec, caller, cls, local)
+        return names
+
+    def _body(self, body, prefix: str, parent: tuple[str, str], caller: str, cls: str | None, scope: str,
+              local) -> None:
         mod = self.mod
         for stmt in body:
             if isinstance(stmt, ast.ClassDef):
                 qual = f"{prefix}.{stmt.name}"
-                mod.symbols.append(_Symbol("class", qual, self._content(stmt),
-                                           self._meta(stmt, qual, bases=[ast.unparse(b) for b in stmt.bases])))
-                mod.contains.append((*parent, qual))
-                if top:
-                    mod.defs.setdefault(stmt.name, qual)
-                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno))
-                for expr in [*stmt.decorator_list, *stmt.bases, *(k.value for k in stmt.keywords)]:
-                    self._calls(expr, caller)
-                self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, top=False)
+                decorators = self._decorators(stmt, qual, caller, cls, local)
+                extra = {"bases": [ast.unparse(b) for b in stmt.bases]}
+                if scope != "module":
+                    extra["nested"] = True
+                if decorators:
+                    extra["decorators"] = decorators
+                self._define(_Symbol("class", qual, self._content(stmt), self._meta(stmt, qual, **extra)),
+                             parent, scope, caller, stmt.name)
+                if scope == "function":
+                    mod.enclosing[qual] = caller
+                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno, caller))
+                for expr in [*stmt.bases, *(k.value for k in stmt.keywords)]:
+                    self._uses(expr, qual, cls, local)
+                self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, scope="class",
+                           local=None)
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                kind = "method" if parent[0] == "class" else "function"
+                kind = "method" if scope == "class" else "function"
                 qual = f"{prefix}.{stmt.name}"
-                extra = {"class": cls} if kind == "method" else {}
+                decorators = self._decorators(stmt, qual, caller, cls, local)
+                extra: dict[str, Any] = {"class": cls} if kind == "method" else {}
+                if scope == "function":
+                    extra["nested"] = True
                 if isinstance(stmt, ast.AsyncFunctionDef):
                     extra["async"] = True
-                mod.symbols.append(_Symbol(kind, qual, self._content(stmt), self._meta(stmt, qual, **extra)))
-                mod.contains.append((*parent, qual))
-                if top:
-                    mod.defs.setdefault(stmt.name, qual)
-                # everything inside (decorators, defaults, nested defs) is attributed to this function
-                for child in ast.iter_child_nodes(stmt):
-                    self._calls(child, qual, cls)
-                local = _local_types(stmt)
-                if local:
-                    mod.local_types[qual] = local
+                if stmt.returns is not None:
+                    rt, et = _type_name(stmt.returns), _element_type(stmt.returns)
+                    if rt:
+                        extra["returns"] = rt
+                    if et:
+                        extra["returns_element"] = et
+                if decorators:
+                    extra["decorators"] = decorators
+                    if kind == "method" and any(d in _PROPERTY_DECORATORS for d in decorators):
+                        extra["property"] = True
+                self._define(_Symbol(kind, qual, self._content(stmt), self._meta(stmt, qual, **extra)),
+                             parent, scope, caller, stmt.name)
+                if scope == "function":
+                    mod.enclosing[qual] = caller
+                elif scope == "class" and cls in mod.enclosing:  # a method of a class nested in a function
+                    mod.enclosing[qual] = mod.enclosing[cls]
+                args = stmt.args
+                own_local = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+                             if a is not None}
+                # signature: annotations (string ones parsed), defaults; the defaults are evaluated outside
+                args = stmt.args
+                for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                    if a is not None and a.annotation is not None:
+                        ann = _string_annotation(a.annotation)
+                        if ann is not None:
+                            self._uses(ann, qual, cls, local)
+                for d in [*args.defaults, *(d for d in args.kw_defaults if d is not None)]:
+                    self._uses(d, qual, cls, local)
+                if stmt.returns is not None:
+                    ann = _string_annotation(stmt.returns)
+                    if ann is not None:
+                        self._uses(ann, qual, cls, local)
+                lt = _local_types(stmt)
+                if lt:
+                    mod.local_types[qual] = lt
+                if kind == "method" and cls:
+                    self._self_attributes(stmt, cls)
+                mod.local_names[qual] = own_local  # filled while the body is walked (bound names)
+                self._body(stmt.body, prefix=qual, parent=(kind, qual), caller=qual, cls=cls, scope="function",
+                           local=own_local)
+            elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and scope in ("module", "class"):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)
+                         and isinstance(n.ctx, ast.Store)]
+                owner = caller
+                for name in names:
+                    qual = f"{prefix}.{name}"
+                    kind = "variable" if scope == "module" else "attribute"
+                    extra = {}
+                    if kind == "variable" and name.isupper():
+                        extra["constant"] = True
+                    if kind == "attribute":
+                        extra["class"] = cls
+                    ann = getattr(stmt, "annotation", None)
+                    text = f"{name}: {_cap(ast.unparse(ann), 120)}" if ann is not None else name
+                    if stmt.value is not None:
+                        text += f" = {_cap(ast.unparse(stmt.value), 120)}"
+                    self._define(_Symbol(kind, qual, text, self._meta(stmt, qual, name=name, **extra)),
+                                 parent, scope, caller, name)
+                    tn = _type_name(ann) if ann is not None else None
+                    if tn is None and isinstance(stmt.value, ast.Call) and len(names) == 1:
+                        tn = _dotted(stmt.value.func)
+                    if tn:
+                        mod.value_types.setdefault(qual, tn)
+                    if len(names) == 1:
+                        owner = qual
+                for expr in [getattr(stmt, "annotation", None), stmt.value]:
+                    if expr is not None:
+                        if expr is getattr(stmt, "annotation", None):
+                            expr = _string_annotation(expr)
+                            if expr is None:
+                                continue
+                        self._uses(expr, owner, cls, local)
+                for t in targets:  # subscripts and attributes on the left still read names
+                    if not isinstance(t, ast.Name):
+                        for n in ast.walk(t):
+                            if isinstance(n, (ast.Subscript, ast.Attribute)) and not isinstance(n.ctx, ast.Load):
+                                self._uses(n.value, caller, cls, local)
+                                if isinstance(n, ast.Subscript):
+                                    self._uses(n.slice, caller, cls, local)
             else:
+                if scope == "function" and isinstance(stmt, (ast.Global, ast.Nonlocal)):
+                    mod.outer_names.setdefault(caller, set()).update(stmt.names)
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
-                        self._body([child], prefix, parent, caller, cls, top)
+                        self._body([child], prefix, parent, caller, cls, scope, local)
+                    elif isinstance(child, (ast.excepthandler, ast.match_case)):
+                        if isinstance(child, ast.ExceptHandler) and child.type is not None:
+                            self._uses(child.type, caller, cls, local)
+                        if isinstance(child, ast.ExceptHandler) and child.name and local is not None:
+                            local.add(child.name)
+                        if isinstance(child, ast.match_case):
+                            self._uses(child.pattern, caller, cls, local)
+                            if child.guard is not None:
+                                self._uses(child.guard, caller, cls, local)
+                        self._body(child.body, prefix, parent, caller, cls, scope, local)
                     else:
-                        self._calls(child, caller, cls)
+                        self._uses(child, caller, cls, local)
 
-    def _calls(self, node, caller: str, cls: str | None = None) -> None:
-        append = self.mod.calls.append
-        for sub in _walk_calls(node):
-            target = _call_target(sub.func)
-            if target is not None:
-                append((caller, target[0], target[1], cls, sub.lineno))
+    def _self_attributes(self, fn, cls: str) -> None:
+        """``self.x = Foo(...)``, ``self.x: Foo = ...`` and ``self.x = param`` (``param: Foo``) in a
+        method: attribute nodes of the class, and the class of ``x`` when it is written down."""
+        mod = self.mod
+        params = {}
+        args = fn.args
+        positional = [*args.posonlyargs, *args.args]
+        if not positional or any(_dotted(d) == "staticmethod" for d in fn.decorator_list):
+            return
+        me = positional[0].arg  # self, or cls in a classmethod (cls.x = ... sets a class attribute)
+        for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+            if a.annotation is not None:
+                tn = _type_name(a.annotation)
+                if tn:
+                    params[a.arg] = tn
+        for stmt in _own_statements(fn):
+            if isinstance(stmt, ast.Assign):
+                targets, value, ann = stmt.targets, stmt.value, None
+            elif isinstance(stmt, ast.AnnAssign):
+                targets, value, ann = [stmt.target], stmt.value, stmt.annotation
+            else:
+                continue
+            for t in targets:
+                if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me):
+                    continue
+                name = t.attr
+                qual = f"{cls}.{name}"
+                if qual not in mod.self_attrs:
+                    mod.self_attrs[qual] = _Symbol(
+                        "attribute", qual, f"{me}.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
+                        self._meta(stmt, qual, name=name, **{"class": cls, "instance": me == "self"}))
+                tn = _type_name(ann) if ann is not None else None
+                if tn is None and isinstance(value, ast.Call):
+                    tn = _dotted(value.func)
+                if tn is None and isinstance(value, ast.Name) and value.id in params:
+                    tn = params[value.id]
+                if tn:
+                    mod.value_types.setdefault(qual, tn)
 
     @staticmethod
     def _content(node) -> str:
@@ -390,9 +727,18 @@ def _module_name(path: Path, cache: dict[Path, bool]) -> tuple[str, bool]:
     return ".".join(parts) or path.parent.name or path.stem, path.stem == "__init__"
 
 
+def _other_suffixes() -> frozenset[str]:
+    """Suffixes of the non-Python files ingested (those whose tree-sitter grammar is installed)."""
+    from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+
+    found = set(ingest_ts.EXTENSIONS) if ingest_ts.available() else set()
+    return frozenset(found | set(ingest_rust.EXTENSIONS)) if ingest_rust.available() else frozenset(found)
+
+
 def _python_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
+    other = _other_suffixes()
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         keep = []
@@ -403,7 +749,8 @@ def _python_files(root: Path) -> list[Path]:
                 continue  # a virtualenv under any name
             keep.append(d)
         dirnames[:] = sorted(keep)
-        found.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py") and not f.startswith("."))
+        found.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and (
+            f.endswith(".py") or (other and os.path.splitext(f)[1] in other and not f.endswith(".d.ts"))))
     return found
 
 
@@ -418,8 +765,9 @@ def check_ingest_path(path: str, workspace_root: Path) -> Path:
     if not p.exists():
         raise UsageError(f"argument 'path': {str(p)!r} does not exist; give an existing folder or .py file "
                          f"(relative paths are taken from the workspace root {str(workspace_root)!r}).")
-    if p.is_file() and p.suffix != ".py":
-        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file; give a folder or a .py file.")
+    if p.is_file() and p.suffix != ".py" and p.suffix not in _other_suffixes():
+        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust file "
+                         "with tree-sitter installed); give a folder, a .py, .ts, .js or .rs file.")
     if not p.is_file() and not p.is_dir():
         raise UsageError(f"argument 'path': {str(p)!r} is neither a folder nor a file.")
     return p
@@ -444,14 +792,35 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
     pkg_cache: dict[Path, bool] = {}
     candidates: list[_Module] = []
     for f in _python_files(path):
-        name, is_pkg = _module_name(f, pkg_cache)
-        candidates.append(_Module(name, f, file_label(f, workspace_root), "", 0, None, is_pkg))
+        label = file_label(f, workspace_root)
+        if f.suffix == ".py":
+            name, is_pkg = _module_name(f, pkg_cache)
+            candidates.append(_Module(name, f, label, "", 0, None, is_pkg))
+            continue
+        # TypeScript/JavaScript: the path below the ingested folder (a one-file refresh keeps the stored name)
+        row = graph.db.conn.execute("SELECT json_extract(metadata, '$.module') FROM nodes WHERE type='file' AND label=?",
+                                    (label,)).fetchone() if path.is_file() else None
+        rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+        stem = rel.rsplit(".", 1)[0]
+        for tail in (("/index",) if f.suffix != ".rs" else ("/mod", "/lib", "/main")):
+            stem = stem[: -len(tail)] if stem.endswith(tail) else stem
+        name = row[0] if row and row[0] else (".".join(p for p in stem.split("/") if p) or f.stem)
+        mod = _Module(name, f, label, "", 0, None, False)
+        mod.rel = rel if path.is_dir() else name.replace(".", "/") + f.suffix
+        candidates.append(mod)
     _dedupe_module_names(candidates, path)
     modules: list[_Module] = []
     failed_files: set[str] = set()
     for mod in candidates:
         try:
             data = mod.path.read_bytes()
+            if mod.path.suffix != ".py":
+                from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+
+                mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
+                (ingest_rust if mod.path.suffix == ".rs" else ingest_ts).extract(mod, root_label, _Symbol, data)
+                modules.append(mod)
+                continue
             mod.tree = ast.parse(data, filename=str(mod.path))
             mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
             mod.doc = _first_paragraph(mod.tree)
@@ -486,6 +855,23 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             if p and n["type"] != "file" and n["meta"].get("source") == "ingest":
                 by_file.setdefault(p, []).append(n)
 
+        # -- namespaces: a module name another ingested root already owns gets this root's prefix
+        for mod in modules:
+            old_file = lookup(("file", mod.file))
+            file_root = root_label
+            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+                file_root = old_file["meta"]["root"]
+            mine = lookup(("module", f"{file_root}:{mod.name}"))
+            other = lookup(("module", mod.name))
+            if (mine is not None and mine["meta"].get("root") == file_root) or (
+                    other is not None and not other["meta"].get("external") and other["meta"].get("path") != mod.file
+                    and other["meta"].get("root") not in (None, file_root)):
+                mod.prefix = f"{file_root}:"
+            for sym in mod.symbols:
+                sym.meta["root"] = file_root
+                if mod.prefix:
+                    sym.label = mod.prefix + sym.meta["qualname"]
+
         # -- nodes --------------------------------------------------------------------------
         now = time.time()
         ids: dict[tuple[str, str], int] = {}
@@ -500,10 +886,12 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             file_meta = {"path": mod.file, "sha1": mod.sha1, "ingest_version": INGEST_VERSION, "module": mod.name,
                          "lines": mod.data_lines, "source": "ingest", "root": file_root}
             desired = [
-                _Symbol("module", mod.name, f"module {mod.name}" + (" (package)" if mod.is_package else "")
+                _Symbol("module", mod.prefix + mod.name, f"module {mod.name}" + (" (package)" if mod.is_package else "")
                         + (f"\n\n{mod.doc}" if mod.doc else ""),
                         {"name": mod.name.rpartition(".")[2], "qualname": mod.name, "path": mod.file,
-                         "package": mod.is_package, "source": "ingest", "root": root_label, "external": False}),
+                         "package": mod.is_package, "source": "ingest", "root": file_root, "external": False,
+                         **({"exports": {k: v for k, v in mod.aliases.items() if "." in v},
+                             "star_imports": mod.star_imports} if mod.is_package else {})}),
                 *_unique_symbols(mod.symbols),
             ]
             for sym in desired:
@@ -513,6 +901,10 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     report.functions += 1
                 elif sym.type == "method":
                     report.methods += 1
+                elif sym.type == "variable":
+                    report.variables += 1
+                elif sym.type == "attribute":
+                    report.attributes += 1
             report.modules += 1
             old_syms = by_file.get(mod.file, [])
             same = (
@@ -560,6 +952,9 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         # -- edges --------------------------------------------------------------------------
         by_key = {k: v for k, v in by_key.items() if v is not None and v["id"] not in deleted}
         resolver = _Resolver(modules, conn)
+        if path.is_file() and modules:  # a one-file refresh: guesses by unique name see the whole folder
+            roots = {s.meta["root"] for m in modules for s in m.symbols} or {root_label}
+            resolver.add_stored_names(roots, {m.file for m in modules})
         desired_edges: dict[tuple[int, str, int], tuple[float, dict]] = {}
 
         def node_id(key):
@@ -578,12 +973,14 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 return  # keep the strongest resolution, then the first line
             desired_edges[key] = (weight, {"source": "ingest", **meta})
 
+        L = resolver.label
         for mod in modules:
-            want(("file", mod.file), "contains", ("module", mod.name), W_CONTAINS, {})
+            mod_key = ("module", L(mod.name))
+            want(("file", mod.file), "contains", mod_key, W_CONTAINS, {})
             for ptype, plabel, child in mod.contains:
                 ctype = resolver.type_of(child)
                 if ctype:
-                    want((ptype, plabel), "contains", (ctype, child), W_CONTAINS, {})
+                    want((ptype, L(plabel)), "contains", (ctype, L(child)), W_CONTAINS, {})
             seen_imports: set[str] = set()
             for spec, line in mod.imports:
                 target = None
@@ -597,26 +994,55 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 if target == mod.name or target in seen_imports:
                     continue
                 seen_imports.add(target)
-                if node_id(("module", target)) is None:
+                tkey = ("module", L(target))
+                if node_id(tkey) is None:
                     sym = _Symbol("module", target, f"module {target} (external)",
                                   {"name": target.rpartition(".")[2], "qualname": target, "external": True,
                                    "source": "ingest"})
-                    ids[("module", target)] = _write_node(conn, None, sym, now, report)
-                want(("module", mod.name), "imports", ("module", target), W_IMPORTS, {"line": line})
-            for cls_label, base_exprs, line in mod.bases:
+                    ids[tkey] = _write_node(conn, None, sym, now, report)
+                want(mod_key, "imports", tkey, W_IMPORTS, {"line": line})
+            for cls, base_exprs, line, scope in mod.bases:
                 for expr in base_exprs:
-                    base = resolver.resolve_dotted(expr, mod)
+                    base = resolver.resolve_expr(mod, scope, expr)
                     if base and resolver.type_of(base) == "class":
-                        want(("class", cls_label), "inherits", ("class", base), W_INHERITS, {"line": line})
-            for caller, kind, name, cls, line in mod.calls:
-                hit = resolver.resolve_call(mod, kind, name, cls, caller)
+                        want(("class", L(cls)), "inherits", ("class", L(base)), W_INHERITS, {"line": line})
+            for scope, dotted, target, cls, line in mod.decorates:
+                dec = resolver.resolve_expr(mod, scope, dotted)
+                dtype = dec and resolver.type_of(dec)
+                if dtype in ("function", "class", "method", "variable", "attribute"):
+                    want((dtype, L(dec)), "decorates", (resolver.type_of(target), L(target)), W_EXACT,
+                         {"line": line})
+            for user, edge, kind, name, cls, line in mod.uses:
+                if kind == "dotted":  # the chain's own links are read too: a.b in a.b.c()
+                    parts = name.split(".")
+                    for i in range(1, len(parts)):
+                        hit = resolver.resolve_use(mod, "references", "name" if i == 1 else "dotted",
+                                                   ".".join(parts[:i]), cls, user)
+                        if hit is not None and resolver.type_of(hit[0]) in _USE_TARGETS and hit[0] != user:
+                            want((resolver.type_of(user), L(user)), "references",
+                                 (resolver.type_of(hit[0]), L(hit[0])), hit[1], {"line": line, "resolution": hit[2]})
+                write = edge == "writes"
+                hit = resolver.resolve_use(mod, "references" if write else edge, kind, name, cls, user)
                 if hit is None:
                     continue
                 target, weight, how = hit
+                if write:
+                    sym = resolver.symbol(target)
+                    if sym is not None and sym.meta.get("line") == line and resolver.mod_of.get(target) is mod:
+                        continue  # the assignment that defines the attribute
+                    edge = "references"
                 ttype = resolver.type_of(target)
-                ctype = resolver.type_of(caller) or ("module" if caller == mod.name else None)
-                if ttype and ctype:
-                    want((ctype, caller), "calls", (ttype, target), weight, {"line": line, "resolution": how})
+                if ttype not in _USE_TARGETS or (target == user and edge != "calls"):
+                    continue
+                utype = resolver.type_of(user)
+                if not utype:
+                    continue
+                meta = {"line": line, "resolution": how}
+                if edge == "calls" and ttype in ("variable", "attribute"):
+                    edge = "references"  # calling a value: a use of the value, not of a definition
+                elif edge == "references" and target in resolver.props:
+                    meta["resolution"], meta["property"] = "property", True
+                want((utype, L(user)), edge, (ttype, L(target)), weight, meta)
         report.edges = len(desired_edges)
 
         old_edges = _load_edges(conn, scope_ids)
@@ -667,14 +1093,22 @@ def _dedupe_module_names(modules: list[_Module], root: Path) -> None:
 
 
 def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
-    """First definition wins when a name is defined twice (property setters, conditional defs)."""
-    seen: set[tuple[str, str]] = set()
+    """One node per name defined twice (property setters, ``@overload`` stubs, conditional defs):
+    the first definition, except that an ``@overload`` stub gives way to the implementation;
+    its lines stretch over every definition of the name, so uses in any of them fall inside."""
+    first: dict[str, _Symbol] = {}
     out = []
     for s in symbols:
-        if (s.type, s.label) in seen or any((t, s.label) in seen for t in ("class", "function", "method")):
+        old = first.get(s.label)
+        if old is None:
+            first[s.label] = s
+            out.append(s)
             continue
-        seen.add((s.type, s.label))
-        out.append(s)
+        line = min(old.meta.get("line", 0), s.meta.get("line", 0))
+        end = max(old.meta.get("end_line", 0), s.meta.get("end_line", 0))
+        if any(d.rsplit(".", 1)[-1] == "overload" for d in old.meta.get("decorators", ())) and old.type == s.type:
+            old.content, old.meta = s.content, dict(s.meta)
+        old.meta["line"], old.meta["end_line"] = line, end
     return out
 
 
@@ -729,46 +1163,95 @@ def _delete_node(conn, node_id: int) -> None:
     conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
 
 
+_LOCAL = object()  # a function's own variable: not a module-level definition
+
+
 class _Resolver:
-    """Name-based resolution of calls and base classes (see the module docstring)."""
+    """Name-based resolution of uses and base classes (see the module docstring), on qualified
+    names; :meth:`label` maps a qualified name to its node label (a root's namespace prefix)."""
 
     def __init__(self, modules: list[_Module], conn) -> None:
         self.conn = conn
         self.modules = {m.name: m for m in modules}
         self.types: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.props: set[str] = set()
+        self.symbols: dict[str, _Symbol] = {}
+        self.mod_of: dict[str, _Module] = {}
         self.stored: dict[str, str | None] = {}  # labels looked up in the database (other ingests)
+        self.stored_bases: dict[str, list[str]] = {}
+        self.exports_cache: dict[str, tuple[dict[str, str], list[str]] | None] = {}
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
         for m in modules:
+            self.labels.setdefault(m.name, m.prefix + m.name)
             for s in _unique_symbols(m.symbols):
-                self.types.setdefault(s.label, s.type)
+                qual = s.meta["qualname"]
+                self.types.setdefault(qual, s.type)
+                self.labels.setdefault(qual, s.label)
+                self.mod_of.setdefault(qual, m)
+                if s.meta.get("property"):
+                    self.props.add(qual)
+                self.symbols.setdefault(qual, s)
                 short = s.meta["name"]
                 if s.type == "method":
-                    self.methods_by_short.setdefault(short, []).append(s.label)
-                else:
-                    self.by_short.setdefault(short, []).append(s.label)
+                    self.methods_by_short.setdefault(short, []).append(qual)
+                elif s.type in ("function", "class") and not s.meta.get("nested"):
+                    self.by_short.setdefault(short, []).append(qual)
         for m in modules:
-            for cls, exprs, _ in m.bases:
-                self.bases[cls] = [b for b in (self.resolve_dotted(e, m) for e in exprs) if b]
+            for cls, exprs, _, scope in m.bases:
+                self.bases[cls] = [b for b in (self.resolve_expr(m, scope, e) for e in exprs) if b]
 
-    def known(self, label: str) -> str | None:
-        """The type of a class/function/method label parsed now or stored by an earlier ingest."""
-        if label in self.types:
-            return self.types[label]
-        if label not in self.stored:
+    def add_stored_names(self, roots: set[str], skip_files: set[str]) -> None:
+        """Count the definitions stored for ``roots`` (other files than ``skip_files``) in the
+        unique-name tables, so a one-file refresh makes the same guesses as a folder ingest."""
+        for type_, qual, name, nested, path in self.conn.execute(
+                "SELECT type, json_extract(metadata, '$.qualname'), json_extract(metadata, '$.name'),"
+                " json_extract(metadata, '$.nested'), json_extract(metadata, '$.path') FROM nodes"
+                " WHERE type IN ('class', 'function', 'method')"
+                f" AND json_extract(metadata, '$.root') IN ({','.join('?' * len(roots))})", tuple(roots)):
+            if path in skip_files or not qual or not name or qual in self.types:
+                continue
+            if type_ == "method":
+                self.methods_by_short.setdefault(name, []).append(qual)
+            elif not nested:
+                self.by_short.setdefault(name, []).append(qual)
+
+    def symbol(self, qual: str) -> _Symbol | None:
+        return self.symbols.get(qual)
+
+    def label(self, qual: str) -> str:
+        return self.labels.get(qual, qual)
+
+    def known(self, qual: str) -> str | None:
+        """The type of a symbol parsed now or stored by an earlier ingest."""
+        if qual in self.types:
+            return self.types[qual]
+        if qual not in self.stored:
             row = self.conn.execute(
-                "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method') LIMIT 1", (label,)
-            ).fetchone()
-            self.stored[label] = row[0] if row else None
-        return self.stored[label]
+                "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method', 'variable',"
+                " 'attribute') LIMIT 1", (qual,)).fetchone()
+            self.stored[qual] = row[0] if row else None
+        return self.stored[qual]
 
-    def type_of(self, label: str) -> str | None:
-        if label in self.modules and label not in self.types:
+    def type_of(self, qual: str) -> str | None:
+        if qual in self.modules and qual not in self.types:
             return "module"
-        return self.known(label)
+        return self.known(qual)
+
+    def bases_of(self, cls: str) -> list[str]:
+        if cls in self.bases:
+            return self.bases[cls]
+        if cls not in self.stored_bases:
+            self.stored_bases[cls] = [r[0] for r in self.conn.execute(
+                "SELECT d.label FROM nodes s JOIN edges e ON e.src = s.id AND e.type = 'inherits'"
+                " JOIN nodes d ON d.id = e.dst WHERE s.label = ? AND s.type = 'class'", (cls,))]
+        return self.stored_bases[cls]
 
     def resolve_global(self, qual: str, depth: int = 0) -> str | None:
+        """A dotted name as seen from outside its module: follows imports and re-exports
+        (``pkg.Y`` when ``pkg/__init__.py`` says ``from .x import Y``) and ``from m import *``."""
         if self.known(qual):
             return qual
         if depth > 5:
@@ -776,79 +1259,201 @@ class _Resolver:
         parts = qual.split(".")
         for i in range(len(parts) - 1, 0, -1):
             mod = self.modules.get(".".join(parts[:i]))
-            if mod is None:
-                continue
             name, rest = parts[i], parts[i + 1:]
+            if mod is None:
+                stored = self.stored_exports(".".join(parts[:i]))
+                if stored is None:
+                    continue
+                exports, stars = stored
+                if name in exports:
+                    return self.resolve_global(".".join([exports[name], *rest]), depth + 1)
+                for base in stars:
+                    hit = self.resolve_global(".".join([base, name, *rest]), depth + 1)
+                    if hit:
+                        return hit
+                return None
             if name in mod.aliases:
                 return self.resolve_global(".".join([mod.aliases[name], *rest]), depth + 1)
+            if name in mod.defs:
+                return self.chain(mod.defs[name], rest)
+            for base in mod.star_imports:
+                hit = self.resolve_global(".".join([base, name, *rest]), depth + 1)
+                if hit:
+                    return hit
             return None
         return None
 
-    def resolve_dotted(self, dotted: str, mod: _Module) -> str | None:
-        head, _, rest = dotted.partition(".")
-        if head in mod.defs:
-            base = mod.defs[head]
-        elif head in mod.aliases:
-            base = mod.aliases[head]
-        else:
-            return None
-        return self.resolve_global(f"{base}.{rest}" if rest else base)
+    def stored_exports(self, module: str) -> tuple[dict[str, str], list[str]] | None:
+        """The ``exports`` and ``star_imports`` of a package module stored by an earlier ingest
+        (None: no such module in the graph)."""
+        if module not in self.exports_cache:
+            row = self.conn.execute("SELECT metadata FROM nodes WHERE type='module' AND label=?", (module,)).fetchone()
+            meta = json.loads(row[0] or "{}") if row else None
+            self.exports_cache[module] = None if meta is None or meta.get("external") else (
+                meta.get("exports") or {}, meta.get("star_imports") or [])
+        return self.exports_cache[module]
 
-    def find_method(self, cls: str, name: str, seen: set[str] | None = None) -> str | None:
-        seen = seen if seen is not None else set()
-        if cls in seen:
-            return None
-        seen.add(cls)
-        qual = f"{cls}.{name}"
-        if self.known(qual) == "method":
-            return qual
-        for base in self.bases.get(cls, []):
-            hit = self.find_method(base, name, seen)
+    def resolve_name(self, mod: _Module, scope: str | None, name: str):
+        """What ``name`` means in ``scope`` (a function, class or module qualified name): a nested
+        definition of an enclosing function, :data:`_LOCAL` for a local variable, a module-level
+        definition, an import, a name from ``from m import *``; None when unknown."""
+        while scope:
+            local_defs = mod.local_defs.get(scope)
+            if local_defs and name in local_defs:
+                return local_defs[name]
+            if name in mod.local_names.get(scope, ()):
+                return _LOCAL
+            scope = mod.enclosing.get(scope)
+        if name in mod.defs:
+            return mod.defs[name]
+        if name in mod.aliases:
+            target = mod.aliases[name]
+            return self.resolve_global(target) or (
+                target if target in self.modules or self.stored_exports(target) is not None else None)
+        for base in mod.star_imports:
+            hit = self.resolve_global(f"{base}.{name}")
             if hit:
                 return hit
         return None
 
-    def resolve_call(self, mod: _Module, kind: str, name: str, cls: str | None,
-                     caller: str | None = None) -> tuple[str, float, str] | None:
+    def local_type(self, mod: _Module, scope: str | None, name: str) -> str | None:
+        """The class of a local variable whose class is written down, in ``scope`` or an enclosing function."""
+        while scope:
+            if name in mod.local_names.get(scope, ()):
+                expr = mod.local_types.get(scope, {}).get(name)
+                if expr is None:
+                    return None
+                return self.type_of_expr(mod, scope, expr)
+            scope = mod.enclosing.get(scope)
+        return None
+
+    def type_of_expr(self, mod: _Module, scope: str, expr: str) -> str | None:
+        """The class of a value written ``expr`` in function ``scope``: a class (a constructor
+        call), or a function/method (``self.f`` included) whose return annotation names a class;
+        ``iter:f`` is the element class of what ``f`` returns (``-> list[Foo]``)."""
+        element = expr.startswith("iter:")
+        expr = expr.removeprefix("iter:")
+        head, _, rest = expr.partition(".")
+        sym = self.symbols.get(scope)
+        cls = sym.meta.get("class") if sym is not None else None
+        if head in ("self", "cls") and cls and rest:
+            target = self.chain(cls, rest.split("."))
+        else:
+            target = self.resolve_expr(mod, mod.enclosing.get(scope), expr)
+        if target is None:
+            return None
+        kind = self.known(target)
+        if kind == "class":
+            return None if element else target
+        fn = self.symbols.get(target)
+        if kind not in ("function", "method") or fn is None:
+            return None
+        ret = fn.meta.get("returns_element" if element else "returns")
+        home = self.mod_of.get(target)
+        owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
+        return owner if owner and self.known(owner) == "class" else None
+
+    def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
+        """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
+        head, *rest = dotted.split(".")
+        base = self.resolve_name(mod, scope, head)
+        if base is None or base is _LOCAL:
+            return None
+        return self.chain(base, rest)
+
+    def class_of_value(self, qual: str) -> str | None:
+        """The class of an attribute or variable whose class is written down."""
+        mod = self.mod_of.get(qual)
+        expr = mod.value_types.get(qual) if mod else None
+        if not expr:
+            return None
+        scope = qual.rpartition(".")[0]
+        owner = self.resolve_expr(mod, scope if scope in mod.local_names else None, expr)
+        return owner if owner and self.known(owner) == "class" else None
+
+    def chain(self, qual: str, rest: list[str], partial: bool = False) -> str | None:
+        """Follow attribute names from a resolved symbol: members of classes (inherited ones
+        included), values whose class is known, names of modules. With ``partial``, the
+        deepest class or function reached is returned when the chain leaves the graph."""
+        cur = qual
+        for i, part in enumerate(rest):
+            t = self.type_of(cur)
+            nxt = None
+            if t == "class":
+                nxt = self.find_member(cur, part)
+            elif t in ("attribute", "variable"):
+                owner = self.class_of_value(cur)
+                nxt = self.find_member(owner, part) if owner else None
+            elif t == "module" or t is None:
+                nxt = self.resolve_global(f"{cur}.{part}")
+            if nxt is None:
+                return cur if partial and t in ("class", "function", "method") else None
+            cur = nxt
+        return cur
+
+    def find_member(self, cls: str, name: str, seen: set[str] | None = None) -> str | None:
+        seen = seen if seen is not None else set()
+        if cls in seen or len(seen) > 50:
+            return None
+        seen.add(cls)
+        qual = f"{cls}.{name}"
+        if self.known(qual) in ("method", "attribute", "class"):
+            return qual
+        for base in self.bases_of(cls):
+            hit = self.find_member(base, name, seen)
+            if hit:
+                return hit
+        return None
+
+    def find_method(self, cls: str, name: str) -> str | None:
+        hit = self.find_member(cls, name)
+        return hit if hit and self.known(hit) == "method" else None
+
+    def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
+                    scope: str) -> tuple[str, float, str] | None:
+        """(target, weight, how) of one use, or None when it cannot be resolved by name."""
+        calls = edge == "calls"
         if kind == "name":
-            if name in mod.defs:
-                return self._found(mod.defs[name], W_EXACT, "module")
-            if name in mod.aliases:
-                hit = self.resolve_global(mod.aliases[name])
-                return (hit, W_EXACT, "import") if hit else None
-            if name in _BUILTIN_NAMES:
+            hit = self.resolve_name(mod, scope, name)
+            if hit is _LOCAL:
+                return None
+            if hit is not None:
+                return (hit, W_EXACT, "scope" if mod.enclosing.get(scope) or hit.startswith(f"{scope}.") else
+                        ("module" if name in mod.defs else "import"))
+            if not calls or name in _BUILTIN_NAMES:
                 return None
             cands = self.by_short.get(name, [])
             return (cands[0], W_UNIQUE_NAME, "unique-name") if len(cands) == 1 else None
-        if kind == "dotted":
-            head, _, attr = name.partition(".")
-            local = mod.local_types.get(caller or "", {})
-            if head in local and "." not in attr:  # x = Foo(...); x.meth()  or  def f(x: Foo): x.meth()
-                owner = self.resolve_dotted(local[head], mod)
-                if owner and self.known(owner) == "class":
-                    hit = self.find_method(owner, attr)
-                    return (hit, W_LOCAL_TYPE, "local-type") if hit else None
-            if head in mod.defs or head in mod.aliases:
-                hit = self.resolve_dotted(name, mod)
-                return (hit, W_EXACT, "import") if hit else None
-            return self._unique_method(name.rsplit(".", 1)[-1])
-        if kind == "self" and cls:
-            hit = self.find_method(cls, name)
-            if hit:
-                return hit, W_SELF, "self"
-            return None
-        if kind == "super" and cls:
-            for base in self.bases.get(cls, []):
-                hit = self.find_method(base, name)
+        if kind in ("self", "super"):
+            if not cls:
+                return None
+            if kind == "self":
+                hit = self.find_member(cls, name)
+                return (hit, W_SELF, "self") if hit else None
+            for base in self.bases_of(cls):
+                hit = self.find_member(base, name)
                 if hit:
                     return hit, W_SELF, "super"
             return None
-        if kind == "attr":
+        if kind == "dotted":
+            head, *rest = name.split(".")
+            if head in ("self", "cls") and cls and self.resolve_name(mod, scope, head) is _LOCAL:
+                hit = self.chain(cls, rest, partial=not calls)
+                return (hit, W_SELF, "self") if hit and hit != cls else None
+            base = self.resolve_name(mod, scope, head)
+            if base is _LOCAL:
+                owner = self.local_type(mod, scope, head)
+                if owner:
+                    hit = self.chain(owner, rest, partial=not calls)
+                    return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != owner else None
+                return self._unique_method(rest[-1]) if calls else None
+            if base is not None:
+                hit = self.chain(base, rest, partial=not calls)
+                return (hit, W_EXACT, "import") if hit else None
+            return self._unique_method(rest[-1]) if calls else None
+        if kind == "attr" and calls:
             return self._unique_method(name)
         return None
-
-    def _found(self, label: str, weight: float, how: str):
-        return (label, weight, how) if self.known(label) else None
 
     def _unique_method(self, name: str):
         if name.startswith("__") or name in _BUILTIN_METHODS:

@@ -1,0 +1,554 @@
+"""The Python code graph against a SCIP index of the same source, and code-question latency.
+
+Project (held out: nothing in the ingest was tuned on it before this bench was written;
+the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from PyPI
+(574 .py files, tests included), downloaded with ``pip download --no-deps`` into
+``--cache`` and copied into a temporary workspace.
+
+1. **Ingest**: ``@memory-ingest`` of the package (first run), then an incremental
+   re-ingest after appending a function to one file (nodes/edges touched).
+2. **Queries**: for 200 symbols drawn with a fixed seed, every relation of
+   ``@memory-query mode=code`` in-process (:class:`CodeGraph.ask`); p50/p95 per relation
+   and over all point questions (``unused`` is a scan of all definitions and is reported
+   on its own). Target (issue 14): p95 <= 1 ms on a 500-file project.
+3. **SCIP oracle** (skipped with ``--no-scip`` or when node/npm are missing):
+   ``@sourcegraph/scip-python`` (npm, pinned :data:`SCIP_PYTHON`) indexes the same
+   files; the index is decoded with the protobuf bindings that ``@sourcegraph/scip-typescript``
+   (npm, pinned) ships (google-protobuf), written out as JSON and compared:
+
+   * definitions: SCIP definition occurrences of global symbols (not locals, not
+     parameters, not modules) vs our class/function/method/variable/attribute nodes,
+     matched by qualified name or, failing that, by (file, short name): the two name
+     some nested definitions differently (scip-python calls a function nested in a
+     method ``Class.inner``);
+   * call+reference edges: each SCIP reference occurrence to a symbol defined in the
+     project becomes (the innermost of our definitions whose lines hold it, the target);
+     ours are ``calls`` + ``references`` edges plus ``decorates`` edges read as (the
+     decorated definition's parent, the decorator). An instance attribute's line
+     (``self.x = ...``) counts for the method holding it, and a SCIP target named
+     differently from ours is mapped to ours when (file, short name) is unique. Occurrences on import statements
+     are left out (imports are ``imports`` edges between modules here), and so are
+     references of a definition to itself and occurrences whose written name is not the
+     name of the symbol the indexer gave them (scip-python 0.6.6 labels many names reached
+     through networkx's star-import re-exports, such as ``nx.Graph``, with unrelated
+     symbols such as ``selfloop_edges``: indexer errors, counted in the output). Because
+     such a dropped occurrence may still be a real edge on our side, the headline
+     call+reference row keeps only the users (definitions) with no mislabelled
+     occurrence, on both sides; the row over all users is printed too;
+   * inherits edges: SCIP ``is_implementation`` relationships between project classes vs
+     our ``inherits`` edges.
+
+   Targets (issue 14): definitions recall >= 0.99, call+reference recall >= 0.95 at
+   precision >= 0.95.
+
+TypeScript: ``--project npm:rxjs@7.8.1`` takes the package's ``src`` folder (``npm
+pack``) and indexes it with ``@sourcegraph/scip-typescript`` (``--infer-tsconfig``);
+scip-typescript lists every ancestor of a class, so inherits edges are compared as
+transitive closures. The Python project ``click==8.1.8`` (16 files) is a second,
+smaller held-out oracle run.
+
+Prints a table and ends with one JSON line.
+
+    python bench/codegraph.py [--cache ~/.cache/opensage-bench] [--no-scip] [--project networkx==3.5]
+    python bench/codegraph.py --project click==8.1.8
+    python bench/codegraph.py --project npm:rxjs@7.8.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from opensage.host import Host
+from opensage.plugins.graph_memory.codegraph import CodeGraph
+from opensage.plugins.graph_memory.graph import graph_for
+from opensage.store import Workspace
+
+SCIP_PYTHON = "@sourcegraph/scip-python@0.6.6"
+SCIP_TYPESCRIPT = "@sourcegraph/scip-typescript@0.4.0"  # only for its generated scip.proto bindings (scip.js)
+DEF_TYPES = ("class", "function", "method", "variable", "attribute")
+POINT_RELATIONS = ("exists", "callers", "callees", "references", "members", "implementors", "file-symbols")
+
+DECODE_JS = r"""
+const fs = require('fs');
+const { scip } = require(process.argv[2]);
+const index = scip.Index.deserializeBinary(fs.readFileSync(process.argv[3]));
+const out = fs.createWriteStream(process.argv[4]);
+for (const doc of index.documents) {
+  out.write(JSON.stringify({
+    path: doc.relative_path,
+    occurrences: doc.occurrences.map(o => [o.range, o.symbol, o.symbol_roles]),
+    symbols: doc.symbols.map(s => [s.symbol, s.relationships.map(r => [r.symbol, r.is_implementation])]),
+  }) + '\n');
+}
+out.end();
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def fetch_npm(spec: str, cache: Path) -> Path:
+    """The unpacked npm package ``name@version`` (``npm pack``), cached; returns its folder."""
+    dest = cache / ("src-npm-" + spec.replace("/", "_").replace("@", "-"))
+    if not (dest / "package").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["npm", "pack", spec, "--pack-destination", str(dest)], capture_output=True, text=True,
+                           check=True, timeout=600)
+        tgz = dest / r.stdout.strip().splitlines()[-1]
+        subprocess.run(["tar", "xzf", str(tgz), "-C", str(dest)], check=True, timeout=300)
+    return dest / "package"
+
+
+def fetch_project(spec: str, cache: Path) -> Path:
+    """The extracted wheel of ``spec`` (pip download --no-deps), cached."""
+    name, _, version = spec.partition("==")
+    dest = cache / f"src-{name}-{version}"
+    if (dest / name).is_dir():
+        return dest
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", spec,
+                    "-d", str(wheels)], check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob(f"{name}-{version}-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(dest)
+    return dest
+
+
+def npm_tools(cache: Path) -> Path | None:
+    """node_modules with the pinned SCIP packages (npm install into the cache), or None."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None
+    root = cache / "npm"
+    mods = root / "node_modules" / "@sourcegraph"
+    if not (mods / "scip-python").is_dir() or not (mods / "scip-typescript").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), SCIP_PYTHON,
+                            SCIP_TYPESCRIPT], capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            print(f"npm install failed: {r.stderr[-500:]}", file=sys.stderr)
+            return None
+    return root / "node_modules"
+
+
+def scip_index(src: Path, name: str, version: str, cache: Path, mods: Path) -> Path:
+    out = cache / f"{name}-{version}.scip"
+    if not out.exists():
+        # an empty virtualenv first on PATH: pyright must resolve the project's imports to the
+        # files being indexed, not to another installed version of the same package
+        venv = cache / "indexer-venv"
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+        env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+        t0 = time.perf_counter()
+        subprocess.run(["node", str(mods / "@sourcegraph/scip-python/index.js"), "index", ".", "--project-name", name,
+                        "--project-version", version, "--output", str(out)], cwd=src, check=True, env=env,
+                       capture_output=True, timeout=3600)
+        print(f"scip-python indexed {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return out
+
+
+def scip_index_ts(src: Path, spec: str, cache: Path, mods: Path) -> Path:
+    out = cache / ("npm-" + spec.replace("/", "_").replace("@", "-") + ".scip")
+    if not out.exists():
+        subprocess.run(["node", str(mods / "@sourcegraph/scip-typescript/dist/src/main.js"), "index", "--infer-tsconfig",
+                        "--output", str(out)], cwd=src, check=True, capture_output=True, timeout=3600)
+    return out
+
+
+def decode_scip(index: Path, mods: Path, cache: Path) -> list[dict]:
+    js = cache / "decode-scip.js"
+    js.write_text(DECODE_JS)
+    out = index.with_suffix(".jsonl")
+    subprocess.run(["node", str(js), str(mods / "@sourcegraph/scip-typescript/dist/src/scip.js"), str(index),
+                    str(out)], check=True, timeout=600)
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+_DESC = re.compile(r"`((?:[^`]|``)+)`|([^/#.:()\[\]`]+)|(\([^)]*\))|([/#.:\[\]!])")
+
+
+_TS_SUFFIX = re.compile(r"\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$")
+
+
+def scip_qualname(symbol: str) -> tuple[str, str] | None:
+    """(qualified name, kind) of a scip-python or scip-typescript global symbol; None for
+    locals, parameters, type parameters and modules. scip-typescript's file segments lose
+    their suffix (``internal/`Subject.ts`/Subject#`` -> ``internal.Subject.Subject``, an
+    ``index`` file names its folder) and ``<constructor>`` is ``constructor``."""
+    if symbol.startswith("local ") or not symbol:
+        return None
+    parts = symbol.split(" ", 4)
+    if len(parts) < 5:
+        return None
+    desc = parts[4]
+    if parts[0] == "scip-typescript":
+        desc = re.sub(r"`([^`]+)`/", lambda m: _TS_SUFFIX.sub("", m.group(1)) + "/", desc)
+        desc = desc.replace("/index/", "/").replace("`<constructor>`", "constructor")
+        if desc.startswith("index/"):
+            desc = desc[len("index/"):]
+    names: list[str] = []
+    kind = None
+    pos = 0
+    module = None
+    while pos < len(desc):
+        m = _DESC.match(desc, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        if m.group(1) is not None or m.group(2) is not None:
+            names.append((m.group(1) or m.group(2)).replace("``", "`"))
+        elif m.group(3) is not None:
+            if m.group(3) != "()":
+                return None  # a parameter: method().(name)
+            kind = "callable"
+        else:
+            sep = m.group(4)
+            if sep == "/":
+                module = ".".join(names)
+                names = [module]
+                kind = "module"
+            elif sep == "#":
+                kind = "type"
+            elif sep == ".":
+                kind = kind if kind == "callable" else "term"
+            elif sep in "()[]":
+                return None  # a parameter or type parameter
+            elif sep == ":":
+                kind = "meta"
+    if kind in (None, "module", "meta") or not names:
+        return None
+    if len(names) > 2 and names[-1] == names[-2]:
+        names.pop()  # scip-python names some annotated module variables x.x
+    qual = ".".join(n.removesuffix("/") for n in names)
+    qual = qual.replace("/", ".")
+    if qual.endswith(".__init__") and kind == "module":
+        return None
+    return qual.replace(".__init__.", ".", 1) if ".__init__." in qual and module and module.endswith("__init__") else qual, kind
+
+
+def our_graph(conn) -> tuple[dict, dict, set, set, set]:
+    """Our definitions {qualname: (type, path, line, end_line)}, parents, and edge pair sets."""
+    defs, by_id, modules = {}, {}, set()
+    for r in conn.execute(f"SELECT id, type, label, metadata FROM nodes WHERE type IN "
+                          f"({','.join('?' * len(DEF_TYPES))}, 'module')", DEF_TYPES):
+        meta = json.loads(r["metadata"])
+        if meta.get("source") != "ingest" or meta.get("external"):
+            continue
+        q = meta.get("qualname", r["label"])
+        by_id[r["id"]] = q
+        if r["type"] != "module":
+            defs[q] = (r["type"], meta.get("path"), meta.get("line"), meta.get("end_line"))
+        else:
+            modules.add(q)
+    parent = {}
+    for s, d in conn.execute("SELECT src, dst FROM edges WHERE type='contains'"):
+        if s in by_id and d in by_id:
+            parent[by_id[d]] = by_id[s]
+    uses, inherits = set(), set()
+    for s, d, t in conn.execute("SELECT src, dst, type FROM edges WHERE type IN ('calls','references','inherits','decorates')"):
+        if s not in by_id or d not in by_id:
+            continue
+        if t == "inherits":
+            inherits.add((by_id[s], by_id[d]))
+        elif t == "decorates":
+            p = parent.get(by_id[d])
+            if p:
+                uses.add((p, by_id[s]))
+        elif by_id[s] != by_id[d]:
+            uses.add((by_id[s], by_id[d]))
+    return defs, parent, uses, inherits, modules
+
+
+def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix: str) -> dict:
+    """Precision/recall of our definitions and edges against the SCIP documents."""
+    scip_defs: set[str] = set()
+    scip_def_keys: dict[str, tuple[str, str]] = {}  # qualified name -> (path, short name)
+    scip_inherits: set[tuple[str, str]] = set()
+    occ_by_file: dict[str, list] = {}
+    for doc in docs:
+        if not doc["path"].endswith((".py", ".ts", ".tsx")) or doc["path"].endswith(".d.ts"):
+            continue
+        occ_by_file[doc["path"]] = doc["occurrences"]
+        for rng, sym, roles in doc["occurrences"]:
+            if roles & 1:
+                q = scip_qualname(sym)
+                if q and q[0] not in modules:
+                    scip_defs.add(q[0])
+                    scip_def_keys.setdefault(q[0], (doc["path"], q[0].rsplit(".", 1)[-1]))
+        for sym, rels in doc["symbols"]:
+            q = scip_qualname(sym)
+            if not q or q[1] != "type":
+                continue
+            for other, is_impl in rels:
+                b = scip_qualname(other)
+                if is_impl and b and b[1] == "type":
+                    scip_inherits.add((q[0], b[0]))
+    # innermost of our definitions holding a line, per file
+    spans: dict[str, list] = {}
+    for q, (t, path, line, end) in defs.items():
+        if path and line:
+            spans.setdefault(path, []).append((line, end or line, q, t))
+    for path, items in spans.items():  # self.x = ... inside a method is used by the method, not by x
+        fn_spans = [(a, b) for a, b, _q, t in items if t in ("function", "method")]
+        spans[path] = [(a, b, q) for a, b, q, t in items
+                       if t != "attribute" or not any(fa < a <= fb for fa, fb in fn_spans)]
+    scip_uses: set[tuple[str, str]] = set()
+    mislabelled = 0
+    unsure: set[str] = set()  # definitions holding an occurrence the indexer mislabelled
+    for rel, occs in occ_by_file.items():
+        path = f"{label_prefix}{rel}"
+        try:
+            text = (src / rel).read_text(encoding="utf-8")
+            if rel.endswith(".py"):
+                tree = ast.parse(text)
+                import_lines = {ln for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                                for ln in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
+                module = rel.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+            else:
+                from opensage.plugins.graph_memory.ingest_ts import _parser
+
+                root = _parser("tsx" if rel.endswith(".tsx") else "typescript").parse(text.encode()).root_node
+                import_lines = {ln for n in root.named_children
+                                if n.type == "import_statement" or (n.type == "export_statement"
+                                                                    and n.child_by_field_name("source") is not None)
+                                for ln in range(n.start_point[0] + 1, n.end_point[0] + 2)}
+                stem = rel.rsplit(".", 1)[0]
+                module = (stem[: -len("/index")] if stem.endswith("/index") else stem).replace("/", ".")
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        lines = text.splitlines()
+        file_spans = sorted(spans.get(path, []), key=lambda s: (s[0], -s[1]))
+        for rng, sym, roles in occs:
+            if roles & 1:
+                continue
+            line = rng[0] + 1
+            if line in import_lines:
+                continue
+            q = scip_qualname(sym)
+            if not q or q[0] not in scip_defs:
+                continue
+            user = module
+            for start, end, dq in file_spans:
+                if start <= line <= end:
+                    user = dq  # later (inner) spans override outer ones
+            target = q[0]
+            if len(rng) == 3 and rng[0] < len(lines):
+                written = lines[rng[0]][rng[1]:rng[2]]
+                cls_name = target.rsplit(".", 2)[-2] if target.count(".") > 1 else None
+                if target.endswith(".__init__") and written == cls_name:
+                    target = target.rsplit(".", 1)[0]  # Foo(...) is labelled Foo.__init__; here it is the class
+                elif written and written != target.rsplit(".", 1)[-1]:
+                    mislabelled += 1  # the indexer named another symbol than the one written here
+                    unsure.add(user)
+                    continue
+            if user != target:
+                scip_uses.add((user, target))
+    scip_inherits = {(a, b) for a, b in scip_inherits if a in scip_defs and b in scip_defs}  # project classes
+    return {"scip_defs": scip_defs, "scip_uses": scip_uses, "scip_inherits": scip_inherits,
+            "mislabelled": mislabelled, "unsure": unsure, "scip_def_keys": scip_def_keys}
+
+
+def pr(ours: set, oracle: set) -> tuple[float, float, int, int]:
+    hit = len(ours & oracle)
+    return (hit / len(ours) if ours else float("nan"), hit / len(oracle) if oracle else float("nan"),
+            len(ours), len(oracle))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", default="networkx==3.5", help="PyPI requirement name==version (a pure-Python wheel)")
+    ap.add_argument("--cache", default=os.path.expanduser("~/.cache/opensage-bench/codegraph"))
+    ap.add_argument("--no-scip", action="store_true", help="skip the SCIP oracle (no node/npm needed)")
+    ap.add_argument("--symbols", type=int, default=200, help="symbols sampled for the query timings")
+    ap.add_argument("--src", default="src", help="npm projects: the package folder holding the TypeScript sources")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    typescript = args.project.startswith("npm:")
+    if typescript:
+        spec = args.project[4:]
+        version = spec.rpartition("@")[2]
+        src, name = fetch_npm(spec, cache), args.src
+    else:
+        name, _, version = args.project.partition("==")
+        src = fetch_project(args.project, cache)
+    suffix = "*.ts" if typescript else "*.py"
+    os.environ.pop("OPENSAGE_MODEL", None)
+    rows: list[tuple[str, str]] = []
+    result: dict = {"bench": "codegraph", "project": args.project, "split": "held-out"}
+    with tempfile.TemporaryDirectory() as ws:
+        ws = Path(ws)
+        shutil.copytree(src / name, ws / name)
+        files = sum(1 for _ in (ws / name).rglob(suffix))
+        host = Host(Workspace(ws))
+        t0 = time.perf_counter()
+        d = host.run("memory-ingest", {"path": name}).data
+        ingest_ms = (time.perf_counter() - t0) * 1000
+        rows.append(("ingest (first)", f"{ingest_ms:.0f} ms: {d['files']} files, {d['classes']} classes, "
+                     f"{d['functions']} functions, {d['methods']} methods, {d['variables']} variables, "
+                     f"{d['attributes']} attributes, {d['edges']} edges, {len(d['errors'])} skipped"))
+        result.update(files=files, ingest_ms=round(ingest_ms), nodes=d["nodesAdded"], edges=d["edges"])
+
+        # incremental: one edited file
+        conn = host.db.conn
+        py = sorted((p for p in (ws / name).rglob(suffix) if not p.name.endswith(".d.ts")),
+                    key=lambda f: (-f.stat().st_size, str(f)))
+        target = py[len(py) // 2]  # a median-sized file
+        target.write_text(target.read_text() + ("\nexport function bench_added() { return 1; }\n" if typescript
+                                                else "\n\ndef bench_added(G):\n    return nodes(G)\n"))
+        t0 = time.perf_counter()
+        d1 = host.run("memory-ingest", {"path": str(target.relative_to(ws))}).data
+        inc_ms = (time.perf_counter() - t0) * 1000
+        rows.append((f"re-ingest 1 edited file ({target.relative_to(ws)})", f"{inc_ms:.0f} ms: nodes +{d1['nodesAdded']} ~{d1['nodesUpdated']} "
+                     f"-{d1['nodesRemoved']}, edges +{d1['edgesAdded']} -{d1['edgesRemoved']}"))
+        t0 = time.perf_counter()
+        d2 = host.run("memory-ingest", {"path": name}).data
+        inc_all_ms = (time.perf_counter() - t0) * 1000
+        rows.append(("re-ingest folder, nothing changed", f"{inc_all_ms:.0f} ms: {d2['changed']} changed, "
+                     f"nodes +{d2['nodesAdded']} ~{d2['nodesUpdated']}, edges +{d2['edgesAdded']} -{d2['edgesRemoved']}"))
+        result.update(reingest_file_ms=round(inc_ms), reingest_file_nodes_updated=d1["nodesUpdated"],
+                      reingest_file_nodes_added=d1["nodesAdded"], reingest_folder_ms=round(inc_all_ms))
+
+        # query latency
+        cg = CodeGraph(graph_for(host))
+        rng = random.Random(14)
+        syms = [r[0] for r in conn.execute(
+            "SELECT label FROM nodes WHERE type IN ('class','function','method') ORDER BY id")]
+        classes = [r[0] for r in conn.execute("SELECT label FROM nodes WHERE type='class' ORDER BY id")]
+        files_l = [r[0] for r in conn.execute("SELECT label FROM nodes WHERE type='file' ORDER BY id")]
+        sample = rng.sample(syms, min(args.symbols, len(syms)))
+        times: dict[str, list[float]] = {r: [] for r in POINT_RELATIONS}
+        made_up_no = 0
+        for i, sym in enumerate(sample):
+            for rel in POINT_RELATIONS:
+                q = sym
+                if rel == "members":
+                    q = classes[i % len(classes)]
+                elif rel == "implementors":
+                    q = classes[(i * 7) % len(classes)]
+                elif rel == "file-symbols":
+                    q = files_l[i % len(files_l)]
+                elif rel == "exists" and i % 2:
+                    q = sym + "_teleport"
+                t0 = time.perf_counter()
+                try:
+                    _, hits, _ = cg.ask(rel, q, None, None, 50)
+                except Exception:  # an ambiguous short name is a valid answer too
+                    hits = None
+                times[rel].append((time.perf_counter() - t0) * 1000)
+                if rel == "exists" and i % 2 and hits == []:
+                    made_up_no += 1
+        t0 = time.perf_counter()
+        unused = cg.ask("unused", "", None, ["function"], 50)[1]
+        unused_ms = (time.perf_counter() - t0) * 1000
+        all_point = [t for ts in times.values() for t in ts]
+        for rel, ts in times.items():
+            rows.append((f"query {rel}", f"p50 {pct(ts, .5):.3f} ms, p95 {pct(ts, .95):.3f} ms (n={len(ts)})"))
+        rows.append(("query, all point relations", f"p50 {pct(all_point, .5):.3f} ms, p95 {pct(all_point, .95):.3f} ms"))
+        rows.append(("query unused functions (scan)", f"{unused_ms:.1f} ms, {len(unused)} shown"))
+        rows.append(("made-up names answered 'no'", f"{made_up_no} of {len(sample) // 2}"))
+        result.update(query_p50_ms=round(pct(all_point, .5), 4), query_p95_ms=round(pct(all_point, .95), 4),
+                      query_p95_by_relation={r: round(pct(ts, .95), 4) for r, ts in times.items()},
+                      unused_ms=round(unused_ms, 1), made_up_no=made_up_no, made_up_asked=len(sample) // 2)
+
+        # SCIP oracle
+        mods = None if args.no_scip else npm_tools(cache)
+        if mods is None:
+            rows.append(("SCIP oracle", "skipped (--no-scip, or node/npm missing)"))
+            result["scip"] = None
+        else:
+            index = (scip_index_ts(src / name, spec, cache, mods) if typescript
+                     else scip_index(src, name, version, cache, mods))
+            docs = decode_scip(index, mods, cache)
+            defs, parent, uses, inherits, modules = our_graph(conn)
+            defs = {q: v for q, v in defs.items() if not q.endswith(".bench_added")}
+            uses = {u for u in uses if "bench_added" not in u[0]}
+            oracle = compare(docs, defs, modules, src / name if typescript else src, f"{name}/" if typescript else "")
+            sk = oracle["scip_def_keys"]
+            # the same definition named differently (scip-python: a function nested in a method
+            # is Class.inner): map SCIP's name to ours through a unique (file, short name)
+            by_pn: dict[tuple[str, str], list[str]] = {}
+            for q, (_t, path, _l, _e) in defs.items():
+                by_pn.setdefault((path, q.rsplit(".", 1)[-1]), []).append(q)
+            alias = {q: by_pn[pn][0] for q, pn in sk.items() if q not in defs and len(by_pn.get(pn, ())) == 1}
+            oracle["scip_uses"] = {(u, alias.get(t, t)) for u, t in oracle["scip_uses"]}
+            our_pn = {(path, q.rsplit(".", 1)[-1]) for q, (_t, path, _l, _e) in defs.items()}
+            scip_pn = set(sk.values())
+            found = {q for q, pn in sk.items() if q in defs or pn in our_pn}
+            right = {q for q, (_t, path, _l, _e) in defs.items() if q in sk or (path, q.rsplit(".", 1)[-1]) in scip_pn}
+            rd = (len(right) / len(defs), len(found) / len(sk), len(defs), len(sk))
+            our_keys, missed_keys = set(defs) - right, set(sk) - found
+            ours_uses = {u for u in uses if u[1] in oracle["scip_defs"] or u[1] in defs}
+            ru_all = pr(ours_uses, oracle["scip_uses"])
+            unsure = oracle["unsure"]
+            users = {u for u, _ in ours_uses} | {u for u, _ in oracle["scip_uses"]}
+            ours_uses = {u for u in ours_uses if u[0] not in unsure}
+            ru = pr(ours_uses, {u for u in oracle["scip_uses"] if u[0] not in unsure})
+            if typescript:  # scip-typescript lists every ancestor: compare the transitive closures
+                closure, direct = set(), {}
+                for a, b in inherits:
+                    direct.setdefault(a, set()).add(b)
+                for a in direct:
+                    stack, seen = list(direct[a]), set()
+                    while stack:
+                        b = stack.pop()
+                        if b not in seen:
+                            seen.add(b)
+                            stack.extend(direct.get(b, ()))
+                    closure |= {(a, b) for b in seen}
+                inherits = closure
+            ri = pr(inherits, oracle["scip_inherits"])
+            for label, (p, r, n_ours, n_oracle) in (
+                    ("definitions", rd), ("call+reference edges, all users", ru_all),
+                    (f"call+reference edges, {len(users - unsure)} of {len(users)} users indexed consistently", ru),
+                    ("inherits edges", ri)):
+                rows.append((f"vs SCIP: {label}", f"precision {p:.3f}, recall {r:.3f} (ours {n_ours}, SCIP {n_oracle})"))
+            rows.append(("SCIP occurrences dropped", f"{oracle['mislabelled']} whose written name is not the "
+                         "name of the symbol the indexer gave them (indexer errors)"))
+            result["scip"] = {
+                "indexer": SCIP_TYPESCRIPT if typescript else SCIP_PYTHON,
+                "mislabelled_occurrences_dropped": oracle["mislabelled"],
+                "definitions": {"precision": round(rd[0], 4), "recall": round(rd[1], 4), "ours": rd[2], "scip": rd[3]},
+                "uses": {"precision": round(ru[0], 4), "recall": round(ru[1], 4), "ours": ru[2], "scip": ru[3],
+                         "users_kept": len(users - unsure), "users": len(users)},
+                "uses_all_users": {"precision": round(ru_all[0], 4), "recall": round(ru_all[1], 4)},
+                "inherits": {"precision": round(ri[0], 4), "recall": round(ri[1], 4), "ours": ri[2], "scip": ri[3]},
+            }
+            if os.environ.get("CODEGRAPH_DUMP"):
+                dump = Path(os.environ["CODEGRAPH_DUMP"])
+                dump.write_text(json.dumps({
+                    "missed_defs": sorted(missed_keys)[:400],
+                    "extra_defs": sorted(our_keys)[:400],
+                    "missed_uses": sorted(map(list, oracle["scip_uses"] - ours_uses))[:50000],
+                    "extra_uses": sorted(map(list, ours_uses - oracle["scip_uses"]))[:50000],
+                    "missed_inherits": sorted(map(list, oracle["scip_inherits"] - inherits))[:200],
+                    "extra_inherits": sorted(map(list, inherits - oracle["scip_inherits"]))[:200],
+                }, indent=1))
+        host.close()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'step':<{width}}  result")
+    for label, note in rows:
+        print(f"{label:<{width}}  {note}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
