@@ -132,8 +132,6 @@ def test_every_route_fills_valid_arguments_by_meaning(host):
 @pytest.mark.parametrize("text, route, arguments", [
     ("note for the future - the nightly export needs the VPN", "opensage_memory_store",
      {"content": "nightly export needs the VPN", "label": "nightly export needs the VPN", "type": "concept"}),
-    ("from memory: how did we fix that race condition last week?", "opensage_memory_query",
-     {"query": "how did we fix that race condition last week"}),
     ("pull the services directory into the knowledge graph", "opensage_memory_ingest", {"path": "services"}),
     ("can you check how the long running tool job 9f8e7d6c is doing", "opensage_poll_job", {"jobId": "9f8e7d6c"}),
 ])
@@ -142,6 +140,12 @@ def test_meaning_matches_fill_arguments_deterministically(text, route, arguments
     assert (decision.route, decision.how) == (route, "meaning")
     for key, value in arguments.items():
         assert decision.arguments.get(key) == value, (key, decision.arguments)
+
+
+def test_a_how_did_we_fix_question_asks_memory_for_the_history():
+    decision = Router(load_routes()).decide("from memory: how did we fix that race condition last week?")
+    assert decision.route == "opensage_memory_history" and decision.command == "@memory-query"
+    assert decision.arguments["mode"] == "history" and "race condition" in decision.arguments["query"]
 
 
 def test_every_packaged_example_can_reach_its_threshold():
