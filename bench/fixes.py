@@ -93,6 +93,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -215,7 +216,11 @@ def clean_body(body: str) -> str:
 
 def extract(repo: Path, commit: str, n: int) -> list[Fix]:
     """The newest ``n`` fixes reachable from ``commit`` (see the module docstring's rule)."""
-    git(repo, "cat-file", "-e", f"{commit}^{{commit}}")
+    probe = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0:
+        raise SystemExit(f"{repo} is not a clone holding commit {commit} ({probe.stderr.strip() or 'missing'}): "
+                         "clone the repository again (git clone URL) and pass its folder to --repo")
     fixes: list[Fix] = []
     for sha in git(repo, "log", "--no-merges", "--format=%H", commit, "--", CHANGELOG).split():
         bullets = added_bullets(git(repo, "show", "--format=", "--unified=0", "--no-color", sha, "--", CHANGELOG))
@@ -350,9 +355,11 @@ def feed(root: Path, host: Host, fixes: list[Fix], via_subprocess: int) -> int:
 
 
 # -- scoring -----------------------------------------------------------------------------
-def node_sessions(host: Host, refs: list[str]) -> dict[str, set[str]]:
-    """Node ref (``n12``) -> the sessions of the episodes it was derived from."""
-    ids = {r: int(r[1:]) for r in refs if re.fullmatch(r"n\d+", r)}
+def node_sessions(host: Host, results: list[dict]) -> dict[str, set[str]]:
+    """Node ref (``n12``) -> its sessions: those of the episodes it was derived from
+    (``node_episodes``), the session a ``session`` node stands for (its label), and a
+    ``session`` named in its metadata."""
+    ids = {r["id"]: int(r["id"][1:]) for r in results if re.fullmatch(r"n\d+", str(r.get("id")))}
     if not ids:
         return {}
     rows = host.db.conn.execute(
@@ -362,6 +369,14 @@ def node_sessions(host: Host, refs: list[str]) -> dict[str, set[str]]:
     back = {v: k for k, v in ids.items()}
     for nid, sid in rows:
         out[back[nid]].add(sid)
+    for r in results:
+        if r.get("id") not in out:
+            continue
+        if r.get("type") == "session":
+            out[r["id"]].add(r.get("label"))
+        meta_session = (r.get("metadata") or {}).get("session")
+        if isinstance(meta_session, str):
+            out[r["id"]].add(meta_session)
     return out
 
 
@@ -380,7 +395,7 @@ def score_lists(sessions: list[set[str]], files: list[set[str]], fix: Fix) -> tu
 def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str]) -> tuple[tuple, dict]:
     result = host.run("memory-query", {"query": q, "maxResults": DEPTH})
     data = result.data or []
-    provenance = node_sessions(host, [r["id"] for r in data if r.get("kind") != "episode"])
+    provenance = node_sessions(host, [r for r in data if r.get("kind") != "episode"])
     sessions, files, kinds = [], [], []
     for r in data:
         if r.get("kind") == "episode":
@@ -396,7 +411,8 @@ def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str]) -> tuple[tup
     scores += score_lists(strict, files, fix)[:2]
     rank = next((i for i, s in enumerate(sessions[:DEPTH]) if fix.session_id in s), None)
     info = {"hit_kind": kinds[rank] if rank is not None else None,
-            "hit_sessions": len(sessions[rank]) if rank is not None else None}
+            "hit_sessions": len(sessions[rank]) if rank is not None else None,
+            "first_kind": kinds[0] if kinds and rank != 0 else None}
     return scores, info
 
 
@@ -467,6 +483,8 @@ def run_repo(name: str, fixes: list[Fix], via_subprocess: int, show_misses: int)
                      "strict_recall@5": mean(ours, 3), "strict_mrr": mean(ours, 4)},
         "fts5": {"recall@5": mean(theirs, 0), "mrr": mean(theirs, 1), "file_recall@5": mean(theirs, 2)},
         "node_hits": len(node_hits), "nodes_per_hit": (sum(node_hits) / len(node_hits)) if node_hits else 0.0,
+        "beaten_by": dict(sorted(Counter(i["first_kind"] for _f, _q, i, _s in infos if i["first_kind"]).items(),
+                                 key=lambda kv: -kv[1])),
         "hit_kinds": {k: sum(1 for _f, _q, i, _s in infos if i["hit_kind"] == k)
                       for k in sorted({i["hit_kind"] for _f, _q, i, _s in infos if i["hit_kind"]})},
     }
@@ -477,7 +495,7 @@ def parse_repo_args(values: list[str]) -> dict[str, Path]:
     for v in values:
         name, sep, path = v.partition("=")
         if not sep or name not in REPOS:
-            raise SystemExit(f"usage: --repo NAME=PATH with NAME one of {', '.join(REPOS)} (got {v!r})")
+            raise ValueError(f"--repo NAME=PATH with NAME one of {', '.join(REPOS)} (got {v!r})")
         out[name] = Path(path).expanduser()
     return out
 
@@ -492,7 +510,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not 1 <= args.n <= 1000:
         ap.error("--n must be 1-1000")
-    paths = parse_repo_args(args.repo)
+    try:
+        paths = parse_repo_args(args.repo)
+    except ValueError as exc:
+        ap.error(str(exc))
+    unknown = set(filter(None, args.only.split(","))) - set(REPOS)
+    if unknown:
+        ap.error(f"--only: unknown repository {', '.join(sorted(unknown))}; use {', '.join(REPOS)}")
     names = [n for n in REPOS if not args.only or n in args.only.split(",")]
     started = time.perf_counter()
     rows = []
@@ -521,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'':<9} opensage strict (nodes of the gold session only): R@5 {r['opensage']['strict_recall@5']:.3f}"
               f" MRR {r['opensage']['strict_mrr']:.3f}; first hits by kind: {r['hit_kinds']}; node hits derived"
               f" from {r['nodes_per_hit']:.2f} sessions on average")
+        print(f"{'':<9} opensage gold not first ({sum(r['beaten_by'].values())}): the first result was {r['beaten_by']}")
     print(f"total {time.perf_counter() - started:.1f} s")
     out = {r["repo"]: {"split": r["split"], "fixes": r["fixes"],
                        **{f"{s}_{k}": round(v, 4) for s in ("opensage", "fts5") for k, v in r[s].items()}}
