@@ -103,6 +103,7 @@ sys.path.insert(0, str(REPO))
 from click.testing import CliRunner  # noqa: E402
 
 from opensage.cli import cli  # noqa: E402
+from opensage.errors import OpenSageError  # noqa: E402
 from opensage.host import Host  # noqa: E402
 from opensage.store import Workspace  # noqa: E402
 
@@ -392,21 +393,33 @@ def score_lists(sessions: list[set[str]], files: list[set[str]], fix: Fix) -> tu
         len(got & set(fix.files)) / len(fix.files)
 
 
-def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str]) -> tuple[tuple, dict]:
-    result = host.run("memory-query", {"query": q, "maxResults": DEPTH})
-    data = result.data or []
-    provenance = node_sessions(host, [r for r in data if r.get("kind") != "episode"])
+def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str], mode: str = "similarity") -> tuple[tuple, dict]:
+    """Ask ``q`` with ``@memory-query`` and score it: ((recall@5, rr, file recall@5,
+    strict recall@5, strict rr), info about the first hit)."""
+    args = {"query": q, "maxResults": DEPTH}
+    if mode != "similarity":
+        args["mode"] = mode
+    result = host.run("memory-query", args)
+    data = [r for r in result.data or [] if isinstance(r, dict)]
+    # a history chain is scored through its anchor node plus the sessions it names
+    anchors = [r.get("anchor") for r in data if r.get("kind") == "chain" and isinstance(r.get("anchor"), dict)]
+    provenance = node_sessions(host, [r for r in data if r.get("kind") not in ("episode", "chain")] + anchors)
     sessions, files, kinds = [], [], []
     for r in data:
         if r.get("kind") == "episode":
             sessions.append({r.get("sessionId")})
             kinds.append("episode")
+        elif r.get("kind") == "chain":
+            named = {x.get("id") for x in r.get("sessions") or [] if isinstance(x, dict)}
+            anchor = r.get("anchor") if isinstance(r.get("anchor"), dict) else {}
+            sessions.append(named | provenance.get(anchor.get("id"), set()))
+            kinds.append(f"chain:{anchor.get('type')}")
         else:
-            sessions.append(provenance.get(r["id"], set()))
+            sessions.append(provenance.get(r.get("id"), set()))
             kinds.append(f"node:{r.get('type')}")
         files.append(files_named(json.dumps(r), all_files))
     scores = score_lists(sessions, files, fix)
-    # strict: a node counts only when it was derived from the gold session alone
+    # strict: a node or chain counts only when it comes from the gold session alone
     strict = [s if k == "episode" or len(s) == 1 else set() for s, k in zip(sessions, kinds)]
     scores += score_lists(strict, files, fix)[:2]
     rank = next((i for i, s in enumerate(sessions[:DEPTH]) if fix.session_id in s), None)
@@ -438,7 +451,7 @@ class Baseline:
         return score_lists([{s} for s in sids], [self.files[s] for s in sids], fix)
 
 
-def run_repo(name: str, fixes: list[Fix], via_subprocess: int, show_misses: int) -> dict:
+def run_repo(name: str, fixes: list[Fix], via_subprocess: int, show_misses: int, mode: str = "similarity") -> dict:
     all_files = {f for fix in fixes for f in fix.files}
     base = Baseline()
     with tempfile.TemporaryDirectory(prefix=f"fixes-{name}-") as tmp:
@@ -458,7 +471,7 @@ def run_repo(name: str, fixes: list[Fix], via_subprocess: int, show_misses: int)
             for fix in fixes:
                 q = question(fix.bullet)
                 t1 = time.perf_counter()
-                s, info = ask_opensage(host, fix, q, all_files)
+                s, info = ask_opensage(host, fix, q, all_files, mode)
                 lat.append((time.perf_counter() - t1) * 1000)
                 ours.append(s)
                 infos.append((fix, q, info, s))
@@ -506,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="a clone of a repository (" + ", ".join(f"{k}: {v['url']}" for k, v in REPOS.items()) + ")")
     ap.add_argument("--n", type=int, default=N_FIXES, help="fixes per repository (the newest before the pin)")
     ap.add_argument("--only", default="", help="comma-separated repository names to run")
-    ap.add_argument("--misses", type=int, default=0, help="print this many opensage misses per repository")
+    ap.add_argument("--misses", type=int, default=0, help="print this many opensage misses per dev repository")
+    ap.add_argument("--mode", default="similarity",
+                    help="@memory-query mode to ask with (similarity, the default; or history where the memory has it)")
     args = ap.parse_args(argv)
     if not 1 <= args.n <= 1000:
         ap.error("--n must be 1-1000")
@@ -532,7 +547,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name} ({spec['split']}): {len(fixes)} fixes, "
               f"{time.strftime('%Y-%m-%d', time.gmtime(fixes[-1].date))} .. "
               f"{time.strftime('%Y-%m-%d', time.gmtime(fixes[0].date))}", flush=True)
-        rows.append(run_repo(name, fixes, SUBPROCESS_EVENTS if i == 0 else 0, args.misses))
+        try:
+            rows.append(run_repo(name, fixes, SUBPROCESS_EVENTS if i == 0 else 0, args.misses, args.mode))
+        except OpenSageError as exc:
+            raise SystemExit(f"{name}: {exc}") from None
     print(f"{'repo':<9} {'split':<9} {'fixes':>5} {'events':>6} {'ingest s':>8} {'system':<8} {'R@5':>6} {'MRR':>6}"
           f" {'fileR@5':>7} {'q p50 ms':>8}")
     for r in rows:
@@ -547,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
               f" from {r['nodes_per_hit']:.2f} sessions on average")
         print(f"{'':<9} opensage gold not first ({sum(r['beaten_by'].values())}): the first result was {r['beaten_by']}")
     print(f"total {time.perf_counter() - started:.1f} s")
-    out = {r["repo"]: {"split": r["split"], "fixes": r["fixes"],
+    out = {r["repo"]: {"split": r["split"], "fixes": r["fixes"], "mode": args.mode,
                        **{f"{s}_{k}": round(v, 4) for s in ("opensage", "fts5") for k, v in r[s].items()}}
            for r in rows}
     print(json.dumps(out))
