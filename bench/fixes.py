@@ -42,17 +42,34 @@ author date) sent through ``opensage hook`` exactly as an OpenCode host sends it
 
 * ``session-start``;
 * ``user-message``: the commit subject (what the developer set out to do);
+* when the new tests fail on the code before the fix (see below): ``tool-call`` ``bash``
+  with the pytest command and its ``tool-result``, the real failing output;
 * per diff hunk (at most :data:`MAX_HUNKS`): ``tool-call`` ``edit`` with
   ``{"filePath", "oldString", "newString"}`` (the hunk's removed and added lines, each
   at most :data:`MAX_EDIT_CHARS` characters; a new file is a ``write`` with
   ``{"filePath", "content"}``), its ``tool-result`` (OpenCode's "Edit applied
-  successfully."), and a ``file-edit`` with the path;
-* when the fix adds or changes tests: ``tool-call`` ``bash`` with the pytest command
-  for those test functions. The history holds no test output, so none is sent (nothing
-  is invented);
+  successfully."), and a ``file-edit`` with the path; every tool event carries
+  ``meta.callID`` as the OpenCode shim sends it;
+* when the fix adds or changes tests: ``tool-call`` ``bash`` with ``pytest -q <files> -k
+  '<test functions>'`` and, when that run passed on the fixed tree, its real output;
 * ``assistant-message``: the commit body (trailers such as ``Co-authored-by`` removed),
   or, when the body is empty, "Changed <files>.";
 * ``session-end`` (the final compression).
+
+Test output is real, never invented: for a fix that adds or changes test functions
+(``def test_...`` lines in its ``tests/`` hunks, or the function git names in a hunk's
+header; at most :data:`MAX_TESTS`), those tests are run with this Python's pytest (the
+``--test-runs`` default) twice, in a temporary folder holding only ``src``, ``tests`` and
+the test configuration: with the code of ``<sha>^`` and the tests of ``<sha>`` (what a
+developer sees after writing the test, before the fix), then on ``<sha>``. The failing
+run is fed only when it failed (exit 1, or 2 for a collection error such as a missing
+name) *and* the fixed run passed; a run that times out (:data:`TEST_TIMEOUT_S`) or needs
+something this environment lacks is simply not fed. Outputs (first
+:data:`MAX_OUTPUT_CHARS` characters, as the OpenCode shim keeps) are cached with the
+fixes: the first run of a repository takes minutes (~3 s per fix with tests on the
+2-core machine it was written on), later runs reuse the cache. ``--no-test-runs`` feeds
+the commands without output. The tests are the projects' own public tests, run as
+their CI would, with a scrubbed environment (``HOME`` in the temporary folder).
 
 ``CHANGES.rst`` is never part of the diff fed, so the question's words are not in
 memory verbatim. Every other fix of the same repository is in the same memory: the
@@ -62,14 +79,19 @@ opensage hook`` subprocess; the others through the same click command in process
 (``CliRunner``), for time (as ``bench/locomo.py``).
 
 Questions are asked with ``@memory-query query=<question> maxResults=10`` (the path a
-user takes). Scores, per question, averaged:
+user takes; ``--mode history`` asks ``mode=history`` where the memory has it). Scores, per
+question, averaged:
 
 * session recall@5 / MRR (over the top 10): a result is a hit when it is an episode of
-  the gold session, or a node whose provenance (``node_episodes``) includes an episode
-  of the gold session. ``nodes/hit`` in the table is the mean number of sessions a
-  node that counted as a hit was derived from (1 = specific to that session);
+  the gold session, or a node whose sessions include it: the sessions of the episodes
+  it was derived from (``node_episodes``), the session a ``session`` node stands for, a
+  ``session`` in its metadata (a history chain: its anchor's sessions plus the sessions
+  it names). *strict*: a node or chain counts only when it comes from that one session
+  (a node shared by many sessions says little about which fix is meant);
 * file recall@5: the fraction of gold files named in the top 5 results (a file is named
-  when its path appears in the result's JSON, as a user reading the result would see it).
+  when its path appears in the result's JSON, as a user reading the result would see it);
+* the table also says which kind of result the gold session's first hit was and, when the
+  gold is not first, what kind of result was (to see what crowds out the evidence).
 
 Baseline, in the same run, over the same text: one SQLite FTS5 row per session (``porter
 unicode61``; all the event text fed for that session: messages, tool names, arguments,
@@ -89,8 +111,11 @@ import argparse
 import json
 import re
 import sqlite3
+import io
+import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -114,11 +139,14 @@ REPOS = {
                  "split": "held-out"},
 }
 CACHE = REPO / "bench" / ".cache" / "fixes"
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 3
 N_FIXES = 150
 MAX_FILES = 12
 MAX_HUNKS = 16
 MAX_EDIT_CHARS = 1500
+MAX_TESTS = 8
+MAX_OUTPUT_CHARS = 20_000  # what the OpenCode shim keeps of a tool result
+TEST_TIMEOUT_S = 120
 SUBPROCESS_EVENTS = 4
 K = 5
 MAX_QUESTION_WORDS = 30
@@ -137,6 +165,7 @@ class Hunk:
     old: str
     new: str
     new_file: bool = False
+    context: str = ""  # the enclosing definition git names in the hunk header
 
 
 @dataclass
@@ -149,6 +178,11 @@ class Fix:
     files: list[str]
     hunks: list[Hunk] = field(default_factory=list)
     tests: list[str] = field(default_factory=list)  # pytest node ids (path::name)
+    # real runs of those tests (see run_tests): output and exit code before / after the fix
+    test_before: str | None = None
+    test_before_rc: int | None = None
+    test_after: str | None = None
+    test_after_rc: int | None = None
 
     @property
     def session_id(self) -> str:
@@ -201,7 +235,7 @@ def parse_diff(diff: str) -> list[Hunk]:
                 path = line[6:]
         elif line.startswith("@@"):
             if path:
-                cur = Hunk(path, "", "", new_file)
+                cur = Hunk(path, "", "", new_file, line.split("@@", 2)[-1].strip())
                 hunks.append(cur)
         elif cur is not None and line.startswith("-") and not line.startswith("---"):
             cur.old += line[1:] + "\n"
@@ -215,7 +249,49 @@ def clean_body(body: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", body).strip()
 
 
-def extract(repo: Path, commit: str, n: int) -> list[Fix]:
+TREE_PARTS = ("src", "tests", "pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "conftest.py")
+
+
+def _materialize(repo: Path, rev: str, dest: Path, parts: tuple[str, ...] = TREE_PARTS) -> None:
+    """Write ``parts`` of the tree of ``rev`` (code, tests, test configuration) into ``dest``."""
+    top = set(git(repo, "ls-tree", "--name-only", rev).split())
+    wanted = [p for p in parts if p in top]
+    raw = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev, "--", *wanted],
+                         capture_output=True, timeout=120, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        tar.extractall(dest, filter="data")  # no links or paths outside dest
+
+
+def _pytest(workdir: Path, fix: Fix) -> tuple[int, str]:
+    files = list(dict.fromkeys(t.split("::")[0] for t in fix.tests))
+    names = " or ".join(dict.fromkeys(t.split("::")[1] for t in fix.tests))
+    src = workdir / "src" if (workdir / "src").is_dir() else workdir
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files, "-k", names],
+                              cwd=workdir, env=env, capture_output=True, text=True, errors="replace",
+                              timeout=TEST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return -1, ""
+    out = (proc.stdout + proc.stderr).replace(str(workdir) + os.sep, "").replace(str(workdir), ".")
+    return proc.returncode, out[:MAX_OUTPUT_CHARS]
+
+
+def run_tests(repo: Path, fix: Fix) -> None:
+    """Run the fix's tests as the developer would have: the new tests against the code
+    before the fix (``<sha>^`` with ``tests/`` of ``<sha>``), then the fixed tree. Sets
+    ``fix.test_before*`` / ``fix.test_after*`` (exit code -1: timed out)."""
+    with tempfile.TemporaryDirectory(prefix="fixes-tests-") as tmp:
+        before, after = Path(tmp) / "before", Path(tmp) / "after"
+        _materialize(repo, f"{fix.sha}^", before, tuple(p for p in TREE_PARTS if p != "tests"))
+        _materialize(repo, fix.sha, before, ("tests",))
+        _materialize(repo, fix.sha, after)
+        fix.test_before_rc, fix.test_before = _pytest(before, fix)
+        fix.test_after_rc, fix.test_after = _pytest(after, fix)
+
+
+def extract(repo: Path, commit: str, n: int, run_test_cmds: bool = True) -> list[Fix]:
     """The newest ``n`` fixes reachable from ``commit`` (see the module docstring's rule)."""
     probe = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True,
                            text=True, timeout=60)
@@ -237,25 +313,35 @@ def extract(repo: Path, commit: str, n: int) -> list[Fix]:
             continue
         files = files[:MAX_FILES]
         diff = git(repo, "show", "--format=", "--unified=0", "--no-color", "--no-ext-diff", sha, "--", *files)
-        hunks = [h for h in parse_diff(diff) if h.path in files][:MAX_HUNKS]
+        hunks = [h for h in parse_diff(diff) if h.path in files]
         tests = []
-        for h in hunks:
+        for h in hunks:  # test functions the fix adds or changes
             if h.path.startswith("tests/") and h.path.endswith(".py"):
-                tests += [f"{h.path}::{name}" for name in re.findall(r"^\s*(?:async\s+)?def (test_\w+)", h.new, re.M)]
-        fixes.append(Fix(sha, float(at), subject.strip(), clean_body(body), bullets[0], files, hunks,
-                         list(dict.fromkeys(tests))[:8]))
+                names = re.findall(r"^\s*(?:async\s+)?def (test_\w+)", h.new, re.M)
+                if not re.search(r"^\s*(?:async\s+)?def ", h.old + h.new, re.M):  # a change inside one function
+                    names += re.findall(r"\bdef (test_\w+)", h.context)
+                tests += [f"{h.path}::{name}" for name in names]
+        fix = Fix(sha, float(at), subject.strip(), clean_body(body), bullets[0], files, hunks[:MAX_HUNKS],
+                  list(dict.fromkeys(tests))[:MAX_TESTS])
+        if run_test_cmds and fix.tests:
+            run_tests(repo, fix)
+        fixes.append(fix)
         if len(fixes) == n:
             break
     return fixes
 
 
-def load_fixes(name: str, repo: Path, commit: str, n: int) -> list[Fix]:
+def cache_path(name: str, commit: str, n: int, test_runs: bool) -> Path:
+    return CACHE / f"{name}-{commit[:12]}-n{n}-v{EXTRACT_VERSION}{'-runs' if test_runs else ''}.json"
+
+
+def load_fixes(name: str, repo: Path, commit: str, n: int, test_runs: bool = True) -> list[Fix]:
     """:func:`extract`, cached as JSON in :data:`CACHE`."""
-    path = CACHE / f"{name}-{commit[:12]}-n{n}-v{EXTRACT_VERSION}.json"
+    path = cache_path(name, commit, n, test_runs)
     if path.exists():
         raw = json.loads(path.read_text())
         return [Fix(**{**f, "hunks": [Hunk(**h) for h in f["hunks"]]}) for f in raw]
-    fixes = extract(repo, commit, n)
+    fixes = extract(repo, commit, n, test_runs)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(f) for f in fixes]))
@@ -301,21 +387,29 @@ def session_events(fix: Fix) -> list[tuple[str, dict]]:
         out.append((event, {"session_id": sid, "timestamp": t, **body}))
 
     add("user-message", {"text": fix.subject, "role": "user"})
+    calls = iter(range(1, 10_000))
+    files = list(dict.fromkeys(x.split("::")[0] for x in fix.tests))
+    names = " or ".join(dict.fromkeys(x.split("::")[1] for x in fix.tests))
+    test_cmd = {"command": f"pytest -q {' '.join(files)} -k '{names}'", "description": "Run the tests of this fix"}
+
+    def tool(name: str, args: dict, result: str | None) -> None:
+        meta = {"callID": f"call_{fix.sha[:8]}_{next(calls)}"}
+        add("tool-call", {"tool": name, "args": args, "meta": meta})
+        if result is not None:
+            add("tool-result", {"tool": name, "text": result, "meta": meta})
+
+    failed_first = fix.test_before is not None and fix.test_before_rc in (1, 2) and fix.test_after_rc == 0
+    if failed_first:  # the new tests fail on the code before the fix
+        tool("bash", test_cmd, fix.test_before)
     for h in fix.hunks:
         if h.new_file:
-            args = {"filePath": h.path, "content": h.new[:MAX_EDIT_CHARS]}
-            tool = "write"
+            tool("write", {"filePath": h.path, "content": h.new[:MAX_EDIT_CHARS]}, "Wrote file successfully.")
         else:
-            args = {"filePath": h.path, "oldString": h.old[:MAX_EDIT_CHARS], "newString": h.new[:MAX_EDIT_CHARS]}
-            tool = "edit"
-        add("tool-call", {"tool": tool, "args": args})
-        add("tool-result", {"tool": tool, "text": EDIT_OK if tool == "edit" else "Wrote file successfully."})
-        add("file-edit", {"path": h.path, "tool": tool})
-    if fix.tests:
-        files = list(dict.fromkeys(t.split("::")[0] for t in fix.tests))
-        names = " or ".join(t.split("::")[1] for t in fix.tests)
-        add("tool-call", {"tool": "bash", "args": {"command": f"pytest {' '.join(files)} -k '{names}'",
-                                                   "description": "Run the new tests"}})
+            tool("edit", {"filePath": h.path, "oldString": h.old[:MAX_EDIT_CHARS],
+                          "newString": h.new[:MAX_EDIT_CHARS]}, EDIT_OK)
+        add("file-edit", {"path": h.path, "tool": "write" if h.new_file else "edit"})
+    if fix.tests:  # the output only when a real run passed on the fixed tree
+        tool("bash", test_cmd, fix.test_after if fix.test_after_rc == 0 else None)
     answer = fix.body or f"Changed {', '.join(fix.files)}."
     add("assistant-message", {"text": answer, "role": "assistant"})
     out.append(("session-end", {"session_id": sid}))
@@ -520,6 +614,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=N_FIXES, help="fixes per repository (the newest before the pin)")
     ap.add_argument("--only", default="", help="comma-separated repository names to run")
     ap.add_argument("--misses", type=int, default=0, help="print this many opensage misses per dev repository")
+    ap.add_argument("--test-runs", action=argparse.BooleanOptionalAction, default=True,
+                    help="run each fix's tests before and after it (real output in the sessions; first run only, "
+                         "then cached)")
     ap.add_argument("--mode", default="similarity",
                     help="@memory-query mode to ask with (similarity, the default; or history where the memory has it)")
     args = ap.parse_args(argv)
@@ -537,11 +634,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for i, name in enumerate(names):
         spec = REPOS[name]
-        cached = CACHE / f"{name}-{spec['commit'][:12]}-n{args.n}-v{EXTRACT_VERSION}.json"
+        cached = cache_path(name, spec["commit"], args.n, args.test_runs)
         if name not in paths and not cached.exists():
             raise SystemExit(f"{name}: give --repo {name}=PATH to a clone of {spec['url']} "
                              f"(containing commit {spec['commit']})")
-        fixes = load_fixes(name, paths.get(name, Path(".")), spec["commit"], args.n)
+        fixes = load_fixes(name, paths.get(name, Path(".")), spec["commit"], args.n, args.test_runs)
         if not fixes:
             raise SystemExit(f"{name}: no fixes found before {spec['commit'][:12]}")
         print(f"{name} ({spec['split']}): {len(fixes)} fixes, "
