@@ -66,7 +66,8 @@ run is fed only when it failed (exit 1, or 2 for a collection error such as a mi
 name) *and* the fixed run passed; a run that times out (:data:`TEST_TIMEOUT_S`) or needs
 something this environment lacks is simply not fed. Outputs (first
 :data:`MAX_OUTPUT_CHARS` characters, as the OpenCode shim keeps) are cached with the
-fixes: the first run of a repository takes minutes (~3 s per fix with tests on the
+fixes (werkzeug's conftest needs the ``bench-fixes`` extra: ``pip install -e
+'.[bench-fixes]'``): the first run of a repository takes minutes (~3 s per fix with tests on the
 2-core machine it was written on), later runs reuse the cache. ``--no-test-runs`` feeds
 the commands without output. The tests are the projects' own public tests, run as
 their CI would, with a scrubbed environment (``HOME`` in the temporary folder).
@@ -85,9 +86,11 @@ question, averaged:
 * session recall@5 / MRR (over the top 10): a result is a hit when it is an episode of
   the gold session, or a node whose sessions include it: the sessions of the episodes
   it was derived from (``node_episodes``), the session a ``session`` node stands for, a
-  ``session`` in its metadata (a history chain: its anchor's sessions plus the sessions
-  it names). *strict*: a node or chain counts only when it comes from that one session
-  (a node shared by many sessions says little about which fix is meant);
+  ``session`` in its metadata (a history chain: the first :data:`POINTS_AT` sessions it
+  names, as it shows them, plus its anchor's). A node derived from more than
+  :data:`POINTS_AT` sessions (``Sentinel.UNSET``, ``AssertionError``) is general
+  knowledge and points at none. *strict*: a node or chain counts only when it comes
+  from that one session;
 * file recall@5: the fraction of gold files named in the top 5 results (a file is named
   when its path appears in the result's JSON, as a user reading the result would see it);
 * the table also says which kind of result the gold session's first hit was and, when the
@@ -149,6 +152,7 @@ MAX_OUTPUT_CHARS = 20_000  # what the OpenCode shim keeps of a tool result
 TEST_TIMEOUT_S = 120
 SUBPROCESS_EVENTS = 4
 K = 5
+POINTS_AT = 3
 MAX_QUESTION_WORDS = 30
 DEPTH = 10
 CHANGELOG = "CHANGES.rst"
@@ -504,7 +508,8 @@ def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str], mode: str = 
             sessions.append({r.get("sessionId")})
             kinds.append("episode")
         elif r.get("kind") == "chain":
-            named = {x.get("id") for x in r.get("sessions") or [] if isinstance(x, dict)}
+            # the sessions it shows (a chain lists its sessions, the first POINTS_AT are rendered)
+            named = {x.get("id") for x in (r.get("sessions") or [])[:POINTS_AT] if isinstance(x, dict)}
             anchor = r.get("anchor") if isinstance(r.get("anchor"), dict) else {}
             sessions.append(named | provenance.get(anchor.get("id"), set()))
             kinds.append(f"chain:{anchor.get('type')}")
@@ -512,11 +517,13 @@ def ask_opensage(host: Host, fix: Fix, q: str, all_files: set[str], mode: str = 
             sessions.append(provenance.get(r.get("id"), set()))
             kinds.append(f"node:{r.get('type')}")
         files.append(files_named(json.dumps(r), all_files))
-    scores = score_lists(sessions, files, fix)
+    # a result derived from more than POINTS_AT sessions is general knowledge, not a pointer to one fix
+    pointing = [s if len(s) <= POINTS_AT else set() for s in sessions]
+    scores = score_lists(pointing, files, fix)
     # strict: a node or chain counts only when it comes from the gold session alone
-    strict = [s if k == "episode" or len(s) == 1 else set() for s, k in zip(sessions, kinds)]
+    strict = [s if len(s) == 1 else set() for s in sessions]
     scores += score_lists(strict, files, fix)[:2]
-    rank = next((i for i, s in enumerate(sessions[:DEPTH]) if fix.session_id in s), None)
+    rank = next((i for i, s in enumerate(pointing[:DEPTH]) if fix.session_id in s), None)
     info = {"hit_kind": kinds[rank] if rank is not None else None,
             "hit_sessions": len(sessions[rank]) if rank is not None else None,
             "first_kind": kinds[0] if kinds and rank != 0 else None}
@@ -641,9 +648,17 @@ def main(argv: list[str] | None = None) -> None:
         fixes = load_fixes(name, paths.get(name, Path(".")), spec["commit"], args.n, args.test_runs)
         if not fixes:
             raise SystemExit(f"{name}: no fixes found before {spec['commit'][:12]}")
+        with_tests = [f for f in fixes if f.tests]
+        pairs = sum(1 for f in with_tests if f.test_before_rc in (1, 2) and f.test_after_rc == 0)
+        green = sum(1 for f in with_tests if f.test_after_rc == 0)
         print(f"{name} ({spec['split']}): {len(fixes)} fixes, "
               f"{time.strftime('%Y-%m-%d', time.gmtime(fixes[-1].date))} .. "
-              f"{time.strftime('%Y-%m-%d', time.gmtime(fixes[0].date))}", flush=True)
+              f"{time.strftime('%Y-%m-%d', time.gmtime(fixes[0].date))}; {len(with_tests)} with tests"
+              + (f", {green} green after the fix, {pairs} red before it" if args.test_runs else ""), flush=True)
+        broken = [f.test_after for f in with_tests if f.test_after_rc not in (0, 1, None)]
+        if args.test_runs and with_tests and len(broken) == len(with_tests):
+            print(f"  warning: no test of {name} could run here ({broken[0].strip().splitlines()[-1][:120]}); "
+                  "pip install -e '.[bench-fixes]' and delete its cache in bench/.cache/fixes/", flush=True)
         try:
             rows.append(run_repo(name, fixes, SUBPROCESS_EVENTS if i == 0 else 0, args.misses, args.mode))
         except OpenSageError as exc:
