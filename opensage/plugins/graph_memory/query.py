@@ -91,6 +91,9 @@ KEY_NODES_SHOWN = 20
 EXCERPT_CHARS = 160
 #: Edges shown per result.
 RELATIONS_SHOWN = 4
+#: Files a session edited given with each of its episodes (``sessionFiles``; the text shows
+#: :data:`RELATIONS_SHOWN`).
+SESSION_FILES = 12
 #: Deepest traversal allowed.
 MAX_DEPTH = 6
 #: Rows the traversal CTE may produce before it stops (bounds work on dense graphs).
@@ -531,6 +534,8 @@ class Result:
         if self.via:
             arrow = f"-{self.via['edge']}->" if self.via["direction"] == "out" else f"<-{self.via['edge']}-"
             lines.append(f"   via {self.via['fromLabel']} ({self.via['from']}) {arrow} this")
+        if self.episode and self.episode.get("sessionFiles"):
+            lines.append("   session edited: " + ", ".join(self.episode["sessionFiles"][:RELATIONS_SHOWN]))
         if self.relations:
             rels = ", ".join(
                 (f"-{r['type']}-> {r['label']}" if r["direction"] == "out" else f"<-{r['type']}- {r['label']}")
@@ -692,6 +697,7 @@ class QueryEngine:
         nodes = self.graph.get_many(node_ids)
         episodes = ep.get_episodes(self.db, [k[1] for k, _ in ranked if k[0] == "e"])
         rels = self.relations_many([k[1] for k, _ in ranked if k[0] == "n"])
+        session_files = self.session_files({e.session_id for e in episodes.values()})
         out: list[Result] = []
         for key, score in ranked:
             if key[0] == "n":
@@ -717,7 +723,29 @@ class QueryEngine:
                                   self._episode_relations(e.id),
                                   episode={"sessionId": e.session_id, "seq": e.seq, "eventKind": e.kind,
                                            "role": e.role, "tool": e.tool, "path": e.path, "meta": e.meta,
-                                           "timestamp": e.timestamp}))
+                                           "timestamp": e.timestamp,
+                                           **({"sessionFiles": session_files[e.session_id]}
+                                              if session_files.get(e.session_id) else {})}))
+        return out
+
+    def session_files(self, session_ids: Iterable[str], limit: int = SESSION_FILES) -> dict[str, list[str]]:
+        """Files each session edited (its ``session`` node's ``touches`` edges with ``op=edit``,
+        from compression), at most ``limit`` per session, heaviest edge first: what a user
+        asking about past work wants next to a turn of that session. Sessions not compressed
+        yet have none."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        out: dict[str, list[str]] = {}
+        rows = self.db.conn.execute(
+            "SELECT s.label, f.label FROM nodes s JOIN edges e ON e.src = s.id AND e.type = 'touches'"
+            " JOIN nodes f ON f.id = e.dst AND f.type = 'file'"
+            f" WHERE s.type = 'session' AND s.label IN ({','.join('?' * len(ids))})"
+            " AND json_extract(e.metadata, '$.op') = 'edit' ORDER BY e.weight DESC, e.id", ids)
+        for sid, label in rows:
+            files = out.setdefault(sid, [])
+            if len(files) < limit:
+                files.append(label)
         return out
 
     def relations(self, node_id: int, limit: int = RELATIONS_SHOWN) -> list[dict[str, Any]]:
