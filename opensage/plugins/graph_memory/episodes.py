@@ -55,6 +55,7 @@ __all__ = [
     "provenance_of",
     "mark_modeled",
     "strip_echo",
+    "best_of_sessions",
 ]
 
 _ROLE_WORDS = re.compile(r"[^\W_]+")
@@ -587,3 +588,28 @@ def search_episodes(db: Database, query: str, limit: int = 20, session_id: str |
     fused = rrf([l for l, _ in lists], weights=[w for _, w in lists])[:limit]
     found = get_episodes(db, [i for i, _ in fused])
     return [(found[i], s) for i, s in fused if i in found]
+
+
+#: Episodes ranked to score sessions in :func:`best_of_sessions`.
+SESSION_POOL = 200
+#: A session's score: the sum of its SESSION_TOP best episode scores.
+SESSION_TOP = 3
+
+
+def best_of_sessions(db: Database, query: str, limit: int) -> list[int]:
+    """The best episode of each session, at most ``limit``, sessions ordered by the sum of
+    their :data:`SESSION_TOP` best BM25+ episode scores (over the :data:`SESSION_POOL` best
+    episodes): passage evidence aggregated to the document, between MaxP and SumP (Callan,
+    SIGIR 1994; Dai & Callan, SIGIR 2019). [episode id] best first."""
+    ranked = rank_episodes(db, query, SESSION_POOL)
+    if not ranked:
+        return []
+    ids = [i for i, _ in ranked]
+    session_of = dict(db.conn.execute(
+        f"SELECT id, session_id FROM episodes WHERE id IN ({','.join('?' * len(ids))})", ids))
+    per: dict[str, list[tuple[float, int]]] = {}
+    for i, s in ranked:
+        if i in session_of:
+            per.setdefault(session_of[i], []).append((-s, i))
+    order = sorted(per.values(), key=lambda hits: -sum(x for x, _ in hits[:SESSION_TOP]))
+    return [hits[0][1] for hits in order][:limit]
