@@ -79,9 +79,12 @@ other sessions are the distractors, as in a real project's memory. The first
 opensage hook`` subprocess; the others through the same click command in process
 (``CliRunner``), for time (as ``bench/locomo.py``).
 
-Questions are asked with ``@memory-query query=<question> maxResults=10`` (the path a
-user takes; ``--mode history`` asks ``mode=history`` where the memory has it). Scores, per
-question, averaged:
+Questions are asked with ``@memory-query mode=history query=<question> maxResults=10``:
+the path a user's "how did we fix ...?" takes (the intent router's
+``opensage_memory_history`` route, opensage/config/intent-routes.yaml, asks
+``mode=history``; so does the UserPromptSubmit context). ``--mode similarity`` asks the
+default mode instead (what a model calling the memory tool without a mode gets). Scores,
+per question, averaged:
 
 * session recall@5 / MRR (over the top 10): a result is a hit when it is an episode of
   the gold session, or a node whose sessions include it: the sessions of the episodes
@@ -624,8 +627,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test-runs", action=argparse.BooleanOptionalAction, default=True,
                     help="run each fix's tests before and after it (real output in the sessions; first run only, "
                          "then cached)")
-    ap.add_argument("--mode", default="similarity",
-                    help="@memory-query mode to ask with (similarity, the default; or history where the memory has it)")
+    ap.add_argument("--mode", default="history", choices=("history", "similarity"),
+                    help="@memory-query mode to ask with: history (the default, where the intent router sends "
+                         "'how did we fix ...') or similarity")
     args = ap.parse_args(argv)
     if not 1 <= args.n <= 1000:
         ap.error("--n must be 1-1000")
