@@ -15,17 +15,13 @@ with its reason, what it fixed, and the same session/time facts.
 
 A chain is one piece of work in one **session**: the unit a user means by "how did we fix
 X" is the session in which X was fixed. Sessions are ranked by the evidence of their
-episodes: BM25+ over episodes (:func:`.episodes.rank_episodes`, the :data:`SESSION_POOL`
-best), each session scored by the sum of its :data:`SESSION_TOP` best episode scores —
-passage-level evidence aggregated to the document, between the best-passage (MaxP) and
-all-passages (SumP) rules (Callan, "Passage-level evidence in document retrieval", SIGIR
-1994; Dai & Callan, SIGIR 2019). A fix spreads its words over several turns (what the
-developer set out to do, the edited code, the test names, the closing message), so one
-matching turn says less than three. That list is fused (reciprocal rank fusion) with the
-sessions of the anchor nodes the question names (:data:`ANCHOR_TYPES`: BM25 over nodes
-plus nodes derived from matching episodes), counting only nodes whose evidence comes from
-at most :data:`SPECIFIC_SESSIONS` sessions (an error label such as ``AssertionError``
-recurs in dozens of sessions and says nothing about which one is meant).
+episodes (:func:`.episodes.rank_sessions`: each session scored by the sum of its three
+best BM25+ episode scores — a fix spreads its words over several turns). Sessions reached
+only through an anchor node the question names (:data:`ANCHOR_TYPES`: BM25 over nodes
+plus nodes derived from matching episodes; only nodes whose evidence comes from at most
+:data:`SPECIFIC_SESSIONS` sessions: an error label such as ``AssertionError`` recurs in
+dozens of sessions and says nothing about which one is meant), such as a decision stored
+with ``@memory-add-node``, come after them.
 
 Within a session, the anchor is the best-ranked anchor node from that session alone (a
 decision for "why did we pick ..."), else the session itself; the session's errors, the
@@ -64,12 +60,6 @@ _PAST_WORK = re.compile(
 )
 #: Candidates taken from each ranked list before fusion.
 DEPTH = 30
-#: Episodes ranked (BM25+) to find the sessions a question is about.
-SESSION_POOL = 200
-#: A session's score is the sum of its best SESSION_TOP episode scores. Measured on the
-#: dev repository of bench/fixes.py (click; werkzeug held out), session MRR: best episode
-#: only 0.79, top 2 0.83, top 3 0.83, top 5 0.81, all 0.68.
-SESSION_TOP = 3
 #: An anchor node names the sessions it came from only when there are at most this many.
 SPECIFIC_SESSIONS = 2
 #: Files listed per chain in the structured result (the text shows :data:`SHOWN`).
@@ -298,25 +288,6 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str], exclude
     return chain
 
 
-def _rank_sessions(conn, db, text: str) -> list[tuple[str, float, list[int]]]:
-    """Sessions by the sum of their :data:`SESSION_TOP` best episode scores (BM25+ over the
-    :data:`SESSION_POOL` best episodes): [(session id, score, its matching episode ids best first)]."""
-    from opensage.plugins.graph_memory import episodes as ep
-
-    ranked = ep.rank_episodes(db, text, SESSION_POOL)
-    if not ranked:
-        return []
-    ids = [i for i, _ in ranked]
-    session_of = dict(conn.execute(f"SELECT id, session_id FROM episodes WHERE id IN ({','.join('?' * len(ids))})",
-                                   ids))
-    per: dict[str, list[tuple[float, int]]] = {}
-    for episode_id, score in ranked:  # best first; bm25 scores are negative, better is lower
-        if episode_id in session_of:
-            per.setdefault(session_of[episode_id], []).append((-score, episode_id))
-    out = [(sid, sum(x for x, _ in hits[:SESSION_TOP]), [i for _, i in hits]) for sid, hits in per.items()]
-    return sorted(out, key=lambda t: -t[1])
-
-
 def _node_sessions(conn, node_ids: list[int]) -> dict[int, set[str]]:
     """Node id -> the sessions of the episodes it was derived from (``node_episodes``)."""
     out: dict[int, set[str]] = {n: set() for n in node_ids}
@@ -384,18 +355,17 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
                     chain.files.append(node["label"])
             else:
                 chain.fixes.append(_public(node))
-        cmd = error["metadata"].get("command")
-        if isinstance(cmd, str):
-            chain.commands.append(cmd)
+        # the commands of this session that produced it (an error label recurs across sessions,
+        # and its metadata names the command of the first one)
         for cid in _linked(conn, error["_id"], "produced", "in"):
             node = _node(conn, cid)
             if node and cid in own and node["label"] not in chain.commands:
                 chain.commands.append(node["label"])
     if anchor["type"] not in ("error", "session") and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
-    for node in list(members):  # files and symbols the anchor, error and fixes name
+    for node in list(members):  # files and symbols the anchor, error and fixes name in this session
         for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
-            other = _node(conn, oid)
+            other = _node(conn, oid) if oid in own else None
             if other is None:
                 continue
             if other["type"] == "file" and other["label"] not in chain.files:
@@ -446,12 +416,13 @@ def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
     """Chains of past work matching ``query`` (plain words), best first, at most ``max_chains``:
     one per session (see the module docstring), plus one per matching anchor node that came
     from no session (stored with ``@memory-add-node`` outside any session)."""
+    from opensage.plugins.graph_memory import episodes as ep
     from opensage.plugins.graph_memory.query import query_terms
 
     conn = graph.db.conn
     text = _search_words(query)
     terms = query_terms(text)
-    ranked = _rank_sessions(conn, graph.db, text)
+    ranked = ep.rank_sessions(graph.db, text)
     episodes_of = {sid: eids for sid, _s, eids in ranked}
     anchors = [n for n, _ in _anchors(graph, query, DEPTH)]
     sessions_of = _node_sessions(conn, anchors)
