@@ -328,8 +328,9 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
         fixed = [n for n in _linked(conn, anchor["_id"], "fixes", "out") if n in own]
         error = _node(conn, fixed[0]) if fixed else None
     if error is None:  # the session's errors, one that was fixed here first
-        errors = [r[0] for r in conn.execute(
-            f"SELECT id FROM nodes WHERE type='error' AND id IN ({','.join('?' * len(own))}) ORDER BY id", list(own))]
+        errors = sorted(r[0] for r in conn.execute(
+            "SELECT DISTINCT n.id FROM episodes e JOIN node_episodes ne ON ne.episode_id = e.id"
+            " JOIN nodes n ON n.id = ne.node_id AND n.type = 'error' WHERE e.session_id=?", (sid,)))
         fixed_here = [e for e in errors if any(f in own for f in _linked(conn, e, "fixes", "in"))]
         pick = (fixed_here or errors)[:1]
         error = _node(conn, pick[0]) if pick else None
