@@ -362,7 +362,8 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
             node = _node(conn, cid)
             if node and cid in own and node["label"] not in chain.commands:
                 chain.commands.append(node["label"])
-    if anchor["type"] not in ("error", "session") and not any(f["id"] == anchor["id"] for f in chain.fixes):
+    if error is not None and anchor["type"] not in ("error", "session") \
+            and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
     for node in list(members):  # files and symbols the anchor, error and fixes name in this session
         for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
