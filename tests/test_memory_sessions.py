@@ -481,3 +481,50 @@ def test_the_issue_10_opencode_session_no_longer_retrieves_its_echoes(host):
         ("node", "UseRS256JWT"), ("episode", "ses_1#1 user")]
     assert not host.db.conn.execute("SELECT 1 FROM nodes WHERE label IN ('task_result', 'opensage_memory', 'task_id')"
                                     ).fetchone()
+
+
+def _fix_session(host, sid: str, ts: float, request: str, test: str, path: str, code: str, closing: str) -> None:
+    """A session as a host records it: a request, a failing test run, an edit, a green run, a closing message."""
+    s = host.session(sid, source="opencode")
+    events = [
+        SessionEvent(kind="user_message", role="user", text=request),
+        SessionEvent(kind="tool_call", tool="bash", args={"command": f"pytest -q {test}"}),
+        SessionEvent(kind="tool_result", tool="bash", meta={"exit_code": 1},
+                     text=f"F\nE   AssertionError\nFAILED {test}::test_it - AssertionError\n1 failed in 0.05s"),
+        SessionEvent(kind="tool_call", tool="edit", args={"filePath": path, "oldString": "pass\n", "newString": code}),
+        SessionEvent(kind="file_edit", path=path),
+        SessionEvent(kind="tool_call", tool="bash", args={"command": f"pytest -q {test}"}),
+        SessionEvent(kind="tool_result", tool="bash", meta={"exit_code": 0}, text="1 passed in 0.04s"),
+        SessionEvent(kind="assistant_message", role="assistant", text=closing),
+    ]
+    for n, event in enumerate(events):
+        event.timestamp = ts + n
+        host.record(s, event)
+    host.end_session(s)
+
+
+def test_history_gives_each_session_its_own_chain_with_the_files_it_edited(host, monkeypatch):
+    """The same error label (a bare AssertionError) in two fix sessions: the question about one
+    of them gets that session first, with the file it edited and its own test command only."""
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    _fix_session(host, "ses_pager", 1_700_000_000.0, "The pager hangs when the output is empty",
+                 "tests/test_pager.py", "src/pager.py", "def page(lines):\n    if not lines:\n        return\n",
+                 "The pager returns at once for empty output now.")
+    _fix_session(host, "ses_color", 1_700_100_000.0, "Colors leak into piped output",
+                 "tests/test_color.py", "src/color.py", "def strip_ansi(text):\n    return ANSI.sub('', text)\n",
+                 "Piped output carries no color codes now.")
+    result = host.run("memory-query", {"mode": "history", "query": "how did we fix the pager hanging on empty output?"})
+    first = result.data[0]
+    assert [s["id"] for s in first["sessions"]] == ["ses_pager"]
+    assert first["error"]["label"].startswith("AssertionError")
+    assert "src/pager.py" in first["files"] and not {"src/color.py", "tests/test_color.py"} & set(first["files"])
+    assert first["commands"] == ["pytest -q tests/test_pager.py"]
+    assert first["evidence"] and all(e["id"].startswith("e") for e in first["evidence"])
+    block = result.text.split("\n2. ")[0]
+    assert "session ses_pager" in block and "src/pager.py" in block and "color" not in block
+
+    # the same question in the default mode: a turn of that session, with the files it edited
+    found = host.run("memory-query", {"query": "how did we fix the pager hanging on empty output?", "maxResults": 3})
+    top = found.data[0]
+    assert top["kind"] == "episode" and top["sessionId"] == "ses_pager" and top["sessionFiles"] == ["src/pager.py"]
+    assert "session edited: src/pager.py" in found.text

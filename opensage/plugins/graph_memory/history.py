@@ -13,13 +13,24 @@ pick RS256") and gets, per matching piece of past work, across every session:
 A question about a decision ("why did we pick ...") gives the decision as the anchor
 with its reason, what it fixed, and the same session/time facts.
 
-Anchors are found with the similarity machinery restricted to the node types a chain
-can start from (:data:`ANCHOR_TYPES`): BM25 over nodes plus BM25+ over episodes mapped
-to the nodes derived from them (``node_episodes``), fused by reciprocal rank fusion.
-Question words ("how", "did", "fix", "pick"...) are left out of the search: they say
-what kind of answer is wanted, not what it is about. Episodes that are provenance
-(results of memory queries) are not indexed, so a past answer to the same question
-cannot stand in for the evidence.
+A chain is one piece of work in one **session**: the unit a user means by "how did we fix
+X" is the session in which X was fixed. Sessions are ranked by the evidence of their
+episodes (:func:`.episodes.rank_sessions`: each session scored by the sum of its three
+best BM25+ episode scores — a fix spreads its words over several turns). Sessions reached
+only through an anchor node the question names (:data:`ANCHOR_TYPES`: BM25 over nodes
+plus nodes derived from matching episodes; only nodes whose evidence comes from at most
+:data:`SPECIFIC_SESSIONS` sessions: an error label such as ``AssertionError`` recurs in
+dozens of sessions and says nothing about which one is meant), such as a decision stored
+with ``@memory-add-node``, come after them.
+
+Within a session, the anchor is the best-ranked anchor node from that session alone (a
+decision for "why did we pick ..."), else the session itself; the session's errors, the
+nodes that fixed them *in that session*, its decisions, the files it edited and the
+symbols and commands involved fill the chain, with the session's best-matching episodes
+as evidence. Question words ("how", "did", "fix", "pick"...) are left out of the search:
+they say what kind of answer is wanted, not what it is about. Episodes that are
+provenance (results of memory queries) are not indexed, so a past answer to the same
+question cannot stand in for the evidence.
 """
 
 from __future__ import annotations
@@ -49,6 +60,12 @@ _PAST_WORK = re.compile(
 )
 #: Candidates taken from each ranked list before fusion.
 DEPTH = 30
+#: An anchor node names the sessions it came from only when there are at most this many.
+SPECIFIC_SESSIONS = 2
+#: Files listed per chain in the structured result (the text shows :data:`SHOWN`).
+MAX_FILES = 20
+#: Best-matching episodes of the session given as evidence per chain.
+EVIDENCE = 2
 #: Items of each kind shown per chain.
 SHOWN = 5
 
@@ -71,11 +88,14 @@ class Chain:
     commands: list[str] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     score: float = 0.0
+    #: the session's best-matching episodes: {"id": "e12", "seq", "kind", "path", "excerpt"}
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": "chain", "anchor": self.anchor, "error": self.error, "fixes": self.fixes,
                 "decisions": self.decisions, "files": self.files, "symbols": self.symbols,
-                "commands": self.commands, "sessions": self.sessions, "score": round(self.score, 6)}
+                "commands": self.commands, "sessions": self.sessions, "evidence": self.evidence,
+                "score": round(self.score, 6)}
 
     def render(self, n: int, width: int = 240) -> str:
         def cut(text: str, limit: int = width) -> str:
@@ -93,8 +113,13 @@ class Chain:
         if self.error is not None:
             status = "fixed" if self.error.get("resolved") or self.fixes else "open"
             lines.append(f"{n}. error {self.error['id']} {self.error['label']} ({status})")
+        elif self.anchor.get("type") == "session":
+            lines.append(f"{n}. session {self.anchor['label']}")
         else:
             lines.append(f"{n}. {node_line(self.anchor)}")
+        if self.anchor.get("type") == "session" and not self.fixes:  # nothing distilled: what was said
+            for e in self.evidence:
+                lines.append(f"   {e['kind'].replace('_', ' ')} {e['id']}: {cut(e['excerpt'], 200)}")
         for fix in self.fixes[:SHOWN]:
             lines.append(f"   fix: {node_line(fix)}")
         for dec in self.decisions[:SHOWN]:
@@ -263,28 +288,173 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str], exclude
     return chain
 
 
-def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
-    """Chains of past work matching ``query`` (plain words), best first, at most ``max_chains``.
+def _node_sessions(conn, node_ids: list[int]) -> dict[int, set[str]]:
+    """Node id -> the sessions of the episodes it was derived from (``node_episodes``)."""
+    out: dict[int, set[str]] = {n: set() for n in node_ids}
+    if node_ids:
+        for nid, sid in conn.execute(
+                "SELECT DISTINCT ne.node_id, e.session_id FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+                f" WHERE ne.node_id IN ({','.join('?' * len(node_ids))})", node_ids):
+            out[nid].add(sid)
+    return out
 
-    Two anchors that lead to the same error give one chain (the better-ranked one).
-    """
+
+def _session_node(conn, sid: str) -> dict[str, Any]:
+    row = conn.execute("SELECT id FROM nodes WHERE type='session' AND label=?", (sid,)).fetchone()
+    node = _node(conn, row[0]) if row else None
+    if node is None:  # a session not compressed yet: its episodes are all there is
+        node = {"id": sid, "type": "session", "label": sid, "content": "", "metadata": {}, "_id": None}
+    return node
+
+
+def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, terms: list[str],
+                   episode_ids: list[int], exclude: set[str]) -> Chain:
+    """The chain of one session: its errors and what fixed them there, its decisions, the files
+    it edited, symbols, commands, when, and its best-matching episodes as evidence."""
+    from opensage.plugins.graph_memory import episodes as ep
+    from opensage.plugins.graph_memory.query import excerpt
+
+    session = _session_node(conn, sid)
+    anchor = anchor or session
+    chain = Chain(anchor=_public(anchor), score=score)
+    own = {r[0] for r in conn.execute(
+        "SELECT DISTINCT ne.node_id FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id WHERE e.session_id=?",
+        (sid,))}
+    if session["_id"] is not None:
+        own |= {r[0] for r in conn.execute("SELECT dst FROM edges WHERE src=? AND type IN ('contains', 'touches')",
+                                           (session["_id"],))}
+    error = anchor if anchor["type"] == "error" else None
+    if error is None and anchor["type"] != "session":  # a decision that fixed an error of this session
+        fixed = [n for n in _linked(conn, anchor["_id"], "fixes", "out") if n in own]
+        error = _node(conn, fixed[0]) if fixed else None
+    if error is None:  # the session's errors, one that was fixed here first
+        errors = sorted(r[0] for r in conn.execute(
+            "SELECT DISTINCT n.id FROM episodes e JOIN node_episodes ne ON ne.episode_id = e.id"
+            " JOIN nodes n ON n.id = ne.node_id AND n.type = 'error' WHERE e.session_id=?", (sid,)))
+        fixed_here = [e for e in errors if any(f in own for f in _linked(conn, e, "fixes", "in"))]
+        pick = (fixed_here or errors)[:1]
+        error = _node(conn, pick[0]) if pick else None
+    members: list[dict[str, Any]] = [anchor] if anchor["_id"] is not None else []
+    if session["_id"] is not None:  # files the session edited first, then those it read
+        edges = conn.execute("SELECT n.label, n.type, e.metadata FROM edges e JOIN nodes n ON n.id = e.dst"
+                             " WHERE e.src=? AND e.type='touches' ORDER BY e.weight DESC, e.id", (session["_id"],))
+        for label, ntype, meta in edges:
+            if ntype == "file" and label not in chain.files:
+                chain.files.append(label)
+            elif ntype in _CODE_TYPES and label not in chain.symbols:
+                chain.symbols.append(label)
+    if error is not None:
+        chain.error = _public(error)
+        members.append(error)
+        for fid in [f for f in _linked(conn, error["_id"], "fixes", "in") if f in own][:SHOWN * 2]:
+            node = _node(conn, fid)
+            if node is None:
+                continue
+            members.append(node)
+            if node["type"] == "file":
+                if node["label"] not in chain.files:
+                    chain.files.append(node["label"])
+            else:
+                chain.fixes.append(_public(node))
+        # the commands of this session that produced it (an error label recurs across sessions,
+        # and its metadata names the command of the first one)
+        for cid in _linked(conn, error["_id"], "produced", "in"):
+            node = _node(conn, cid)
+            if node and cid in own and node["label"] not in chain.commands:
+                chain.commands.append(node["label"])
+    if error is not None and anchor["type"] not in ("error", "session") \
+            and not any(f["id"] == anchor["id"] for f in chain.fixes):
+        chain.decisions.append(_public(anchor))
+    for node in list(members):  # files and symbols the anchor, error and fixes name in this session
+        for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
+            other = _node(conn, oid) if oid in own else None
+            if other is None:
+                continue
+            if other["type"] == "file" and other["label"] not in chain.files:
+                chain.files.append(other["label"])
+            elif other["type"] in _CODE_TYPES and other["label"] not in chain.symbols:
+                chain.symbols.append(other["label"])
+    if session["_id"] is not None and not chain.commands:
+        chain.commands += [r[0] for r in conn.execute(
+            "SELECT n.label FROM edges e JOIN nodes n ON n.id = e.dst WHERE e.src=? AND e.type='ran'"
+            " ORDER BY e.weight DESC, e.id LIMIT 3", (session["_id"],))]
+    chain.files = chain.files[:MAX_FILES]
+    # the session's decisions: the ones sharing words with the question or the chain's files
+    # and symbols (beside a decision, only decisions about the same thing)
+    shown = {d["id"] for d in chain.decisions} | {f["id"] for f in chain.fixes} | {chain.anchor["id"]} | set(exclude)
+    words = set(terms) | {w for x in chain.files + chain.symbols for w in re.findall(r"[a-z0-9]{3,}", x.lower())}
+    candidates = []
+    if session["_id"] is not None:
+        for r in conn.execute("SELECT n.id, n.label, n.content, n.updated_at FROM edges e JOIN nodes n ON n.id = e.dst"
+                              " AND n.type='decision' WHERE e.src=? AND e.type='contains'", (session["_id"],)):
+            if format_id(r["id"]) in shown:
+                continue
+            overlap = sum(1 for w in words if w in f"{r['label']} {r['content']}".lower())
+            if overlap or (error is not None and anchor["type"] in ("error", "session")):
+                candidates.append((-overlap, -r["updated_at"], r["id"]))
+    for _, _, nid in sorted(candidates)[:SHOWN]:
+        node = _node(conn, nid)
+        if node is not None and node["id"] not in shown:
+            shown.add(node["id"])
+            chain.decisions.append(_public(node))
+    row = conn.execute("SELECT min(e.timestamp), s.source FROM episodes e LEFT JOIN sessions s ON s.id = e.session_id"
+                       " WHERE e.session_id=?", (sid,)).fetchone()
+    if row is not None and row[0] is not None:
+        chain.sessions = [{"id": sid, "source": row[1], "timestamp": row[0],
+                           "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(row[0]))}]
+    best = episode_ids[:EVIDENCE]
+    rows = {r["id"]: ep.Episode.from_row(r) for r in conn.execute(
+        f"SELECT * FROM episodes WHERE id IN ({','.join('?' * len(best))})", best)} if best else {}
+    for e in (rows[i] for i in best if i in rows):
+        body = e.text or ""
+        if e.kind == "tool_call" and e.args:
+            body = f"{e.tool or 'tool'} " + json.dumps(e.args, ensure_ascii=False, default=str)
+        chain.evidence.append({"id": e.ref, "seq": e.seq, "kind": e.kind, "path": e.path,
+                               "excerpt": excerpt(body, terms)})
+    return chain
+
+
+def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
+    """Chains of past work matching ``query`` (plain words), best first, at most ``max_chains``:
+    one per session (see the module docstring), plus one per matching anchor node that came
+    from no session (stored with ``@memory-add-node`` outside any session)."""
+    from opensage.plugins.graph_memory import episodes as ep
     from opensage.plugins.graph_memory.query import query_terms
 
     conn = graph.db.conn
-    terms = query_terms(_search_words(query))
+    text = _search_words(query)
+    terms = query_terms(text)
+    ranked = ep.rank_sessions(graph.db, text)
+    episodes_of = {sid: eids for sid, _s, eids in ranked}
+    anchors = [n for n, _ in _anchors(graph, query, DEPTH)]
+    sessions_of = _node_sessions(conn, anchors)
+    by_anchor: list[tuple[str, Any]] = []
+    for nid in anchors:
+        found = sessions_of.get(nid, set())
+        if not found:
+            by_anchor.append(("n", nid))
+        elif len(found) <= SPECIFIC_SESSIONS:
+            by_anchor.extend(("s", sid) for sid in sorted(found))
+    order = [(("s", sid), score) for sid, score, _e in ranked]
+    # sessions (and session-less nodes) reached only through an anchor node come after:
+    # fused with equal or even a quarter of the weight (RRF), the anchors' sessions outranked
+    # the episode evidence (bench/fixes.py click, session MRR 0.83 -> 0.37 at weight 0.25):
+    # an error label recurs, the turns around a fix are what tell sessions apart
+    found = {k for k, _ in order}
+    order += [(k, 0.0) for k in dict.fromkeys(by_anchor) if k not in found]
     out: list[Chain] = []
     seen: set[str] = set()
-    for node_id, score in _anchors(graph, query, DEPTH):
-        node = _node(conn, node_id)
-        if node is None:
-            continue
-        if node["id"] in seen:  # already part of a better-ranked chain
-            continue
-        chain = _build(conn, node, score, terms, seen)
-        key = chain.error["id"] if chain.error else chain.anchor["id"]
-        if key in seen:
-            continue
-        seen.update({key, chain.anchor["id"]} | {f["id"] for f in chain.fixes} | {d["id"] for d in chain.decisions})
+    for (kind, key), score in order:
+        if kind == "n":
+            node = _node(conn, key)
+            if node is None or node["id"] in seen:
+                continue
+            chain = _build(conn, node, score, terms, seen)
+        else:
+            anchor = next((_node(conn, n) for n in anchors
+                           if sessions_of.get(n) == {key} and format_id(n) not in seen), None)
+            chain = _build_session(conn, key, anchor, score, terms, episodes_of.get(key, []), seen)
+        seen.update({chain.anchor["id"]} | {f["id"] for f in chain.fixes} | {d["id"] for d in chain.decisions})
         out.append(chain)
         if len(out) >= max_chains:
             break
