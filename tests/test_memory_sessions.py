@@ -450,3 +450,31 @@ def test_questions_about_past_work_are_told_apart(text, past):
     from opensage.plugins.graph_memory.history import is_past_work_question
 
     assert is_past_work_question(text) is past
+
+
+def test_the_issue_10_opencode_session_no_longer_retrieves_its_echoes(host):
+    """The session of issue 10 (add-node, query, a task, an answer quoting both): `/memory-query JWT`
+    gave 1 decision and 9 echoes; now the decision and the user's own words, nothing else of it."""
+    host.run("memory-add-node", {"type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"})
+    result = host.run("memory-query", {"query": "JWT"}).text
+    task = ("task_id: ses_2abc123def456 (for resuming to continue this task if needed)\n\n<task_result>\n"
+            "No heavy locks: the migration only adds a nullable column.\n</task_result>")
+    s = host.session("ses_1", source="opencode")
+    for event in [
+        SessionEvent(kind="user_message", role="user", text="Remember that auth uses RS256 JWTs, then look up what we know about JWT."),
+        SessionEvent(kind="tool_call", tool="opensage_memory-add-node", meta={"callID": "c1"},
+                     args={"type": "decision", "label": "UseRS256JWT", "content": "auth uses RS256-signed JWT access tokens"}),
+        SessionEvent(kind="tool_result", tool="opensage_memory-add-node", text="added n1 (decision) UseRS256JWT", meta={"callID": "c1"}),
+        SessionEvent(kind="tool_call", tool="opensage_memory-query", args={"query": "JWT"}, meta={"callID": "c2"}),
+        SessionEvent(kind="tool_result", tool="opensage_memory-query", text=result, meta={"callID": "c2"}),
+        SessionEvent(kind="tool_call", tool="task", args={"description": "Review the migration"}, meta={"callID": "c3"}),
+        SessionEvent(kind="tool_result", tool="task", text=task, meta={"callID": "c3"}),
+        SessionEvent(kind="assistant_message", role="assistant", text=f"Here is what memory says:\n{result}\nReviewer: {task}"),
+    ]:
+        host.record(s, event)
+    host.compact(s)
+    found = host.run("memory-query", {"query": "JWT"}).data
+    assert [(r["kind"], r["label"]) for r in found if r["type"] != "session"] == [
+        ("node", "UseRS256JWT"), ("episode", "ses_1#1 user")]
+    assert not host.db.conn.execute("SELECT 1 FROM nodes WHERE label IN ('task_result', 'opensage_memory', 'task_id')"
+                                    ).fetchone()

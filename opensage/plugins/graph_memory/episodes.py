@@ -267,10 +267,14 @@ def _reindex(conn, episode_id: int) -> None:
         return
     prov = " AND provenance IS NULL" if "provenance" in row.keys() else ""
     neighbours = conn.execute(
-        f"SELECT role, text FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? AND seq != ?{prov} ORDER BY seq",
+        f"SELECT * FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? AND seq != ?{prov} ORDER BY seq",
         (row["session_id"], row["seq"] - WINDOW, row["seq"] + WINDOW, row["seq"]),
     ).fetchall()
-    context = "\n".join(f"{n['role'] or ''}: {(n['text'] or '')[:CONTEXT_CHARS]}" for n in neighbours)
+    context = "\n".join(
+        f"{n['role'] or ''}: "
+        + ((_without_echo(conn, n, n["text"] or "") if prov and n["kind"] == "assistant_message" else n["text"] or "")
+           [:CONTEXT_CHARS])
+        for n in neighbours)
     own = _own_text(row)
     if row["kind"] == "assistant_message" and prov:
         own = _without_echo(conn, row, own)
