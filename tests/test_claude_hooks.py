@@ -207,7 +207,6 @@ def test_subagent_stop_records_the_subagents_answer(cli, project):
 def test_installed_config_is_portable_shareable_and_keeps_transcripts_out_of_git(cli, project):
     """Files a team commits name commands, not this machine's paths; they are not private
     (0600); .gitignore keeps the database (session transcripts) and lock files out."""
-    import os
     import subprocess
     import sys
 
