@@ -12,8 +12,9 @@ background for the next events and handles this one itself, in process, through 
 direct path (``opensage hook --from claude``). Payloads over :data:`MAX_BYTES` take the
 direct path too.
 
-The workspace is ``$OPENSAGE_WORKSPACE``, else ``$CLAUDE_PROJECT_DIR`` (set by Claude
-Code for hooks); without either the direct path finds it from the current directory.
+The workspace is ``$OPENSAGE_WORKSPACE``, else the git root above ``$CLAUDE_PROJECT_DIR``
+(set by Claude Code for hooks; as opensage finds it, so hooks and the MCP server share
+one database); without either the direct path finds it from the current directory.
 """
 
 import os
@@ -44,6 +45,22 @@ def socket_path(root):
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/opensage-{os.getuid()}"
     digest = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:20]
     return os.path.join(base, "opensage", f"hookd-{digest}.sock")
+
+
+def _git_root(start):
+    """The workspace opensage would pick for ``start``: the nearest folder upwards holding
+    ``.git``, else ``start`` itself (``opensage.store.find_workspace``); None without one."""
+    if not start:
+        return None
+    start = os.path.abspath(start)
+    folder = start
+    while True:
+        if os.path.exists(os.path.join(folder, ".git")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return start
+        folder = parent
 
 
 def _ask(path, data):
@@ -108,7 +125,7 @@ def main(argv=None):
     if host_name != "claude" or len(args) > 1:
         sys.stderr.write("usage: opensage-hook claude  (the Claude Code hook event JSON on stdin)\n")
         return 2
-    root = os.environ.get("OPENSAGE_WORKSPACE") or os.environ.get("CLAUDE_PROJECT_DIR") or None
+    root = os.environ.get("OPENSAGE_WORKSPACE") or _git_root(os.environ.get("CLAUDE_PROJECT_DIR"))
     data = sys.stdin.buffer.read(MAX_BYTES + 1)
     if root and len(data) <= MAX_BYTES and os.environ.get("OPENSAGE_HOOK_SERVER", "1") != "0":
         path = socket_path(root)

@@ -14,9 +14,12 @@ Target (issue 10, item 6): median <= 50 ms per host event on this machine.
   --from claude`` process per event, on another for comparison).
 * **OpenCode**: the shim keeps one ``opensage hook --from opencode`` process per
   OpenCode process and writes one batch line per pile of events. Timed here: one event
-  per batch, from writing the line to reading its answer (the shim's round trip; node's
-  own share is not included). ``chat.message`` waits for this answer (it brings the
-  prompt's memory back); the other hooks only queue.
+  per batch, from writing the line to reading its answer (the shim's round trip).
+  ``chat.message`` waits for this answer (it brings the prompt's memory back); the
+  other hooks only queue. When node is installed, the installed shim itself is also
+  driven under node with the same events, timing how long each hook call keeps
+  OpenCode waiting (``host waits`` rows; the time until the events are recorded is the
+  round trip above).
 
 Each session is a realistic mix: start, a prompt, 12 tool calls (with results), the
 answer, a compaction and the end, 5 sessions per host, in a workspace holding the code
@@ -95,6 +98,46 @@ def opencode_events(session: str, i: int) -> list[dict]:
     return events
 
 
+SHIM_DRIVER = r"""
+const plugin = (await import(process.argv[2])).default
+const sessions = Number(process.argv[4])
+const hooks = await plugin.server({ directory: process.argv[3] })
+const times = {}
+const time = async (name, fn) => {
+  const t0 = process.hrtime.bigint()
+  await fn()
+  ;(times[name] ||= []).push(Number(process.hrtime.bigint() - t0) / 1e6)
+}
+for (let i = 0; i < sessions; i++) {
+  const sid = `ses_node_${i}`
+  await time("session.created", () => hooks.event({ event: { type: "session.created", properties: { sessionID: sid, info: { id: sid } } } }))
+  await time("chat.message", () => hooks["chat.message"]({ sessionID: sid }, { message: {}, parts: [{ type: "text", text: "why does the refresh token test fail?" }] }))
+  for (let k = 0; k < 12; k++)
+    await time("tool.execute.after", () => hooks["tool.execute.after"]({ tool: "bash", sessionID: sid, callID: `c${i}_${k}`, args: { command: "pytest -q" } }, { title: "", output: "1 failed", metadata: {} }))
+  await time("session.idle", () => hooks.event({ event: { type: "session.idle", properties: { sessionID: sid } } }))
+  await time("session.compacting", () => hooks["experimental.session.compacting"]({ sessionID: sid }, { context: [] }))
+}
+await time("dispose", () => hooks.dispose())
+console.log(JSON.stringify(times))
+"""
+
+
+def shim_times(project: Path, sessions: int, env: dict) -> dict[str, list[float]] | None:
+    """How long each hook of the installed OpenCode shim keeps the host waiting (ms), under node."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return None
+    shim = project / ".opencode" / "plugin" / "opensage.js"
+    driver = project.parent / "driver.mjs"
+    driver.write_text(SHIM_DRIVER)
+    r = subprocess.run(["node", str(driver), shim.as_uri(), str(project), str(sessions)], capture_output=True,
+                       text=True, env=env, timeout=600)
+    if r.returncode != 0:
+        sys.exit(f"shim driver failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=5)
@@ -166,6 +209,9 @@ def main() -> None:
                 slow.setdefault(event["hook"], []).append(ms)
         proc.stdin.close()
         proc.wait(timeout=60)
+        subprocess.run([*opensage, "--workspace", str(project), "install", "opencode"], check=True,
+                       capture_output=True, env=env)
+        node = shim_times(project, args.sessions, env)
 
     def row(name, values):
         rows.append((name, len(values), statistics.median(values), pct(values, 0.95)))
@@ -178,6 +224,11 @@ def main() -> None:
     row("opencode: shim batch round trip", opencode_ms)
     for hook in ("user-message", "tool-call", "compact", "session-end"):
         row(f"  opencode {hook}", slow[hook])
+    if node:
+        row("opencode: host waits, installed shim under node", [t for name, ts in node.items() if name != "dispose"
+                                                                for t in ts])
+        for name in ("chat.message", "tool.execute.after", "session.compacting"):
+            row(f"  shim {name}", node[name])
     print(f"{'path':<56} {'events':>6} {'median ms':>10} {'p95 ms':>8}")
     for name, n, med, p95 in rows:
         print(f"{name:<56} {n:>6} {med:>10.1f} {p95:>8.1f}")
@@ -188,6 +239,8 @@ def main() -> None:
         "claude_cold_ms": round(cold, 1), "python_floor_median_ms": round(statistics.median(floor_ms), 1), "claude_direct_median_ms": round(statistics.median(direct_ms), 1),
         "opencode_median_ms": round(statistics.median(opencode_ms), 1),
         "opencode_p95_ms": round(pct(opencode_ms, 0.95), 1),
+        **({"opencode_shim_wait_median_ms": round(statistics.median([t for n, ts in node.items() if n != "dispose"
+                                                                     for t in ts]), 2)} if node else {}),
         "target_median_ms": 50,
         "ok": statistics.median(claude_ms) <= 50 and statistics.median(opencode_ms) <= 50,
     }))

@@ -34,6 +34,7 @@ import pytest
 
 from tests.claude_env import claude_bin, hermetic_env, run_claude
 from tests.fake_anthropic import FakeAnthropic, all_text, tool_names, tool_results
+from tests.memory_results import echoes_and_stubs
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                                 reason="needs node and npm for the real Claude Code CLI")
@@ -222,9 +223,6 @@ def test_claude_session_decides_fails_fixes_compacts_and_a_new_session_learns_ho
     print("--- what the model saw ---\n" + seen + "\n--- the text form now ---\n" + text_form)
     # the same results (the second session's own episodes, recorded since, may reorder ties)
     assert {_label(line) for line in _top_results(seen)} <= {_label(line) for line in _top_results(text_form, 10)}
-    top = _top_results(seen)
-    assert top, seen
+    assert _top_results(seen), seen
     # neither earlier query results nor tool-name stubs among the top results
-    for line in top:
-        assert "memory-query" not in line and "mcp__opensage" not in line, line
-        assert not re.search(r"\b(?:mcp__\w+|opensage_[\w-]+|Bash|Read|Edit)\s*$", line), line
+    assert echoes_and_stubs(seen) == [], echoes_and_stubs(seen)

@@ -207,7 +207,6 @@ def test_subagent_stop_records_the_subagents_answer(cli, project):
 def test_installed_config_is_portable_shareable_and_keeps_transcripts_out_of_git(cli, project):
     """Files a team commits name commands, not this machine's paths; they are not private
     (0600); .gitignore keeps the database (session transcripts) and lock files out."""
-    import os
     import subprocess
     import sys
 
@@ -282,3 +281,24 @@ def test_queued_events_are_recorded_in_order_before_the_next_event(cli, project)
     stamps = [r[0] for r in conn.execute("SELECT timestamp FROM episodes WHERE session_id=? ORDER BY seq", (SID,))]
     conn.close()
     assert before - 1 < stamps[0] <= stamps[2] <= stamps[3]  # the queued time, not the recording time
+
+
+def test_hooks_started_in_a_subfolder_use_the_projects_database(cli, project):
+    """Claude Code started in a subfolder: CLAUDE_PROJECT_DIR is that folder, but the
+    queueing hook and opensage-hook find the git root, as the MCP server does."""
+    import os
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    sub = project / "services" / "auth"
+    sub.mkdir(parents=True)
+    assert cli("install", "claude").returncode == 0
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    env = {**os.environ, "CLAUDE_PROJECT_DIR": str(sub), "OPENSAGE_HOOK_SERVER": "0"}
+    for event, name in (("PostToolUse", "post_tool_use_bash.json"), ("UserPromptSubmit", "user_prompt_submit.json")):
+        command = next(h["command"] for g in settings["hooks"][event] for h in g["hooks"])
+        r = subprocess.run(command, shell=True, input=payload(name, project), capture_output=True, text=True,
+                           timeout=60, cwd=sub, env=env)
+        assert r.returncode == 0, r.stderr
+    assert [e[0] for e in episodes(project)] == ["tool_call", "tool_result", "user_message"]
+    assert not (sub / ".opencode").exists()

@@ -66,7 +66,11 @@ HOOK_COMMAND = "opensage-hook claude"
 QUEUED_EVENTS = ("PostToolUse", "PostToolUseFailure", "Stop", "SubagentStop")
 #: The queueing hook: a private folder, a file named by the nanosecond clock and the pid
 #: (so names sort in arrival order), written then renamed (readers never see a part).
-QUEUE_COMMAND = ('umask 077; d="${CLAUDE_PROJECT_DIR:-$PWD}/.opencode/run/queue"; { [ -d "$d" ] || mkdir -p "$d"; } && '
+#: The workspace is found as opensage finds it: ``$OPENSAGE_WORKSPACE``, else the git
+#: root above ``$CLAUDE_PROJECT_DIR`` (shell builtins only), else that folder.
+QUEUE_COMMAND = ('umask 077; w="${OPENSAGE_WORKSPACE:-}"; if [ -z "$w" ]; then s="${CLAUDE_PROJECT_DIR:-$PWD}"; '
+                 'w="$s"; while [ -n "$w" ] && [ ! -e "$w/.git" ]; do w="${w%/*}"; done; '
+                 '[ -n "$w" ] || w="$s"; fi; d="$w/.opencode/run/queue"; { [ -d "$d" ] || mkdir -p "$d"; } && '
                  'f="$d/$(date +%s%N)-$$" && cat > "$f.tmp" && mv "$f.tmp" "$f.json"')
 #: Claude Code tools whose ``tool_input.file_path`` names a file they changed.
 EDIT_TOOLS = {"Edit", "Write", "MultiEdit", "NotebookEdit"}

@@ -34,6 +34,20 @@ function command() {
   return CONFIG.command
 }
 
+const PROMPT_WAIT_MS = 10000
+
+// the promise's value, or undefined once ms passed (the promise still completes later)
+function within(promise, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms)
+    if (timer.unref) timer.unref()
+    promise.then((value) => {
+      clearTimeout(timer)
+      resolve(value)
+    })
+  })
+}
+
 // the first n characters, never cutting a surrogate pair in half
 function clip(text, n = MAX_TEXT) {
   if (text.length <= n) return text
@@ -216,7 +230,10 @@ function hooks() {
         .map((part) => part.text)
         .join("\n")
       if (!text.trim()) return
-      const answer = await send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } })
+      // wait for the prompt's memory, but never hold the user's prompt for long
+      const answer = await within(
+        send("user-message", { session_id: input.sessionID, text, role: "user", meta: { agent: input.agent || null } }),
+        PROMPT_WAIT_MS)
       if (answer && typeof answer.context === "string" && answer.context) contexts.set(input.sessionID, answer.context)
       else contexts.delete(input.sessionID)
     },
