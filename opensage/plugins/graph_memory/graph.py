@@ -10,7 +10,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database
@@ -583,7 +583,9 @@ class Graph:
 
     # -- bulk ----------------------------------------------------------------------------
     def bulk_load(self, nodes: Iterable[tuple[str, str, str, dict]],
-                  edges: Iterable[tuple[int, int, str, float]] = ()) -> list[int]:
+                  edges: Iterable[tuple[int, int, str, float]] = (), *,
+                  tags: Sequence[Iterable[str]] | None = None,
+                  valid_from: Sequence[float] | None = None) -> list[int]:
         """Insert many new nodes, then edges between them, in one transaction (FTS kept in sync).
 
         For imports and benchmarks: no upsert logic, so (type, label) pairs must be new
@@ -591,6 +593,8 @@ class Graph:
 
         :param nodes: (type, label, content, metadata) tuples.
         :param edges: (src index, dst index, type, weight) tuples; indexes point into ``nodes``.
+        :param tags: tags per node (same order as ``nodes``), optional.
+        :param valid_from: epoch seconds per node (same order), optional; default now.
         :returns: the new node ids, in ``nodes`` order.
         :raises UsageError: invalid node/edge type, empty label, weight outside [0, 1].
         """
@@ -604,14 +608,24 @@ class Graph:
             check_type(etype, "edge type")
             if not 0.0 <= float(weight) <= 1.0:
                 raise UsageError(f"edge weight must be between 0 and 1, got {weight}.")
+        tag_lists = [normalize_tags(t) for t in tags] if tags is not None else None
+        if (tag_lists is not None and len(tag_lists) != len(nodes)) or (
+                valid_from is not None and len(valid_from) != len(nodes)):
+            raise UsageError("bulk_load: tags and valid_from need one entry per node.")
         now = time.time()
         with self.db.transaction() as conn:
             first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
             ids = list(range(first, first + len(nodes)))
             conn.executemany(
-                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                ((i, t, l, c or "", json.dumps(m or {}), now, now) for i, (t, l, c, m) in zip(ids, nodes)),
+                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at, valid_from)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                ((i, t, l, c or "", json.dumps(m or {}), now, now,
+                  float(valid_from[n]) if valid_from is not None else now)
+                 for n, (i, (t, l, c, m)) in enumerate(zip(ids, nodes))),
             )
+            if tag_lists is not None:
+                conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)",
+                                 ((t, i) for i, ts in zip(ids, tag_lists) for t in ts))
             conn.executemany(
                 "INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
                 ((i, l, identifier_terms(l), c or "") for i, (_t, l, c, _m) in zip(ids, nodes)),
