@@ -343,3 +343,34 @@ def test_forget_session_with_episodes_and_its_nodes(host, monkeypatch):
 def test_filter_defaults_are_current_only():
     assert MemoryFilter().node_sql()[0] == "n.valid_to IS NULL"
     assert MemoryFilter(include_superseded=True).node_sql()[0] == ""
+
+
+def test_mcp_memory_query_takes_filters(project):
+    """The MCP tool (real server subprocess, official client) filters like the command."""
+    import anyio
+    import sys
+
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    async def main():
+        params = StdioServerParameters(command=sys.executable, args=["-m", "opensage", "--workspace", str(project), "mcp"])
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                tools = {t.name: t for t in (await s.list_tools()).tools}
+                props = tools["memory-query"].input_schema["properties"]
+                await s.call_tool("memory-add-node", {"type": "fact", "label": "Wombat diet", "content": "wombats eat grass",
+                                                      "tags": ["zoo"]})
+                await s.call_tool("memory-add-node", {"type": "fact", "label": "Wombat burrow",
+                                                      "content": "wombats dig burrows"})
+                hit = await s.call_tool("memory-query", {"query": "wombats", "tags": ["zoo"], "since": "1d"})
+                bad = await s.call_tool("memory-query", {"query": "wombats", "since": "whenever-ish"})
+                return props, hit, bad
+
+    props, hit, bad = anyio.run(main)
+    assert {"since", "until", "tags", "tagsMode", "session", "source", "nodeTypes", "asOf",
+            "includeSuperseded"} <= set(props)
+    text = hit.content[0].text  # the model reads the text (no structuredContent for commands)
+    assert "Wombat diet" in text and "Wombat burrow" not in text and "tags any:zoo" in text
+    assert bad.is_error and "since" in bad.content[0].text

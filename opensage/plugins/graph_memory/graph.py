@@ -146,9 +146,8 @@ DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "tas
 #: ratio alone cannot separate them and the word check of :func:`near_duplicate` does).
 #: 90 leaves room for longer rewordings. Not tuned or checked on held-out data.
 DUPLICATE_RATIO = 90.0
-#: Candidates (BM25 over the same type) compared with rapidfuzz on each write.
-DUPLICATE_CANDIDATES = 10
-DUPLICATE_QUERY_WORDS = 32
+#: Candidates (FTS5 matches of the same type) compared with rapidfuzz on each write.
+DUPLICATE_CANDIDATES = 20
 MAX_MERGED_LABELS = 20
 #: Change cues of the deterministic supersession rule (see Graph.detect_supersession).
 CHANGE_CUE = re.compile(
@@ -325,13 +324,18 @@ class Graph:
     def _find_duplicate(self, conn, type: str, label: str, content: str):
         """(row, ratio) of a current node of ``type`` that ``label``/``content`` nearly duplicates, or None."""
         text = f"{label} {content}"
-        terms = [t for t in re.findall(r"[^\W_]+", text.lower()) if len(t) > 2][:DUPLICATE_QUERY_WORDS]
-        if not terms:
+        words = list(dict.fromkeys(t for t in re.findall(r"[^\W_]+", text.lower()) if len(t) > 2))
+        if not words:
             return None
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(terms))
+        # a near-duplicate shares almost every word: ask FTS5 for nodes having all of the
+        # three longest words, or all of the next three (so one typo does not hide it);
+        # an AND query stays fast at 100k nodes where an OR of every word does not
+        longest = sorted(words, key=lambda w: (-len(w), w))[:6]
+        q = lambda ws: "(" + " AND ".join('"' + w.replace('"', '""') + '"' for w in ws) + ")"  # noqa: E731
+        match = q(longest[:3]) + (" OR " + q(longest[3:]) if len(longest) > 3 else "")
         rows = conn.execute(
-            "SELECT n.* FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type = ?"
-            " AND n.valid_to IS NULL ORDER BY bm25(nodes_fts) LIMIT ?", (match, type, DUPLICATE_CANDIDATES)).fetchall()
+            "SELECT n.* FROM nodes_fts f CROSS JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type = ?"
+            " AND n.valid_to IS NULL LIMIT ?", (match, type, DUPLICATE_CANDIDATES)).fetchall()
         best = None
         for r in rows:
             ratio = near_duplicate(text, f"{r['label']} {r['content']}")
