@@ -374,3 +374,13 @@ def test_mcp_memory_query_takes_filters(project):
     text = hit.content[0].text  # the model reads the text (no structuredContent for commands)
     assert "Wombat diet" in text and "Wombat burrow" not in text and "tags any:zoo" in text
     assert bad.is_error and "since" in bad.content[0].text
+
+
+def test_results_show_tags_and_supersession(host):
+    a = add(host, '@memory-add-node type=fact label="Build tool" content="we build with make" tags=["build"]')
+    b = add(host, '@memory-add-node type=fact label="Build tool now" content="we build with just"')
+    host.run_line(f"@memory-supersede old={a['id']} new={b['id']}")
+    out = host.run_line('@memory-query query="build" includeSuperseded=true')
+    row = next(r for r in out.data if r["id"] == a["id"])
+    assert row["tags"] == ["build"] and row["supersededBy"] == b["id"] and row["validTo"] >= row["validFrom"]
+    assert f"[superseded by {b['id']}]" in out.text and "#build" in out.text

@@ -506,6 +506,9 @@ class Result:
     depth: int | None = None
     episode: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: nodes: tags, and validity (``validFrom``; ``validTo``/``supersededBy`` when superseded)
+    tags: list[str] = field(default_factory=list)
+    validity: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -520,12 +523,19 @@ class Result:
             out.update(self.episode)
         if self.metadata:
             out["metadata"] = self.metadata
+        if self.kind == "node":
+            out["tags"] = self.tags
+            out.update(self.validity)
         return out
 
     def render(self, n: int) -> str:
         head = f"{n}. {self.id} {self.label} ({self.type})  score {self.score:.4f}"
         if self.depth is not None:
             head += f"  depth {self.depth}"
+        if self.tags:
+            head += f"  #{' #'.join(self.tags)}"
+        if self.validity.get("supersededBy") or self.validity.get("validTo"):
+            head += f"  [superseded by {self.validity.get('supersededBy') or '?'}]"
         lines = [head]
         if self.excerpt:
             lines.append(f"   {self.excerpt}")
@@ -738,8 +748,13 @@ class QueryEngine:
                     src = nodes.get(via[key]["_from"])
                     v = {"from": via[key]["from"], "fromLabel": src.label if src else via[key]["from"],
                          "edge": via[key]["edge"], "direction": via[key]["direction"]}
+                validity = {"validFrom": node.valid_from}
+                if node.valid_to is not None:
+                    validity.update(validTo=node.valid_to,
+                                    supersededBy=format_id(node.superseded_by) if node.superseded_by else None)
                 out.append(Result("node", node.ref, node.label, node.type, excerpt(node.content, terms), score,
-                                  rels.get(node.id, []), v, metadata=node.metadata))
+                                  rels.get(node.id, []), v, metadata=node.metadata, tags=node.tags,
+                                  validity=validity))
             else:
                 e = episodes.get(key[1])
                 if e is None:
