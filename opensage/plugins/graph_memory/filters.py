@@ -242,14 +242,12 @@ class MemoryFilter:
                 small.append((n, sql, params))
         if not small:
             return None
-        small.sort(key=lambda x: x[0])
-        out: set[int] | None = None
-        for _n, sql, params in small:
-            ids = {r[0] for r in conn.execute(sql, params)}
-            out = ids if out is None else out & ids
-            if not out:
-                break
-        return out
+        # only the smallest set is read (the other conditions are checked on the few
+        # matches left); plain tuples, not sqlite3.Row objects, to keep it cheap
+        _n, sql, params = min(small, key=lambda x: x[0])
+        cur = conn.cursor()
+        cur.row_factory = None
+        return {r[0] for r in cur.execute(sql, params)}
 
     # -- applying it to id lists ----------------------------------------------------------------
     def keep_nodes(self, conn, ids: Sequence[int], limit: int | None = None) -> list[int]:

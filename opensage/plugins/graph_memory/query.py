@@ -573,7 +573,9 @@ class QueryEngine:
             # filter, keep those in the candidate set, then check the other conditions on
             # the few left. Checking every match inside SQL costs a row lookup per match
             # (3x slower at 100k nodes, measured with bench/memory_scale.py).
-            rows = self.db.conn.execute(
+            cur = self.db.conn.cursor()
+            cur.row_factory = None  # plain tuples: thousands of rows
+            rows = cur.execute(
                 f"SELECT rowid, bm25(nodes_fts, {w}) FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT {int(scored)}",
                 (match,)).fetchall()
             rows = sorted((r for r in rows if r[0] in cand), key=lambda r: r[1])
