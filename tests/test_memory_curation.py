@@ -384,3 +384,24 @@ def test_results_show_tags_and_supersession(host):
     row = next(r for r in out.data if r["id"] == a["id"])
     assert row["tags"] == ["build"] and row["supersededBy"] == b["id"] and row["validTo"] >= row["validFrom"]
     assert f"[superseded by {b['id']}]" in out.text and "#build" in out.text
+
+
+def test_forget_session_keep_nodes(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    host.record(host.session("k1", source="cli"),
+                SessionEvent(kind="user_message", role="user", text="We decided to vendor the icons."))
+    host.run_line("@memory-compress-session sessionId=k1 useModel=never")
+    out = host.run_line("@memory-forget session=k1 keepNodes=true")
+    assert out.data["episodes"] == 1 and out.data["nodes"] == []
+    assert host.db.conn.execute("SELECT count(*) FROM nodes WHERE type='decision'").fetchone()[0] == 1
+
+
+def test_forget_from_the_cli(cli):
+    assert cli("@memory-add-node", "type=fact", "label=Ephemeral", "content=to be forgotten").returncode == 0
+    done = cli("@memory-forget", "node=Ephemeral")
+    assert done.returncode == 0, done.stderr
+    assert "forgot n1 (fact) Ephemeral" in done.stdout
+    again = cli("@memory-forget", "node=Ephemeral")
+    assert again.returncode != 0 and "unknown node" in again.stderr and "Traceback" not in again.stderr
+    both = cli("@memory-forget", "node=n1", "session=s1")
+    assert both.returncode == 2 and "exactly one" in both.stderr
