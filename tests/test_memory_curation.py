@@ -226,6 +226,7 @@ DISTINCT = [
     ("The API listens on port 8080", "The API listens on port 8081"),
     ("Retry the upload three times with backoff", "Retry the download three times with backoff"),
     ("We store sessions in Redis", "We store sessions in Memcached"),
+    ("Alice", "Alicia"),  # short names: never a fuzzy merge
 ]
 
 

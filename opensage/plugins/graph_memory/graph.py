@@ -136,9 +136,13 @@ class Edge:
 TAG_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,39}$")
 #: Tags per node at most.
 MAX_TAGS = 32
-#: Node types merged on write when a near-duplicate exists (code-graph nodes are not:
-#: their labels are qualified names, and two similar names are two symbols).
-DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "task", "entity", "event", "plan", "query"})
+#: Node types merged on write when a near-duplicate exists. Not code-graph nodes (two
+#: similar qualified names are two symbols), not entities (Alice and Alicia are two
+#: people), not per-run nodes (task, plan, outcome, agent: the coordinator keys them by run).
+DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "query"})
+#: A fuzzy (not identical) merge needs at least this many words in each text: short
+#: names differ by one letter and mean different things.
+DUPLICATE_MIN_WORDS = 4
 #: rapidfuzz ``fuzz.ratio`` (0-100) on the normalised text at or above which two nodes are
 #: near-duplicates. Chosen by hand on the labelled dev pairs of tests/test_memory_curation.py
 #: (measured: rewordings by case, punctuation, a typo or a filler word score 97.6-100;
@@ -175,7 +179,7 @@ def near_duplicate(a: str, b: str) -> float | None:
     """The rapidfuzz ``fuzz.ratio`` (0-100) of two texts when they are near-duplicates, else None.
 
     Texts are lowercased with punctuation dropped. Near-duplicates: the same normalised
-    text, or ratio >= :data:`DUPLICATE_RATIO` *and* every word found in only one of
+    text, or (both at least :data:`DUPLICATE_MIN_WORDS` words) ratio >= :data:`DUPLICATE_RATIO` *and* every word found in only one of
     them has a close partner in the other (ratio >= 80, a typo) and no word with a digit
     differs — so "use Postgres for the queue" and "use SQLite for the queue" stay two nodes.
     """
@@ -186,6 +190,8 @@ def near_duplicate(a: str, b: str) -> float | None:
         return None
     if na == nb:
         return 100.0
+    if min(len(na.split()), len(nb.split())) < DUPLICATE_MIN_WORDS:
+        return None
     ratio = fuzz.ratio(na, nb)
     if ratio < DUPLICATE_RATIO:
         return None
