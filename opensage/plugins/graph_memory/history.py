@@ -414,10 +414,14 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
     return chain
 
 
-def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
+def chains(graph: Graph, query: str, max_chains: int = 3, flt=None) -> list[Chain]:
     """Chains of past work matching ``query`` (plain words), best first, at most ``max_chains``:
     one per session (see the module docstring), plus one per matching anchor node that came
-    from no session (stored with ``@memory-add-node`` outside any session)."""
+    from no session (stored with ``@memory-add-node`` outside any session).
+
+    ``flt`` (a :class:`.filters.MemoryFilter`, optional) keeps only anchor nodes that pass it
+    and only sessions with an episode that passes it (a tag or node-type filter admits no
+    episodes, so then only node anchors remain)."""
     from opensage.plugins.graph_memory import episodes as ep
     from opensage.plugins.graph_memory.query import query_terms
 
@@ -425,8 +429,13 @@ def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
     text = _search_words(query)
     terms = query_terms(text)
     ranked = ep.rank_sessions(graph.db, text)
+    if flt is not None:
+        ranked = [(sid, score, kept) for sid, score, eids in ranked if (kept := flt.keep_episodes(conn, eids))]
     episodes_of = {sid: eids for sid, _s, eids in ranked}
     anchors = [n for n, _ in _anchors(graph, query, DEPTH)]
+    if flt is not None:
+        keep = set(flt.keep_nodes(conn, anchors))
+        anchors = [n for n in anchors if n in keep]
     sessions_of = _node_sessions(conn, anchors)
     by_anchor: list[tuple[str, Any]] = []
     for nid in anchors:
