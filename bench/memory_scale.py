@@ -8,7 +8,11 @@ the real command path (``host.run("memory-query", ...)``, ``host.run("memory-add
   misspelled labels (one character changed) and snake_case spellings of CamelCase labels;
 * traversal: depth 3, ``direction=in`` ("who depends on X") from random nodes;
 * single add-node: one new node per call (one transaction each);
-* record episode: one session event per call.
+* record episode: one session event per call;
+* filtered similarity (issue 17): the natural-language and label queries again, each with
+  a 30-day time range (``since``/``until`` as ISO dates) *and* one tag; every node carries
+  0-3 of 60 tags (Zipf-like: the commonest is on ~8% of nodes) and a ``valid_from`` spread
+  uniformly over the past 365 days. Every result is checked against the filter.
 
 Wall-clock percentiles depend on what else the machine runs; the process CPU time of
 each call is shown beside them (the machine this was written on has 2 shared cores).
@@ -20,7 +24,8 @@ time a new host (the next CLI process) takes to load the saved index.
 node named by the same identifier, e.g. the module segment ``worker``) in the top 3.
 
 Targets (from the design notes, shared/notes/memory-anchors.md): similarity p95 <= 25 ms, traversal p95 <= 5 ms,
-add-node p95 <= 10 ms at 100k nodes / 300k edges.
+add-node p95 <= 10 ms at 100k nodes / 300k edges; filtered similarity (time range + tag) p95 <= 25 ms
+(issue 17). The data is synthetic (no dev/held-out split: nothing is tuned on it).
 
 Usage::
 
@@ -138,12 +143,18 @@ def main(argv: list[str] | None = None) -> None:
     nodes, edges, vocab, pick = make_graph(rng, args.nodes, args.edges)
     gen_s = time.perf_counter() - t0
     rows: list[tuple[str, str]] = []
+    summary: dict = {"nodes": args.nodes, "edges": args.edges, "queries": args.queries, "seed": args.seed}
     with tempfile.TemporaryDirectory(prefix="memory-scale-") as tmp:
         host = Host(Workspace(Path(tmp)), load_entrypoints=False)
         try:
             graph = graph_for(host)
             t0 = time.perf_counter()
-            ids = graph.bulk_load(nodes, edges)
+            tag_names = [f"tag{i:02d}" for i in range(60)]
+            tag_weights = [1.0 / (i + 1) for i in range(60)]
+            now = time.time()
+            node_tags = [sorted(set(rng.choices(tag_names, tag_weights, k=rng.randint(0, 3)))) for _ in nodes]
+            node_times = [now - rng.uniform(0, 365) * 86400 for _ in nodes]
+            ids = graph.bulk_load(nodes, edges, tags=node_tags, valid_from=node_times)
             load_s = time.perf_counter() - t0
             counts = graph.counts()
             rows.append(("bulk load (nodes+edges+FTS)", f"{load_s:.2f} s  ({counts['nodes']} nodes, {counts['edges']} edges)"))
@@ -196,6 +207,33 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((f"  {name} p50 / p95", f"{pct(by_kind[k], 50):.1f} / {pct(by_kind[k], 95):.1f} ms"))
             rows.append(("misspelled label hit@3", f"{fuzzy_hits}/{fuzzy_total}"))
 
+            import datetime as _dt
+
+            flt_ms: list[float] = []
+            flt_results = flt_bad = 0
+            for i, (q, _t) in enumerate(queries):
+                if i % 4 not in (0, 1):
+                    continue
+                start_day = rng.uniform(30, 365)
+                since = now - start_day * 86400
+                until = since + 30 * 86400
+                tag = rng.choices(tag_names[:20], tag_weights[:20])[0]
+                iso = lambda ts: _dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")  # noqa: E731
+                t0 = time.perf_counter()
+                res = host.run("memory-query", {"query": q, "maxResults": 10, "since": iso(since),
+                                                "until": iso(until), "tags": [tag]})
+                flt_ms.append((time.perf_counter() - t0) * 1000)
+                for r in res.data:
+                    n = int(r["id"][1:]) - ids[0]
+                    flt_results += 1
+                    flt_bad += int(not (tag in node_tags[n] and since - 1 <= node_times[n] <= until + 1))
+            rows.append(("filtered similarity (30 days + tag) p50 / p95",
+                         f"{pct(flt_ms, 50):.1f} / {pct(flt_ms, 95):.1f} ms  ({flt_results} results, "
+                         f"{flt_bad} outside the filter)"))
+            summary["filtered_similarity_p95_ms"] = round(pct(flt_ms, 95), 2)
+            summary["filtered_results_outside_filter"] = flt_bad
+            summary["similarity_p95_ms"] = round(pct(sim_ms, 95), 2)
+
             trav_ms: list[float] = []
             trav_cpu: list[float] = []
             reached: list[int] = []
@@ -219,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                                              "content": " ".join(pick(12))})
                 add_ms.append((time.perf_counter() - t0) * 1000)
                 add_cpu.append((time.process_time() - c0) * 1000)
+            summary["add_node_p95_ms"] = round(pct(add_ms, 95), 2)
             rows.append(("single add-node p50 / p95", f"{pct(add_ms, 50):.2f} / {pct(add_ms, 95):.2f} ms"
                          f"  (CPU {pct(add_cpu, 50):.2f} / {pct(add_cpu, 95):.2f} ms)"))
 
@@ -244,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'metric':<{width}}  value")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    import json
+
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The ``graph-memory`` plugin: a knowledge graph of code, concepts, decisions and session history.
 
-Commands: @memory-add-node, @memory-add-edge, @memory-query, @memory-compress-session,
-@memory-visualize, @memory-ingest. Session hooks record every event as an episode and
+Commands: @memory-add-node, @memory-add-edge, @memory-tag, @memory-supersede,
+@memory-forget, @memory-query, @memory-compress-session, @memory-visualize, @memory-ingest. Session hooks record every event as an episode and
 compress sessions into lasting nodes.
 """
 
@@ -40,10 +40,14 @@ def session_compact(session):
 
 @hookimpl
 def session_end(session):
-    """Final compression of the session (rules; plus the model when one is configured)."""
+    """Final compression of the session (rules; plus the model when one is configured), then
+    the episode retention policy when due (see :mod:`.upkeep`; at most once a day)."""
     from opensage.plugins.graph_memory.compress import compress_session
+    from opensage.plugins.graph_memory.graph import graph_for
+    from opensage.plugins.graph_memory.upkeep import run_retention
 
     compress_session(session.host, session.id, use_model="auto")
+    run_retention(graph_for(session.host))
 
 
 @hookimpl

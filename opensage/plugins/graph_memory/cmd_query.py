@@ -36,6 +36,20 @@ class QueryArgs(ArgModel):
     direction: Literal["out", "in", "both"] = Field(
         "out", description="traversal: out follows edges, in walks them backwards (who depends on X), both")
     edge_types: list[str] | None = Field(None, description='traversal: only these edge types, e.g. ["calls","imports"]')
+    node_types: list[str] | None = Field(
+        None, max_length=20, description='only nodes of these types, e.g. ["decision","error"] ("episode" admits episodes)')
+    since: str | None = Field(
+        None, max_length=100, description="only knowledge recorded at or after: ISO date (2026-11-30), age (7d, 12h), "
+                                          "or words (yesterday, last week)")
+    until: str | None = Field(None, max_length=100, description="only knowledge recorded at or before (same forms as since)")
+    tags: list[str] | None = Field(None, max_length=32, description='only nodes with these tags, e.g. ["auth"]')
+    tags_mode: Literal["any", "all"] = Field("any", description="tags: any (at least one) or all of them")
+    session: str | None = Field(None, max_length=200, description="only what came from this session id")
+    source: str | None = Field(None, max_length=40, description="only what came from this host: opencode, claude, cli, ...")
+    as_of: str | None = Field(
+        None, max_length=100, description="what was current at that time (same forms as since): history of decisions")
+    include_superseded: bool = Field(
+        False, description="also superseded knowledge (replaced decisions); default: current knowledge only")
 
 
 def _empty_hint(args: QueryArgs) -> str:
@@ -54,6 +68,17 @@ def _empty_hint(args: QueryArgs) -> str:
             "(edges of the start node are listed by @memory-query mode=similarity).")
 
 
+def _filter(args: QueryArgs):
+    from opensage.plugins.graph_memory.filters import MemoryFilter
+
+    types = list(args.node_types or [])
+    if args.node_type:
+        types.append(args.node_type)
+    return MemoryFilter.build(since=args.since, until=args.until, tags=args.tags, tags_mode=args.tags_mode,
+                              session=args.session, source=args.source, node_types=types, as_of=args.as_of,
+                              include_superseded=args.include_superseded)
+
+
 def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
     if args.node_type is not None and not TYPE_NAME.match(args.node_type):
         raise UsageError(f"nodeType {args.node_type!r} is not a node type; use a lowercase word such as code or decision.")
@@ -62,30 +87,35 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
     if args.mode in ("similarity", "history") and len(args.query) > MAX_QUERY_CHARS:
         raise UsageError(f"query is {len(args.query):,} characters; {args.mode} takes at most {MAX_QUERY_CHARS:,}. "
                          "Keep the key words or identifiers, e.g. query=\"token refresh fails\".")
+    flt = _filter(args)
+    shown = flt.describe()
     if args.mode == "history":
         from opensage.plugins.graph_memory.graph import graph_for
         from opensage.plugins.graph_memory.history import chains, render_chains
 
-        found = chains(graph_for(ctx.host), args.query, max_chains=min(args.max_results, 10))
+        found = chains(graph_for(ctx.host), args.query, max_chains=min(args.max_results, 10), flt=flt)
         if not found:
             return CommandResult(text=f"history {args.query!r}: 0 chains.\n{_empty_hint(args)}", data=[])
         return CommandResult(text=render_chains(args.query, found), data=[c.as_dict() for c in found])
     engine = engine_for(ctx.host)
     header = ""
     if args.mode == "similarity":
-        results = engine.similarity(args.query, args.node_type, args.max_results)
+        results = engine.similarity(args.query, None, args.max_results, flt=flt)
         header = f"similarity {args.query!r}"
     elif args.mode == "pattern":
-        results = engine.pattern(args.query, args.field, args.syntax, args.node_type, args.max_results,
-                                 args.case_sensitive)
+        results = engine.pattern(args.query, args.field, args.syntax, None, args.max_results,
+                                 args.case_sensitive, flt=flt)
         header = f"pattern {args.syntax} {args.query!r} in {args.field}"
     else:
         start, results = engine.traversal(args.start_node or args.query, args.depth, args.direction,
-                                          args.edge_types, args.node_type, args.max_results)
+                                          args.edge_types, None, args.max_results, flt=flt)
         types = f" over {','.join(args.edge_types)}" if args.edge_types else ""
         header = f"traversal from {start.ref} {start.label} ({args.direction}, depth <= {args.depth}{types})"
+    if shown:
+        header += f" [{shown}]"
     if not results:
-        return CommandResult(text=f"{header}: 0 results.\n{_empty_hint(args)}", data=[])
+        loosen = f"\nFilters on ({shown}): loosen them to see more." if shown else ""
+        return CommandResult(text=f"{header}: 0 results.\n{_empty_hint(args)}{loosen}", data=[])
     body = "\n".join(r.render(i) for i, r in enumerate(results, start=1))
     return CommandResult(text=f"{header}: {len(results)} result{'s' if len(results) != 1 else ''}\n{body}",
                          data=[r.as_dict() for r in results])

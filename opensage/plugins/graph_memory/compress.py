@@ -940,9 +940,10 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
                    + f": {len(episodes)} episodes, "
                    + time.strftime("%Y-%m-%d %H:%M", time.localtime(first.timestamp)) + " to "
                    + time.strftime("%Y-%m-%d %H:%M", time.localtime(last.timestamp)))
+        src_name = source_row["source"] if source_row else None
         node, created = graph.upsert_node("session", session_id, content,
-                                          {"source": source_row["source"] if source_row else None,
-                                           "episodes": len(episodes)})
+                                          {"source": src_name, "episodes": len(episodes)},
+                                          session_id=session_id, source=src_name, valid_from=first.timestamp)
         ids[("session", session_id)] = node.id
         if created:
             report.new["session"] = report.new.get("session", 0) + 1
@@ -959,7 +960,8 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
             before = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id IN "
                                   "(SELECT id FROM nodes WHERE type=? AND label=?)", key).fetchone()[0]
             node, created = graph.upsert_node(item.type, item.label, item.content, item.meta,
-                                              episode_ids=sorted(item.episodes))
+                                              episode_ids=sorted(item.episodes), session_id=session_id,
+                                              source=src_name)
             after = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id=?", (node.id,)).fetchone()[0]
             report.provenance_links += after - before
             ids[key] = node.id

@@ -10,13 +10,13 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -53,6 +53,19 @@ def parse_id(text: str) -> int | None:
 
 @dataclass
 class Node:
+    """A node. Times are epoch seconds.
+
+    :param valid_from: when the knowledge became true (first recorded; the earliest
+        provenance episode for compressed nodes); what ``since``/``until`` filter on.
+    :param valid_to: when it stopped being current (superseded); None while current.
+    :param superseded_by: id of the node that replaced it, or None.
+    :param session_id: the session it came from (None when added outside a session).
+    :param source: who recorded it (the session source: ``opencode``, ``claude``, ``cli``...).
+    :param tags: lowercase tags (see :data:`TAG_NAME`), sorted.
+    :param merged: set (not stored) when a write was merged into this existing node:
+        ``{"label", "ratio"}`` of the near-duplicate that was folded in.
+    """
+
     id: int
     type: str
     label: str
@@ -60,21 +73,45 @@ class Node:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    valid_from: float | None = None
+    valid_to: float | None = None
+    superseded_by: int | None = None
+    session_id: str | None = None
+    source: str | None = None
+    tags: list[str] = field(default_factory=list)
+    merged: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:
         return format_id(self.id)
 
+    @property
+    def current(self) -> bool:
+        return self.valid_to is None
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.ref, "type": self.type, "label": self.label, "content": self.content,
             "metadata": self.metadata, "createdAt": self.created_at, "updatedAt": self.updated_at,
+            "validFrom": self.valid_from, "validTo": self.valid_to,
+            "supersededBy": format_id(self.superseded_by) if self.superseded_by else None,
+            "sessionId": self.session_id, "source": self.source, "tags": list(self.tags),
         }
+        if self.merged:
+            out["mergedDuplicate"] = self.merged
+        return out
 
     @classmethod
-    def from_row(cls, row) -> "Node":
+    def from_row(cls, row, tags: list[str] | None = None) -> "Node":
+        keys = row.keys()
         return cls(row["id"], row["type"], row["label"], row["content"], json.loads(row["metadata"] or "{}"),
-                   row["created_at"], row["updated_at"])
+                   row["created_at"], row["updated_at"],
+                   row["valid_from"] if "valid_from" in keys else row["created_at"],
+                   row["valid_to"] if "valid_to" in keys else None,
+                   row["superseded_by"] if "superseded_by" in keys else None,
+                   row["session_id"] if "session_id" in keys else None,
+                   row["source"] if "source" in keys else None,
+                   list(tags or []))
 
 
 @dataclass
@@ -95,6 +132,99 @@ class Edge:
         return cls(row["id"], row["src"], row["dst"], row["type"], row["weight"], json.loads(row["metadata"] or "{}"))
 
 
+#: Tags: lowercase, start with a letter or digit, then letters, digits and _ . : / - (at most 40).
+TAG_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,39}$")
+#: Tags per node at most.
+MAX_TAGS = 32
+#: Node types merged on write when a near-duplicate exists (code-graph nodes are not:
+#: their labels are qualified names, and two similar names are two symbols).
+DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "task", "entity", "event", "plan", "query"})
+#: rapidfuzz ``fuzz.ratio`` (0-100) on the normalised text at or above which two nodes are
+#: near-duplicates. Chosen by hand on the labelled dev pairs of tests/test_memory_curation.py
+#: (measured: rewordings by case, punctuation, a typo or a filler word score 97.6-100;
+#: pairs that differ in one key word score 82-96.4, e.g. port 8080 / 8081 at 96.4, so the
+#: ratio alone cannot separate them and the word check of :func:`near_duplicate` does).
+#: 90 leaves room for longer rewordings. Not tuned or checked on held-out data.
+DUPLICATE_RATIO = 90.0
+#: Candidates (BM25 over the same type) compared with rapidfuzz on each write.
+DUPLICATE_CANDIDATES = 10
+DUPLICATE_QUERY_WORDS = 32
+MAX_MERGED_LABELS = 20
+#: Change cues of the deterministic supersession rule (see Graph.detect_supersession).
+CHANGE_CUE = re.compile(
+    r"\b(instead|switch(?:ed|ing)? (?:to|from|back)|replac(?:e|es|ed|ing)|no longer|rather than|revert(?:ed)?|"
+    r"supersed(?:e|es|ed)|mov(?:e|ed|ing) (?:to|from|away)|drop(?:ped)?|stop using|changed? (?:to|from)|"
+    r"migrat(?:e|ed|ing) (?:to|from))\b", re.IGNORECASE)
+SUBJECT_MIN_SHARED = 2
+GENERIC_DECISION_WORDS = frozenset("""
+a an the and or of for to in on at by with from as is are be we us our it its this that these those will
+use using used decide decided decision go going let lets now instead switch switched switching replace replaced
+replacing rather than no longer revert reverted move moved moving drop dropped stop change changed migrate
+migrated because since so which keep should must can do not
+""".split())
+
+
+def _subject_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[^\W_]+", text.lower()) if len(w) > 2 and w not in GENERIC_DECISION_WORDS}
+
+
+def _normal_text(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", (text or "").lower()))
+
+
+def near_duplicate(a: str, b: str) -> float | None:
+    """The rapidfuzz ``fuzz.ratio`` (0-100) of two texts when they are near-duplicates, else None.
+
+    Texts are lowercased with punctuation dropped. Near-duplicates: the same normalised
+    text, or ratio >= :data:`DUPLICATE_RATIO` *and* every word found in only one of
+    them has a close partner in the other (ratio >= 80, a typo) and no word with a digit
+    differs — so "use Postgres for the queue" and "use SQLite for the queue" stay two nodes.
+    """
+    from rapidfuzz import fuzz, process
+
+    na, nb = _normal_text(a), _normal_text(b)
+    if not na or not nb:
+        return None
+    if na == nb:
+        return 100.0
+    ratio = fuzz.ratio(na, nb)
+    if ratio < DUPLICATE_RATIO:
+        return None
+    wa, wb = set(na.split()), set(nb.split())
+    for mine, other in ((wa - wb, list(wb)), (wb - wa, list(wa))):
+        for w in mine:
+            if any(ch.isdigit() for ch in w):
+                return None
+            if w in _FILLER:
+                continue
+            best = process.extractOne(w, other, scorer=fuzz.ratio)
+            if best is None or best[1] < 80:
+                return None
+    return ratio
+
+
+_FILLER = frozenset("a an the to of we will should just also really please so then".split())
+
+
+def normalize_tags(tags: Iterable[str] | None, check: bool = True) -> list[str]:
+    """Lowercased, stripped, de-duplicated, sorted tags. Raises UsageError for an invalid one (``check``)."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [t for t in re.split(r"[,\s]+", tags) if t]
+    out = []
+    for t in tags:
+        t = str(t).strip().lower().lstrip("#")
+        if check and not TAG_NAME.match(t):
+            raise UsageError(f"tag {t!r} is not valid: use lowercase letters, digits and _ . : / - "
+                             "(at most 40 characters), e.g. tags=[\"auth\",\"db\"].")
+        out.append(t)
+    out = sorted(set(out))
+    if check and len(out) > MAX_TAGS:
+        raise UsageError(f"at most {MAX_TAGS} tags per node, got {len(out)}.")
+    return out
+
+
 def check_type(value: str, what: str) -> str:
     if not TYPE_NAME.match(value or ""):
         raise UsageError(f"{what} {value!r} is not valid: use a lowercase word such as 'code' or 'depends_on'.")
@@ -110,42 +240,194 @@ class Graph:
 
     # -- nodes ---------------------------------------------------------------------------
     def upsert_node(self, type: str, label: str, content: str = "", metadata: dict | None = None,
-                    *, merge_metadata: bool = True, episode_ids: Iterable[int] = ()) -> tuple[Node, bool]:
+                    *, merge_metadata: bool = True, episode_ids: Iterable[int] = (),
+                    tags: Iterable[str] | None = None, session_id: str | None = None, source: str | None = None,
+                    valid_from: float | None = None, dedupe: bool = True,
+                    supersedes: int | None = None) -> tuple[Node, bool]:
         """Add a node, or update the node with the same (type, label).
 
-        :returns: (node, created) — ``created`` is False when an existing node was updated.
-        :raises UsageError: empty label or invalid type.
+        A new node of a :data:`DEDUPE_TYPES` type that is a near-duplicate of a current node
+        of the same type (see :func:`near_duplicate`) is merged into that node instead
+        (metadata merged, the new label kept in ``metadata.mergedLabels``, provenance
+        episodes and tags added); the returned node then has ``merged`` set. A new
+        ``decision`` that changes an earlier current decision on the same subject (see
+        :meth:`detect_supersession`) supersedes it.
+
+        :param tags: None keeps the tags; a list replaces them (lowercase, :data:`TAG_NAME`).
+        :param session_id: / :param source: where it came from; kept from the first write.
+        :param valid_from: epoch seconds it became true; default the earliest episode of
+            ``episode_ids``, else now. Kept from the first write.
+        :param dedupe: False skips merge-on-write (bulk imports, tests of exact labels).
+        :param supersedes: id of a node this one replaces (marked superseded by it).
+        :returns: (node, created) — ``created`` is False when an existing node was updated
+            or the write was merged into a near-duplicate.
+        :raises UsageError: empty label, invalid type or tag.
         """
         check_type(type, "node type")
         if not label or not label.strip():
             raise UsageError("node label must not be empty; give a short name, e.g. label=\"AuthService\".")
+        new_tags = normalize_tags(tags) if tags is not None else None
+        episode_ids = list(episode_ids)
         now = time.time()
+        merged: dict[str, Any] | None = None
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM nodes WHERE type=? AND label=?", (type, label)).fetchone()
+            if row is None and dedupe and type in DEDUPE_TYPES:
+                dup = self._find_duplicate(conn, type, label, content or "")
+                if dup is not None:
+                    row, ratio = dup
+                    merged = {"label": label, "ratio": round(ratio, 1)}
             if row is None:
+                if valid_from is None and episode_ids:
+                    marks = ",".join("?" * len(episode_ids))
+                    valid_from = conn.execute(f"SELECT min(timestamp) FROM episodes WHERE id IN ({marks})",
+                                              episode_ids).fetchone()[0]
                 cur = conn.execute(
-                    "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-                    (type, label, content or "", json.dumps(metadata or {}), now, now),
+                    "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from,"
+                    " session_id, source) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (type, label, content or "", json.dumps(metadata or {}), now, now,
+                     float(valid_from) if valid_from is not None else now, session_id, source),
                 )
                 node_id, created = cur.lastrowid, True
             else:
                 node_id, created = row["id"], False
-                meta = json.loads(row["metadata"] or "{}") if merge_metadata else {}
+                meta = json.loads(row["metadata"] or "{}") if merge_metadata or merged else {}
                 meta.update(metadata or {})
-                new_content = content if content else row["content"]
-                conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                             (new_content, json.dumps(meta), now, node_id))
+                if merged:
+                    labels = [x for x in meta.get("mergedLabels", []) if x != label][-(MAX_MERGED_LABELS - 1):]
+                    meta["mergedLabels"] = labels + [label]
+                    new_content = row["content"] if len(row["content"]) >= len(content or "") else content
+                else:
+                    new_content = content if content else row["content"]
+                conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=?, session_id=coalesce(session_id, ?),"
+                             " source=coalesce(source, ?) WHERE id=?",
+                             (new_content, json.dumps(meta), now, session_id, source, node_id))
                 conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
             final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
             conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                         (node_id, label, identifier_terms(label), final["content"]))
+                         (node_id, final["label"], identifier_terms(final["label"]), final["content"]))
             for ep in episode_ids:
                 conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", (node_id, ep))
-        return Node.from_row(final), created
+            if new_tags is not None:
+                if not merged:
+                    conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
+                conn.executemany("INSERT OR IGNORE INTO node_tags(tag, node_id) VALUES (?,?)",
+                                 [(t, node_id) for t in new_tags])
+            if supersedes is not None and supersedes != node_id:
+                self.supersede(supersedes, node_id)
+            elif created and type == "decision":
+                self.detect_supersession(node_id)
+            final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+            node = Node.from_row(final, self.tags_of(node_id))
+        node.merged = merged
+        return node, created
+
+    def _find_duplicate(self, conn, type: str, label: str, content: str):
+        """(row, ratio) of a current node of ``type`` that ``label``/``content`` nearly duplicates, or None."""
+        text = f"{label} {content}"
+        terms = [t for t in re.findall(r"[^\W_]+", text.lower()) if len(t) > 2][:DUPLICATE_QUERY_WORDS]
+        if not terms:
+            return None
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(terms))
+        rows = conn.execute(
+            "SELECT n.* FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type = ?"
+            " AND n.valid_to IS NULL ORDER BY bm25(nodes_fts) LIMIT ?", (match, type, DUPLICATE_CANDIDATES)).fetchall()
+        best = None
+        for r in rows:
+            ratio = near_duplicate(text, f"{r['label']} {r['content']}")
+            if ratio is not None and (best is None or ratio > best[1]):
+                best = (r, ratio)
+        return best
+
+    def tags_of(self, node_id: int) -> list[str]:
+        return [r[0] for r in self.db.conn.execute("SELECT tag FROM node_tags WHERE node_id=? ORDER BY tag", (node_id,))]
+
+    def tags_many(self, ids: Iterable[int]) -> dict[int, list[str]]:
+        ids = list(ids)
+        out: dict[int, list[str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for nid, tag in self.db.conn.execute(
+                    f"SELECT node_id, tag FROM node_tags WHERE node_id IN ({','.join('?' * len(chunk))}) ORDER BY tag",
+                    chunk):
+                out.setdefault(nid, []).append(tag)
+        return out
+
+    def edit_tags(self, node_id: int, add: Iterable[str] = (), remove: Iterable[str] = (),
+                  replace: Iterable[str] | None = None) -> list[str]:
+        """Change a node's tags (``replace`` first, then ``add``, then ``remove``); returns the new tags.
+
+        :raises UsageError: an invalid tag or more than :data:`MAX_TAGS` tags (nothing changed).
+        """
+        add_t, remove_t = normalize_tags(add), normalize_tags(remove, check=False)
+        base = normalize_tags(replace) if replace is not None else self.tags_of(node_id)
+        final = sorted((set(base) | set(add_t)) - set(remove_t))
+        if len(final) > MAX_TAGS:
+            raise UsageError(f"a node takes at most {MAX_TAGS} tags; this would give it {len(final)}. Remove some.")
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
+            conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)", [(t, node_id) for t in final])
+            conn.execute("UPDATE nodes SET updated_at=? WHERE id=?", (time.time(), node_id))
+        return final
+
+    # -- validity --------------------------------------------------------------------------
+    def supersede(self, old_id: int, new_id: int, at: float | None = None) -> None:
+        """Mark ``old_id`` superseded by ``new_id``: ``valid_to`` = ``at`` (default the new
+        node's ``valid_from``, never before the old one's), ``superseded_by`` = new id, and an
+        edge new -[supersedes]-> old.
+
+        :raises UsageError: a node superseding itself, or a cycle (new already superseded by old).
+        """
+        if old_id == new_id:
+            raise UsageError("a node cannot supersede itself; pass two different ids (old=n1 new=n2).")
+        with self.db.transaction() as conn:
+            old = conn.execute("SELECT id, valid_from FROM nodes WHERE id=?", (old_id,)).fetchone()
+            new = conn.execute("SELECT id, valid_from, superseded_by FROM nodes WHERE id=?", (new_id,)).fetchone()
+            if old is None or new is None:
+                raise NotFoundError(f"unknown node {format_id(old_id if old is None else new_id)}.")
+            if new["superseded_by"] == old_id:
+                raise UsageError(f"{format_id(new_id)} is already superseded by {format_id(old_id)}; "
+                                 "undo that first (a cycle would hide both).")
+            when = at if at is not None else (new["valid_from"] or time.time())
+            when = max(float(when), float(old["valid_from"] or 0))
+            conn.execute("UPDATE nodes SET valid_to=?, superseded_by=?, updated_at=? WHERE id=?",
+                         (when, new_id, time.time(), old_id))
+            self.upsert_edge(new_id, old_id, "supersedes", 1.0)
+
+    def detect_supersession(self, node_id: int) -> list[int]:
+        """Deterministic "same subject" rule for decisions; returns the ids it superseded.
+
+        A decision supersedes an earlier *current* decision when its text has a change cue
+        (:data:`CHANGE_CUE`: instead, switch to, replace, no longer, rather than, revert, ...)
+        and the two share at least :data:`SUBJECT_MIN_SHARED` subject words (content words
+        minus :data:`GENERIC_DECISION_WORDS`). Without a cue nothing is superseded (two
+        decisions about one subject can both hold); mark those by hand with
+        ``@memory-supersede``.
+        """
+        conn = self.db.conn
+        row = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        if row is None or row["type"] != "decision":
+            return []
+        text = f"{row['label']} {row['content']}"
+        if not CHANGE_CUE.search(text):
+            return []
+        words = _subject_words(text)
+        if len(words) < SUBJECT_MIN_SHARED:
+            return []
+        match = " OR ".join('"' + w + '"' for w in sorted(words))
+        done = []
+        for r in conn.execute(
+                "SELECT n.id, n.label, n.content FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ?"
+                " AND n.type = 'decision' AND n.valid_to IS NULL AND n.id != ? AND n.valid_from <= ?"
+                " ORDER BY bm25(nodes_fts) LIMIT 20", (match, node_id, row["valid_from"])).fetchall():
+            if len(words & _subject_words(f"{r['label']} {r['content']}")) >= SUBJECT_MIN_SHARED:
+                self.supersede(r["id"], node_id)
+                done.append(r["id"])
+        return done
 
     def get(self, node_id: int) -> Node | None:
         row = self.db.conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
-        return Node.from_row(row) if row else None
+        return Node.from_row(row, self.tags_of(node_id)) if row else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Node]:
         ids = list(ids)
@@ -155,6 +437,8 @@ class Graph:
             q = f"SELECT * FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"
             for row in self.db.conn.execute(q, chunk):
                 out[row["id"]] = Node.from_row(row)
+        for nid, tags in self.tags_many(out).items():
+            out[nid].tags = tags
         return out
 
     def resolve(self, ref: str, what: str = "node") -> Node:
@@ -167,7 +451,7 @@ class Graph:
                 return node
         rows = self.db.conn.execute("SELECT * FROM nodes WHERE label=? ORDER BY id", (ref,)).fetchall()
         if len(rows) == 1:
-            return Node.from_row(rows[0])
+            return Node.from_row(rows[0], self.tags_of(rows[0]["id"]))
         if len(rows) > 1:
             options = ", ".join(f"{format_id(r['id'])} ({r['type']})" for r in rows[:6])
             raise UsageError(f"{what} label {ref!r} is ambiguous: {options}; pass the id instead.")
@@ -209,6 +493,82 @@ class Graph:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
             conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+
+    # -- forgetting and retention ------------------------------------------------------------
+    def forget_node(self, node_id: int) -> dict[str, Any]:
+        """Delete a node with its edges, tags, provenance links and vectors; nodes it had
+        superseded become current again. Returns what was removed.
+
+        :raises NotFoundError: unknown node.
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT id, type, label FROM nodes WHERE id=?", (node_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"unknown node {format_id(node_id)}.")
+            edges = conn.execute("SELECT count(*) FROM edges WHERE src=? OR dst=?", (node_id, node_id)).fetchone()[0]
+            links = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id=?", (node_id,)).fetchone()[0]
+            restored = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE superseded_by=?", (node_id,))]
+            conn.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (node_id,))
+            conn.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (node_id,))
+            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
+            conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+        return {"nodes": [{"id": format_id(node_id), "type": row["type"], "label": row["label"]}],
+                "edges": edges, "provenanceLinks": links, "restored": [format_id(r) for r in restored]}
+
+    def _delete_episodes(self, conn, ids: list[int]) -> None:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            conn.execute(f"DELETE FROM episodes_fts WHERE rowid IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM embeddings WHERE kind='episode' AND id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM episodes WHERE id IN ({marks})", chunk)
+
+    def forget_session(self, session_id: str, keep_nodes: bool = False) -> dict[str, Any]:
+        """Delete a session's episodes and (unless ``keep_nodes``) its session node and the
+        nodes that came only from it (recorded with that session and with no provenance
+        episode of another session). Returns what was removed.
+
+        :raises NotFoundError: no episode and no node of that session.
+        """
+        conn = self.db.conn
+        ep_ids = [r[0] for r in conn.execute("SELECT id FROM episodes WHERE session_id=?", (session_id,))]
+        node_rows = [] if keep_nodes else conn.execute(
+            "SELECT n.id, n.type, n.label FROM nodes n WHERE (n.session_id=? OR (n.type='session' AND n.label=?))"
+            " AND NOT EXISTS (SELECT 1 FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+            "  WHERE ne.node_id = n.id AND e.session_id != ?) ORDER BY n.id",
+            (session_id, session_id, session_id)).fetchall()
+        if not ep_ids and not node_rows:
+            raise NotFoundError(f"unknown session {session_id!r}: no episode and no node of that session. "
+                                "Sessions are listed by @memory-query mode=pattern field=type query=session.")
+        with self.db.transaction() as tx:
+            self._delete_episodes(tx, ep_ids)
+            edges = 0
+            for r in node_rows:
+                edges += tx.execute("SELECT count(*) FROM edges WHERE src=? OR dst=?", (r[0], r[0])).fetchone()[0]
+                tx.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (r[0],))
+                tx.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (r[0],))
+                tx.execute("DELETE FROM nodes_fts WHERE rowid=?", (r[0],))
+                tx.execute("DELETE FROM nodes WHERE id=?", (r[0],))
+        return {"session": session_id, "episodes": len(ep_ids), "edges": edges,
+                "nodes": [{"id": format_id(r[0]), "type": r[1], "label": r[2]} for r in node_rows]}
+
+    def apply_retention(self, episode_days: float, now: float | None = None) -> int:
+        """Delete raw episodes compressed more than ``episode_days`` days ago (lasting nodes
+        are kept; their provenance links to those episodes go). Returns how many."""
+        now = time.time() if now is None else now
+        cutoff = now - float(episode_days) * 86400
+        ids = [r[0] for r in self.db.conn.execute(
+            "SELECT id FROM episodes WHERE compressed_at IS NOT NULL AND compressed_at < ?", (cutoff,))]
+        with self.db.transaction() as conn:
+            self._delete_episodes(conn, ids)
+            conn.execute("INSERT OR REPLACE INTO memory_upkeep(key, value) VALUES ('retention_at', ?)", (str(now),))
+        return len(ids)
+
+    def upkeep_due(self, interval_s: float, now: float | None = None) -> bool:
+        """True when retention last ran more than ``interval_s`` seconds ago (or never)."""
+        now = time.time() if now is None else now
+        row = self.db.conn.execute("SELECT value FROM memory_upkeep WHERE key='retention_at'").fetchone()
+        return row is None or now - float(row[0]) >= interval_s
 
     # -- edges ---------------------------------------------------------------------------
     def upsert_edge(self, src: int, dst: int, type: str, weight: float = 0.5,
@@ -252,7 +612,9 @@ class Graph:
 
     # -- bulk ----------------------------------------------------------------------------
     def bulk_load(self, nodes: Iterable[tuple[str, str, str, dict]],
-                  edges: Iterable[tuple[int, int, str, float]] = ()) -> list[int]:
+                  edges: Iterable[tuple[int, int, str, float]] = (), *,
+                  tags: Sequence[Iterable[str]] | None = None,
+                  valid_from: Sequence[float] | None = None) -> list[int]:
         """Insert many new nodes, then edges between them, in one transaction (FTS kept in sync).
 
         For imports and benchmarks: no upsert logic, so (type, label) pairs must be new
@@ -260,6 +622,8 @@ class Graph:
 
         :param nodes: (type, label, content, metadata) tuples.
         :param edges: (src index, dst index, type, weight) tuples; indexes point into ``nodes``.
+        :param tags: tags per node (same order as ``nodes``), optional.
+        :param valid_from: epoch seconds per node (same order), optional; default now.
         :returns: the new node ids, in ``nodes`` order.
         :raises UsageError: invalid node/edge type, empty label, weight outside [0, 1].
         """
@@ -273,14 +637,24 @@ class Graph:
             check_type(etype, "edge type")
             if not 0.0 <= float(weight) <= 1.0:
                 raise UsageError(f"edge weight must be between 0 and 1, got {weight}.")
+        tag_lists = [normalize_tags(t) for t in tags] if tags is not None else None
+        if (tag_lists is not None and len(tag_lists) != len(nodes)) or (
+                valid_from is not None and len(valid_from) != len(nodes)):
+            raise UsageError("bulk_load: tags and valid_from need one entry per node.")
         now = time.time()
         with self.db.transaction() as conn:
             first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
             ids = list(range(first, first + len(nodes)))
             conn.executemany(
-                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                ((i, t, l, c or "", json.dumps(m or {}), now, now) for i, (t, l, c, m) in zip(ids, nodes)),
+                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at, valid_from)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                ((i, t, l, c or "", json.dumps(m or {}), now, now,
+                  float(valid_from[n]) if valid_from is not None else now)
+                 for n, (i, (t, l, c, m)) in enumerate(zip(ids, nodes))),
             )
+            if tag_lists is not None:
+                conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)",
+                                 ((t, i) for i, ts in zip(ids, tag_lists) for t in ts))
             conn.executemany(
                 "INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
                 ((i, l, identifier_terms(l), c or "") for i, (_t, l, c, _m) in zip(ids, nodes)),

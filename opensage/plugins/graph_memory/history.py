@@ -263,10 +263,11 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str], exclude
     return chain
 
 
-def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
+def chains(graph: Graph, query: str, max_chains: int = 3, flt=None) -> list[Chain]:
     """Chains of past work matching ``query`` (plain words), best first, at most ``max_chains``.
 
     Two anchors that lead to the same error give one chain (the better-ranked one).
+    ``flt`` (a :class:`.filters.MemoryFilter`, optional) keeps only anchors that pass it.
     """
     from opensage.plugins.graph_memory.query import query_terms
 
@@ -274,7 +275,11 @@ def chains(graph: Graph, query: str, max_chains: int = 3) -> list[Chain]:
     terms = query_terms(_search_words(query))
     out: list[Chain] = []
     seen: set[str] = set()
-    for node_id, score in _anchors(graph, query, DEPTH):
+    anchors = list(_anchors(graph, query, DEPTH))
+    if flt is not None:
+        keep = set(flt.keep_nodes(conn, [a for a, _ in anchors]))
+        anchors = [(a, s) for a, s in anchors if a in keep]
+    for node_id, score in anchors:
         node = _node(conn, node_id)
         if node is None:
             continue

@@ -51,6 +51,7 @@ from typing import Any, Iterable, Sequence
 from opensage.errors import NotFoundError, UsageError
 from opensage.plugins.graph_memory import episodes as ep
 from opensage.plugins.graph_memory.embeddings import hybrid
+from opensage.plugins.graph_memory.filters import MemoryFilter
 from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
 
 __all__ = [
@@ -551,14 +552,19 @@ class QueryEngine:
 
     # -- similarity ----------------------------------------------------------------------
     def _bm25_nodes(self, match: str, node_type: str | None, limit: int, scored: int = MAX_SCORED,
-                    with_scores: bool = False) -> list:
+                    with_scores: bool = False, flt: MemoryFilter | None = None) -> list:
         """Node ids by BM25, best first (with ``with_scores``: [(id, -bm25)], higher is
-        better); at most ``scored`` matching rows are scored."""
+        better); at most ``scored`` matching rows are scored. ``flt`` conditions are
+        applied inside the query (filtered before scoring)."""
         w = ", ".join(f"{x:g}" for x in NODE_WEIGHTS)
+        cond, cparams = flt.node_sql() if flt is not None else ("", [])
         if node_type:
+            cond = "n.type = ?" + (f" AND {cond}" if cond else "")
+            cparams = [node_type, *cparams]
+        if cond:
             inner = (f"SELECT f.rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts f JOIN nodes n ON n.id = f.rowid "
-                     f"WHERE nodes_fts MATCH ? AND n.type = ? LIMIT {int(scored)}")
-            params: tuple = (match, node_type, limit)
+                     f"WHERE nodes_fts MATCH ? AND {cond} LIMIT {int(scored)}")
+            params: tuple = (match, *cparams, limit)
         else:
             inner = f"SELECT rowid AS id, bm25(nodes_fts, {w}) AS s FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT {int(scored)}"
             params = (match, limit)
@@ -585,7 +591,7 @@ class QueryEngine:
             keys.append("".join(content))
         return list(dict.fromkeys(keys))
 
-    def _fuzzy_nodes(self, query: str, node_type: str | None) -> list[int]:
+    def _fuzzy_nodes(self, query: str, node_type: str | None, flt: MemoryFilter | None = None) -> list[int]:
         keys = self._fuzzy_keys(query)
         if not keys or self.db.conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is None:
             return []
@@ -602,36 +608,49 @@ class QueryEngine:
             types = {r[0]: r[1] for r in self.db.conn.execute(
                 f"SELECT id, type FROM nodes WHERE id IN ({','.join('?' * len(ranked))})", ranked)}
             ranked = [n for n in ranked if types.get(n) == node_type]
+        if flt is not None:
+            ranked = flt.keep_nodes(self.db.conn, ranked)
         return ranked[:RANKER_DEPTH]
 
-    def similarity(self, query: str, node_type: str | None = None, max_results: int = 10) -> list[Result]:
+    def similarity(self, query: str, node_type: str | None = None, max_results: int = 10,
+                   flt: MemoryFilter | None = None) -> list[Result]:
         """Hybrid ranked retrieval (see the module docstring). ``node_type="episode"`` searches
         only episodes; any other ``node_type`` searches only nodes of that type.
+        ``flt`` (default: current nodes only) filters nodes inside the BM25 query and the
+        other rankers' lists and the 1-hop expansion; episodes are filtered after ranking
+        (a deeper pool is ranked when an episode filter is on).
         Only the first :data:`MAX_QUERY_CHARS` characters of ``query`` are used."""
         query = query[:MAX_QUERY_CHARS]
+        flt = flt if flt is not None else MemoryFilter()
+        if node_type:
+            flt = MemoryFilter(**{**flt.__dict__, "node_types": [node_type]})
         terms = query_terms(query)
         lists: list[list[tuple[str, int]]] = []
         weights: list[float] = []
-        want_nodes = node_type != "episode"
-        want_episodes = node_type in (None, "episode")
+        want_nodes = flt.wants_nodes
+        want_episodes = flt.wants_episodes
         depth = max(RANKER_DEPTH, max_results * 2)
         dense = self._dense_index()
         if want_nodes:
-            nt = node_type if node_type else None
+            nt = None
             match, scored = match_expression(self.db.conn, "nodes", query)
             if dense is not None:  # BM25 re-ranked with cosine (see embeddings.hybrid)
-                bm = self._bm25_nodes(match, nt, depth, scored, with_scores=True) if match else []
-                near = dense.nearest(query, "node", depth, nt)
+                bm = self._bm25_nodes(match, nt, depth, scored, with_scores=True, flt=flt) if match else []
+                near = flt.keep_nodes(self.db.conn, dense.nearest(query, "node", depth * (4 if flt.narrows_nodes else 1),
+                                                                  None))[:depth]
                 cosine = dense.cosines(query, "node", [i for i, _ in bm] + near)
                 lists.append([("n", i) for i in hybrid(bm, near, cosine, limit=depth)])
                 weights.append(1.0)
             elif match:
-                lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth, scored)])
+                lists.append([("n", i) for i in self._bm25_nodes(match, nt, depth, scored, flt=flt)])
                 weights.append(1.0)
-            lists.append([("n", i) for i in self._fuzzy_nodes(query, nt)])
+            lists.append([("n", i) for i in self._fuzzy_nodes(query, nt, flt)])
             weights.append(1.0)
         if want_episodes and terms:
-            for ids, weight in ep.episode_rankings(self.db, query, depth, dense=dense):
+            narrow = flt.narrows_episodes
+            for ids, weight in ep.episode_rankings(self.db, query, depth * (4 if narrow else 1), dense=dense):
+                if narrow:
+                    ids = flt.keep_episodes(self.db.conn, ids)[:depth]
                 lists.append([("e", i) for i in ids])
                 weights.append(weight)
         fused = rrf(lists, weights=weights)
@@ -644,7 +663,7 @@ class QueryEngine:
         scores = dict(fused)
         via: dict[tuple[str, int], dict[str, Any]] = {}
         # 1-hop expansion from the top node hits
-        top_nodes = [key[1] for key, _ in fused if key[0] == "n"][:EXPAND_TOP]
+        top_nodes = [key[1] for key, _ in fused if key[0] == "n"][:EXPAND_TOP] if want_nodes else []
         for nid in top_nodes:
             base = scores[("n", nid)] * EXPAND_DECAY
             rows = self.db.conn.execute(
@@ -660,10 +679,9 @@ class QueryEngine:
                 scores[key] = base
                 via[key] = {"from": format_id(nid), "edge": etype, "direction": direction, "_from": nid}
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-        if node_type and node_type != "episode":
-            need = [k[1] for k, _ in ranked if k in via]
-            types = self._types(need)
-            ranked = [(k, s) for k, s in ranked if k not in via or types.get(k[1]) == node_type]
+        if via:
+            allowed = set(flt.keep_nodes(self.db.conn, [k[1] for k in via]))
+            ranked = [(k, s) for k, s in ranked if k not in via or k[1] in allowed]
         ranked = ranked[:max_results]
         return self._materialize(ranked, terms, via)
 
@@ -807,16 +825,22 @@ class QueryEngine:
             ) from None
 
     def pattern(self, pattern: str, field: str = "any", syntax: str = "regex", node_type: str | None = None,
-                max_results: int = 10, case_sensitive: bool = False) -> list[Result]:
-        """Nodes whose ``field`` (label, content, type, metadata keys/values, or any) matches.
+                max_results: int = 10, case_sensitive: bool = False, flt: MemoryFilter | None = None) -> list[Result]:
+        """Nodes whose ``field`` (label, content, type, metadata keys/values, or any) matches
+        and that pass ``flt`` (default: current nodes only).
 
         Regex: ``re.search`` semantics; glob: the whole field value must match. Results in id order.
         """
         rx = self.compile_pattern(pattern, syntax, case_sensitive)
         test = rx.match if syntax == "glob" else rx.search
-        sql = "SELECT * FROM nodes" + (" WHERE type=?" if node_type else "") + " ORDER BY id"
+        flt = flt if flt is not None else MemoryFilter()
+        cond, cparams = flt.node_sql()
+        if node_type:
+            cond = "n.type = ?" + (f" AND {cond}" if cond else "")
+            cparams = [node_type, *cparams]
+        sql = "SELECT * FROM nodes n" + (f" WHERE {cond}" if cond else "") + " ORDER BY id"
         hits: list[tuple[tuple[str, int], float]] = []
-        for row in self.db.conn.execute(sql, (node_type,) if node_type else ()):
+        for row in self.db.conn.execute(sql, cparams):
             values: list[str] = []
             if field in ("label", "any"):
                 values.append(row["label"])
@@ -867,7 +891,8 @@ class QueryEngine:
         )
 
     def traversal(self, start: str, depth: int = 2, direction: str = "out", edge_types: Sequence[str] | None = None,
-                  node_type: str | None = None, max_results: int = 10) -> tuple[Any, list[Result]]:
+                  node_type: str | None = None, max_results: int = 10,
+                  flt: MemoryFilter | None = None) -> tuple[Any, list[Result]]:
         """Walk edges from ``start`` up to ``depth`` hops (recursive CTE), breadth-first.
 
         :param direction: ``out`` follows src->dst, ``in`` goes against edges ("who depends
@@ -902,6 +927,9 @@ class QueryEngine:
         if node_type:
             types_of = self._types(order)
             order = [n for n in order if types_of.get(n) == node_type]
+        # the walk goes through every node (a superseded decision still links its neighbours);
+        # the filter (default: current nodes only) decides which reached nodes are shown
+        order = (flt if flt is not None else MemoryFilter()).keep_nodes(self.db.conn, order)
         order = order[:max_results]
         reached[start_node.id] = 0
         via: dict[tuple[str, int], dict[str, Any]] = {}

@@ -133,9 +133,58 @@ def m004_provenance(conn) -> None:
     reindex_all(conn)
 
 
+def m005_curation(conn) -> None:
+    """Filters, validity and upkeep of lasting nodes (issue 17, "curation" migration).
+
+    New ``nodes`` columns:
+
+    * ``valid_from`` (epoch seconds): when the knowledge became true / was first recorded;
+      the time the ``since``/``until`` filters look at. Back-filled from the earliest
+      provenance episode, else ``created_at``.
+    * ``valid_to`` (epoch seconds, NULL while current): when it was superseded.
+    * ``superseded_by`` (node id, NULL while current): the node that replaced it.
+    * ``session_id``: the session it was derived from (NULL when added by hand outside one).
+    * ``source``: who recorded it (the session's source: ``opencode``, ``claude``, ``cli``...).
+
+    New tables: ``node_tags(node_id, tag)`` (lowercase tags, many per node) and
+    ``memory_upkeep(key, value)`` (when retention last ran, for its rate limit).
+    """
+    execute_script(
+        conn,
+        """
+        ALTER TABLE nodes ADD COLUMN valid_from REAL;
+        ALTER TABLE nodes ADD COLUMN valid_to REAL;
+        ALTER TABLE nodes ADD COLUMN superseded_by INTEGER;
+        ALTER TABLE nodes ADD COLUMN session_id TEXT;
+        ALTER TABLE nodes ADD COLUMN source TEXT;
+        UPDATE nodes SET session_id = CASE WHEN type = 'session' THEN label ELSE (
+            SELECT e.session_id FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id
+            WHERE ne.node_id = nodes.id ORDER BY e.timestamp, e.id LIMIT 1) END;
+        UPDATE nodes SET valid_from = coalesce((
+            SELECT min(e.timestamp) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id
+            WHERE ne.node_id = nodes.id), created_at);
+        CREATE INDEX nodes_valid_from ON nodes(valid_from);
+        CREATE INDEX nodes_current ON nodes(valid_to, valid_from);
+        CREATE INDEX nodes_session ON nodes(session_id);
+        CREATE INDEX nodes_source ON nodes(source);
+        CREATE TABLE node_tags (
+            tag TEXT NOT NULL,
+            node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            PRIMARY KEY (tag, node_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX node_tags_node ON node_tags(node_id, tag);
+        CREATE TABLE memory_upkeep (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    )
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sessions'").fetchone():
+        conn.execute("UPDATE nodes SET source = (SELECT s.source FROM sessions s WHERE s.id = nodes.session_id)"
+                     " WHERE session_id IS NOT NULL")
+
+
 MIGRATIONS = [
     Migration(1, "initial", m001_initial),
     Migration(2, "episode_index", m002_episode_index),
     Migration(3, "embeddings", m003_embeddings),
     Migration(4, "provenance", m004_provenance),
+    Migration(5, "curation", m005_curation),
 ]

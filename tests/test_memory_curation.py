@@ -1,0 +1,345 @@
+"""Memory curation (issue 17): filters, current truth (supersession), merge-on-write,
+retention and @memory-forget, through the host's commands and the real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from opensage.errors import NotFoundError, UsageError
+from opensage.plugins.graph_memory.filters import MemoryFilter, parse_time
+from opensage.plugins.graph_memory.graph import DUPLICATE_RATIO, graph_for, near_duplicate
+from opensage.types import SessionEvent
+
+from conftest import db_snapshot
+
+DAY = 86400.0
+
+
+def ids(result) -> list[str]:
+    return [r["id"] for r in result.data]
+
+
+def labels(result) -> set[str]:
+    return {r["label"] for r in result.data}
+
+
+def add(host, line, session=None):
+    return host.run_line(line, session=session).data["node"]
+
+
+def set_valid_from(host, ref: str, ts: float) -> None:
+    """Backdate a node (a test cannot wait a week): what compression does for old episodes."""
+    with host.db.transaction() as conn:
+        conn.execute("UPDATE nodes SET valid_from=? WHERE id=?", (ts, int(ref[1:])))
+
+
+@pytest.fixture
+def tagged(host):
+    now = time.time()
+    claude = host.session("s-claude", source="claude")
+    cli = host.session("s-cli", source="cli")
+    n = {
+        "login": add(host, '@memory-add-node type=fact label="Login rate limit" content="login token limit is 5 per minute" tags=["auth","security"]', claude),
+        "refresh": add(host, '@memory-add-node type=fact label="Token refresh" content="refresh token rotates hourly" tags=["auth"]', claude),
+        "db": add(host, '@memory-add-node type=decision label="Token table in Postgres" content="store token rows in Postgres" tags=["db"]', cli),
+        "old": add(host, '@memory-add-node type=error label="Token crash" content="token parser crashed on empty input" tags=["auth"]', cli),
+    }
+    set_valid_from(host, n["old"]["id"], now - 30 * DAY)
+    set_valid_from(host, n["refresh"]["id"], now - 3 * DAY)
+    host.run_line("@memory-add-edge fromId=\"Login rate limit\" toId=\"Token refresh\" type=related_to")
+    host.run_line("@memory-add-edge fromId=\"Token refresh\" toId=\"Token table in Postgres\" type=uses")
+    host.run_line("@memory-add-edge fromId=\"Token refresh\" toId=\"Token crash\" type=related_to")
+    return {k: v["id"] for k, v in n.items()}
+
+
+# -- filters -----------------------------------------------------------------------------------
+def test_tags_any_and_all(host, tagged):
+    anyr = host.run_line('@memory-query query=token maxResults=20 tags=["auth","db"]')
+    assert set(ids(anyr)) == {tagged["login"], tagged["refresh"], tagged["db"], tagged["old"]}
+    allr = host.run_line('@memory-query query=token maxResults=20 tags=["auth","security"] tagsMode=all')
+    assert ids(allr) == [tagged["login"]]
+    one = host.run_line('@memory-query query=token maxResults=20 tags=["db"]')
+    assert ids(one) == [tagged["db"]]
+    assert "tags any:db" in one.text
+
+
+def test_since_until_iso_relative_and_words(host, tagged):
+    week = host.run_line("@memory-query query=token maxResults=20 since=7d")
+    assert tagged["old"] not in ids(week) and tagged["refresh"] in ids(week)
+    recent = host.run_line("@memory-query query=token maxResults=20 since=1d")
+    assert set(ids(recent)) == {tagged["login"], tagged["db"]}
+    older = host.run_line(f"@memory-query query=token maxResults=20 until=\"{time.strftime('%Y-%m-%d', time.localtime(time.time() - 10 * DAY))}\"")
+    assert ids(older) == [tagged["old"]]
+    words = host.run_line('@memory-query query=token maxResults=20 since="last week"')
+    assert set(ids(words)) == set(ids(week))
+
+
+def test_session_source_and_node_types(host, tagged):
+    assert set(ids(host.run_line("@memory-query query=token maxResults=20 session=s-claude"))) == {
+        tagged["login"], tagged["refresh"]}
+    assert set(ids(host.run_line("@memory-query query=token maxResults=20 source=cli"))) == {tagged["db"], tagged["old"]}
+    typed = host.run_line('@memory-query query=token maxResults=20 nodeTypes=["decision","error"]')
+    assert set(ids(typed)) == {tagged["db"], tagged["old"]}
+
+
+def test_filters_in_pattern_traversal_and_history(host, tagged):
+    pat = host.run_line('@memory-query mode=pattern query=token tags=["auth"] since=7d maxResults=20')
+    assert set(ids(pat)) == {tagged["login"], tagged["refresh"]}
+    walk = host.run_line(f"@memory-query mode=traversal startNode={tagged['refresh']} direction=both depth=1 "
+                         "tags=[\"db\"] maxResults=20")
+    assert ids(walk) == [tagged["db"]]
+    hist = host.run_line('@memory-query mode=history query="token crash" since=7d')
+    assert all(c["anchor"]["id"] != tagged["old"] for c in hist.data)
+    hist_all = host.run_line('@memory-query mode=history query="token crash"')
+    assert any(c["anchor"]["id"] == tagged["old"] for c in hist_all.data)
+
+
+def test_episode_filters(host):
+    for sid, source, text in (("e1", "claude", "the flux capacitor overheats"),
+                              ("e2", "opencode", "the flux capacitor is fine")):
+        host.record(host.session(sid, source=source), SessionEvent(kind="user_message", role="user", text=text))
+    both = host.run_line("@memory-query query=\"flux capacitor\" nodeType=episode")
+    assert {r["sessionId"] for r in both.data} == {"e1", "e2"}
+    only = host.run_line("@memory-query query=\"flux capacitor\" source=opencode")
+    assert {r["sessionId"] for r in only.data} == {"e2"}
+    tagged = host.run_line('@memory-query query="flux capacitor" tags=["auth"]')
+    assert tagged.data == []  # episodes carry no tags
+
+
+def test_bad_filters_are_usage_errors_and_change_nothing(host, project, tagged):
+    before = db_snapshot(project)
+    for line in ('@memory-query query=token since="the day the music died"',
+                 '@memory-query query=token tags=["Bad Tag!"]',
+                 '@memory-query query=token since=2026-12-01 until=2026-11-01',
+                 '@memory-query query=token nodeTypes=["Not A Type"]'):
+        with pytest.raises(UsageError):
+            host.run_line(line)
+    assert db_snapshot(project) == before
+
+
+def test_parse_time_forms():
+    now = 1_800_000_000.0
+    assert parse_time("7d", now=now) == now - 7 * DAY
+    assert parse_time("12h", now=now) == now - 12 * 3600
+    assert abs(parse_time("2 weeks ago", now=now) - (now - 14 * DAY)) < DAY
+    assert parse_time("2026-11-30T10:00:00+00:00") == 1796032800.0
+
+
+def test_filter_cli_stays_fast_path(cli, project):
+    """The CLI accepts the filters; ISO/age forms do not import dateparser."""
+    assert cli("@memory-add-node", "type=fact", "label=Quokka", "content=quokka facts", "tags=[\"zoo\"]").returncode == 0
+    done = cli("--json", "@memory-query", "query=quokka", "since=1d", "tags=[\"zoo\"]")
+    assert done.returncode == 0, done.stderr
+    assert [r["label"] for r in json.loads(done.stdout)] == ["Quokka"]
+    import subprocess
+    import sys
+    probe = subprocess.run([sys.executable, "-c",
+                            "import sys; from opensage.plugins.graph_memory.filters import parse_time; "
+                            "parse_time('7d'); parse_time('2026-01-01'); print('dateparser' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"
+
+
+def test_tags_editable(host, tagged):
+    out = host.run_line(f'@memory-tag node={tagged["db"]} add=["storage","DB"] remove=["nope"]')
+    assert out.data["tags"] == ["db", "storage"]
+    host.run_line(f'@memory-tag node={tagged["db"]} remove=["db"]')
+    assert ids(host.run_line('@memory-query query=token tags=["db"]')) == []
+    assert ids(host.run_line('@memory-query query=token tags=["storage"]')) == [tagged["db"]]
+    host.run_line('@memory-add-node type=decision label="Token table in Postgres" tags=["x1"]')
+    assert graph_for(host).tags_of(int(tagged["db"][1:])) == ["x1"]
+
+
+# -- current truth -----------------------------------------------------------------------------
+def test_later_decision_on_same_subject_supersedes(host):
+    first = add(host, '@memory-add-node type=decision label="Job queue in Postgres" '
+                      'content="We keep the job queue in Postgres tables."')
+    other = add(host, '@memory-add-node type=decision label="Lint with ruff" content="We lint with ruff."')
+    second = add(host, '@memory-add-node type=decision label="Job queue moves to SQLite" '
+                       'content="Switch the job queue to SQLite instead of Postgres tables."')
+    default = host.run_line("@memory-query query=\"job queue\" maxResults=20")
+    assert second["id"] in ids(default) and first["id"] not in ids(default)
+    both = host.run_line("@memory-query query=\"job queue\" maxResults=20 includeSuperseded=true")
+    assert {first["id"], second["id"]} <= set(ids(both))
+    old = graph_for(host).get(int(first["id"][1:]))
+    assert old.superseded_by == int(second["id"][1:]) and old.valid_to is not None
+    assert graph_for(host).get(int(other["id"][1:])).current  # other subject untouched
+    # asOf before the change: the earlier decision was current then
+    set_valid_from(host, first["id"], time.time() - 10 * DAY)
+    with host.db.transaction() as conn:
+        conn.execute("UPDATE nodes SET valid_from=?, valid_to=? WHERE id IN (?, ?)",
+                     (time.time() - 2 * DAY, None, int(second["id"][1:]), -1))
+        conn.execute("UPDATE nodes SET valid_to=? WHERE id=?", (time.time() - 2 * DAY, int(first["id"][1:])))
+    then = host.run_line("@memory-query query=\"job queue\" asOf=5d maxResults=20")
+    assert first["id"] in ids(then) and second["id"] not in ids(then)
+
+
+def test_decision_without_change_cue_does_not_supersede(host):
+    a = add(host, '@memory-add-node type=decision label="Cache in Redis" content="cache sessions in redis"')
+    add(host, '@memory-add-node type=decision label="Cache TTL" content="cache sessions in redis for one hour"')
+    assert graph_for(host).get(int(a["id"][1:])).current
+
+
+def test_manual_supersede_and_add_node_supersedes(host, project):
+    a = add(host, '@memory-add-node type=fact label="API port" content="the API listens on 8080"')
+    b = add(host, '@memory-add-node type=fact label="API port now" content="the API listens on 9090"')
+    out = host.run_line(f"@memory-supersede old={a['id']} new={b['id']}")
+    assert "superseded" in out.text
+    assert ids(host.run_line("@memory-query query=\"API listens\" maxResults=10")) == [b["id"]]
+    c = host.run_line(f'@memory-add-node type=fact label="API port final" content="the API listens on 443" supersedes="{b["id"]}"')
+    assert "now superseded" in c.text
+    assert ids(host.run_line("@memory-query query=\"API listens\"")) == [c.data["id"]]
+    before = db_snapshot(project)
+    with pytest.raises(UsageError):
+        host.run_line(f"@memory-supersede old={a['id']} new={a['id']}")
+    with pytest.raises(NotFoundError):
+        host.run_line(f"@memory-supersede old=n9999 new={a['id']}")
+    assert db_snapshot(project) == before
+
+
+def test_supersession_from_compressed_sessions(host, monkeypatch):
+    """The deterministic extraction finds both decisions; the later session's replaces the earlier."""
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    for sid, text in (("d1", "We decided to use Postgres for the job queue storage."),
+                      ("d2", "Let's switch the job queue storage to SQLite instead of Postgres.")):
+        host.record(host.session(sid, source="cli"), SessionEvent(kind="user_message", role="user", text=text))
+        host.run_line(f"@memory-compress-session sessionId={sid} useModel=never")
+    res = host.run_line("@memory-query query=\"job queue storage\" nodeType=decision maxResults=10")
+    assert len(res.data) == 1 and "SQLite" in res.data[0]["label"]
+    full = host.run_line("@memory-query query=\"job queue storage\" nodeType=decision includeSuperseded=true")
+    assert len(full.data) == 2
+
+
+# -- merge on write ----------------------------------------------------------------------------
+#: Hand-labelled dev pairs (the threshold DUPLICATE_RATIO was chosen on these).
+DUPLICATES = [
+    ("Use SQLite for the cache.", "use sqlite for the cache"),
+    ("We store sessions in Redis", "We store sessions in Redis."),
+    ("Retry the upload three times with backoff", "Retry the upload three times with a backoff"),
+    ("Parser crashes on empty configuration files", "Parser crashes on empty configuraton files"),
+]
+DISTINCT = [
+    ("Use SQLite for the cache.", "Use Postgres for the cache."),
+    ("The API listens on port 8080", "The API listens on port 8081"),
+    ("Retry the upload three times with backoff", "Retry the download three times with backoff"),
+    ("We store sessions in Redis", "We store sessions in Memcached"),
+]
+
+
+def test_near_duplicate_dev_pairs():
+    for a, b in DUPLICATES:
+        assert near_duplicate(a, b) is not None, (a, b)
+    for a, b in DISTINCT:
+        assert near_duplicate(a, b) is None, (a, b)
+    assert DUPLICATE_RATIO == 90.0
+
+
+def test_merge_on_write_keeps_provenance(host):
+    s = host.session("m1", source="cli")
+    host.record(s, SessionEvent(kind="user_message", role="user", text="remember: we store sessions in Redis"))
+    graph = graph_for(host)
+    first, _ = graph.upsert_node("fact", "Sessions in Redis", "We store sessions in Redis", episode_ids=[1],
+                                 tags=["cache"])
+    out = host.run_line('@memory-add-node type=fact label="sessions in redis." content="we store sessions in redis." '
+                        'tags=["infra"]')
+    assert out.data["id"] == first.ref and out.data["created"] is False
+    assert "merged into" in out.text
+    node = graph.get(first.id)
+    assert node.metadata["mergedLabels"] == ["sessions in redis."]
+    assert node.tags == ["cache", "infra"]
+    assert host.db.conn.execute("SELECT count(*) FROM node_episodes WHERE node_id=?", (first.id,)).fetchone()[0] == 1
+    distinct = host.run_line('@memory-add-node type=fact label="Sessions in Memcached" '
+                             'content="We store sessions in Memcached"')
+    assert distinct.data["created"] is True
+    assert host.db.conn.execute("SELECT count(*) FROM nodes WHERE type='fact'").fetchone()[0] == 2
+
+
+def test_merge_at_compaction(host, monkeypatch):
+    """Compression writes through the same path: a decision repeated in a later session is one node."""
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    for sid, text in (("c1", "We decided to use ruff for linting the repository."),
+                      ("c2", "We decided to use Ruff for linting the repository!")):
+        host.record(host.session(sid, source="cli"), SessionEvent(kind="user_message", role="user", text=text))
+        host.run_line(f"@memory-compress-session sessionId={sid} useModel=never")
+    rows = host.db.conn.execute("SELECT id FROM nodes WHERE type='decision'").fetchall()
+    assert len(rows) == 1
+    sessions = {r[0] for r in host.db.conn.execute(
+        "SELECT DISTINCT e.session_id FROM node_episodes ne JOIN episodes e ON e.id=ne.episode_id WHERE ne.node_id=?",
+        (rows[0][0],))}
+    assert sessions == {"c1", "c2"}  # provenance of both sessions kept
+
+
+# -- retention ---------------------------------------------------------------------------------
+def test_retention_at_session_end(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    monkeypatch.setenv("OPENSAGE_MEMORY_EPISODE_DAYS", "30")
+    s = host.session("r1", source="cli")
+    host.record(s, SessionEvent(kind="user_message", role="user", text="We decided to use tabs in the Makefile."))
+    host.end_session(s)  # compressed; retention runs but the episodes are fresh
+    conn = host.db.conn
+    assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='r1'").fetchone()[0] == 1
+    from opensage.plugins.graph_memory.upkeep import run_retention
+
+    graph = graph_for(host)
+    later = time.time() + 31 * DAY
+    assert run_retention(graph, now=later) == 1  # a day later: due, and the episode is 31 days old
+    assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='r1'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM episodes_fts").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM nodes WHERE type='decision'").fetchone()[0] == 1  # lasting node kept
+    assert run_retention(graph, now=later + 60) is None  # rate-limited: ran a minute ago
+    monkeypatch.setenv("OPENSAGE_MEMORY_EPISODE_DAYS", "off")
+    assert run_retention(graph, force=True) is None
+    monkeypatch.setenv("OPENSAGE_MEMORY_EPISODE_DAYS", "soon")
+    with pytest.raises(UsageError):
+        run_retention(graph, force=True)
+
+
+def test_uncompressed_episodes_are_never_deleted(host, monkeypatch):
+    monkeypatch.setenv("OPENSAGE_MEMORY_EPISODE_DAYS", "0")
+    host.record(host.session("r2"), SessionEvent(kind="user_message", role="user", text="not compressed yet"))
+    from opensage.plugins.graph_memory.upkeep import run_retention
+
+    assert run_retention(graph_for(host), force=True, now=time.time() + 365 * DAY) == 0
+
+
+# -- forget ------------------------------------------------------------------------------------
+def test_forget_node_says_what_it_removed(host, tagged, project):
+    out = host.run_line(f"@memory-forget node={tagged['refresh']}")
+    assert "Token refresh" in out.text and "3 edges" in out.text
+    assert host.db.conn.execute("SELECT count(*) FROM nodes WHERE id=?", (int(tagged["refresh"][1:]),)).fetchone()[0] == 0
+    assert host.db.conn.execute("SELECT count(*) FROM node_tags WHERE node_id=?", (int(tagged["refresh"][1:]),)).fetchone()[0] == 0
+    assert tagged["refresh"] not in ids(host.run_line("@memory-query query=refresh"))
+    before = db_snapshot(project)
+    with pytest.raises(NotFoundError):
+        host.run_line("@memory-forget node=n9999")
+    with pytest.raises(UsageError):
+        host.run_line("@memory-forget")
+    with pytest.raises(NotFoundError):
+        host.run_line("@memory-forget session=nope")
+    assert db_snapshot(project) == before
+
+
+def test_forget_session_with_episodes_and_its_nodes(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    for sid, text in (("f1", "We decided to use black for formatting."),
+                      ("f2", "We decided to pin numpy below 3.")):
+        host.record(host.session(sid, source="cli"), SessionEvent(kind="user_message", role="user", text=text))
+        host.run_line(f"@memory-compress-session sessionId={sid} useModel=never")
+    out = host.run_line("@memory-forget session=f1")
+    assert out.data["episodes"] == 1
+    gone = {(n["type"], n["label"]) for n in out.data["nodes"]}
+    assert ("session", "f1") in gone and any(t == "decision" and "black" in l for t, l in gone)
+    assert "forgot session f1: 1 episodes" in out.text
+    conn = host.db.conn
+    assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='f1'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM episodes WHERE session_id='f2'").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM nodes WHERE label LIKE '%numpy%'").fetchone()[0] == 1
+    assert host.run_line("@memory-query query=black").data == []
+
+
+def test_filter_defaults_are_current_only():
+    assert MemoryFilter().node_sql()[0] == "n.valid_to IS NULL"
+    assert MemoryFilter(include_superseded=True).node_sql()[0] == ""
