@@ -39,7 +39,7 @@ def _seed(project: Path) -> dict[str, int]:
         host.compact(session)
         g = graph_for(host)
         jwt, _ = g.upsert_node("decision", "Use JWT for the API", "We sign tokens with ES256; sessions are gone.")
-        redis, _ = g.upsert_node("decision", "Keep sessions in Redis", "Replaced by JWT.")
+        redis, _ = g.upsert_node("decision", "Keep sessions in Redis", "Redis holds the sessions of the web app.")
         api, _ = g.upsert_node("concept", "Public API", "The HTTP API under /v1.")
         g.upsert_edge(jwt.id, api.id, "related_to", 0.8)
         g.upsert_edge(jwt.id, redis.id, "related_to", 0.6)
@@ -142,7 +142,7 @@ def test_ui_access_control(ui, project):
     host = Host(Workspace(project))
     try:
         node = graph_for(host).resolve("Keep sessions in Redis")
-        assert node_tags(node) == [] and node.content == "Replaced by JWT."
+        assert node_tags(node) == [] and node.content == "Redis holds the sessions of the web app."
     finally:
         host.close()
     # forget goes through the API too
@@ -200,6 +200,14 @@ def test_ui_in_headless_chromium(ui, project, tmp_path):
         tags.send_keys("auth, security")
         driver.find_element(By.ID, "save-btn").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "save-status"), "saved"))
+        # the tag filter now finds exactly that node
+        driver.find_element(By.CSS_SELECTOR, "#filters summary").click()
+        driver.find_element(By.ID, "f-tags").send_keys("security")
+        driver.find_element(By.ID, "search-btn").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "tags any:security"))
+        labels = [li.find_elements(By.TAG_NAME, "span")[1].text
+                  for li in driver.find_elements(By.CSS_SELECTOR, "#results li")]
+        assert labels == ["Use JWT for the API"]
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
     finally:

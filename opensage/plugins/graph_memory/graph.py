@@ -481,7 +481,7 @@ class Graph:
             conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
                          (node_id, row["label"], identifier_terms(row["label"]), new_content))
             final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
-        return Node.from_row(final)
+        return Node.from_row(final, self.tags_of(node_id))
 
     def delete_edge(self, src: int, dst: int, type: str) -> bool:
         """Remove the (src, type, dst) edge; returns whether there was one."""

@@ -51,7 +51,7 @@ from typing import Any
 import yaml
 
 from opensage.errors import UsageError
-from opensage.plugins.graph_memory.graph import Graph, Node, check_type, format_id, parse_id
+from opensage.plugins.graph_memory.graph import Graph, Node, check_type, format_id, normalize_tags, parse_id
 
 __all__ = ["export_markdown", "import_markdown", "node_tags", "set_node_tags", "is_lasting", "MIRROR_FILE"]
 
@@ -60,48 +60,31 @@ RELATIONS_HEADING = "## Relations"
 #: Bounds on what import reads (a person's notes folder, not a dump): files and bytes per file.
 MAX_FILES = 20_000
 MAX_FILE_BYTES = 1_000_000
-MAX_TAGS = 50
-TAG = re.compile(r"^[\w][\w\-./:]{0,63}$", re.UNICODE)
 _LINK_LINE = re.compile(r"^\s*[-*]\s+([a-z][a-z0-9_]{0,39})\s+\[\[([^\]\|]+)(?:\|[^\]]*)?\]\]\s*$")
-_VALIDITY_KEYS = ("valid_from", "valid_to", "superseded_by")
 
 
-# -- tags and lasting nodes (kept in metadata until the graph has its own tag column) ----
+# -- tags and lasting nodes ----------------------------------------------------------------
 def node_tags(node: Node) -> list[str]:
-    """The node's tags, sorted (``metadata.tags``)."""
-    tags = node.metadata.get("tags") or []
-    return sorted({str(t) for t in tags}) if isinstance(tags, list) else []
+    """The node's tags, sorted."""
+    return sorted(node.tags)
 
 
 def check_tags(tags: Any) -> list[str]:
-    """Validate a tag list: at most 50 words of letters, digits, ``-./:_`` (64 chars each).
+    """Validate a tag list (a list, or one comma/space separated string): see :func:`.graph.normalize_tags`.
 
-    :raises UsageError: not a list, or a tag that is not such a word.
+    :raises UsageError: not a list of words, or an invalid tag.
     """
     if tags is None:
         return []
-    if isinstance(tags, str):
-        tags = [t for t in re.split(r"[,\s]+", tags) if t]
-    if not isinstance(tags, list):
+    if not isinstance(tags, (list, str)):
         raise UsageError(f"tags must be a list of words, e.g. [auth, api]; got {type(tags).__name__}.")
-    out = sorted({str(t).strip().lstrip("#") for t in tags if str(t).strip()})
-    bad = [t for t in out if not TAG.match(t)]
-    if bad:
-        raise UsageError(f"tag {bad[0]!r} is not valid: use a word of letters, digits, - . / : _ (at most 64).")
-    if len(out) > MAX_TAGS:
-        raise UsageError(f"{len(out)} tags is too many; at most {MAX_TAGS}.")
-    return out
+    return normalize_tags([str(t) for t in tags] if isinstance(tags, list) else tags)
 
 
 def set_node_tags(graph: Graph, node: Node, tags: list[str]) -> Node:
-    """Replace the node's tags (validated with :func:`check_tags`)."""
-    meta = dict(node.metadata)
-    tags = check_tags(tags)
-    if tags:
-        meta["tags"] = tags
-    else:
-        meta.pop("tags", None)
-    return graph.update_node(node.id, metadata=meta)
+    """Replace the node's tags (validated); returns the node as stored."""
+    graph.edit_tags(node.id, replace=check_tags(tags))
+    return graph.get(node.id) or node
 
 
 def is_lasting(node: Node) -> bool:
@@ -137,12 +120,21 @@ def db_state(graph: Graph, node: Node) -> State:
     return State(node.content, node_tags(node), rels)
 
 
+def _iso(ts: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def render(graph: Graph, node: Node, names: dict[int, str]) -> str:
     """The Markdown text of one node (``names``: node id -> file stem of exported nodes)."""
     front: dict[str, Any] = {"id": node.ref, "type": node.type, "label": node.label, "tags": node_tags(node)}
-    for key in _VALIDITY_KEYS:
-        if node.metadata.get(key) is not None:
-            front[key] = node.metadata[key]
+    if node.valid_from is not None:
+        front["valid_from"] = _iso(node.valid_from)
+    if node.valid_to is not None:
+        front["valid_to"] = _iso(node.valid_to)
+    if node.superseded_by is not None:
+        front["superseded_by"] = format_id(node.superseded_by)
     body = node.content.rstrip("\n")
     edges = sorted(graph.edges_of(node.id, "out"), key=lambda e: (e.type, e.dst))
     lines = []
@@ -412,10 +404,9 @@ def import_markdown(graph: Graph, folder: Path) -> dict[str, Any]:
     for item in ok_new:
         if item.path not in states:
             continue
-        meta = {"source": "markdown"}
-        if item.tags:
-            meta["tags"] = item.tags
-        node, _created = graph.upsert_node(item.front["type"], item.front["label"], item.content, meta)
+        # dedupe=False: a file a person wrote is its own node, not folded into a look-alike
+        node, _created = graph.upsert_node(item.front["type"], item.front["label"], item.content,
+                                           {"source": "markdown"}, tags=item.tags, source="markdown", dedupe=False)
         fresh_ids[item.path.stem] = node.id
         rel = item.path.relative_to(folder).as_posix()
         base["files"][rel] = node.ref

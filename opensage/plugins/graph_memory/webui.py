@@ -162,32 +162,40 @@ def make_app(host, token: str, port_ref: dict):
     async def info(request: Request):
         names = set(host.commands)
         return JSONResponse({"workspace": str(host.workspace.root), "counts": graph.counts(),
-                             "canForget": True, "canSupersede": "memory-supersede" in names})
+                             "canForget": "memory-forget" in names, "canSupersede": "memory-supersede" in names})
 
     async def search(request: Request):
-        q = request.query_params.get("q", "").strip()[:500]
-        ntype = request.query_params.get("type", "").strip() or None
+        from opensage.plugins.graph_memory.filters import MemoryFilter
+
+        p = request.query_params
+        q = p.get("q", "").strip()[:500]
         try:
-            limit = max(1, min(MAX_RESULTS, int(request.query_params.get("limit", "30"))))
-        except ValueError:
-            return _err(UsageError("limit must be a number"))
-        try:
+            limit = max(1, min(MAX_RESULTS, int(p.get("limit", "30"))))
+            types = [t for t in p.get("type", "").replace(",", " ").split() if t]
+            flt = MemoryFilter.build(
+                since=p.get("since") or None, until=p.get("until") or None,
+                tags=check_tags(p.get("tags", "")) or None, tags_mode=p.get("tagsMode", "any"),
+                session=p.get("session") or None, source=p.get("source") or None,
+                node_types=[t for t in types if t != "episode"] or None,
+                include_superseded=p.get("includeSuperseded") in ("1", "true", "on"))
             if q:
                 from opensage.plugins.graph_memory.query import engine_for
 
-                results = engine_for(host).similarity(q, node_type=ntype, max_results=limit)
+                results = engine_for(host).similarity(q, max_results=limit, flt=flt)
                 ids = [i for i in (parse_id(r.id) for r in results if r.kind == "node") if i is not None]
             else:
-                sql = "SELECT id FROM nodes WHERE json_extract(metadata, '$.source') IS NOT 'ingest'"
-                args: list[Any] = []
-                if ntype:
-                    sql += " AND type=?"
-                    args.append(ntype)
-                ids = [r[0] for r in graph.db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit))]
+                cond, args = flt.node_sql("n")
+                sql = "SELECT n.id FROM nodes n WHERE json_extract(n.metadata, '$.source') IS NOT 'ingest'"
+                if cond:
+                    sql += " AND " + cond
+                ids = [r[0] for r in graph.db.conn.execute(sql + " ORDER BY n.updated_at DESC LIMIT ?", (*args, limit))]
+        except ValueError:
+            return _err(UsageError("limit must be a number"))
         except OpenSageError as exc:
             return _err(exc)
         nodes = graph.get_many(ids)
-        return JSONResponse({"results": [_node_view(graph, nodes[i]) for i in ids if i in nodes]})
+        return JSONResponse({"results": [_node_view(graph, nodes[i]) for i in ids if i in nodes],
+                             "filter": flt.describe()})
 
     async def node_get(request: Request):
         try:
@@ -235,12 +243,7 @@ def make_app(host, token: str, port_ref: dict):
         try:
             await _json(request)
             node = _node(request.path_params["ref"])
-            if "memory-forget" in host.commands:
-                result = host.run("memory-forget", {"node": node.ref})
-                text = result.text
-            else:
-                graph.delete_node(node.id)
-                text = f"removed {node.ref} ({node.type}) {node.label}"
+            text = host.run("memory-forget", {"node": node.ref}).text
         except OpenSageError as exc:
             return _err(exc)
         return JSONResponse({"removed": node.ref, "text": text})
@@ -249,12 +252,9 @@ def make_app(host, token: str, port_ref: dict):
         try:
             data = await _json(request)
             node = _node(request.path_params["ref"])
-            if "memory-supersede" not in host.commands:
-                raise UsageError("this opensage has no @memory-supersede command")
-            args = {"node": node.ref}
-            if data.get("by"):
-                args["by"] = str(data["by"])
-            result = host.run("memory-supersede", args)
+            if not isinstance(data.get("by"), str) or not data["by"].strip():
+                raise UsageError("say which node replaces it: by = an id (n12) or exact label")
+            result = host.run("memory-supersede", {"old": node.ref, "new": data["by"].strip()[:500]})
         except OpenSageError as exc:
             return _err(exc)
         return JSONResponse({"text": result.text, "node": _node_view(graph, graph.get(node.id) or node)})

@@ -23,7 +23,11 @@ function el(tag, text, cls) {
 
 async function search(ev) {
   if (ev) ev.preventDefault();
-  const params = new URLSearchParams({q: $("q").value, type: $("type").value, limit: "30"});
+  const params = new URLSearchParams({
+    q: $("q").value, type: $("type").value, limit: "30", since: $("f-since").value, until: $("f-until").value,
+    tags: $("f-tags").value, tagsMode: $("f-tags-mode").value, session: $("f-session").value,
+    source: $("f-source").value, includeSuperseded: $("f-superseded").checked ? "1" : "",
+  });
   $("status").textContent = "searching…";
   try {
     const data = await api("/api/search?" + params);
@@ -34,10 +38,11 @@ async function search(ev) {
       li.dataset.id = n.id;
       li.append(el("span", n.type, "type"), " ", el("span", n.label));
       for (const t of n.tags) li.append(el("span", t, "tag"));
+      if (n.validTo) { li.classList.add("superseded"); li.append(el("span", "superseded", "tag")); }
       li.addEventListener("click", () => openNode(n.id));
       list.append(li);
     }
-    $("status").textContent = data.results.length + " results";
+    $("status").textContent = data.results.length + " results" + (data.filter ? " (" + data.filter + ")" : "");
   } catch (e) { $("status").textContent = "error: " + e.message; }
 }
 
@@ -52,11 +57,14 @@ async function openNode(id) {
   $("node-id").textContent = current.id;
   $("node-tags").value = current.tags.join(", ");
   $("node-content").value = current.content;
-  const meta = current.metadata || {};
+  const iso = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(0, 16);
   const validity = [];
-  for (const k of ["valid_from", "valid_to", "superseded_by"]) if (meta[k] != null) validity.push(k + ": " + meta[k]);
-  $("node-validity").textContent = validity.join("  ");
-  $("node-validity").className = meta.superseded_by || meta.valid_to ? "superseded" : "";
+  if (current.validFrom) validity.push("valid from " + iso(current.validFrom));
+  if (current.validTo) validity.push("superseded " + iso(current.validTo) + (current.supersededBy ? " by " + current.supersededBy : ""));
+  if (current.source) validity.push("source " + current.source);
+  if (current.sessionId) validity.push("session " + current.sessionId);
+  $("node-validity").textContent = validity.join(" · ");
+  $("node-validity").className = current.validTo ? "superseded" : "";
   $("save-status").textContent = "";
   const rel = $("relations");
   rel.replaceChildren();
@@ -122,10 +130,10 @@ async function forget() {
 }
 
 async function supersede() {
-  const by = prompt("Superseded by which node (id such as n12, or exact label)? Leave empty for none.");
-  if (by === null) return;
+  const by = prompt("Which node replaces it (id such as n12, or exact label)?");
+  if (!by) return;
   try {
-    const data = await api("/api/node/" + encodeURIComponent(current.id) + "/supersede", by ? {by} : {});
+    const data = await api("/api/node/" + encodeURIComponent(current.id) + "/supersede", {by});
     $("save-status").textContent = data.text;
     openNode(current.id);
   } catch (e) { $("save-status").textContent = "error: " + e.message; }
@@ -139,6 +147,7 @@ async function init() {
   const info = await api("/api/info");
   $("workspace").textContent = info.workspace + " — " + info.counts.nodes + " nodes, " + info.counts.edges + " edges";
   $("supersede-btn").hidden = !info.canSupersede;
+  $("forget-btn").hidden = !info.canForget;
   search();
 }
 init();
