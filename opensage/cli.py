@@ -41,7 +41,10 @@ def _host(ctx: click.Context):
         from opensage.host import Host
         from opensage.store import Workspace, find_workspace
 
-        obj["host"] = Host(Workspace(find_workspace(obj.get("workspace"))))
+        try:
+            obj["host"] = Host(Workspace(find_workspace(obj.get("workspace"))))
+        except OpenSageError as exc:  # e.g. a plugin with a misspelt hook: exit 2, no traceback
+            _fail(exc)
     return obj["host"]
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "ModelError",
     "ModelNotConfigured",
     "SandboxError",
+    "PluginError",
 ]
 
 
@@ -51,3 +52,8 @@ class ModelNotConfigured(UsageError):
 
 class SandboxError(OpenSageError):
     """The sandbox could not run a tool at the required isolation level."""
+
+
+class PluginError(UsageError):
+    """A plugin cannot be loaded: it implements a hook that does not exist (a misspelt
+    name) or with arguments the hookspec lacks. Raised at start-up, naming the plugin."""

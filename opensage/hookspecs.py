@@ -9,12 +9,16 @@ Call semantics:
 
 * *collect* hooks (``register_commands``, ``register_tools``) receive a ``register``
   callback; the host validates what is registered and remembers which plugin it came
-  from.
+  from. A plugin that raises is logged and skipped.
 * *broadcast* hooks (``session_start``, ``session_event``, ``session_compact``,
   ``session_end``) are called on every plugin; one that raises is logged and the others
   still run.
 * *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``) stop at the first
   plugin that returns something other than ``None``.
+
+The host calls every hook through ``pm.hook`` and rejects, at start-up, an
+implementation whose name matches no hookspec here (``pm.check_pending()``); see
+:class:`opensage.host._PluginManager` for how a raising plugin is isolated.
 """
 
 from __future__ import annotations

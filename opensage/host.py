@@ -7,12 +7,15 @@ they receive the host through :class:`~opensage.types.CommandContext` or
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 import os
 import sys
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -20,7 +23,7 @@ import pluggy
 
 from opensage import hookspecs
 from opensage.commands import bind_arguments, parse_line
-from opensage.errors import NotFoundError, UsageError
+from opensage.errors import NotFoundError, PluginError, UsageError
 from opensage.store import Database, Migration, Workspace
 from opensage.types import Command, CommandContext, CommandResult, Route, SessionEvent, Tool
 
@@ -69,14 +72,173 @@ class Session:
         return self.host.workspace
 
 
+# -- plugin isolation ------------------------------------------------------------------
+#: The failures of the broadcast hook call in progress on this thread/task: a list the
+#: host's collector wrapper opens for the call, ``None`` outside a broadcast call.
+_FAILURES: ContextVar[list[dict[str, str]] | None] = ContextVar("opensage_hook_failures", default=None)
+#: The plugin whose hook implementation is running (so a ``register`` callback knows
+#: whom a command or tool came from).
+_CURRENT_PLUGIN: ContextVar[str] = ContextVar("opensage_current_plugin", default="")
+
+
+def _spec_kinds() -> tuple[frozenset[str], frozenset[str]]:
+    """(broadcast hooks, isolated hooks) read from :mod:`opensage.hookspecs`.
+
+    *Isolated* hooks are every hook that is not ``firstresult`` (a plugin raising in one
+    is logged and skipped); *broadcast* hooks are the isolated ones without a
+    ``register`` argument (their failures reach :attr:`Host.last_failures`).
+    """
+    isolated, broadcast = set(), set()
+    for name, fn in vars(hookspecs).items():
+        opts = getattr(fn, "opensage_spec", None)
+        if opts is None or opts.get("firstresult"):
+            continue
+        isolated.add(name)
+        if "register" not in inspect.signature(fn).parameters:
+            broadcast.add(name)
+    return frozenset(broadcast), frozenset(isolated)
+
+
+BROADCAST_HOOKS, ISOLATED_HOOKS = _spec_kinds()
+
+
+def _report_failure(plugin: str, hook: str, exc: BaseException | str) -> None:
+    """Log a plugin's failure and, inside a broadcast call, add it to that call's failures."""
+    error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    trace = os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1" and not isinstance(exc, str)
+    log.error("plugin %s failed in %s: %s", plugin, hook, error, exc_info=exc if trace else None)
+    failures = _FAILURES.get()
+    if failures is not None and hook in BROADCAST_HOOKS:
+        failures.append({"plugin": plugin, "hook": hook, "error": error})
+
+
+def _guard(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    """``function`` (a plain hook implementation) made to log and swallow its exceptions."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        token = _CURRENT_PLUGIN.set(plugin)
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            _report_failure(plugin, hook, exc)
+            return None
+        finally:
+            _CURRENT_PLUGIN.reset(token)
+
+    return guarded
+
+
+def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    """``function`` (a ``wrapper=True`` or old-style ``hookwrapper=True`` generator) made safe.
+
+    A wrapper that raises before its ``yield`` (or never yields) is reported and the call
+    goes on without it; one that raises after its ``yield`` is reported and the inner
+    result stands. The protocol is pluggy's (next / send / throw), so this generator
+    stands in for the plugin's in both wrapper styles.
+    """
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any):
+        gen = function(*args, **kwargs)
+        try:
+            next(gen)
+        except StopIteration:
+            _report_failure(plugin, hook, f"RuntimeError: hook wrapper {function.__qualname__} did not yield")
+            return (yield)
+        except Exception as exc:
+            _report_failure(plugin, hook, exc)
+            return (yield)
+        try:
+            result = yield
+        except BaseException as inner:  # an inner implementation raised: the wrapper may handle it
+            try:
+                gen.throw(inner)
+            except StopIteration as stop:
+                return stop.value
+            gen.close()
+            raise RuntimeError(f"hook wrapper {function.__qualname__} of {plugin} yielded twice") from inner
+        try:
+            gen.send(result)
+        except StopIteration as stop:
+            return stop.value
+        except Exception as exc:
+            _report_failure(plugin, hook, exc)
+            return result
+        gen.close()
+        _report_failure(plugin, hook, f"RuntimeError: hook wrapper {function.__qualname__} yielded twice")
+        return result
+
+    return guarded
+
+
+class _PluginManager(pluggy.PluginManager):
+    """A pluggy manager whose non-``firstresult`` hook implementations cannot break a call.
+
+    pluggy runs every implementation of one hook in a single loop and stops at the first
+    exception; opensage promises that a raising plugin is logged and the others still
+    run. So at registration each implementation of an isolated hook
+    (:data:`ISOLATED_HOOKS`) has its ``HookImpl.function`` replaced by a guard that logs
+    the exception with the plugin named and returns ``None`` (for wrappers: lets the call
+    go on). The host's collector wrapper (``tryfirst``, outermost) gathers the failures
+    of one broadcast call into :attr:`Host.last_failures`. Guarding at registration
+    rather than re-running the remaining implementations from a wrapper keeps pluggy's
+    order, its argument passing and its tracing untouched, and covers plugins registered
+    later (``host.pm.register``).
+
+    :raises pluggy.PluginValidationError: as :meth:`pluggy.PluginManager.register`.
+    """
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        plugin_name = super().register(plugin, name)
+        if plugin_name is None:  # blocked
+            return None
+        for caller in self.get_hookcallers(plugin) or ():
+            if caller.name not in ISOLATED_HOOKS:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    wrap = _guard_wrapper if (impl.wrapper or impl.hookwrapper) else _guard
+                    impl.function = wrap(impl.function, impl.plugin_name, caller.name)
+        return plugin_name
+
+
+class _FailureCollector:
+    """The host's own plugin: one ``wrapper=True, tryfirst=True`` hookimpl per broadcast hook.
+
+    It opens the failure list of each broadcast call (see :class:`_PluginManager`) and
+    hands it to :attr:`Host.last_failures` when the call ends.
+    """
+
+    def __init__(self, host: "Host") -> None:
+        @hookspecs.hookimpl(wrapper=True, tryfirst=True)
+        def collect():
+            failures: list[dict[str, str]] = []
+            token = _FAILURES.set(failures)
+            try:
+                return (yield)
+            finally:
+                _FAILURES.reset(token)
+                host.last_failures = failures
+
+        for name in BROADCAST_HOOKS:
+            setattr(self, name, collect)
+
+
 class Host:
     """Load plugins, collect their commands and tools, and dispatch hooks.
+
+    Every hook goes through ``pm.hook``. A plugin that raises in a hook that is not
+    ``firstresult`` is logged and the others still run (:class:`_PluginManager`).
 
     :param workspace: the project whose ``.opencode/`` holds the state.
     :param plugins: extra plugin objects/modules to register (tests, embedders).
     :param load_entrypoints: load third-party plugins from the ``opensage`` entry-point
         group; defaults to True except under pytest.
     :param default_plugins: register :data:`DEFAULT_PLUGINS` (default True).
+    :raises PluginError: a plugin implements a hook that does not exist (e.g. a misspelt
+        ``session_evnt``) or with arguments its hookspec lacks; the message names the
+        plugin. Checked once, at start-up (``pm.check_pending()``).
     """
 
     def __init__(
@@ -87,25 +249,57 @@ class Host:
         default_plugins: bool = True,
     ) -> None:
         self.workspace = workspace
-        self.pm = pluggy.PluginManager("opensage")
+        #: Plugins that raised during the latest broadcast hook call
+        #: (``session_start``/``_event``/``_compact``/``_end``):
+        #: ``[{"plugin", "hook", "error"}]``, empty when every implementation returned.
+        self.last_failures: list[dict[str, str]] = []
+        self.pm = _PluginManager("opensage")
         self.pm.add_hookspecs(hookspecs)
         if os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1":
             self._enable_tracing()
+        self._register(_FailureCollector(self), "opensage-host")
         if default_plugins:
             for name, module in DEFAULT_PLUGINS:
-                self.pm.register(importlib.import_module(module), name=name)
+                self._register(importlib.import_module(module), name)
         if load_entrypoints is None:
             load_entrypoints = not getattr(sys, "_called_from_test", False)
         if load_entrypoints:
             self._load_entrypoint_plugins()
         for plugin in plugins:
-            self.pm.register(plugin)
+            self._register(plugin, None)
+        self._check_pending()
         self._commands: dict[str, Command] | None = None
         self._db: Database | None = None
         self._services: dict[Any, Any] = {}
-        #: Plugins that raised during the latest :meth:`broadcast`:
-        #: ``[{"plugin", "hook", "error"}]`` (empty when every implementation returned).
-        self.last_failures: list[dict[str, str]] = []
+
+    def _register(self, plugin: Any, name: str | None) -> None:
+        """Register ``plugin``; a hookimpl pluggy rejects becomes a :class:`PluginError`."""
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name or _plugin_label(plugin)!r} is invalid: {exc}") from None
+
+    def _check_pending(self) -> None:
+        """Reject a hookimpl whose name matches no hookspec (pluggy accepts it silently)."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            plugin = self.pm.get_name(exc.plugin) or _plugin_label(exc.plugin)
+            known = sorted(n for n in vars(hookspecs) if hasattr(getattr(hookspecs, n), "opensage_spec"))
+            bad = [n for n in vars(self.pm.hook) if not n.startswith("_") and n not in known
+                   and not getattr(self.pm.hook, n).has_spec()
+                   and any(i.plugin is exc.plugin for i in getattr(self.pm.hook, n).get_hookimpls())]
+            hint = ""
+            if bad:
+                import difflib
+
+                close = difflib.get_close_matches(bad[0], known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PluginError(
+                f"plugin {plugin!r} implements unknown hook {bad[0] if bad else '?'!r}{hint}. "
+                f"The hooks are: {', '.join(known)} (docs/plugin-hooks.md); fix the name or mark "
+                "the implementation @hookimpl(optionalhook=True)."
+            ) from None
 
     def _load_entrypoint_plugins(self) -> None:
         """Register the plugins of the :data:`ENTRY_POINT_GROUP` entry points, by entry-point name.
@@ -121,10 +315,16 @@ class Host:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
                 continue
-            self.pm.register(ep.load(), name=ep.name)
+            self._register(ep.load(), ep.name)
 
     # -- tracing -------------------------------------------------------------------
     def _enable_tracing(self) -> None:
+        """``OPENSAGE_TRACE_PLUGINS=1``: print each hook call and its outcome on stderr.
+
+        The one tracing path: pluggy's ``add_hookcall_monitoring`` sees every ``pm.hook``
+        call, so nothing else in the host prints traces.
+        """
+
         def before(hook_name, hook_impls, kwargs):
             names = ", ".join(i.plugin_name for i in hook_impls)
             print(f"[opensage trace] {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
@@ -178,19 +378,18 @@ class Host:
 
     def _collect_commands(self) -> dict[str, Command]:
         found: dict[str, Command] = {}
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
-            plugin = impl.plugin_name
 
-            def register(command: Command, _plugin=plugin) -> None:
-                if not isinstance(command, Command):
-                    raise TypeError(f"plugin {_plugin!r} registered {command!r}, not a Command")
-                if command.name in found:
-                    other = found[command.name].plugin
-                    log.warning("command @%s from %s ignored: already registered by %s", command.name, _plugin, other)
-                    return
-                found[command.name] = Command(**{**command.__dict__, "plugin": _plugin})
+        def register(command: Command) -> None:
+            plugin = _CURRENT_PLUGIN.get()
+            if not isinstance(command, Command):
+                raise TypeError(f"plugin {plugin!r} registered {command!r}, not a Command")
+            if command.name in found:
+                other = found[command.name].plugin
+                log.warning("command @%s from %s ignored: already registered by %s", command.name, plugin, other)
+                return
+            found[command.name] = Command(**{**command.__dict__, "plugin": plugin})
 
-            self._call_one(impl, "register_commands", {"register": register, "host": self})
+        self.pm.hook.register_commands(register=register, host=self)
         return dict(sorted(found.items()))
 
     def command(self, name: str) -> Command:
@@ -225,18 +424,17 @@ class Host:
     def tools(self, session: Session | None = None) -> dict[str, Tool]:
         """Tools agents may call, asked anew from every plugin on each call."""
         found: dict[str, Tool] = {}
-        for impl in reversed(self.pm.hook.register_tools.get_hookimpls()):
-            plugin = impl.plugin_name
 
-            def register(tool: Tool, _plugin=plugin) -> None:
-                if not isinstance(tool, Tool):
-                    raise TypeError(f"plugin {_plugin!r} registered {tool!r}, not a Tool")
-                if tool.name in found:
-                    log.warning("tool %s from %s ignored: already registered", tool.name, _plugin)
-                    return
-                found[tool.name] = Tool(**{**tool.__dict__, "plugin": _plugin})
+        def register(tool: Tool) -> None:
+            plugin = _CURRENT_PLUGIN.get()
+            if not isinstance(tool, Tool):
+                raise TypeError(f"plugin {plugin!r} registered {tool!r}, not a Tool")
+            if tool.name in found:
+                log.warning("tool %s from %s ignored: already registered", tool.name, plugin)
+                return
+            found[tool.name] = Tool(**{**tool.__dict__, "plugin": plugin})
 
-            self._call_one(impl, "register_tools", {"register": register, "session": session, "host": self})
+        self.pm.hook.register_tools(register=register, session=session, host=self)
         return found
 
     # -- routing ---------------------------------------------------------------------
@@ -267,55 +465,27 @@ class Host:
         return Session(id=sid, source=source, host=self, started_at=now)
 
     def start_session(self, session: Session) -> None:
-        self.broadcast("session_start", session=session)
+        """Fire ``session_start``; plugins that raised are in :attr:`last_failures`."""
+        self.pm.hook.session_start(session=session)
 
     def record(self, session: Session, event: SessionEvent) -> None:
         """Fire ``session_event`` (plugins record it as an episode)."""
-        self.broadcast("session_event", session=session, event=event)
+        self.pm.hook.session_event(session=session, event=event)
 
     def compact(self, session: Session) -> None:
-        self.broadcast("session_compact", session=session)
+        """Fire ``session_compact``; plugins that raised are in :attr:`last_failures`."""
+        self.pm.hook.session_compact(session=session)
 
     def end_session(self, session: Session) -> None:
-        self.broadcast("session_end", session=session)
+        """Fire ``session_end`` and mark the session ended in the ``sessions`` table."""
+        self.pm.hook.session_end(session=session)
         with self.db.transaction() as conn:
             conn.execute("UPDATE sessions SET ended_at=? WHERE id=?", (time.time(), session.id))
 
-    # -- hook dispatch ---------------------------------------------------------------
-    def broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of a broadcast hook; one that raises is logged and skipped.
 
-        :returns: the implementations' non-None return values. Those that raised are
-            listed in :attr:`last_failures` until the next broadcast.
-        """
-        results = []
-        self.last_failures = []
-        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
-        if os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1":
-            names = ", ".join(i.plugin_name for i in impls)
-            print(f"[opensage trace] {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
-        for impl in impls:
-            ok, value = self._call_one(impl, hook_name, kwargs)
-            if not ok:
-                self.last_failures.append({"plugin": impl.plugin_name, "hook": hook_name, "error": value})
-            elif value is not None:
-                results.append(value)
-        return results
-
-    def _call_one(self, impl, hook_name: str, kwargs: dict[str, Any], reraise: bool = False):
-        call_kwargs = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-        trace = os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1"
-        if trace:
-            print(f"[opensage trace] {hook_name} -> {impl.plugin_name}", file=sys.stderr)
-        try:
-            return True, impl.function(**call_kwargs)
-        except Exception as exc:
-            if reraise:
-                raise
-            log.error("plugin %s failed in %s: %s: %s", impl.plugin_name, hook_name, type(exc).__name__, exc)
-            if trace:
-                log.exception("traceback")
-            return False, f"{type(exc).__name__}: {exc}"
+def _plugin_label(plugin: Any) -> str:
+    """A readable name for a plugin object that has no registered name."""
+    return getattr(plugin, "__name__", None) or type(plugin).__qualname__
 
 
 def event_from_json(data: str | dict) -> SessionEvent:

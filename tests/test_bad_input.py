@@ -103,7 +103,7 @@ def test_the_opencode_shim_never_sends_half_an_emoji(project, tmp_path):
         "await hooks['tool.execute.after']({sessionID: 'js1', tool: 'bash', callID: 'c1', args: {}}, {output: text});\n"
         "await hooks.dispose();\n")
     proc = subprocess.run(["node", str(driver), shim.as_uri()], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     texts = episodes(project, "js1")
     assert "a" * 19999 in texts  # cut before the emoji: no U+FFFD, nothing lost

@@ -189,3 +189,70 @@ def test_cli_rejection_shows_the_failure_and_exits_non_zero(cli, project, tmp_pa
     assert "expected result 5, got -1" in proc.stderr + proc.stdout
     assert not (project / ".opencode" / "generated-tools" / "add").exists()
     assert cli("@add", "a=1", "b=2").returncode == 2  # unknown command
+
+
+CLAMP = """\
+import json, sys
+print(json.dumps({"result": json.load(sys.stdin)["arguments"]["n"] * 2}))
+"""
+CLAMP_PARAMS = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 5},
+                                                 "tag": {"type": "string", "pattern": "^[a-z]+$"}},
+                "required": ["n"]}
+
+
+def test_schema_constraints_are_enforced_before_the_sandbox_starts(host, scripted, cli):
+    scripted.add(spec(CLAMP, name="double", params=CLAMP_PARAMS,
+                      examples=[{"arguments": {"n": 2}, "expected": 4}]))
+    host.run_line('@generate-tool requirement="double n (0..5)" name=double')
+    proc = cli("@double", "n=999")
+    assert proc.returncode == 2, proc.stderr
+    assert "argument 'n': 999 is greater than the maximum of 5" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("@double", "n=3", "tag=Not-Lower")
+    assert proc.returncode == 2 and "'tag'" in proc.stderr and "does not match" in proc.stderr
+    assert "never run" in cli("@list-generated-tools").stdout, "a rejected call must not reach the sandbox"
+    assert cli("@double", "n=5").stdout.strip() == "10"
+    from opensage.types import CommandContext
+    with pytest.raises(UsageError, match="less than the minimum of 0"):  # the agents' path too
+        host.tools()["double"].run({"n": -1}, CommandContext(host=host))
+    with pytest.raises(UsageError, match="maximum"):
+        host.run_line('@async-tool-background toolName=double parameters={"n": 6}')
+
+
+def test_malformed_schema_or_examples_breaking_it_are_rejected_at_generation(host, scripted, project):
+    bad_schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": "five"}}, "required": ["n"]}
+    breaking = spec(CLAMP, name="double", params=CLAMP_PARAMS, examples=[{"arguments": {"n": 9}, "expected": 18}])
+    scripted.add(spec(CLAMP, name="double", params=bad_schema, examples=[{"arguments": {"n": 2}, "expected": 4}]),
+                 breaking)
+    with pytest.raises(ModelError) as err:
+        host.run_line('@generate-tool requirement="double n" name=double attempts=2')
+    message = str(err.value)
+    assert "parameters is not a valid JSON Schema" in message and "'five' is not of type 'number'" in message
+    assert "example 1" in message and "greater than the maximum of 5" in message
+    assert "not a valid JSON Schema" in scripted.requests[1]["messages"][-1]["content"], "the model is told why"
+    assert not (project / ".opencode" / "generated-tools" / "double").exists()
+
+
+def test_draft_7_schemas_are_read_as_draft_7(host, scripted):
+    # a tuple-form "items" list is Draft 7 (it is no valid schema in Draft 2020-12)
+    params = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "properties": {"pair": {"type": "array", "items": [{"type": "integer"}, {"type": "string"}]}},
+              "required": ["pair"]}
+    code = 'import json, sys\nprint(json.dumps({"result": len(json.load(sys.stdin)["arguments"]["pair"])}))\n'
+    scripted.add(spec(code, name="pair", params=params, examples=[{"arguments": {"pair": [1, "a"]}, "expected": 2}]))
+    host.run_line('@generate-tool requirement="count" name=pair')
+    assert host.run_line('@pair pair=[3,"x"]').text == "2"
+    with pytest.raises(UsageError, match="2 is not of type 'string'"):
+        host.run_line("@pair pair=[1,2]")
+    from opensage.plugins.dynamic_tools.commands import parameters_validator
+    with pytest.raises(UsageError, match="not a valid JSON Schema"):
+        parameters_validator({k: v for k, v in params.items() if k != "$schema"})
+    with pytest.raises(UsageError, match="not supported"):
+        parameters_validator({**params, "$schema": "http://example.com/my-dialect"})
+
+
+def test_a_remote_ref_is_never_fetched(host, scripted, project):
+    params = {"type": "object", "properties": {"n": {"$ref": "http://127.0.0.1:9/evil.json"}}, "required": ["n"]}
+    scripted.add(spec(CLAMP, name="double", params=params, examples=[{"arguments": {"n": 2}, "expected": 4}]))
+    with pytest.raises(ModelError, match="does not resolve inside the schema"):
+        host.run_line('@generate-tool requirement="double n" name=double attempts=1')
+    assert not (project / ".opencode" / "generated-tools" / "double").exists()

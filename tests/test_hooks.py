@@ -12,10 +12,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from opensage import Command, CommandResult, Route, SessionEvent, Tool, hookimpl, hookspecs
 from opensage.cli import cli
+from opensage.errors import PluginError
 from opensage.host import Host
 from opensage.types import ArgModel
 
@@ -143,6 +145,112 @@ def test_hook_session_event(workspace, caplog):
     assert any("plugin bug" in r.getMessage() for r in caplog.records)
 
 
+def test_wrapper_hookimpl_on_session_event_runs_before_and_after_the_others(workspace):
+    order = []
+
+    class Around:
+        @hookimpl(wrapper=True)
+        def session_event(self, session, event):
+            order.append("before")
+            result = yield
+            order.append(("after", len(result)))
+            return result
+
+    class Inner:
+        @hookimpl
+        def session_event(self, session, event):
+            order.append(("inner", event.text))
+
+    broken = Broken()
+    host = Host(workspace, plugins=[Inner(), Around(), broken])
+    host.record(host.session("w1"), SessionEvent(kind="user_message", text="hi"))
+    assert order == ["before", ("inner", "hi"), ("after", 0)], order
+    assert [(f["plugin"], f["hook"]) for f in host.last_failures] == [(host.pm.get_name(broken), "session_event")]
+
+
+def test_a_raising_wrapper_is_isolated_and_named(workspace, caplog):
+    class BadWrapper:
+        @hookimpl(wrapper=True)
+        def session_start(self, session):
+            raise RuntimeError("wrapper bug")
+            yield  # pragma: no cover
+
+    class BadTeardown:
+        @hookimpl(wrapper=True)
+        def session_end(self, session):
+            yield
+            raise RuntimeError("teardown bug")
+
+    rec, bad = Recorder(), BadWrapper()
+    host = Host(workspace, plugins=[rec, bad, BadTeardown()])
+    session = host.session("w2")
+    with caplog.at_level(logging.ERROR, logger="opensage"):
+        host.start_session(session)
+        assert ("start", "w2", "cli") in rec.calls, "the other implementations must still run"
+        assert [f["error"] for f in host.last_failures] == ["RuntimeError: wrapper bug"]
+        host.end_session(session)
+    assert ("end", "w2") in rec.calls
+    assert [f["error"] for f in host.last_failures] == ["RuntimeError: teardown bug"]
+    assert any(f"plugin {host.pm.get_name(bad)} failed in session_start: RuntimeError: wrapper bug" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_misspelt_hookimpl_fails_at_start_up_naming_the_plugin(workspace):
+    class Typo:
+        @hookimpl
+        def session_evnt(self, session, event):  # misspelt on purpose
+            pass
+
+    with pytest.raises(PluginError) as err:
+        Host(workspace, plugins=[Typo()])
+    assert "session_evnt" in str(err.value) and "did you mean 'session_event'" in str(err.value)
+    assert err.value.exit_code == 2
+
+    class WrongArgument:
+        @hookimpl
+        def session_event(self, sesion, event):  # an argument the hook does not have
+            pass
+
+    with pytest.raises(PluginError, match="sesion"):
+        Host(workspace, plugins=[WrongArgument()])
+
+
+def test_a_plugin_failing_to_register_commands_leaves_the_others(workspace, caplog):
+    class BadCommands:
+        @hookimpl
+        def register_commands(self, register):
+            register("not a command")
+
+    bad = BadCommands()
+    with caplog.at_level(logging.ERROR, logger="opensage"):
+        host = Host(workspace, plugins=[bad])
+        assert "memory-add-node" in host.commands and host.commands["memory-add-node"].plugin == "graph-memory"
+    assert any(f"plugin {host.pm.get_name(bad)} failed in register_commands: TypeError" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_misspelt_entry_point_plugin_exits_2_with_its_name(tmp_path, project):
+    site = tmp_path / "site"
+    (site / "typo_plugin").mkdir(parents=True)
+    (site / "typo_plugin" / "__init__.py").write_text(textwrap.dedent('''
+        from opensage import hookimpl
+        @hookimpl
+        def session_evnt(session, event):
+            pass
+    '''))
+    dist = site / "typo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: typo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[opensage]\ntypo = typo_plugin\n")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "opensage", "-w", str(project), "@memory-query", "query=x"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "plugin 'typo'" in out.stderr and "session_evnt" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (project / ".opencode" / "opensage.db").exists(), "a start-up failure must write nothing"
+
+
 def test_hook_session_compact(workspace):
     rec = Recorder()
     host = Host(workspace, plugins=[rec])
@@ -220,7 +328,8 @@ def test_trace_plugins_env_shows_hook_calls(project, cli):
     out = cli("hook", "user-message", input=json.dumps({"session_id": "t1", "text": "hello"}),
               env={"OPENSAGE_TRACE_PLUGINS": "1"})
     assert out.returncode == 0, out.stderr
-    assert "[opensage trace] session_event(session, event) -> [" in out.stderr
+    assert out.stderr.count("[opensage trace] session_event(session, event) -> [") == 1, out.stderr
+    assert out.stderr.count("[opensage trace] session_event ok") == 1, "one tracing path: pluggy's monitoring"
 
 
 def test_third_party_plugin_loads_from_entry_point(tmp_path, project):

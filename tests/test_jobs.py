@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import psutil
 import pytest
 
 from opensage.errors import NotFoundError, UsageError
+from tests.polling import wait_until
 
 SLEEPER = """\
 import json, subprocess, sys, time
@@ -37,14 +37,15 @@ def sleeper(host, scripted):
     return host
 
 
-def _wait(host, job_id, statuses, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait(host, job_id, statuses, timeout=60.0, stderr_has=None):
+    """Poll the job until its status is one of ``statuses`` (and its stderr holds ``stderr_has``)."""
+    def reached():
         info = host.run_line(f"@poll-async-job jobId={job_id}").data
-        if info["status"] in statuses:
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {info}")
+        ok = info["status"] in statuses and (stderr_has is None or stderr_has in info["stderr"])
+        return info if ok else None
+
+    return wait_until(reached, timeout, what=f"job {job_id} to reach {sorted(statuses)}"
+                      + (f" with {stderr_has!r} on stderr" if stderr_has else ""))
 
 
 def _procs_with(arg: str) -> list[psutil.Process]:
@@ -60,18 +61,13 @@ def _procs_with(arg: str) -> list[psutil.Process]:
 
 def test_job_runs_in_background_polled_running_then_succeeded(sleeper):
     host = sleeper
-    t0 = time.monotonic()
     started = host.run_line("@async-tool-background toolName=sleeper parameters={\"seconds\": 3}")
-    assert time.monotonic() - t0 < 2.0  # returns at once
     job_id = started.data["jobId"]
     assert started.data["status"] == "queued"
+    # it returned at once: the 3-second job has not finished when the command is back
+    assert host.run_line(f"@poll-async-job jobId={job_id}").data["status"] in ("queued", "running")
     _wait(host, job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while True:  # progress output appears while the job is still running
-        progress = host.run_line(f"@poll-async-job jobId={job_id}").data
-        if "tick 0" in progress["stderr"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    progress = _wait(host, job_id, {"running"}, stderr_has="tick 0")  # progress shows while it runs
     assert progress["status"] == "running" and "tick 0" in progress["stderr"], progress
     done = _wait(host, job_id, {"succeeded", "failed", "lost", "timed_out"})
     assert done["status"] == "succeeded", done
@@ -84,16 +80,10 @@ def test_cancel_kills_the_sandboxed_processes(sleeper):
     host = sleeper
     job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4242.5}').data["jobId"]
     _wait(host, job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while not _procs_with("4242.5") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _procs_with("4242.5"), "the tool's child never started"
+    wait_until(lambda: _procs_with("4242.5"), what="the tool's child to start")
     info = host.run_line(f"@cancel-async-job jobId={job_id}").data
     assert info["status"] == "cancelled"
-    deadline = time.monotonic() + 10
-    while _procs_with("4242.5") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _procs_with("4242.5") == []
+    wait_until(lambda: _procs_with("4242.5") == [], timeout_s=10, what="the tool's processes to be gone")
     # a finished job stays as it is
     assert host.run_line(f"@cancel-async-job jobId={job_id}").data["status"] == "cancelled"
 
@@ -102,18 +92,12 @@ def test_killed_supervisor_makes_the_job_lost(sleeper):
     host = sleeper
     job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4343.5}').data["jobId"]
     _wait(host, job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while not _procs_with("4343.5") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _procs_with("4343.5"), "the tool's child never started"
+    wait_until(lambda: _procs_with("4343.5"), what="the tool's child to start")
     row = host.db.conn.execute("SELECT supervisor_pid FROM jobs WHERE id=?", (job_id,)).fetchone()
     os.kill(row["supervisor_pid"], signal.SIGKILL)
     info = _wait(host, job_id, {"lost"}, timeout=30)
     assert "supervisor" in info["error"]
-    deadline = time.monotonic() + 10
-    while _procs_with("4343.5") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _procs_with("4343.5") == []
+    wait_until(lambda: _procs_with("4343.5") == [], timeout_s=10, what="the tool's processes to be gone")
     assert host.run_line(f"@poll-async-job jobId={job_id}").data["status"] == "lost"  # never running again
 
 
@@ -145,7 +129,8 @@ def test_jobs_beyond_the_concurrency_limit_wait_queued(sleeper, monkeypatch):
     first = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 4}').data["jobId"]
     _wait(host, first, {"running"})
     second = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 0}').data["jobId"]
-    time.sleep(1.0)
+    # the first job has been running for a second (its "tick 1" line) and the second still waits
+    _wait(host, first, {"running"}, stderr_has="tick 1")
     assert host.run_line(f"@poll-async-job jobId={first}").data["status"] == "running"
     assert host.run_line(f"@poll-async-job jobId={second}").data["status"] == "queued"
     assert _wait(host, first, {"succeeded", "failed", "lost"})["status"] == "succeeded"
@@ -165,21 +150,15 @@ def test_frozen_supervisor_is_killed_and_the_job_lost(sleeper, monkeypatch):
     host = sleeper
     job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4444.5}').data["jobId"]
     _wait(host, job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while not _procs_with("4444.5") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: _procs_with("4444.5"), what="the tool's child to start")
     supervisor = host.db.conn.execute("SELECT supervisor_pid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
     os.kill(supervisor, signal.SIGSTOP)
     try:
         monkeypatch.setattr(jobs, "HEARTBEAT_STALE_S", 2.0)
-        time.sleep(3.5)
-        info = host.run_line(f"@poll-async-job jobId={job_id}").data
-        assert info["status"] == "lost" and "heartbeat" in info["error"]
+        info = _wait(host, job_id, {"lost"}, timeout=30)  # once its heartbeat is 2 s old
+        assert "heartbeat" in info["error"]
         assert not psutil.pid_exists(supervisor) or psutil.Process(supervisor).status() == psutil.STATUS_ZOMBIE
-        deadline = time.monotonic() + 10
-        while _procs_with("4444.5") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _procs_with("4444.5") == []
+        wait_until(lambda: _procs_with("4444.5") == [], timeout_s=10, what="the tool's processes to be gone")
     finally:
         try:
             os.kill(supervisor, signal.SIGKILL)

@@ -229,21 +229,24 @@ def test_new_commands_are_announced_with_tools_list_changed(workspace):
     host = Host(workspace, plugins=[plugin])
     notices = []
 
+    changed = []  # an anyio.Event made inside the loop, set when the server announces a changed tool list
+
     async def on_message(message):
         method = getattr(getattr(message, "root", message), "method", None) or getattr(message, "method", None)
         if method:
             notices.append(method)
+            if method == "notifications/tools/list_changed" and changed:
+                changed[0].set()
 
     async def main():
+        changed.append(anyio.Event())
         async with Client(build_server(host), mode="legacy", message_handler=on_message) as client:
             before = {t.name for t in (await client.list_tools()).tools}
             await client.call_tool("memory-add-node", {"type": "concept", "label": "Quiet"})
             quiet = list(notices)
             made = await client.call_tool("make-command", {"name": "echo-it"})
-            for _ in range(50):
-                if "notifications/tools/list_changed" in notices:
-                    break
-                await anyio.sleep(0.02)
+            with anyio.move_on_after(30):  # wait for the notice itself; the asserts below say if it never came
+                await changed[0].wait()
             after = {t.name for t in (await client.list_tools()).tools}
             echoed = await client.call_tool("echo-it", {"text": "hello"})
             boom = await client.call_tool("boom", {})
@@ -281,12 +284,17 @@ def test_a_generated_tool_stored_meanwhile_is_announced_and_listed_with_its_sche
     )
     notices = []
 
+    changed = []  # an anyio.Event made inside the loop, set when the server announces a changed tool list
+
     async def on_message(message):
         method = getattr(getattr(message, "root", message), "method", None) or getattr(message, "method", None)
         if method:
             notices.append(method)
+            if method == "notifications/tools/list_changed" and changed:
+                changed[0].set()
 
     async def main():
+        changed.append(anyio.Event())
         params = StdioServerParameters(command=sys.executable,
                                        args=["-m", "opensage", "--workspace", str(project), "mcp"])
         async with stdio_client(params) as (read, write):
@@ -295,10 +303,8 @@ def test_a_generated_tool_stored_meanwhile_is_announced_and_listed_with_its_sche
                 before = {t.name for t in (await s.list_tools()).tools}
                 store.save(Workspace(project), spec, checked=[])
                 await s.call_tool("read_graph", {})
-                for _ in range(100):
-                    if "notifications/tools/list_changed" in notices:
-                        break
-                    await anyio.sleep(0.02)
+                with anyio.move_on_after(30):  # wait for the notice itself; the asserts below say if it never came
+                    await changed[0].wait()
                 tools = {t.name: t for t in (await s.list_tools()).tools}
                 return before, tools
 

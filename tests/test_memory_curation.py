@@ -226,6 +226,7 @@ DISTINCT = [
     ("The API listens on port 8080", "The API listens on port 8081"),
     ("Retry the upload three times with backoff", "Retry the download three times with backoff"),
     ("We store sessions in Redis", "We store sessions in Memcached"),
+    ("Alice", "Alicia"),  # short names: never a fuzzy merge
 ]
 
 
@@ -343,3 +344,65 @@ def test_forget_session_with_episodes_and_its_nodes(host, monkeypatch):
 def test_filter_defaults_are_current_only():
     assert MemoryFilter().node_sql()[0] == "n.valid_to IS NULL"
     assert MemoryFilter(include_superseded=True).node_sql()[0] == ""
+
+
+def test_mcp_memory_query_takes_filters(project):
+    """The MCP tool (real server subprocess, official client) filters like the command."""
+    import anyio
+    import sys
+
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    async def main():
+        params = StdioServerParameters(command=sys.executable, args=["-m", "opensage", "--workspace", str(project), "mcp"])
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                tools = {t.name: t for t in (await s.list_tools()).tools}
+                props = tools["memory-query"].input_schema["properties"]
+                await s.call_tool("memory-add-node", {"type": "fact", "label": "Wombat diet", "content": "wombats eat grass",
+                                                      "tags": ["zoo"]})
+                await s.call_tool("memory-add-node", {"type": "fact", "label": "Wombat burrow",
+                                                      "content": "wombats dig burrows"})
+                hit = await s.call_tool("memory-query", {"query": "wombats", "tags": ["zoo"], "since": "1d"})
+                bad = await s.call_tool("memory-query", {"query": "wombats", "since": "whenever-ish"})
+                return props, hit, bad
+
+    props, hit, bad = anyio.run(main)
+    assert {"since", "until", "tags", "tagsMode", "session", "source", "nodeTypes", "asOf",
+            "includeSuperseded"} <= set(props)
+    text = hit.content[0].text  # the model reads the text (no structuredContent for commands)
+    assert "Wombat diet" in text and "Wombat burrow" not in text and "tags any:zoo" in text
+    assert bad.is_error and "since" in bad.content[0].text
+
+
+def test_results_show_tags_and_supersession(host):
+    a = add(host, '@memory-add-node type=fact label="Build tool" content="we build with make" tags=["build"]')
+    b = add(host, '@memory-add-node type=fact label="Build tool now" content="we build with just"')
+    host.run_line(f"@memory-supersede old={a['id']} new={b['id']}")
+    out = host.run_line('@memory-query query="build" includeSuperseded=true')
+    row = next(r for r in out.data if r["id"] == a["id"])
+    assert row["tags"] == ["build"] and row["supersededBy"] == b["id"] and row["validTo"] >= row["validFrom"]
+    assert f"[superseded by {b['id']}]" in out.text and "#build" in out.text
+
+
+def test_forget_session_keep_nodes(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    host.record(host.session("k1", source="cli"),
+                SessionEvent(kind="user_message", role="user", text="We decided to vendor the icons."))
+    host.run_line("@memory-compress-session sessionId=k1 useModel=never")
+    out = host.run_line("@memory-forget session=k1 keepNodes=true")
+    assert out.data["episodes"] == 1 and out.data["nodes"] == []
+    assert host.db.conn.execute("SELECT count(*) FROM nodes WHERE type='decision'").fetchone()[0] == 1
+
+
+def test_forget_from_the_cli(cli):
+    assert cli("@memory-add-node", "type=fact", "label=Ephemeral", "content=to be forgotten").returncode == 0
+    done = cli("@memory-forget", "node=Ephemeral")
+    assert done.returncode == 0, done.stderr
+    assert "forgot n1 (fact) Ephemeral" in done.stdout
+    again = cli("@memory-forget", "node=Ephemeral")
+    assert again.returncode != 0 and "unknown node" in again.stderr and "Traceback" not in again.stderr
+    both = cli("@memory-forget", "node=n1", "session=s1")
+    assert both.returncode == 2 and "exactly one" in both.stderr

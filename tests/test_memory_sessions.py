@@ -343,9 +343,12 @@ def test_a_flooding_model_answer_is_bounded(host, scripted):
     from opensage.plugins.graph_memory.compress import MAX_MODEL_ITEMS
 
     _session(host)
-    items = [{"type": "concept", "label": f"concept {i}", "episodes": [1]} for i in range(20_000)]
-    relations = [{"source": f"concept {i}", "type": "related_to", "target": f"concept {i + 1}"} for i in range(5_000)]
-    scripted.add(json.dumps({"items": items, "relations": relations}))
+    # short labels keep the answer under llm.MAX_CONTENT_CHARS (1 MB), so it reaches compression
+    items = [{"type": "fact", "label": f"c{i}", "episodes": [1]} for i in range(20_000)]
+    relations = [{"source": f"c{i}", "type": "related_to", "target": f"c{i + 1}"} for i in range(500)]
+    answer = json.dumps({"items": items, "relations": relations}, separators=(",", ":"))
+    assert len(answer) < 1_000_000
+    scripted.add(answer)
     before = host.db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
     data = host.run("memory-compress-session", {"sessionId": "m1"}).data
     after = host.db.conn.execute("SELECT count(*) FROM nodes").fetchone()[0]

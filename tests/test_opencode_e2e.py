@@ -189,10 +189,6 @@ def test_opencode_calls_our_mcp_tools_and_the_plugin_records_the_session(opencod
     # ... and the primary agent can call it: the task tool offered to the model lists it
     assert f"sql-migration-reviewer: {DRAFT['description']}" in script.task_description
 
-    # the OpenCode part (run + both listings) stays under a minute; set-up (install, seeding,
-    # @generate-agent) is printed above and not part of the bound
-    assert opencode_s < 60, f"the OpenCode round trip took {opencode_s:.1f} s"
-
     # uninstall removes exactly what install added
     un = _run([*opensage, "uninstall", "opencode"], env=None, cwd=project)
     assert un.returncode == 0, un.stderr

@@ -11,6 +11,8 @@ TOOL_NAME = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: JSON-Schema ``type`` values a generated tool's parameters may use.
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object")
+#: Top-level keys of a tool's ``parameters`` kept besides type/properties/required.
+_KEPT_SCHEMA_KEYS = ("$schema", "$defs", "definitions", "additionalProperties")
 
 ToolLanguage = Literal["python", "bash", "node"]
 #: Source file name of a generated tool, by language.
@@ -94,7 +96,8 @@ class ToolDraft(BaseModel):
         required = v.get("required", [])
         if not isinstance(required, list) or any(r not in props for r in required):
             raise ValueError("parameters.required must list names from parameters.properties")
-        return {"type": "object", "properties": props, "required": list(required)}
+        kept = {k: v[k] for k in _KEPT_SCHEMA_KEYS if k in v}  # dialect, $ref targets, extra-argument rule
+        return {**kept, "type": "object", "properties": props, "required": list(required)}
 
     @model_validator(mode="after")
     def _examples_match(self) -> "ToolSpec":

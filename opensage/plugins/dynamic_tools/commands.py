@@ -102,7 +102,11 @@ def _result_text(result: Any) -> str:
 
 
 def args_model(spec) -> type[ArgModel]:
-    """A pydantic model of the tool's JSON-Schema parameters (types, required vs optional, enums)."""
+    """A pydantic model of the tool's JSON-Schema parameters (types, required vs optional, enums).
+
+    It gives the CLI, the REPL and MCP their argument parsing, coercion and usage text;
+    the other JSON-Schema keywords are enforced by :func:`check_arguments`.
+    """
     props = spec.parameters.get("properties", {})
     required = set(spec.parameters.get("required", []))
     fields: dict[str, Any] = {}
@@ -119,8 +123,80 @@ def args_model(spec) -> type[ArgModel]:
     return create_model(model_name, __base__=ArgModel, **fields)
 
 
+#: ``$schema`` values a generated tool's ``parameters`` may declare; without one the
+#: schema is read as Draft 2020-12 (the dialect of MCP tool input schemas).
+_DIALECTS = {"https://json-schema.org/draft/2020-12/schema": "Draft202012Validator",
+             "http://json-schema.org/draft-07/schema": "Draft7Validator"}
+
+
+def parameters_validator(parameters: dict[str, Any]):
+    """A :mod:`jsonschema` validator for a tool's JSON-Schema ``parameters``.
+
+    The dialect is the schema's ``$schema`` (Draft 2020-12 or Draft 7; none: 2020-12).
+    ``$ref`` resolves only inside the schema (an empty ``referencing.Registry``): an
+    untrusted tool spec cannot make opensage fetch a URL.
+
+    :param parameters: the ``parameters`` object of a :class:`~opensage.types.ToolSpec`.
+    :returns: a ``jsonschema`` validator instance.
+    :raises UsageError: an unsupported ``$schema`` or a schema that is not valid in its
+        dialect (e.g. ``"maximum": "five"``), with the offending keyword's path.
+    """
+    import jsonschema
+    from referencing import Registry
+
+    dialect = parameters.get("$schema")
+    name = "Draft202012Validator" if dialect is None else _DIALECTS.get(str(dialect).rstrip("#"))
+    if name is None:
+        raise UsageError(f"parameters.$schema {dialect!r} is not supported: use "
+                         f"{' or '.join(sorted(_DIALECTS))} (or leave it out for Draft 2020-12)")
+    cls = getattr(jsonschema, name)
+    try:
+        cls.check_schema(parameters)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise UsageError(f"parameters is not a valid JSON Schema ({name[:-9]}): at {where}: {_clip(exc.message)}") from None
+    return cls(parameters, registry=Registry())
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_arguments(spec, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``arguments`` with :mod:`jsonschema` against the tool's full ``parameters``.
+
+    The pydantic model of :func:`args_model` only coerces types (CLI text to numbers...)
+    and checks ``enum``; this enforces every keyword (``minimum``, ``maximum``,
+    ``pattern``, ``items``, ``required``, ``minLength``...). Called before the sandbox
+    starts, so a rejected call runs and records nothing.
+
+    :returns: ``arguments`` unchanged.
+    :raises UsageError: naming the argument and the broken constraint, e.g.
+        ``@clamp: argument 'n': 999 is greater than the maximum of 5``; or a ``$ref``
+        that points outside the schema (never fetched).
+    """
+    import jsonschema
+    from referencing.exceptions import Unresolvable
+
+    try:
+        error = jsonschema.exceptions.best_match(parameters_validator(spec.parameters).iter_errors(arguments))
+    except Unresolvable as exc:
+        raise UsageError(f"@{spec.name}: its parameters use a $ref that does not resolve inside the schema "
+                         f"({_clip(str(exc), 200)}); only local references like '#/$defs/name' are followed") from None
+    if error is None:
+        return arguments
+    path = "/".join(str(p) for p in error.absolute_path)
+    what = f"argument {path!r}" if path else "arguments"
+    prop = spec.parameters.get("properties", {}).get(error.absolute_path[0]) if error.absolute_path else None
+    hint = f"; its schema: {_clip(json.dumps(prop), 200)}" if prop else f"; see @{spec.name} --help"
+    raise UsageError(f"@{spec.name}: {what}: {_clip(error.message)}{hint}")
+
+
 def validate_arguments(spec, arguments: dict) -> dict:
     """Check ``arguments`` against the tool's parameters; returns them as the tool will get them.
+
+    Types are coerced by the pydantic model of :func:`args_model`, then every JSON-Schema
+    constraint is checked by :func:`check_arguments`.
 
     :raises UsageError: naming the bad argument.
     """
@@ -128,15 +204,16 @@ def validate_arguments(spec, arguments: dict) -> dict:
 
     probe = Command(spec.name, args_model(spec), lambda a, c: None, spec.description)
     bound = bind_arguments(probe, dict(arguments))
-    return bound.model_dump(by_alias=True, exclude_unset=True)
+    return check_arguments(spec, bound.model_dump(by_alias=True, exclude_unset=True))
 
 
 def tool_command(tool: store.StoredTool) -> Command:
     model = args_model(tool.spec)
 
     def handler(args, ctx: CommandContext) -> CommandResult:
-        arguments = args.model_dump(by_alias=True, exclude_unset=True)
-        out = _run_recorded(ctx, store.load(ctx.workspace, tool.name), arguments)
+        current = store.load(ctx.workspace, tool.name)
+        arguments = check_arguments(current.spec, args.model_dump(by_alias=True, exclude_unset=True))
+        out = _run_recorded(ctx, current, arguments)
         return CommandResult(text=_result_text(out.result), data={
             "result": out.result, "level": out.run.level, "durationMs": round(out.run.duration_ms, 1)})
 

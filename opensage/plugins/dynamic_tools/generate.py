@@ -40,8 +40,29 @@ Language notes:
 Give 1-5 "examples": each {"arguments": {...}, "state": null, "expected": <the exact "result" value>}.
 They are run before the tool is accepted; the tool is rejected if any result differs.
 "parameters" is a JSON Schema object: {"type": "object", "properties": {"name": {"type":
-"string|integer|number|boolean|array|object", "description": "..."}}, "required": [...]}.
+"string|integer|number|boolean|array|object", "description": "..."}}, "required": [...]}
+(JSON Schema Draft 2020-12, or Draft 7 with "$schema"). Constraints such as minimum,
+maximum, pattern, enum and items are enforced on every call; the examples must satisfy them.
 """
+
+
+def check_schema(spec: ToolSpec) -> None:
+    """Reject a candidate whose ``parameters`` is not a valid JSON Schema, or whose examples break it.
+
+    :raises ToolRunError: the schema error or the first example that does not match
+        (a rejection reason the model sees, like a failing example).
+    """
+    from opensage.plugins.dynamic_tools.commands import check_arguments, parameters_validator
+
+    try:
+        parameters_validator(spec.parameters)
+        for i, ex in enumerate(spec.examples):
+            try:
+                check_arguments(spec, ex.arguments)
+            except UsageError as exc:
+                raise UsageError(f"example {i + 1} {json.dumps(ex.arguments)} does not match the parameters: {exc}") from None
+    except UsageError as exc:
+        raise ToolRunError(str(exc)) from None
 
 
 @dataclass
@@ -97,6 +118,7 @@ def generate(host, requirement: str, language: str, name: str, attempts: int = 3
             code_path = staging / spec.file_name
             code_path.write_text(spec.code, encoding="utf-8")
             try:
+                check_schema(spec)
                 syntax_check(spec, code_path, config)
                 dependency_check(spec, config)
                 checked = check_examples(spec, code_path, config)

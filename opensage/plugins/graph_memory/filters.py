@@ -3,8 +3,10 @@
 One :class:`MemoryFilter` is built from the command arguments (:meth:`MemoryFilter.build`)
 and turned into SQL conditions on ``nodes`` (alias ``n``) and ``episodes`` (alias ``e``),
 so every query mode filters inside SQLite and the indexes of migration 5 (``curation``)
-carry the work: ``nodes(valid_from)``, ``nodes(valid_to, valid_from)``,
-``nodes(session_id)``, ``nodes(source)`` and ``node_tags(tag, node_id)``.
+carry the work. Similarity is driven by the FTS5 index (the node conditions are checked
+per matching row by id: a ``CROSS JOIN`` keeps SQLite from driving the query from a
+``nodes`` index and running MATCH per node); a tag filter is a lookup in
+``node_tags(node_id, tag)`` per candidate row.
 
 Time: nodes are filtered on ``valid_from`` (when the knowledge was first recorded; for
 compressed nodes the time of the earliest episode it came from), episodes on their
@@ -179,11 +181,13 @@ class MemoryFilter:
             params.append(self.source)
         if self.tags:
             marks = ",".join("?" * len(self.tags))
+            # correlated, per candidate row, on node_tags(node_id, tag): a non-correlated
+            # IN (SELECT ...) would list every node of the tag on each call (thousands at 100k)
             if self.tags_mode == "all" and len(self.tags) > 1:
-                parts.append(f"{a}.id IN (SELECT node_id FROM node_tags WHERE tag IN ({marks})"
-                             f" GROUP BY node_id HAVING count(*) = {len(self.tags)})")
+                parts.append(f"(SELECT count(*) FROM node_tags t WHERE t.node_id = {a}.id AND t.tag IN ({marks}))"
+                             f" = {len(self.tags)}")
             else:
-                parts.append(f"{a}.id IN (SELECT node_id FROM node_tags WHERE tag IN ({marks}))")
+                parts.append(f"EXISTS (SELECT 1 FROM node_tags t WHERE t.node_id = {a}.id AND t.tag IN ({marks}))")
             params += self.tags
         return " AND ".join(parts), params
 
@@ -206,19 +210,66 @@ class MemoryFilter:
             params.append(self.source)
         return " AND ".join(parts), params
 
+    def candidate_ids(self, conn, max_size: int = 20_000) -> set[int] | None:
+        """Ids of the nodes that pass the *selective* constraints, read from their indexes
+        (tags: ``node_tags``; ``since``/``until``: ``nodes(valid_from)``; ``session``,
+        ``source``), or None when none of them admits at most ``max_size`` nodes.
+
+        A superset: the other conditions (validity, type, unselective constraints) still
+        have to be checked (:meth:`keep_nodes`). Counting first is cheap (index only, under
+        a millisecond at 100k nodes); reading a set of 20,000 ids takes a few.
+        """
+        parts: list[tuple[str, list]] = []
+        if self.tags:
+            marks = ",".join("?" * len(self.tags))
+            if self.tags_mode == "all" and len(self.tags) > 1:
+                parts.append((f"SELECT node_id FROM node_tags WHERE tag IN ({marks}) GROUP BY node_id"
+                              f" HAVING count(*) = {len(self.tags)}", list(self.tags)))
+            else:
+                parts.append((f"SELECT node_id FROM node_tags WHERE tag IN ({marks})", list(self.tags)))
+        if self.since is not None or self.until is not None:
+            lo = self.since if self.since is not None else float("-inf")
+            hi = self.until if self.until is not None else float("inf")
+            parts.append(("SELECT id FROM nodes INDEXED BY nodes_valid_from WHERE valid_from BETWEEN ? AND ?", [lo, hi]))
+        if self.session:
+            parts.append(("SELECT id FROM nodes INDEXED BY nodes_session WHERE session_id = ?", [self.session]))
+        if self.source:
+            parts.append(("SELECT id FROM nodes INDEXED BY nodes_source WHERE source = ?", [self.source]))
+        small = []
+        for sql, params in parts:
+            n = conn.execute(f"SELECT count(*) FROM ({sql} LIMIT {max_size + 1})", params).fetchone()[0]
+            if n <= max_size:
+                small.append((n, sql, params))
+        if not small:
+            return None
+        # only the smallest set is read (the other conditions are checked on the few
+        # matches left); plain tuples, not sqlite3.Row objects, to keep it cheap
+        _n, sql, params = min(small, key=lambda x: x[0])
+        cur = conn.cursor()
+        cur.row_factory = None
+        return {r[0] for r in cur.execute(sql, params)}
+
     # -- applying it to id lists ----------------------------------------------------------------
-    def keep_nodes(self, conn, ids: Sequence[int]) -> list[int]:
-        """``ids`` (order kept) that pass the node conditions."""
+    def keep_nodes(self, conn, ids: Sequence[int], limit: int | None = None) -> list[int]:
+        """``ids`` (order kept) that pass the node conditions; stops after ``limit`` kept.
+
+        Rows are looked up by id (``NOT INDEXED``: without it SQLite may walk a whole
+        column index such as ``valid_from`` instead of the few ids asked for).
+        """
         ids = list(ids)
         cond, params = self.node_sql()
         if not ids or not cond:
-            return ids
-        ok: set[int] = set()
+            return ids[:limit] if limit is not None else ids
+        out: list[int] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            ok.update(r[0] for r in conn.execute(
-                f"SELECT n.id FROM nodes n WHERE n.id IN ({','.join('?' * len(chunk))}) AND {cond}", (*chunk, *params)))
-        return [i for i in ids if i in ok]
+            ok = {r[0] for r in conn.execute(
+                f"SELECT n.id FROM nodes n NOT INDEXED WHERE n.id IN ({','.join('?' * len(chunk))}) AND {cond}",
+                (*chunk, *params))}
+            out.extend(x for x in chunk if x in ok)
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
 
     def keep_episodes(self, conn, ids: Sequence[int]) -> list[int]:
         """``ids`` (order kept) that pass the episode conditions ([] when episodes are excluded)."""

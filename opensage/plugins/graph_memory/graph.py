@@ -136,9 +136,13 @@ class Edge:
 TAG_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,39}$")
 #: Tags per node at most.
 MAX_TAGS = 32
-#: Node types merged on write when a near-duplicate exists (code-graph nodes are not:
-#: their labels are qualified names, and two similar names are two symbols).
-DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "task", "entity", "event", "plan", "query"})
+#: Node types merged on write when a near-duplicate exists. Not code-graph nodes (two
+#: similar qualified names are two symbols), not entities (Alice and Alicia are two
+#: people), not per-run nodes (task, plan, outcome, agent: the coordinator keys them by run).
+DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "query"})
+#: A fuzzy (not identical) merge needs at least this many words in each text: short
+#: names differ by one letter and mean different things.
+DUPLICATE_MIN_WORDS = 4
 #: rapidfuzz ``fuzz.ratio`` (0-100) on the normalised text at or above which two nodes are
 #: near-duplicates. Chosen by hand on the labelled dev pairs of tests/test_memory_curation.py
 #: (measured: rewordings by case, punctuation, a typo or a filler word score 97.6-100;
@@ -146,9 +150,8 @@ DEDUPE_TYPES = frozenset({"decision", "fact", "error", "concept", "answer", "tas
 #: ratio alone cannot separate them and the word check of :func:`near_duplicate` does).
 #: 90 leaves room for longer rewordings. Not tuned or checked on held-out data.
 DUPLICATE_RATIO = 90.0
-#: Candidates (BM25 over the same type) compared with rapidfuzz on each write.
-DUPLICATE_CANDIDATES = 10
-DUPLICATE_QUERY_WORDS = 32
+#: Candidates (FTS5 matches of the same type) compared with rapidfuzz on each write.
+DUPLICATE_CANDIDATES = 20
 MAX_MERGED_LABELS = 20
 #: Change cues of the deterministic supersession rule (see Graph.detect_supersession).
 CHANGE_CUE = re.compile(
@@ -176,7 +179,7 @@ def near_duplicate(a: str, b: str) -> float | None:
     """The rapidfuzz ``fuzz.ratio`` (0-100) of two texts when they are near-duplicates, else None.
 
     Texts are lowercased with punctuation dropped. Near-duplicates: the same normalised
-    text, or ratio >= :data:`DUPLICATE_RATIO` *and* every word found in only one of
+    text, or (both at least :data:`DUPLICATE_MIN_WORDS` words) ratio >= :data:`DUPLICATE_RATIO` *and* every word found in only one of
     them has a close partner in the other (ratio >= 80, a typo) and no word with a digit
     differs — so "use Postgres for the queue" and "use SQLite for the queue" stay two nodes.
     """
@@ -187,6 +190,8 @@ def near_duplicate(a: str, b: str) -> float | None:
         return None
     if na == nb:
         return 100.0
+    if min(len(na.split()), len(nb.split())) < DUPLICATE_MIN_WORDS:
+        return None
     ratio = fuzz.ratio(na, nb)
     if ratio < DUPLICATE_RATIO:
         return None
@@ -325,13 +330,18 @@ class Graph:
     def _find_duplicate(self, conn, type: str, label: str, content: str):
         """(row, ratio) of a current node of ``type`` that ``label``/``content`` nearly duplicates, or None."""
         text = f"{label} {content}"
-        terms = [t for t in re.findall(r"[^\W_]+", text.lower()) if len(t) > 2][:DUPLICATE_QUERY_WORDS]
-        if not terms:
+        words = list(dict.fromkeys(t for t in re.findall(r"[^\W_]+", text.lower()) if len(t) > 2))
+        if not words:
             return None
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(terms))
+        # a near-duplicate shares almost every word: ask FTS5 for nodes having all of the
+        # three longest words, or all of the next three (so one typo does not hide it);
+        # an AND query stays fast at 100k nodes where an OR of every word does not
+        longest = sorted(words, key=lambda w: (-len(w), w))[:6]
+        q = lambda ws: "(" + " AND ".join('"' + w.replace('"', '""') + '"' for w in ws) + ")"  # noqa: E731
+        match = q(longest[:3]) + (" OR " + q(longest[3:]) if len(longest) > 3 else "")
         rows = conn.execute(
-            "SELECT n.* FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type = ?"
-            " AND n.valid_to IS NULL ORDER BY bm25(nodes_fts) LIMIT ?", (match, type, DUPLICATE_CANDIDATES)).fetchall()
+            "SELECT n.* FROM nodes_fts f CROSS JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ? AND n.type = ?"
+            " AND n.valid_to IS NULL LIMIT ?", (match, type, DUPLICATE_CANDIDATES)).fetchall()
         best = None
         for r in rows:
             ratio = near_duplicate(text, f"{r['label']} {r['content']}")

@@ -164,7 +164,6 @@ def m005_curation(conn) -> None:
             SELECT min(e.timestamp) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id
             WHERE ne.node_id = nodes.id), created_at);
         CREATE INDEX nodes_valid_from ON nodes(valid_from);
-        CREATE INDEX nodes_current ON nodes(valid_to, valid_from);
         CREATE INDEX nodes_session ON nodes(session_id);
         CREATE INDEX nodes_source ON nodes(source);
         CREATE TABLE node_tags (
