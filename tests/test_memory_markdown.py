@@ -163,3 +163,27 @@ def test_markdown_usage_errors(project, cli, tmp_path):
     assert r.returncode == 2 and "either PATH" in r.stderr
     r = cli("memory", "import", "--markdown", str(tmp_path / "missing"))
     assert r.returncode == 2 and "is not a folder" in r.stderr
+
+
+def test_markdown_relation_removed_and_file_deleted(project, cli, tmp_path):
+    ids = _seed(project, cli)
+    mirror = tmp_path / "notes"
+    assert cli("memory", "export", "--markdown", str(mirror)).returncode == 0
+    jwt_file = next(mirror.glob("use-jwt-for-the-api-*.md"))
+    text = jwt_file.read_text()
+    jwt_file.write_text(re.sub(r"\n## Relations\n- fixes .*\n", "\n", text))
+    redis_file = next(mirror.glob("keep-sessions-in-redis-*.md"))
+    redis_file.unlink()
+    r = cli("memory", "import", "--markdown", str(mirror))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "relations" in r.stdout and "file removed; " + ids["Keep sessions in Redis"] + " stays in memory" in r.stdout
+    from opensage.host import Host
+    from opensage.store import Workspace
+
+    h = Host(Workspace(project))
+    try:
+        g = graph_for(h)
+        assert g.edges_of(g.resolve(ids["Use JWT for the API"]).id, "out") == []
+        assert g.resolve(ids["Keep sessions in Redis"]).content == "Redis is already deployed."
+    finally:
+        h.close()

@@ -145,6 +145,16 @@ def test_ui_access_control(ui, project):
         assert node_tags(node) == [] and node.content == "Redis holds the sessions of the web app."
     finally:
         host.close()
+    # mark superseded (through @memory-supersede), then the default search hides it
+    status, _, body = _request(ui.base + "/api/node/Keep%20sessions%20in%20Redis/supersede",
+                               data=b'{"by": "Use JWT for the API"}', method="POST",
+                               headers={"Cookie": cookie, "Content-Type": "application/json"})
+    assert status == 200, body
+    assert json.loads(body)["node"]["supersededBy"] is not None
+    found = lambda extra: [r["label"] for r in json.loads(_request(
+        ui.base + "/api/search?q=sessions+Redis" + extra, headers={"Cookie": cookie})[2])["results"]]
+    assert "Keep sessions in Redis" not in found("")
+    assert "Keep sessions in Redis" in found("&includeSuperseded=1")
     # forget goes through the API too
     status, _, body = _request(ui.base + "/api/node/Keep%20sessions%20in%20Redis/forget", data=b"{}", method="POST",
                                headers={"Cookie": cookie, "Content-Type": "application/json"})

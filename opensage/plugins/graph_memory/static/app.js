@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let current = null;
 let cy = null;
+let searchSeq = 0;  // only the newest search may fill the list (an older answer arriving late is dropped)
 
 async function api(path, body) {
   const opts = body === undefined ? {} : {
@@ -29,8 +30,10 @@ async function search(ev) {
     source: $("f-source").value, includeSuperseded: $("f-superseded").checked ? "1" : "",
   });
   $("status").textContent = "searching…";
+  const seq = ++searchSeq;
   try {
     const data = await api("/api/search?" + params);
+    if (seq !== searchSeq) return;
     const list = $("results");
     list.replaceChildren();
     for (const n of data.results) {
@@ -43,7 +46,7 @@ async function search(ev) {
       list.append(li);
     }
     $("status").textContent = data.results.length + " results" + (data.filter ? " (" + data.filter + ")" : "");
-  } catch (e) { $("status").textContent = "error: " + e.message; }
+  } catch (e) { if (seq === searchSeq) $("status").textContent = "error: " + e.message; }
 }
 
 async function openNode(id) {
