@@ -105,6 +105,15 @@ def test_markdown_round_trip_applies_exactly_the_edits_and_is_idempotent(project
     assert r.stdout.startswith("0 updated, 0 created, 4 unchanged"), r.stdout
     assert db_snapshot(project) == after
 
+    # exporting again keeps the hand-written file's name (no second file for that node)
+    r = cli("memory", "export", "--markdown", str(mirror))
+    assert r.returncode == 0 and "wrote 4 node files" in r.stdout, r.stdout + r.stderr
+    assert len(list(mirror.glob("*.md"))) == 4
+    assert (mirror / "redis-outage.md").read_text().startswith(f"---\nid: {outage.ref}\ntype: error\n")
+    r = cli("memory", "import", "--markdown", str(mirror))
+    assert r.stdout.startswith("0 updated, 0 created, 4 unchanged"), r.stdout
+    assert db_snapshot(project) == after
+
 
 def test_markdown_conflict_is_reported_and_nothing_is_lost(project, cli, tmp_path):
     ids = _seed(project, cli)

@@ -245,12 +245,18 @@ def export_markdown(graph: Graph, folder: Path, force: bool = False) -> dict[str
     rows = graph.db.conn.execute("SELECT id FROM nodes ORDER BY id").fetchall()
     nodes = [n for n in graph.get_many(r[0] for r in rows).values() if is_lasting(n)]
     nodes.sort(key=lambda n: n.id)
-    names = {n.id: file_name(n)[:-3] for n in nodes}
+    # a node keeps the file it already has in this folder (also a file a person created)
+    files = {}
+    for n in nodes:
+        old = base["nodes"].get(n.ref)
+        files[n.id] = old["file"] if old and (folder / old["file"]).is_file() else file_name(n)
+    names = {nid: Path(f).stem for nid, f in files.items()}
     from opensage.store import atomic_write_text
 
-    new_base: dict[str, Any] = {"version": 1, "nodes": {}, "files": {}}
+    new_base: dict[str, Any] = {"version": 1, "nodes": {}, "files": {
+        f: ref for f, ref in base["files"].items() if parse_id(ref) in files and files[parse_id(ref)] == f}}
     for node in nodes:
-        name = file_name(node)
+        name = files[node.id]
         atomic_write_text(folder / name, render(graph, node, names))
         new_base["nodes"][node.ref] = {"file": name, "hash": db_state(graph, node).key()}
     removed = 0
