@@ -406,3 +406,13 @@ def test_forget_from_the_cli(cli):
     assert again.returncode != 0 and "unknown node" in again.stderr and "Traceback" not in again.stderr
     both = cli("@memory-forget", "node=n1", "session=s1")
     assert both.returncode == 2 and "exactly one" in both.stderr
+
+
+def test_history_mode_includes_superseded(host):
+    old = add(host, '@memory-add-node type=decision label="Job queue in Postgres" '
+                    'content="We keep the job queue in Postgres tables."')
+    add(host, '@memory-add-node type=decision label="Job queue moves to SQLite" '
+              'content="Switch the job queue to SQLite instead of Postgres tables."')
+    assert old["id"] not in ids(host.run_line('@memory-query query="job queue Postgres" maxResults=20'))
+    hist = host.run_line('@memory-query mode=history query="why did we pick Postgres for the job queue"')
+    assert any(c["anchor"]["id"] == old["id"] for c in hist.data)

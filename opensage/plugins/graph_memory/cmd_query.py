@@ -49,7 +49,8 @@ class QueryArgs(ArgModel):
     as_of: str | None = Field(
         None, max_length=100, description="what was current at that time (same forms as since): history of decisions")
     include_superseded: bool = Field(
-        False, description="also superseded knowledge (replaced decisions); default: current knowledge only")
+        False, description="also superseded knowledge (replaced decisions); default: current knowledge only "
+                           "(mode=history always includes it unless asOf is given)")
 
 
 def _empty_hint(args: QueryArgs) -> str:
@@ -93,6 +94,8 @@ def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
         from opensage.plugins.graph_memory.graph import graph_for
         from opensage.plugins.graph_memory.history import chains, render_chains
 
+        if flt.as_of is None:  # history mode is the request for history: replaced knowledge too
+            flt.include_superseded = True
         found = chains(graph_for(ctx.host), args.query, max_chains=min(args.max_results, 10), flt=flt)
         if not found:
             return CommandResult(text=f"history {args.query!r}: 0 chains.\n{_empty_hint(args)}", data=[])

@@ -210,6 +210,22 @@ class MemoryFilter:
             params.append(self.source)
         return " AND ".join(parts), params
 
+    @property
+    def only_current(self) -> bool:
+        """True for the default filter: nothing but "current nodes only"."""
+        return (self.as_of is None and not self.include_superseded and self.since is None and self.until is None
+                and not self.tags and not self.session and not self.source
+                and not [t for t in self.node_types if t != "episode"])
+
+    def superseded_ids(self, conn, max_size: int = 1000) -> set[int] | None:
+        """Ids of superseded nodes (partial index ``nodes_superseded``), or None when more
+        than ``max_size`` (then filter inside SQL instead)."""
+        cur = conn.cursor()
+        cur.row_factory = None
+        ids = {r[0] for r in cur.execute(
+            f"SELECT id FROM nodes INDEXED BY nodes_superseded WHERE valid_to IS NOT NULL LIMIT {max_size + 1}")}
+        return ids if len(ids) <= max_size else None
+
     def candidate_ids(self, conn, max_size: int = 20_000) -> set[int] | None:
         """Ids of the nodes that pass the *selective* constraints, read from their indexes
         (tags: ``node_tags``; ``since``/``until``: ``nodes(valid_from)``; ``session``,

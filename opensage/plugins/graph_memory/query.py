@@ -567,6 +567,13 @@ class QueryEngine:
         better); at most ``scored`` matching rows are scored. ``flt`` conditions are
         applied inside the query (filtered before scoring)."""
         w = ", ".join(f"{x:g}" for x in NODE_WEIGHTS)
+        if flt is not None and not node_type and flt.only_current:
+            # the default filter: drop the (few) superseded ids from an unfiltered query
+            # rather than look up every match's row (measured: +1.5 ms CPU p50 at 100k)
+            gone = flt.superseded_ids(self.db.conn)
+            if gone is not None:
+                found = self._bm25_nodes(match, None, limit + len(gone), scored, with_scores, None)
+                return [x for x in found if (x[0] if with_scores else x) not in gone][:limit]
         cand = flt.candidate_ids(self.db.conn) if flt is not None and not node_type else None
         if cand is not None:
             # a selective filter (a tag, a time range...): score the matches as without a

@@ -164,6 +164,8 @@ def m005_curation(conn) -> None:
             SELECT min(e.timestamp) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id
             WHERE ne.node_id = nodes.id), created_at);
         CREATE INDEX nodes_valid_from ON nodes(valid_from);
+        -- superseded nodes only (few): lets a current-only query exclude them cheaply
+        CREATE INDEX nodes_superseded ON nodes(valid_to) WHERE valid_to IS NOT NULL;
         CREATE INDEX nodes_session ON nodes(session_id);
         CREATE INDEX nodes_source ON nodes(source);
         CREATE TABLE node_tags (
