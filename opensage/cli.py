@@ -420,10 +420,20 @@ def memory_group() -> None:
 
 
 @memory_group.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True), required=False)
+@click.option("--markdown", "markdown_dir", type=click.Path(file_okay=False), default=None,
+              help="Apply edits made in a Markdown mirror folder (written by export --markdown) instead.")
 @click.pass_context
-def memory_import_cmd(ctx: click.Context, path: str) -> None:
-    """Load a memory.jsonl (PATH, or - for stdin); existing entities get new observations merged."""
+def memory_import_cmd(ctx: click.Context, path: str | None, markdown_dir: str | None) -> None:
+    """Load a memory.jsonl (PATH, or - for stdin); existing entities get new observations merged.
+
+    With --markdown DIR: apply a person's edits in a Markdown mirror (content, tags,
+    relations, new files); conflicts and errors are listed and exit with status 1.
+    """
+    if markdown_dir is not None or path is None:
+        if path is not None or markdown_dir is None:
+            _fail(UsageError("give either PATH (a memory.jsonl) or --markdown DIR, not both or neither."))
+        return _markdown_import(ctx, markdown_dir)
     from opensage.memory_compat import compat_for, import_jsonl
 
     try:
@@ -449,9 +459,30 @@ def memory_import_cmd(ctx: click.Context, path: str) -> None:
 
 @memory_group.command("export")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to this file (default: stdout).")
+@click.option("--markdown", "markdown_dir", type=click.Path(file_okay=False), default=None,
+              help="Instead: write one Markdown file per lasting node into this folder (docs/memory.md).")
+@click.option("--force", is_flag=True, help="With --markdown: overwrite files edited since the last export/import.")
 @click.pass_context
-def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
+def memory_export_cmd(ctx: click.Context, output: str | None, markdown_dir: str | None, force: bool) -> None:
     """Write the whole graph as reference memory-server JSONL (entities, then relations)."""
+    if markdown_dir is not None:
+        if output:
+            _fail(UsageError("give either --output (JSONL) or --markdown DIR, not both."))
+        from pathlib import Path
+
+        from opensage.plugins.graph_memory.graph import graph_for
+        from opensage.plugins.graph_memory.markdown import export_markdown
+
+        try:
+            counts = export_markdown(graph_for(_host(ctx)), Path(markdown_dir), force=force)
+        except OpenSageError as exc:
+            _fail(exc)
+        if ctx.find_root().obj.get("json"):
+            click.echo(json.dumps(counts))
+        else:
+            click.echo(f"wrote {counts['written']} node files to {counts['folder']}"
+                       + (f"; removed {counts['removed']} files of nodes no longer in memory" if counts["removed"] else ""))
+        return
     from opensage.memory_compat import compat_for, export_jsonl
 
     try:
@@ -466,6 +497,57 @@ def memory_export_cmd(ctx: click.Context, output: str | None) -> None:
         atomic_write_text(Path(output), text)
     else:
         click.echo(text, nl=False)
+
+
+def _markdown_import(ctx: click.Context, folder: str) -> None:
+    from pathlib import Path
+
+    from opensage.plugins.graph_memory.graph import graph_for
+    from opensage.plugins.graph_memory.markdown import import_markdown
+    from opensage.termsafe import clean
+
+    try:
+        report = import_markdown(graph_for(_host(ctx)), Path(folder))
+    except OpenSageError as exc:
+        _fail(exc)
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"{len(report['updated'])} updated, {len(report['created'])} created, {report['unchanged']} unchanged, "
+                   f"{len(report['stale'])} stale, {len(report['conflicts'])} conflicts, {len(report['errors'])} errors")
+        for key in ("updated", "created", "stale", "missing", "conflicts", "errors"):
+            for line in report[key]:
+                click.echo(clean(f"  {key[:-1] if key.endswith('s') else key}: {line}"))
+    if report["conflicts"] or report["errors"]:
+        ctx.exit(1)
+
+
+@cli.command("ui")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--open", "open_browser", is_flag=True, help="Also open the page in the default browser.")
+@click.pass_context
+def ui_cmd(ctx: click.Context, port: int, open_browser: bool) -> None:
+    """Serve a local web view of graph memory: search, nodes with relations and provenance, edits.
+
+    Listens on 127.0.0.1 only; the printed URL holds a one-time token (docs/memory.md#web-view).
+    """
+    from opensage.plugins.graph_memory.webui import serve
+
+    def ready(url: str) -> None:
+        click.echo(f"opensage ui: open {url}  (Ctrl-C stops)")
+        sys.stdout.flush()
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        serve(_host(ctx), port=port, on_ready=ready)
+    except OSError as exc:
+        _fail(UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; pick another --port or 0."))
+    except OpenSageError as exc:
+        _fail(exc)
 
 
 @cli.command("run")

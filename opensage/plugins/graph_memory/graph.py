@@ -470,6 +470,35 @@ class Graph:
             f"Find it with @memory-query query=\"{ref}\" and pass its id (e.g. n12)."
         )
 
+    def update_node(self, node_id: int, *, content: str | None = None, metadata: dict | None = None) -> Node:
+        """Set a node's content and/or replace its metadata (``None`` keeps the current value).
+
+        Unlike :meth:`upsert_node`, an empty ``content`` clears it. For edits by a person
+        (Markdown import, the web view).
+
+        :raises NotFoundError: no node ``node_id``.
+        """
+        now = time.time()
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"unknown node {format_id(node_id)}: it was removed; reload and try again.")
+            new_content = row["content"] if content is None else content
+            new_meta = json.loads(row["metadata"] or "{}") if metadata is None else metadata
+            conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
+                         (new_content, json.dumps(new_meta), now, node_id))
+            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
+            conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
+                         (node_id, row["label"], identifier_terms(row["label"]), new_content))
+            final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return Node.from_row(final, self.tags_of(node_id))
+
+    def delete_edge(self, src: int, dst: int, type: str) -> bool:
+        """Remove the (src, type, dst) edge; returns whether there was one."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM edges WHERE src=? AND type=? AND dst=?", (src, type, dst))
+        return cur.rowcount > 0
+
     def delete_node(self, node_id: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
