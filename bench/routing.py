@@ -51,6 +51,7 @@ SETS = [
     ("tuned", "routing_unseen.yaml"),
     ("independent", "routing_independent.yaml"),
     ("fresh", "routing_fresh2.yaml"),
+    ("fresh", "routing_fresh3.yaml"),
 ]
 
 
