@@ -365,11 +365,8 @@ def record_episode(db: Database, session_id: str, event: SessionEvent) -> Episod
     return Episode.from_row(row)
 
 
-def mark_compressed(db: Database, episode_ids: Iterable[int], at: float | None = None) -> int:
-    """Set ``compressed_at`` (epoch seconds, default now) on the given episodes.
-
-    :returns: how many episodes were marked (already-marked ones are left as they were).
-    """
+def _mark(db: Database, column: str, episode_ids: Iterable[int], at: float | None) -> int:
+    """Set ``column`` (``compressed_at`` or ``modeled_at``) where it is still NULL; returns the count."""
     ids = [int(i) for i in episode_ids]
     at = time.time() if at is None else float(at)
     marked = 0
@@ -377,29 +374,26 @@ def mark_compressed(db: Database, episode_ids: Iterable[int], at: float | None =
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             cur = conn.execute(
-                f"UPDATE episodes SET compressed_at=? WHERE compressed_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                f"UPDATE episodes SET {column}=? WHERE {column} IS NULL AND id IN ({','.join('?' * len(chunk))})",
                 (at, *chunk),
             )
             marked += cur.rowcount
     return marked
+
+
+def mark_compressed(db: Database, episode_ids: Iterable[int], at: float | None = None) -> int:
+    """Set ``compressed_at`` (epoch seconds, default now) on the given episodes.
+
+    :returns: how many episodes were marked (already-marked ones are left as they were).
+    """
+    return _mark(db, "compressed_at", episode_ids, at)
 
 
 def mark_modeled(db: Database, episode_ids: Iterable[int], at: float | None = None) -> int:
     """Set ``modeled_at`` (epoch seconds, default now): the model pass of compression read them.
 
     :returns: how many episodes were marked."""
-    ids = [int(i) for i in episode_ids]
-    at = time.time() if at is None else float(at)
-    marked = 0
-    with db.transaction() as conn:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            cur = conn.execute(
-                f"UPDATE episodes SET modeled_at=? WHERE modeled_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
-                (at, *chunk),
-            )
-            marked += cur.rowcount
-    return marked
+    return _mark(db, "modeled_at", episode_ids, at)
 
 
 # -- reading ---------------------------------------------------------------------------------
