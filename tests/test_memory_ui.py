@@ -176,6 +176,7 @@ def _chromium():
 def test_ui_in_headless_chromium(ui, project, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -195,9 +196,11 @@ def test_ui_in_headless_chromium(ui, project, tmp_path):
         box.clear()
         box.send_keys("JWT API")
         driver.find_element(By.ID, "search-btn").click()
-        hit = wait.until(EC.element_to_be_clickable(
-            (By.XPATH, "//ol[@id='results']/li[span[text()='Use JWT for the API']]")))
-        hit.click()
+        # the list may be drawn again while we look at it (a user would just click again)
+        settled = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,
+                                                                NoSuchElementException))
+        hit = "//ol[@id='results']/li[span[text()='Use JWT for the API']]"
+        settled.until(lambda d: d.find_element(By.XPATH, hit).click() is None)
         wait.until(EC.text_to_be_present_in_element((By.ID, "node-label"), "Use JWT for the API"))
         wait.until(EC.text_to_be_present_in_element((By.ID, "relations"), "Public API"))
         assert "We decided to use JWT" in driver.find_element(By.ID, "provenance").text
@@ -215,8 +218,8 @@ def test_ui_in_headless_chromium(ui, project, tmp_path):
         driver.find_element(By.ID, "f-tags").send_keys("security")
         driver.find_element(By.ID, "search-btn").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "tags any:security"))
-        labels = [li.find_elements(By.TAG_NAME, "span")[1].text
-                  for li in driver.find_elements(By.CSS_SELECTOR, "#results li")]
+        labels = settled.until(lambda d: [li.find_elements(By.TAG_NAME, "span")[1].text
+                                          for li in d.find_elements(By.CSS_SELECTOR, "#results li")] or None)
         assert labels == ["Use JWT for the API"]
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
