@@ -244,17 +244,24 @@ _OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Fina
              "Annotated", "typing.Annotated")
 
 
+def _unquote(expr):
+    """A string annotation (``"Foo"``) parsed to its expression; other nodes as they are; None
+    when the string is not an expression."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        try:
+            return ast.parse(expr.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return None
+    return expr
+
+
 def _type_name(expr) -> str | None:
     """The class named by an annotation or constructor: ``Foo``, ``mod.Foo``, ``Optional[Foo]``,
     ``Foo | None``, ``"Foo"`` (a string annotation); None for anything else (unions of two classes,
     generics such as ``list[Foo]``)."""
+    expr = _unquote(expr)
     if expr is None:
         return None
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-        try:
-            expr = ast.parse(expr.value.strip(), mode="eval").body
-        except (SyntaxError, ValueError):
-            return None
     if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _OPTIONAL:
         inner = expr.slice
         if isinstance(inner, ast.Tuple) and inner.elts:  # Annotated[Foo, ...]
@@ -276,11 +283,7 @@ _CONTAINERS = frozenset({"list", "List", "set", "Set", "frozenset", "FrozenSet",
 
 def _element_type(expr) -> str | None:
     """The element class of a container annotation (``list[Foo]``, ``t.Iterator["Foo"]``), else None."""
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-        try:
-            expr = ast.parse(expr.value.strip(), mode="eval").body
-        except (SyntaxError, ValueError):
-            return None
+    expr = _unquote(expr)
     if isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _CONTAINERS:
         inner = expr.slice
         if isinstance(inner, ast.Tuple) and inner.elts:
