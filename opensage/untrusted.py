@@ -8,6 +8,9 @@ stream, ``@``-command arguments, MCP requests).
   bytes that Python smuggles in as ``surrogateescape`` code points) by U+FFFD, so text
   can be stored as UTF-8 (SQLite, files) instead of failing with ``UnicodeEncodeError``.
 * :func:`decode` turns raw bytes into text, invalid UTF-8 becoming U+FFFD.
+* :func:`compile_regex` compiles a regular expression someone else wrote (a user's
+  query, a generated tool's JSON-Schema ``pattern``) with RE2, whose matching time is
+  linear in the text, so no pattern can make a match run for ever.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 
 from opensage.errors import UsageError
 
-__all__ = ["MAX_DEPTH", "too_deep_message", "loads", "scrub", "scrub_text", "decode", "depth_exceeds", "has_lone_surrogate"]
+__all__ = ["MAX_DEPTH", "too_deep_message", "loads", "scrub", "scrub_text", "decode", "depth_exceeds", "has_lone_surrogate",
+           "MAX_REGEX_CHARS", "compile_regex"]
 
 #: Deepest JSON nesting accepted from outside. opensage's own events and arguments
 #: nest at most 5 levels; 64 leaves room for free-form ``metadata`` while staying far
@@ -26,6 +30,11 @@ __all__ = ["MAX_DEPTH", "too_deep_message", "loads", "scrub", "scrub_text", "dec
 MAX_DEPTH = 64
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: Longest regular expression accepted from outside (characters). Real search and
+#: validation patterns are a few dozen characters; RE2's compiled-program memory is
+#: bounded separately (``max_mem`` below).
+MAX_REGEX_CHARS = 1000
 
 
 def decode(data: bytes) -> str:
@@ -97,3 +106,38 @@ def loads(text: str | bytes, what: str = "input") -> Any:
     if depth_exceeds(value):
         raise UsageError(too_deep_message(what))
     return scrub(value)
+
+
+def compile_regex(pattern: str, *, case_sensitive: bool = True, what: str = "pattern", hint: str = ""):
+    """Compile an untrusted regular expression with RE2 (``google-re2``).
+
+    RE2 matches in time linear in the text (no backtracking), so a pattern such as
+    ``(a+)+$`` cannot hang a search; it has no backreferences or lookaround, and such
+    a pattern is rejected. The compiled program and its DFA cache are limited to 64 MiB.
+
+    :param pattern: the expression, at most :data:`MAX_REGEX_CHARS` characters.
+    :param case_sensitive: ``False`` matches letters in either case.
+    :param what: names the pattern in error messages (``"query"``, ``"parameters.x.pattern"``).
+    :param hint: an extra sentence for the error message (e.g. an alternative syntax).
+    :returns: an ``re2`` pattern object (``search``, ``match``, ``fullmatch`` like :mod:`re`).
+    :raises UsageError: too long, or not valid for RE2 (the message gives RE2's reason).
+    """
+    if len(pattern) > MAX_REGEX_CHARS:
+        raise UsageError(f"{what} is {len(pattern):,} characters; at most {MAX_REGEX_CHARS:,} are "
+                         f"accepted. Use a shorter pattern.")
+    import re2  # imported here: only the paths that match untrusted regexes pay for it
+
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.max_mem = 64 << 20  # bytes for the compiled program and its DFA cache
+    options.log_errors = False  # the UsageError says it; RE2 would also print to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise UsageError(
+            f"{what} {pattern!r} is not a valid regular expression for RE2 ({reason}); escape special "
+            f"characters such as ( [ * + ? with a backslash (backreferences and lookaround are not "
+            f"supported){hint}."
+        ) from None

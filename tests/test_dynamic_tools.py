@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from types import SimpleNamespace
 
 from opensage.errors import ModelError, NotFoundError, UsageError
 
@@ -230,6 +231,27 @@ def test_malformed_schema_or_examples_breaking_it_are_rejected_at_generation(hos
     assert "example 1" in message and "greater than the maximum of 5" in message
     assert "not a valid JSON Schema" in scripted.requests[1]["messages"][-1]["content"], "the model is told why"
     assert not (project / ".opencode" / "generated-tools" / "double").exists()
+
+
+HOSTILE_PARAMS = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+                  "patternProperties": {"^(x+)+$": {"type": "integer"}}, "required": ["s"]}
+
+
+def test_schema_patterns_are_matched_by_re2_so_a_hostile_pattern_cannot_hang_a_call(host, scripted, cli):
+    # Python's re needs ~2**n steps for ^(a+)+$ against "a"*n + "!"; RE2 is linear. With re,
+    # this call would not finish within the subprocess timeout below.
+    code = 'import json, sys\nprint(json.dumps({"result": len(json.load(sys.stdin)["arguments"]["s"])}))\n'
+    scripted.add(spec(code, name="measure", params=HOSTILE_PARAMS, examples=[{"arguments": {"s": "aaa"}, "expected": 3}]))
+    host.run_line('@generate-tool requirement="length of s" name=measure')
+    proc = cli("@measure", "s=" + "a" * 5000 + "!", timeout=60)
+    assert proc.returncode == 2 and "does not match '^(a+)+$'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert cli("@measure", "s=aaaa").stdout.strip() == "4"
+    from opensage.plugins.dynamic_tools.commands import check_arguments, parameters_validator
+    with pytest.raises(UsageError, match="'xxxx': 'no' is not of type 'integer'"):
+        check_arguments(SimpleNamespace(name="measure", parameters=HOSTILE_PARAMS), {"s": "a", "xxxx": "no"})
+    with pytest.raises(UsageError, match=r"parameters\.properties\.s\.pattern .*not a valid regular expression for RE2"):
+        parameters_validator({"type": "object", "properties": {"s": {"type": "string", "pattern": "(a)\\1"}}})
 
 
 def test_draft_7_schemas_are_read_as_draft_7(host, scripted):

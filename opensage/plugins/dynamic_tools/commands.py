@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -11,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, create_model
 
 from opensage.errors import UsageError
+from opensage.untrusted import compile_regex
 from opensage.plugins.dynamic_tools import store
 from opensage.types import ArgModel, Command, CommandContext, CommandResult, Tool
 from opensage.types._tools import TOOL_NAME
@@ -155,7 +157,57 @@ def parameters_validator(parameters: dict[str, Any]):
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise UsageError(f"parameters is not a valid JSON Schema ({name[:-9]}): at {where}: {_clip(exc.message)}") from None
-    return cls(parameters, registry=Registry())
+    for where, regex in _schema_regexes(parameters):
+        compile_regex(regex, what=f"parameters{where}")  # RE2 must accept it, or the tool is rejected now
+    return _re2_validator_class(cls)(parameters, registry=Registry())
+
+
+def _schema_regexes(schema: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``pattern`` value and ``patternProperties`` key in ``schema``, with its path."""
+    found: list[tuple[str, str]] = []
+    stack = [(schema, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.append((f"{path}.pattern", node["pattern"]))
+            if isinstance(node.get("patternProperties"), dict):
+                found.extend((f"{path}.patternProperties", key) for key in node["patternProperties"])
+            stack.extend((value, f"{path}.{key}") for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{i}]") for i, value in enumerate(node))
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _re2_validator_class(cls):
+    """``cls`` with ``pattern`` and ``patternProperties`` matched by RE2 instead of :mod:`re`.
+
+    jsonschema matches both with Python's backtracking ``re``; a generated tool's schema
+    is untrusted, and a pattern such as ``^(a+)+$`` against a long argument would hang
+    the call. RE2 (:func:`opensage.untrusted.compile_regex`) matches in linear time.
+    """
+    import jsonschema
+
+    def pattern(validator, patrn, instance, schema):
+        if validator.is_type(instance, "string") and not _regex(patrn).search(instance):
+            yield jsonschema.ValidationError(f"{_clip(instance, 80)!r} does not match {patrn!r}")
+
+    def pattern_properties(validator, patterns, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        for regex, subschema in patterns.items():
+            compiled = _regex(regex)
+            for key, value in instance.items():
+                if compiled.search(key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=regex)
+
+    return jsonschema.validators.extend(cls, {"pattern": pattern, "patternProperties": pattern_properties})
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str):
+    return compile_regex(pattern, what="schema pattern")
 
 
 def _clip(text: str, limit: int = 300) -> str:

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from opensage.errors import NotFoundError, UsageError
+from opensage.untrusted import MAX_REGEX_CHARS, compile_regex
 from opensage.plugins.graph_memory import episodes as ep
 from opensage.plugins.graph_memory.embeddings import hybrid
 from opensage.plugins.graph_memory.filters import MemoryFilter
@@ -114,8 +115,8 @@ TRAVERSAL_ROW_CAP = 200_000
 #: graph, measured with 20,000 words); 4,000 characters (~600 words) is a long paragraph.
 #: ``@memory-query`` rejects longer queries; other callers' text is cut to this length.
 MAX_QUERY_CHARS = 4000
-#: Longest pattern (characters), a bound on the regex engine's compiled program.
-MAX_PATTERN_CHARS = 1000
+#: Longest pattern (characters), regex or glob: the same bound as any untrusted regex.
+MAX_PATTERN_CHARS = MAX_REGEX_CHARS
 
 # A plain English stop-word list (function words and question words); such words carry
 # no topic, and in an OR query they would match almost every document.
@@ -879,11 +880,9 @@ class QueryEngine:
     def compile_pattern(pattern: str, syntax: str = "regex", case_sensitive: bool = False):
         """Compile a regex (searched anywhere) or glob (whole field). Raises UsageError.
 
-        Regexes use RE2 (``google-re2``): matching time is linear in the text, so a
-        pattern such as ``(a+)+$`` cannot backtrack for ever. RE2 has no backreferences
-        or lookaround; such a pattern is rejected with a message saying so. Globs use
-        ``fnmatch.translate`` with Python's ``re`` (its translation of ``*`` does not
-        backtrack catastrophically).
+        Regexes use RE2 through :func:`opensage.untrusted.compile_regex` (linear-time
+        matching; no backreferences or lookaround). Globs use ``fnmatch.translate`` with
+        Python's ``re`` (its translation of ``*`` does not backtrack catastrophically).
         """
         if len(pattern) > MAX_PATTERN_CHARS:
             raise UsageError(f"pattern is {len(pattern):,} characters; at most {MAX_PATTERN_CHARS:,} are "
@@ -891,22 +890,8 @@ class QueryEngine:
         if syntax == "glob":
             flags = 0 if case_sensitive else re.IGNORECASE
             return re.compile(fnmatch.translate(pattern), flags | re.DOTALL)
-        import re2  # google-re2; imported here to keep start-up fast
-
-        options = re2.Options()
-        options.case_sensitive = case_sensitive
-        options.max_mem = 64 << 20  # bytes for the compiled program and its DFA cache
-        options.log_errors = False  # the UsageError below says it; RE2 would also print to stderr
-        try:
-            return re2.compile(pattern, options)
-        except re2.error as exc:
-            reason = exc.args[0] if exc.args else exc
-            reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-            raise UsageError(
-                f"query {pattern!r} is not a valid regular expression for RE2 ({reason}); escape special characters "
-                f"such as ( [ * + ? with a backslash (backreferences and lookaround are not supported), "
-                f"or pass syntax=glob for wildcards like Auth*."
-            ) from None
+        return compile_regex(pattern, case_sensitive=case_sensitive, what="query",
+                             hint=", or pass syntax=glob for wildcards like Auth*")
 
     def pattern(self, pattern: str, field: str = "any", syntax: str = "regex", node_type: str | None = None,
                 max_results: int = 10, case_sensitive: bool = False, flt: MemoryFilter | None = None) -> list[Result]:
