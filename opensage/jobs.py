@@ -65,8 +65,6 @@ def max_running() -> int:
 #: Environment variable carrying the job id inside the sandbox: processes of a job whose
 #: supervisor died before recording the sandbox pid are still found and killed by it.
 JOB_MARKER = "OPENSAGE_JOB"
-#: Seconds the supervisor waits after SIGTERM before giving up on a clean cancel.
-CANCEL_GRACE_S = 5.0
 
 
 def _m001(conn) -> None:

@@ -85,10 +85,6 @@ class Budget:
     shell_timeout_s: float = 120.0
 
 
-def _ignored(parts: tuple[str, ...]) -> bool:
-    return any(p in IGNORED_DIRS or p.endswith(".egg-info") for p in parts)
-
-
 def tree_snapshot(root: Path) -> dict[str, str]:
     """``{relative posix path: sha256}`` of every regular file under ``root`` outside :data:`IGNORED_DIRS`."""
     out: dict[str, str] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -37,12 +36,6 @@ GITIGNORE_LINES = (
     ".opencode/cache/",
 )
 GITIGNORE_HEADER = f"# opensage state: session transcripts, locks, caches ({MARKER} install)"
-
-
-def python_command(workspace: Workspace) -> list[str]:
-    """``[python, -m, opensage, --workspace, ROOT]`` with the interpreter that runs us now
-    (for processes started from this one, never for config files a team commits)."""
-    return [sys.executable, "-m", "opensage", "--workspace", str(workspace.root.resolve())]
 
 
 def path_warning(report: list[str], script: str = OPENSAGE) -> None:
@@ -108,10 +101,6 @@ def remove_gitignore(root: Path, manifest: "Manifest", report: list[str]) -> Non
         atomic_write_text(path, "")
         public_mode(path)
     report.append(f"removed {', '.join(drop)} from .gitignore")
-
-
-def shell_command(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 def read_json(path: Path) -> dict[str, Any]:

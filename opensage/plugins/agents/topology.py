@@ -316,13 +316,6 @@ def _write_in(root: Path, rel: str, source: Path | None, expected: str | None) -
             os.close(fd)
 
 
-def _sha(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    except OSError:
-        return None
-
-
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

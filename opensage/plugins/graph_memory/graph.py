@@ -499,11 +499,6 @@ class Graph:
             cur = conn.execute("DELETE FROM edges WHERE src=? AND type=? AND dst=?", (src, type, dst))
         return cur.rowcount > 0
 
-    def delete_node(self, node_id: int) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-            conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
-
     # -- forgetting and retention ------------------------------------------------------------
     def forget_node(self, node_id: int) -> dict[str, Any]:
         """Delete a node with its edges, tags, provenance links and vectors; nodes it had

@@ -1408,10 +1408,6 @@ class _Resolver:
                 return hit
         return None
 
-    def find_method(self, cls: str, name: str) -> str | None:
-        hit = self.find_member(cls, name)
-        return hit if hit and self.known(hit) == "method" else None
-
     def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
                     scope: str) -> tuple[str, float, str] | None:
         """(target, weight, how) of one use, or None when it cannot be resolved by name."""
