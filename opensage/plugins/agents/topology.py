@@ -38,7 +38,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from opensage import protected
 from opensage.errors import ModelError, OpenSageError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
+from opensage.ignore import IgnoreRules, walk as walk_project
+from opensage.runner import AgentRunner, Budget, run_shell, tree_snapshot
 from opensage.types import AgentResult, AgentSpec
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class Changes:
 
 @dataclass
 class ScratchCopy:
-    """A copy of the project tree (without :data:`IGNORED_DIRS`) an agent may change freely.
+    """A copy of the project tree (without what :mod:`opensage.ignore` skips: built-in folders, .gitignore'd paths) an agent may change freely.
 
     :param source: the project root it was copied from.
     :param path: the copy.
@@ -125,8 +126,11 @@ class ScratchCopy:
         source, dest = Path(source).resolve(), Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
 
+        rules = IgnoreRules(source)
+
         def ignore(directory: str, names: list[str]) -> set[str]:
-            return {n for n in names if n in IGNORED_DIRS or n.endswith(".egg-info")}
+            rules.enter(directory)
+            return {n for n in names if rules.ignored(os.path.join(directory, n), os.path.isdir(os.path.join(directory, n)))}
 
         shutil.copytree(source, dest, ignore=ignore, symlinks=True)
         return cls(source, dest.resolve(), tree_snapshot(dest))
@@ -689,8 +693,7 @@ def normalise_answer(text: str) -> str:
 
 def default_verifier(root: Path) -> str | None:
     """``python -m pytest -q`` when the project has tests (``test_*.py``/``*_test.py``), else None."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in IGNORED_DIRS]
+    for dirpath, dirnames, filenames in walk_project(root):
         if any(re.match(r"(test_.*|.*_test)\.py$", f) for f in filenames):
             return DEFAULT_VERIFIER
     return None

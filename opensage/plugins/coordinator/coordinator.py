@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget
+from opensage.ignore import walk as walk_project
+from opensage.runner import AgentRunner, Budget
 from opensage.types import AgentResult
 
 if TYPE_CHECKING:
@@ -140,9 +141,8 @@ class RunReport:
 
 def _project_files(root) -> list[str]:
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
+    for dirpath, dirnames, filenames in walk_project(root, hidden=False):
+        for name in filenames:
             out.append(os.path.relpath(os.path.join(dirpath, name), root))
             if len(out) >= ANALYSIS_FILE_LIMIT:
                 return out

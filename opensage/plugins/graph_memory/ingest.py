@@ -75,17 +75,16 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import UsageError
+from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
 INGEST_VERSION = 6
-#: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
-SKIP_DIRS = frozenset({
-    "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
-    "__pypackages__", "htmlcov",
-})
+#: Folder names never descended into (plus every hidden folder, any folder holding
+#: ``pyvenv.cfg`` and what the project's ``.gitignore`` names): :mod:`opensage.ignore`'s list.
+SKIP_DIRS = DEFAULT_IGNORED_DIRS
 CODE_TYPES = ("file", "module", "class", "function", "method", "variable", "attribute")
 CODE_EDGES = ("contains", "imports", "calls", "inherits", "references", "decorates")
 _USE_TARGETS = frozenset({"class", "function", "method", "variable", "attribute"})
@@ -743,16 +742,10 @@ def _python_files(root: Path) -> list[Path]:
         return [root]
     other = _other_suffixes()
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        keep = []
-        for d in dirnames:
-            if d.startswith(".") or d in SKIP_DIRS or d.endswith(".egg-info"):
-                continue
-            if os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg")):
-                continue  # a virtualenv under any name
-            keep.append(d)
-        dirnames[:] = sorted(keep)
-        found.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and (
+    for dirpath, dirnames, filenames in walk_project(root, hidden=False):
+        # a virtualenv under any name
+        dirnames[:] = [d for d in dirnames if not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))]
+        found.extend(Path(dirpath, f) for f in filenames if not f.startswith(".") and (
             f.endswith(".py") or (other and os.path.splitext(f)[1] in other and not f.endswith(".d.ts"))))
     return found
 
