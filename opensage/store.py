@@ -218,6 +218,29 @@ class Database:
             self._local.conn = None
 
 
+#: Ids bound by one chunked ``IN (...)`` query: under SQLite's default limit of 999 host
+#: parameters before 3.32 (SQLITE_MAX_VARIABLE_NUMBER, https://sqlite.org/limits.html),
+#: with room for a second copy of the list or a few other parameters in the same query.
+IN_CHUNK = 400
+
+
+def in_chunks(ids: Sequence[Any], size: int = IN_CHUNK) -> Iterator[tuple[list[Any], str]]:
+    """Split ``ids`` for ``... WHERE x IN (?,?,...)`` queries: yields ``(chunk, marks)``
+    where ``chunk`` is at most ``size`` consecutive ids (order kept) and ``marks`` is
+    ``"?,?,..."`` with one ``?`` per id, to put in the query text and bind ``chunk`` to.
+
+    :param ids: the values (any sequence; an empty one yields nothing).
+    :param size: ids per chunk, at least 1 (default :data:`IN_CHUNK`).
+    :raises ValueError: ``size`` below 1.
+    """
+    if size < 1:
+        raise ValueError(f"in_chunks: size must be at least 1, got {size}")
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        chunk = ids[i:i + size]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def execute_script(conn: sqlite3.Connection, sql: str) -> None:
     """Run several SQL statements inside the current transaction.
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from opensage.errors import NotFoundError, UsageError
 from opensage.plugins.graph_memory.graph import Graph, format_id, parse_id
+from opensage.store import in_chunks
 
 __all__ = ["CodeGraph", "CodeHit", "RELATIONS", "SYMBOL_TYPES", "MAX_CODE_DEPTH"]
 
@@ -233,10 +234,9 @@ class CodeGraph:
     def _nodes(self, ids) -> dict[int, CodeHit]:
         ids = list(ids)
         out: dict[int, CodeHit] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             for r in self.conn.execute(
-                    f"SELECT id, type, label, {_PL} FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    f"SELECT id, type, label, {_PL} FROM nodes WHERE id IN ({marks})", chunk):
                 out[r["id"]] = self._row(r)
         return out
 

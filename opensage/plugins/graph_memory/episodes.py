@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from opensage.store import Database
+from opensage.store import Database, in_chunks
 from opensage.types import SessionEvent
 
 __all__ = [
@@ -371,10 +371,9 @@ def _mark(db: Database, column: str, episode_ids: Iterable[int], at: float | Non
     at = time.time() if at is None else float(at)
     marked = 0
     with db.transaction() as conn:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             cur = conn.execute(
-                f"UPDATE episodes SET {column}=? WHERE {column} IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                f"UPDATE episodes SET {column}=? WHERE {column} IS NULL AND id IN ({marks})",
                 (at, *chunk),
             )
             marked += cur.rowcount
@@ -420,9 +419,8 @@ def get_episodes(db: Database, ids: Iterable[int]) -> dict[int, Episode]:
     """Episodes by id (missing ids are left out)."""
     ids = list(ids)
     out: dict[int, Episode] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for row in db.conn.execute(f"SELECT * FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+    for chunk, marks in in_chunks(ids):
+        for row in db.conn.execute(f"SELECT * FROM episodes WHERE id IN ({marks})", chunk):
             out[row["id"]] = Episode.from_row(row)
     return out
 
@@ -548,10 +546,9 @@ def episode_rankings(db: Database, query: str, limit: int, session_id: str | Non
     ids = list(dict.fromkeys([i for i, _ in ranked] + near))
     terms = set(query_terms(query))
     roles = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
+    for chunk, marks in in_chunks(ids):
         roles.update(db.conn.execute(
-            f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+            f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({marks})", chunk))
     is_named = {i for i in ids if terms.intersection(_ROLE_WORDS.findall(roles.get(i, "")))}
     if dense is None:
         lists = [([i for i, _ in ranked][:limit], 1.0)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from opensage.errors import NotFoundError, UsageError
-from opensage.store import Database
+from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
 __all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "format_id", "parse_id"]
@@ -355,10 +355,9 @@ class Graph:
     def tags_many(self, ids: Iterable[int]) -> dict[int, list[str]]:
         ids = list(ids)
         out: dict[int, list[str]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             for nid, tag in self.db.conn.execute(
-                    f"SELECT node_id, tag FROM node_tags WHERE node_id IN ({','.join('?' * len(chunk))}) ORDER BY tag",
+                    f"SELECT node_id, tag FROM node_tags WHERE node_id IN ({marks}) ORDER BY tag",
                     chunk):
                 out.setdefault(nid, []).append(tag)
         return out
@@ -442,9 +441,8 @@ class Graph:
     def get_many(self, ids: Iterable[int]) -> dict[int, Node]:
         ids = list(ids)
         out: dict[int, Node] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = f"SELECT * FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"
+        for chunk, marks in in_chunks(ids):
+            q = f"SELECT * FROM nodes WHERE id IN ({marks})"
             for row in self.db.conn.execute(q, chunk):
                 out[row["id"]] = Node.from_row(row)
         for nid, tags in self.tags_many(out).items():
@@ -521,9 +519,7 @@ class Graph:
                 "edges": edges, "provenanceLinks": links, "restored": [format_id(r) for r in restored]}
 
     def _delete_episodes(self, conn, ids: list[int]) -> None:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             conn.execute(f"DELETE FROM episodes_fts WHERE rowid IN ({marks})", chunk)
             conn.execute(f"DELETE FROM embeddings WHERE kind='episode' AND id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM episodes WHERE id IN ({marks})", chunk)

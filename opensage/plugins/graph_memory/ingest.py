@@ -77,6 +77,7 @@ from typing import Any
 from opensage.errors import UsageError
 from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
+from opensage.store import in_chunks
 
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
@@ -1123,9 +1124,8 @@ def _load_code_nodes(conn, files: list[str], root_label: str) -> list[dict]:
 def _load_edges(conn, src_ids: set[int]) -> dict[tuple[int, str, int], tuple[int, float, dict]]:
     out = {}
     ids = sorted(src_ids)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        q = (f"SELECT id, src, dst, type, weight, metadata FROM edges WHERE src IN ({','.join('?' * len(chunk))})"
+    for chunk, marks in in_chunks(ids):
+        q = (f"SELECT id, src, dst, type, weight, metadata FROM edges WHERE src IN ({marks})"
              f" AND type IN ({','.join('?' * len(CODE_EDGES))})")
         for r in conn.execute(q, (*chunk, *CODE_EDGES)):
             meta = json.loads(r["metadata"] or "{}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from opensage.plugins.graph_memory.graph import Edge, Graph, Node
+from opensage.store import in_chunks
 
 __all__ = ["Subgraph", "neighbourhood", "most_connected", "render", "escape_label", "MAX_EDGES"]
 
@@ -83,9 +84,7 @@ def _neighbours(graph: Graph, ids: list[int], direction: str, edge_types=None) -
     out = []
     conn = graph.db.conn
     tfilter, targs = _type_filter(edge_types)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ids):
         if direction in ("out", "both"):
             out += [(r[0], r[1], r[2]) for r in conn.execute(
                 f"SELECT src, dst, weight FROM edges WHERE src IN ({marks}){tfilter}", (*chunk, *targs))]
@@ -159,9 +158,8 @@ def _edges_among(graph: Graph, ids: list[int], edge_types=None) -> list[Edge]:
     conn = graph.db.conn
     tfilter, targs = _type_filter(edge_types)
     edges = []
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({','.join('?' * len(chunk))}){tfilter}",
+    for chunk, marks in in_chunks(ids):
+        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({marks}){tfilter}",
                               (*chunk, *targs)):
             if r["dst"] in wanted:
                 edges.append(Edge.from_row(r))

@@ -55,6 +55,7 @@ from opensage.plugins.graph_memory import episodes as ep
 from opensage.plugins.graph_memory.embeddings import hybrid
 from opensage.plugins.graph_memory.filters import MemoryFilter
 from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
+from opensage.store import in_chunks
 
 __all__ = [
     "Result",
@@ -861,10 +862,9 @@ class QueryEngine:
     def _labels(self, ids) -> dict[int, str]:
         ids = list(ids)
         out: dict[int, str] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             out.update(self.db.conn.execute(
-                f"SELECT id, label FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+                f"SELECT id, label FROM nodes WHERE id IN ({marks})", chunk).fetchall())
         return out
 
     def _episode_relations(self, episode_id: int) -> list[dict[str, Any]]:
