@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from opensage.camel import camel, camel_dict
 from opensage.store import Database, in_chunks
 from opensage.types import SessionEvent
 
@@ -190,6 +191,7 @@ def parse_episode_id(text: str) -> int | None:
     return None
 
 
+@camel
 @dataclass
 class Episode:
     """One recorded session event.
@@ -222,12 +224,8 @@ class Episode:
         return format_episode_id(self.id)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.ref, "sessionId": self.session_id, "seq": self.seq, "kind": self.kind,
-            "role": self.role, "tool": self.tool, "path": self.path, "text": self.text,
-            "args": self.args, "meta": self.meta, "timestamp": self.timestamp,
-            "compressedAt": self.compressed_at, "provenance": self.provenance,
-        }
+        """Every field but ``modeled_at`` under its camelCase name; ``id`` as ``e<n>``."""
+        return {**camel_dict(self, exclude={"modeled_at"}), "id": self.ref}
 
     @classmethod
     def from_row(cls, row) -> "Episode":

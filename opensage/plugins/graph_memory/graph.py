@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
@@ -51,6 +52,7 @@ def parse_id(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@camel
 @dataclass
 class Node:
     """A node. Times are epoch seconds.
@@ -90,13 +92,11 @@ class Node:
         return self.valid_to is None
 
     def as_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.ref, "type": self.type, "label": self.label, "content": self.content,
-            "metadata": self.metadata, "createdAt": self.created_at, "updatedAt": self.updated_at,
-            "validFrom": self.valid_from, "validTo": self.valid_to,
-            "supersededBy": format_id(self.superseded_by) if self.superseded_by else None,
-            "sessionId": self.session_id, "source": self.source, "tags": list(self.tags),
-        }
+        """Every field under its camelCase name; ids as ``n<id>``; ``mergedDuplicate`` only
+        when a write was merged into this node."""
+        out = camel_dict(self, exclude={"merged"})
+        out["id"] = self.ref
+        out["supersededBy"] = format_id(self.superseded_by) if self.superseded_by else None
         if self.merged:
             out["mergedDuplicate"] = self.merged
         return out

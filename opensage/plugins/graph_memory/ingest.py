@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import UsageError
 from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
@@ -100,6 +101,7 @@ _DOC_CHARS = 400
 _SIG_CHARS = 300
 
 
+@camel
 @dataclass
 class IngestReport:
     """What one ingest did. Times in milliseconds."""
@@ -126,15 +128,8 @@ class IngestReport:
     errors: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root, "files": self.files, "unchanged": self.unchanged, "changed": self.changed,
-            "removedFiles": self.removed_files, "skipped": self.skipped, "modules": self.modules,
-            "classes": self.classes, "functions": self.functions, "methods": self.methods,
-            "variables": self.variables, "attributes": self.attributes, "edges": self.edges,
-            "nodesAdded": self.nodes_added, "nodesUpdated": self.nodes_updated, "nodesRemoved": self.nodes_removed,
-            "edgesAdded": self.edges_added, "edgesRemoved": self.edges_removed, "timeMs": round(self.time_ms, 1),
-            "errors": self.errors,
-        }
+        """Every field under its camelCase name (``timeMs`` rounded to 0.1 ms)."""
+        return {**camel_dict(self), "timeMs": round(self.time_ms, 1)}
 
 
 @dataclass
@@ -322,26 +317,18 @@ def _local_types(fn) -> dict[str, str]:
 
 def _own_statements(fn):
     """Statements of a function, nested blocks included, nested function/class bodies excluded."""
-    stack = list(fn.body)
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
-            for child in getattr(node, name, ()) or ():
-                if isinstance(child, ast.stmt):
-                    stack.append(child)
-                else:  # except handlers and match cases hold statements
-                    stack.extend(getattr(child, "body", ()))
+    return _statements(fn, into_defs=False)
 
 
-def _statements(tree):
-    """Every statement of a tree, nested ones included, without walking expressions."""
+def _statements(tree, into_defs: bool = True):
+    """Every statement of a tree, nested ones included, without walking expressions
+    (``into_defs=False``: not the bodies of nested functions and classes)."""
     stack = list(tree.body)
     while stack:
         node = stack.pop()
         yield node
+        if not into_defs and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
         for name in ("body", "orelse", "finalbody", "handlers", "cases"):
             for child in getattr(node, name, ()) or ():
                 if isinstance(child, ast.stmt):
