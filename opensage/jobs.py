@@ -98,11 +98,13 @@ MIGRATIONS = [Migration(1, "jobs", _m001)]
 
 
 def migrate(db: Database) -> Database:
+    """Apply the ``jobs`` migrations to ``db`` (idempotent) and return it."""
     db.migrate("jobs", MIGRATIONS)
     return db
 
 
 def job_dir(workspace: Workspace, job_id: str) -> Path:
+    """``.opencode/jobs/<job_id>``: the job's spec, progress and output files."""
     return workspace.state_dir / "jobs" / job_id
 
 
@@ -331,6 +333,9 @@ def poll(workspace: Workspace, db: Database, job_id: str) -> dict[str, Any]:
 
 
 def list_jobs(db: Database, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest ``limit`` jobs, newest first: ``{id, name, status, created_at, finished_at}``
+    (epoch seconds; ``finished_at`` None while running).
+    """
     migrate(db)
     rows = db.conn.execute(
         "SELECT id, name, status, created_at, finished_at FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)

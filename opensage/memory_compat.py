@@ -509,9 +509,11 @@ class CompatTool:
         self.text_is_message = text_is_message
 
     def input_schema(self) -> dict[str, Any]:
+        """The tool's arguments as JSON Schema (camelCase names, as the reference server's)."""
         return self.args.model_json_schema(by_alias=True)
 
     def output_schema(self) -> dict[str, Any]:
+        """The tool's structured result as JSON Schema (camelCase names)."""
         return self.output.model_json_schema(by_alias=True)
 
     def bind(self, arguments: dict[str, Any] | None) -> BaseModel:

@@ -164,6 +164,7 @@ class SandboxResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited 0, within its wall limit, with its output complete."""
         return self.returncode == 0 and not self.timed_out and not self.truncated
 
     def describe(self) -> str:

@@ -73,25 +73,34 @@ class Workspace:
 
     @property
     def state_dir(self) -> Path:
+        """``<root>/.opencode``: where opensage keeps its state (database, agents, tools, metrics)."""
         return self.root / STATE_DIR
 
     @property
     def db_path(self) -> Path:
+        """``<root>/.opencode/opensage.db``, the SQLite database every plugin shares."""
         return self.state_dir / "opensage.db"
 
     @property
     def metrics_path(self) -> Path:
+        """``<root>/.opencode/agent-metrics.json``, the agent registry's runs."""
         return self.state_dir / "agent-metrics.json"
 
     @property
     def agents_dir(self) -> Path:
+        """``<root>/.opencode/agent``: generated agents, where OpenCode reads them."""
         return self.state_dir / "agent"
 
     @property
     def tools_dir(self) -> Path:
+        """``<root>/.opencode/generated-tools``: one folder per generated tool."""
         return self.state_dir / "generated-tools"
 
     def ensure_state_dir(self) -> Path:
+        """Create :attr:`state_dir` (and parents) if missing and return it.
+
+        :raises OSError: it cannot be created (read-only or full disk).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return self.state_dir
 
@@ -123,6 +132,11 @@ class Database:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use: WAL mode, ``busy_timeout_ms``,
+        foreign keys on, rows as ``sqlite3.Row``, autocommit outside :meth:`transaction`).
+
+        :raises sqlite3.OperationalError: the file cannot be opened or switched to WAL.
+        """
         conn = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +226,7 @@ class Database:
             self._migrated.add(namespace)
 
     def close(self) -> None:
+        """Close this thread's connection, if open (other threads keep theirs)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

@@ -166,9 +166,11 @@ class Manifest:
 
     @property
     def installed(self) -> bool:
+        """True when this host's install added anything (files, JSON keys or hooks)."""
         return bool(self.files or self.json_keys or self.hooks)
 
     def add_gitignore(self, line: str) -> None:
+        """Record a ``.gitignore`` line the install added (each once)."""
         if line not in self.gitignore:
             self.gitignore.append(line)
 
@@ -178,15 +180,24 @@ class Manifest:
                 for line in entry.get("gitignore", [])}
 
     def add_file(self, rel: str) -> None:
+        """Record a file the install created (path relative to the project root; each once)."""
         if rel not in self.files:
             self.files.append(rel)
 
     def add_json_key(self, rel: str, key_path: list[str]) -> None:
+        """Record a key the install added to a JSON file: ``rel`` is the file (relative to the
+        project root), ``key_path`` the keys from the top (e.g. ``["mcp", "opensage"]``).
+        """
         keys = self.json_keys.setdefault(rel, [])
         if key_path not in keys:
             keys.append(key_path)
 
     def save(self) -> None:
+        """Write the manifest file (atomically); drop this host's entry when nothing is installed,
+        and the file when no host is left.
+
+        :raises OSError: the file cannot be written.
+        """
         if self.installed:
             self.all[self.host_name] = {"files": self.files, "json": self.json_keys, "hooks": self.hooks,
                                         "created": self.created, "gitignore": self.gitignore, "allow": self.allow}

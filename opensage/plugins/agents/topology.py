@@ -80,6 +80,9 @@ def new_run_id() -> str:
 
 
 def slug(text: str, limit: int = 40) -> str:
+    """A kebab-case ASCII slug of ``text`` (runs of other characters become one ``-``), at
+    most ``limit`` characters; ``"x"`` when nothing is left. Used in run and folder names.
+    """
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return (s[:limit].rstrip("-") or "x")
 
@@ -95,12 +98,14 @@ class Changes:
 
     @property
     def paths(self) -> list[str]:
+        """Every added, modified and deleted path (workspace-relative, posix), sorted."""
         return sorted(self.added + self.modified + self.deleted)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.modified or self.deleted)
 
     def as_dict(self) -> dict[str, list[str]]:
+        """``{"added": [...], "modified": [...], "deleted": [...]}`` (relative posix paths)."""
         return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
 
 
@@ -136,6 +141,9 @@ class ScratchCopy:
         return cls(source, dest.resolve(), tree_snapshot(dest))
 
     def changes(self) -> Changes:
+        """What differs between the copy now and the source at copy time (by sha256 of each
+        file :func:`~opensage.runner.tree_snapshot` keeps).
+        """
         now = tree_snapshot(self.path)
         return Changes(
             added=sorted(p for p in now if p not in self.manifest),
@@ -401,6 +409,9 @@ class StepReport:
     scratch_declined: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        """The step as JSON: its agent's result flattened in (``tokens``, ``costUsd`` in USD,
+        ``latencyMs`` in ms), ``applied``/``conflicts`` as relative paths.
+        """
         return {
             "index": self.index, "subtask": self.subtask, "agent": self.agent, "reused": self.reused,
             "success": self.result.success, "error": self.result.error, "output": self.result.output,
@@ -426,17 +437,23 @@ class ChainReport:
 
     @property
     def tokens(self) -> int:
+        """Prompt + completion tokens of every step."""
         return sum(s.result.tokens for s in self.steps)
 
     @property
     def cost_usd(self) -> float:
+        """Spend of every step, in USD (litellm's price map)."""
         return sum(s.result.cost_usd for s in self.steps)
 
     @property
     def files_changed(self) -> list[str]:
+        """Relative paths any step applied to the project, sorted, each once."""
         return sorted({p for s in self.steps for p in s.applied})
 
     def as_dict(self) -> dict[str, Any]:
+        """The chain as JSON (``topology: "vertical"``, totals in tokens/USD, ``steps`` as
+        :meth:`StepReport.as_dict`).
+        """
         return {
             "runId": self.run_id, "topology": "vertical", "task": self.task, "subtasks": self.subtasks,
             "success": self.success, "failedStep": self.failed_step, "reason": self.reason,
@@ -446,6 +463,9 @@ class ChainReport:
         }
 
     def text(self) -> str:
+        """A few lines for a terminal: one per step (ok/FAILED, agent, changed files, why it
+        failed), then the totals or where the chain stopped.
+        """
         lines = [f"vertical chain {self.run_id}: {len(self.steps)} step(s) run of {len(self.subtasks)} planned"]
         for s in self.steps:
             mark = "ok" if s.result.success else "FAILED"
@@ -614,6 +634,9 @@ class MemberReport:
     diff: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The member as JSON: its result flattened in (``tokens``, ``costUsd`` in USD,
+        ``latencyMs`` in ms), ``changes`` as :meth:`Changes.as_dict`, the verifier ``score``.
+        """
         return {
             "index": self.index, "strategy": self.strategy, "agent": self.agent, "reused": self.reused,
             "success": self.result.success, "error": self.result.error, "output": self.result.output,
@@ -642,21 +665,28 @@ class EnsembleReport:
 
     @property
     def tokens(self) -> int:
+        """Prompt + completion tokens of every member plus the merge judge's."""
         return sum(m.result.tokens for m in self.members) + self.merge_tokens
 
     @property
     def cost_usd(self) -> float:
+        """Spend of every member plus the merge judge, in USD."""
         return sum(m.result.cost_usd for m in self.members) + self.merge_cost_usd
 
     @property
     def files_changed(self) -> list[str]:
+        """Relative paths applied to the project from the chosen member."""
         return list(self.applied)
 
     @property
     def answer(self) -> str:
+        """The chosen member's final answer ("" when none was chosen)."""
         return self.members[self.chosen - 1].result.output if self.chosen else ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The ensemble as JSON (``topology: "horizontal"``, totals in tokens/USD,
+        ``members`` as :meth:`MemberReport.as_dict`).
+        """
         return {
             "runId": self.run_id, "topology": "horizontal", "task": self.task,
             "mergeStrategy": self.merge_strategy, "verifier": self.verifier, "chosen": self.chosen,
@@ -666,6 +696,9 @@ class EnsembleReport:
         }
 
     def text(self) -> str:
+        """A few lines for a terminal: one per member (state, verifier score, changed files),
+        then the choice and what was applied.
+        """
         lines = [f"horizontal ensemble {self.run_id}: {len(self.members)} member(s), merge={self.merge_strategy}"]
         for m in self.members:
             mark = "*" if m.index == self.chosen else " "
@@ -721,6 +754,13 @@ def verifier_score(returncode: int, output: str) -> dict[str, Any]:
 
 
 async def propose_strategies(task: str, model: str | None = None) -> list[str]:
+    """Ask the model for genuinely different approaches to ``task`` (one per ensemble member).
+
+    :param model: litellm model string (None: ``$OPENSAGE_MODEL``).
+    :returns: 2 to 5 strategy sentences (the :class:`Strategies` schema bounds them).
+    :raises ModelNotConfigured: no model configured.
+    :raises ModelError: the provider failed, or no answer fitted the schema.
+    """
     from opensage import llm
 
     res = await llm.astructured([

@@ -97,6 +97,9 @@ class Plan:
                 "analysis": self.analysis.model_dump()}
 
     def text(self) -> str:
+        """The plan as a few terminal lines: topology and why, task type and complexity, then
+        the steps or strategies and the merge strategy.
+        """
         lines = [f"plan: {self.topology} — {self.reason}",
                  f"task type: {self.task_type}; complexity: {self.analysis.complexity}"]
         for i, s in enumerate(self.steps, 1):

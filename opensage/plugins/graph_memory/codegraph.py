@@ -71,6 +71,9 @@ class CodeHit:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The hit as JSON: ``id`` (``n<id>``), ``type``, ``label``, ``path``, ``line``; ``depth``,
+        ``edge``, ``edgeLine`` and ``via`` when set, then the ``extra`` keys.
+        """
         out = {"id": format_id(self.id), "type": self.type, "label": self.label, "path": self.path, "line": self.line}
         for key, value in (("depth", self.depth), ("edge", self.edge), ("edgeLine", self.edge_line), ("via", self.via)):
             if value is not None:
@@ -79,6 +82,9 @@ class CodeHit:
         return out
 
     def render(self, n: int) -> str:
+        """The hit as one numbered terminal line: id, type, label, ``path:line`` and how it was
+        reached (edge, line, depth and via).
+        """
         where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
         text = f"{n}. {format_id(self.id)} {self.type} {self.label}"
         if where:

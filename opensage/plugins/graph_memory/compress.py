@@ -195,6 +195,10 @@ class Extraction:
     edges: dict[tuple[tuple[str, str], str, tuple[str, str]], tuple[float, dict]] = field(default_factory=dict)
 
     def add(self, type: str, label: str, episode: int | None = None, content: str = "", **meta) -> tuple[str, str]:
+        """Add the item ``(type, label)``, or merge into it: content is kept from the first one
+        that has some, ``meta`` keys already set are kept, ``episode`` (an episode id) is added
+        to its sources. Returns the key ``(type, label)``.
+        """
         key = (type, label)
         item = self.items.get(key)
         if item is None:
@@ -209,6 +213,9 @@ class Extraction:
         return key
 
     def link(self, src: tuple[str, str], type: str, dst: tuple[str, str], weight: float = 0.5, **meta) -> None:
+        """Add the edge ``src -type-> dst`` (keys from :meth:`add`), keeping the higher ``weight``
+        (0-1) when it exists already; a self-loop is ignored.
+        """
         if src == dst:
             return
         key = (src, type, dst)
@@ -217,6 +224,7 @@ class Extraction:
             self.edges[key] = (weight, meta)
 
     def find(self, type: str, label: str) -> tuple[str, str] | None:
+        """The key of an item of ``type`` whose label equals ``label`` ignoring case, or None."""
         low = label.casefold()
         for key in self.items:
             if key[0] == type and key[1].casefold() == low:
@@ -855,6 +863,7 @@ class CompressReport:
 
     @property
     def new_total(self) -> int:
+        """Nodes created by the run, all types together."""
         return sum(self.new.values())
 
     def as_dict(self) -> dict[str, Any]:

@@ -181,10 +181,14 @@ def backfill_provenance(conn) -> None:
 
 
 def format_episode_id(episode_id: int) -> str:
+    """The public id of episode ``episode_id``: ``e<id>`` (e.g. ``e12``)."""
     return f"e{episode_id}"
 
 
 def parse_episode_id(text: str) -> int | None:
+    """The integer id in a public episode id ``e<digits>`` (surrounding spaces allowed), or
+    None when ``text`` is not one.
+    """
     text = (text or "").strip()
     if len(text) > 1 and text[0] == "e" and text[1:].isdigit():
         return int(text[1:])
@@ -221,6 +225,7 @@ class Episode:
 
     @property
     def ref(self) -> str:
+        """The public id, ``e<id>``."""
         return format_episode_id(self.id)
 
     def as_dict(self) -> dict[str, Any]:
@@ -229,6 +234,9 @@ class Episode:
 
     @classmethod
     def from_row(cls, row) -> "Episode":
+        """An episode from an ``episodes`` row (a ``sqlite3.Row``; ``args``/``meta`` are JSON text;
+        columns added by later migrations are optional).
+        """
         return cls(
             row["id"], row["session_id"], row["seq"], row["kind"], row["text"] or "", row["role"],
             row["tool"], row["path"], json.loads(row["args"]) if row["args"] else None,

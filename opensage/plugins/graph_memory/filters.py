@@ -135,6 +135,7 @@ class MemoryFilter:
     # -- what it admits --------------------------------------------------------------------------
     @property
     def wants_nodes(self) -> bool:
+        """False only when the node-type filter asks for episodes alone."""
         return not self.node_types or any(t != "episode" for t in self.node_types)
 
     @property
@@ -152,6 +153,7 @@ class MemoryFilter:
 
     @property
     def narrows_episodes(self) -> bool:
+        """True when some condition applies to episodes (time, session, source...)."""
         return bool(self.episode_sql()[0])
 
     def node_sql(self, alias: str = "n") -> tuple[str, list]:

@@ -44,10 +44,14 @@ def identifier_terms(text: str) -> str:
 
 
 def format_id(node_id: int) -> str:
+    """The public id of node ``node_id``: ``n<id>`` (e.g. ``n42``)."""
     return f"n{node_id}"
 
 
 def parse_id(text: str) -> int | None:
+    """The integer id in a public node id ``n<digits>`` (surrounding spaces allowed), or None
+    when ``text`` is not one.
+    """
     m = re.fullmatch(r"n(\d+)", text.strip())
     return int(m.group(1)) if m else None
 
@@ -85,10 +89,12 @@ class Node:
 
     @property
     def ref(self) -> str:
+        """The public id, ``n<id>``."""
         return format_id(self.id)
 
     @property
     def current(self) -> bool:
+        """True while the node has not been superseded (``valid_to`` unset)."""
         return self.valid_to is None
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,6 +109,11 @@ class Node:
 
     @classmethod
     def from_row(cls, row, tags: list[str] | None = None) -> "Node":
+        """A node from a ``nodes`` row (a ``sqlite3.Row``); columns added by later migrations
+        are optional, so rows of an older schema load too.
+
+        :param tags: the node's tags (the row does not hold them).
+        """
         keys = row.keys()
         return cls(row["id"], row["type"], row["label"], row["content"], json.loads(row["metadata"] or "{}"),
                    row["created_at"], row["updated_at"],
@@ -124,11 +135,13 @@ class Edge:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The edge as JSON: ``{"id", "from": "n<id>", "to": "n<id>", "type", "weight" (0-1), "metadata"}``."""
         return {"id": self.id, "from": format_id(self.src), "to": format_id(self.dst), "type": self.type,
                 "weight": self.weight, "metadata": self.metadata}
 
     @classmethod
     def from_row(cls, row) -> "Edge":
+        """An edge from an ``edges`` row (a ``sqlite3.Row``; ``metadata`` is JSON text)."""
         return cls(row["id"], row["src"], row["dst"], row["type"], row["weight"], json.loads(row["metadata"] or "{}"))
 
 
@@ -231,6 +244,11 @@ def normalize_tags(tags: Iterable[str] | None, check: bool = True) -> list[str]:
 
 
 def check_type(value: str, what: str) -> str:
+    """``value`` when it is a valid node or edge type (:data:`TYPE_NAME`: a lowercase word).
+
+    :param what: how the message names it (``node type``, ``edge type``).
+    :raises UsageError: not a lowercase word; the message gives an example.
+    """
     if not TYPE_NAME.match(value or ""):
         raise UsageError(f"{what} {value!r} is not valid: use a lowercase word such as 'code' or 'depends_on'.")
     return value
@@ -350,9 +368,11 @@ class Graph:
         return best
 
     def tags_of(self, node_id: int) -> list[str]:
+        """The tags of node ``node_id``, sorted ([] for an unknown node)."""
         return [r[0] for r in self.db.conn.execute("SELECT tag FROM node_tags WHERE node_id=? ORDER BY tag", (node_id,))]
 
     def tags_many(self, ids: Iterable[int]) -> dict[int, list[str]]:
+        """``{node id: [tags, sorted]}`` for the ``ids`` that have tags (chunked ``IN`` queries)."""
         ids = list(ids)
         out: dict[int, list[str]] = {}
         for chunk, marks in in_chunks(ids):
@@ -435,10 +455,12 @@ class Graph:
         return done
 
     def get(self, node_id: int) -> Node | None:
+        """Node ``node_id`` with its tags, or None when there is none."""
         row = self.db.conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
         return Node.from_row(row, self.tags_of(node_id)) if row else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Node]:
+        """``{id: Node}`` (with tags) for the ``ids`` that exist; unknown ids are left out."""
         ids = list(ids)
         out: dict[int, Node] = {}
         for chunk, marks in in_chunks(ids):
@@ -668,6 +690,7 @@ class Graph:
         return ids
 
     def counts(self) -> dict[str, int]:
+        """``{"nodes": n, "edges": n, "episodes": n}``: row counts of the three tables."""
         c = self.db.conn
         return {
             "nodes": c.execute("SELECT count(*) FROM nodes").fetchone()[0],

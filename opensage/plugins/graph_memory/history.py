@@ -98,6 +98,9 @@ class Chain:
         return {"kind": "chain", **camel_dict(self), "score": round(self.score, 6)}
 
     def render(self, n: int, width: int = 240) -> str:
+        """The chain as numbered terminal lines (``n``): anchor, error, fixes, decisions, files,
+        symbols, commands, sessions and evidence, each text cut to about ``width`` characters.
+        """
         def cut(text: str, limit: int = width) -> str:
             flat = " ".join((text or "").split())
             return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -71,6 +71,7 @@ class Subgraph:
 
     @property
     def hidden(self) -> int:
+        """Candidates left out of the view by the node limit (``total`` minus those shown)."""
         return max(0, self.total - len(self.nodes))
 
 
@@ -198,4 +199,5 @@ def render(sub: Subgraph, max_edges: int = MAX_EDGES) -> str:
 
 
 def node_summaries(nodes: Iterable[Node]) -> list[dict]:
+    """``[{"id": "n<id>", "type", "label"}]`` of ``nodes``, in order."""
     return [{"id": n.ref, "type": n.type, "label": n.label} for n in nodes]

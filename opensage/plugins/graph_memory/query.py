@@ -330,6 +330,9 @@ class LabelIndex:
 
     @property
     def cache_path(self):
+        """``.opencode/cache/label-index.npz`` next to the database: the saved index, reused
+        while the nodes are unchanged.
+        """
         return self.db.path.parent / "cache" / "label-index.npz"
 
     def _refresh(self, persist: bool = True) -> None:
@@ -525,6 +528,10 @@ class Result:
     validity: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: ``kind``, ``id``, ``label``, ``type``, ``excerpt``, ``score`` (6 digits),
+        ``relations``; ``via``/``depth`` when set, the episode's fields for an episode,
+        ``metadata`` when not empty, ``tags`` and validity for a node.
+        """
         out = {
             "kind": self.kind, "id": self.id, "label": self.label, "type": self.type,
             "excerpt": self.excerpt, "score": round(self.score, 6), "relations": self.relations,
@@ -543,6 +550,9 @@ class Result:
         return out
 
     def render(self, n: int) -> str:
+        """The result as a few terminal lines, numbered ``n``: id, label, type, score, depth,
+        tags, superseded mark, excerpt and relations.
+        """
         head = f"{n}. {self.id} {self.label} ({self.type})  score {self.score:.4f}"
         if self.depth is not None:
             head += f"  depth {self.depth}"
