@@ -10,7 +10,7 @@ character Mermaid could read as syntax is written as an entity code (``#quot;``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from opensage.plugins.graph_memory.graph import Edge, Graph, Node
@@ -67,7 +67,6 @@ class Subgraph:
     total: int
     center: Node | None = None
     title: str = ""
-    distances: dict[int, int] = field(default_factory=dict)
 
     @property
     def hidden(self) -> int:
@@ -120,8 +119,7 @@ def neighbourhood(graph: Graph, center: Node, radius: int = 2, max_nodes: int = 
     keep = order[:max_nodes]
     nodes = graph.get_many(keep)
     chosen = [nodes[i] for i in keep if i in nodes]
-    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen], edge_types), len(order), center=center,
-                    distances={i: dist[i] for i in keep})
+    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen], edge_types), len(order), center=center)
 
 
 def most_connected(graph: Graph, max_nodes: int = 60, edge_types=None) -> Subgraph:
