@@ -1,4 +1,4 @@
-"""Every public function and method in opensage/ has a docstring (DEVELOPERS.md's rule:
+"""Every public function and method in opensage/ has a docstring (the project's rule:
 argument shapes, units, errors raised, the source of any threshold)."""
 
 from __future__ import annotations
