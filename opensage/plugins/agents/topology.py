@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage import protected
+from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, OpenSageError, UsageError
 from opensage.ignore import IgnoreRules, walk as walk_project
 from opensage.runner import AgentRunner, Budget, run_shell, tree_snapshot
@@ -421,6 +422,7 @@ class StepReport:
         }
 
 
+@camel
 @dataclass
 class ChainReport:
     """A vertical run: its steps, whether it succeeded, and which step failed and why."""
@@ -454,13 +456,8 @@ class ChainReport:
         """The chain as JSON (``topology: "vertical"``, totals in tokens/USD, ``steps`` as
         :meth:`StepReport.as_dict`).
         """
-        return {
-            "runId": self.run_id, "topology": "vertical", "task": self.task, "subtasks": self.subtasks,
-            "success": self.success, "failedStep": self.failed_step, "reason": self.reason,
-            "replanned": self.replanned, "plannedByModel": self.planned_by_model,
-            "filesChanged": self.files_changed, "tokens": self.tokens, "costUsd": self.cost_usd,
-            "steps": [s.as_dict() for s in self.steps],
-        }
+        return {**camel_dict(self, exclude={"steps"}), "topology": "vertical", "filesChanged": self.files_changed,
+                "tokens": self.tokens, "costUsd": self.cost_usd, "steps": [s.as_dict() for s in self.steps]}
 
     def text(self) -> str:
         """A few lines for a terminal: one per step (ok/FAILED, agent, changed files, why it
@@ -645,6 +642,7 @@ class MemberReport:
         }
 
 
+@camel
 @dataclass
 class EnsembleReport:
     """A horizontal run: every member, the merge decision and what was applied."""
@@ -687,13 +685,9 @@ class EnsembleReport:
         """The ensemble as JSON (``topology: "horizontal"``, totals in tokens/USD,
         ``members`` as :meth:`MemberReport.as_dict`).
         """
-        return {
-            "runId": self.run_id, "topology": "horizontal", "task": self.task,
-            "mergeStrategy": self.merge_strategy, "verifier": self.verifier, "chosen": self.chosen,
-            "reason": self.reason, "success": self.success, "applied": self.applied,
-            "conflicts": self.conflicts, "answer": self.answer, "directory": self.directory,
-            "tokens": self.tokens, "costUsd": self.cost_usd, "members": [m.as_dict() for m in self.members],
-        }
+        return {**camel_dict(self, exclude={"members", "merge_tokens", "merge_cost_usd"}), "topology": "horizontal",
+                "answer": self.answer, "tokens": self.tokens, "costUsd": self.cost_usd,
+                "members": [m.as_dict() for m in self.members]}
 
     def text(self) -> str:
         """A few lines for a terminal: one per member (state, verifier score, changed files),
