@@ -4,6 +4,7 @@ the same for code ingest, the agent's tree snapshot, its list tool and scratch c
 from __future__ import annotations
 
 import sqlite3
+import os
 from pathlib import Path
 
 from opensage.ignore import IgnoreRules
@@ -82,3 +83,18 @@ def test_the_agent_list_tool_and_a_scratch_copy_skip_gitignored_paths(host, proj
     copy = ScratchCopy.create(project, tmp_path / "scratch")
     copied = {p.relative_to(copy.path).as_posix() for p in copy.path.rglob("*") if p.is_file()}
     assert copied == KEPT, copied  # .opencode (the workspace state) is on the built-in list
+
+
+def test_a_hostile_gitignore_cannot_stall_or_break_a_walk(tmp_path, caplog):
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / ".gitignore").write_text("skipped.py\n" + "\n".join(f"pat{i}_*.tmp" for i in range(20_000)))
+    (huge / "skipped.py").write_text("")
+    (huge / "kept.py").write_text("")
+    assert set(tree_snapshot(huge)) == {".gitignore", "kept.py"}  # the first patterns still apply
+    assert "only the first 1000 are applied" in caplog.text
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".gitignore")  # reading it would block forever
+    (fifo / "a.py").write_text("")
+    assert set(tree_snapshot(fifo)) == {"a.py"}
