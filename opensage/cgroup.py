@@ -55,6 +55,7 @@ class Support:
 
     @property
     def enforced(self) -> bool:
+        """True when both the memory and the pids controller are usable (limits are enforced)."""
         return self.memory is not None and self.pids is not None
 
 

@@ -33,6 +33,7 @@ def register(callback: Callable[[], None]) -> int:
 
 
 def unregister(token: int) -> None:
+    """Drop the callback registered under ``token`` (a no-op when it already ran or is unknown)."""
     with _lock:
         _callbacks.pop(token, None)
 

@@ -69,6 +69,7 @@ class Session:
 
     @property
     def workspace(self) -> Workspace:
+        """The host's workspace (the project this session belongs to)."""
         return self.host.workspace
 
 
@@ -354,6 +355,9 @@ class Host:
         return self._services[key]
 
     def close(self) -> None:
+        """Close every service a plugin registered (those with a ``close()``) and the database
+        connection of this thread; the host is not used afterwards.
+        """
         for svc in self._services.values():
             close = getattr(svc, "close", None)
             if callable(close):
@@ -443,6 +447,9 @@ class Host:
         return self.pm.hook.route_intent(session=session, text=text)
 
     def compaction_context(self, session: Session, max_chars: int = 4000) -> str | None:
+        """What to keep when the assistant compacts ``session``: the first plugin's non-None
+        answer to the ``compaction_context`` hook (at most ``max_chars`` characters), or None.
+        """
         return self.pm.hook.compaction_context(session=session, max_chars=max_chars)
 
     def prompt_context(self, session: Session, text: str, max_chars: int = 2000) -> str | None:

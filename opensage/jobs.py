@@ -65,8 +65,6 @@ def max_running() -> int:
 #: Environment variable carrying the job id inside the sandbox: processes of a job whose
 #: supervisor died before recording the sandbox pid are still found and killed by it.
 JOB_MARKER = "OPENSAGE_JOB"
-#: Seconds the supervisor waits after SIGTERM before giving up on a clean cancel.
-CANCEL_GRACE_S = 5.0
 
 
 def _m001(conn) -> None:
@@ -100,11 +98,13 @@ MIGRATIONS = [Migration(1, "jobs", _m001)]
 
 
 def migrate(db: Database) -> Database:
+    """Apply the ``jobs`` migrations to ``db`` (idempotent) and return it."""
     db.migrate("jobs", MIGRATIONS)
     return db
 
 
 def job_dir(workspace: Workspace, job_id: str) -> Path:
+    """``.opencode/jobs/<job_id>``: the job's spec, progress and output files."""
     return workspace.state_dir / "jobs" / job_id
 
 
@@ -333,6 +333,9 @@ def poll(workspace: Workspace, db: Database, job_id: str) -> dict[str, Any]:
 
 
 def list_jobs(db: Database, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest ``limit`` jobs, newest first: ``{id, name, status, created_at, finished_at}``
+    (epoch seconds; ``finished_at`` None while running).
+    """
     migrate(db)
     rows = db.conn.execute(
         "SELECT id, name, status, created_at, finished_at FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)

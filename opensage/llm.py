@@ -117,9 +117,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Prompt + completion tokens."""
         return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: "Usage") -> "Usage":
+        """Add ``other``'s tokens, cost (USD), latency (ms) and calls to this one; returns self."""
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd

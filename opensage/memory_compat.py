@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opensage.errors import NotFoundError, UsageError
+from opensage.store import in_chunks
 
 __all__ = [
     "MemoryCompat", "COMPAT_TOOLS", "CompatTool", "relation_edge_type", "export_jsonl", "import_jsonl",
@@ -239,17 +240,14 @@ class MemoryCompat:
         if not ids:
             return {"entities": [], "relations": []}
         rows = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             rows += self.db.conn.execute(
-                f"SELECT * FROM nodes WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk
+                f"SELECT * FROM nodes WHERE id IN ({marks}) ORDER BY id", chunk
             ).fetchall()
         rows.sort(key=lambda r: r["id"])
         relations: list[dict[str, Any]] = []
         seen: set[int] = set()
-        for i in range(0, len(ids), 400):
-            chunk = ids[i:i + 400]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             for r in self.db.conn.execute(
                 "SELECT e.*, s.label AS src_label, d.label AS dst_label FROM edges e"
                 " JOIN nodes s ON s.id = e.src JOIN nodes d ON d.id = e.dst"
@@ -511,9 +509,11 @@ class CompatTool:
         self.text_is_message = text_is_message
 
     def input_schema(self) -> dict[str, Any]:
+        """The tool's arguments as JSON Schema (camelCase names, as the reference server's)."""
         return self.args.model_json_schema(by_alias=True)
 
     def output_schema(self) -> dict[str, Any]:
+        """The tool's structured result as JSON Schema (camelCase names)."""
         return self.output.model_json_schema(by_alias=True)
 
     def bind(self, arguments: dict[str, Any] | None) -> BaseModel:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from opensage.errors import ModelError, OpenSageError
+from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.types import AgentResult, AgentSpec, CommandContext, SessionEvent, Tool
 
 if TYPE_CHECKING:
@@ -48,11 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentRunner", "Budget", "ToolError", "run_agent", "tree_snapshot", "IGNORED_DIRS", "FAILED_PREFIX"]
 
-#: Directories never walked, listed, searched, copied or diffed (state, VCS, caches, venvs).
-IGNORED_DIRS = frozenset({
-    ".git", ".opencode", ".claude", "node_modules", ".venv", "venv", "env", "__pycache__",
-    ".pytest_cache", ".benchmarks", ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".eggs", "dist", "build",
-})
+#: Directories never walked, listed, searched, copied or diffed whatever .gitignore says
+#: (the one list lives in :mod:`opensage.ignore`, which also reads the project's .gitignore).
+IGNORED_DIRS = DEFAULT_IGNORED_DIRS
 #: An agent's final answer starting with this marks the run as failed (the rest says why).
 FAILED_PREFIX = "FAILED:"
 #: Tool output fed back to the model is cut to this many characters.
@@ -85,16 +83,13 @@ class Budget:
     shell_timeout_s: float = 120.0
 
 
-def _ignored(parts: tuple[str, ...]) -> bool:
-    return any(p in IGNORED_DIRS or p.endswith(".egg-info") for p in parts)
-
-
 def tree_snapshot(root: Path) -> dict[str, str]:
-    """``{relative posix path: sha256}`` of every regular file under ``root`` outside :data:`IGNORED_DIRS`."""
+    """``{relative posix path: sha256}`` of every regular file under ``root`` that
+    :func:`opensage.ignore.walk` keeps (not in :data:`IGNORED_DIRS`, not matched by the
+    project's ``.gitignore``)."""
     out: dict[str, str] = {}
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS and not d.endswith(".egg-info"))
+    for dirpath, dirnames, filenames in walk_project(root):
         for name in filenames:
             path = Path(dirpath) / name
             if path.is_symlink() or not path.is_file():
@@ -438,9 +433,8 @@ class AgentRunner:
         return f"edited {self._rel(full)} ({count if replace_all else 1} replacement(s))"
 
     def _walk(self, base: Path, glob: str | None):
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS and not d.endswith(".egg-info"))
-            for name in sorted(filenames):
+        for dirpath, dirnames, filenames in walk_project(base, top=self.root):
+            for name in filenames:
                 if glob and not fnmatch.fnmatch(name, glob):
                     continue
                 yield Path(dirpath) / name

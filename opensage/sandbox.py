@@ -81,10 +81,6 @@ ETC_FILES = (
     "localtime", "timezone", "nsswitch.conf", "host.conf", "hosts", "passwd", "group",
     "mime.types", "os-release", "protocols", "services",
 )
-#: Top-level entries of a writable path that stay read-only inside the sandbox, and
-#: cannot be created there either (see :mod:`opensage.protected`): files the host later
-#: reads or runs (git config and hooks, assistant and editor settings, .envrc, ...).
-PROTECTED_NAMES = tuple(name for name, _ in protected.MOUNT_NAMES)
 #: Working directory of a run without ``cwd`` at the bwrap level: a folder of the
 #: sandbox's own size-limited tmpfs, never on the host disk.
 SANDBOX_SCRATCH = "/tmp/opensage-scratch"
@@ -168,6 +164,7 @@ class SandboxResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited 0, within its wall limit, with its output complete."""
         return self.returncode == 0 and not self.timed_out and not self.truncated
 
     def describe(self) -> str:
@@ -795,7 +792,7 @@ def run(
         of ``limits.scratch_mb`` MiB; rlimit level: a host temporary folder), gone after
         the run.
     :param writable: host paths bound read-write at the same path, except their
-        protected entries (:data:`PROTECTED_NAMES` plus the user's ``protected_paths``),
+        protected entries (:data:`opensage.protected.MOUNT_NAMES` plus the user's ``protected_paths``),
         which stay read-only and cannot be created.
     :param readable: host paths bound read-only at the same path.
     :param limits: resource limits (default :class:`Limits`).

@@ -73,25 +73,34 @@ class Workspace:
 
     @property
     def state_dir(self) -> Path:
+        """``<root>/.opencode``: where opensage keeps its state (database, agents, tools, metrics)."""
         return self.root / STATE_DIR
 
     @property
     def db_path(self) -> Path:
+        """``<root>/.opencode/opensage.db``, the SQLite database every plugin shares."""
         return self.state_dir / "opensage.db"
 
     @property
     def metrics_path(self) -> Path:
+        """``<root>/.opencode/agent-metrics.json``, the agent registry's runs."""
         return self.state_dir / "agent-metrics.json"
 
     @property
     def agents_dir(self) -> Path:
+        """``<root>/.opencode/agent``: generated agents, where OpenCode reads them."""
         return self.state_dir / "agent"
 
     @property
     def tools_dir(self) -> Path:
+        """``<root>/.opencode/generated-tools``: one folder per generated tool."""
         return self.state_dir / "generated-tools"
 
     def ensure_state_dir(self) -> Path:
+        """Create :attr:`state_dir` (and parents) if missing and return it.
+
+        :raises OSError: it cannot be created (read-only or full disk).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return self.state_dir
 
@@ -123,6 +132,11 @@ class Database:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use: WAL mode, ``busy_timeout_ms``,
+        foreign keys on, rows as ``sqlite3.Row``, autocommit outside :meth:`transaction`).
+
+        :raises sqlite3.OperationalError: the file cannot be opened or switched to WAL.
+        """
         conn = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,10 +226,34 @@ class Database:
             self._migrated.add(namespace)
 
     def close(self) -> None:
+        """Close this thread's connection, if open (other threads keep theirs)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+#: Ids bound by one chunked ``IN (...)`` query: under SQLite's default limit of 999 host
+#: parameters before 3.32 (SQLITE_MAX_VARIABLE_NUMBER, https://sqlite.org/limits.html),
+#: with room for a second copy of the list or a few other parameters in the same query.
+IN_CHUNK = 400
+
+
+def in_chunks(ids: Sequence[Any], size: int = IN_CHUNK) -> Iterator[tuple[list[Any], str]]:
+    """Split ``ids`` for ``... WHERE x IN (?,?,...)`` queries: yields ``(chunk, marks)``
+    where ``chunk`` is at most ``size`` consecutive ids (order kept) and ``marks`` is
+    ``"?,?,..."`` with one ``?`` per id, to put in the query text and bind ``chunk`` to.
+
+    :param ids: the values (any sequence; an empty one yields nothing).
+    :param size: ids per chunk, at least 1 (default :data:`IN_CHUNK`).
+    :raises ValueError: ``size`` below 1.
+    """
+    if size < 1:
+        raise ValueError(f"in_chunks: size must be at least 1, got {size}")
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        chunk = ids[i:i + size]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def execute_script(conn: sqlite3.Connection, sql: str) -> None:

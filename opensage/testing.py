@@ -55,11 +55,20 @@ class Script:
         self._lock = threading.Lock()
 
     def add(self, *answers: Any) -> "Script":
+        """Queue answers, used in order: a string (the reply text), a dict (an OpenAI-style
+        message, e.g. with ``tool_calls``) or a callable ``(messages, tools) -> either``.
+        Returns the script, for chaining.
+        """
         with self._lock:
             self.answers.extend(answers)
         return self
 
     def next(self, messages: list[dict], tools: list[dict] | None) -> dict:
+        """The answer to one request (recorded in ``requests``): the next queued answer, else
+        ``default``.
+
+        :raises ScriptExhausted: nothing queued and no default.
+        """
         with self._lock:
             self.requests.append({"messages": messages, "tools": tools})
             if self.answers:

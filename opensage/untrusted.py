@@ -85,6 +85,7 @@ def scrub(value: Any) -> Any:
 
 
 def too_deep_message(what: str) -> str:
+    """The error text for input ``what`` nested deeper than :data:`MAX_DEPTH` levels."""
     return (f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it "
             f"(opensage's events and arguments need only a few levels).")
 

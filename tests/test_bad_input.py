@@ -112,10 +112,10 @@ def test_the_opencode_shim_never_sends_half_an_emoji(project, tmp_path):
 # -- bounded queries --------------------------------------------------------------------------
 def test_a_catastrophic_regex_returns_at_once(cli):
     assert cli("@memory-add-node", "type=concept", "label=" + "a" * 48 + "!").returncode == 0
-    start = time.monotonic()
-    r = cli("@memory-query", "mode=pattern", "query=(a+)+$", "field=label", timeout=60)
+    # (a+)+$ on 48 a's and a '!' backtracks 2**48 steps unbounded: returning before the
+    # subprocess deadline (TimeoutExpired otherwise) is the behaviour under test
+    r = cli("@memory-query", "mode=pattern", "query=(a+)+$", "field=label", timeout=30)
     assert r.returncode == 0, r.stderr
-    assert time.monotonic() - start < 30
     assert "0 results" in r.stdout
 
 

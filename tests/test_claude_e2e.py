@@ -35,6 +35,7 @@ import pytest
 from tests.claude_env import claude_bin, hermetic_env, run_claude
 from tests.fake_anthropic import FakeAnthropic, all_text, tool_names, tool_results
 from tests.memory_results import echoes_and_stubs
+from tests.polling import wait_until
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                                 reason="needs node and npm for the real Claude Code CLI")
@@ -184,10 +185,8 @@ def test_claude_session_decides_fails_fixes_compacts_and_a_new_session_learns_ho
                       (DECISION,)).fetchone() is not None
 
     # the hook server acknowledges SessionEnd before it compresses: wait for the state
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and db.execute(
-            "SELECT ended_at IS NULL FROM sessions WHERE id=?", (sid,)).fetchone()[0]:
-        time.sleep(0.1)
+    wait_until(lambda: not db.execute("SELECT ended_at IS NULL FROM sessions WHERE id=?", (sid,)).fetchone()[0],
+               60, "the hook server to end the session")
     # the hooks recorded the session: the failing check, the edit, the green re-run, the answer;
     # tool calls carry their arguments
     rows = db.execute("SELECT kind, tool, text, args, compressed_at FROM episodes WHERE session_id=? ORDER BY seq",

@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.polling import wait_until
 
 from opensage import cgroup, sandbox
 
@@ -277,10 +278,7 @@ def test_sigterm_of_the_cli_removes_scratch_and_kills_the_run(tmp_path):
         proc.send_signal(sig)
         assert proc.wait(timeout=20) != 0
         assert not mine[0].exists(), sig
-        deadline = time.monotonic() + 10
-        while _running(int(pid)):
-            assert time.monotonic() < deadline, f"the sandboxed command survived {sig!r}"
-            time.sleep(0.05)
+        wait_until(lambda: not _running(int(pid)), 10, f"the sandboxed command to die after {sig!r}")
 
 
 def test_start_up_sweep_removes_scratch_of_dead_processes(tmp_path, monkeypatch):

@@ -12,10 +12,11 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.polling import wait_until
 
 DATA = Path(__file__).parent / "data" / "claude"
 SID = "0f3c9a52-7d1e-4c55-9a0b-2f6f1b2d9e41"
@@ -37,15 +38,6 @@ def _messages(project: Path) -> list[str]:
         return [r[0] for r in db.execute("SELECT text FROM episodes WHERE session_id=? ORDER BY seq", (SID,))]
     finally:
         db.close()
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_no_event_is_lost_while_the_server_starts_and_events_keep_their_order(project):
@@ -86,7 +78,7 @@ def _stop_server(project: Path) -> None:
             return
         pid = __import__("struct").unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
     os.kill(pid, 15)
-    _wait(lambda: not os.path.exists(path), 10)
+    wait_until(lambda: not os.path.exists(path), 10, "the stopped server to remove its socket")
 
 
 def test_server_rejects_bad_and_oversized_events_and_lives_on(project, monkeypatch):

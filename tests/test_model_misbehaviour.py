@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from opensage import llm
 from opensage.errors import ModelError
 from opensage.cli import cli
 from scripted_agents import Brain, call, draft
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 TASK = "Write a short notes.txt describing the project"
@@ -74,17 +74,6 @@ def outcomes(project) -> list[dict]:
         return [json.loads(m) for (m,) in conn.execute("SELECT metadata FROM nodes WHERE type='outcome'")]
     finally:
         conn.close()
-
-
-def wait_for(predicate, deadline_s: float = 60.0, what: str = "a state"):
-    """Poll ``predicate`` until it is true (no fixed sleeps); fail after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- timeouts, attempts, Retry-After -------------------------------------------------------
@@ -176,11 +165,11 @@ def test_run_on_a_hung_endpoint_prints_progress_on_a_pipe_and_fails_in_time(endp
         proc = subprocess.Popen([sys.executable, "-m", "opensage", "--workspace", str(project), "run", TASK],
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         try:
-            wait_for(srv.received.is_set, what="the first request")
+            wait_until(srv.received.is_set, what="the first request")
             # while the request hangs, the progress is already on the pipe
-            wait_for(lambda: "analysing the task" in log.read_text(), what="a progress line")
+            wait_until(lambda: "analysing the task" in log.read_text(), what="a progress line")
             assert proc.poll() is None
-            wait_for(lambda: "attempt 1 of 2" in log.read_text(), what="the retry line")
+            wait_until(lambda: "attempt 1 of 2" in log.read_text(), what="the retry line")
             assert proc.wait(timeout=60) == 1
         finally:
             if proc.poll() is None:

@@ -25,6 +25,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, system_text, tool_messages
 from tests.opencode_env import hermetic_env, opencode_bin, seed_config_dir
+from tests.polling import wait_until
 
 needs_opencode = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                                     reason="needs node and npm for the real OpenCode CLI")
@@ -635,18 +636,18 @@ def test_shim_ends_an_idle_session_while_opencode_keeps_running(tmp_path):
                             env={**os.environ, "OPENSAGE_IDLE_END_S": "0.5"})
     try:
         assert proc.stdout.readline().strip() == "idle"
-        deadline = time.monotonic() + 30
-        ended = None
-        while time.monotonic() < deadline and ended is None:
+        def ended():
             try:
                 db = sqlite3.connect(project / ".opencode" / "opensage.db")
-                row = db.execute("SELECT ended_at FROM sessions WHERE id='ses_idle'").fetchone()
-                db.close()
-                ended = row[0] if row else None
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.1)
-        assert ended is not None, "the idle session was never ended"
+                try:
+                    row = db.execute("SELECT ended_at FROM sessions WHERE id='ses_idle'").fetchone()
+                finally:
+                    db.close()
+            except sqlite3.OperationalError:  # the database or table is not there yet
+                return None
+            return row[0] if row else None
+
+        wait_until(ended, 30, "the idle timer to end the session")
         assert proc.poll() is None  # ended by the idle timer, not by OpenCode exiting
         db = sqlite3.connect(project / ".opencode" / "opensage.db")
         assert db.execute("SELECT COUNT(*) FROM episodes WHERE session_id='ses_idle' AND compressed_at IS NULL"

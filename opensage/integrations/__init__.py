@@ -3,5 +3,3 @@
 Both install an MCP server entry (``opensage mcp``), forward session events to
 ``opensage hook`` and remove exactly what they added on uninstall.
 """
-
-HOSTS = ("opencode", "claude")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -37,12 +36,6 @@ GITIGNORE_LINES = (
     ".opencode/cache/",
 )
 GITIGNORE_HEADER = f"# opensage state: session transcripts, locks, caches ({MARKER} install)"
-
-
-def python_command(workspace: Workspace) -> list[str]:
-    """``[python, -m, opensage, --workspace, ROOT]`` with the interpreter that runs us now
-    (for processes started from this one, never for config files a team commits)."""
-    return [sys.executable, "-m", "opensage", "--workspace", str(workspace.root.resolve())]
 
 
 def path_warning(report: list[str], script: str = OPENSAGE) -> None:
@@ -110,10 +103,6 @@ def remove_gitignore(root: Path, manifest: "Manifest", report: list[str]) -> Non
     report.append(f"removed {', '.join(drop)} from .gitignore")
 
 
-def shell_command(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
-
-
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path`` ({} when missing). Raises UsageError when it is not an object."""
     if not path.exists():
@@ -177,9 +166,11 @@ class Manifest:
 
     @property
     def installed(self) -> bool:
+        """True when this host's install added anything (files, JSON keys or hooks)."""
         return bool(self.files or self.json_keys or self.hooks)
 
     def add_gitignore(self, line: str) -> None:
+        """Record a ``.gitignore`` line the install added (each once)."""
         if line not in self.gitignore:
             self.gitignore.append(line)
 
@@ -189,15 +180,24 @@ class Manifest:
                 for line in entry.get("gitignore", [])}
 
     def add_file(self, rel: str) -> None:
+        """Record a file the install created (path relative to the project root; each once)."""
         if rel not in self.files:
             self.files.append(rel)
 
     def add_json_key(self, rel: str, key_path: list[str]) -> None:
+        """Record a key the install added to a JSON file: ``rel`` is the file (relative to the
+        project root), ``key_path`` the keys from the top (e.g. ``["mcp", "opensage"]``).
+        """
         keys = self.json_keys.setdefault(rel, [])
         if key_path not in keys:
             keys.append(key_path)
 
     def save(self) -> None:
+        """Write the manifest file (atomically); drop this host's entry when nothing is installed,
+        and the file when no host is left.
+
+        :raises OSError: the file cannot be written.
+        """
         if self.installed:
             self.all[self.host_name] = {"files": self.files, "json": self.json_keys, "hooks": self.hooks,
                                         "created": self.created, "gitignore": self.gitignore, "allow": self.allow}

@@ -63,6 +63,9 @@ def plugin_source(workspace: Workspace) -> str:
 
 
 def mcp_entry(workspace: Workspace) -> dict[str, Any]:
+    """The ``mcp.opensage`` entry of ``opencode.json``: a local server started as
+    ``opensage mcp`` (found on PATH, so the file is portable between machines).
+    """
     return {"type": "local", "command": [OPENSAGE, "mcp"], "enabled": True}
 
 

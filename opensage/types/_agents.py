@@ -16,8 +16,6 @@ Permission = Literal["allow", "ask", "deny"]
 #: ``opensage.plugins.agent_registry.registry.classify_task`` is the model-free fallback).
 TASK_TYPES = ("implement", "fix", "test", "refactor", "document", "analyze", "research")
 
-TaskType = Literal["implement", "fix", "test", "refactor", "document", "analyze", "research"]
-
 
 class AgentSpec(BaseModel):
     """A generated agent, as the model writes it and the hosts load it.

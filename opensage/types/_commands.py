@@ -57,6 +57,7 @@ class CommandContext:
 
     @property
     def workspace(self) -> "Workspace":
+        """The host's workspace (the project the command runs in)."""
         return self.host.workspace
 
 

@@ -1,19 +1,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, model_validator
-
-EVENT_KINDS = (
-    "user_message",
-    "assistant_message",
-    "tool_call",
-    "tool_result",
-    "error",
-    "file_edit",
-    "command",
-)
 
 EventKind = Literal[
     "user_message",
@@ -24,6 +14,8 @@ EventKind = Literal[
     "file_edit",
     "command",
 ]
+#: The kinds as a tuple (the same list as :data:`EventKind`, written once).
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
 
 class SessionEvent(BaseModel):

@@ -123,4 +123,5 @@ class ToolSpec(ToolDraft):
 
     @property
     def file_name(self) -> str:
+        """The code file of this tool's language (e.g. ``tool.py``)."""
         return TOOL_FILES[self.language]

@@ -17,6 +17,7 @@ COMMAND_MODULES = [cmd_registry]
 
 @hookimpl
 def register_commands(register):
+    """hookimpl: the registry's ``@``-commands (``@agent-stats`` ...)."""
     for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             register(command)

@@ -16,6 +16,11 @@ class AgentStatsArgs(ArgModel):
 
 
 def agent_stats(args: AgentStatsArgs, ctx: CommandContext) -> CommandResult:
+    """``@agent-stats``: per agent and task type, runs, success rate, its Wilson lower bound
+    (one-sided 95 %), mean cost (USD) and latency (s).
+
+    :raises UsageError: an unknown ``taskType``.
+    """
     from opensage.errors import UsageError
     from opensage.plugins.agent_registry.registry import TASK_TYPES, AgentRegistry, classify_task
 

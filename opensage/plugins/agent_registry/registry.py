@@ -175,6 +175,7 @@ class Ranking:
     eligible: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """The ranking as a plain dict (field names as declared, snake_case)."""
         return asdict(self)
 
 

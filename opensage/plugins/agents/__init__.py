@@ -18,6 +18,7 @@ COMMAND_MODULES = [cmd_agents, cmd_topology]
 
 @hookimpl
 def register_commands(register):
+    """hookimpl: the agents plugin's ``@``-commands (generate, list, topologies)."""
     for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             register(command)

@@ -21,6 +21,13 @@ class GenerateAgentArgs(ArgModel):
 
 
 def generate(args: GenerateAgentArgs, ctx: CommandContext) -> CommandResult:
+    """``@generate-agent``: have the model write an agent for ``task`` and write it for
+    OpenCode (and Claude Code when asked).
+
+    :raises UsageError: bad arguments (nothing written).
+    :raises ModelNotConfigured: no model configured.
+    :raises ModelError: no valid spec within the attempts (nothing written).
+    """
     from opensage.plugins.agents.generate import generate_agent_files
 
     written = generate_agent_files(
@@ -44,6 +51,9 @@ class ListAgentsArgs(ArgModel):
 
 
 def list_generated(args: ListAgentsArgs, ctx: CommandContext) -> CommandResult:
+    """``@list-agents``: every generated agent with its versions and registry totals (runs,
+    successes, cost in USD, latency in ms).
+    """
     from opensage.plugins.agent_registry.registry import AgentRegistry
     from opensage.plugins.agents.files import agent_versions, list_agents
 

@@ -50,6 +50,12 @@ class VerticalArgs(ArgModel):
 
 
 def vertical_decompose(args: VerticalArgs, ctx: CommandContext) -> CommandResult:
+    """``@vertical-decompose``: run ``task`` as a chain of subtasks, one agent each, each
+    in a scratch copy applied when it succeeds; stops at the first failed step.
+
+    :raises UsageError: bad arguments or budget.
+    :raises ModelNotConfigured: no model configured.
+    """
     from opensage.plugins.agents.topology import vertical
 
     report = run_async(vertical(
@@ -71,6 +77,12 @@ class EnsembleArgs(ArgModel):
 
 
 def horizontal_ensemble(args: EnsembleArgs, ctx: CommandContext) -> CommandResult:
+    """``@horizontal-ensemble``: run 2+ strategies in parallel scratch copies and apply the
+    one the merge strategy picks (verifier, judge or vote).
+
+    :raises UsageError: exactly one strategy, or bad arguments.
+    :raises ModelNotConfigured: no model configured.
+    """
     from opensage.errors import UsageError
     from opensage.plugins.agents.topology import horizontal
 

@@ -104,6 +104,9 @@ class WrittenAgent:
     archived: list[Path] = field(default_factory=list)
 
     def as_dict(self, root: Path | None = None) -> dict[str, Any]:
+        """The written agent as JSON: the spec, and every path (relative to ``root`` when given
+        and inside it, else absolute).
+        """
         def rel(p: Path | None) -> str | None:
             if p is None:
                 return None
@@ -128,14 +131,26 @@ def meta_dir(ws: Workspace) -> Path:
 
 
 def opencode_path(ws: Workspace, name: str) -> Path:
+    """``.opencode/agent/<name>.md``, the agent file OpenCode reads.
+
+    :raises UsageError: ``name`` is not a safe name.
+    """
     return ws.agents_dir / f"{check_name(name, 'agent name')}.md"
 
 
 def claude_path(ws: Workspace, name: str) -> Path:
+    """``.claude/agents/<name>.md``, the agent file Claude Code reads.
+
+    :raises UsageError: ``name`` is not a safe name.
+    """
     return ws.root / ".claude" / "agents" / f"{check_name(name, 'agent name')}.md"
 
 
 def sidecar_path(ws: Workspace, name: str) -> Path:
+    """``.opencode/opensage-agents/<name>.json``, the agent's full spec (the sidecar).
+
+    :raises UsageError: ``name`` is not a safe name.
+    """
     return meta_dir(ws) / f"{check_name(name, 'agent name')}.json"
 
 

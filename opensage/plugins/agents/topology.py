@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage import protected
+from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, OpenSageError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
+from opensage.ignore import IgnoreRules, walk as walk_project
+from opensage.runner import AgentRunner, Budget, run_shell, tree_snapshot
 from opensage.types import AgentResult, AgentSpec
 
 if TYPE_CHECKING:
@@ -79,6 +81,9 @@ def new_run_id() -> str:
 
 
 def slug(text: str, limit: int = 40) -> str:
+    """A kebab-case ASCII slug of ``text`` (runs of other characters become one ``-``), at
+    most ``limit`` characters; ``"x"`` when nothing is left. Used in run and folder names.
+    """
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return (s[:limit].rstrip("-") or "x")
 
@@ -94,18 +99,20 @@ class Changes:
 
     @property
     def paths(self) -> list[str]:
+        """Every added, modified and deleted path (workspace-relative, posix), sorted."""
         return sorted(self.added + self.modified + self.deleted)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.modified or self.deleted)
 
     def as_dict(self) -> dict[str, list[str]]:
+        """``{"added": [...], "modified": [...], "deleted": [...]}`` (relative posix paths)."""
         return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
 
 
 @dataclass
 class ScratchCopy:
-    """A copy of the project tree (without :data:`IGNORED_DIRS`) an agent may change freely.
+    """A copy of the project tree (without what :mod:`opensage.ignore` skips: built-in folders, .gitignore'd paths) an agent may change freely.
 
     :param source: the project root it was copied from.
     :param path: the copy.
@@ -125,13 +132,19 @@ class ScratchCopy:
         source, dest = Path(source).resolve(), Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
 
+        rules = IgnoreRules(source)
+
         def ignore(directory: str, names: list[str]) -> set[str]:
-            return {n for n in names if n in IGNORED_DIRS or n.endswith(".egg-info")}
+            rules.enter(directory)
+            return {n for n in names if rules.ignored(os.path.join(directory, n), os.path.isdir(os.path.join(directory, n)))}
 
         shutil.copytree(source, dest, ignore=ignore, symlinks=True)
         return cls(source, dest.resolve(), tree_snapshot(dest))
 
     def changes(self) -> Changes:
+        """What differs between the copy now and the source at copy time (by sha256 of each
+        file :func:`~opensage.runner.tree_snapshot` keeps).
+        """
         now = tree_snapshot(self.path)
         return Changes(
             added=sorted(p for p in now if p not in self.manifest),
@@ -316,13 +329,6 @@ def _write_in(root: Path, rel: str, source: Path | None, expected: str | None) -
             os.close(fd)
 
 
-def _sha(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    except OSError:
-        return None
-
-
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -404,6 +410,9 @@ class StepReport:
     scratch_declined: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        """The step as JSON: its agent's result flattened in (``tokens``, ``costUsd`` in USD,
+        ``latencyMs`` in ms), ``applied``/``conflicts`` as relative paths.
+        """
         return {
             "index": self.index, "subtask": self.subtask, "agent": self.agent, "reused": self.reused,
             "success": self.result.success, "error": self.result.error, "output": self.result.output,
@@ -413,6 +422,7 @@ class StepReport:
         }
 
 
+@camel
 @dataclass
 class ChainReport:
     """A vertical run: its steps, whether it succeeded, and which step failed and why."""
@@ -429,26 +439,30 @@ class ChainReport:
 
     @property
     def tokens(self) -> int:
+        """Prompt + completion tokens of every step."""
         return sum(s.result.tokens for s in self.steps)
 
     @property
     def cost_usd(self) -> float:
+        """Spend of every step, in USD (litellm's price map)."""
         return sum(s.result.cost_usd for s in self.steps)
 
     @property
     def files_changed(self) -> list[str]:
+        """Relative paths any step applied to the project, sorted, each once."""
         return sorted({p for s in self.steps for p in s.applied})
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runId": self.run_id, "topology": "vertical", "task": self.task, "subtasks": self.subtasks,
-            "success": self.success, "failedStep": self.failed_step, "reason": self.reason,
-            "replanned": self.replanned, "plannedByModel": self.planned_by_model,
-            "filesChanged": self.files_changed, "tokens": self.tokens, "costUsd": self.cost_usd,
-            "steps": [s.as_dict() for s in self.steps],
-        }
+        """The chain as JSON (``topology: "vertical"``, totals in tokens/USD, ``steps`` as
+        :meth:`StepReport.as_dict`).
+        """
+        return {**camel_dict(self, exclude={"steps"}), "topology": "vertical", "filesChanged": self.files_changed,
+                "tokens": self.tokens, "costUsd": self.cost_usd, "steps": [s.as_dict() for s in self.steps]}
 
     def text(self) -> str:
+        """A few lines for a terminal: one per step (ok/FAILED, agent, changed files, why it
+        failed), then the totals or where the chain stopped.
+        """
         lines = [f"vertical chain {self.run_id}: {len(self.steps)} step(s) run of {len(self.subtasks)} planned"]
         for s in self.steps:
             mark = "ok" if s.result.success else "FAILED"
@@ -617,6 +631,9 @@ class MemberReport:
     diff: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The member as JSON: its result flattened in (``tokens``, ``costUsd`` in USD,
+        ``latencyMs`` in ms), ``changes`` as :meth:`Changes.as_dict`, the verifier ``score``.
+        """
         return {
             "index": self.index, "strategy": self.strategy, "agent": self.agent, "reused": self.reused,
             "success": self.result.success, "error": self.result.error, "output": self.result.output,
@@ -625,6 +642,7 @@ class MemberReport:
         }
 
 
+@camel
 @dataclass
 class EnsembleReport:
     """A horizontal run: every member, the merge decision and what was applied."""
@@ -645,30 +663,36 @@ class EnsembleReport:
 
     @property
     def tokens(self) -> int:
+        """Prompt + completion tokens of every member plus the merge judge's."""
         return sum(m.result.tokens for m in self.members) + self.merge_tokens
 
     @property
     def cost_usd(self) -> float:
+        """Spend of every member plus the merge judge, in USD."""
         return sum(m.result.cost_usd for m in self.members) + self.merge_cost_usd
 
     @property
     def files_changed(self) -> list[str]:
+        """Relative paths applied to the project from the chosen member."""
         return list(self.applied)
 
     @property
     def answer(self) -> str:
+        """The chosen member's final answer ("" when none was chosen)."""
         return self.members[self.chosen - 1].result.output if self.chosen else ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runId": self.run_id, "topology": "horizontal", "task": self.task,
-            "mergeStrategy": self.merge_strategy, "verifier": self.verifier, "chosen": self.chosen,
-            "reason": self.reason, "success": self.success, "applied": self.applied,
-            "conflicts": self.conflicts, "answer": self.answer, "directory": self.directory,
-            "tokens": self.tokens, "costUsd": self.cost_usd, "members": [m.as_dict() for m in self.members],
-        }
+        """The ensemble as JSON (``topology: "horizontal"``, totals in tokens/USD,
+        ``members`` as :meth:`MemberReport.as_dict`).
+        """
+        return {**camel_dict(self, exclude={"members", "merge_tokens", "merge_cost_usd"}), "topology": "horizontal",
+                "answer": self.answer, "tokens": self.tokens, "costUsd": self.cost_usd,
+                "members": [m.as_dict() for m in self.members]}
 
     def text(self) -> str:
+        """A few lines for a terminal: one per member (state, verifier score, changed files),
+        then the choice and what was applied.
+        """
         lines = [f"horizontal ensemble {self.run_id}: {len(self.members)} member(s), merge={self.merge_strategy}"]
         for m in self.members:
             mark = "*" if m.index == self.chosen else " "
@@ -696,8 +720,7 @@ def normalise_answer(text: str) -> str:
 
 def default_verifier(root: Path) -> str | None:
     """``python -m pytest -q`` when the project has tests (``test_*.py``/``*_test.py``), else None."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in IGNORED_DIRS]
+    for dirpath, dirnames, filenames in walk_project(root):
         if any(re.match(r"(test_.*|.*_test)\.py$", f) for f in filenames):
             return DEFAULT_VERIFIER
     return None
@@ -725,6 +748,13 @@ def verifier_score(returncode: int, output: str) -> dict[str, Any]:
 
 
 async def propose_strategies(task: str, model: str | None = None) -> list[str]:
+    """Ask the model for genuinely different approaches to ``task`` (one per ensemble member).
+
+    :param model: litellm model string (None: ``$OPENSAGE_MODEL``).
+    :returns: 2 to 5 strategy sentences (the :class:`Strategies` schema bounds them).
+    :raises ModelNotConfigured: no model configured.
+    :raises ModelError: the provider failed, or no answer fitted the schema.
+    """
     from opensage import llm
 
     res = await llm.astructured([

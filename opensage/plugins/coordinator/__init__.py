@@ -24,6 +24,13 @@ class CoordinateArgs(ArgModel):
 
 
 def coordinate_cmd(args: CoordinateArgs, ctx: CommandContext) -> CommandResult:
+    """``@coordinate``: analyse ``task``, choose a topology (or take the one given), run it
+    unless ``planOnly``, and record every agent run.
+
+    :raises UsageError: bad arguments or budget.
+    :raises ModelNotConfigured: no model configured.
+    :raises ModelError: the analysis failed.
+    """
     from opensage.plugins.agents.cmd_topology import _budget, run_async
     from opensage.plugins.coordinator.coordinator import coordinate
 
@@ -62,5 +69,6 @@ COMMANDS = [
 
 @hookimpl
 def register_commands(register):
+    """hookimpl: the coordinator's ``@``-commands (``@coordinate``)."""
     for command in COMMANDS:
         register(command)

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget
+from opensage.ignore import walk as walk_project
+from opensage.runner import AgentRunner, Budget
 from opensage.types import AgentResult
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ class TaskAnalysis(BaseModel):
         return [s.strip() for s in v if s and s.strip()]
 
 
+@camel
 @dataclass
 class Plan:
     """What the coordinator will do and why."""
@@ -89,14 +92,14 @@ class Plan:
     verifier: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task, "topology": self.topology, "reason": self.reason, "taskType": self.task_type,
-            "complexity": self.analysis.complexity, "steps": self.steps, "strategies": self.strategies,
-            "mergeStrategy": self.merge_strategy, "verifier": self.verifier,
-            "analysis": self.analysis.model_dump(),
-        }
+        """Every field under its camelCase name, plus the analysis's ``complexity``."""
+        return {**camel_dict(self, exclude={"analysis"}), "complexity": self.analysis.complexity,
+                "analysis": self.analysis.model_dump()}
 
     def text(self) -> str:
+        """The plan as a few terminal lines: topology and why, task type and complexity, then
+        the steps or strategies and the merge strategy.
+        """
         lines = [f"plan: {self.topology} — {self.reason}",
                  f"task type: {self.task_type}; complexity: {self.analysis.complexity}"]
         for i, s in enumerate(self.steps, 1):
@@ -108,6 +111,7 @@ class Plan:
         return "\n".join(lines)
 
 
+@camel
 @dataclass
 class RunReport:
     """The outcome of :func:`coordinate`."""
@@ -129,20 +133,14 @@ class RunReport:
     executed: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runId": self.run_id, "plan": self.plan.as_dict(), "executed": self.executed,
-            "success": self.success, "output": self.output, "filesChanged": self.files_changed,
-            "agents": self.agents, "tokens": self.tokens, "costUsd": self.cost_usd,
-            "latencyMs": self.latency_ms, "error": self.error, "failedStep": self.failed_step,
-            "results": [r.model_dump() for r in self.results], "detail": self.detail, "memory": self.memory,
-        }
+        """Every field under its camelCase name; ``plan`` as :meth:`Plan.as_dict`."""
+        return {**camel_dict(self, exclude={"plan"}), "plan": self.plan.as_dict()}
 
 
 def _project_files(root) -> list[str]:
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
+    for dirpath, dirnames, filenames in walk_project(root, hidden=False):
+        for name in filenames:
             out.append(os.path.relpath(os.path.join(dirpath, name), root))
             if len(out) >= ANALYSIS_FILE_LIMIT:
                 return out

@@ -133,13 +133,18 @@ class RunProgress:
 
     @property
     def tokens(self) -> int:
+        """Tokens so far: those before the live rows plus each agent row's."""
         return self.base_tokens + sum(int(r["tokens"] or 0) for r in self.rows.values())
 
     @property
     def cost(self) -> float:
+        """Spend so far in USD: that before the live rows plus each agent row's."""
         return self.base_cost + sum(float(r["cost"] or 0.0) for r in self.rows.values())
 
     def render(self):
+        """The live panel (a rich renderable): task, phase, current step, the plan and one row
+        per agent (state, tokens, USD), with every model-written text cleaned of escapes.
+        """
         head = Text()
         head.append("task: ", style="bold")
         head.append(clean(self.task) + "\n")

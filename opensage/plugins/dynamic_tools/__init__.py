@@ -19,6 +19,9 @@ log = logging.getLogger("opensage")
 
 @hookimpl
 def register_commands(register, host):
+    """hookimpl: the dynamic-tools commands, then one ``@<name>`` command per generated tool
+    of ``host``'s workspace (a tool named like a built-in command is skipped with a warning).
+    """
     for command in commands.COMMANDS:
         register(command)
     if host is None:
@@ -33,6 +36,7 @@ def register_commands(register, host):
 
 @hookimpl
 def register_tools(register, session, host):
+    """hookimpl: every generated tool of the workspace as an agent tool (none without a host)."""
     if host is None and session is not None:
         host = session.host
     if host is None:

@@ -34,6 +34,13 @@ class GenerateToolArgs(ArgModel):
 
 
 def generate_tool(args: GenerateToolArgs, ctx: CommandContext) -> CommandResult:
+    """``@generate-tool``: have the model write a tool, test it in the sandbox on its own
+    examples, and register it.
+
+    :raises UsageError: bad arguments, or the name is taken without ``replace``.
+    :raises ModelNotConfigured: no model configured.
+    :raises ModelError: no attempt produced a tool that passed its examples.
+    """
     from opensage.plugins.dynamic_tools.generate import generate
 
     done = generate(ctx.host, args.requirement, args.language, args.name, attempts=args.attempts, replace=args.replace)
@@ -64,6 +71,9 @@ def _params_text(spec) -> str:
 
 
 def list_tools(args: ListToolsArgs, ctx: CommandContext) -> CommandResult:
+    """``@list-tools``: every generated tool with its parameters (JSON Schema) and last run
+    (``started_at`` epoch s, ``duration_ms``, sandbox level, status).
+    """
     tools = store.load_all(ctx.workspace)
     if not tools:
         return CommandResult(text="No generated tools yet. Create one with @generate-tool.", data={"tools": []})
@@ -260,6 +270,10 @@ def validate_arguments(spec, arguments: dict) -> dict:
 
 
 def tool_command(tool: store.StoredTool) -> Command:
+    """The ``@<name>`` command of a generated tool: its arguments are checked against the
+    tool's JSON Schema (exit 2 on a violation, before the sandbox starts), then it runs
+    sandboxed; data holds ``result``, ``level`` and ``durationMs`` (ms).
+    """
     model = args_model(tool.spec)
 
     def handler(args, ctx: CommandContext) -> CommandResult:
@@ -273,6 +287,9 @@ def tool_command(tool: store.StoredTool) -> Command:
 
 
 def agent_tool(tool: store.StoredTool) -> Tool:
+    """The generated tool as an agent :class:`~opensage.types.Tool` (same validation and
+    sandbox as :func:`tool_command`); the result goes back to the model as text.
+    """
     def run(arguments: dict, ctx: CommandContext) -> str:
         checked = validate_arguments(tool.spec, arguments)
         return _result_text(_run_recorded(ctx, store.load(ctx.workspace, tool.name), checked).result)
@@ -303,6 +320,13 @@ def _state_lock(ctx: CommandContext, tool: str, state_id: str):
 
 
 def execute_stateful(args: StatefulArgs, ctx: CommandContext) -> CommandResult:
+    """``@execute-stateful``: run a tool with a saved JSON state, or show, save or reset
+    that state (one lock per tool and state id, so two runs never interleave).
+
+    :raises UsageError: bad state id, ``args`` without ``action=run``, ``save-state``
+        without ``state``, or arguments the tool's schema rejects.
+    :raises NotFoundError: no such tool.
+    """
     tool = store.load(ctx.workspace, args.tool_name)
     state_id = store.check_state_id(args.state_id)
     if args.action != "run" and args.args:
@@ -343,6 +367,12 @@ class AsyncArgs(ArgModel):
 
 
 def async_background(args: AsyncArgs, ctx: CommandContext) -> CommandResult:
+    """``@async-background``: start a generated tool as a background job (sandboxed, wall
+    limit ``timeout_s`` seconds) and return its job id at once.
+
+    :raises UsageError: arguments the tool's schema rejects, or no sandbox available.
+    :raises NotFoundError: no such tool.
+    """
     from dataclasses import asdict
 
     from opensage import jobs, sandbox
@@ -386,6 +416,10 @@ def _job_text(info: dict) -> str:
 
 
 def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
+    """``@poll-job``: a background job's status, progress lines and (when done) result.
+
+    :raises NotFoundError: no such job.
+    """
     from opensage import jobs
 
     info = jobs.poll(ctx.workspace, ctx.host.db, _job_id(args.job_id))
@@ -393,6 +427,10 @@ def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
 
 
 def cancel_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
+    """``@cancel-job``: stop a background job (its sandbox is killed) and return its status.
+
+    :raises NotFoundError: no such job.
+    """
     from opensage import jobs
 
     info = jobs.cancel(ctx.workspace, ctx.host.db, _job_id(args.job_id))

@@ -87,6 +87,11 @@ def run_tool(spec: ToolSpec, code_path: Path, arguments: dict, state: Any = None
 
 
 def decode_run(res: sandbox.SandboxResult) -> ToolOutput:
+    """The :class:`ToolOutput` of a finished sandbox run (its stdout is the tool's JSON answer).
+
+    :raises ToolRunError: the run timed out, was cut at the output limit, exited non-zero,
+        or printed no valid answer; the message carries the tail of its output.
+    """
     if res.timed_out or res.truncated or res.returncode != 0:
         raise ToolRunError(f"tool failed ({res.describe()}, sandbox level {res.level}): {_tail(res.stderr) or _tail(res.stdout)}", res)
     try:

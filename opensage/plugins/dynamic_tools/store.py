@@ -44,6 +44,7 @@ MIGRATIONS = [Migration(1, "tool state and runs", _m001)]
 
 
 def db_for(host) -> Database:
+    """The host's database with the dynamic-tools migrations applied (idempotent)."""
     db = host.db
     db.migrate("dynamic-tools", MIGRATIONS)
     return db
@@ -56,14 +57,20 @@ class StoredTool:
 
     @property
     def name(self) -> str:
+        """The tool's name (its spec's ``name``)."""
         return self.spec.name
 
     @property
     def code_path(self) -> Path:
+        """The tool's code file in its folder (``tool.py``/``tool.sh``... by language)."""
         return self.folder / TOOL_FILES[self.spec.language]
 
 
 def tool_folder(workspace: Workspace, name: str) -> Path:
+    """``<workspace>/.opencode/generated-tools/<name>``, the tool's folder.
+
+    :raises UsageError: ``name`` is not a safe name (lowercase, digits, ``_``/``-``, at most 64).
+    """
     return workspace.tools_dir / check_name(name, "tool name")
 
 
@@ -127,11 +134,17 @@ def save(workspace: Workspace, spec: ToolSpec, checked: list[dict[str, Any]]) ->
 # -- state ------------------------------------------------------------------------------
 
 def get_state(db: Database, tool: str, state_id: str) -> Any:
+    """The JSON state a tool saved under ``state_id``, or None when it saved none."""
     row = db.conn.execute("SELECT state FROM tool_state WHERE tool=? AND state_id=?", (tool, state_id)).fetchone()
     return json.loads(row["state"]) if row else None
 
 
 def set_state(db: Database, tool: str, state_id: str, state: Any) -> None:
+    """Save ``state`` (any JSON-serialisable value) for ``tool`` under ``state_id``, replacing
+    the old one.
+
+    :raises TypeError: ``state`` is not JSON-serialisable.
+    """
     with db.transaction() as conn:
         conn.execute(
             "INSERT INTO tool_state(tool, state_id, state, updated_at) VALUES (?,?,?,?)"
@@ -141,12 +154,21 @@ def set_state(db: Database, tool: str, state_id: str, state: Any) -> None:
 
 
 def reset_state(db: Database, tool: str, state_id: str) -> bool:
+    """Delete ``tool``'s state under ``state_id``; returns whether there was one."""
     with db.transaction() as conn:
         return conn.execute("DELETE FROM tool_state WHERE tool=? AND state_id=?", (tool, state_id)).rowcount > 0
 
 
 def record_run(db: Database, tool: str, started_at: float, duration_ms: float, level: str, status: str,
                error: str | None = None) -> None:
+    """Record one run of ``tool``.
+
+    :param started_at: epoch seconds.
+    :param duration_ms: wall time in milliseconds.
+    :param level: the sandbox level it ran at (``bwrap``, ``rlimit``).
+    :param status: ``ok``, ``error``, ``timeout``...
+    :param error: why it failed, if it did.
+    """
     with db.transaction() as conn:
         conn.execute(
             "INSERT INTO tool_runs(tool, started_at, duration_ms, level, status, error) VALUES (?,?,?,?,?,?)",
@@ -155,6 +177,9 @@ def record_run(db: Database, tool: str, started_at: float, duration_ms: float, l
 
 
 def last_run(db: Database, tool: str) -> dict[str, Any] | None:
+    """The latest run of ``tool`` as ``{started_at (epoch s), duration_ms, level, status,
+    error}``, or None when it never ran.
+    """
     row = db.conn.execute(
         "SELECT started_at, duration_ms, level, status, error FROM tool_runs WHERE tool=?"
         " ORDER BY started_at DESC, id DESC LIMIT 1", (tool,)
@@ -163,6 +188,10 @@ def last_run(db: Database, tool: str) -> dict[str, Any] | None:
 
 
 def check_state_id(state_id: str) -> str:
+    """``state_id`` when it is 1-128 characters on one line (no NUL).
+
+    :raises UsageError: otherwise, with an example (``stateId=default``).
+    """
     if not isinstance(state_id, str) or not (1 <= len(state_id) <= 128) or any(c in state_id for c in "\0\n"):
         raise UsageError(f"stateId {state_id!r} must be 1-128 characters on one line, e.g. stateId=default")
     return state_id

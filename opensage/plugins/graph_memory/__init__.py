@@ -16,6 +16,7 @@ COMMAND_MODULES = [cmd_nodes, cmd_query, cmd_build]
 
 @hookimpl
 def register_commands(register):
+    """hookimpl: graph memory's ``@memory-*`` commands."""
     for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             register(command)

@@ -46,6 +46,15 @@ class CompressArgs(ArgModel):
 
 
 def compress(args: CompressArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-compress``: turn a session's episodes into nodes and edges (errors, fixes,
+    decisions, files), with the model pass when ``useModel`` and a model is configured;
+    tokens and cost (USD) are reported.
+
+    :raises UsageError: no ``sessionId`` outside a session, or a bad ``useModel``.
+    :raises NotFoundError: unknown session.
+    :raises ModelNotConfigured: ``useModel=always`` without a model.
+    :raises ModelError: ``useModel=always`` and the model failed.
+    """
     from opensage.plugins.graph_memory.compress import compress_session
 
     session_id = args.session_id or (ctx.session.id if ctx.session is not None else None)
@@ -75,6 +84,13 @@ class VisualizeArgs(ArgModel):
 
 
 def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-visualize``: a Mermaid flowchart of a node's neighbourhood (``centerNode``,
+    ``radius``) or of the most connected nodes, at most ``maxNodes``; an empty graph creates
+    no database.
+
+    :raises UsageError: a bad edge type.
+    :raises NotFoundError: ``centerNode`` names no node.
+    """
     from opensage.plugins.graph_memory.graph import check_type, graph_for
     from opensage.plugins.graph_memory.mermaid import most_connected, neighbourhood, node_summaries, render
 

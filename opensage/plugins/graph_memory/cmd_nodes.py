@@ -21,6 +21,12 @@ class AddNodeArgs(ArgModel):
 
 
 def add_node(args: AddNodeArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-add-node``: add a node, or merge it into an existing one (same type and
+    label, or a near-duplicate), optionally superseding another.
+
+    :raises UsageError: bad type, tags or metadata.
+    :raises NotFoundError: ``supersedes`` names no node.
+    """
     graph = graph_for(ctx.host)
     old = graph.resolve(args.supersedes, "supersedes node") if args.supersedes else None
     session = ctx.session
@@ -48,6 +54,11 @@ class TagArgs(ArgModel):
 
 
 def tag_node(args: TagArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-tag``: show, add, remove or set a node's tags.
+
+    :raises UsageError: a bad tag name or too many tags.
+    :raises NotFoundError: no such node.
+    """
     graph = graph_for(ctx.host)
     node = graph.resolve(args.node)
     if not args.add and not args.remove and args.set is None:
@@ -64,6 +75,11 @@ class SupersedeArgs(ArgModel):
 
 
 def supersede(args: SupersedeArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-supersede``: mark node ``old`` as replaced by ``new`` (kept for ``asOf`` queries).
+
+    :raises NotFoundError: either node does not exist.
+    :raises UsageError: ``old`` and ``new`` are the same node, a cycle, or an ambiguous label.
+    """
     graph = graph_for(ctx.host)
     old = graph.resolve(args.old, "old node")
     new = graph.resolve(args.new, "new node")
@@ -83,6 +99,12 @@ class ForgetArgs(ArgModel):
 
 
 def forget(args: ForgetArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-forget``: delete one node (with its edges and links) or a whole session
+    (episodes and the nodes only it produced).
+
+    :raises UsageError: not exactly one of ``node``/``session``.
+    :raises NotFoundError: no such node or session.
+    """
     from opensage.errors import UsageError
 
     if bool(args.node) == bool(args.session):
@@ -113,6 +135,12 @@ class AddEdgeArgs(ArgModel):
 
 
 def add_edge(args: AddEdgeArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-add-edge``: add an edge between two nodes, or merge it into the existing one
+    (``weight`` 0-1).
+
+    :raises NotFoundError: either node does not exist.
+    :raises UsageError: a bad edge type or weight.
+    """
     graph = graph_for(ctx.host)
     src = graph.resolve(args.from_id, "fromId node")
     dst = graph.resolve(args.to_id, "toId node")

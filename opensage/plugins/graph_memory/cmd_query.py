@@ -86,6 +86,13 @@ def _filter(args: QueryArgs):
 
 
 def memory_query(args: QueryArgs, ctx: CommandContext) -> CommandResult:
+    """``@memory-query``: similarity, pattern, traversal, history or code queries over the
+    graph and the episodes, with the filters (types, tags, time, session, source).
+
+    :raises UsageError: a bad mode/argument combination, node type, filter or pattern, or a
+        query longer than :data:`MAX_QUERY_CHARS` characters (similarity, history).
+    :raises NotFoundError: a traversal ``startNode`` that names no node.
+    """
     if args.mode == "code":
         return _code_query(args, ctx)
     if args.node_type is not None and not TYPE_NAME.match(args.node_type):

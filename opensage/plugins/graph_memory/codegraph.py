@@ -38,6 +38,7 @@ from typing import Any
 
 from opensage.errors import NotFoundError, UsageError
 from opensage.plugins.graph_memory.graph import Graph, format_id, parse_id
+from opensage.store import in_chunks
 
 __all__ = ["CodeGraph", "CodeHit", "RELATIONS", "SYMBOL_TYPES", "MAX_CODE_DEPTH"]
 
@@ -70,6 +71,9 @@ class CodeHit:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The hit as JSON: ``id`` (``n<id>``), ``type``, ``label``, ``path``, ``line``; ``depth``,
+        ``edge``, ``edgeLine`` and ``via`` when set, then the ``extra`` keys.
+        """
         out = {"id": format_id(self.id), "type": self.type, "label": self.label, "path": self.path, "line": self.line}
         for key, value in (("depth", self.depth), ("edge", self.edge), ("edgeLine", self.edge_line), ("via", self.via)):
             if value is not None:
@@ -78,6 +82,9 @@ class CodeHit:
         return out
 
     def render(self, n: int) -> str:
+        """The hit as one numbered terminal line: id, type, label, ``path:line`` and how it was
+        reached (edge, line, depth and via).
+        """
         where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
         text = f"{n}. {format_id(self.id)} {self.type} {self.label}"
         if where:
@@ -233,10 +240,9 @@ class CodeGraph:
     def _nodes(self, ids) -> dict[int, CodeHit]:
         ids = list(ids)
         out: dict[int, CodeHit] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             for r in self.conn.execute(
-                    f"SELECT id, type, label, {_PL} FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    f"SELECT id, type, label, {_PL} FROM nodes WHERE id IN ({marks})", chunk):
                 out[r["id"]] = self._row(r)
         return out
 

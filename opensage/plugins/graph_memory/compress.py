@@ -68,6 +68,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
 from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
                                                     own_tool, strip_echo)
@@ -194,6 +195,10 @@ class Extraction:
     edges: dict[tuple[tuple[str, str], str, tuple[str, str]], tuple[float, dict]] = field(default_factory=dict)
 
     def add(self, type: str, label: str, episode: int | None = None, content: str = "", **meta) -> tuple[str, str]:
+        """Add the item ``(type, label)``, or merge into it: content is kept from the first one
+        that has some, ``meta`` keys already set are kept, ``episode`` (an episode id) is added
+        to its sources. Returns the key ``(type, label)``.
+        """
         key = (type, label)
         item = self.items.get(key)
         if item is None:
@@ -208,6 +213,9 @@ class Extraction:
         return key
 
     def link(self, src: tuple[str, str], type: str, dst: tuple[str, str], weight: float = 0.5, **meta) -> None:
+        """Add the edge ``src -type-> dst`` (keys from :meth:`add`), keeping the higher ``weight``
+        (0-1) when it exists already; a self-loop is ignored.
+        """
         if src == dst:
             return
         key = (src, type, dst)
@@ -216,6 +224,7 @@ class Extraction:
             self.edges[key] = (weight, meta)
 
     def find(self, type: str, label: str) -> tuple[str, str] | None:
+        """The key of an item of ``type`` whose label equals ``label`` ignoring case, or None."""
         low = label.casefold()
         for key in self.items:
             if key[0] == type and key[1].casefold() == low:
@@ -612,6 +621,19 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                 break
     window = episodes[start + 1: resolved_at] if resolved_at is not None else episodes[idx + 1:]
     fixers: list[tuple[tuple[str, str], int, float]] = []
+
+    def fix_decisions(ep, names_fix) -> None:
+        # an assistant sentence with fix words that ``names_fix`` accepts becomes a decision
+        sentences = _sentences(ep.text)
+        for n_s, s in enumerate(sentences):
+            if _FIX_WORDS.search(s) and names_fix(s):
+                key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                             origin="compress", seq=ep.seq, role="assistant", session=session_id)
+                ex.link(("session", session_id), "contains", key, 0.7)
+                fixers.append((key, ep.id, 0.8))
+                if mention is not None:
+                    mention(s, ep, key)
+
     for ep in window:
         if ep.provenance:
             continue
@@ -623,15 +645,7 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
             if label:
                 fixers.append((ex.add("file", label, ep.id), ep.id, 0.6))
         if ep.kind == "assistant_message":
-            sentences = _sentences(ep.text)
-            for n_s, s in enumerate(sentences):
-                if _FIX_WORDS.search(s) and (resolved_at is not None or err_name in s):
-                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
-                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
-                    ex.link(("session", session_id), "contains", key, 0.7)
-                    fixers.append((key, ep.id, 0.8))
-                    if mention is not None:
-                        mention(s, ep, key)
+            fix_decisions(ep, lambda s: resolved_at is not None or err_name in s)
     if resolved_at is not None:
         # the assistant often says what fixed it after the green re-run, at the end of its turn
         edited = {Path(ex.items[k].label).name for k, _, _ in fixers if k[0] == "file"}
@@ -640,15 +654,7 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                 break
             if ep.kind != "assistant_message" or ep.provenance:
                 continue
-            sentences = _sentences(ep.text)
-            for n_s, s in enumerate(sentences):
-                if _FIX_WORDS.search(s) and (err_name in s or any(name in s for name in edited)):
-                    key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
-                                 origin="compress", seq=ep.seq, role="assistant", session=session_id)
-                    ex.link(("session", session_id), "contains", key, 0.7)
-                    fixers.append((key, ep.id, 0.8))
-                    if mention is not None:
-                        mention(s, ep, key)
+            fix_decisions(ep, lambda s: err_name in s or any(name in s for name in edited))
     item = ex.items[error_key]
     if resolved_at is not None or fixers:
         item.meta["resolved"] = True
@@ -832,6 +838,7 @@ def _merge_model(ex: Extraction, answers: list[SessionKnowledge], episodes: list
 
 
 # -- the command's core -----------------------------------------------------------------------
+@camel
 @dataclass
 class CompressReport:
     """Counts of one compression run. ``new`` counts nodes created by type; costs in USD."""
@@ -856,18 +863,14 @@ class CompressReport:
 
     @property
     def new_total(self) -> int:
+        """Nodes created by the run, all types together."""
         return sum(self.new.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "sessionId": self.session_id, "episodes": self.episodes, "newEpisodes": self.new_episodes,
-            "new": dict(sorted(self.new.items())), "newTotal": self.new_total, "updated": self.updated,
-            "newEdges": self.new_edges, "provenanceLinks": self.provenance_links, "model": self.model,
-            "modelItems": self.model_items, "modelSkippedEpisodes": self.model_skipped_episodes,
-            "droppedRelations": self.dropped_relations, "modelDroppedItems": self.model_dropped_items,
-            "modelError": self.model_error, "tokens": self.tokens, "costUsd": self.cost_usd,
-            "timeMs": round(self.time_ms, 1), "nodes": self.nodes,
-        }
+        """Every field under its camelCase name, ``new`` sorted by type, ``newTotal`` added,
+        ``timeMs`` rounded to 0.1 ms."""
+        return {**camel_dict(self), "new": dict(sorted(self.new.items())), "newTotal": self.new_total,
+                "timeMs": round(self.time_ms, 1)}
 
 
 def session_exists(host, session_id: str) -> bool:

@@ -55,6 +55,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from opensage.store import in_chunks
+
 __all__ = [
     "available",
     "model_dir",
@@ -275,9 +277,8 @@ class DenseIndex:
             nodes, episodes = self._missing(since)
             for kind, ids in (("node", nodes), ("episode", episodes)):
                 table = "nodes" if kind == "node" else "episodes"
-                for i in range(0, len(ids), BATCH):
-                    chunk = ids[i:i + BATCH]
-                    rows = conn.execute(f"SELECT * FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
+                for chunk, marks in in_chunks(ids, BATCH):
+                    rows = conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks})",
                                         chunk).fetchall()
                     texts = [node_text(r) if kind == "node" else episode_text(conn, r) for r in rows]
                     vecs = encode(texts)

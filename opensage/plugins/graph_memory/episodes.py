@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from opensage.store import Database
+from opensage.camel import camel, camel_dict
+from opensage.store import Database, in_chunks
 from opensage.types import SessionEvent
 
 __all__ = [
@@ -180,16 +181,21 @@ def backfill_provenance(conn) -> None:
 
 
 def format_episode_id(episode_id: int) -> str:
+    """The public id of episode ``episode_id``: ``e<id>`` (e.g. ``e12``)."""
     return f"e{episode_id}"
 
 
 def parse_episode_id(text: str) -> int | None:
+    """The integer id in a public episode id ``e<digits>`` (surrounding spaces allowed), or
+    None when ``text`` is not one.
+    """
     text = (text or "").strip()
     if len(text) > 1 and text[0] == "e" and text[1:].isdigit():
         return int(text[1:])
     return None
 
 
+@camel
 @dataclass
 class Episode:
     """One recorded session event.
@@ -219,18 +225,18 @@ class Episode:
 
     @property
     def ref(self) -> str:
+        """The public id, ``e<id>``."""
         return format_episode_id(self.id)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.ref, "sessionId": self.session_id, "seq": self.seq, "kind": self.kind,
-            "role": self.role, "tool": self.tool, "path": self.path, "text": self.text,
-            "args": self.args, "meta": self.meta, "timestamp": self.timestamp,
-            "compressedAt": self.compressed_at, "provenance": self.provenance,
-        }
+        """Every field but ``modeled_at`` under its camelCase name; ``id`` as ``e<n>``."""
+        return {**camel_dict(self, exclude={"modeled_at"}), "id": self.ref}
 
     @classmethod
     def from_row(cls, row) -> "Episode":
+        """An episode from an ``episodes`` row (a ``sqlite3.Row``; ``args``/``meta`` are JSON text;
+        columns added by later migrations are optional).
+        """
         return cls(
             row["id"], row["session_id"], row["seq"], row["kind"], row["text"] or "", row["role"],
             row["tool"], row["path"], json.loads(row["args"]) if row["args"] else None,
@@ -371,10 +377,9 @@ def _mark(db: Database, column: str, episode_ids: Iterable[int], at: float | Non
     at = time.time() if at is None else float(at)
     marked = 0
     with db.transaction() as conn:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             cur = conn.execute(
-                f"UPDATE episodes SET {column}=? WHERE {column} IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                f"UPDATE episodes SET {column}=? WHERE {column} IS NULL AND id IN ({marks})",
                 (at, *chunk),
             )
             marked += cur.rowcount
@@ -420,9 +425,8 @@ def get_episodes(db: Database, ids: Iterable[int]) -> dict[int, Episode]:
     """Episodes by id (missing ids are left out)."""
     ids = list(ids)
     out: dict[int, Episode] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for row in db.conn.execute(f"SELECT * FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+    for chunk, marks in in_chunks(ids):
+        for row in db.conn.execute(f"SELECT * FROM episodes WHERE id IN ({marks})", chunk):
             out[row["id"]] = Episode.from_row(row)
     return out
 
@@ -548,10 +552,9 @@ def episode_rankings(db: Database, query: str, limit: int, session_id: str | Non
     ids = list(dict.fromkeys([i for i, _ in ranked] + near))
     terms = set(query_terms(query))
     roles = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
+    for chunk, marks in in_chunks(ids):
         roles.update(db.conn.execute(
-            f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+            f"SELECT id, lower(coalesce(role, '')) FROM episodes WHERE id IN ({marks})", chunk))
     is_named = {i for i in ids if terms.intersection(_ROLE_WORDS.findall(roles.get(i, "")))}
     if dense is None:
         lists = [([i for i, _ in ranked][:limit], 1.0)]

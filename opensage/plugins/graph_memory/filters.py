@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 from opensage.errors import UsageError
+from opensage.store import in_chunks
 
 __all__ = ["MemoryFilter", "parse_time"]
 
@@ -134,6 +135,7 @@ class MemoryFilter:
     # -- what it admits --------------------------------------------------------------------------
     @property
     def wants_nodes(self) -> bool:
+        """False only when the node-type filter asks for episodes alone."""
         return not self.node_types or any(t != "episode" for t in self.node_types)
 
     @property
@@ -151,6 +153,7 @@ class MemoryFilter:
 
     @property
     def narrows_episodes(self) -> bool:
+        """True when some condition applies to episodes (time, session, source...)."""
         return bool(self.episode_sql()[0])
 
     def node_sql(self, alias: str = "n") -> tuple[str, list]:
@@ -277,10 +280,9 @@ class MemoryFilter:
         if not ids or not cond:
             return ids[:limit] if limit is not None else ids
         out: list[int] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             ok = {r[0] for r in conn.execute(
-                f"SELECT n.id FROM nodes n NOT INDEXED WHERE n.id IN ({','.join('?' * len(chunk))}) AND {cond}",
+                f"SELECT n.id FROM nodes n NOT INDEXED WHERE n.id IN ({marks}) AND {cond}",
                 (*chunk, *params))}
             out.extend(x for x in chunk if x in ok)
             if limit is not None and len(out) >= limit:
@@ -299,10 +301,9 @@ class MemoryFilter:
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='sessions'").fetchone():
             return []
         ok: set[int] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             ok.update(r[0] for r in conn.execute(
-                f"SELECT e.id FROM episodes e WHERE e.id IN ({','.join('?' * len(chunk))}) AND {cond}",
+                f"SELECT e.id FROM episodes e WHERE e.id IN ({marks}) AND {cond}",
                 (*chunk, *params)))
         return [i for i in ids if i in ok]
 

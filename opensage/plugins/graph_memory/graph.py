@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import NotFoundError, UsageError
-from opensage.store import Database
+from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
 __all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "format_id", "parse_id"]
@@ -43,14 +44,19 @@ def identifier_terms(text: str) -> str:
 
 
 def format_id(node_id: int) -> str:
+    """The public id of node ``node_id``: ``n<id>`` (e.g. ``n42``)."""
     return f"n{node_id}"
 
 
 def parse_id(text: str) -> int | None:
+    """The integer id in a public node id ``n<digits>`` (surrounding spaces allowed), or None
+    when ``text`` is not one.
+    """
     m = re.fullmatch(r"n(\d+)", text.strip())
     return int(m.group(1)) if m else None
 
 
+@camel
 @dataclass
 class Node:
     """A node. Times are epoch seconds.
@@ -83,26 +89,31 @@ class Node:
 
     @property
     def ref(self) -> str:
+        """The public id, ``n<id>``."""
         return format_id(self.id)
 
     @property
     def current(self) -> bool:
+        """True while the node has not been superseded (``valid_to`` unset)."""
         return self.valid_to is None
 
     def as_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.ref, "type": self.type, "label": self.label, "content": self.content,
-            "metadata": self.metadata, "createdAt": self.created_at, "updatedAt": self.updated_at,
-            "validFrom": self.valid_from, "validTo": self.valid_to,
-            "supersededBy": format_id(self.superseded_by) if self.superseded_by else None,
-            "sessionId": self.session_id, "source": self.source, "tags": list(self.tags),
-        }
+        """Every field under its camelCase name; ids as ``n<id>``; ``mergedDuplicate`` only
+        when a write was merged into this node."""
+        out = camel_dict(self, exclude={"merged"})
+        out["id"] = self.ref
+        out["supersededBy"] = format_id(self.superseded_by) if self.superseded_by else None
         if self.merged:
             out["mergedDuplicate"] = self.merged
         return out
 
     @classmethod
     def from_row(cls, row, tags: list[str] | None = None) -> "Node":
+        """A node from a ``nodes`` row (a ``sqlite3.Row``); columns added by later migrations
+        are optional, so rows of an older schema load too.
+
+        :param tags: the node's tags (the row does not hold them).
+        """
         keys = row.keys()
         return cls(row["id"], row["type"], row["label"], row["content"], json.loads(row["metadata"] or "{}"),
                    row["created_at"], row["updated_at"],
@@ -124,11 +135,13 @@ class Edge:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The edge as JSON: ``{"id", "from": "n<id>", "to": "n<id>", "type", "weight" (0-1), "metadata"}``."""
         return {"id": self.id, "from": format_id(self.src), "to": format_id(self.dst), "type": self.type,
                 "weight": self.weight, "metadata": self.metadata}
 
     @classmethod
     def from_row(cls, row) -> "Edge":
+        """An edge from an ``edges`` row (a ``sqlite3.Row``; ``metadata`` is JSON text)."""
         return cls(row["id"], row["src"], row["dst"], row["type"], row["weight"], json.loads(row["metadata"] or "{}"))
 
 
@@ -231,6 +244,11 @@ def normalize_tags(tags: Iterable[str] | None, check: bool = True) -> list[str]:
 
 
 def check_type(value: str, what: str) -> str:
+    """``value`` when it is a valid node or edge type (:data:`TYPE_NAME`: a lowercase word).
+
+    :param what: how the message names it (``node type``, ``edge type``).
+    :raises UsageError: not a lowercase word; the message gives an example.
+    """
     if not TYPE_NAME.match(value or ""):
         raise UsageError(f"{what} {value!r} is not valid: use a lowercase word such as 'code' or 'depends_on'.")
     return value
@@ -350,15 +368,16 @@ class Graph:
         return best
 
     def tags_of(self, node_id: int) -> list[str]:
+        """The tags of node ``node_id``, sorted ([] for an unknown node)."""
         return [r[0] for r in self.db.conn.execute("SELECT tag FROM node_tags WHERE node_id=? ORDER BY tag", (node_id,))]
 
     def tags_many(self, ids: Iterable[int]) -> dict[int, list[str]]:
+        """``{node id: [tags, sorted]}`` for the ``ids`` that have tags (chunked ``IN`` queries)."""
         ids = list(ids)
         out: dict[int, list[str]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             for nid, tag in self.db.conn.execute(
-                    f"SELECT node_id, tag FROM node_tags WHERE node_id IN ({','.join('?' * len(chunk))}) ORDER BY tag",
+                    f"SELECT node_id, tag FROM node_tags WHERE node_id IN ({marks}) ORDER BY tag",
                     chunk):
                 out.setdefault(nid, []).append(tag)
         return out
@@ -436,15 +455,16 @@ class Graph:
         return done
 
     def get(self, node_id: int) -> Node | None:
+        """Node ``node_id`` with its tags, or None when there is none."""
         row = self.db.conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
         return Node.from_row(row, self.tags_of(node_id)) if row else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Node]:
+        """``{id: Node}`` (with tags) for the ``ids`` that exist; unknown ids are left out."""
         ids = list(ids)
         out: dict[int, Node] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = f"SELECT * FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"
+        for chunk, marks in in_chunks(ids):
+            q = f"SELECT * FROM nodes WHERE id IN ({marks})"
             for row in self.db.conn.execute(q, chunk):
                 out[row["id"]] = Node.from_row(row)
         for nid, tags in self.tags_many(out).items():
@@ -499,11 +519,6 @@ class Graph:
             cur = conn.execute("DELETE FROM edges WHERE src=? AND type=? AND dst=?", (src, type, dst))
         return cur.rowcount > 0
 
-    def delete_node(self, node_id: int) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-            conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
-
     # -- forgetting and retention ------------------------------------------------------------
     def forget_node(self, node_id: int) -> dict[str, Any]:
         """Delete a node with its edges, tags, provenance links and vectors; nodes it had
@@ -526,9 +541,7 @@ class Graph:
                 "edges": edges, "provenanceLinks": links, "restored": [format_id(r) for r in restored]}
 
     def _delete_episodes(self, conn, ids: list[int]) -> None:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             conn.execute(f"DELETE FROM episodes_fts WHERE rowid IN ({marks})", chunk)
             conn.execute(f"DELETE FROM embeddings WHERE kind='episode' AND id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM episodes WHERE id IN ({marks})", chunk)
@@ -677,6 +690,7 @@ class Graph:
         return ids
 
     def counts(self) -> dict[str, int]:
+        """``{"nodes": n, "edges": n, "episodes": n}``: row counts of the three tables."""
         c = self.db.conn
         return {
             "nodes": c.execute("SELECT count(*) FROM nodes").fetchone()[0],

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opensage.camel import camel, camel_dict
 from opensage.plugins.graph_memory.graph import Graph, format_id
 
 __all__ = ["Chain", "chains", "is_past_work_question", "render_chains"]
@@ -75,6 +76,7 @@ def is_past_work_question(text: str) -> bool:
     return bool(_PAST_WORK.search(text or ""))
 
 
+@camel
 @dataclass
 class Chain:
     """One piece of past work: an anchor (an error, or a decision/fact/answer) and what is linked to it."""
@@ -92,12 +94,13 @@ class Chain:
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": "chain", "anchor": self.anchor, "error": self.error, "fixes": self.fixes,
-                "decisions": self.decisions, "files": self.files, "symbols": self.symbols,
-                "commands": self.commands, "sessions": self.sessions, "evidence": self.evidence,
-                "score": round(self.score, 6)}
+        """``{"kind": "chain"}`` and every field (``score`` rounded to 6 digits)."""
+        return {"kind": "chain", **camel_dict(self), "score": round(self.score, 6)}
 
     def render(self, n: int, width: int = 240) -> str:
+        """The chain as numbered terminal lines (``n``): anchor, error, fixes, decisions, files,
+        symbols, commands, sessions and evidence, each text cut to about ``width`` characters.
+        """
         def cut(text: str, limit: int = width) -> str:
             flat = " ".join((text or "").split())
             return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -183,6 +186,20 @@ def _anchors(graph: Graph, query: str, limit: int) -> list[tuple[int, float]]:
     return rrf(lists)[:limit] if lists else []
 
 
+def _add_mentioned(conn, chain: "Chain", members: list[dict[str, Any]], own: set[int] | None = None) -> None:
+    """Add to ``chain.files``/``chain.symbols`` the files and code symbols that ``members``
+    mention or touch (only nodes in ``own`` when given), each once, in link order."""
+    for node in list(members):
+        for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
+            other = _node(conn, oid) if own is None or oid in own else None
+            if other is None:
+                continue
+            if other["type"] == "file" and other["label"] not in chain.files:
+                chain.files.append(other["label"])
+            elif other["type"] in _CODE_TYPES and other["label"] not in chain.symbols:
+                chain.symbols.append(other["label"])
+
+
 def _node(conn, node_id: int) -> dict[str, Any] | None:
     row = conn.execute("SELECT id, type, label, content, metadata FROM nodes WHERE id=?", (node_id,)).fetchone()
     if row is None:
@@ -252,15 +269,7 @@ def _build(conn, anchor: dict[str, Any], score: float, terms: list[str], exclude
     if error is not None and anchor["type"] != "error" and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
     # files, symbols mentioned by the members; decisions of the same session about the fixed files
-    for node in list(members):
-        for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
-            other = _node(conn, oid)
-            if other is None:
-                continue
-            if other["type"] == "file" and other["label"] not in chain.files:
-                chain.files.append(other["label"])
-            elif other["type"] in _CODE_TYPES and other["label"] not in chain.symbols:
-                chain.symbols.append(other["label"])
+    _add_mentioned(conn, chain, members)
     sessions = _sessions(conn, [m["_id"] for m in members])
     # the decisions of the same session(s): the ones sharing words with the question or the
     # chain's files and symbols first (a decision stored with @memory-add-node is linked to
@@ -365,15 +374,7 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
     if error is not None and anchor["type"] not in ("error", "session") \
             and not any(f["id"] == anchor["id"] for f in chain.fixes):
         chain.decisions.append(_public(anchor))
-    for node in list(members):  # files and symbols the anchor, error and fixes name in this session
-        for oid in _linked(conn, node["_id"], "mentions", "out") + _linked(conn, node["_id"], "touches", "out"):
-            other = _node(conn, oid) if oid in own else None
-            if other is None:
-                continue
-            if other["type"] == "file" and other["label"] not in chain.files:
-                chain.files.append(other["label"])
-            elif other["type"] in _CODE_TYPES and other["label"] not in chain.symbols:
-                chain.symbols.append(other["label"])
+    _add_mentioned(conn, chain, members, own)  # files and symbols the anchor, error and fixes name in this session
     if session["_id"] is not None and not chain.commands:
         chain.commands += [r[0] for r in conn.execute(
             "SELECT n.label FROM edges e JOIN nodes n ON n.id = e.dst WHERE e.src=? AND e.type='ran'"

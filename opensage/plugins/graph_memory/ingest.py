@@ -74,18 +74,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensage.camel import camel, camel_dict
 from opensage.errors import UsageError
+from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
+from opensage.store import in_chunks
 
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
 INGEST_VERSION = 6
-#: Folder names never descended into (plus every hidden folder and any folder holding ``pyvenv.cfg``).
-SKIP_DIRS = frozenset({
-    "__pycache__", "node_modules", "venv", "env", "site-packages", "build", "dist",
-    "__pypackages__", "htmlcov",
-})
+#: Folder names never descended into (plus every hidden folder, any folder holding
+#: ``pyvenv.cfg`` and what the project's ``.gitignore`` names): :mod:`opensage.ignore`'s list.
+SKIP_DIRS = DEFAULT_IGNORED_DIRS
 CODE_TYPES = ("file", "module", "class", "function", "method", "variable", "attribute")
 CODE_EDGES = ("contains", "imports", "calls", "inherits", "references", "decorates")
 _USE_TARGETS = frozenset({"class", "function", "method", "variable", "attribute"})
@@ -100,6 +101,7 @@ _DOC_CHARS = 400
 _SIG_CHARS = 300
 
 
+@camel
 @dataclass
 class IngestReport:
     """What one ingest did. Times in milliseconds."""
@@ -126,15 +128,8 @@ class IngestReport:
     errors: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root, "files": self.files, "unchanged": self.unchanged, "changed": self.changed,
-            "removedFiles": self.removed_files, "skipped": self.skipped, "modules": self.modules,
-            "classes": self.classes, "functions": self.functions, "methods": self.methods,
-            "variables": self.variables, "attributes": self.attributes, "edges": self.edges,
-            "nodesAdded": self.nodes_added, "nodesUpdated": self.nodes_updated, "nodesRemoved": self.nodes_removed,
-            "edgesAdded": self.edges_added, "edgesRemoved": self.edges_removed, "timeMs": round(self.time_ms, 1),
-            "errors": self.errors,
-        }
+        """Every field under its camelCase name (``timeMs`` rounded to 0.1 ms)."""
+        return {**camel_dict(self), "timeMs": round(self.time_ms, 1)}
 
 
 @dataclass
@@ -322,26 +317,18 @@ def _local_types(fn) -> dict[str, str]:
 
 def _own_statements(fn):
     """Statements of a function, nested blocks included, nested function/class bodies excluded."""
-    stack = list(fn.body)
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
-            for child in getattr(node, name, ()) or ():
-                if isinstance(child, ast.stmt):
-                    stack.append(child)
-                else:  # except handlers and match cases hold statements
-                    stack.extend(getattr(child, "body", ()))
+    return _statements(fn, into_defs=False)
 
 
-def _statements(tree):
-    """Every statement of a tree, nested ones included, without walking expressions."""
+def _statements(tree, into_defs: bool = True):
+    """Every statement of a tree, nested ones included, without walking expressions
+    (``into_defs=False``: not the bodies of nested functions and classes)."""
     stack = list(tree.body)
     while stack:
         node = stack.pop()
         yield node
+        if not into_defs and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
         for name in ("body", "orelse", "finalbody", "handlers", "cases"):
             for child in getattr(node, name, ()) or ():
                 if isinstance(child, ast.stmt):
@@ -743,16 +730,10 @@ def _python_files(root: Path) -> list[Path]:
         return [root]
     other = _other_suffixes()
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        keep = []
-        for d in dirnames:
-            if d.startswith(".") or d in SKIP_DIRS or d.endswith(".egg-info"):
-                continue
-            if os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg")):
-                continue  # a virtualenv under any name
-            keep.append(d)
-        dirnames[:] = sorted(keep)
-        found.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and (
+    for dirpath, dirnames, filenames in walk_project(root, hidden=False):
+        # a virtualenv under any name
+        dirnames[:] = [d for d in dirnames if not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))]
+        found.extend(Path(dirpath, f) for f in filenames if not f.startswith(".") and (
             f.endswith(".py") or (other and os.path.splitext(f)[1] in other and not f.endswith(".d.ts"))))
     return found
 
@@ -1130,9 +1111,8 @@ def _load_code_nodes(conn, files: list[str], root_label: str) -> list[dict]:
 def _load_edges(conn, src_ids: set[int]) -> dict[tuple[int, str, int], tuple[int, float, dict]]:
     out = {}
     ids = sorted(src_ids)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        q = (f"SELECT id, src, dst, type, weight, metadata FROM edges WHERE src IN ({','.join('?' * len(chunk))})"
+    for chunk, marks in in_chunks(ids):
+        q = (f"SELECT id, src, dst, type, weight, metadata FROM edges WHERE src IN ({marks})"
              f" AND type IN ({','.join('?' * len(CODE_EDGES))})")
         for r in conn.execute(q, (*chunk, *CODE_EDGES)):
             meta = json.loads(r["metadata"] or "{}")
@@ -1407,10 +1387,6 @@ class _Resolver:
             if hit:
                 return hit
         return None
-
-    def find_method(self, cls: str, name: str) -> str | None:
-        hit = self.find_member(cls, name)
-        return hit if hit and self.known(hit) == "method" else None
 
     def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
                     scope: str) -> tuple[str, float, str] | None:

@@ -27,6 +27,7 @@ _TYPES = {"struct_item": "struct", "enum_item": "enum", "union_item": "union", "
 
 
 def available() -> bool:
+    """True when the tree-sitter Rust grammar can be loaded (the optional wheel is installed)."""
     try:
         _parser()
     except ImportError:

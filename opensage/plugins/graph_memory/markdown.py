@@ -94,11 +94,15 @@ def is_lasting(node: Node) -> bool:
 
 # -- file format --------------------------------------------------------------------------
 def slug(label: str, limit: int = 60) -> str:
+    """A lowercase file-name slug of ``label`` (runs of non-word characters become ``-``), at
+    most ``limit`` characters; ``"node"`` when nothing is left.
+    """
     s = re.sub(r"[^\w]+", "-", label.lower(), flags=re.UNICODE).strip("-_")
     return (s[:limit].rstrip("-_") or "node")
 
 
 def file_name(node: Node) -> str:
+    """The Markdown file name of ``node``: ``<slug of its label>-n<id>.md``."""
     return f"{slug(node.label)}-{node.ref}.md"
 
 
@@ -111,11 +115,15 @@ class State:
     relations: list[tuple[str, int]]
 
     def key(self) -> str:
+        """A 32-hex-digit sha256 of the content, tags and relations (order-independent), to tell
+        whether a file or the database changed since the last sync.
+        """
         blob = json.dumps([self.content.strip(), sorted(self.tags), sorted(self.relations)], ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
 def db_state(graph: Graph, node: Node) -> State:
+    """The :class:`State` of ``node`` as the database holds it (content, tags, outgoing edges)."""
     rels = [(e.type, e.dst) for e in graph.edges_of(node.id, "out")]
     return State(node.content, node_tags(node), rels)
 

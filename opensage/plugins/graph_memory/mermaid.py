@@ -10,10 +10,11 @@ character Mermaid could read as syntax is written as an entity code (``#quot;``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from opensage.plugins.graph_memory.graph import Edge, Graph, Node
+from opensage.store import in_chunks
 
 __all__ = ["Subgraph", "neighbourhood", "most_connected", "render", "escape_label", "MAX_EDGES"]
 
@@ -66,10 +67,10 @@ class Subgraph:
     total: int
     center: Node | None = None
     title: str = ""
-    distances: dict[int, int] = field(default_factory=dict)
 
     @property
     def hidden(self) -> int:
+        """Candidates left out of the view by the node limit (``total`` minus those shown)."""
         return max(0, self.total - len(self.nodes))
 
 
@@ -83,9 +84,7 @@ def _neighbours(graph: Graph, ids: list[int], direction: str, edge_types=None) -
     out = []
     conn = graph.db.conn
     tfilter, targs = _type_filter(edge_types)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ids):
         if direction in ("out", "both"):
             out += [(r[0], r[1], r[2]) for r in conn.execute(
                 f"SELECT src, dst, weight FROM edges WHERE src IN ({marks}){tfilter}", (*chunk, *targs))]
@@ -120,8 +119,7 @@ def neighbourhood(graph: Graph, center: Node, radius: int = 2, max_nodes: int = 
     keep = order[:max_nodes]
     nodes = graph.get_many(keep)
     chosen = [nodes[i] for i in keep if i in nodes]
-    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen], edge_types), len(order), center=center,
-                    distances={i: dist[i] for i in keep})
+    return Subgraph(chosen, _edges_among(graph, [n.id for n in chosen], edge_types), len(order), center=center)
 
 
 def most_connected(graph: Graph, max_nodes: int = 60, edge_types=None) -> Subgraph:
@@ -159,9 +157,8 @@ def _edges_among(graph: Graph, ids: list[int], edge_types=None) -> list[Edge]:
     conn = graph.db.conn
     tfilter, targs = _type_filter(edge_types)
     edges = []
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({','.join('?' * len(chunk))}){tfilter}",
+    for chunk, marks in in_chunks(ids):
+        for r in conn.execute(f"SELECT * FROM edges WHERE src IN ({marks}){tfilter}",
                               (*chunk, *targs)):
             if r["dst"] in wanted:
                 edges.append(Edge.from_row(r))
@@ -200,4 +197,5 @@ def render(sub: Subgraph, max_edges: int = MAX_EDGES) -> str:
 
 
 def node_summaries(nodes: Iterable[Node]) -> list[dict]:
+    """``[{"id": "n<id>", "type", "label"}]`` of ``nodes``, in order."""
     return [{"id": n.ref, "type": n.type, "label": n.label} for n in nodes]

@@ -56,6 +56,7 @@ from opensage.plugins.graph_memory import episodes as ep
 from opensage.plugins.graph_memory.embeddings import hybrid
 from opensage.plugins.graph_memory.filters import MemoryFilter
 from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
+from opensage.store import in_chunks
 
 __all__ = [
     "Result",
@@ -330,6 +331,9 @@ class LabelIndex:
 
     @property
     def cache_path(self):
+        """``.opencode/cache/label-index.npz`` next to the database: the saved index, reused
+        while the nodes are unchanged.
+        """
         return self.db.path.parent / "cache" / "label-index.npz"
 
     def _refresh(self, persist: bool = True) -> None:
@@ -525,6 +529,10 @@ class Result:
     validity: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as JSON: ``kind``, ``id``, ``label``, ``type``, ``excerpt``, ``score`` (6 digits),
+        ``relations``; ``via``/``depth`` when set, the episode's fields for an episode,
+        ``metadata`` when not empty, ``tags`` and validity for a node.
+        """
         out = {
             "kind": self.kind, "id": self.id, "label": self.label, "type": self.type,
             "excerpt": self.excerpt, "score": round(self.score, 6), "relations": self.relations,
@@ -543,6 +551,9 @@ class Result:
         return out
 
     def render(self, n: int) -> str:
+        """The result as a few terminal lines, numbered ``n``: id, label, type, score, depth,
+        tags, superseded mark, excerpt and relations.
+        """
         head = f"{n}. {self.id} {self.label} ({self.type})  score {self.score:.4f}"
         if self.depth is not None:
             head += f"  depth {self.depth}"
@@ -862,10 +873,9 @@ class QueryEngine:
     def _labels(self, ids) -> dict[int, str]:
         ids = list(ids)
         out: dict[int, str] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk, marks in in_chunks(ids):
             out.update(self.db.conn.execute(
-                f"SELECT id, label FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+                f"SELECT id, label FROM nodes WHERE id IN ({marks})", chunk).fetchall())
         return out
 
     def _episode_relations(self, episode_id: int) -> list[dict[str, Any]]:

@@ -6,6 +6,9 @@ from opensage.store import Migration, execute_script
 
 
 def m001_initial(conn) -> None:
+    """Migration 1 of graph memory: the ``nodes``, ``edges`` and ``episodes`` tables, their indexes and the
+    ``nodes_fts`` full-text index.
+    """
     execute_script(
         conn,
         """
