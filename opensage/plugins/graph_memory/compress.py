@@ -660,7 +660,7 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
             item.episodes.add(episodes[resolved_at].id)
     else:
         item.meta.setdefault("resolved", False)
-    for key, ep_id, weight in fixers:
+    for key, ep_id, weight in sorted(fixers, key=lambda f: -f[2]):  # the first (a decision) becomes supersededBy
         # the fix time ends the error's validity (Graph.mark_fixed, called when the edge is written)
         ex.link(key, "fixes", error_key, weight, fixedAt=fixed_at if fixed_at is not None else stamps[ep_id])
 

@@ -402,7 +402,8 @@ class Graph:
             when = max(float(when), float(old["valid_from"] or 0))
             conn.execute("UPDATE nodes SET valid_to=?, superseded_by=?, updated_at=? WHERE id=?",
                          (when, new_id, time.time(), old_id))
-            self.upsert_edge(new_id, old_id, relation, 1.0)
+            # a fixes edge keeps the weight compression gave it (0.5 when new): fixers stay ranked
+            self.upsert_edge(new_id, old_id, relation, 1.0 if relation == "supersedes" else 0.5)
 
     def mark_fixed(self, error_id: int, fixer_id: int | None, at: float | None = None) -> bool:
         """An error fixed stops being current: ``valid_to`` = ``at`` (epoch seconds of the fix,
@@ -469,10 +470,10 @@ class Graph:
         return done
 
     def subject_candidates(self, node_id: int, limit: int = 5) -> list[Node]:
-        """Earlier current decisions that :meth:`detect_supersession` finds *uncertain* for
-        decision ``node_id``: a change cue with only one shared subject word, or at least
-        :data:`SUBJECT_MIN_SHARED` shared words without a cue. At most ``limit`` (FTS5 best
-        first). The caller may ask a model (see ``compress.SubjectJudge``)."""
+        """Earlier current decisions of *other* sessions that :meth:`detect_supersession`
+        finds *uncertain* for decision ``node_id``: a change cue with only one shared subject
+        word, or at least :data:`SUBJECT_MIN_SHARED` shared words without a cue. At most
+        ``limit`` (FTS5 best first). The caller may ask a model (see ``compress.SubjectJudge``)."""
         conn = self.db.conn
         row = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
         if row is None or row["type"] != "decision" or row["valid_to"] is not None:
@@ -487,7 +488,8 @@ class Graph:
         for r in conn.execute(
                 "SELECT n.* FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ?"
                 " AND n.type = 'decision' AND n.valid_to IS NULL AND n.id != ? AND n.valid_from <= ?"
-                " ORDER BY bm25(nodes_fts) LIMIT ?", (match, node_id, row["valid_from"], limit * 4)).fetchall():
+                " AND coalesce(n.session_id, '') != coalesce(?, '') ORDER BY bm25(nodes_fts) LIMIT ?",
+                (match, node_id, row["valid_from"], row["session_id"], limit * 4)).fetchall():
             shared = len(words & _subject_words(f"{r['label']} {r['content']}"))
             if (cue and shared == 1) or (not cue and shared >= SUBJECT_MIN_SHARED):
                 out.append(Node.from_row(r))
