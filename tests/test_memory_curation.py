@@ -566,3 +566,19 @@ def test_model_judges_uncertain_decisions(host, scripted):
     assert rep.data["judgeCalls"] >= 1
     res = host.run_line('@memory-query query="job queue storage" nodeType=decision maxResults=10')
     assert len(res.data) == 1 and "SQLite" in res.data[0]["label"]
+
+
+def test_supersede_error_by_hand_records_its_fix(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    [err] = error_rows(host.run_line('@memory-query query="KeyError database_url"'))
+    fix = add(host, '@memory-add-node type=fact label="database_url has a default" content="config falls back to sqlite"')
+    host.run_line(f"@memory-supersede old={err['id']} new={fix['id']}")
+    assert error_rows(host.run_line('@memory-query query="KeyError database_url"')) == []
+    ctx = host.compaction_context(host.session("e1"), max_chars=4000)
+    line = next(l for l in ctx.splitlines() if err["id"] in l)
+    assert "fixed by fact database_url has a default" in line
+    # forgetting the fix makes the error an open problem again
+    host.run_line(f"@memory-forget node={fix['id']}")
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1

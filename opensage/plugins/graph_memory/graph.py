@@ -384,14 +384,16 @@ class Graph:
     def supersede(self, old_id: int, new_id: int, at: float | None = None, relation: str = "supersedes") -> None:
         """Mark ``old_id`` superseded by ``new_id``: ``valid_to`` = ``at`` (default the new
         node's ``valid_from``, never before the old one's), ``superseded_by`` = new id, and an
-        edge new -[relation]-> old (``supersedes``; ``fixes`` for a fixed error).
+        edge new -[relation]-> old (``supersedes``; always ``fixes`` when ``old_id`` is an
+        ``error``, which is then also marked ``metadata.resolved``: superseding an error by
+        hand records its fix).
 
         :raises UsageError: a node superseding itself, or a cycle (new already superseded by old).
         """
         if old_id == new_id:
             raise UsageError("a node cannot supersede itself; pass two different ids (old=n1 new=n2).")
         with self.db.transaction() as conn:
-            old = conn.execute("SELECT id, valid_from FROM nodes WHERE id=?", (old_id,)).fetchone()
+            old = conn.execute("SELECT id, type, valid_from, metadata FROM nodes WHERE id=?", (old_id,)).fetchone()
             new = conn.execute("SELECT id, valid_from, superseded_by FROM nodes WHERE id=?", (new_id,)).fetchone()
             if old is None or new is None:
                 raise NotFoundError(f"unknown node {format_id(old_id if old is None else new_id)}.")
@@ -402,6 +404,12 @@ class Graph:
             when = max(float(when), float(old["valid_from"] or 0))
             conn.execute("UPDATE nodes SET valid_to=?, superseded_by=?, updated_at=? WHERE id=?",
                          (when, new_id, time.time(), old_id))
+            if old["type"] == "error":
+                relation = "fixes"
+                meta = json.loads(old["metadata"] or "{}")
+                if not meta.get("resolved"):
+                    meta["resolved"] = True
+                    conn.execute("UPDATE nodes SET metadata=? WHERE id=?", (json.dumps(meta), old_id))
             # a fixes edge keeps the weight compression gave it (0.5 when new): fixers stay ranked
             self.upsert_edge(new_id, old_id, relation, 1.0 if relation == "supersedes" else 0.5)
 
