@@ -14,7 +14,10 @@ The memory agent of the OpenSage paper, in two passes:
      An error counts as *fixed* when the same command (or tool) later succeeds; the
      files edited and the assistant's "fixed ..." sentences between the error and that
      success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
-     error by name also counts when no re-run is seen);
+     error by name also counts when no re-run is seen). A fixed error stops being current
+     (``valid_to`` = the time of the fix, see ``Graph.mark_fixed``); an assistant "fixed ..."
+     sentence of a later session that names a current error of an earlier one (see
+     :func:`fix_match`) records its fix too; one that fails again becomes current again;
    * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
      ...", "we should use ...", "instead of ...": labelled with a short title (the
      sentence cut at :data:`TITLE_CHARS` characters), the sentence and the ones giving
@@ -47,7 +50,9 @@ The memory agent of the OpenSage paper, in two passes:
    per answer, :data:`MAX_MODEL_CHUNKS` requests and :data:`MAX_MODEL_TOKENS` tokens /
    :data:`MAX_MODEL_COST_USD` per compression. When the model fails (``auto``), the
    rules' result is kept and the episodes stay unread, so the next compression with a
-   working model reads them.
+   working model reads them. The same model also judges "same subject" for the pairs the
+   rules find uncertain (a fix and an earlier error, two decisions of different
+   sessions): :class:`SubjectJudge`, bounded by the ``JUDGE_*`` constants.
 
 Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
 episodes are marked ``compressed_at`` (and ``modeled_at`` once the model read them), and
