@@ -582,3 +582,17 @@ def test_supersede_error_by_hand_records_its_fix(host, monkeypatch):
     # forgetting the fix makes the error an open problem again
     host.run_line(f"@memory-forget node={fix['id']}")
     assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1
+
+
+def test_model_judge_is_not_asked_again_on_recompression(host, scripted):
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    script = scripted.install([session_knowledge_or('{"same_subject": false}')] * 10)
+    rep = fix_session(host, "e2", t0 + DAY, "I fixed the KeyError, the loader reads a default now.", use_model="auto")
+    assert rep.data["judgeCalls"] == 1
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1  # the model said no
+    sent = len(script.requests)
+    from opensage.plugins.graph_memory import compress
+    compress._JUDGE_CACHE.clear()  # a new process: only the episodes' compressed_at stops a second request
+    again = host.run_line("@memory-compress-session sessionId=e2 useModel=auto")
+    assert again.data["judgeCalls"] == 0 and len(script.requests) == sent

@@ -713,8 +713,8 @@ def _link_earlier_errors(ex: Extraction, episodes: list[Episode], graph: Graph, 
     in_session = {k[1] for k in ex.items if k[0] == "error"}
     conn = graph.db.conn
     for ep in episodes:
-        if ep.provenance or ep.kind != "assistant_message" or not (ep.text or "").strip():
-            continue
+        if ep.provenance or ep.kind != "assistant_message" or not (ep.text or "").strip() or ep.compressed_at:
+            continue  # episodes compressed before were judged then (a re-run asks no model again)
         sentences = _sentences(_FENCE.sub(" ", ep.text))
         for n_s, s in enumerate(sentences):
             if not _FIX_WORDS.search(s):
