@@ -416,3 +416,183 @@ def test_history_mode_includes_superseded(host):
     assert old["id"] not in ids(host.run_line('@memory-query query="job queue Postgres" maxResults=20'))
     hist = host.run_line('@memory-query mode=history query="why did we pick Postgres for the job queue"')
     assert any(c["anchor"]["id"] == old["id"] for c in hist.data)
+
+
+# -- errors fixed stop being current -----------------------------------------------------------
+ERROR_TEXT = ("Traceback (most recent call last):\n  File \"src/config.py\", line 12, in load_config\n"
+              "KeyError: 'database_url'")
+
+
+def record_error_session(host, sid: str, when: float) -> None:
+    s = host.session(sid, source="cli")
+    host.record(s, SessionEvent(kind="user_message", role="user", text="Run the config loader tests please.",
+                                timestamp=when))
+    host.record(s, SessionEvent(kind="tool_call", tool="bash", args={"command": "pytest -q tests/test_config.py"},
+                                timestamp=when + 1))
+    host.record(s, SessionEvent(kind="tool_result", tool="bash", meta={"exit_code": 1}, text=ERROR_TEXT,
+                                timestamp=when + 2))
+    host.run_line(f"@memory-compress-session sessionId={sid} useModel=never")
+
+
+def fix_session(host, sid: str, when: float, text: str, use_model: str = "never"):
+    s = host.session(sid, source="cli")
+    host.record(s, SessionEvent(kind="user_message", role="user", text="Is the config loader working now?",
+                                timestamp=when))
+    host.record(s, SessionEvent(kind="assistant_message", role="assistant", text=text, timestamp=when + 1))
+    return host.run_line(f"@memory-compress-session sessionId={sid} useModel={use_model}")
+
+
+def error_rows(result) -> list[dict]:
+    return [r for r in result.data if r["type"] == "error"]
+
+
+def test_error_fixed_in_later_session_is_not_current(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    q = '@memory-query query="KeyError database_url" maxResults=10'
+    [err] = error_rows(host.run_line(q))
+    assert "open" in host.compaction_context(host.session("e1"), max_chars=4000).split(err["label"][:20], 1)[1][:200]
+
+    fix_session(host, "e2", t0 + DAY, "I fixed the KeyError for database_url in load_config by reading a default.")
+    assert error_rows(host.run_line(q)) == []  # no longer presented as an open problem
+    full = error_rows(host.run_line(q + " includeSuperseded=true"))
+    assert [r["id"] for r in full] == [err["id"]]
+    node = graph_for(host).get(int(err["id"][1:]))
+    assert node.valid_to is not None and t0 + DAY <= node.valid_to <= t0 + DAY + 5
+    fixer = graph_for(host).get(node.superseded_by)
+    assert fixer.type == "decision" and "fixed the KeyError" in fixer.label
+    # provenance: the fix links back to the second session's episode
+    eps = host.db.conn.execute("SELECT e.session_id FROM node_episodes ne JOIN episodes e ON e.id=ne.episode_id"
+                               " WHERE ne.node_id=?", (fixer.id,)).fetchall()
+    assert {r[0] for r in eps} == {"e2"}
+    # what was current before the fix still shows it
+    before = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0 + DAY / 2))
+    assert [r["id"] for r in error_rows(host.run_line(q + f' asOf="{before}"'))] == [err["id"]]
+    # the compaction context of the fixing session shows it fixed, not open
+    ctx = host.compaction_context(host.session("e2"), max_chars=4000)
+    line = next(l for l in ctx.splitlines() if "KeyError" in l and err["id"] in l)
+    assert "fixed by" in line and "open" not in line
+    hist = host.run_line('@memory-query mode=history query="KeyError database_url" includeSuperseded=true')
+    assert "fixed" in hist.text and " open" not in hist.text
+
+
+def test_unrelated_fix_sentence_leaves_error_open(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    # names the error kind but not its subject: uncertain, and without a model nothing changes
+    fix_session(host, "e2", t0 + DAY, "I fixed a KeyError in the billing export.")
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1
+
+
+def test_fixes_edge_by_hand_and_supersede_unknown_id(host, project, cli):
+    err = add(host, '@memory-add-node type=error label="TimeoutError: upload stalls" content="S3 upload hangs"')
+    fix = add(host, '@memory-add-node type=decision label="Upload in 5 MB parts" content="multipart upload fixes the stall"')
+    host.run_line(f"@memory-add-edge fromId={fix['id']} toId={err['id']} type=fixes")
+    assert error_rows(host.run_line('@memory-query query="upload stalls"')) == []
+    node = graph_for(host).get(int(err["id"][1:]))
+    assert node.superseded_by == int(fix["id"][1:]) and json.loads(
+        host.db.conn.execute("SELECT metadata FROM nodes WHERE id=?", (node.id,)).fetchone()[0])["resolved"]
+    before = db_snapshot(project)
+    done = cli("@memory-supersede", "old=n9999", f"new={fix['id']}")
+    assert done.returncode == 2 and "n9999" in done.stderr and "Traceback" not in done.stderr
+    assert db_snapshot(project) == before
+
+
+def test_error_recurring_after_fix_is_open_again(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    t0 = time.time() - 3 * DAY
+    record_error_session(host, "e1", t0)
+    fix_session(host, "e2", t0 + DAY, "I fixed the KeyError for database_url in load_config by reading a default.")
+    assert error_rows(host.run_line('@memory-query query="KeyError database_url"')) == []
+    record_error_session(host, "e3", t0 + 2 * DAY)
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1
+
+
+# -- the model judges "same subject" for uncertain pairs ---------------------------------------
+@pytest.fixture
+def scripted(monkeypatch):
+    from opensage import testing
+    monkeypatch.setenv("OPENSAGE_MODEL", "scripted/judge")
+    monkeypatch.setenv("OPENSAGE_MODEL_RETRIES", "0")
+    from opensage.plugins.graph_memory import compress
+    compress._JUDGE_CACHE.clear()
+    return testing
+
+
+def session_knowledge_or(answer):
+    """Answer the extraction request with nothing new and the judge request with ``answer``."""
+    def reply(messages, tools):
+        system = messages[0]["content"]
+        if "same subject" in system:
+            return answer
+        return json.dumps({"items": [], "relations": []})
+    return reply
+
+
+def test_model_judges_uncertain_fix(host, scripted):
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    script = scripted.install([session_knowledge_or('{"same_subject": true}')] * 10)
+    rep = fix_session(host, "e2", t0 + DAY, "I fixed the KeyError, the loader reads a default now.", use_model="auto")
+    assert rep.data["judgeCalls"] == 1
+    assert error_rows(host.run_line('@memory-query query="KeyError database_url"')) == []
+    judged = host.db.conn.execute("SELECT metadata FROM edges WHERE type='fixes'").fetchone()[0]
+    assert json.loads(judged)["judgedBy"] == "model"
+    assert any("EARLIER" in m["content"] for req in script.requests for m in req["messages"] if m["role"] == "user")
+
+
+@pytest.mark.parametrize("answer", ["not json at all", {"error": "timeout"}, '{"same_subject": "maybe"}'])
+def test_model_garbage_or_timeout_keeps_deterministic_result(host, scripted, answer):
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    scripted.install([session_knowledge_or(answer)] * 10)
+    rep = fix_session(host, "e2", t0 + DAY, "I fixed the KeyError, the loader reads a default now.", use_model="auto")
+    assert rep.data["judgeCalls"] == 1 and rep.data["judgeError"]
+    assert "Traceback" not in (rep.data["judgeError"] or "")
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1  # still open
+
+
+def test_model_judges_uncertain_decisions(host, scripted):
+    host.record(host.session("d1", source="cli"), SessionEvent(
+        kind="user_message", role="user", text="We decided to use Postgres for the job queue storage.",
+        timestamp=time.time() - DAY))
+    host.run_line("@memory-compress-session sessionId=d1 useModel=never")
+    scripted.install([session_knowledge_or('{"same_subject": true}')] * 10)
+    host.record(host.session("d2", source="cli"), SessionEvent(
+        kind="user_message", role="user", text="We decided the job queue storage will be SQLite."))
+    rep = host.run_line("@memory-compress-session sessionId=d2 useModel=auto")
+    assert rep.data["judgeCalls"] >= 1
+    res = host.run_line('@memory-query query="job queue storage" nodeType=decision maxResults=10')
+    assert len(res.data) == 1 and "SQLite" in res.data[0]["label"]
+
+
+def test_supersede_error_by_hand_records_its_fix(host, monkeypatch):
+    monkeypatch.delenv("OPENSAGE_MODEL", raising=False)
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    [err] = error_rows(host.run_line('@memory-query query="KeyError database_url"'))
+    fix = add(host, '@memory-add-node type=fact label="database_url has a default" content="config falls back to sqlite"')
+    host.run_line(f"@memory-supersede old={err['id']} new={fix['id']}")
+    assert error_rows(host.run_line('@memory-query query="KeyError database_url"')) == []
+    ctx = host.compaction_context(host.session("e1"), max_chars=4000)
+    line = next(l for l in ctx.splitlines() if err["id"] in l)
+    assert "fixed by fact database_url has a default" in line
+    # forgetting the fix makes the error an open problem again
+    host.run_line(f"@memory-forget node={fix['id']}")
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1
+
+
+def test_model_judge_is_not_asked_again_on_recompression(host, scripted):
+    t0 = time.time() - 2 * DAY
+    record_error_session(host, "e1", t0)
+    script = scripted.install([session_knowledge_or('{"same_subject": false}')] * 10)
+    rep = fix_session(host, "e2", t0 + DAY, "I fixed the KeyError, the loader reads a default now.", use_model="auto")
+    assert rep.data["judgeCalls"] == 1
+    assert len(error_rows(host.run_line('@memory-query query="KeyError database_url"'))) == 1  # the model said no
+    sent = len(script.requests)
+    from opensage.plugins.graph_memory import compress
+    compress._JUDGE_CACHE.clear()  # a new process: only the episodes' compressed_at stops a second request
+    again = host.run_line("@memory-compress-session sessionId=e2 useModel=auto")
+    assert again.data["judgeCalls"] == 0 and len(script.requests) == sent

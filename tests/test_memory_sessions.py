@@ -179,7 +179,12 @@ def test_a_new_session_asks_how_it_was_fixed(cli, project, host_name):
 
     # an ordinary search: evidence first, no query results (echoes) and no tool-name stubs on top
     top = json.loads(cli("--json", "@memory-query", "query=JWT tokens RS256 KeyError", "maxResults=5").stdout)
-    assert top and top[0]["label"] in (DECISION[0], "KeyError: 'exp'")
+    # the KeyError was fixed: the fix (or the decision) comes first, the error only with includeSuperseded
+    assert top and (top[0]["label"] == DECISION[0] or top[0]["label"].startswith("Fixed the KeyError"))
+    assert "KeyError: 'exp'" not in [r["label"] for r in top]
+    full = json.loads(cli("--json", "@memory-query", "query=JWT tokens RS256 KeyError", "maxResults=5",
+                          "includeSuperseded=true").stdout)
+    assert "KeyError: 'exp'" in [r["label"] for r in full]
     for r in top:
         assert r.get("provenance") is None
         assert not (r["kind"] == "episode" and r.get("tool") and r["excerpt"].strip() == r["tool"])

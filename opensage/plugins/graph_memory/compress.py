@@ -14,7 +14,10 @@ The memory agent of the OpenSage paper, in two passes:
      An error counts as *fixed* when the same command (or tool) later succeeds; the
      files edited and the assistant's "fixed ..." sentences between the error and that
      success get a ``fixes`` edge to it (an assistant sentence that says it fixed the
-     error by name also counts when no re-run is seen);
+     error by name also counts when no re-run is seen). A fixed error stops being current
+     (``valid_to`` = the time of the fix, see ``Graph.mark_fixed``); an assistant "fixed ..."
+     sentence of a later session that names a current error of an earlier one (see
+     :func:`fix_match`) records its fix too; one that fails again becomes current again;
    * ``decision`` — sentences such as "let's use X", "we decided ...", "I'll go with
      ...", "we should use ...", "instead of ...": labelled with a short title (the
      sentence cut at :data:`TITLE_CHARS` characters), the sentence and the ones giving
@@ -47,7 +50,9 @@ The memory agent of the OpenSage paper, in two passes:
    per answer, :data:`MAX_MODEL_CHUNKS` requests and :data:`MAX_MODEL_TOKENS` tokens /
    :data:`MAX_MODEL_COST_USD` per compression. When the model fails (``auto``), the
    rules' result is kept and the episodes stay unread, so the next compression with a
-   working model reads them.
+   working model reads them. The same model also judges "same subject" for the pairs the
+   rules find uncertain (a fix and an earlier error, two decisions of different
+   sessions): :class:`SubjectJudge`, bounded by the ``JUDGE_*`` constants.
 
 Idempotent: labels are deterministic, so a second run upserts the same nodes (0 new);
 episodes are marked ``compressed_at`` (and ``modeled_at`` once the model read them), and
@@ -656,15 +661,186 @@ def _find_fix(ex: Extraction, episodes: list[Episode], idx: int, error_key, comm
                 continue
             fix_decisions(ep, lambda s: err_name in s or any(name in s for name in edited))
     item = ex.items[error_key]
+    stamps = {ep.id: ep.timestamp for ep in episodes}
+    fixed_at = episodes[resolved_at].timestamp if resolved_at is not None else None
     if resolved_at is not None or fixers:
         item.meta["resolved"] = True
+        item.meta["fixedAt"] = fixed_at if fixed_at is not None else max(stamps[e] for _, e, _ in fixers)
         if resolved_at is not None:
             item.meta["resolved_seq"] = episodes[resolved_at].seq
             item.episodes.add(episodes[resolved_at].id)
     else:
         item.meta.setdefault("resolved", False)
-    for key, _, weight in fixers:
-        ex.link(key, "fixes", error_key, weight)
+    for key, ep_id, weight in sorted(fixers, key=lambda f: -f[2]):  # the first (a decision) becomes supersededBy
+        # the fix time ends the error's validity (Graph.mark_fixed, called when the edge is written)
+        ex.link(key, "fixes", error_key, weight, fixedAt=fixed_at if fixed_at is not None else stamps[ep_id])
+
+
+# -- fixes of errors recorded in earlier sessions ----------------------------------------------
+#: Earlier current errors compared with each "fixed ..." sentence (FTS5 best matches).
+FIX_CANDIDATES = 5
+
+
+def _error_name(label: str) -> str:
+    return label.split(":", 1)[0].strip()
+
+
+def _words(text: str) -> set[str]:
+    from .graph import _subject_words
+    return _subject_words(text)
+
+
+def fix_match(sentence: str, error_label: str, error_content: str = "") -> str:
+    """Deterministic "same subject" rule for a fix sentence and an earlier error.
+
+    ``same``: the sentence names the error (its ``SomethingError`` name, at least 4
+    characters) and shares at least :data:`~.graph.SUBJECT_MIN_SHARED` subject words with
+    the error's label (the name counts); ``uncertain``: only one of the two holds (the
+    name without enough shared words, or two shared words without the name); else ``no``.
+    """
+    from .graph import SUBJECT_MIN_SHARED
+    name = _error_name(error_label)
+    named = len(name) >= 4 and re.search(r"\b" + re.escape(name) + r"\b", sentence, re.I) is not None
+    shared = len(_words(sentence) & _words(error_label))
+    if named and shared >= SUBJECT_MIN_SHARED:
+        return "same"
+    if named or shared >= SUBJECT_MIN_SHARED:
+        return "uncertain"
+    return "no"
+
+
+def _link_earlier_errors(ex: Extraction, episodes: list[Episode], graph: Graph, session_id: str,
+                         judge: "SubjectJudge | None") -> None:
+    """A later session records the fix of an error of an earlier one: an assistant sentence
+    with a fix word (:data:`_FIX_WORDS`) and a current ``error`` node (not from this session)
+    judged the same subject (:func:`fix_match`; ``uncertain`` pairs asked to ``judge`` when
+    a model is configured, else left unlinked) get a ``decision`` node for the sentence
+    and an edge ``decision -[fixes]-> error`` (which ends the error's validity)."""
+    in_session = {k[1] for k in ex.items if k[0] == "error"}
+    conn = graph.db.conn
+    for ep in episodes:
+        if ep.provenance or ep.kind != "assistant_message" or not (ep.text or "").strip() or ep.compressed_at:
+            continue  # episodes compressed before were judged then (a re-run asks no model again)
+        sentences = _sentences(_FENCE.sub(" ", ep.text))
+        for n_s, s in enumerate(sentences):
+            if not _FIX_WORDS.search(s):
+                continue
+            words = _words(s)
+            if not words:
+                continue
+            match = " OR ".join('"' + w + '"' for w in sorted(words)[:30])
+            try:
+                rows = conn.execute(
+                    "SELECT n.id, n.label, n.content, n.valid_from FROM nodes_fts f JOIN nodes n ON n.id = f.rowid"
+                    " WHERE nodes_fts MATCH ? AND n.type='error' AND n.valid_to IS NULL"
+                    " AND coalesce(n.session_id, '') != ? ORDER BY bm25(nodes_fts) LIMIT ?",
+                    (match, session_id, FIX_CANDIDATES)).fetchall()
+            except Exception:  # an FTS syntax corner case: no candidates
+                rows = []
+            for r in rows:
+                if r["label"] in in_session or (r["valid_from"] or 0) > ep.timestamp:
+                    continue
+                verdict = fix_match(s, r["label"], r["content"])
+                judged_by = "rules"
+                if verdict == "uncertain" and judge is not None:
+                    same = judge.same_subject(s, f"error: {r['label']}\n{_cut(r['content'], 600)}")
+                    if same is not None:
+                        verdict, judged_by = ("same" if same else "no"), "model"
+                if verdict != "same":
+                    continue
+                key = ex.add("decision", _title(s), ep.id, content=_norm(_with_reason(sentences, n_s), 1000),
+                             origin="compress", seq=ep.seq, role="assistant", session=session_id)
+                ex.link(("session", session_id), "contains", key, 0.7)
+                err = ex.add("error", r["label"], ep.id)
+                ex.items[err].existing_id = r["id"]
+                ex.link(("session", session_id), "contains", err, 0.5)
+                ex.link(key, "fixes", err, 0.7, fixedAt=ep.timestamp, judgedBy=judged_by)
+
+
+# -- "same subject" judged by the model ---------------------------------------------------------
+#: Bounds of the optional model judge (:class:`SubjectJudge`): requests per compression,
+#: output tokens and seconds per request, characters of each text sent, cached verdicts.
+JUDGE_MAX_CALLS = 8
+JUDGE_MAX_TOKENS = 60
+JUDGE_TIMEOUT_S = 20.0
+JUDGE_TEXT_CHARS = 800
+JUDGE_CACHE_SIZE = 2048
+_JUDGE_CACHE: dict[tuple[str, str, str], bool] = {}
+
+
+class SameSubject(BaseModel):
+    """The judge's answer."""
+
+    same_subject: bool = Field(description="true when the new statement is about the same subject as the earlier one "
+                                           "(it fixes that error / replaces that decision)")
+
+
+class SubjectJudge:
+    """Asks the configured model (through :func:`opensage.llm.structured`) whether two texts
+    are about the same subject, for pairs the deterministic rules find uncertain.
+
+    Bounded: at most :data:`JUDGE_MAX_CALLS` requests per instance (one compression), each
+    with :data:`JUDGE_MAX_TOKENS` output tokens, :data:`JUDGE_TIMEOUT_S` seconds (or less
+    when ``$OPENSAGE_MODEL_TIMEOUT`` is lower), no provider retries, one attempt (an
+    invalid answer is not asked again), texts cut at :data:`JUDGE_TEXT_CHARS` characters.
+    Verdicts are cached per (model, new text, earlier text) in the process. Any failure
+    (timeout, provider error, garbage) gives ``None``: the caller keeps the deterministic
+    result. The thresholds are chosen for cost, not measured against a labelled set.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.calls = 0
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.errors: list[str] = []
+
+    def same_subject(self, new: str, old: str) -> bool | None:
+        key = (self.model, new[:JUDGE_TEXT_CHARS], old[:JUDGE_TEXT_CHARS])
+        if key in _JUDGE_CACHE:
+            return _JUDGE_CACHE[key]
+        if self.calls >= JUDGE_MAX_CALLS:
+            return None
+        self.calls += 1
+        from opensage import llm  # lazy: importing litellm costs seconds
+        messages = [
+            {"role": "system", "content": "You compare two notes from a software project's memory. Answer whether "
+             "the NEW note is about the same subject as the EARLIER one: it fixes that error, or it replaces "
+             "that decision. Different components, files or errors are different subjects."},
+            {"role": "user", "content": f"EARLIER:\n{key[2]}\n\nNEW:\n{key[1]}"},
+        ]
+        try:
+            timeout = min(JUDGE_TIMEOUT_S, llm.settings().timeout_s)
+            out = llm.structured(messages, SameSubject, model=self.model, max_attempts=1,
+                                 max_tokens=JUDGE_MAX_TOKENS, timeout_s=timeout, retries=0)
+        except Exception as exc:  # noqa: BLE001 - a model failure never fails the compression
+            self.errors.append(str(exc)[:300])
+            log.warning("same-subject judge failed, keeping the deterministic result: %s", exc)
+            return None
+        self.tokens += out.usage.prompt_tokens + out.usage.completion_tokens
+        self.cost_usd += out.usage.cost_usd
+        if len(_JUDGE_CACHE) >= JUDGE_CACHE_SIZE:
+            _JUDGE_CACHE.pop(next(iter(_JUDGE_CACHE)))
+        _JUDGE_CACHE[key] = out.value.same_subject
+        return out.value.same_subject
+
+
+def _judge_decisions(graph: Graph, decision_ids: list[int], judge: SubjectJudge) -> list[tuple[int, int]]:
+    """For new decisions the deterministic rule did not connect: earlier current decisions
+    the rule finds uncertain (see :meth:`Graph.subject_candidates`) are asked to ``judge``;
+    a ``true`` supersedes the earlier one. Returns the (old, new) pairs superseded."""
+    done = []
+    for nid in decision_ids:
+        node = graph.get(nid)
+        if node is None or node.type != "decision":
+            continue
+        for cand in graph.subject_candidates(nid, limit=FIX_CANDIDATES):
+            if judge.same_subject(f"decision: {node.label}\n{node.content}",
+                                  f"decision: {cand.label}\n{cand.content}"):
+                graph.supersede(cand.id, nid)
+                graph.upsert_edge(nid, cand.id, "supersedes", 1.0, {"judgedBy": "model"})
+                done.append((cand.id, nid))
+    return done
 
 
 # -- model pass -------------------------------------------------------------------------------
@@ -856,6 +1032,8 @@ class CompressReport:
     dropped_relations: int = 0
     model_dropped_items: int = 0
     model_error: str | None = None
+    judge_calls: int = 0
+    judge_error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
     time_ms: float = 0.0
@@ -916,6 +1094,9 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
         report.time_ms = (time.perf_counter() - started) * 1000
         return report
     ex = extract_rules(episodes, session_id, host.workspace.root, graph)
+    judge = (SubjectJudge(os.environ["OPENSAGE_MODEL"])
+             if use_model != "never" and os.environ.get("OPENSAGE_MODEL") else None)
+    _link_earlier_errors(ex, episodes, graph, session_id, judge)
 
     # the model reads the evidence it has not read yet: a failed pass is retried next time
     unread = [ep for ep in episodes if ep.modeled_at is None and not ep.provenance]
@@ -938,6 +1119,7 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
     source_row = db.conn.execute("SELECT source, started_at FROM sessions WHERE id=?", (session_id,)).fetchone()
     with db.transaction() as conn:
         ids: dict[tuple[str, str], int] = {}
+        new_decisions: list[int] = []
         first, last = episodes[0], episodes[-1]
         content = (f"session {session_id}" + (f" ({source_row['source']})" if source_row else "")
                    + f": {len(episodes)} episodes, "
@@ -971,6 +1153,8 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
             if created:
                 report.new[item.type] = report.new.get(item.type, 0) + 1
                 report.nodes.append({"id": node.ref, "type": node.type, "label": node.label})
+                if item.type == "decision":
+                    new_decisions.append(node.id)
             else:
                 report.updated += 1
         for (src, etype, dst), (weight, meta) in ex.edges.items():
@@ -979,9 +1163,28 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
             meta = {**meta, "session": session_id} if etype != "contains" else meta
             _, created = graph.upsert_edge(ids[src], ids[dst], etype, weight, meta)
             report.new_edges += int(created)
+        for key, item in ex.items.items():
+            if item.type != "error" or key not in ids:
+                continue
+            if item.meta.get("resolved") and isinstance(item.meta.get("fixedAt"), (int, float)):
+                graph.mark_fixed(ids[key], None, item.meta["fixedAt"])  # no-op when a fixes edge did it
+            elif item.meta.get("resolved") is False:
+                # the error happened again and nothing fixed it this time: an open problem again
+                node = graph.get(ids[key])
+                if node is not None and node.valid_to is not None and any(
+                        ep.timestamp > node.valid_to for ep in episodes if ep.id in item.episodes):
+                    graph.reopen(node.id)
         mark_compressed(db, [ep.id for ep in fresh])
         if modeled:
             mark_modeled(db, modeled)
+    # outside the write transaction: a slow model must not hold the database
+    if judge is not None and new_decisions:
+        _judge_decisions(graph, new_decisions, judge)
+    if judge is not None:
+        report.judge_calls = judge.calls
+        report.judge_error = judge.errors[-1] if judge.errors else None
+        report.tokens += judge.tokens
+        report.cost_usd += judge.cost_usd
     report.time_ms = (time.perf_counter() - started) * 1000
     return report
 

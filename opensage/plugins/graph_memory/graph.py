@@ -400,17 +400,19 @@ class Graph:
         return final
 
     # -- validity --------------------------------------------------------------------------
-    def supersede(self, old_id: int, new_id: int, at: float | None = None) -> None:
+    def supersede(self, old_id: int, new_id: int, at: float | None = None, relation: str = "supersedes") -> None:
         """Mark ``old_id`` superseded by ``new_id``: ``valid_to`` = ``at`` (default the new
         node's ``valid_from``, never before the old one's), ``superseded_by`` = new id, and an
-        edge new -[supersedes]-> old.
+        edge new -[relation]-> old (``supersedes``; always ``fixes`` when ``old_id`` is an
+        ``error``, which is then also marked ``metadata.resolved``: superseding an error by
+        hand records its fix).
 
         :raises UsageError: a node superseding itself, or a cycle (new already superseded by old).
         """
         if old_id == new_id:
             raise UsageError("a node cannot supersede itself; pass two different ids (old=n1 new=n2).")
         with self.db.transaction() as conn:
-            old = conn.execute("SELECT id, valid_from FROM nodes WHERE id=?", (old_id,)).fetchone()
+            old = conn.execute("SELECT id, type, valid_from, metadata FROM nodes WHERE id=?", (old_id,)).fetchone()
             new = conn.execute("SELECT id, valid_from, superseded_by FROM nodes WHERE id=?", (new_id,)).fetchone()
             if old is None or new is None:
                 raise NotFoundError(f"unknown node {format_id(old_id if old is None else new_id)}.")
@@ -421,7 +423,47 @@ class Graph:
             when = max(float(when), float(old["valid_from"] or 0))
             conn.execute("UPDATE nodes SET valid_to=?, superseded_by=?, updated_at=? WHERE id=?",
                          (when, new_id, time.time(), old_id))
-            self.upsert_edge(new_id, old_id, "supersedes", 1.0)
+            if old["type"] == "error":
+                relation = "fixes"
+                meta = json.loads(old["metadata"] or "{}")
+                if not meta.get("resolved"):
+                    meta["resolved"] = True
+                    conn.execute("UPDATE nodes SET metadata=? WHERE id=?", (json.dumps(meta), old_id))
+            # a fixes edge keeps the weight compression gave it (0.5 when new): fixers stay ranked
+            self.upsert_edge(new_id, old_id, relation, 1.0 if relation == "supersedes" else 0.5)
+
+    def mark_fixed(self, error_id: int, fixer_id: int | None, at: float | None = None) -> bool:
+        """An error fixed stops being current: ``valid_to`` = ``at`` (epoch seconds of the fix,
+        default now; never before the error's ``valid_from``), ``superseded_by`` = the fixer
+        (a decision, file, fact... with an edge fixer -[fixes]-> error), ``metadata.resolved``
+        = true. An error fixed without a known fixer (the same command succeeded later) only
+        gets ``valid_to``. Already non-current errors and non-error nodes are left alone.
+
+        :returns: True when the error was marked.
+        :raises NotFoundError: an unknown fixer id.
+        """
+        row = self.db.conn.execute("SELECT type, valid_to, valid_from, metadata FROM nodes WHERE id=?",
+                                   (error_id,)).fetchone()
+        if row is None or row["type"] != "error" or row["valid_to"] is not None:
+            return False
+        when = max(float(at if at is not None else time.time()), float(row["valid_from"] or 0))
+        with self.db.transaction() as conn:
+            meta = json.loads(row["metadata"] or "{}")
+            meta["resolved"] = True
+            conn.execute("UPDATE nodes SET metadata=? WHERE id=?", (json.dumps(meta), error_id))
+            if fixer_id is not None and fixer_id != error_id:
+                self.supersede(error_id, fixer_id, at=when, relation="fixes")
+            else:
+                conn.execute("UPDATE nodes SET valid_to=?, updated_at=? WHERE id=?", (when, time.time(), error_id))
+        return True
+
+    def reopen(self, node_id: int) -> bool:
+        """Make a non-current node current again (an error fixed earlier that came back).
+        The ``fixes``/``supersedes`` edges stay as history. Returns True when it changed."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL, updated_at=? WHERE id=?"
+                               " AND valid_to IS NOT NULL", (time.time(), node_id))
+        return cur.rowcount > 0
 
     def detect_supersession(self, node_id: int) -> list[int]:
         """Deterministic "same subject" rule for decisions; returns the ids it superseded.
@@ -453,6 +495,34 @@ class Graph:
                 self.supersede(r["id"], node_id)
                 done.append(r["id"])
         return done
+
+    def subject_candidates(self, node_id: int, limit: int = 5) -> list[Node]:
+        """Earlier current decisions of *other* sessions that :meth:`detect_supersession`
+        finds *uncertain* for decision ``node_id``: a change cue with only one shared subject
+        word, or at least :data:`SUBJECT_MIN_SHARED` shared words without a cue. At most
+        ``limit`` (FTS5 best first). The caller may ask a model (see ``compress.SubjectJudge``)."""
+        conn = self.db.conn
+        row = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        if row is None or row["type"] != "decision" or row["valid_to"] is not None:
+            return []
+        text = f"{row['label']} {row['content']}"
+        cue = CHANGE_CUE.search(text) is not None
+        words = _subject_words(text)
+        if not words:
+            return []
+        match = " OR ".join('"' + w + '"' for w in sorted(words)[:30])
+        out = []
+        for r in conn.execute(
+                "SELECT n.* FROM nodes_fts f JOIN nodes n ON n.id = f.rowid WHERE nodes_fts MATCH ?"
+                " AND n.type = 'decision' AND n.valid_to IS NULL AND n.id != ? AND n.valid_from <= ?"
+                " AND coalesce(n.session_id, '') != coalesce(?, '') ORDER BY bm25(nodes_fts) LIMIT ?",
+                (match, node_id, row["valid_from"], row["session_id"], limit * 4)).fetchall():
+            shared = len(words & _subject_words(f"{r['label']} {r['content']}"))
+            if (cue and shared == 1) or (not cue and shared >= SUBJECT_MIN_SHARED):
+                out.append(Node.from_row(r))
+                if len(out) >= limit:
+                    break
+        return out
 
     def get(self, node_id: int) -> Node | None:
         """Node ``node_id`` with its tags, or None when there is none."""
@@ -620,6 +690,10 @@ class Graph:
                              (max(row["weight"], float(weight)), json.dumps(meta), now, row["id"]))
                 edge_id, created = row["id"], False
             final = conn.execute("SELECT * FROM edges WHERE id=?", (edge_id,)).fetchone()
+            if type == "fixes" and created:
+                # recording a fix (by compaction or by hand) ends the error's validity
+                at = (metadata or {}).get("fixedAt")
+                self.mark_fixed(dst, src, at if isinstance(at, (int, float)) else None)
         return Edge.from_row(final), created
 
     def edges_of(self, node_id: int, direction: str = "both", types: Iterable[str] | None = None) -> list[Edge]:
