@@ -796,6 +796,13 @@ class SubjectJudge:
         self.errors: list[str] = []
 
     def same_subject(self, new: str, old: str) -> bool | None:
+        """Whether ``new`` (a fix or decision sentence) is about the same subject as ``old``
+        (an earlier error or decision); both are cut at :data:`JUDGE_TEXT_CHARS` characters.
+
+        :returns: the model's verdict (cached), or ``None`` when the call budget is spent or
+            the model failed (timeout, provider error, an answer that is not the schema);
+            never raises for a model failure.
+        """
         key = (self.model, new[:JUDGE_TEXT_CHARS], old[:JUDGE_TEXT_CHARS])
         if key in _JUDGE_CACHE:
             return _JUDGE_CACHE[key]
