@@ -732,10 +732,13 @@ def _module_name(path: Path, cache: dict[Path, bool]) -> tuple[str, bool]:
 
 def _other_suffixes() -> frozenset[str]:
     """Suffixes of the non-Python files ingested (those whose tree-sitter grammar is installed)."""
-    from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+    from opensage.plugins.graph_memory import ingest_go, ingest_rust, ingest_ts
 
-    found = set(ingest_ts.EXTENSIONS) if ingest_ts.available() else set()
-    return frozenset(found | set(ingest_rust.EXTENSIONS)) if ingest_rust.available() else frozenset(found)
+    found: set[str] = set()
+    for lang in (ingest_ts, ingest_rust, ingest_go):
+        if lang.available():
+            found |= set(lang.EXTENSIONS)
+    return frozenset(found)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -769,8 +772,8 @@ def check_ingest_path(path: str, workspace_root: Path) -> Path:
         raise UsageError(f"argument 'path': {str(p)!r} does not exist; give an existing folder or .py file "
                          f"(relative paths are taken from the workspace root {str(workspace_root)!r}).")
     if p.is_file() and p.suffix != ".py" and p.suffix not in _other_suffixes():
-        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust file "
-                         "with tree-sitter installed); give a folder, a .py, .ts, .js or .rs file.")
+        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust/Go file "
+                         "with tree-sitter installed); give a folder, a .py, .ts, .js, .rs or .go file.")
     if not p.is_file() and not p.is_dir():
         raise UsageError(f"argument 'path': {str(p)!r} is neither a folder nor a file.")
     return p
@@ -804,12 +807,13 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         row = graph.db.conn.execute("SELECT json_extract(metadata, '$.module') FROM nodes WHERE type='file' AND label=?",
                                     (label,)).fetchone() if path.is_file() else None
         rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
-        stem = rel.rsplit(".", 1)[0]
-        for tail in (("/index",) if f.suffix != ".rs" else ("/mod", "/lib", "/main")):
+        stem = rel.rsplit(".", 1)[0] if f.suffix != ".go" else rel  # Go: names are per package folder
+        for tail in {".rs": ("/mod", "/lib", "/main"), ".go": ()}.get(f.suffix, ("/index",)):
             stem = stem[: -len(tail)] if stem.endswith(tail) else stem
         name = row[0] if row and row[0] else (".".join(p for p in stem.split("/") if p) or f.stem)
         mod = _Module(name, f, label, "", 0, None, False)
-        mod.rel = rel if path.is_dir() else name.replace(".", "/") + f.suffix
+        mod.rel = rel if path.is_dir() else (name.removesuffix(".go") if f.suffix == ".go" else name).replace(
+            ".", "/") + f.suffix
         candidates.append(mod)
     _dedupe_module_names(candidates, path)
     modules: list[_Module] = []
@@ -818,10 +822,11 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         try:
             data = mod.path.read_bytes()
             if mod.path.suffix != ".py":
-                from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+                from opensage.plugins.graph_memory import ingest_go, ingest_rust, ingest_ts
 
                 mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
-                (ingest_rust if mod.path.suffix == ".rs" else ingest_ts).extract(mod, root_label, _Symbol, data)
+                lang = {".rs": ingest_rust, ".go": ingest_go}.get(mod.path.suffix, ingest_ts)
+                lang.extract(mod, root_label, _Symbol, data)
                 modules.append(mod)
                 continue
             mod.tree = ast.parse(data, filename=str(mod.path))
@@ -840,6 +845,10 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             mod.tree = None
         modules.append(mod)
     report.files = len(modules)
+    if any(m.path.suffix == ".go" for m in modules):
+        from opensage.plugins.graph_memory import ingest_go
+
+        ingest_go.link_implements(modules, root_label, _Symbol, _Module)
 
     with graph.db.transaction() as conn:
         existing = _load_code_nodes(conn, [m.file for m in modules] + sorted(failed_files), root_label)
@@ -1006,7 +1015,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 want(mod_key, "imports", tkey, W_IMPORTS, {"line": line})
             for cls, base_exprs, line, scope in mod.bases:
                 for expr in base_exprs:
-                    base = resolver.resolve_expr(mod, scope, expr)
+                    base = resolver.resolve_base(mod, scope, expr)
                     if base and resolver.type_of(base) == "class":
                         want(("class", L(cls)), "inherits", ("class", L(base)), W_INHERITS, {"line": line})
             for scope, dotted, target, cls, line in mod.decorates:
@@ -1204,7 +1213,7 @@ class _Resolver:
                     self.by_short.setdefault(short, []).append(qual)
         for m in modules:
             for cls, exprs, _, scope in m.bases:
-                self.bases[cls] = [b for b in (self.resolve_expr(m, scope, e) for e in exprs) if b]
+                self.bases.setdefault(cls, []).extend(b for b in (self.resolve_base(m, scope, e) for e in exprs) if b)
 
     def add_stored_names(self, roots: set[str], skip_files: set[str]) -> None:
         """Count the definitions stored for ``roots`` (other files than ``skip_files``) in the
@@ -1356,6 +1365,12 @@ class _Resolver:
         owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
         return owner if owner and self.known(owner) == "class" else None
 
+    def resolve_base(self, mod: _Module, scope: str | None, expr: str) -> str | None:
+        """A base written ``expr`` in ``scope``; ``=qualified.name`` is already resolved (Go)."""
+        if expr.startswith("="):
+            return expr[1:] if self.known(expr[1:]) else None
+        return self.resolve_expr(mod, scope, expr)
+
     def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
         """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
         head, *rest = dotted.split(".")
@@ -1456,6 +1471,9 @@ class _Resolver:
             return self._unique_method(rest[-1]) if calls else None
         if kind == "attr" and calls:
             return self._unique_method(name)
+        if kind == "qual":  # a qualified name the extractor resolved through an import (Go)
+            hit = self.resolve_global(name)
+            return (hit, W_EXACT, "import") if hit else None
         return None
 
     def _unique_method(self, name: str):
