@@ -849,7 +849,18 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         from opensage.plugins.graph_memory import ingest_go
 
         ingest_go.link_implements(modules, root_label, _Symbol, _Module)
+    return _write_modules(graph, modules, failed_files, refresh=path.is_file(), root_label=root_label, report=report,
+                          started=started)
 
+
+def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str], *, refresh: bool, root_label: str,
+                   report: IngestReport, started: float) -> IngestReport:
+    """Write the parsed file records: nodes, then edges, in one transaction (the one writer of code nodes).
+
+    :param refresh: True for a one-file refresh or an import of some files (files missing from
+        ``modules`` are kept); False for a folder ingest (files of ``root_label`` no longer
+        present are removed).
+    """
     with graph.db.transaction() as conn:
         existing = _load_code_nodes(conn, [m.file for m in modules] + sorted(failed_files), root_label)
         by_key: dict[tuple[str, str], dict | None] = {(n["type"], n["label"]): n for n in existing}
@@ -871,7 +882,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         for mod in modules:
             old_file = lookup(("file", mod.file))
             file_root = root_label
-            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+            if refresh and old_file is not None and old_file["meta"].get("root"):
                 file_root = old_file["meta"]["root"]
             mine = lookup(("module", f"{file_root}:{mod.name}"))
             other = lookup(("module", mod.name))
@@ -893,7 +904,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         for mod in modules:
             old_file = lookup(("file", mod.file))
             file_root = root_label
-            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+            if refresh and old_file is not None and old_file["meta"].get("root"):
                 file_root = old_file["meta"]["root"]  # a one-file refresh keeps the file in its folder's ingest
             file_meta = {"path": mod.file, "sha1": mod.sha1, "ingest_version": INGEST_VERSION, "module": mod.name,
                          "lines": mod.data_lines, "source": "ingest", "root": file_root}
@@ -947,7 +958,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     report.nodes_removed += 1
 
         # files that disappeared from an ingested folder
-        if path.is_dir():
+        if not refresh:
             current = {m.file for m in modules} | failed_files
             for n in existing:
                 if (n["type"] == "file" and n["meta"].get("source") == "ingest" and n["meta"].get("root") == root_label
@@ -964,7 +975,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         # -- edges --------------------------------------------------------------------------
         by_key = {k: v for k, v in by_key.items() if v is not None and v["id"] not in deleted}
         resolver = _Resolver(modules, conn)
-        if path.is_file() and modules:  # a one-file refresh: guesses by unique name see the whole folder
+        if refresh and modules:  # a one-file refresh: guesses by unique name see the whole folder
             roots = {s.meta["root"] for m in modules for s in m.symbols} or {root_label}
             resolver.add_stored_names(roots, {m.file for m in modules})
         desired_edges: dict[tuple[int, str, int], tuple[float, dict]] = {}
