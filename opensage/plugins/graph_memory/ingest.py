@@ -77,7 +77,7 @@ from typing import Any
 from opensage.errors import UsageError
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 
-__all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
+__all__ = ["ingest_path", "ingest_scip", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
 INGEST_VERSION = 6
@@ -851,6 +851,27 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         ingest_go.link_implements(modules, root_label, _Symbol, _Module)
     return _write_modules(graph, modules, failed_files, refresh=path.is_file(), root_label=root_label, report=report,
                           started=started)
+
+
+def ingest_scip(graph: Graph, index_path: Path, workspace_root: Path) -> IngestReport:
+    """Import a SCIP index (see scip_import.py) into ``graph`` through the same writer as :func:`ingest_path`.
+
+    The files it covers are written as a refresh: their earlier nodes (from a folder ingest
+    or an earlier import) are replaced, other files are kept.
+
+    :param index_path: an ``index.scip`` file.
+    :raises UsageError: the file is missing, too large or not a SCIP index (nothing written).
+    """
+    from opensage.plugins.graph_memory import scip_import
+
+    started = time.perf_counter()
+    index_path = Path(os.path.abspath(index_path))
+    index = scip_import.read_index(index_path)  # raises before anything is written
+    root_label = file_label(index_path, workspace_root)
+    report = IngestReport(root=root_label)
+    modules = scip_import.modules_from_index(index, root_label, workspace_root, _Module, _Symbol, index_path.parent)
+    report.files = len(modules)
+    return _write_modules(graph, modules, set(), refresh=True, root_label=root_label, report=report, started=started)
 
 
 def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str], *, refresh: bool, root_label: str,
