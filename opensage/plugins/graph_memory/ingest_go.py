@@ -327,6 +327,40 @@ def extract(mod, root_label: str, symbol_cls, data: bytes) -> None:
     _GoExtractor(mod, root_label, symbol_cls).run(tree.root_node)
 
 
+def _rename_duplicates(go: list) -> None:
+    """A package may define one name in several files (``func init()`` in each, build-tagged
+    variants ``open_linux.go``/``open_windows.go``): the second and later get ``@<file>``."""
+    seen: set[tuple[str, str]] = set()
+    for m in go:
+        renamed: dict[str, str] = {}
+        for sym in m.symbols:
+            key = (sym.type, sym.label)
+            if key in seen or sym.label in renamed:
+                new = f"{sym.label}@{Path(m.path).name}"
+                renamed[sym.label] = new
+            else:
+                seen.add(key)
+        if not renamed:
+            continue
+
+        def fix(q: str) -> str:
+            head = q
+            while head and head not in renamed:
+                head = head.rpartition(".")[0]
+            return renamed[head] + q[len(head):] if head else q
+
+        for sym in m.symbols:
+            sym.label = fix(sym.label)
+            sym.meta["qualname"] = fix(sym.meta["qualname"])
+            if sym.meta.get("class"):
+                sym.meta["class"] = fix(sym.meta["class"])
+        m.contains[:] = [(t, fix(p), fix(c)) for t, p, c in m.contains]
+        m.defs.update({k: fix(v) for k, v in m.defs.items()})
+        m.uses[:] = [(fix(u), *rest) for u, *rest in m.uses]
+        m.bases[:] = [(fix(c), b, ln, sc) for c, b, ln, sc in m.bases]
+        m.local_names = {fix(k): v for k, v in m.local_names.items()}
+
+
 def link_implements(modules: list, root_label: str, symbol_cls, module_cls) -> None:
     """Add ``T -> I`` bases (implicit interface satisfaction, by method names) to the Go records.
 
@@ -337,6 +371,7 @@ def link_implements(modules: list, root_label: str, symbol_cls, module_cls) -> N
     go = [m for m in modules if Path(m.path).suffix == ".go"]
     if not go:
         return
+    _rename_duplicates(go)
     seen = {Path(m.path).resolve() for m in go}
     extra: list = []
     for m in go:
