@@ -143,3 +143,15 @@ def test_go_module(host, project):
     assert ask(host, "callers", "shapes.Circle.square") == ["shapes.Circle.Area"]
     assert ask(host, "file-symbols", "geo/shapes/circle.go") == [
         s.replace("String", "Label") for s in symbols]
+
+
+def test_go_same_name_in_two_files(host, project):
+    """Each file of a package may have its own func init(); both are kept, the second as init@<file>."""
+    pkg = project / "app"
+    pkg.mkdir()
+    (pkg / "a.go").write_text("package app\n\nfunc init() { setup() }\n\nfunc setup() {}\n")
+    (pkg / "b.go").write_text("package app\n\nfunc init() { setup() }\n")
+    data = host.run("memory-ingest", {"path": "app"}).data
+    assert data["files"] == 2 and not data["errors"] and data["functions"] == 3
+    assert ask(host, "file-symbols", "app/b.go") == ["b.go", "app.init@b.go"]
+    assert ask(host, "callers", "app.setup") == ["app.init", "app.init@b.go"]
