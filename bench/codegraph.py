@@ -13,8 +13,8 @@ the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from P
    on its own). Target (issue 14): p95 <= 1 ms on a 500-file project.
 3. **SCIP oracle** (skipped with ``--no-scip`` or when node/npm are missing):
    ``@sourcegraph/scip-python`` (npm, pinned :data:`SCIP_PYTHON`) indexes the same
-   files; the index is decoded with the protobuf bindings that ``@sourcegraph/scip-typescript``
-   (npm, pinned) ships (google-protobuf), written out as JSON and compared:
+   files; the index is read with opensage's own SCIP reader (``scip_import.read_index``:
+   the protobuf runtime and bindings generated from upstream scip.proto) and compared:
 
    * definitions: SCIP definition occurrences of global symbols (not locals, not
      parameters, not modules) vs our class/function/method/variable/attribute nodes,
@@ -47,11 +47,20 @@ scip-typescript lists every ancestor of a class, so inherits edges are compared 
 transitive closures. The Python project ``click==8.1.8`` (16 files) is a second,
 smaller held-out oracle run.
 
+Go and Rust: ``--project deb:golang-github-spf13-cobra-dev=1.6.1-1`` or
+``--project deb:librust-semver-dev=1.0.14-1`` takes the sources from a Debian package
+(``apt-get download`` + ``dpkg-deb -x``, pinned by version). There is no SCIP oracle for
+them here (scip-go and rust-analyzer are not on PyPI, npm or Debian): the bench reports the
+ingest, the edge counts by type, query times and 12 sampled edges (fixed seed) to check by
+hand.
+
 Prints a table and ends with one JSON line.
 
     python bench/codegraph.py [--cache ~/.cache/opensage-bench] [--no-scip] [--project networkx==3.5]
     python bench/codegraph.py --project click==8.1.8
     python bench/codegraph.py --project npm:rxjs@7.8.1
+    python bench/codegraph.py --project deb:golang-github-spf13-cobra-dev=1.6.1-1
+    python bench/codegraph.py --project deb:librust-semver-dev=1.0.14-1
 """
 
 from __future__ import annotations
