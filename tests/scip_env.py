@@ -20,3 +20,17 @@ def scip_python_js() -> str:
         if not script.exists():
             _npm_install(folder, [f"{PACKAGE}@{SCIP_PYTHON_VERSION}"])
     return str(script)
+
+
+SCIP_TYPESCRIPT_VERSION = "0.4.0"
+
+
+def scip_typescript_js() -> str:
+    """Path of the pinned scip-typescript's ``dist/src/main.js`` (npm-installed when missing)."""
+    folder = cache_root() / f"scip-typescript-{SCIP_TYPESCRIPT_VERSION}"
+    script = folder / "node_modules" / "@sourcegraph" / "scip-typescript" / "dist" / "src" / "main.js"
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_root() / "scip-typescript.lock")):
+        if not script.exists():
+            _npm_install(folder, [f"@sourcegraph/scip-typescript@{SCIP_TYPESCRIPT_VERSION}"])
+    return str(script)

@@ -86,6 +86,59 @@ def test_scip_python_index(host, project):
     assert again["unchanged"] == 3 and again["edgesAdded"] == 0 and again["edgesRemoved"] == 0
 
 
+SHAPES = {
+    "src/shapes.ts": """
+        export interface Shape {
+          area(): number;
+        }
+
+        export class Circle implements Shape {
+          constructor(public r: number) {}
+          area(): number {
+            return Math.PI * this.square();
+          }
+          private square(): number {
+            return this.r * this.r;
+          }
+        }
+    """,
+    "src/index.ts": """
+        import { Circle, Shape } from "./shapes";
+
+        export function total(all: Shape[]): number {
+          return all.reduce((s, x) => s + x.area(), 0);
+        }
+
+        export function unit(): number {
+          return total([new Circle(1)]);
+        }
+    """,
+}
+
+
+@needs_node
+def test_scip_typescript_index(host, project):
+    from tests.scip_env import scip_typescript_js
+
+    for rel, text in SHAPES.items():
+        p = project / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip("\n"))
+    subprocess.run(["node", scip_typescript_js(), "index", "--infer-tsconfig", "--output", "index.scip"], cwd=project,
+                   check=True, capture_output=True, timeout=300)
+    data = host.run("memory-ingest", {"scip": "index.scip"}).data
+    assert data["files"] == 2 and data["classes"] == 2 and data["methods"] == 4
+    # x.area() on a Shape: the type checker's answer, which name matching cannot give (two area methods)
+    assert ask(host, "callers", "src.shapes.Shape.area") == ["src.total"]
+    assert ask(host, "callers", "src.shapes.Circle.square") == ["src.shapes.Circle.area"]
+    assert ask(host, "callers", "src.total") == ["src.unit"]
+    assert ask(host, "implementors", "src.shapes.Shape") == ["src.shapes.Circle"]
+    assert ask(host, "implementors", "src.shapes.Shape.area") == ["src.shapes.Circle.area"]
+    assert ask(host, "members", "src.shapes.Circle") == [
+        "src.shapes.Circle.constructor", "src.shapes.Circle.area", "src.shapes.Circle.square"]
+    assert ask(host, "file-symbols", "src/index.ts") == ["src", "src.total", "src.unit"]
+
+
 def test_scip_malformed(host, project, capsys):
     from opensage.errors import UsageError
 
