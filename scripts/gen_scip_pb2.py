@@ -34,7 +34,6 @@ def main() -> int:
     args = ap.parse_args()
     try:
         from grpc_tools import protoc
-        import grpc_tools
     except ImportError:
         print("error: grpcio-tools is not installed; run: pip install grpcio-tools", file=sys.stderr)
         return 2
