@@ -13,8 +13,8 @@ the fixture of tests/test_codegraph.py is the dev set): ``networkx==3.5`` from P
    on its own). Target (issue 14): p95 <= 1 ms on a 500-file project.
 3. **SCIP oracle** (skipped with ``--no-scip`` or when node/npm are missing):
    ``@sourcegraph/scip-python`` (npm, pinned :data:`SCIP_PYTHON`) indexes the same
-   files; the index is decoded with the protobuf bindings that ``@sourcegraph/scip-typescript``
-   (npm, pinned) ships (google-protobuf), written out as JSON and compared:
+   files; the index is read with opensage's own SCIP reader (``scip_import.read_index``:
+   the protobuf runtime and bindings generated from upstream scip.proto) and compared:
 
    * definitions: SCIP definition occurrences of global symbols (not locals, not
      parameters, not modules) vs our class/function/method/variable/attribute nodes,
@@ -47,11 +47,20 @@ scip-typescript lists every ancestor of a class, so inherits edges are compared 
 transitive closures. The Python project ``click==8.1.8`` (16 files) is a second,
 smaller held-out oracle run.
 
+Go and Rust: ``--project deb:golang-github-spf13-cobra-dev=1.6.1-1`` or
+``--project deb:librust-semver-dev=1.0.14-1`` takes the sources from a Debian package
+(``apt-get download`` + ``dpkg-deb -x``, pinned by version). There is no SCIP oracle for
+them here (scip-go and rust-analyzer are not on PyPI, npm or Debian): the bench reports the
+ingest, the edge counts by type, query times and 12 sampled edges (fixed seed) to check by
+hand.
+
 Prints a table and ends with one JSON line.
 
     python bench/codegraph.py [--cache ~/.cache/opensage-bench] [--no-scip] [--project networkx==3.5]
     python bench/codegraph.py --project click==8.1.8
     python bench/codegraph.py --project npm:rxjs@7.8.1
+    python bench/codegraph.py --project deb:golang-github-spf13-cobra-dev=1.6.1-1
+    python bench/codegraph.py --project deb:librust-semver-dev=1.0.14-1
 """
 
 from __future__ import annotations
@@ -77,24 +86,10 @@ from opensage.plugins.graph_memory.graph import graph_for
 from opensage.store import Workspace
 
 SCIP_PYTHON = "@sourcegraph/scip-python@0.6.6"
-SCIP_TYPESCRIPT = "@sourcegraph/scip-typescript@0.4.0"  # only for its generated scip.proto bindings (scip.js)
+SCIP_TYPESCRIPT = "@sourcegraph/scip-typescript@0.4.0"
 DEF_TYPES = ("class", "function", "method", "variable", "attribute")
 POINT_RELATIONS = ("exists", "callers", "callees", "references", "members", "implementors", "file-symbols")
 
-DECODE_JS = r"""
-const fs = require('fs');
-const { scip } = require(process.argv[2]);
-const index = scip.Index.deserializeBinary(fs.readFileSync(process.argv[3]));
-const out = fs.createWriteStream(process.argv[4]);
-for (const doc of index.documents) {
-  out.write(JSON.stringify({
-    path: doc.relative_path,
-    occurrences: doc.occurrences.map(o => [o.range, o.symbol, o.symbol_roles]),
-    symbols: doc.symbols.map(s => [s.symbol, s.relationships.map(r => [r.symbol, r.is_implementation])]),
-  }) + '\n');
-}
-out.end();
-"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -173,13 +168,31 @@ def scip_index_ts(src: Path, spec: str, cache: Path, mods: Path) -> Path:
     return out
 
 
-def decode_scip(index: Path, mods: Path, cache: Path) -> list[dict]:
-    js = cache / "decode-scip.js"
-    js.write_text(DECODE_JS)
-    out = index.with_suffix(".jsonl")
-    subprocess.run(["node", str(js), str(mods / "@sourcegraph/scip-typescript/dist/src/scip.js"), str(index),
-                    str(out)], check=True, timeout=600)
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+def decode_scip(index: Path) -> list[dict]:
+    """The documents of a SCIP index, read by opensage's own reader (protobuf runtime + the
+    generated scip_pb2, the same code ``@memory-ingest scip=`` uses)."""
+    from opensage.plugins.graph_memory.scip_import import read_index
+
+    return [{"path": doc.relative_path,
+             "occurrences": [(list(o.range), o.symbol, o.symbol_roles) for o in doc.occurrences],
+             "symbols": [(s.symbol, [(r.symbol, r.is_implementation) for r in s.relationships]) for s in doc.symbols]}
+            for doc in read_index(index).documents]
+
+
+def fetch_deb(spec: str, cache: Path) -> tuple[Path, str]:
+    """A Debian source package ``name=version`` (``apt-get download`` + ``dpkg-deb -x``), cached;
+    returns (the folder holding the project, its folder name): the folder with ``go.mod``
+    under /usr/share/gocode/src or with ``Cargo.toml`` under /usr/share/cargo/registry."""
+    dest = cache / ("src-deb-" + spec.replace("=", "-"))
+    if not dest.is_dir():
+        tmp = cache / "deb-download"
+        tmp.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", spec], cwd=tmp, check=True, capture_output=True, timeout=600)
+        deb = next(tmp.glob(spec.split("=")[0] + "_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True, timeout=300)
+    marker = next(iter(sorted(dest.rglob("go.mod"), key=lambda p: len(p.parts)) or
+                       sorted(dest.rglob("Cargo.toml"), key=lambda p: len(p.parts))))
+    return marker.parent.parent, marker.parent.name
 
 
 _DESC = re.compile(r"`((?:[^`]|``)+)`|([^/#.:()\[\]`]+)|(\([^)]*\))|([/#.:\[\]!])")
@@ -383,17 +396,24 @@ def main() -> None:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     typescript = args.project.startswith("npm:")
-    if typescript:
+    deb = args.project.startswith("deb:")
+    if deb:
+        src, name = fetch_deb(args.project[4:], cache)
+        version = args.project.partition("=")[2]
+    elif typescript:
         spec = args.project[4:]
         version = spec.rpartition("@")[2]
         src, name = fetch_npm(spec, cache), args.src
     else:
         name, _, version = args.project.partition("==")
         src = fetch_project(args.project, cache)
-    suffix = "*.ts" if typescript else "*.py"
+    lang = "typescript" if typescript else "python"
+    if deb:
+        lang = "go" if (src / name / "go.mod").exists() else "rust"
+    suffix = {"typescript": "*.ts", "python": "*.py", "go": "*.go", "rust": "*.rs"}[lang]
     os.environ.pop("OPENSAGE_MODEL", None)
     rows: list[tuple[str, str]] = []
-    result: dict = {"bench": "codegraph", "project": args.project, "split": "held-out"}
+    result: dict = {"bench": "codegraph", "project": args.project, "language": lang, "split": "held-out"}
     with tempfile.TemporaryDirectory() as ws:
         ws = Path(ws)
         shutil.copytree(src / name, ws / name)
@@ -412,8 +432,11 @@ def main() -> None:
         py = sorted((p for p in (ws / name).rglob(suffix) if not p.name.endswith(".d.ts")),
                     key=lambda f: (-f.stat().st_size, str(f)))
         target = py[len(py) // 2]  # a median-sized file
-        target.write_text(target.read_text() + ("\nexport function bench_added() { return 1; }\n" if typescript
-                                                else "\n\ndef bench_added(G):\n    return nodes(G)\n"))
+        target.write_text(target.read_text() + {
+            "typescript": "\nexport function bench_added() { return 1; }\n",
+            "python": "\n\ndef bench_added(G):\n    return nodes(G)\n",
+            "go": "\nfunc benchAdded() int { return 1 }\n",
+            "rust": "\npub fn bench_added() -> i32 { 1 }\n"}[lang])
         t0 = time.perf_counter()
         d1 = host.run("memory-ingest", {"path": str(target.relative_to(ws))}).data
         inc_ms = (time.perf_counter() - t0) * 1000
@@ -470,14 +493,31 @@ def main() -> None:
                       unused_ms=round(unused_ms, 1), made_up_no=made_up_no, made_up_asked=len(sample) // 2)
 
         # SCIP oracle
-        mods = None if args.no_scip else npm_tools(cache)
-        if mods is None:
+        mods = None if args.no_scip or deb else npm_tools(cache)
+        if deb:
+            rows.append(("SCIP oracle", f"none for {lang} here: scip-go and rust-analyzer do not install from the "
+                         "package registries this bench may use (PyPI, npm, Debian); counts and a sample to check "
+                         "by hand below"))
+            result["scip"] = None
+            edges = conn.execute(
+                "SELECT e.type, s.label, d.label, json_extract(e.metadata, '$.line'), json_extract(s.metadata, '$.path'),"
+                " json_extract(e.metadata, '$.resolution') FROM edges e JOIN nodes s ON s.id = e.src"
+                " JOIN nodes d ON d.id = e.dst WHERE e.type IN ('calls', 'references', 'inherits') ORDER BY e.id"
+            ).fetchall()
+            by_type: dict[str, int] = {}
+            for e in edges:
+                by_type[e[0]] = by_type.get(e[0], 0) + 1
+            rows.append(("edges by type", ", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))))
+            result["edges_by_type"] = by_type
+            for e in random.Random(14).sample(list(edges), min(12, len(edges))):
+                rows.append((f"sample {e[0]}", f"{e[1]} -> {e[2]}  ({e[4]}:{e[3]}, {e[5] or ''})"))
+        elif mods is None:
             rows.append(("SCIP oracle", "skipped (--no-scip, or node/npm missing)"))
             result["scip"] = None
         else:
             index = (scip_index_ts(src / name, spec, cache, mods) if typescript
                      else scip_index(src, name, version, cache, mods))
-            docs = decode_scip(index, mods, cache)
+            docs = decode_scip(index)
             defs, parent, uses, inherits, modules = our_graph(conn)
             defs = {q: v for q, v in defs.items() if not q.endswith(".bench_added")}
             uses = {u for u in uses if "bench_added" not in u[0]}

@@ -10,7 +10,7 @@ python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 python -m opensage.sandbox  # which isolation level generated tools get, and a probe run
 # The real OpenCode CLI and its plugin package (tests/test_opencode_e2e.py), the real
 # Claude Code CLI (tests/test_claude_e2e.py) and the MCP reference memory server
-# (tests/test_memory_reference_diff.py), pinned, in the test cache (the tests install
+# (tests/test_memory_reference_diff.py) and the SCIP indexers (tests/test_codegraph_scip.py), pinned, in the test cache (the tests install
 # them themselves when this step could not).
 if command -v npm >/dev/null 2>&1; then
     python -c "from tests.opencode_env import opencode_bin, plugin_seed; opencode_bin(); plugin_seed()" \
@@ -19,5 +19,7 @@ if command -v npm >/dev/null 2>&1; then
         || echo "warning: could not npm-install @anthropic-ai/claude-code; tests/test_claude_e2e.py will retry" >&2
     python -c "from tests.reference_memory_env import reference_server_js; reference_server_js()" \
         || echo "warning: could not npm-install the reference memory server; its test will retry" >&2
+    python -c "from tests.scip_env import scip_python_js, scip_typescript_js; scip_python_js(); scip_typescript_js()" \
+        || echo "warning: could not npm-install the SCIP indexers; tests/test_codegraph_scip.py will retry" >&2
 fi
 python -m pytest -q "$@"

@@ -11,8 +11,10 @@ from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
 class IngestArgs(ArgModel):
-    path: str = Field(description="folder or .py/.ts/.js file to ingest; relative paths are taken from the workspace "
-                                  "root")
+    path: str = Field("", description="folder or .py/.ts/.js/.rs/.go file to ingest; relative paths are taken from the "
+                                      "workspace root")
+    scip: str = Field("", description="a SCIP index (index.scip from scip-python, scip-typescript, scip-go, "
+                                      "rust-analyzer...) to import instead of parsing; relative to the workspace root")
 
 
 def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
@@ -21,8 +23,19 @@ def ingest(args: IngestArgs, ctx: CommandContext) -> CommandResult:
     from opensage.plugins.graph_memory.ingest import check_ingest_path, ingest_path
 
     root = ctx.workspace.root
-    path = check_ingest_path(args.path, root)  # before the database is touched
-    report = ingest_path(graph_for(ctx.host), path, root)
+    if bool(args.path.strip()) == bool(args.scip.strip()):
+        raise UsageError("give exactly one of path=<folder or file> (parse the source) or scip=<index.scip> "
+                         "(import a SCIP index), e.g. path=src or scip=index.scip.")
+    if args.scip.strip():
+        from pathlib import Path
+
+        from opensage.plugins.graph_memory.ingest import ingest_scip
+
+        scip = Path(args.scip).expanduser()
+        report = ingest_scip(graph_for(ctx.host), scip if scip.is_absolute() else root / scip, root)
+    else:
+        path = check_ingest_path(args.path, root)  # before the database is touched
+        report = ingest_path(graph_for(ctx.host), path, root)
     text = (
         f"ingested {report.root}: {report.files} files ({report.changed} changed, {report.unchanged} unchanged, "
         f"{report.removed_files} removed, {report.skipped} skipped), {report.modules} modules, {report.classes} classes, "
@@ -124,7 +137,8 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
 
 COMMANDS = [
     Command("memory-ingest", IngestArgs, ingest,
-            "Build/refresh the code graph of a folder or file (Python via ast; TypeScript/JavaScript via tree-sitter): "
+            "Build/refresh the code graph of a folder or file (Python via ast; TypeScript/JavaScript, Rust, Go via "
+            "tree-sitter) or import a SCIP index (scip=index.scip): "
             "files, modules, classes, functions, methods, variables, attributes; contains/imports/calls/references/"
             "inherits/decorates edges."),
     Command("memory-compress-session", CompressArgs, compress,

@@ -80,7 +80,7 @@ from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
 from opensage.plugins.graph_memory.graph import Graph, identifier_terms
 from opensage.store import in_chunks
 
-__all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
+__all__ = ["ingest_path", "ingest_scip", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
 INGEST_VERSION = 6
@@ -719,10 +719,13 @@ def _module_name(path: Path, cache: dict[Path, bool]) -> tuple[str, bool]:
 
 def _other_suffixes() -> frozenset[str]:
     """Suffixes of the non-Python files ingested (those whose tree-sitter grammar is installed)."""
-    from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+    from opensage.plugins.graph_memory import ingest_go, ingest_rust, ingest_ts
 
-    found = set(ingest_ts.EXTENSIONS) if ingest_ts.available() else set()
-    return frozenset(found | set(ingest_rust.EXTENSIONS)) if ingest_rust.available() else frozenset(found)
+    found: set[str] = set()
+    for lang in (ingest_ts, ingest_rust, ingest_go):
+        if lang.available():
+            found |= set(lang.EXTENSIONS)
+    return frozenset(found)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -750,8 +753,8 @@ def check_ingest_path(path: str, workspace_root: Path) -> Path:
         raise UsageError(f"argument 'path': {str(p)!r} does not exist; give an existing folder or .py file "
                          f"(relative paths are taken from the workspace root {str(workspace_root)!r}).")
     if p.is_file() and p.suffix != ".py" and p.suffix not in _other_suffixes():
-        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust file "
-                         "with tree-sitter installed); give a folder, a .py, .ts, .js or .rs file.")
+        raise UsageError(f"argument 'path': {str(p)!r} is not a Python file (nor a TypeScript/JavaScript/Rust/Go file "
+                         "with tree-sitter installed); give a folder, a .py, .ts, .js, .rs or .go file.")
     if not p.is_file() and not p.is_dir():
         raise UsageError(f"argument 'path': {str(p)!r} is neither a folder nor a file.")
     return p
@@ -785,12 +788,13 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         row = graph.db.conn.execute("SELECT json_extract(metadata, '$.module') FROM nodes WHERE type='file' AND label=?",
                                     (label,)).fetchone() if path.is_file() else None
         rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
-        stem = rel.rsplit(".", 1)[0]
-        for tail in (("/index",) if f.suffix != ".rs" else ("/mod", "/lib", "/main")):
+        stem = rel.rsplit(".", 1)[0] if f.suffix != ".go" else rel  # Go: names are per package folder
+        for tail in {".rs": ("/mod", "/lib", "/main"), ".go": ()}.get(f.suffix, ("/index",)):
             stem = stem[: -len(tail)] if stem.endswith(tail) else stem
         name = row[0] if row and row[0] else (".".join(p for p in stem.split("/") if p) or f.stem)
         mod = _Module(name, f, label, "", 0, None, False)
-        mod.rel = rel if path.is_dir() else name.replace(".", "/") + f.suffix
+        mod.rel = rel if path.is_dir() else (name.removesuffix(".go") if f.suffix == ".go" else name).replace(
+            ".", "/") + f.suffix
         candidates.append(mod)
     _dedupe_module_names(candidates, path)
     modules: list[_Module] = []
@@ -799,10 +803,11 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         try:
             data = mod.path.read_bytes()
             if mod.path.suffix != ".py":
-                from opensage.plugins.graph_memory import ingest_rust, ingest_ts
+                from opensage.plugins.graph_memory import ingest_go, ingest_rust, ingest_ts
 
                 mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
-                (ingest_rust if mod.path.suffix == ".rs" else ingest_ts).extract(mod, root_label, _Symbol, data)
+                lang = {".rs": ingest_rust, ".go": ingest_go}.get(mod.path.suffix, ingest_ts)
+                lang.extract(mod, root_label, _Symbol, data)
                 modules.append(mod)
                 continue
             mod.tree = ast.parse(data, filename=str(mod.path))
@@ -821,7 +826,43 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
             mod.tree = None
         modules.append(mod)
     report.files = len(modules)
+    if any(m.path.suffix == ".go" for m in modules):
+        from opensage.plugins.graph_memory import ingest_go
 
+        ingest_go.link_implements(modules, root_label, _Symbol, _Module)
+    return _write_modules(graph, modules, failed_files, refresh=path.is_file(), root_label=root_label, report=report,
+                          started=started)
+
+
+def ingest_scip(graph: Graph, index_path: Path, workspace_root: Path) -> IngestReport:
+    """Import a SCIP index (see scip_import.py) into ``graph`` through the same writer as :func:`ingest_path`.
+
+    The files it covers are written as a refresh: their earlier nodes (from a folder ingest
+    or an earlier import) are replaced, other files are kept.
+
+    :param index_path: an ``index.scip`` file.
+    :raises UsageError: the file is missing, too large or not a SCIP index (nothing written).
+    """
+    from opensage.plugins.graph_memory import scip_import
+
+    started = time.perf_counter()
+    index_path = Path(os.path.abspath(index_path))
+    index = scip_import.read_index(index_path)  # raises before anything is written
+    root_label = file_label(index_path, workspace_root)
+    report = IngestReport(root=root_label)
+    modules = scip_import.modules_from_index(index, root_label, workspace_root, _Module, _Symbol, index_path.parent)
+    report.files = len(modules)
+    return _write_modules(graph, modules, set(), refresh=True, root_label=root_label, report=report, started=started)
+
+
+def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str], *, refresh: bool, root_label: str,
+                   report: IngestReport, started: float) -> IngestReport:
+    """Write the parsed file records: nodes, then edges, in one transaction (the one writer of code nodes).
+
+    :param refresh: True for a one-file refresh or an import of some files (files missing from
+        ``modules`` are kept); False for a folder ingest (files of ``root_label`` no longer
+        present are removed).
+    """
     with graph.db.transaction() as conn:
         existing = _load_code_nodes(conn, [m.file for m in modules] + sorted(failed_files), root_label)
         by_key: dict[tuple[str, str], dict | None] = {(n["type"], n["label"]): n for n in existing}
@@ -843,7 +884,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         for mod in modules:
             old_file = lookup(("file", mod.file))
             file_root = root_label
-            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+            if refresh and old_file is not None and old_file["meta"].get("root"):
                 file_root = old_file["meta"]["root"]
             mine = lookup(("module", f"{file_root}:{mod.name}"))
             other = lookup(("module", mod.name))
@@ -865,7 +906,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         for mod in modules:
             old_file = lookup(("file", mod.file))
             file_root = root_label
-            if path.is_file() and old_file is not None and old_file["meta"].get("root"):
+            if refresh and old_file is not None and old_file["meta"].get("root"):
                 file_root = old_file["meta"]["root"]  # a one-file refresh keeps the file in its folder's ingest
             file_meta = {"path": mod.file, "sha1": mod.sha1, "ingest_version": INGEST_VERSION, "module": mod.name,
                          "lines": mod.data_lines, "source": "ingest", "root": file_root}
@@ -919,7 +960,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                     report.nodes_removed += 1
 
         # files that disappeared from an ingested folder
-        if path.is_dir():
+        if not refresh:
             current = {m.file for m in modules} | failed_files
             for n in existing:
                 if (n["type"] == "file" and n["meta"].get("source") == "ingest" and n["meta"].get("root") == root_label
@@ -936,7 +977,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         # -- edges --------------------------------------------------------------------------
         by_key = {k: v for k, v in by_key.items() if v is not None and v["id"] not in deleted}
         resolver = _Resolver(modules, conn)
-        if path.is_file() and modules:  # a one-file refresh: guesses by unique name see the whole folder
+        if refresh and modules:  # a one-file refresh: guesses by unique name see the whole folder
             roots = {s.meta["root"] for m in modules for s in m.symbols} or {root_label}
             resolver.add_stored_names(roots, {m.file for m in modules})
         desired_edges: dict[tuple[int, str, int], tuple[float, dict]] = {}
@@ -987,7 +1028,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 want(mod_key, "imports", tkey, W_IMPORTS, {"line": line})
             for cls, base_exprs, line, scope in mod.bases:
                 for expr in base_exprs:
-                    base = resolver.resolve_expr(mod, scope, expr)
+                    base = resolver.resolve_base(mod, scope, expr)
                     if base and resolver.type_of(base) == "class":
                         want(("class", L(cls)), "inherits", ("class", L(base)), W_INHERITS, {"line": line})
             for scope, dotted, target, cls, line in mod.decorates:
@@ -1184,7 +1225,7 @@ class _Resolver:
                     self.by_short.setdefault(short, []).append(qual)
         for m in modules:
             for cls, exprs, _, scope in m.bases:
-                self.bases[cls] = [b for b in (self.resolve_expr(m, scope, e) for e in exprs) if b]
+                self.bases.setdefault(cls, []).extend(b for b in (self.resolve_base(m, scope, e) for e in exprs) if b)
 
     def add_stored_names(self, roots: set[str], skip_files: set[str]) -> None:
         """Count the definitions stored for ``roots`` (other files than ``skip_files``) in the
@@ -1336,6 +1377,12 @@ class _Resolver:
         owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
         return owner if owner and self.known(owner) == "class" else None
 
+    def resolve_base(self, mod: _Module, scope: str | None, expr: str) -> str | None:
+        """A base written ``expr`` in ``scope``; ``=qualified.name`` is already resolved (Go)."""
+        if expr.startswith("="):
+            return expr[1:] if self.known(expr[1:]) else None
+        return self.resolve_expr(mod, scope, expr)
+
     def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
         """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
         head, *rest = dotted.split(".")
@@ -1432,6 +1479,9 @@ class _Resolver:
             return self._unique_method(rest[-1]) if calls else None
         if kind == "attr" and calls:
             return self._unique_method(name)
+        if kind == "qual":  # a qualified name the extractor resolved through an import (Go)
+            hit = self.resolve_global(name)
+            return (hit, W_EXACT, "import") if hit else None
         return None
 
     def _unique_method(self, name: str):
