@@ -305,22 +305,16 @@ class MemoryCompat:
     def _insert_node(self, conn, type_: str, name: str, observations: list[str], metadata: dict[str, Any]) -> int:
         """A new node, written directly: the reference accepts empty and blank names,
         which :meth:`Graph.upsert_node` refuses for nodes of its own."""
-        from opensage.plugins.graph_memory.graph import identifier_terms
+        from opensage.plugins.graph_memory.graph import insert_node_row
 
-        now = time.time()
-        content = "\n".join(observations)
-        node_id = conn.execute(
-            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (type_, name, content, json.dumps(metadata), now, now),
-        ).lastrowid
-        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                     (node_id, name, identifier_terms(name), content))
-        return node_id
+        return insert_node_row(conn, type=type_, label=name, content="\n".join(observations), metadata=metadata,
+                               dated=False)
 
     def _delete_node(self, conn, node_id: int) -> None:
+        from opensage.plugins.graph_memory.graph import delete_node_row
+
         conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-        conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+        delete_node_row(conn, node_id)
 
     def _drop_unused_placeholders(self, conn) -> None:
         for row in conn.execute(
@@ -396,13 +390,9 @@ class MemoryCompat:
         meta = json.loads(row["metadata"] or "{}")
         meta["observations"] = observations
         content = "\n".join(observations)
-        conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                     (content, json.dumps(meta), time.time(), row["id"]))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (row["id"],))
-        from opensage.plugins.graph_memory.graph import identifier_terms
+        from opensage.plugins.graph_memory.graph import update_node_row
 
-        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                     (row["id"], row["label"], identifier_terms(row["label"]), content))
+        update_node_row(conn, row["id"], label=row["label"], content=content, metadata=meta)
 
     def add_observations(self, observations: list[dict[str, Any]]) -> dict[str, Any]:
         """Append new observations; returns ``{results: [{entityName, addedObservations}]}``.

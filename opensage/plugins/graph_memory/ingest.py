@@ -75,7 +75,8 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import UsageError
-from opensage.plugins.graph_memory.graph import Graph, identifier_terms
+from opensage.plugins.graph_memory.graph import (Graph, delete_node_row, identifier_terms, insert_node_row,
+                                                 update_node_row)
 
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
@@ -1142,28 +1143,20 @@ def _load_edges(conn, src_ids: set[int]) -> dict[tuple[int, str, int], tuple[int
 
 
 def _write_node(conn, old: dict | None, sym: _Symbol, now: float, report: IngestReport) -> int:
-    terms = f"{identifier_terms(sym.label)} {sym.meta.get('name', '')}".strip()
     if old is None:
-        cur = conn.execute(
-            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (sym.type, sym.label, sym.content, json.dumps(sym.meta), now, now))
-        node_id = cur.lastrowid
+        node_id = insert_node_row(conn, type=sym.type, label=sym.label, content=sym.content, metadata=sym.meta,
+                                  now=now, dated=False)
         report.nodes_added += 1
     else:
         node_id = old["id"]
-        meta = {**old["meta"], **sym.meta}
-        conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                     (sym.content, json.dumps(meta), now, node_id))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
+        update_node_row(conn, node_id, label=sym.label, content=sym.content, metadata={**old["meta"], **sym.meta},
+                        now=now)
         report.nodes_updated += 1
-    conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                 (node_id, sym.label, terms, sym.content))
     return node_id
 
 
 def _delete_node(conn, node_id: int) -> None:
-    conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-    conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+    delete_node_row(conn, node_id)
 
 
 _LOCAL = object()  # a function's own variable: not a module-level definition
