@@ -1,10 +1,16 @@
-"""Numbered migrations of the graph-memory tables (namespace ``graph-memory``)."""
+"""Numbered migrations of the graph-memory tables (namespace ``graph-memory``).
+
+Migrations are self-contained: they import no live application code (only
+:mod:`.migration_code`, frozen copies of the rules they need, and :mod:`opensage.store`),
+so upgrading an old database gives the same result whatever the application becomes.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 
+from opensage.plugins.graph_memory.migration_code import backfill_provenance, reindex_all
 from opensage.store import Migration, execute_script
 
 
@@ -73,8 +79,6 @@ def m002_episode_index(conn) -> None:
     so that a turn can be found by words of the turns around it (a context window) and by
     the date it happened; inserts naming only ``text`` keep working.
     """
-    from opensage.plugins.graph_memory.episodes import reindex_all
-
     execute_script(
         conn,
         """
@@ -122,8 +126,6 @@ def m004_provenance(conn) -> None:
     * ``modeled_at``: when the model pass of compression read the episode (epoch seconds);
       episodes compressed before this migration count as read (no surprise model cost).
     """
-    from opensage.plugins.graph_memory.episodes import backfill_provenance, reindex_all
-
     execute_script(
         conn,
         """
