@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -313,7 +312,6 @@ class MemoryCompat:
     def _delete_node(self, conn, node_id: int) -> None:
         from opensage.plugins.graph_memory.graph import delete_node_row
 
-        conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
         delete_node_row(conn, node_id)
 
     def _drop_unused_placeholders(self, conn) -> None:
@@ -333,8 +331,9 @@ class MemoryCompat:
                                    {"entityType": ent["entityType"], "observations": obs})
         ref = conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (REF_NODE_TYPE, ent["name"])).fetchone()
         if ref is not None:
-            conn.execute("UPDATE edges SET src=? WHERE src=?", (new_id, ref["id"]))
-            conn.execute("UPDATE edges SET dst=? WHERE dst=?", (new_id, ref["id"]))
+            from opensage.plugins.graph_memory.graph import move_edges
+
+            move_edges(conn, ref["id"], new_id)
             self._delete_node(conn, ref["id"])
         return {"name": ent["name"], "entityType": ent["entityType"], "observations": obs}
 
@@ -458,6 +457,8 @@ class MemoryCompat:
 
     def delete_relations(self, relations: list[dict[str, Any]]) -> dict[str, Any]:
         """Delete the given relations; returns ``{success, message}``."""
+        from opensage.plugins.graph_memory.graph import delete_edge_row
+
         count = 0
         with self.db.transaction() as conn:
             for rel in relations:
@@ -467,7 +468,7 @@ class MemoryCompat:
                     continue
                 row = self._find_edge(src["id"], dst["id"], rel["relationType"])
                 if row is not None:
-                    conn.execute("DELETE FROM edges WHERE id=?", (row["id"],))
+                    delete_edge_row(conn, row["id"])
                     count += 1
             self._drop_unused_placeholders(conn)
         if count == len(relations):

@@ -16,7 +16,7 @@ from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -90,7 +90,41 @@ def delete_node_row(conn, node_id: int) -> None:
     its index row by trigger; nodes it had superseded become current again."""
     conn.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (node_id,))
     conn.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (node_id,))
+    conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
     conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+
+
+# -- the writer of the ``edges`` and ``node_episodes`` tables (same callers as above) ---------
+def write_edge_row(conn, src: int, dst: int, type: str, weight: float, metadata: dict | None = None,
+                   now: float | None = None) -> None:
+    """Insert the (src, type, dst) edge, or set its weight (0..1) and metadata when it exists.
+    ``now``: epoch seconds (default now). No checks: callers validate."""
+    now = time.time() if now is None else now
+    conn.execute(
+        "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
+        " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
+        " updated_at=excluded.updated_at",
+        (src, dst, type, float(weight), json.dumps(metadata or {}), now, now))
+
+
+def delete_edge_row(conn, edge_id: int) -> None:
+    """Delete one edge by its row id."""
+    conn.execute("DELETE FROM edges WHERE id=?", (edge_id,))
+
+
+def move_edges(conn, old_id: int, new_id: int) -> None:
+    """Re-point every edge of node ``old_id`` at ``new_id`` (a placeholder replaced by a node)."""
+    conn.execute("UPDATE edges SET src=? WHERE src=?", (new_id, old_id))
+    conn.execute("UPDATE edges SET dst=? WHERE dst=?", (new_id, old_id))
+
+
+def link_episodes(conn, node_id: int, episode_ids: Iterable[int]) -> int:
+    """Record that ``node_id`` was derived from ``episode_ids``; returns how many links are new."""
+    added = 0
+    for ep in episode_ids:
+        added += conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)",
+                              (node_id, ep)).rowcount
+    return added
 
 
 def format_id(node_id: int) -> str:
@@ -353,8 +387,7 @@ class Graph:
                     new_content = content if content else row["content"]
                 update_node_row(conn, node_id, label=row["label"], content=new_content, metadata=meta, now=now,
                                 session_id=session_id, source=source)
-            for ep in episode_ids:
-                conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", (node_id, ep))
+            link_episodes(conn, node_id, episode_ids)
             if new_tags is not None:
                 if not merged:
                     conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))

@@ -75,8 +75,8 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import UsageError
-from opensage.plugins.graph_memory.graph import (Graph, delete_node_row, identifier_terms, insert_node_row,
-                                                 update_node_row)
+from opensage.plugins.graph_memory.graph import (Graph, delete_edge_row, delete_node_row, insert_node_row,
+                                                 update_node_row, write_edge_row)
 
 __all__ = ["ingest_path", "IngestReport", "SKIP_DIRS", "file_label"]
 
@@ -1052,20 +1052,15 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
         old_edges = _load_edges(conn, scope_ids)
         for key, (eid, weight, meta) in old_edges.items():
             if key not in desired_edges:
-                conn.execute("DELETE FROM edges WHERE id=?", (eid,))
+                delete_edge_row(conn, eid)
                 report.edges_removed += 1
         for key, (weight, meta) in desired_edges.items():
             old = old_edges.get(key)
             if old is None:
-                conn.execute(
-                    "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
-                    " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
-                    " updated_at=excluded.updated_at",
-                    (key[0], key[2], key[1], weight, json.dumps(meta), now, now))
+                write_edge_row(conn, key[0], key[2], key[1], weight, meta, now)
                 report.edges_added += 1
             elif old[1] != weight or old[2] != meta:
-                conn.execute("UPDATE edges SET weight=?, metadata=?, updated_at=? WHERE id=?",
-                             (weight, json.dumps(meta), now, old[0]))
+                write_edge_row(conn, key[0], key[2], key[1], weight, meta, now)
         # external modules nothing imports any more (after edge diffs and cascaded node deletes)
         orphans = conn.execute(
             "SELECT id FROM nodes n WHERE type='module' AND json_extract(metadata, '$.external') = 1"
