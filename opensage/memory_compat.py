@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -303,22 +302,15 @@ class MemoryCompat:
     def _insert_node(self, conn, type_: str, name: str, observations: list[str], metadata: dict[str, Any]) -> int:
         """A new node, written directly: the reference accepts empty and blank names,
         which :meth:`Graph.upsert_node` refuses for nodes of its own."""
-        from opensage.plugins.graph_memory.graph import identifier_terms
+        from opensage.plugins.graph_memory.graph import insert_node_row
 
-        now = time.time()
-        content = "\n".join(observations)
-        node_id = conn.execute(
-            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (type_, name, content, json.dumps(metadata), now, now),
-        ).lastrowid
-        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                     (node_id, name, identifier_terms(name), content))
-        return node_id
+        return insert_node_row(conn, type=type_, label=name, content="\n".join(observations), metadata=metadata,
+                               dated=False)
 
     def _delete_node(self, conn, node_id: int) -> None:
-        conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-        conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+        from opensage.plugins.graph_memory.graph import delete_node_row
+
+        delete_node_row(conn, node_id)
 
     def _drop_unused_placeholders(self, conn) -> None:
         for row in conn.execute(
@@ -337,8 +329,9 @@ class MemoryCompat:
                                    {"entityType": ent["entityType"], "observations": obs})
         ref = conn.execute("SELECT id FROM nodes WHERE type=? AND label=?", (REF_NODE_TYPE, ent["name"])).fetchone()
         if ref is not None:
-            conn.execute("UPDATE edges SET src=? WHERE src=?", (new_id, ref["id"]))
-            conn.execute("UPDATE edges SET dst=? WHERE dst=?", (new_id, ref["id"]))
+            from opensage.plugins.graph_memory.graph import move_edges
+
+            move_edges(conn, ref["id"], new_id)
             self._delete_node(conn, ref["id"])
         return {"name": ent["name"], "entityType": ent["entityType"], "observations": obs}
 
@@ -394,13 +387,9 @@ class MemoryCompat:
         meta = json.loads(row["metadata"] or "{}")
         meta["observations"] = observations
         content = "\n".join(observations)
-        conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                     (content, json.dumps(meta), time.time(), row["id"]))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (row["id"],))
-        from opensage.plugins.graph_memory.graph import identifier_terms
+        from opensage.plugins.graph_memory.graph import update_node_row
 
-        conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                     (row["id"], row["label"], identifier_terms(row["label"]), content))
+        update_node_row(conn, row["id"], label=row["label"], content=content, metadata=meta)
 
     def add_observations(self, observations: list[dict[str, Any]]) -> dict[str, Any]:
         """Append new observations; returns ``{results: [{entityName, addedObservations}]}``.
@@ -466,6 +455,8 @@ class MemoryCompat:
 
     def delete_relations(self, relations: list[dict[str, Any]]) -> dict[str, Any]:
         """Delete the given relations; returns ``{success, message}``."""
+        from opensage.plugins.graph_memory.graph import delete_edge_row
+
         count = 0
         with self.db.transaction() as conn:
             for rel in relations:
@@ -475,7 +466,7 @@ class MemoryCompat:
                     continue
                 row = self._find_edge(src["id"], dst["id"], rel["relationType"])
                 if row is not None:
-                    conn.execute("DELETE FROM edges WHERE id=?", (row["id"],))
+                    delete_edge_row(conn, row["id"])
                     count += 1
             self._drop_unused_placeholders(conn)
         if count == len(relations):

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 __all__ = ["Script", "install", "install_from_env", "PROVIDER", "PRICE_PER_TOKEN_USD"]
 
@@ -104,7 +104,6 @@ def _raise_error(kind: str) -> None:
 
 
 def _build_response(model: str, answer: dict, messages: list[dict]):
-    import litellm
     from litellm.types.utils import ChatCompletionMessageToolCall, Function, Message, ModelResponse, Usage
 
     tool_calls = None

@@ -77,7 +77,7 @@ from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, ModelNotConfigured, NotFoundError, UsageError
 from opensage.plugins.graph_memory.episodes import (Episode, list_episodes, mark_compressed, mark_modeled,
                                                     own_tool, strip_echo)
-from opensage.plugins.graph_memory.graph import Graph, graph_for
+from opensage.plugins.graph_memory.graph import Graph, graph_for, link_episodes
 
 __all__ = ["compress_session", "CompressReport", "SessionKnowledge", "compaction_text", "extract_rules"]
 
@@ -1144,9 +1144,7 @@ def compress_session(host, session_id: str, use_model: str = "auto") -> Compress
                 continue
             if item.existing_id is not None:
                 nid = item.existing_id
-                for ep_id in item.episodes:
-                    cur = conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", (nid, ep_id))
-                    report.provenance_links += cur.rowcount
+                report.provenance_links += link_episodes(conn, nid, item.episodes)
                 ids[key] = nid
                 continue
             before = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id IN "

@@ -17,7 +17,7 @@ from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -41,6 +41,91 @@ def identifier_terms(text: str) -> str:
         if len(parts) > 1:
             words.extend(p.lower() for p in parts)
     return " ".join(words)
+
+
+def node_terms(label: str, metadata: dict | None = None) -> str:
+    """The ``terms`` index column of a node: the label's identifier words plus, for a code
+    symbol, its short name (``metadata["name"]``). One rule for every writer, so equal
+    nodes get equal index rows (migration m006 back-filled old rows with a frozen copy)."""
+    name = (metadata or {}).get("name")
+    return f"{identifier_terms(label)} {name if isinstance(name, str) else ''}".strip()
+
+
+# -- the writer of the ``nodes`` table -------------------------------------------------------
+# Every path that stores nodes (add-node, ingest of every language, the memory-server tools,
+# Markdown and JSONL import, compaction, forget) goes through these three functions, inside
+# the caller's transaction. ``nodes_fts`` follows by SQLite triggers (migration m006): no
+# Python code writes index rows.
+def insert_node_row(conn, *, type: str, label: str, content: str = "", metadata: dict | None = None,
+                    now: float | None = None, valid_from: float | None = None, session_id: str | None = None,
+                    source: str | None = None, dated: bool = True) -> int:
+    """Insert one node row (no checks: callers validate); returns its id.
+
+    :param now: created/updated time, epoch seconds (default now); ``valid_from`` defaults to it.
+    :param dated: False leaves ``valid_from`` NULL (code symbols and memory-server entities,
+        which time filters do not select).
+    :raises sqlite3.IntegrityError: a node of that (type, label) exists.
+    """
+    now = time.time() if now is None else now
+    meta = metadata or {}
+    return conn.execute(
+        "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from, session_id, source,"
+        " terms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (type, label, content or "", json.dumps(meta), now, now,
+         (float(valid_from) if valid_from is not None else now) if dated else None, session_id, source, node_terms(label, meta)),
+    ).lastrowid
+
+
+def update_node_row(conn, node_id: int, *, label: str, content: str, metadata: dict, now: float | None = None,
+                    session_id: str | None = None, source: str | None = None) -> None:
+    """Set a node's content and metadata (``label`` is its current label, for the index
+    terms); ``session_id``/``source`` fill only when the row has none. ``now``: epoch seconds."""
+    conn.execute("UPDATE nodes SET content=?, metadata=?, terms=?, updated_at=?, session_id=coalesce(session_id, ?),"
+                 " source=coalesce(source, ?) WHERE id=?",
+                 (content or "", json.dumps(metadata), node_terms(label, metadata),
+                  time.time() if now is None else now, session_id, source, node_id))
+
+
+def delete_node_row(conn, node_id: int) -> None:
+    """Delete one node row; its edges, tags and provenance links go by ``ON DELETE CASCADE``,
+    its index row by trigger; nodes it had superseded become current again."""
+    conn.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (node_id,))
+    conn.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (node_id,))
+    conn.execute("DELETE FROM edges WHERE src=? OR dst=?", (node_id, node_id))
+    conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+
+
+# -- the writer of the ``edges`` and ``node_episodes`` tables (same callers as above) ---------
+def write_edge_row(conn, src: int, dst: int, type: str, weight: float, metadata: dict | None = None,
+                   now: float | None = None) -> None:
+    """Insert the (src, type, dst) edge, or set its weight (0..1) and metadata when it exists.
+    ``now``: epoch seconds (default now). No checks: callers validate."""
+    now = time.time() if now is None else now
+    conn.execute(
+        "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
+        " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
+        " updated_at=excluded.updated_at",
+        (src, dst, type, float(weight), json.dumps(metadata or {}), now, now))
+
+
+def delete_edge_row(conn, edge_id: int) -> None:
+    """Delete one edge by its row id."""
+    conn.execute("DELETE FROM edges WHERE id=?", (edge_id,))
+
+
+def move_edges(conn, old_id: int, new_id: int) -> None:
+    """Re-point every edge of node ``old_id`` at ``new_id`` (a placeholder replaced by a node)."""
+    conn.execute("UPDATE edges SET src=? WHERE src=?", (new_id, old_id))
+    conn.execute("UPDATE edges SET dst=? WHERE dst=?", (new_id, old_id))
+
+
+def link_episodes(conn, node_id: int, episode_ids: Iterable[int]) -> int:
+    """Record that ``node_id`` was derived from ``episode_ids``; returns how many links are new."""
+    added = 0
+    for ep in episode_ids:
+        added += conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)",
+                              (node_id, ep)).rowcount
+    return added
 
 
 def format_id(node_id: int) -> str:
@@ -305,13 +390,9 @@ class Graph:
                     marks = ",".join("?" * len(episode_ids))
                     valid_from = conn.execute(f"SELECT min(timestamp) FROM episodes WHERE id IN ({marks})",
                                               episode_ids).fetchone()[0]
-                cur = conn.execute(
-                    "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from,"
-                    " session_id, source) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (type, label, content or "", json.dumps(metadata or {}), now, now,
-                     float(valid_from) if valid_from is not None else now, session_id, source),
-                )
-                node_id, created = cur.lastrowid, True
+                node_id = insert_node_row(conn, type=type, label=label, content=content or "", metadata=metadata,
+                                          now=now, valid_from=valid_from, session_id=session_id, source=source)
+                created = True
             else:
                 node_id, created = row["id"], False
                 meta = json.loads(row["metadata"] or "{}") if merge_metadata or merged else {}
@@ -322,15 +403,9 @@ class Graph:
                     new_content = row["content"] if len(row["content"]) >= len(content or "") else content
                 else:
                     new_content = content if content else row["content"]
-                conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=?, session_id=coalesce(session_id, ?),"
-                             " source=coalesce(source, ?) WHERE id=?",
-                             (new_content, json.dumps(meta), now, session_id, source, node_id))
-                conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-            final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
-            conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                         (node_id, final["label"], identifier_terms(final["label"]), final["content"]))
-            for ep in episode_ids:
-                conn.execute("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", (node_id, ep))
+                update_node_row(conn, node_id, label=row["label"], content=new_content, metadata=meta, now=now,
+                                session_id=session_id, source=source)
+            link_episodes(conn, node_id, episode_ids)
             if new_tags is not None:
                 if not merged:
                     conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
@@ -575,11 +650,7 @@ class Graph:
                 raise NotFoundError(f"unknown node {format_id(node_id)}: it was removed; reload and try again.")
             new_content = row["content"] if content is None else content
             new_meta = json.loads(row["metadata"] or "{}") if metadata is None else metadata
-            conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                         (new_content, json.dumps(new_meta), now, node_id))
-            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-            conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                         (node_id, row["label"], identifier_terms(row["label"]), new_content))
+            update_node_row(conn, node_id, label=row["label"], content=new_content, metadata=new_meta, now=now)
             final = conn.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
         return Node.from_row(final, self.tags_of(node_id))
 
@@ -603,16 +674,12 @@ class Graph:
             edges = conn.execute("SELECT count(*) FROM edges WHERE src=? OR dst=?", (node_id, node_id)).fetchone()[0]
             links = conn.execute("SELECT count(*) FROM node_episodes WHERE node_id=?", (node_id,)).fetchone()[0]
             restored = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE superseded_by=?", (node_id,))]
-            conn.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (node_id,))
-            conn.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (node_id,))
-            conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-            conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+            delete_node_row(conn, node_id)
         return {"nodes": [{"id": format_id(node_id), "type": row["type"], "label": row["label"]}],
                 "edges": edges, "provenanceLinks": links, "restored": [format_id(r) for r in restored]}
 
     def _delete_episodes(self, conn, ids: list[int]) -> None:
         for chunk, marks in in_chunks(ids):
-            conn.execute(f"DELETE FROM episodes_fts WHERE rowid IN ({marks})", chunk)
             conn.execute(f"DELETE FROM embeddings WHERE kind='episode' AND id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM episodes WHERE id IN ({marks})", chunk)
 
@@ -638,10 +705,7 @@ class Graph:
             edges = 0
             for r in node_rows:
                 edges += tx.execute("SELECT count(*) FROM edges WHERE src=? OR dst=?", (r[0], r[0])).fetchone()[0]
-                tx.execute("UPDATE nodes SET valid_to=NULL, superseded_by=NULL WHERE superseded_by=?", (r[0],))
-                tx.execute("DELETE FROM embeddings WHERE kind='node' AND id=?", (r[0],))
-                tx.execute("DELETE FROM nodes_fts WHERE rowid=?", (r[0],))
-                tx.execute("DELETE FROM nodes WHERE id=?", (r[0],))
+                delete_node_row(tx, r[0])
         return {"session": session_id, "episodes": len(ep_ids), "edges": edges,
                 "nodes": [{"id": format_id(r[0]), "type": r[1], "label": r[2]} for r in node_rows]}
 
@@ -743,19 +807,15 @@ class Graph:
             first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
             ids = list(range(first, first + len(nodes)))
             conn.executemany(
-                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at, valid_from)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at, valid_from, terms)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
                 ((i, t, l, c or "", json.dumps(m or {}), now, now,
-                  float(valid_from[n]) if valid_from is not None else now)
+                  float(valid_from[n]) if valid_from is not None else now, node_terms(l, m))
                  for n, (i, (t, l, c, m)) in enumerate(zip(ids, nodes))),
             )
             if tag_lists is not None:
                 conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)",
                                  ((t, i) for i, ts in zip(ids, tag_lists) for t in ts))
-            conn.executemany(
-                "INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                ((i, l, identifier_terms(l), c or "") for i, (_t, l, c, _m) in zip(ids, nodes)),
-            )
             conn.executemany(
                 "INSERT OR IGNORE INTO edges(src, dst, type, weight, metadata, created_at, updated_at)"
                 " VALUES (?,?,?,?,'{}',?,?)",

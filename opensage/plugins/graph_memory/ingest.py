@@ -77,7 +77,7 @@ from typing import Any
 from opensage.camel import camel, camel_dict
 from opensage.errors import UsageError
 from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
-from opensage.plugins.graph_memory.graph import Graph, identifier_terms
+from opensage.plugins.graph_memory.graph import (Graph, delete_edge_row, delete_node_row, insert_node_row, update_node_row, write_edge_row)
 from opensage.store import in_chunks
 
 __all__ = ["ingest_path", "ingest_scip", "IngestReport", "SKIP_DIRS", "file_label"]
@@ -1073,20 +1073,15 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
         old_edges = _load_edges(conn, scope_ids)
         for key, (eid, weight, meta) in old_edges.items():
             if key not in desired_edges:
-                conn.execute("DELETE FROM edges WHERE id=?", (eid,))
+                delete_edge_row(conn, eid)
                 report.edges_removed += 1
         for key, (weight, meta) in desired_edges.items():
             old = old_edges.get(key)
             if old is None:
-                conn.execute(
-                    "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
-                    " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
-                    " updated_at=excluded.updated_at",
-                    (key[0], key[2], key[1], weight, json.dumps(meta), now, now))
+                write_edge_row(conn, key[0], key[2], key[1], weight, meta, now)
                 report.edges_added += 1
             elif old[1] != weight or old[2] != meta:
-                conn.execute("UPDATE edges SET weight=?, metadata=?, updated_at=? WHERE id=?",
-                             (weight, json.dumps(meta), now, old[0]))
+                write_edge_row(conn, key[0], key[2], key[1], weight, meta, now)
         # external modules nothing imports any more (after edge diffs and cascaded node deletes)
         orphans = conn.execute(
             "SELECT id FROM nodes n WHERE type='module' AND json_extract(metadata, '$.external') = 1"
@@ -1163,28 +1158,20 @@ def _load_edges(conn, src_ids: set[int]) -> dict[tuple[int, str, int], tuple[int
 
 
 def _write_node(conn, old: dict | None, sym: _Symbol, now: float, report: IngestReport) -> int:
-    terms = f"{identifier_terms(sym.label)} {sym.meta.get('name', '')}".strip()
     if old is None:
-        cur = conn.execute(
-            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (sym.type, sym.label, sym.content, json.dumps(sym.meta), now, now))
-        node_id = cur.lastrowid
+        node_id = insert_node_row(conn, type=sym.type, label=sym.label, content=sym.content, metadata=sym.meta,
+                                  now=now, dated=False)
         report.nodes_added += 1
     else:
         node_id = old["id"]
-        meta = {**old["meta"], **sym.meta}
-        conn.execute("UPDATE nodes SET content=?, metadata=?, updated_at=? WHERE id=?",
-                     (sym.content, json.dumps(meta), now, node_id))
-        conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
+        update_node_row(conn, node_id, label=sym.label, content=sym.content, metadata={**old["meta"], **sym.meta},
+                        now=now)
         report.nodes_updated += 1
-    conn.execute("INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (?,?,?,?)",
-                 (node_id, sym.label, terms, sym.content))
     return node_id
 
 
 def _delete_node(conn, node_id: int) -> None:
-    conn.execute("DELETE FROM nodes_fts WHERE rowid=?", (node_id,))
-    conn.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+    delete_node_row(conn, node_id)
 
 
 _LOCAL = object()  # a function's own variable: not a module-level definition

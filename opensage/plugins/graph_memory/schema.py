@@ -1,7 +1,16 @@
-"""Numbered migrations of the graph-memory tables (namespace ``graph-memory``)."""
+"""Numbered migrations of the graph-memory tables (namespace ``graph-memory``).
+
+Migrations are self-contained: they import no live application code (only
+:mod:`.migration_code`, frozen copies of the rules they need, and :mod:`opensage.store`),
+so upgrading an old database gives the same result whatever the application becomes.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+
+from opensage.plugins.graph_memory.migration_code import backfill_provenance, reindex_all
 from opensage.store import Migration, execute_script
 
 
@@ -73,8 +82,6 @@ def m002_episode_index(conn) -> None:
     so that a turn can be found by words of the turns around it (a context window) and by
     the date it happened; inserts naming only ``text`` keep working.
     """
-    from opensage.plugins.graph_memory.episodes import reindex_all
-
     execute_script(
         conn,
         """
@@ -122,8 +129,6 @@ def m004_provenance(conn) -> None:
     * ``modeled_at``: when the model pass of compression read the episode (epoch seconds);
       episodes compressed before this migration count as read (no surprise model cost).
     """
-    from opensage.plugins.graph_memory.episodes import backfill_provenance, reindex_all
-
     execute_script(
         conn,
         """
@@ -185,10 +190,78 @@ def m005_curation(conn) -> None:
                      " WHERE session_id IS NOT NULL")
 
 
+# -- frozen for m006: the index form of a node's identifier words at the time of m006 ------------
+# (a migration never calls live application code; graph.node_terms must keep giving the same
+# text for new rows, which tests/test_graph_writer.py checks against this copy)
+_M006_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def _m006_terms(label: str, metadata: str | None) -> str:
+    words = []
+    for token in re.findall(r"[A-Za-z0-9]+", label or ""):
+        parts = _M006_CAMEL.findall(token)
+        if len(parts) > 1:
+            words.extend(p.lower() for p in parts)
+    try:
+        meta = json.loads(metadata or "{}")
+    except ValueError:
+        meta = {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"{' '.join(words)} {name if isinstance(name, str) else ''}".strip()
+
+
+def m006_node_index(conn) -> None:
+    """The node index is kept in step by SQLite itself (issue 12, "one writer per graph table").
+
+    * ``nodes.terms``: the identifier words of the label (``ParseConfig`` -> ``parse config``)
+      and, for code symbols, their short name; written with the row by the graph writer
+      (:mod:`.graph`), back-filled here with a frozen copy of that rule.
+    * ``nodes_fts`` becomes an external-content FTS5 table over ``nodes(label, terms,
+      content)`` (https://sqlite.org/fts5.html#external_content_tables), kept in step by
+      three triggers; its contents are rebuilt once, so every existing node gets the same
+      index form as a new one.
+    * Deleting an episode deletes its ``episodes_fts`` row by trigger too.
+    """
+    execute_script(
+        conn,
+        """
+        ALTER TABLE nodes ADD COLUMN terms TEXT NOT NULL DEFAULT '';
+        """,
+    )
+    rows = conn.execute("SELECT id, label, metadata FROM nodes").fetchall()
+    conn.executemany("UPDATE nodes SET terms=? WHERE id=?", ((_m006_terms(r[1], r[2]), r[0]) for r in rows))
+    execute_script(
+        conn,
+        """
+        DROP TABLE nodes_fts;
+        -- rowid = nodes.id; columns read from nodes (external content)
+        CREATE VIRTUAL TABLE nodes_fts USING fts5(label, terms, content, content = 'nodes',
+            content_rowid = 'id', tokenize = 'porter unicode61');
+        CREATE TRIGGER nodes_fts_insert AFTER INSERT ON nodes BEGIN
+            INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (new.id, new.label, new.terms, new.content);
+        END;
+        CREATE TRIGGER nodes_fts_delete AFTER DELETE ON nodes BEGIN
+            INSERT INTO nodes_fts(nodes_fts, rowid, label, terms, content)
+                VALUES ('delete', old.id, old.label, old.terms, old.content);
+        END;
+        CREATE TRIGGER nodes_fts_update AFTER UPDATE OF label, terms, content ON nodes BEGIN
+            INSERT INTO nodes_fts(nodes_fts, rowid, label, terms, content)
+                VALUES ('delete', old.id, old.label, old.terms, old.content);
+            INSERT INTO nodes_fts(rowid, label, terms, content) VALUES (new.id, new.label, new.terms, new.content);
+        END;
+        INSERT INTO nodes_fts(nodes_fts) VALUES ('rebuild');
+        CREATE TRIGGER episodes_fts_delete AFTER DELETE ON episodes BEGIN
+            DELETE FROM episodes_fts WHERE rowid = old.id;
+        END;
+        """,
+    )
+
+
 MIGRATIONS = [
     Migration(1, "initial", m001_initial),
     Migration(2, "episode_index", m002_episode_index),
     Migration(3, "embeddings", m003_embeddings),
     Migration(4, "provenance", m004_provenance),
     Migration(5, "curation", m005_curation),
+    Migration(6, "node_index", m006_node_index),
 ]
