@@ -7,7 +7,8 @@ imported here). Its input for one text is
 
 * sparse features, the strings :func:`features` returns (word stems, word-stem
   pairs, character 3–5-grams of the words, a few shape flags), each weighted by the
-  idf shipped with the vocabulary and the whole L2-normalised — what scikit-learn's
+  idf shipped with the vocabulary (character n-grams at half weight, folded in at
+  build time) and the whole L2-normalised — what scikit-learn's
   ``TfidfVectorizer(binary=True, sublinear_tf=False)`` computes, but over the exported
   vocabulary: unknown strings are ignored, so no hashing code exists twice;
 * the static sentence vector of :mod:`opensage.route_vectors` (128 numbers), times
@@ -36,7 +37,7 @@ FOLDED = {"opensage_memory_history": "opensage_memory_query"}
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _JOBLIKE = re.compile(r"\b(?:job[-_][a-z0-9][a-z0-9_-]*|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}|"
-                      r"(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,})\b")
+                      r"(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{6,})\b")
 _PATHLIKE = re.compile(r"(?:^|\s)(?:\.{1,2}/|~/|/)?[\w.-]+/[\w./-]*|\b[\w-]+\.(?:py|md|txt|rst|ts|js|json|ya?ml|toml)\b")
 _CODELIKE = re.compile(r"\b[A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*\b|\b[a-z][a-z0-9]*_[a-z0-9_]+\b")
 _LEADIN = re.compile(r"^\s*[^:\n]{1,60}?(?::|\s[-–—]+)\s+\S")
@@ -78,6 +79,8 @@ def features(text: str) -> list[str]:
     words = _WORD.findall(low)
     stems = [_stem(w) for w in words]
     out: dict[str, None] = {}
+    if not words:
+        return []
     for s in stems:
         out["w:" + s] = None
     seq = ["^", *stems, "$"]

@@ -171,7 +171,7 @@ class ArgumentSpec(BaseModel):
     * ``list`` — the slot split on commas, "or", "and", "vs", "/" (two items or more);
     * ``label`` — a short title (at most 8 words) made from the slot;
     * ``slug`` — a kebab-case name made from the slot's first content words;
-    * ``job_id`` — a job id in the text: ``job-…``/``job_…``, a UUID, or 8+ hex digits;
+    * ``job_id`` — a job id in the text: ``job-…``/``job_…``, a UUID, or 6+ hex digits (with a digit and a letter), or a word with a digit after "job"/"id" ("job 7f3d");
     * ``identifier`` — a quoted or back-ticked name, else a code-like word
       (``AuthService``, ``auth_service``, ``auth.py``); falls back to the slot;
     * ``path`` — a file or folder path in the text (``src/auth``, ``notes.md``), else the
@@ -606,7 +606,7 @@ def _clean(text: str) -> str:
 
 _JOB_ID = re.compile(
     r"\b(job[-_][A-Za-z0-9][A-Za-z0-9_-]*|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,})\b",
+    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{6,})\b",
     re.I,
 )
 #: a job id the pattern above misses, named as one: "job 7f3d", "job id 61dd0e", "poll-async-job e02b7a"
@@ -716,6 +716,7 @@ class Decision:
     :param probabilities: the classifier's (class, probability) pairs, best first; a class
         is a route name (``opensage_memory_query`` stands for the history route too) or
         ``none``; empty without the classifier.
+    :param probability_thresholds: class -> the probability it needs to fire.
     """
 
     route: str
@@ -729,6 +730,7 @@ class Decision:
     similarities: list[tuple[str, float]] = field(default_factory=list)
     nearest: list[tuple[str, str, float]] = field(default_factory=list)
     probabilities: list[tuple[str, float]] = field(default_factory=list)
+    probability_thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_route(self) -> Route:
         """As the hook's :class:`opensage.types.Route` (command without ``@``)."""
@@ -750,6 +752,7 @@ class Decision:
             "similarities": [{"route": r, "similarity": round(v, 4)} for r, v in self.similarities],
             "nearest": [{"route": r, "example": e, "similarity": round(v, 4)} for r, e, v in self.nearest],
             "probabilities": [{"class": c, "probability": round(p, 4)} for c, p in self.probabilities],
+            "probability_thresholds": dict(self.probability_thresholds),
         })
         return out
 
@@ -1262,7 +1265,8 @@ class Router:
         sims, near = self.similarities(text, nearest=5 if explain else 0, vector=vector)
         sim_list = sorted(sims.items(), key=lambda kv: -kv[1])
         probs = self.probabilities(text, vector) if state is not None else []
-        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near, "probabilities": probs}
+        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near, "probabilities": probs,
+                 "probability_thresholds": {c: self.probability_threshold(c) for c, _ in probs if c != NONE_ROUTE}}
         none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)
         none_conf = none_matches[0].confidence if none_matches and none_route and \
