@@ -345,7 +345,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
             click.echo("classifier (probability, threshold to fire; docs/routing.md):")
             for p in decision["probabilities"][:5]:
                 thr = decision["probability_thresholds"].get(p["class"])
-                click.echo(f"  {p['probability']:.3f}  {p['class']:<26}" + (f" {thr:.2f}" if thr is not None else ""))
+                click.echo((f"  {p['probability']:.3f}  {p['class']:<26}" + (f" {thr:.2f}" if thr is not None else "")).rstrip())
         if decision["nearest"]:
             click.echo("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
             for n in decision["nearest"]:
