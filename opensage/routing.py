@@ -13,7 +13,7 @@ Configuration
     route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
 
 Matching (deterministic; a model is asked only by the opt-in tie-break)
-    1. Templates and patterns (lexical): every ``templates`` phrasing is words plus
+    1. Patterns and templates (lexical): every ``templates`` phrasing is words plus
     ``{slot}`` slots, ``(a|b)`` one-word alternatives and ``<class>`` word classes, e.g.
     ``what do we know about {query}``. Text and templates are normalised the same way
     (lower case, apostrophes dropped, a few suffixes stripped) and split into whole
@@ -24,23 +24,29 @@ Matching (deterministic; a model is asked only by the opt-in tie-break)
     with :data:`GAP_COST` times the square of each gap's unexpected words (at most
     :data:`MAX_GAP`) and :data:`EDGE_COST` per word before or after (capped at
     :data:`EDGE_COST_CAP`); ``confidence = quality * min(1, 0.5 + 0.05 * letters)``.
-    ``patterns`` give a fixed confidence. A template or pattern decides when it reaches
-    its route's ``confidence_threshold``, fills the required arguments and beats the
-    ``none`` route's templates.
+    ``patterns`` give a fixed confidence. A pattern, or a template reaching its route's
+    ``confidence_threshold``, decides when it fills the required arguments and beats the
+    ``none`` route's templates — a template of a route the classifier knows only when
+    the classifier gives that route at least :data:`LEXICAL_MIN_PROBABILITY`.
 
-    2. Meaning: otherwise the request is compared with every route's ``examples``
-    (plain sentences): ``COSINE_WEIGHT`` x cosine of static sentence vectors
-    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words.
-    A route's similarity is the mean over its :data:`NEAREST_K` nearest examples; the
-    most similar route fires when it is not ``none``, reaches its
-    ``similarity_threshold``, leads ``none`` by :data:`NONE_MARGIN` and fills its
-    required arguments. Thresholds and margin come from ``bench/calibrate_routing.py``
-    (docs/routing.md says how).
+    2. The learned classifier (:mod:`opensage.route_classifier`, weights built by
+    ``scripts/build_route_classifier.py``): the most probable of the 13 classes (12
+    commands, ``none``) fires when it is a route and reaches its calibrated
+    probability threshold (or the route's ``probability_threshold``).
+
+    3. Meaning, for routes the classifier does not know (a project's own, or a
+    packaged one whose examples were replaced) and as the whole decision when no
+    classifier is loaded: ``COSINE_WEIGHT`` x cosine of static sentence vectors
+    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words
+    with each of the route's ``examples``; a route's similarity is the mean over its
+    :data:`NEAREST_K` nearest; it fires when it reaches its ``similarity_threshold``,
+    leads ``none`` by :data:`NONE_MARGIN` and is nearer than the classifier's route.
+    docs/routing.md says where every threshold comes from.
 
 Argument filling is described per route in the YAML (``arguments:``); see
 :class:`ArgumentSpec` for the sources (slot text, a job id, a number near a keyword...).
 
-Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.35 ms
+Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.5 ms
 (median, after the first; ``python bench/routing.py`` measures it).
 """
 
