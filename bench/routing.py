@@ -4,15 +4,17 @@ Sets (each file's header says where it came from):
 
 * tuned — ``routing_cases.yaml``, ``routing_holdout.yaml``, ``routing_fresh.yaml``,
   ``routing_unseen.yaml`` (written by the project's own sessions) and
-  ``routing_fresh2.yaml``, ``routing_fresh3.yaml`` (written by helpers who never saw the
-  router): the classifier is trained on all six (scripts/build_route_classifier.py), so
+  ``routing_fresh2.yaml``, ``routing_fresh3.yaml``, ``routing_fresh4.yaml`` (written by
+  helpers who never saw the router) and ``routing_none_confusable.yaml`` (ordinary
+  requests using the commands' words, written for training): the classifier is trained
+  on all eight (scripts/build_route_classifier.py), so
   their numbers here are training numbers. Honest dev numbers for them come from
   ``python scripts/build_route_classifier.py --cv`` (each file held out in turn).
 * independent (frozen) — ``routing_independent.yaml``: 340 requests written by a helper
   who never saw the router, briefed only with the commands' user-facing descriptions;
   frozen before tuning; never trained or tuned on (only its totals were looked at).
-* fresh — ``routing_fresh4.yaml`` (and any file given with ``--extra``): written the same
-  way after the last round; report-only.
+* fresh — any file given with ``--extra`` (``/work/eval/routing_fresh5.yaml`` after
+  round 2): written the same way after the last round; report-only.
 
 For each set: accuracy, the ``none`` false-positive rate (ordinary requests that fired
 a command), and the confusion pairs (printed for tuned sets only, so nobody tunes on the
@@ -57,8 +59,9 @@ SETS = [
     ("tuned", "routing_unseen.yaml"),
     ("tuned", "routing_fresh2.yaml"),
     ("tuned", "routing_fresh3.yaml"),
+    ("tuned", "routing_fresh4.yaml"),
+    ("tuned", "routing_none_confusable.yaml"),
     ("independent", "routing_independent.yaml"),
-    ("fresh", "routing_fresh4.yaml"),
 ]
 
 

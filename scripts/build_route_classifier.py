@@ -6,7 +6,7 @@ Training data (and nothing else):
 * every route's ``examples`` in ``opensage/config/intent-routes.yaml`` (labelled with
   the route; ``opensage_memory_history`` folded into ``opensage_memory_query``,
   ``none`` a class of its own), and
-* the tuning sets ``bench/routing_cases|holdout|fresh|unseen|fresh2|fresh3.yaml``.
+* the tuning sets ``bench/routing_cases|holdout|fresh|unseen|fresh2|fresh3|fresh4|none_confusable.yaml``.
 
 The report-only sets (``bench/routing_independent.yaml`` and any later fresh set) are
 never read here.
@@ -55,7 +55,7 @@ from opensage.routing import NONE_ROUTE, PACKAGED_ROUTES, load_routes  # noqa: E
 
 #: the files trained on (each also a cross-validation group); never a report-only set
 TRAIN_FILES = ["routing_cases.yaml", "routing_holdout.yaml", "routing_fresh.yaml", "routing_unseen.yaml",
-               "routing_fresh2.yaml", "routing_fresh3.yaml"]
+               "routing_fresh2.yaml", "routing_fresh3.yaml", "routing_fresh4.yaml", "routing_none_confusable.yaml"]
 #: regularisation of the logistic regression (inverse strength), chosen by --cv
 C = 20.0
 #: scale of the dense sentence vector next to the unit-length sparse part, chosen by --cv
@@ -331,7 +331,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=CLASSIFIER_FILE)
     ap.add_argument("--cv", action="store_true", help="print dev numbers (grouped CV), write nothing")
-    ap.add_argument("--held-out", nargs="*", default=["routing_fresh2.yaml", "routing_fresh3.yaml"])
+    ap.add_argument("--held-out", nargs="*", default=["routing_fresh4.yaml", "routing_fresh3.yaml", "routing_fresh2.yaml"])
     ap.add_argument("--C", type=float, nargs="*", default=[C])
     ap.add_argument("--dense", type=float, nargs="*", default=[DENSE_WEIGHT])
     ap.add_argument("--check", action="store_true", help="exit 1 when the shipped file was built from other data")
