@@ -130,7 +130,7 @@ def main() -> int:
 
     results = {}
     all_times = []
-    print(f"{'set':<28}{'role':<13}{'n':>5}{'accuracy':>10}{'none FP':>12}")
+    print(f"{'set':<32}{'role':<13}{'n':>5}{'accuracy':>10}{'none FP':>12}")
     for role, name, path in [(role, name, HERE / name) for role, name in SETS] + \
             [("fresh", p.name, p) for p in args.extra]:
         if not path.exists() or (args.sets == "tuned" and role != "tuned"):
@@ -139,14 +139,14 @@ def main() -> int:
         r = evaluate(router, cases)
         results[name] = (role, r)
         all_times.extend(r["times"])
-        print(f"{name:<28}{role:<13}{r['n']:>5}{r['accuracy']:>10.1%}"
+        print(f"{name:<32}{role:<13}{r['n']:>5}{r['accuracy']:>10.1%}"
               f"{r['none_fp']:>6}/{r['none_n']:<3} {r['none_fp_rate']:.1%}")
     tuned = [r for role, r in results.values() if role == "tuned"]
     tn = sum(r["n"] for r in tuned)
     tok = sum(r["correct"] for r in tuned)
     tfp = sum(r["none_fp"] for r in tuned)
     tnone = sum(r["none_n"] for r in tuned)
-    print(f"{'tuned sets together':<28}{'tuned':<13}{tn:>5}{tok / tn:>10.1%}{tfp:>6}/{tnone:<3} {tfp / tnone:.1%}")
+    print(f"{'tuned sets together':<32}{'tuned':<13}{tn:>5}{tok / tn:>10.1%}{tfp:>6}/{tnone:<3} {tfp / tnone:.1%}")
 
     for name, (role, r) in results.items():
         if role != "tuned" and not args.show_misses:
