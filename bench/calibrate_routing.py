@@ -1,5 +1,10 @@
 """Calibrate the meaning-based part of the intent router on the TUNING sets only.
 
+Since the learned classifier (scripts/build_route_classifier.py, which calibrates its own
+thresholds) this part decides only for routes the classifier does not know and when no
+classifier file is loaded; its ``similarity_threshold``s and ``NONE_MARGIN`` still come
+from here.
+
 The tuning sets were written while the template router was tuned, so its lexical
 evidence already routes nearly all of them: calibrating the combination on them would
 switch the meaning-based part off. So the meaning-based part is calibrated on its own,

@@ -3,26 +3,34 @@
 Sets (each file's header says where it came from):
 
 * tuned — ``routing_cases.yaml``, ``routing_holdout.yaml``, ``routing_fresh.yaml``,
-  ``routing_unseen.yaml``: written by the project's own sessions; the router's examples,
-  thresholds and margin were tuned while looking at their misses.
+  ``routing_unseen.yaml`` (written by the project's own sessions) and
+  ``routing_fresh2.yaml``, ``routing_fresh3.yaml``, ``routing_fresh4.yaml`` (written by
+  helpers who never saw the router) and ``routing_none_confusable.yaml`` (ordinary
+  requests using the commands' words, written for training): the classifier is trained
+  on all eight (scripts/build_route_classifier.py), so
+  their numbers here are training numbers. Honest dev numbers for them come from
+  ``python scripts/build_route_classifier.py --cv`` (each file held out in turn).
 * independent (frozen) — ``routing_independent.yaml``: 340 requests written by a helper
   who never saw the router, briefed only with the commands' user-facing descriptions;
-  frozen before tuning; never tuned on (only its totals were looked at).
-* fresh — ``routing_fresh2.yaml``: written the same way after the last tuning round;
-  reported only.
+  frozen before tuning; never trained or tuned on (only its totals were looked at).
+* fresh — any file given with ``--extra`` (``/work/eval/routing_fresh5.yaml`` after
+  round 2): written the same way after the last round; report-only.
 
 For each set: accuracy, the ``none`` false-positive rate (ordinary requests that fired
 a command), and the confusion pairs (printed for tuned sets only, so nobody tunes on the
 held-out ones by accident; ``--show-misses`` prints them for every set). Then the
 decision time (median / p95 in ms, every request routed once by a warm router, after a
-first decision that builds the example index) and the cold start of ``opensage route``
-(a fresh process, median of 5). Ends with one JSON line.
+first decision that loads the classifier and the vectors and builds the example index)
+and the cold start of ``opensage route`` (a fresh process, median of 5). Ends with one
+JSON line.
 
 Targets (issue 15) on the frozen independent set: accuracy >= 95 %, none false
 positives <= 3 %, median decision <= 5 ms after the first, ``opensage route`` cold
 start <= 500 ms. ``--strict`` exits 1 when one is missed.
 
-    python bench/routing.py [--sets tuned|all] [--show-misses] [--strict] [--no-cold]
+    python bench/routing.py --sets tuned              # while tuning: training sets only
+    python bench/routing.py [--extra FILE ...]        # every set, report-only ones included
+    python bench/routing.py [--show-misses] [--strict] [--no-cold]
 """
 
 from __future__ import annotations
@@ -49,9 +57,11 @@ SETS = [
     ("tuned", "routing_holdout.yaml"),
     ("tuned", "routing_fresh.yaml"),
     ("tuned", "routing_unseen.yaml"),
+    ("tuned", "routing_fresh2.yaml"),
+    ("tuned", "routing_fresh3.yaml"),
+    ("tuned", "routing_fresh4.yaml"),
+    ("tuned", "routing_none_confusable.yaml"),
     ("independent", "routing_independent.yaml"),
-    ("fresh", "routing_fresh2.yaml"),
-    ("fresh", "routing_fresh3.yaml"),
 ]
 
 
@@ -109,6 +119,8 @@ def main() -> int:
     ap.add_argument("--show-misses", action="store_true", help="print misses of every set, not only tuned ones")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start measurement")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[],
+                    help="more report-only sets (YAML with cases: [{text, route}]), e.g. a new fresh set")
     args = ap.parse_args()
 
     router = Router(load_routes(PACKAGED_ROUTES), tiebreak=False)  # no model: the offline router is measured
@@ -118,23 +130,23 @@ def main() -> int:
 
     results = {}
     all_times = []
-    print(f"{'set':<28}{'role':<13}{'n':>5}{'accuracy':>10}{'none FP':>12}")
-    for role, name in SETS:
-        path = HERE / name
+    print(f"{'set':<32}{'role':<13}{'n':>5}{'accuracy':>10}{'none FP':>12}")
+    for role, name, path in [(role, name, HERE / name) for role, name in SETS] + \
+            [("fresh", p.name, p) for p in args.extra]:
         if not path.exists() or (args.sets == "tuned" and role != "tuned"):
             continue
         cases = yaml.safe_load(path.read_text())["cases"]
         r = evaluate(router, cases)
         results[name] = (role, r)
         all_times.extend(r["times"])
-        print(f"{name:<28}{role:<13}{r['n']:>5}{r['accuracy']:>10.1%}"
+        print(f"{name:<32}{role:<13}{r['n']:>5}{r['accuracy']:>10.1%}"
               f"{r['none_fp']:>6}/{r['none_n']:<3} {r['none_fp_rate']:.1%}")
     tuned = [r for role, r in results.values() if role == "tuned"]
     tn = sum(r["n"] for r in tuned)
     tok = sum(r["correct"] for r in tuned)
     tfp = sum(r["none_fp"] for r in tuned)
     tnone = sum(r["none_n"] for r in tuned)
-    print(f"{'tuned sets together':<28}{'tuned':<13}{tn:>5}{tok / tn:>10.1%}{tfp:>6}/{tnone:<3} {tfp / tnone:.1%}")
+    print(f"{'tuned sets together':<32}{'tuned':<13}{tn:>5}{tok / tn:>10.1%}{tfp:>6}/{tnone:<3} {tfp / tnone:.1%}")
 
     for name, (role, r) in results.items():
         if role != "tuned" and not args.show_misses:
@@ -149,7 +161,8 @@ def main() -> int:
     median = statistics.median(all_times)
     p95 = statistics.quantiles(all_times, n=20)[-1]
     print(f"\ndecision time over {len(all_times)} requests (warm router): median {median:.3f} ms, "
-          f"p95 {p95:.3f} ms; first decision (loads vectors, embeds {len(router.examples)} examples) {first_ms:.1f} ms")
+          f"p95 {p95:.3f} ms; first decision (loads the classifier and the vectors, embeds {len(router.examples)} "
+          f"examples) {first_ms:.1f} ms")
     cold = None if args.no_cold else cold_start()
     if cold is not None:
         print(f"opensage route cold start (fresh process, median of 5): {cold:.0f} ms")

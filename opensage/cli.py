@@ -295,8 +295,9 @@ def _read_payload() -> dict[str, Any]:
 @click.argument("text", nargs=-1, required=True)
 @click.option("--json", "route_json", is_flag=True, help='Print one object {"route", "confidence", "command", "arguments"}.')
 @click.option("--explain", is_flag=True,
-              help="Also show why: what decided (template, pattern, meaning), the nearest example sentences "
-                   "with their similarity, each route's similarity and threshold.")
+              help="Also show why: what decided (classifier, template, pattern, meaning), the classifier's "
+                   "top classes with probabilities and thresholds, the nearest example sentences with their "
+                   "similarity, each route's similarity.")
 @click.pass_context
 def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, explain: bool) -> None:
     """Show where free TEXT would be routed (route, confidence, command, arguments); runs nothing.
@@ -334,12 +335,17 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
         click.echo("command     (none: an ordinary request, no OpenSage command fits)")
     click.echo(f"arguments   {json.dumps(decision['arguments'], ensure_ascii=False)}")
     if explain:
-        how = {"template": "a template matched", "pattern": "a pattern matched",
-               "meaning": "nearest examples in meaning", "model": "the model's tie-break (uncertain band)",
-               "none": "no route beat the 'none' route"}[decision["how"]]
+        how = {"classifier": "the learned classifier", "template": "a template matched",
+               "pattern": "a pattern matched", "meaning": "nearest examples in meaning",
+               "model": "the model's tie-break (uncertain band)", "none": "no route fired"}[decision["how"]]
         click.echo(f"decided by  {how}" + (f" (threshold {decision['threshold']:g})" if decision["threshold"] else ""))
         if decision["matched"]:
             click.echo(f"matched     {decision['matched']}")
+        if decision["probabilities"]:
+            click.echo("classifier (probability, threshold to fire; docs/routing.md):")
+            for p in decision["probabilities"][:5]:
+                thr = decision["probability_thresholds"].get(p["class"])
+                click.echo((f"  {p['probability']:.3f}  {p['class']:<26}" + (f" {thr:.2f}" if thr is not None else "")).rstrip())
         if decision["nearest"]:
             click.echo("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
             for n in decision["nearest"]:

@@ -13,7 +13,7 @@ Configuration
     route and the field. ``docs/intent-routes-schema.md`` is generated from these models.
 
 Matching (deterministic; a model is asked only by the opt-in tie-break)
-    1. Templates and patterns (lexical): every ``templates`` phrasing is words plus
+    1. Patterns and templates (lexical): every ``templates`` phrasing is words plus
     ``{slot}`` slots, ``(a|b)`` one-word alternatives and ``<class>`` word classes, e.g.
     ``what do we know about {query}``. Text and templates are normalised the same way
     (lower case, apostrophes dropped, a few suffixes stripped) and split into whole
@@ -24,23 +24,29 @@ Matching (deterministic; a model is asked only by the opt-in tie-break)
     with :data:`GAP_COST` times the square of each gap's unexpected words (at most
     :data:`MAX_GAP`) and :data:`EDGE_COST` per word before or after (capped at
     :data:`EDGE_COST_CAP`); ``confidence = quality * min(1, 0.5 + 0.05 * letters)``.
-    ``patterns`` give a fixed confidence. A template or pattern decides when it reaches
-    its route's ``confidence_threshold``, fills the required arguments and beats the
-    ``none`` route's templates.
+    ``patterns`` give a fixed confidence. A pattern, or a template reaching its route's
+    ``confidence_threshold``, decides when it fills the required arguments and beats the
+    ``none`` route's templates — a template of a route the classifier knows only when
+    the classifier gives that route at least :data:`LEXICAL_MIN_PROBABILITY`.
 
-    2. Meaning: otherwise the request is compared with every route's ``examples``
-    (plain sentences): ``COSINE_WEIGHT`` x cosine of static sentence vectors
-    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words.
-    A route's similarity is the mean over its :data:`NEAREST_K` nearest examples; the
-    most similar route fires when it is not ``none``, reaches its
-    ``similarity_threshold``, leads ``none`` by :data:`NONE_MARGIN` and fills its
-    required arguments. Thresholds and margin come from ``bench/calibrate_routing.py``
-    (docs/routing.md says how).
+    2. The learned classifier (:mod:`opensage.route_classifier`, weights built by
+    ``scripts/build_route_classifier.py``): the most probable of the 13 classes (12
+    commands, ``none``) fires when it is a route and reaches its calibrated
+    probability threshold (or the route's ``probability_threshold``).
+
+    3. Meaning, for routes the classifier does not know (a project's own, or a
+    packaged one whose examples were replaced) and as the whole decision when no
+    classifier is loaded: ``COSINE_WEIGHT`` x cosine of static sentence vectors
+    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words
+    with each of the route's ``examples``; a route's similarity is the mean over its
+    :data:`NEAREST_K` nearest; it fires when it reaches its ``similarity_threshold``,
+    leads ``none`` by :data:`NONE_MARGIN` and is nearer than the classifier's route.
+    docs/routing.md says where every threshold comes from.
 
 Argument filling is described per route in the YAML (``arguments:``); see
 :class:`ArgumentSpec` for the sources (slot text, a job id, a number near a keyword...).
 
-Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.35 ms
+Loaded routers are cached per (file, mtime) pair; a decision then costs about 0.5 ms
 (median, after the first; ``python bench/routing.py`` measures it).
 """
 
@@ -114,6 +120,14 @@ _OVERLAP_STOP = frozenset(
 #: much (calibrated on the tuning sets by bench/routing.py --calibrate; docs/routing.md).
 NONE_MARGIN = 0.04
 
+#: With the classifier, a template match of a route it was trained on decides first (as
+#: patterns and the templates of routes it does not know always do) only when the
+#: classifier gives that route at least this probability: templates are precise on the
+#: phrasings they were written for but fire wrongly on others. 0.2: best of 0, 0.05, 0.2
+#: and "never" in grouped cross-validation on routing_fresh2/fresh3 (held out in turn;
+#: 96.0 %/97.5 % against 95.0 %/95.5 % for 0 and 96.0 %/96.5 % for never).
+LEXICAL_MIN_PROBABILITY = 0.2
+
 #: The optional model tie-break (``OPENSAGE_ROUTE_TIEBREAK=1`` with ``OPENSAGE_MODEL``
 #: set) is asked only when the meaning decision is this close to a boundary: the best
 #: route's similarity within ``TIE_BAND`` of its threshold, or its lead over ``none``
@@ -163,7 +177,7 @@ class ArgumentSpec(BaseModel):
     * ``list`` — the slot split on commas, "or", "and", "vs", "/" (two items or more);
     * ``label`` — a short title (at most 8 words) made from the slot;
     * ``slug`` — a kebab-case name made from the slot's first content words;
-    * ``job_id`` — a job id in the text: ``job-…``/``job_…``, a UUID, or 8+ hex digits;
+    * ``job_id`` — a job id in the text: ``job-…``/``job_…``, a UUID, or 6+ hex digits (with a digit and a letter), or a word with a digit after "job"/"id" ("job 7f3d");
     * ``identifier`` — a quoted or back-ticked name, else a code-like word
       (``AuthService``, ``auth_service``, ``auth.py``); falls back to the slot;
     * ``path`` — a file or folder path in the text (``src/auth``, ``notes.md``), else the
@@ -243,7 +257,11 @@ class RouteSpec(BaseModel):
     similarity_threshold: float = Field(
         0.4, ge=0.0, le=1.0,
         description="below this similarity to the route's examples (mean of the 3 nearest; see docs/routing.md) "
-                    "it does not fire by meaning")
+                    "it does not fire by meaning (routes the shipped classifier was not trained on)")
+    probability_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="the classifier's probability this route needs to fire; default (null): the value calibrated "
+                    "by scripts/build_route_classifier.py (see docs/routing.md)")
     enabled: bool = Field(True, description="false turns a packaged route off")
 
     @field_validator("name")
@@ -594,14 +612,16 @@ def _clean(text: str) -> str:
 
 _JOB_ID = re.compile(
     r"\b(job[-_][A-Za-z0-9][A-Za-z0-9_-]*|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,})\b",
+    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{6,})\b",
     re.I,
 )
+#: a job id the pattern above misses, named as one: "job 7f3d", "job id 61dd0e", "poll-async-job e02b7a"
+_NAMED_JOB_ID = re.compile(r"\b(?:job|id)\s*[:#]?\s+(?=[A-Za-z_-]*\d)([A-Za-z0-9][A-Za-z0-9_-]{2,63})\b", re.I)
 _QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|'([^']{2,})'")
 _CODE_WORD = re.compile(
     r"\b([A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*(?:\.[A-Za-z_]\w*)*|[a-z][a-z0-9]*_[a-z0-9_]+|[A-Za-z_]\w*\.[A-Za-z_]\w+(?:\.\w+)*)\b"
 )
-_PATH = re.compile(r"(?<![\w@])((?:\.{1,2}/|~/|/)?[\w.-]+(?:/[\w.-]+)+/?|\.{1,2}/?|[\w-]+\.(?:py|md|txt|rst|ts|js|json|ya?ml|toml|go|rs|java|sql|sh))(?![\w/])")
+_PATH = re.compile(r"(?<![\w@])((?:\.{1,2}/|~/|/)?[\w.-]+(?:/[\w.-]+)+/?|[\w.-]*[A-Za-z][\w.-]*/(?=[\s,;:!?)]|$)|\.{1,2}/?|[\w-]+\.(?:py|md|txt|rst|ts|js|json|ya?ml|toml|go|rs|java|sql|sh))(?![\w/])")
 _WHOLE_PROJECT = re.compile(r"^(?:whole |entire )?(?:repo|repository|project|codebase|code base|code)$", re.I)
 _FOLDER_WORDS = re.compile(r"\s+(?:folder|directory|dir|tree)$", re.I)
 _STEP_SPLIT = re.compile(
@@ -693,11 +713,16 @@ class Decision:
     :param matched: the example or pattern that decided, if any.
     :param threshold: the route's ``confidence_threshold`` (``None`` for ``none``).
     :param candidates: the best (route, confidence) pairs considered, best first.
-    :param how: what decided: ``template``, ``pattern``, ``meaning`` (nearest examples),
+    :param how: what decided: ``classifier`` (the learned classifier), ``template``,
+        ``pattern`` (lexical, without a classifier), ``meaning`` (nearest examples),
         ``model`` (the optional tie-break in the uncertain band) or ``none``.
     :param similarities: route -> similarity to its examples (mean cosine of the
         :data:`NEAREST_K` nearest), best first; empty without route vectors.
     :param nearest: the nearest example sentences as (route, example, similarity), best first.
+    :param probabilities: the classifier's (class, probability) pairs, best first; a class
+        is a route name (``opensage_memory_query`` stands for the history route too) or
+        ``none``; empty without the classifier.
+    :param probability_thresholds: class -> the probability it needs to fire.
     """
 
     route: str
@@ -710,6 +735,8 @@ class Decision:
     how: str = "none"
     similarities: list[tuple[str, float]] = field(default_factory=list)
     nearest: list[tuple[str, str, float]] = field(default_factory=list)
+    probabilities: list[tuple[str, float]] = field(default_factory=list)
+    probability_thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_route(self) -> Route:
         """As the hook's :class:`opensage.types.Route` (command without ``@``)."""
@@ -730,6 +757,8 @@ class Decision:
             "candidates": [{"route": r, "confidence": c} for r, c in self.candidates],
             "similarities": [{"route": r, "similarity": round(v, 4)} for r, v in self.similarities],
             "nearest": [{"route": r, "example": e, "similarity": round(v, 4)} for r, e, v in self.nearest],
+            "probabilities": [{"class": c, "probability": round(p, 4)} for c, p in self.probabilities],
+            "probability_thresholds": dict(self.probability_thresholds),
         })
         return out
 
@@ -751,8 +780,14 @@ class Router:
         so :meth:`decide` only aligns text.
     """
 
-    def __init__(self, config: RoutesFile, tiebreak: bool | None = None) -> None:
+    def __init__(self, config: RoutesFile, tiebreak: bool | None = None, classifier: Any = "packaged") -> None:
         self.config = config
+        #: the learned classifier: "packaged" loads opensage/config/route-classifier.npz on
+        #: first use; a :class:`opensage.route_classifier.Classifier` uses that one; ``None``
+        #: decides by nearest examples only (the router before the classifier)
+        self._clf_setting = classifier
+        self._clf_state: tuple | None = None
+        self._clf_ready = False
         #: ask the model in the uncertain band (default: ``OPENSAGE_ROUTE_TIEBREAK=1`` and
         #: ``OPENSAGE_MODEL`` set, read per decision)
         self._tiebreak_setting = tiebreak
@@ -828,6 +863,63 @@ class Router:
             self._tie_cache[key] = answer
         return answer
 
+    # -- the learned classifier -------------------------------------------------------
+    def _classifier(self):
+        """``(classifier, {class: [enabled route names]})`` or ``None`` (no classifier file,
+        or ``classifier=None``). A route belongs to its class only while its examples are
+        the ones the weights were trained on (per-route digest); a route the classifier
+        does not know — a project's own, or a packaged one whose examples a project
+        replaced — is decided by nearest examples instead, and its class is masked."""
+        if self._clf_ready:
+            return self._clf_state
+        with self._lock:
+            if not self._clf_ready:
+                from opensage import route_classifier as rc
+
+                clf = rc.classifier() if self._clf_setting == "packaged" else self._clf_setting
+                state = None
+                if clf is not None and NONE_ROUTE in clf.classes:
+                    members: dict[str, list[str]] = {}
+                    for name, route in self.routes.items():
+                        cls = rc.FOLDED.get(name, name)
+                        if name == NONE_ROUTE or (
+                                cls in clf.classes and clf.digests.get(name) == rc.examples_digest(route.examples)):
+                            members.setdefault(cls, []).append(name)
+                    members.setdefault(NONE_ROUTE, [NONE_ROUTE])
+                    state = (clf, members)
+                self._clf_state = state
+                self._clf_ready = True
+        return self._clf_state
+
+    def probabilities(self, text: str, vector=None) -> list[tuple[str, float]]:
+        """The classifier's probability of each class that has an enabled route, best
+        first (renormalised over those classes); ``[]`` without a classifier.
+
+        :param vector: the text's static sentence vector, if already computed.
+        """
+        state = self._classifier()
+        if state is None:
+            return []
+        clf, members = state
+        if vector is None:
+            from opensage.route_vectors import encoder
+
+            enc = encoder()
+            vector = enc.embed(text) if enc is not None else None
+        probs = {c: p for c, p in clf.probabilities(text, vector).items() if c in members}
+        total = sum(probs.values()) or 1.0
+        return sorted(((c, p / total) for c, p in probs.items()), key=lambda kv: -kv[1])
+
+    def probability_threshold(self, cls: str) -> float:
+        """The probability a class needs to fire: its route's ``probability_threshold``
+        when set, else the calibrated value shipped with the classifier."""
+        state = self._classifier()
+        members = state[1].get(cls, []) if state else []
+        for name in members:
+            if self.routes[name].probability_threshold is not None:
+                return self.routes[name].probability_threshold
+        return state[0].thresholds.get(cls, 0.5) if state else 1.0
+
     # -- meaning --------------------------------------------------------------------
     def _semantic_index(self):
         """``(encoder, example matrix, {route: row indices})`` or ``None`` without route
@@ -866,11 +958,12 @@ class Router:
                 self._sem_ready = True
         return self._sem
 
-    def similarities(self, text: str, nearest: int = 0) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+    def similarities(self, text: str, nearest: int = 0, vector=None) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
         """How close ``text`` is in meaning to each route's examples.
 
         :param text: the request.
         :param nearest: also return this many nearest examples.
+        :param vector: the text's static sentence vector, if already computed.
         :returns: ``({route: mean cosine of its NEAREST_K nearest examples}, [(route,
             example, cosine), ...])``; both empty without route vectors.
         """
@@ -880,7 +973,7 @@ class Router:
         import numpy as np
 
         enc, matrix, rows, idf, postings, norms, unseen_idf = sem
-        v = enc.embed(text)
+        v = enc.embed(text) if vector is None else vector
         sims = matrix @ v
         bag = _content_words(text)
         if bag:
@@ -1078,7 +1171,7 @@ class Router:
             elif src == "slug":
                 value = _slug(slot_text) if slot_text else None
             elif src == "job_id":
-                m = _JOB_ID.search(text)
+                m = _JOB_ID.search(text) or _NAMED_JOB_ID.search(text)
                 value = m.group(1) if m else None
             elif src == "identifier":
                 m = _QUOTED.search(text)
@@ -1139,34 +1232,62 @@ class Router:
     def decide(self, text: str, session_id: str | None = None, explain: bool = False) -> Decision:
         """Route ``text``.
 
-        Two kinds of evidence, in this order:
+        With the shipped classifier (the default):
 
-        1. lexical: a template or pattern reaching its route's ``confidence_threshold``
-           with its required arguments, and beating the ``none`` route's templates
-           (precise: the phrasings it knows, with typos);
-        2. meaning: the route whose examples are nearest (mean cosine of the
-           :data:`NEAREST_K` nearest) when that similarity reaches the route's
-           ``similarity_threshold`` and beats the ``none`` route's examples by
-           :data:`NONE_MARGIN`, and its required arguments can be filled.
+        1. the classifier's most probable class fires when it is a route and its
+           probability reaches the route's threshold (:meth:`probability_threshold`);
+           ``opensage_memory_query`` and ``opensage_memory_history`` share a class and
+           the nearer examples (or a template of the history route) pick between them;
+        2. a route the classifier was not trained on (a project's own) fires instead
+           when it passes its nearest-example test (``similarity_threshold``, a lead of
+           :data:`NONE_MARGIN` over the ``none`` examples) and is nearer in meaning
+           than the classifier's route;
+        3. arguments come from the route's best template match when one captured the
+           slots, else from the request itself; a route whose required arguments stay
+           empty does not fire.
+
+        Without a classifier (``classifier=None`` or no weights file) the router of
+        before decides: templates and patterns first (``confidence_threshold``), then
+        nearest examples (``similarity_threshold`` and :data:`NONE_MARGIN`).
 
         :param text: what the user wrote (any length; only the first 2,000 characters
             are matched).
         :param session_id: fills ``from: session`` arguments.
         :param explain: also fill ``nearest`` (the 5 nearest examples).
         :returns: a :class:`Decision`; ``route == "none"`` and ``command is None`` when
-            neither kind of evidence picks a route.
+            no route fires.
         """
         text = (text or "")[:2000]
         found = self._match_all(text)
         ranked = sorted(found.values(), key=lambda ms: (-ms[0].confidence, -ms[0].specificity))
         candidates = [(ms[0].route, round(ms[0].confidence, 4)) for ms in ranked[:4]]
-        sims, near = self.similarities(text, nearest=5 if explain else 0)
+        state = self._classifier()
+        vector = None
+        if state is not None:
+            from opensage.route_vectors import encoder
+
+            enc = encoder()
+            vector = enc.embed(text) if enc is not None else None
+        sims, near = self.similarities(text, nearest=5 if explain else 0, vector=vector)
         sim_list = sorted(sims.items(), key=lambda kv: -kv[1])
-        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near}
+        probs = self.probabilities(text, vector) if state is not None else []
+        extra = {"candidates": candidates, "similarities": sim_list, "nearest": near, "probabilities": probs,
+                 "probability_thresholds": {c: self.probability_threshold(c) for c, _ in probs if c != NONE_ROUTE}}
         none_matches = found.get(NONE_ROUTE, [])
         none_route = self.routes.get(NONE_ROUTE)
         none_conf = none_matches[0].confidence if none_matches and none_route and \
             none_matches[0].confidence >= none_route.confidence_threshold else 0.0
+        if state is not None:
+            from opensage.route_classifier import FOLDED
+
+            p = dict(probs)
+            trained = {n for ns in state[1].values() for n in ns}
+
+            def lexical_allowed(m: _Match) -> bool:  # see LEXICAL_MIN_PROBABILITY
+                return (m.source.startswith("/") or m.route not in trained
+                        or p.get(FOLDED.get(m.route, m.route), 0.0) >= LEXICAL_MIN_PROBABILITY)
+        else:
+            lexical_allowed = None
         best_route_conf = 0.0
         for matches in ranked:
             if matches[0].route == NONE_ROUTE:
@@ -1176,11 +1297,15 @@ class Router:
             for m in matches:  # best first; a match whose required arguments stay empty gives way
                 if m.confidence < route.confidence_threshold or m.confidence <= none_conf:
                     break
+                if lexical_allowed is not None and not lexical_allowed(m):
+                    continue
                 args = self._fill(route, m, text, session_id)
                 if args is not None:
                     how = "pattern" if m.source.startswith("/") else "template"
                     return Decision(route.name, m.confidence, route.command, args, m.source,
                                     route.confidence_threshold, how=how, **extra)
+        if state is not None:
+            return self._decide_by_classifier(text, session_id, found, sims, near, probs, state, extra)
         if sim_list and not none_conf:
             best, score = sim_list[0]
             none_sim = sims.get(NONE_ROUTE, 0.0)
@@ -1197,17 +1322,81 @@ class Router:
                     route = self.routes.get(best)
             if route is not None and best != NONE_ROUTE and (how == "model" or (
                     score >= route.similarity_threshold and score - none_sim >= NONE_MARGIN)):
-                lexical = [m for m in found.get(best, []) if m.slots and m.confidence >= 0.6]
-                for m in [*lexical, _Match(best, score, "", {})]:
-                    args = self._fill(route, m, text, session_id)
-                    if args is not None:
-                        example = next((e for r, e, _ in near if r == best), None) if near else None
-                        return Decision(best, score, route.command, args, example, route.similarity_threshold,
-                                        how=how, **extra)
+                decision = self._filled(route, score, text, session_id, found, near, how, extra)
+                if decision is not None:
+                    return decision
             best_route_conf = max(best_route_conf, max((v for r, v in sims.items() if r != NONE_ROUTE), default=0.0))
         conf = max(none_conf, 1.0 - best_route_conf)
         matched = none_matches[0].source if none_conf else None
         return Decision(NONE_ROUTE, conf, None, {}, matched, None, **extra)
+
+    def _filled(self, route: RouteSpec, score: float, text: str, session_id: str | None,
+                found: dict[str, list[_Match]], near: list, how: str, extra: dict,
+                threshold: float | None = None) -> Decision | None:
+        """``route`` decided by meaning or the classifier: its arguments from its best
+        template match that captured slots (confidence 0.6 or more), else from the
+        request itself; ``None`` when required arguments stay empty."""
+        lexical = [m for m in found.get(route.name, []) if m.slots and m.confidence >= 0.6]
+        for m in [*lexical, _Match(route.name, score, "", {})]:
+            args = self._fill(route, m, text, session_id)
+            if args is not None:
+                example = next((e for r, e, _ in near if r == route.name), None) if near else None
+                thr = route.similarity_threshold if threshold is None else threshold
+                return Decision(route.name, score, route.command, args, example, thr, how=how, **extra)
+        return None
+
+    def _decide_by_classifier(self, text, session_id, found, sims, near, probs, state, extra) -> Decision:
+        clf, members = state
+        none_sim = sims.get(NONE_ROUTE, 0.0)
+        route_probs = [(c, p) for c, p in probs if c != NONE_ROUTE]
+        best_cls, best_p = route_probs[0] if route_probs else (None, 0.0)
+        top_cls = probs[0][0] if probs else NONE_ROUTE
+
+        def member(cls: str) -> str:
+            """The route of a class: the one whose examples are nearest (a template of the
+            other route reaching its threshold wins, e.g. "how did we fix ...")."""
+            names = members[cls]
+            if len(names) == 1:
+                return names[0]
+            lexical = [(found[n][0].confidence, n) for n in names
+                       if found.get(n) and found[n][0].confidence >= self.routes[n].confidence_threshold]
+            if lexical:
+                return max(lexical)[1]
+            return max(names, key=lambda n: sims.get(n, 0.0))
+
+        chosen: str | None = None
+        how = "classifier"
+        score = best_p
+        threshold = self.probability_threshold(best_cls) if best_cls else None
+        if best_cls is not None and top_cls == best_cls and best_p >= threshold:
+            chosen = member(best_cls)
+        if self.tiebreak and best_cls is not None and abs(best_p - threshold) <= TIE_BAND:
+            options = [member(c) for c, _ in route_probs[:3]] + [NONE_ROUTE]
+            answer = self._tiebreak(text, options)
+            if answer is not None:
+                how = "model"
+                chosen = None if answer == NONE_ROUTE else answer
+                cls = next((c for c, ns in members.items() if answer in ns), answer)
+                score = dict(probs).get(cls, 0.0)
+        # routes the classifier does not know compete by nearest examples
+        trained = {n for ns in members.values() for n in ns}
+        untrained = [(sims.get(n, 0.0), n) for n, r in self.routes.items()
+                     if n not in trained and n != NONE_ROUTE and sims.get(n, 0.0) >= r.similarity_threshold
+                     and sims.get(n, 0.0) - none_sim >= NONE_MARGIN]
+        if untrained and how != "model":
+            sim, name = max(untrained)
+            if chosen is None or sim > sims.get(chosen, 0.0):
+                decision = self._filled(self.routes[name], sim, text, session_id, found, near, "meaning", extra)
+                if decision is not None:
+                    return decision
+        if chosen is not None:
+            route = self.routes[chosen]
+            decision = self._filled(route, score, text, session_id, found, near, how, extra,
+                                    threshold=self.probability_threshold(best_cls) if how != "model" else None)
+            if decision is not None:
+                return decision
+        return Decision(NONE_ROUTE, dict(probs).get(NONE_ROUTE, 1.0 - best_p), None, {}, None, None,
+                        how="none", **extra)
 
 
 # ----------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def decide(host, text):
     ("how did we fix the race in the job queue?", "opensage_memory_history",
      {"mode": "history", "query": "how did we fix the race in the job queue?"}),
     ("why did we pick RS256?", "opensage_memory_history", {"mode": "history"}),
+    ("check on job 4b9e2f", "opensage_poll_job", {"jobId": "4b9e2f"}),
 ])
 def test_routes_and_fills_arguments(host, text, route, arguments):
     decision = decide(host, text)
@@ -103,14 +104,16 @@ def test_every_route_fills_valid_arguments_for_its_command(host):
     assert checked == {r.name for r in config.routes if r.command}
 
 
-def test_every_route_fills_valid_arguments_by_meaning(host):
-    """With every template and pattern removed (so only meaning decides), each route
-    still fills arguments its command accepts, required ones present: the request body
-    for slots, the job id, a path or a code-like name from the text."""
+@pytest.mark.parametrize("classifier, how", [("packaged", "classifier"), (None, "meaning")])
+def test_every_route_fills_valid_arguments_by_meaning(host, classifier, how):
+    """With every template and pattern removed (so only the classifier, or without it
+    the nearest examples, decide), each route still fills arguments its command
+    accepts, required ones present: the request body for slots, the job id, a path or
+    a code-like name from the text."""
     config = load_routes()
     for route in config.routes:
         route.templates, route.patterns = [], []
-    router = Router(config)
+    router = Router(config, classifier=classifier)
     checked = set()
     for route in config.routes:
         if route.command is None:
@@ -120,7 +123,7 @@ def test_every_route_fills_valid_arguments_by_meaning(host):
             decision = router.decide(example, session_id="s1")
             if decision.route != route.name:
                 continue
-            assert decision.how == "meaning"
+            assert decision.how == how
             bind_arguments(command, decision.arguments)  # raises UsageError on a bad name or value
             for name, spec in route.arguments.items():
                 if spec.required:
@@ -134,10 +137,11 @@ def test_every_route_fills_valid_arguments_by_meaning(host):
      {"content": "nightly export needs the VPN", "label": "nightly export needs the VPN", "type": "concept"}),
     ("pull the services directory into the knowledge graph", "opensage_memory_ingest", {"path": "services"}),
     ("can you check how the long running tool job 9f8e7d6c is doing", "opensage_poll_job", {"jobId": "9f8e7d6c"}),
+    ("build the code graph in memory for the android/ module", "opensage_memory_ingest", {"path": "android/"}),
 ])
-def test_meaning_matches_fill_arguments_deterministically(text, route, arguments):
+def test_classifier_matches_fill_arguments_deterministically(text, route, arguments):
     decision = Router(load_routes()).decide(text)
-    assert (decision.route, decision.how) == (route, "meaning")
+    assert (decision.route, decision.how) == (route, "classifier")
     for key, value in arguments.items():
         assert decision.arguments.get(key) == value, (key, decision.arguments)
 
@@ -169,7 +173,7 @@ def test_threshold_gates(project, host):
         routes:
           - name: opensage_memory_query
             confidence_threshold: {min(1.0, first.confidence + 0.01):.4f}
-            similarity_threshold: 1.0
+            probability_threshold: 1.0
     """)
     gated = decide(host, text)
     assert gated.route == "none" and gated.command is None
@@ -182,12 +186,13 @@ def _router_with_threshold(route_name, threshold):
     for route in raw["routes"]:
         if route["name"] == route_name:
             route["confidence_threshold"] = threshold
-    return Router(RoutesFile.model_validate(raw))
+    return Router(RoutesFile.model_validate(raw), classifier=None)
 
 
 @pytest.mark.parametrize("text", ["list tools", "show me the memory graph", "is job-abc123 done?"])
 def test_threshold_gates_in_the_router_itself(text):
-    decision = Router(load_routes()).decide(text)
+    """Without the classifier, confidence_threshold gates template decisions."""
+    decision = Router(load_routes(), classifier=None).decide(text)
     assert decision.route != "none"
     at = _router_with_threshold(decision.route, decision.confidence).decide(text)
     assert at.route == decision.route                       # confidence == threshold: fires
@@ -201,14 +206,37 @@ def test_threshold_gates_in_the_router_itself(text):
 
 def test_similarity_threshold_gates_meaning_matches():
     text = "save this knowledge: the importer skips rows without an id"
-    decision = Router(load_routes()).decide(text)
+    decision = Router(load_routes(), classifier=None).decide(text)
     assert (decision.route, decision.how) == ("opensage_memory_store", "meaning")
     raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
     for route in raw["routes"]:
         if route["name"] == "opensage_memory_store":
             route["similarity_threshold"] = round(decision.confidence + 0.001, 4)
-    gated = Router(RoutesFile.model_validate(raw)).decide(text)
+    gated = Router(RoutesFile.model_validate(raw), classifier=None).decide(text)
     assert gated.route == "none" and gated.command is None
+
+
+def _router_with_probability_threshold(route_name, threshold, **kwargs):
+    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
+    for route in raw["routes"]:
+        if route["name"] == route_name:
+            route["probability_threshold"] = threshold
+    return Router(RoutesFile.model_validate(raw), **kwargs)
+
+
+def test_probability_threshold_gates_classifier_decisions():
+    """The calibrated threshold applies unless a route sets probability_threshold; at
+    the decision's probability it fires, just above it does not."""
+    text = "save this knowledge: the importer skips rows without an id"
+    decision = Router(load_routes()).decide(text)
+    assert (decision.route, decision.how) == ("opensage_memory_store", "classifier")
+    assert decision.threshold == decision.probability_thresholds["opensage_memory_store"] <= decision.confidence
+    assert dict(decision.probabilities)["opensage_memory_store"] == decision.confidence
+    at = _router_with_probability_threshold("opensage_memory_store", int(decision.confidence * 10_000) / 10_000)
+    assert at.decide(text).route == "opensage_memory_store"
+    above = _router_with_probability_threshold("opensage_memory_store", min(1.0, decision.confidence + 0.001))
+    gated = above.decide(text)
+    assert gated.route == "none" and gated.command is None and gated.how == "none"
 
 
 # -- user overrides ----------------------------------------------------------------------------
@@ -388,8 +416,13 @@ def test_cli_route_explain_shows_nearest_examples_and_scores(cli):
     out = cli("route", "--explain", "save this knowledge: the importer skips rows without an id")
     assert out.returncode == 0, out.stderr
     assert "route       opensage_memory_store" in out.stdout
-    assert "decided by  nearest examples in meaning (threshold 0." in out.stdout
+    assert "decided by  the learned classifier (threshold 0." in out.stdout
     lines = out.stdout.splitlines()
+    start = lines.index("classifier (probability, threshold to fire; docs/routing.md):")
+    top = lines[start + 1].split()
+    assert top[1] == "opensage_memory_store" and float(top[0]) >= float(top[2]) > 0
+    probs = [float(line.split()[0]) for line in lines[start + 1:start + 6]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0001
     start = lines.index("nearest examples (similarity: cosine + word overlap, see docs/routing.md):")
     nearest = lines[start + 1:start + 6]
     assert len(nearest) == 5 and any("opensage_memory_store" in line for line in nearest)
@@ -402,6 +435,7 @@ def test_cli_route_explain_shows_nearest_examples_and_scores(cli):
     assert js["matched"] and len(js["nearest"]) == 5 and js["similarities"][0]["route"] == "opensage_memory_visualize"
     none = json.loads(cli("route", "--explain", "--json", "rename getUser to fetchUser").stdout)
     assert none["route"] == "none" and none["how"] == "none" and none["similarities"]
+    assert none["probabilities"][0]["class"] == "none" and abs(sum(p["probability"] for p in none["probabilities"]) - 1) < 1e-3
 
 
 class Spend:
@@ -500,15 +534,12 @@ def test_chat_asks_before_model_commands_on_a_terminal(workspace):
 # -- the optional model tie-break ------------------------------------------------------------
 
 def _router_at_the_boundary(text, tiebreak=True):
-    """A router whose meaning threshold for the text's best route equals its similarity:
-    the decision sits in the uncertain band."""
+    """A router whose probability threshold for the text's best route equals the
+    classifier's probability: the decision sits in the uncertain band."""
     decision = Router(load_routes(), tiebreak=False).decide(text)
-    assert decision.how == "meaning"
-    raw = yaml.safe_load(PACKAGED_ROUTES.read_text())
-    for route in raw["routes"]:
-        if route["name"] == decision.route:
-            route["similarity_threshold"] = int(decision.confidence * 10_000) / 10_000  # just at or below
-    return Router(RoutesFile.model_validate(raw), tiebreak=tiebreak), decision
+    assert decision.how == "classifier"
+    threshold = int(decision.confidence * 10_000) / 10_000  # just at or below
+    return _router_with_probability_threshold(decision.route, threshold, tiebreak=tiebreak), decision
 
 
 def test_model_tiebreak_decides_the_uncertain_band_once_per_text(scripted):
@@ -522,6 +553,7 @@ def test_model_tiebreak_decides_the_uncertain_band_once_per_text(scripted):
     assert router.decide(text).route == "none" and len(scripted.requests) == 1  # cached
     scripted.add("opensage_memory_store")
     other = "save this knowledge: the exporter skips rows without a date"
+    router, _ = _router_at_the_boundary(other)
     chosen = router.decide(other)
     assert (chosen.route, chosen.how) == ("opensage_memory_store", "model")
     assert chosen.arguments["content"] == "exporter skips rows without a date"
@@ -532,10 +564,12 @@ def test_model_tiebreak_failure_or_nonsense_keeps_the_offline_decision(scripted)
     router, plain = _router_at_the_boundary(text)
     scripted.add("I think you should store it somewhere")
     kept = router.decide(text)
-    assert (kept.route, kept.how) == (plain.route, "meaning")
+    assert (kept.route, kept.how) == (plain.route, "classifier")
     scripted.add({"error": "connection"})
-    again = router.decide("save this knowledge: the importer skips rows without a name")
-    assert again.how in ("meaning", "none") and len(scripted.requests) == 2
+    third = "save this knowledge: the importer skips rows without a name"
+    router, _ = _router_at_the_boundary(third)
+    again = router.decide(third)
+    assert again.how in ("classifier", "none") and len(scripted.requests) == 2
 
 
 def test_model_tiebreak_is_not_asked_outside_the_band_or_when_off(scripted):
@@ -543,5 +577,86 @@ def test_model_tiebreak_is_not_asked_outside_the_band_or_when_off(scripted):
     assert router.decide("what do we know about the auth flow?").how == "template"
     assert router.decide("rename getUser to fetchUser").route == "none"
     off, _ = _router_at_the_boundary("save this knowledge: the importer skips rows without an id", tiebreak=False)
-    assert off.decide("save this knowledge: the importer skips rows without an id").how == "meaning"
+    assert off.decide("save this knowledge: the importer skips rows without an id").how == "classifier"
     assert scripted.requests == []
+
+
+# -- the learned classifier -------------------------------------------------------------------
+
+def _build_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "build_route_classifier.py"
+    spec = importlib.util.spec_from_file_location("build_route_classifier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_classifier_matches_the_routes_and_training_sets():
+    """The weights are derived from intent-routes.yaml and the tuning sets only: any edit
+    of an example or a training case without `python scripts/build_route_classifier.py`
+    fails here (and at runtime the edited route would fall back to nearest examples)."""
+    from opensage.route_classifier import FOLDED, Classifier, examples_digest
+
+    clf = Classifier()
+    build = _build_script()
+    assert clf.meta["data_hash"] == build.data_hash(), "stale: run python scripts/build_route_classifier.py"
+    config = load_routes()
+    assert clf.digests == {r.name: examples_digest(r.examples) for r in config.routes}
+    assert set(clf.classes) == {FOLDED.get(r.name, r.name) for r in config.routes}
+    assert set(clf.thresholds) == set(clf.classes) - {"none"}
+    assert "routing_independent.yaml" not in build.TRAIN_FILES  # report-only sets are never trained on
+    # fresh4 became a tuning set in round 2; fresh5 is the report-only set of round 2
+    assert all(name.startswith("routing_") and "fresh5" not in name for name in build.TRAIN_FILES)
+
+
+def test_classifier_probabilities_are_a_distribution_over_known_features():
+    from opensage.route_classifier import Classifier, features
+
+    clf = Classifier()
+    p = clf.probabilities("what do we know about the auth flow?")
+    assert abs(sum(p.values()) - 1.0) < 1e-5 and max(p, key=p.get) == "opensage_memory_query"
+    assert "w:know" in features("what do we know") and "b:^ what" in features("what do we know")
+    assert "x:jobid" in features("is job-123abc done") and features("") == []
+    # strings the vocabulary has never seen change nothing
+    a, b = "qxqxq zxzxz", "zxzxzx qxqxqx"
+    assert not any(f in clf.index for f in features(a) + features(b))
+    assert clf.probabilities(a) == clf.probabilities(b) == clf.probabilities("")
+
+
+def test_a_disabled_route_is_masked_from_the_classifier(project, host):
+    text = "save this knowledge: the importer skips rows without an id"
+    assert decide(host, text).route == "opensage_memory_store"
+    write_user_routes(project, """
+        routes:
+          - name: opensage_memory_store
+            enabled: false
+    """)
+    router, _ = router_for(host.workspace)
+    decision = router.decide(text)
+    assert decision.route != "opensage_memory_store"
+    assert "opensage_memory_store" not in dict(decision.probabilities)
+    assert abs(sum(p for _, p in decision.probabilities) - 1.0) < 1e-6
+
+
+def test_a_route_whose_examples_a_project_replaced_is_decided_by_nearest_examples(project, host):
+    """The shipped weights know the packaged examples only: a route given other examples
+    leaves the classifier and competes by nearest examples (its class masked)."""
+    write_user_routes(project, """
+        routes:
+          - name: opensage_memory_compress
+            examples:
+              - "fold this chat into the knowledge graph"
+              - "squash the conversation into graph memory"
+              - "fold the whole chat into memory before I leave"
+            similarity_threshold: 0.45
+    """)
+    router, warning = router_for(host.workspace)
+    assert warning is None
+    decision = router.decide("fold this chat into the graph")
+    assert (decision.route, decision.how) == ("opensage_memory_compress", "meaning")
+    assert decision.command == "@memory-compress-session"
+    assert "opensage_memory_compress" not in dict(decision.probabilities)
+    assert router.decide("rename getUser to fetchUser").route == "none"
