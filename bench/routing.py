@@ -13,8 +13,9 @@ Sets (each file's header says where it came from):
 * independent (frozen) — ``routing_independent.yaml``: 340 requests written by a helper
   who never saw the router, briefed only with the commands' user-facing descriptions;
   frozen before tuning; never trained or tuned on (only its totals were looked at).
-* fresh — any file given with ``--extra`` (``/work/eval/routing_fresh5.yaml`` after
-  round 2): written the same way after the last round; report-only.
+* fresh — ``routing_fresh5.yaml``: 300 requests written the same way after round 2
+  (the last tuning round), frozen before round 2 was evaluated; report-only. Any file
+  given with ``--extra`` is reported the same way.
 
 For each set: accuracy, the ``none`` false-positive rate (ordinary requests that fired
 a command), and the confusion pairs (printed for tuned sets only, so nobody tunes on the
@@ -62,6 +63,7 @@ SETS = [
     ("tuned", "routing_fresh4.yaml"),
     ("tuned", "routing_none_confusable.yaml"),
     ("independent", "routing_independent.yaml"),
+    ("fresh", "routing_fresh5.yaml"),
 ]
 
 
