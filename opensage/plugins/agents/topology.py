@@ -331,10 +331,8 @@ def _text(path: Path) -> str:
 
 
 # -- agents: reuse from the registry or generate -------------------------------------------
-def _classify(task: str) -> str:
-    from opensage.plugins.agent_registry.registry import classify_task
-
-    return classify_task(task)
+def _classify(host: "Host", task: str) -> str:
+    return host.classify_task(task)
 
 
 def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str = "subagent",
@@ -342,7 +340,7 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
     """The agent for ``task``: the registry's recommendation when one fits, else a new one.
 
     Only generated agents whose files still exist are candidates; the registry decides
-    (see :meth:`AgentRegistry.recommend_agent`: an upper confidence bound on the success
+    (the ``recommend_agent`` hook; the agent registry answers with an upper confidence bound on the success
     rate, weighted by similarity to past tasks and with a prior from the agent's other
     task types), and None from it means "generate".
 
@@ -350,14 +348,13 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
     :returns: (spec, reused) — ``reused`` is True when an existing agent was loaded.
     :raises ModelError: generating the agent failed (nothing written).
     """
-    from opensage.plugins.agent_registry.registry import AgentRegistry
     from opensage.plugins.agents.files import list_agents, load_agent
     from opensage.plugins.agents.generate import generate_agent
 
     existing = [a.name for a in list_agents(host.workspace)]
     name = None
     if existing:
-        name = AgentRegistry(host.workspace).recommend_agent(task, task_type or _classify(task), candidates=existing)
+        name = host.recommend_agent(task, task_type or _classify(host, task), existing)
     if name:
         try:
             return load_agent(host.workspace, name), True
@@ -368,17 +365,8 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
 
 
 def record_result(host: "Host", spec: AgentSpec, result: AgentResult, task_type: str | None = None) -> None:
-    """Record one agent run in the registry (success, cost USD, latency ms, tokens)."""
-    from opensage.plugins.agent_registry.registry import AgentRegistry
-
-    context = {"steps": result.steps, "filesChanged": result.files_changed}
-    if result.error:
-        context["error"] = result.error
-    AgentRegistry(host.workspace).record(
-        agent=spec.name, task_type=task_type or _classify(result.task or spec.task),
-        success=result.success, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
-        tokens=result.tokens, task=result.task, context=context,
-    )
+    """Announce one finished agent run (``agent_run_finished`` hook; the agent registry records it)."""
+    host.agent_run_finished(spec.name, task_type or _classify(host, result.task or spec.task), result)
 
 
 # -- vertical ----------------------------------------------------------------------------

@@ -45,10 +45,9 @@ def _task_types() -> tuple[str, ...]:
     return tuple(TASK_TYPES)
 
 
-def _classify(task: str) -> str:
-    from opensage.plugins.agents.topology import _classify as classify
-
-    return classify(task)
+def _classify(host: "Host", task: str) -> str:
+    """The model-free task type of ``task``, from the ``classify_task`` hook (the agent registry)."""
+    return host.classify_task(task)
 
 
 class TaskAnalysis(BaseModel):
@@ -175,7 +174,7 @@ async def analyse(host: "Host", task: str, model: str | None = None,
                                 TaskAnalysis, model=model, on_retry=on_retry)
     analysis = res.value
     if analysis.task_type not in types:
-        analysis.task_type = _classify(task)
+        analysis.task_type = _classify(host, task)
     return analysis, res.usage
 
 
