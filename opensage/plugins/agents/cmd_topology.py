@@ -24,12 +24,12 @@ def run_async(coro) -> Any:
 
 
 def _budget(steps: int | None, max_cost_usd: float | None, model: str | None = None):
-    """The :class:`~opensage.runner.Budget` of a topology command.
+    """The :class:`~opensage.plugins.agents.runner.Budget` of a topology command.
 
     :raises UsageError: ``max_cost_usd`` given for a model without a known price
         (see :func:`opensage.llm.require_price`).
     """
-    from opensage.runner import Budget
+    from opensage.plugins.agents.runner import Budget
 
     budget = Budget(steps=steps)
     if max_cost_usd is not None:

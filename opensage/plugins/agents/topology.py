@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from opensage import protected
 from opensage.errors import ModelError, OpenSageError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
+from opensage.plugins.agents.runner import IGNORED_DIRS, AgentRunner, Budget, run_shell, tree_snapshot
 from opensage.types import AgentResult, AgentSpec
 
 if TYPE_CHECKING:

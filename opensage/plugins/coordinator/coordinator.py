@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import ModelError, UsageError
-from opensage.runner import IGNORED_DIRS, AgentRunner, Budget
+from opensage.plugins.agents.runner import IGNORED_DIRS, AgentRunner, Budget
 from opensage.types import AgentResult
 
 if TYPE_CHECKING:
