@@ -14,7 +14,7 @@ Call semantics:
   ``session_end``, ``agent_run_finished``) are called on every plugin; one that raises is logged and the others
   still run.
 * *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``,
-  ``classify_task``, ``recommend_agent``, ``agent_stats``) stop at the first
+  ``classify_task``, ``recommend_agent``, ``agent_stats``, ``run_topology``) stop at the first
   plugin that returns something other than ``None``.
 
 The host calls every hook through ``pm.hook`` and rejects, at start-up, an
@@ -96,3 +96,10 @@ def agent_run_finished(host, agent, task_type, result):
 def agent_stats(host):
     """Per (agent, task type) run totals as a list of dicts (``name``, ``totalTasks``, ``successCount``,
     ``totalCost`` USD, ``avgLatency`` ms), or ``None`` when no plugin keeps them."""
+
+
+@hookspec(firstresult=True)
+def run_topology(host, topology, task, task_type, subtasks, strategies, merge_strategy, verifier, run_id,
+                 session, budget, model, ask_policy, on_event):
+    """Run agents on ``task`` as ``topology`` (``single``, ``vertical``, ``horizontal``): return an
+    awaitable of the outcome dict (see docs/plugin-hooks.md), or ``None`` when this plugin runs no agents."""

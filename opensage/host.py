@@ -472,6 +472,29 @@ class Host:
         """Tell every plugin that an agent run finished (``agent_run_finished``; a raising plugin is logged)."""
         self.pm.hook.agent_run_finished(host=self, agent=agent, task_type=task_type, result=result)
 
+    def run_topology(self, topology: str, task: str, **options: Any) -> Any:
+        """An awaitable running agents on ``task`` (``run_topology`` hook; the agents plugin answers).
+
+        :param topology: ``single``, ``vertical`` or ``horizontal``.
+        :param options: the hook's other arguments (``task_type``, ``subtasks``, ``strategies``,
+            ``merge_strategy``, ``verifier``, ``run_id``, ``session``, ``budget``, ``model``,
+            ``ask_policy``, ``on_event``); missing ones are None.
+        :raises UsageError: no plugin runs agents (the agents plugin is blocked).
+        """
+        from opensage.errors import UsageError
+
+        names = ("task_type", "subtasks", "strategies", "merge_strategy", "verifier", "run_id", "session",
+                 "budget", "model", "ask_policy", "on_event")
+        unknown = set(options) - set(names)
+        if unknown:
+            raise TypeError(f"run_topology: unknown options {sorted(unknown)}")
+        runner = self.pm.hook.run_topology(host=self, topology=topology, task=task,
+                                           **{n: options.get(n) for n in names})
+        if runner is None:
+            raise UsageError("no plugin runs agents (the agents plugin is blocked or not installed); "
+                             "enable it to run a task.")
+        return runner
+
     def agent_stats(self) -> list[dict[str, Any]]:
         """Run totals per (agent, task type) from the ``agent_stats`` hook; empty when no plugin keeps them."""
         return self.pm.hook.agent_stats(host=self) or []

@@ -33,6 +33,20 @@ __all__ = [
 ]
 
 STATE_DIR = ".opencode"
+#: Directories never walked, listed, searched, copied or diffed by agents and the
+#: coordinator (state, VCS, caches, venvs).
+IGNORED_DIRS = frozenset({
+    ".git", ".opencode", ".claude", "node_modules", ".venv", "venv", "env", "__pycache__",
+    ".pytest_cache", ".benchmarks", ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".eggs", "dist", "build",
+})
+
+
+def new_run_id() -> str:
+    """The id of an agent run (a folder name under ``.opencode/runs``): ``YYYYmmdd-HHMMSS-<6 hex>``,
+    sortable and unique."""
+    import uuid
+
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 

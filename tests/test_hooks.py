@@ -428,3 +428,31 @@ def test_hook_agent_stats(workspace):
 
     assert Host(workspace, plugins=[Fixed()]).agent_stats()[0]["name"] == "ghost"
     assert Host(workspace, blocked=["agent-registry"]).agent_stats() == []
+
+
+def test_hook_run_topology(workspace):
+    from opensage.commands import run_async
+    from opensage.errors import UsageError
+
+    seen = []
+
+    class DryRun:
+        @hookimpl(tryfirst=True)
+        def run_topology(self, host, topology, task, subtasks, budget):
+            seen.append((topology, task, subtasks, budget))
+
+            async def outcome():
+                return {"success": True, "output": f"would run {task!r} as {topology}"}
+            return outcome()
+
+    host = Host(workspace, plugins=[DryRun()])
+    out = run_async(host.run_topology("vertical", "split the parser", subtasks=["lex", "parse"],
+                                      budget={"steps": 3}))
+    assert out == {"success": True, "output": "would run 'split the parser' as vertical"}
+    assert seen == [("vertical", "split the parser", ["lex", "parse"], {"steps": 3})]
+    # the agents plugin answers by default (a coroutine); blocked, nobody runs agents: a clear UsageError
+    coro = Host(workspace).run_topology("single", "x")
+    assert hasattr(coro, "__await__")
+    coro.close()
+    with pytest.raises(UsageError, match="no plugin runs agents"):
+        Host(workspace, blocked=["agents"]).run_topology("single", "fix the bug")

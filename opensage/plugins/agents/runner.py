@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from opensage.errors import ModelError, OpenSageError
+from opensage.store import IGNORED_DIRS
 from opensage.types import BUILTIN_TOOLS, AgentResult, AgentSpec, CommandContext, SessionEvent, Tool
 
 if TYPE_CHECKING:
@@ -50,11 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentRunner", "Budget", "ToolError", "run_agent", "tree_snapshot", "IGNORED_DIRS", "FAILED_PREFIX"]
 
-#: Directories never walked, listed, searched, copied or diffed (state, VCS, caches, venvs).
-IGNORED_DIRS = frozenset({
-    ".git", ".opencode", ".claude", "node_modules", ".venv", "venv", "env", "__pycache__",
-    ".pytest_cache", ".benchmarks", ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".eggs", "dist", "build",
-})
 #: An agent's final answer starting with this marks the run as failed (the rest says why).
 FAILED_PREFIX = "FAILED:"
 #: Tool output fed back to the model is cut to this many characters.

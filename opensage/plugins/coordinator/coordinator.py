@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from opensage.errors import ModelError, UsageError
-from opensage.plugins.agents.runner import IGNORED_DIRS, AgentRunner, Budget
-from opensage.types import AgentResult
+from opensage.errors import UsageError
+from opensage.store import IGNORED_DIRS, new_run_id
+from opensage.types import MERGE_STRATEGIES, NO_AGENT, AgentResult
 
 if TYPE_CHECKING:
     from opensage.host import Host, Session
@@ -249,75 +249,33 @@ async def execute(
     *,
     run_id: str,
     session: "Session | None" = None,
-    budget: Budget | None = None,
+    budget: Any = None,
     model: str | None = None,
     ask_policy: Literal["allow", "deny"] = "deny",
     on_event: Emit | None = None,
 ) -> RunReport:
-    """Run ``plan``; every agent run is recorded in the registry. Raises ModelError on planning failures."""
-    from opensage.plugins.agents import topology as topo
+    """Run ``plan`` through the agents plugin (``run_topology`` hook); every agent run is recorded
+    in the registry (``agent_run_finished``).
 
+    :raises ModelError: a plan (subtasks, strategies) could not be produced.
+    :raises UsageError: no plugin runs agents (the agents plugin is blocked).
+    """
     emit = on_event or (lambda e: None)
     started = time.perf_counter()
     report = RunReport(run_id, plan, False)
+    out = await host.run_topology(
+        plan.topology, plan.task, task_type=plan.task_type, subtasks=plan.steps, strategies=plan.strategies,
+        merge_strategy=plan.merge_strategy, verifier=plan.verifier, run_id=run_id, session=session,
+        budget=budget, model=model, ask_policy=ask_policy, on_event=emit)
+    report.success, report.error, report.failed_step = out["success"], out["error"], out["failed_step"]
+    report.results, report.agents = out["results"], out["agents"]
+    report.files_changed, report.output, report.detail = out["files_changed"], out["output"], out["detail"]
+    report.tokens += out["tokens"]
+    report.cost_usd += out["cost_usd"]
     if plan.topology == "vertical":
-        chain = await topo.vertical(host, plan.task, plan.steps, session=session, budget=budget, model=model,
-                                    ask_policy=ask_policy, run_id=run_id, on_event=emit)
-        report.success, report.failed_step = chain.success, chain.failed_step
-        report.error = chain.reason
-        report.results = [s.result for s in chain.steps]
-        report.agents = [s.agent for s in chain.steps]
-        report.files_changed = chain.files_changed
-        report.output = chain.steps[-1].result.output if chain.steps else ""
-        report.detail = chain.as_dict()
-        plan.steps = chain.subtasks
+        plan.steps = out["subtasks"]
     elif plan.topology == "horizontal":
-        ens = await topo.horizontal(host, plan.task, plan.strategies, plan.merge_strategy, verifier=plan.verifier,
-                                    session=session, budget=budget, model=model, ask_policy=ask_policy,
-                                    run_id=run_id, on_event=emit)
-        report.success = ens.success
-        report.error = None if ens.success else ens.reason
-        report.results = [m.result for m in ens.members]
-        report.agents = [m.agent for m in ens.members]
-        report.files_changed = ens.applied
-        report.output = ens.answer
-        report.detail = ens.as_dict()
-        report.tokens += ens.merge_tokens
-        report.cost_usd += ens.merge_cost_usd
-        plan.strategies = [m.strategy for m in ens.members]
-        plan.merge_strategy = ens.merge_strategy
-    else:
-        try:
-            spec, reused = await asyncio.to_thread(topo.pick_agent, host, plan.task, task_type=plan.task_type)
-        except ModelError as exc:
-            result = AgentResult(agent=topo.NO_AGENT, task=plan.task, error=f"no agent for the task: {exc}")
-            report.error, report.failed_step, report.results = result.error, 1, [result]
-            report.agents = [topo.NO_AGENT]
-            report.detail = {"topology": "single", "agent": None}
-        else:
-            emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": plan.task, "reused": reused})
-            scratch = await asyncio.to_thread(topo.ScratchCopy.create, host.workspace.root,
-                                              host.workspace.state_dir / "runs" / run_id / topo.slug(spec.name, 30))
-            runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
-                                 model=model, ask_policy=ask_policy,
-                                 on_event=lambda e: emit({**e, "step_index": 1}))
-            result = await runner.arun(plan.task)
-            await asyncio.to_thread(topo.record_result, host, spec, result, plan.task_type)
-            applied, conflicts = [], []
-            if result.success:
-                applied, conflicts = await asyncio.to_thread(scratch.apply)
-                await asyncio.to_thread(scratch.remove)
-            report.success, report.error = result.success, result.error
-            if not result.success:
-                report.failed_step = 1
-            report.results, report.agents = [result], [spec.name]
-            report.output, report.files_changed = result.output, applied
-            report.detail = {"topology": "single", "agent": spec.name, "reused": reused,
-                             "scratch": None if result.success and not scratch.kept else str(scratch.path),
-                             "applied": applied, "conflicts": conflicts,
-                             "refused": [{"path": p, "reason": r} for p, r in scratch.refused]}
-            emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success,
-                  "applied": applied, "error": result.error})
+        plan.strategies, plan.merge_strategy = out["strategies"], out["merge_strategy"]
     report.tokens += sum(r.tokens for r in report.results)
     report.cost_usd += sum(r.cost_usd for r in report.results)
     report.latency_ms = (time.perf_counter() - started) * 1000
@@ -332,7 +290,6 @@ def record_run(host: "Host", report: RunReport) -> dict[str, str]:
     changed file. Edges: task -planned_as-> plan, plan -uses-> agent, plan -produced->
     outcome, agent -contributed_to-> outcome, outcome -touches-> file.
     """
-    from opensage.plugins.agents.topology import NO_AGENT
     from opensage.plugins.graph_memory.graph import graph_for
 
     graph = graph_for(host)
@@ -383,7 +340,7 @@ async def coordinate(
     merge_strategy: str | None = None,
     verifier: str | None = None,
     session: "Session | None" = None,
-    budget: Budget | None = None,
+    budget: Any = None,
     model: str | None = None,
     ask_policy: Literal["allow", "deny"] = "deny",
     on_event: Emit | None = None,
@@ -395,7 +352,6 @@ async def coordinate(
     :raises ModelError: the analysis, a plan or an agent could not be produced.
     """
     from opensage import llm
-    from opensage.plugins.agents.topology import MERGE_STRATEGIES, new_run_id
 
     if not task or not task.strip():
         raise UsageError('the task is empty; say what to do, e.g. opensage run "add a --verbose flag".')
