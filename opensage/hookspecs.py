@@ -14,7 +14,7 @@ Call semantics:
   ``session_end``, ``agent_run_finished``) are called on every plugin; one that raises is logged and the others
   still run.
 * *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``,
-  ``classify_task``, ``recommend_agent``, ``agent_stats``, ``run_topology``) stop at the first
+  ``classify_task``, ``recommend_agent``, ``agent_stats``, ``run_topology``, ``remember_run``) stop at the first
   plugin that returns something other than ``None``.
 
 The host calls every hook through ``pm.hook`` and rejects, at start-up, an
@@ -103,3 +103,9 @@ def run_topology(host, topology, task, task_type, subtasks, strategies, merge_st
                  session, budget, model, ask_policy, on_event):
     """Run agents on ``task`` as ``topology`` (``single``, ``vertical``, ``horizontal``): return an
     awaitable of the outcome dict (see docs/plugin-hooks.md), or ``None`` when this plugin runs no agents."""
+
+
+@hookspec(firstresult=True)
+def remember_run(host, report):
+    """Record a coordinated run (the coordinator's ``RunReport``) in lasting memory: return
+    ``{role: node id}`` (``task``, ``plan``, ``outcome``, ``agent:<name>``, ``file:<path>``), or ``None``."""

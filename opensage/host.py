@@ -495,6 +495,13 @@ class Host:
                              "enable it to run a task.")
         return runner
 
+    def remember_run(self, report: Any) -> dict[str, str]:
+        """Record a coordinated run in memory (``remember_run`` hook; graph memory answers).
+
+        :returns: ``{role: node id}``; empty when no plugin keeps memory (graph-memory blocked).
+        """
+        return self.pm.hook.remember_run(host=self, report=report) or {}
+
     def agent_stats(self) -> list[dict[str, Any]]:
         """Run totals per (agent, task type) from the ``agent_stats`` hook; empty when no plugin keeps them."""
         return self.pm.hook.agent_stats(host=self) or []

@@ -456,3 +456,30 @@ def test_hook_run_topology(workspace):
     coro.close()
     with pytest.raises(UsageError, match="no plugin runs agents"):
         Host(workspace, blocked=["agents"]).run_topology("single", "fix the bug")
+
+
+def test_hook_remember_run(workspace):
+    from types import SimpleNamespace
+
+    from opensage.types import NO_AGENT, AgentResult
+
+    plan = SimpleNamespace(task="Add a --verbose flag", task_type="implement", topology="single", steps=[],
+                           strategies=[], merge_strategy=None, analysis=SimpleNamespace(complexity="low"),
+                           text=lambda: "single: one small change")
+    report = SimpleNamespace(run_id="20260101-000000-abcdef", plan=plan, success=True, output="done",
+                             error=None, tokens=10, cost_usd=0.0, latency_ms=5.0, files_changed=["cli.py"],
+                             failed_step=None, agents=["flagger", NO_AGENT],
+                             results=[AgentResult(agent="flagger", task="t", success=True),
+                                      AgentResult(agent=NO_AGENT, task="t")])
+    host = Host(workspace)
+    ids = host.remember_run(report)  # graph memory answers
+    assert set(ids) == {"task", "plan", "outcome", "agent:flagger", "file:cli.py"}
+    assert "Add a --verbose flag" in host.run("memory-query", {"query": "verbose flag"}).text
+
+    class Elsewhere:
+        @hookimpl(tryfirst=True)
+        def remember_run(self, host, report):
+            return {"task": "ext-1"}
+
+    assert Host(workspace, plugins=[Elsewhere()]).remember_run(report) == {"task": "ext-1"}
+    assert Host(workspace, blocked=["graph-memory"]).remember_run(report) == {}

@@ -126,7 +126,8 @@ def test_registry_blocked_generate_agent_still_works_through_the_cli(project, tm
     assert listed.returncode == 0 and "doc-writer" in listed.stdout, listed.stdout + listed.stderr
 
 
-def test_registry_blocked_opensage_run_still_works(project, scripted):
+@pytest.mark.parametrize("blocked", ["agent-registry", "graph-memory"])
+def test_opensage_run_still_works_without(project, scripted, blocked):
     (project / "notes.txt").write_text("hello\n")
 
     def worker(task, results):
@@ -137,12 +138,29 @@ def test_registry_blocked_opensage_run_still_works(project, scripted):
     scripted.default = Brain(worker, name_for=lambda t: "note-writer", analysis={
         "complexity": "low", "task_type": "implement", "steps": ["Edit notes.txt"], "alternatives": [],
         "verifier": "", "reasoning": "One small edit."})
-    host = Host(Workspace(project), blocked=["agent-registry"])
+    host = Host(Workspace(project), blocked=[blocked])
     result = CliRunner().invoke(cli, ["--workspace", str(project), "run", "Say hello world in notes.txt"],
                                 obj={"host": host}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (project / "notes.txt").read_text() == "hello, world\n"
-    assert not (project / ".opencode" / "agent-metrics.json").exists()  # nobody recorded the run
+    # the blocked plugin's part alone is missing: no registry record / no graph nodes of the run
+    assert (project / ".opencode" / "agent-metrics.json").exists() is (blocked != "agent-registry")
+    import sqlite3
+
+    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    runs = conn.execute("SELECT count(*) FROM nodes WHERE type='plan'").fetchone()[0] if "nodes" in tables else 0
+    assert (runs == 1) is (blocked != "graph-memory")
+
+
+def test_agents_blocked_opensage_run_is_a_clear_usage_error(project, scripted):
+    scripted.default = Brain(lambda t, r: "done", analysis={
+        "complexity": "low", "task_type": "implement", "steps": ["x"], "alternatives": [],
+        "verifier": "", "reasoning": "One small edit."})
+    host = Host(Workspace(project), blocked=["agents"])
+    result = CliRunner().invoke(cli, ["--workspace", str(project), "run", "Say hello"], obj={"host": host})
+    assert result.exit_code == 2 and "no plugin runs agents" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_graph_memory_blocked_agents_run_without_memory_tools(host, workspace, project, scripted):

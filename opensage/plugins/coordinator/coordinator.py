@@ -7,7 +7,7 @@
 2. **Choose** — :func:`choose_plan` applies three stated rules (see its docstring) and
    writes the reason into the plan.
 3. **Execute** — single agent, vertical chain or horizontal ensemble
-   (:mod:`opensage.plugins.agents.topology`); every agent works in a scratch copy and
+   (the agents plugin, asked through the ``run_topology`` hook); every agent works in a scratch copy and
    its changes reach the workspace only when it succeeds.
 4. **Record** — each agent run goes to the registry (``agent-metrics.json``), and the run
    to graph memory: ``task``, ``plan``, ``agent``, ``outcome`` and ``file`` nodes joined by
@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from opensage.errors import UsageError
 from opensage.store import IGNORED_DIRS, new_run_id
-from opensage.types import MERGE_STRATEGIES, NO_AGENT, AgentResult
+from opensage.types import MERGE_STRATEGIES, AgentResult
 
 if TYPE_CHECKING:
     from opensage.host import Host, Session
@@ -283,50 +283,9 @@ async def execute(
 
 
 def record_run(host: "Host", report: RunReport) -> dict[str, str]:
-    """Write the run to graph memory in one transaction; returns ``{role: node id}``.
-
-    Nodes: ``task`` (label = the task text, cut to 200 characters), ``plan`` and
-    ``outcome`` (label ``<kind> <run-id>``), one ``agent`` per agent, one ``file`` per
-    changed file. Edges: task -planned_as-> plan, plan -uses-> agent, plan -produced->
-    outcome, agent -contributed_to-> outcome, outcome -touches-> file.
-    """
-    from opensage.plugins.graph_memory.graph import graph_for
-
-    graph = graph_for(host)
-    plan = report.plan
-    ids: dict[str, str] = {}
-    with host.db.transaction():
-        task_label = plan.task if len(plan.task) <= 200 else plan.task[:197] + "..."
-        task, _ = graph.upsert_node("task", task_label, plan.task,
-                                    {"taskType": plan.task_type, "complexity": plan.analysis.complexity,
-                                     "lastRun": report.run_id})
-        plan_node, _ = graph.upsert_node("plan", f"plan {report.run_id}", plan.text(),
-                                         {"topology": plan.topology, "runId": report.run_id,
-                                          "steps": plan.steps, "strategies": plan.strategies,
-                                          "mergeStrategy": plan.merge_strategy})
-        outcome_text = (f"{'succeeded' if report.success else 'failed'}: "
-                        f"{(report.output if report.success else report.error or '')[:1000]}")
-        outcome, _ = graph.upsert_node("outcome", f"outcome {report.run_id}", outcome_text, {
-            "success": report.success, "tokens": report.tokens, "costUsd": report.cost_usd,
-            "latencyMs": report.latency_ms, "filesChanged": report.files_changed,
-            "failedStep": report.failed_step, "runId": report.run_id,
-        })
-        graph.upsert_edge(task.id, plan_node.id, "planned_as", 1.0, {"runId": report.run_id})
-        graph.upsert_edge(plan_node.id, outcome.id, "produced", 1.0)
-        ids.update(task=task.ref, plan=plan_node.ref, outcome=outcome.ref)
-        for i, (name, result) in enumerate(zip(report.agents, report.results), 1):
-            if name == NO_AGENT:
-                continue
-            agent, _ = graph.upsert_node("agent", name, "", {"lastRun": report.run_id})
-            graph.upsert_edge(plan_node.id, agent.id, "uses", 1.0, {"position": i, "task": result.task[:300]})
-            graph.upsert_edge(agent.id, outcome.id, "contributed_to", 1.0 if result.success else 0.2,
-                              {"success": result.success, "error": result.error, "tokens": result.tokens})
-            ids[f"agent:{name}"] = agent.ref
-        for path in report.files_changed:
-            node, _ = graph.upsert_node("file", path, "", {"lastRun": report.run_id})
-            graph.upsert_edge(outcome.id, node.id, "touches", 1.0)
-            ids[f"file:{path}"] = node.ref
-    return ids
+    """Hand the finished run to graph memory (``remember_run`` hook); returns ``{role: node id}``
+    (empty when no plugin keeps memory)."""
+    return host.remember_run(report)
 
 
 async def coordinate(

@@ -120,3 +120,11 @@ def register_tools(register):
     """The agent tools ``memory_query`` and ``memory_add`` (an agent gets them only when granted by name)."""
     for tool in MEMORY_TOOLS:
         register(tool)
+
+
+@hookimpl
+def remember_run(host, report):
+    """The run's task, plan, agent, outcome and file nodes and their edges (:func:`runs.remember_run`)."""
+    from opensage.plugins.graph_memory.runs import remember_run as remember
+
+    return remember(host, report)
