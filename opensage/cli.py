@@ -590,7 +590,7 @@ def run_cmd(ctx: click.Context, task: str, plan_only: bool, topology: str, steps
     import asyncio
 
     from opensage import llm
-    from opensage.runner import Budget
+    from opensage.plugins.agents.runner import Budget
 
     as_json = run_json or ctx.find_root().obj.get("json")
     if review and no_apply:

@@ -24,7 +24,7 @@ from opensage.errors import UsageError
 from opensage.types import ArgModel, Command
 from opensage.untrusted import depth_exceeds, scrub, too_deep_message
 
-__all__ = ["parse_line", "parse_tokens", "bind_arguments", "usage", "argument_table", "Quoted"]
+__all__ = ["parse_line", "parse_tokens", "bind_arguments", "usage", "argument_table", "Quoted", "run_async"]
 
 
 class Quoted(str):
@@ -243,3 +243,17 @@ def bind_arguments(command: Command, raw: dict[str, Any]) -> ArgModel:
                 f"(expected {expected}, got {got_text})."
             )
         raise UsageError(f"{msg} Usage: {usage(command)}") from None
+
+
+def run_async(coro: typing.Any) -> typing.Any:
+    """Run ``coro`` to completion from sync code, also when an event loop is already running
+    (an MCP server): then it runs on a fresh loop in a worker thread."""
+    import asyncio  # imported here: asyncio costs tens of ms and most commands never need it
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

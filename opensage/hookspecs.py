@@ -11,9 +11,10 @@ Call semantics:
   callback; the host validates what is registered and remembers which plugin it came
   from. A plugin that raises is logged and skipped.
 * *broadcast* hooks (``session_start``, ``session_event``, ``session_compact``,
-  ``session_end``) are called on every plugin; one that raises is logged and the others
+  ``session_end``, ``agent_run_finished``) are called on every plugin; one that raises is logged and the others
   still run.
-* *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``) stop at the first
+* *firstresult* hooks (``route_intent``, ``compaction_context``, ``prompt_context``,
+  ``classify_task``, ``recommend_agent``, ``agent_stats``, ``run_topology``, ``remember_run``) stop at the first
   plugin that returns something other than ``None``.
 
 The host calls every hook through ``pm.hook`` and rejects, at start-up, an
@@ -74,3 +75,37 @@ def compaction_context(session, max_chars):
 @hookspec(firstresult=True)
 def prompt_context(session, text, max_chars):
     """Return memory relevant to a prompt the user just sent (at most ``max_chars`` characters), or ``None``."""
+
+
+@hookspec(firstresult=True)
+def classify_task(task):
+    """The task type of ``task`` (free text): one of :data:`opensage.types.TASK_TYPES`, or ``None``."""
+
+
+@hookspec(firstresult=True)
+def recommend_agent(host, task, task_type, candidates):
+    """The name of the agent (one of ``candidates``, a list of names) to reuse for ``task``, or ``None``."""
+
+
+@hookspec
+def agent_run_finished(host, agent, task_type, result):
+    """An agent run finished: ``agent`` (name), ``task_type``, ``result`` (an :class:`opensage.types.AgentResult`)."""
+
+
+@hookspec(firstresult=True)
+def agent_stats(host):
+    """Per (agent, task type) run totals as a list of dicts (``name``, ``totalTasks``, ``successCount``,
+    ``totalCost`` USD, ``avgLatency`` ms), or ``None`` when no plugin keeps them."""
+
+
+@hookspec(firstresult=True)
+def run_topology(host, topology, task, task_type, subtasks, strategies, merge_strategy, verifier, run_id,
+                 session, budget, model, ask_policy, on_event):
+    """Run agents on ``task`` as ``topology`` (``single``, ``vertical``, ``horizontal``): return an
+    awaitable of the outcome dict (see docs/plugin-hooks.md), or ``None`` when this plugin runs no agents."""
+
+
+@hookspec(firstresult=True)
+def remember_run(host, report):
+    """Record a coordinated run (the coordinator's ``RunReport``) in lasting memory: return
+    ``{role: node id}`` (``task``, ``plan``, ``outcome``, ``agent:<name>``, ``file:<path>``), or ``None``."""

@@ -237,6 +237,8 @@ class Host:
     :param load_entrypoints: load third-party plugins from the ``opensage`` entry-point
         group; defaults to True except under pytest.
     :param default_plugins: register :data:`DEFAULT_PLUGINS` (default True).
+    :param blocked: plugin names (``graph-memory``, ``agents``...) never registered
+        (``pm.set_blocked``); their commands are then unknown.
     :raises PluginError: a plugin implements a hook that does not exist (e.g. a misspelt
         ``session_evnt``) or with arguments its hookspec lacks; the message names the
         plugin. Checked once, at start-up (``pm.check_pending()``).
@@ -248,6 +250,7 @@ class Host:
         plugins: Iterable[Any] = (),
         load_entrypoints: bool | None = None,
         default_plugins: bool = True,
+        blocked: Iterable[str] = (),
     ) -> None:
         self.workspace = workspace
         #: Plugins that raised during the latest broadcast hook call
@@ -259,9 +262,12 @@ class Host:
         if os.environ.get("OPENSAGE_TRACE_PLUGINS") == "1":
             self._enable_tracing()
         self._register(_FailureCollector(self), "opensage-host")
+        for name in blocked:  # pluggy skips a blocked name at registration; nothing of it is imported
+            self.pm.set_blocked(name)
         if default_plugins:
             for name, module in DEFAULT_PLUGINS:
-                self._register(importlib.import_module(module), name)
+                if not self.pm.is_blocked(name):
+                    self._register(importlib.import_module(module), name)
         if load_entrypoints is None:
             load_entrypoints = not getattr(sys, "_called_from_test", False)
         if load_entrypoints:
@@ -457,6 +463,56 @@ class Host:
         return self.pm.hook.prompt_context(session=session, text=text, max_chars=max_chars)
 
     # -- sessions --------------------------------------------------------------------
+    def classify_task(self, task: str) -> str:
+        """The task type of ``task``: one of :data:`opensage.types.TASK_TYPES`.
+
+        Asks the ``classify_task`` hook (the agent registry answers); with no plugin
+        answering it is ``implement``, the registry's own answer for unmatched text.
+        """
+        return self.pm.hook.classify_task(task=task) or "implement"
+
+    def recommend_agent(self, task: str, task_type: str, candidates: list[str]) -> str | None:
+        """The agent name to reuse for ``task`` (``recommend_agent`` hook), or None: generate one."""
+        return self.pm.hook.recommend_agent(host=self, task=task, task_type=task_type, candidates=list(candidates))
+
+    def agent_run_finished(self, agent: str, task_type: str, result: Any) -> None:
+        """Tell every plugin that an agent run finished (``agent_run_finished``; a raising plugin is logged)."""
+        self.pm.hook.agent_run_finished(host=self, agent=agent, task_type=task_type, result=result)
+
+    def run_topology(self, topology: str, task: str, **options: Any) -> Any:
+        """An awaitable running agents on ``task`` (``run_topology`` hook; the agents plugin answers).
+
+        :param topology: ``single``, ``vertical`` or ``horizontal``.
+        :param options: the hook's other arguments (``task_type``, ``subtasks``, ``strategies``,
+            ``merge_strategy``, ``verifier``, ``run_id``, ``session``, ``budget``, ``model``,
+            ``ask_policy``, ``on_event``); missing ones are None.
+        :raises UsageError: no plugin runs agents (the agents plugin is blocked).
+        """
+        from opensage.errors import UsageError
+
+        names = ("task_type", "subtasks", "strategies", "merge_strategy", "verifier", "run_id", "session",
+                 "budget", "model", "ask_policy", "on_event")
+        unknown = set(options) - set(names)
+        if unknown:
+            raise TypeError(f"run_topology: unknown options {sorted(unknown)}")
+        runner = self.pm.hook.run_topology(host=self, topology=topology, task=task,
+                                           **{n: options.get(n) for n in names})
+        if runner is None:
+            raise UsageError("no plugin runs agents (the agents plugin is blocked or not installed); "
+                             "enable it to run a task.")
+        return runner
+
+    def remember_run(self, report: Any) -> dict[str, str]:
+        """Record a coordinated run in memory (``remember_run`` hook; graph memory answers).
+
+        :returns: ``{role: node id}``; empty when no plugin keeps memory (graph-memory blocked).
+        """
+        return self.pm.hook.remember_run(host=self, report=report) or {}
+
+    def agent_stats(self) -> list[dict[str, Any]]:
+        """Run totals per (agent, task type) from the ``agent_stats`` hook; empty when no plugin keeps them."""
+        return self.pm.hook.agent_stats(host=self) or []
+
     def session(self, session_id: str | None = None, source: str = "cli") -> Session:
         """Get or create the session ``session_id`` (a new id when None); not started."""
         sid = session_id or f"{source}-{uuid.uuid4().hex[:12]}"

@@ -33,6 +33,14 @@ __all__ = [
 ]
 
 STATE_DIR = ".opencode"
+
+
+def new_run_id() -> str:
+    """The id of an agent run (a folder name under ``.opencode/runs``): ``YYYYmmdd-HHMMSS-<6 hex>``,
+    sortable and unique."""
+    import uuid
+
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 

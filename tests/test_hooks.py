@@ -352,3 +352,134 @@ def test_third_party_plugin_loads_from_entry_point(tmp_path, project):
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "hello sage"
+
+
+def test_hook_classify_task(workspace):
+    assert Host(workspace).classify_task("Fix the flaky login test") == "fix"  # the agent registry answers
+
+    class Docs:
+        @hookimpl(tryfirst=True)
+        def classify_task(self, task):
+            return "document" if task.startswith("docs:") else None
+
+    host = Host(workspace, plugins=[Docs()])
+    assert host.classify_task("docs: fix the typo in the README") == "document"
+    assert host.classify_task("Fix the flaky login test") == "fix"
+    assert Host(workspace, blocked=["agent-registry"]).classify_task("Fix the flaky login test") == "implement"
+
+
+def test_hook_recommend_agent(workspace):
+    from opensage.types import AgentResult
+
+    host = Host(workspace)
+    assert host.recommend_agent("fix the parser crash", "fix", ["fixer"]) is None  # no run yet: generate
+    host.agent_run_finished("fixer", "fix", AgentResult(agent="fixer", task="fix the parser crash", success=True))
+    assert host.recommend_agent("fix the parser crash", "fix", ["fixer"]) == "fixer"
+    assert host.recommend_agent("fix the parser crash", "fix", ["other"]) is None
+
+    class Prefer:
+        @hookimpl(tryfirst=True)
+        def recommend_agent(self, host, task, task_type, candidates):
+            return "reviewer" if "reviewer" in candidates else None
+
+    assert Host(workspace, plugins=[Prefer()]).recommend_agent("fix it", "fix", ["fixer", "reviewer"]) == "reviewer"
+    assert Host(workspace, blocked=["agent-registry"]).recommend_agent("fix the parser crash", "fix", ["fixer"]) is None
+
+
+def test_hook_agent_run_finished(workspace, caplog):
+    from opensage.types import AgentResult
+
+    seen = []
+
+    class Listener:
+        @hookimpl
+        def agent_run_finished(self, host, agent, task_type, result):
+            seen.append((agent, task_type, result.success, result.latency_ms))
+
+    class Broken:
+        @hookimpl
+        def agent_run_finished(self, host, agent, task_type, result):
+            raise RuntimeError("listener bug")
+
+    host = Host(workspace, plugins=[Listener(), Broken()])
+    result = AgentResult(agent="tester", task="write tests", success=False, latency_ms=12.5, error="boom")
+    with caplog.at_level(logging.ERROR):
+        host.agent_run_finished("tester", "test", result)
+    assert seen == [("tester", "test", False, 12.5)]
+    assert "listener bug" in caplog.text
+    rows = [r for r in host.agent_stats() if r["name"] == "tester"]  # the registry recorded it too
+    assert rows and rows[0]["totalTasks"] == 1 and rows[0]["successCount"] == 0
+
+
+def test_hook_agent_stats(workspace):
+    from opensage.types import AgentResult
+
+    host = Host(workspace)
+    assert host.agent_stats() == []
+    host.agent_run_finished("fixer", "fix", AgentResult(agent="fixer", task="fix x", success=True, cost_usd=0.5))
+    [row] = host.agent_stats()
+    assert row["name"] == "fixer" and row["totalTasks"] == 1 and row["totalCost"] == 0.5
+
+    class Fixed:
+        @hookimpl(tryfirst=True)
+        def agent_stats(self, host):
+            return [{"name": "ghost", "taskType": "fix", "totalTasks": 7, "successCount": 7,
+                     "totalCost": 0.0, "avgLatency": 1.0}]
+
+    assert Host(workspace, plugins=[Fixed()]).agent_stats()[0]["name"] == "ghost"
+    assert Host(workspace, blocked=["agent-registry"]).agent_stats() == []
+
+
+def test_hook_run_topology(workspace):
+    from opensage.commands import run_async
+    from opensage.errors import UsageError
+
+    seen = []
+
+    class DryRun:
+        @hookimpl(tryfirst=True)
+        def run_topology(self, host, topology, task, subtasks, budget):
+            seen.append((topology, task, subtasks, budget))
+
+            async def outcome():
+                return {"success": True, "output": f"would run {task!r} as {topology}"}
+            return outcome()
+
+    host = Host(workspace, plugins=[DryRun()])
+    out = run_async(host.run_topology("vertical", "split the parser", subtasks=["lex", "parse"],
+                                      budget={"steps": 3}))
+    assert out == {"success": True, "output": "would run 'split the parser' as vertical"}
+    assert seen == [("vertical", "split the parser", ["lex", "parse"], {"steps": 3})]
+    # the agents plugin answers by default (a coroutine); blocked, nobody runs agents: a clear UsageError
+    coro = Host(workspace).run_topology("single", "x")
+    assert hasattr(coro, "__await__")
+    coro.close()
+    with pytest.raises(UsageError, match="no plugin runs agents"):
+        Host(workspace, blocked=["agents"]).run_topology("single", "fix the bug")
+
+
+def test_hook_remember_run(workspace):
+    from types import SimpleNamespace
+
+    from opensage.types import NO_AGENT, AgentResult
+
+    plan = SimpleNamespace(task="Add a --verbose flag", task_type="implement", topology="single", steps=[],
+                           strategies=[], merge_strategy=None, analysis=SimpleNamespace(complexity="low"),
+                           text=lambda: "single: one small change")
+    report = SimpleNamespace(run_id="20260101-000000-abcdef", plan=plan, success=True, output="done",
+                             error=None, tokens=10, cost_usd=0.0, latency_ms=5.0, files_changed=["cli.py"],
+                             failed_step=None, agents=["flagger", NO_AGENT],
+                             results=[AgentResult(agent="flagger", task="t", success=True),
+                                      AgentResult(agent=NO_AGENT, task="t")])
+    host = Host(workspace)
+    ids = host.remember_run(report)  # graph memory answers
+    assert set(ids) == {"task", "plan", "outcome", "agent:flagger", "file:cli.py"}
+    assert "Add a --verbose flag" in host.run("memory-query", {"query": "verbose flag"}).text
+
+    class Elsewhere:
+        @hookimpl(tryfirst=True)
+        def remember_run(self, host, report):
+            return {"task": "ext-1"}
+
+    assert Host(workspace, plugins=[Elsewhere()]).remember_run(report) == {"task": "ext-1"}
+    assert Host(workspace, blocked=["graph-memory"]).remember_run(report) == {}

@@ -16,6 +16,13 @@ Permission = Literal["allow", "ask", "deny"]
 #: ``opensage.plugins.agent_registry.registry.classify_task`` is the model-free fallback).
 TASK_TYPES = ("implement", "fix", "test", "refactor", "document", "analyze", "research")
 
+#: How a horizontal ensemble picks its result (the agents plugin implements them; the
+#: coordinator validates a requested one before any model call).
+MERGE_STRATEGIES = ("majority_vote", "llm_judge", "best_score")
+
+#: Agent name shown for a step or member whose agent could not be generated.
+NO_AGENT = "(no agent)"
+
 
 class AgentSpec(BaseModel):
     """A generated agent, as the model writes it and the hosts load it.

@@ -50,10 +50,15 @@ class CommandResult:
 
 @dataclass
 class CommandContext:
-    """Everything a command handler may use: the host, the workspace and the session."""
+    """Everything a command handler may use: the host, the workspace and the session.
+
+    :param agent: the name of the agent calling, when a tool is called from an agent run
+        (``""`` otherwise); graph memory's ``memory_add`` tool records it as the source.
+    """
 
     host: "Host"
     session: "Session | None" = None
+    agent: str = ""
 
     @property
     def workspace(self) -> "Workspace":

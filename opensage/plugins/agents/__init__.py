@@ -22,3 +22,14 @@ def register_commands(register):
     for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             register(command)
+
+
+@hookimpl
+def run_topology(host, topology, task, task_type, subtasks, strategies, merge_strategy, verifier, run_id,
+                 session, budget, model, ask_policy, on_event):
+    """The coroutine :func:`topology.run_plan` (an agent, a vertical chain or a horizontal ensemble)."""
+    from opensage.plugins.agents.topology import run_plan
+
+    return run_plan(host, topology, task, task_type=task_type, subtasks=subtasks, strategies=strategies,
+                    merge_strategy=merge_strategy, verifier=verifier, run_id=run_id, session=session,
+                    budget=budget, model=model, ask_policy=ask_policy or "deny", on_event=on_event)

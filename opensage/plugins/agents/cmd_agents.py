@@ -54,7 +54,6 @@ def list_generated(args: ListAgentsArgs, ctx: CommandContext) -> CommandResult:
     """``@list-agents``: every generated agent with its versions and registry totals (runs,
     successes, cost in USD, latency in ms).
     """
-    from opensage.plugins.agent_registry.registry import AgentRegistry
     from opensage.plugins.agents.files import agent_versions, list_agents
 
     agents = list_agents(ctx.workspace)
@@ -62,7 +61,7 @@ def list_generated(args: ListAgentsArgs, ctx: CommandContext) -> CommandResult:
         return CommandResult(text="No generated agents yet. Create one with @generate-agent task=\"...\".",
                              data={"agents": []})
     totals: dict[str, dict] = {}
-    for row in AgentRegistry(ctx.workspace).stats():
+    for row in ctx.host.agent_stats():
         t = totals.setdefault(row["name"], {"runs": 0, "successes": 0, "costUsd": 0.0, "latencyMs": 0.0})
         t["runs"] += row["totalTasks"]
         t["successes"] += row["successCount"]

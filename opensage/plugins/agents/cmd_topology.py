@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
+from opensage.commands import run_async
 from opensage.types import ArgModel, Command, CommandContext, CommandResult
 
 
-def run_async(coro) -> Any:
-    """Run ``coro`` to completion from sync code, also when an event loop is already running
-    (an MCP server): then it runs on a fresh loop in a worker thread."""
-    import asyncio  # imported here: asyncio costs tens of ms and most commands never need it
-    import concurrent.futures
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def _budget(steps: int | None, max_cost_usd: float | None, model: str | None = None):
-    """The :class:`~opensage.runner.Budget` of a topology command.
+    """The :class:`~opensage.plugins.agents.runner.Budget` of a topology command.
 
     :raises UsageError: ``max_cost_usd`` given for a model without a known price
         (see :func:`opensage.llm.require_price`).
     """
-    from opensage.runner import Budget
+    from opensage.plugins.agents.runner import Budget
 
     budget = Budget(steps=steps)
     if max_cost_usd is not None:

@@ -26,7 +26,6 @@ N+2, never a lost update.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import shutil
-import time
 import uuid
 from collections import Counter
 from contextvars import ContextVar
@@ -40,8 +39,9 @@ from opensage import protected
 from opensage.camel import camel, camel_dict
 from opensage.errors import ModelError, OpenSageError, UsageError
 from opensage.ignore import IgnoreRules, walk as walk_project
-from opensage.runner import AgentRunner, Budget, run_shell, tree_snapshot
-from opensage.types import AgentResult, AgentSpec
+from opensage.plugins.agents.runner import AgentRunner, Budget, run_shell, tree_snapshot
+from opensage.store import new_run_id
+from opensage.types import MERGE_STRATEGIES, NO_AGENT, AgentResult, AgentSpec
 
 if TYPE_CHECKING:
     from opensage.host import Host, Session
@@ -65,19 +65,11 @@ __all__ = [
 ]
 
 MergeStrategy = Literal["majority_vote", "llm_judge", "best_score"]
-MERGE_STRATEGIES: tuple[str, ...] = ("majority_vote", "llm_judge", "best_score")
 #: Characters of a step's output passed on to the next step.
 SUMMARY_CHARS = 600
 DEFAULT_VERIFIER = "python -m pytest -q"
-#: Agent name shown for a step or member whose agent could not be generated.
-NO_AGENT = "(no agent)"
 
 Emit = Callable[[dict], None]
-
-
-def new_run_id() -> str:
-    """``YYYYmmdd-HHMMSS-<6 hex>``: sortable and unique."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -337,10 +329,8 @@ def _text(path: Path) -> str:
 
 
 # -- agents: reuse from the registry or generate -------------------------------------------
-def _classify(task: str) -> str:
-    from opensage.plugins.agent_registry.registry import classify_task
-
-    return classify_task(task)
+def _classify(host: "Host", task: str) -> str:
+    return host.classify_task(task)
 
 
 def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str = "subagent",
@@ -348,7 +338,7 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
     """The agent for ``task``: the registry's recommendation when one fits, else a new one.
 
     Only generated agents whose files still exist are candidates; the registry decides
-    (see :meth:`AgentRegistry.recommend_agent`: an upper confidence bound on the success
+    (the ``recommend_agent`` hook; the agent registry answers with an upper confidence bound on the success
     rate, weighted by similarity to past tasks and with a prior from the agent's other
     task types), and None from it means "generate".
 
@@ -356,14 +346,13 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
     :returns: (spec, reused) — ``reused`` is True when an existing agent was loaded.
     :raises ModelError: generating the agent failed (nothing written).
     """
-    from opensage.plugins.agent_registry.registry import AgentRegistry
     from opensage.plugins.agents.files import list_agents, load_agent
     from opensage.plugins.agents.generate import generate_agent
 
     existing = [a.name for a in list_agents(host.workspace)]
     name = None
     if existing:
-        name = AgentRegistry(host.workspace).recommend_agent(task, task_type or _classify(task), candidates=existing)
+        name = host.recommend_agent(task, task_type or _classify(host, task), existing)
     if name:
         try:
             return load_agent(host.workspace, name), True
@@ -374,17 +363,8 @@ def pick_agent(host: "Host", task: str, *, specialization: str = "", mode: str =
 
 
 def record_result(host: "Host", spec: AgentSpec, result: AgentResult, task_type: str | None = None) -> None:
-    """Record one agent run in the registry (success, cost USD, latency ms, tokens)."""
-    from opensage.plugins.agent_registry.registry import AgentRegistry
-
-    context = {"steps": result.steps, "filesChanged": result.files_changed}
-    if result.error:
-        context["error"] = result.error
-    AgentRegistry(host.workspace).record(
-        agent=spec.name, task_type=task_type or _classify(result.task or spec.task),
-        success=result.success, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
-        tokens=result.tokens, task=result.task, context=context,
-    )
+    """Announce one finished agent run (``agent_run_finished`` hook; the agent registry records it)."""
+    host.agent_run_finished(spec.name, task_type or _classify(host, result.task or spec.task), result)
 
 
 # -- vertical ----------------------------------------------------------------------------
@@ -943,3 +923,75 @@ async def horizontal(
         report.applied, report.conflicts = await asyncio.to_thread(copies[report.chosen - 1].apply)
     emit({"kind": "merged", "chosen": report.chosen, "success": report.success, "applied": report.applied})
     return report
+
+
+# -- one entry for the coordinator (the run_topology hook) ---------------------------------
+async def run_plan(host: "Host", topology: str, task: str, *, task_type: str | None = None,
+                   subtasks: list[str] | None = None, strategies: list[str] | None = None,
+                   merge_strategy: str | None = None, verifier: str | None = None, run_id: str | None = None,
+                   session: "Session | None" = None, budget: "Budget | dict | None" = None,
+                   model: str | None = None, ask_policy: Literal["allow", "deny"] = "deny",
+                   on_event: Emit | None = None) -> dict[str, Any]:
+    """Run ``task`` as one agent, a vertical chain or a horizontal ensemble; every agent run is
+    announced (``agent_run_finished``).
+
+    :param budget: a :class:`Budget`, or a dict of its fields (``steps``, ``max_cost_usd``
+        USD...), or None for the defaults.
+    :returns: ``{"success", "error", "failed_step", "results": [AgentResult], "agents": [name],
+        "files_changed", "output", "detail", "tokens", "cost_usd"`` (merge spend only: agent
+        spend is in ``results``)``, "subtasks", "strategies", "merge_strategy"}``.
+    :raises ModelError: a plan (subtasks, strategies) could not be produced.
+    """
+    if isinstance(budget, dict):
+        budget = Budget(**budget)
+    emit = on_event or (lambda e: None)
+    run_id = run_id or new_run_id()
+    out: dict[str, Any] = {"success": False, "error": None, "failed_step": None, "results": [], "agents": [],
+                           "files_changed": [], "output": "", "detail": {}, "tokens": 0, "cost_usd": 0.0,
+                           "subtasks": subtasks, "strategies": strategies, "merge_strategy": merge_strategy}
+    if topology == "vertical":
+        chain = await vertical(host, task, subtasks, session=session, budget=budget, model=model,
+                               ask_policy=ask_policy, run_id=run_id, on_event=emit)
+        out.update(success=chain.success, failed_step=chain.failed_step, error=chain.reason,
+                   results=[s.result for s in chain.steps], agents=[s.agent for s in chain.steps],
+                   files_changed=chain.files_changed,
+                   output=chain.steps[-1].result.output if chain.steps else "",
+                   detail=chain.as_dict(), subtasks=chain.subtasks)
+    elif topology == "horizontal":
+        ens = await horizontal(host, task, strategies, merge_strategy, verifier=verifier,
+                               session=session, budget=budget, model=model, ask_policy=ask_policy,
+                               run_id=run_id, on_event=emit)
+        out.update(success=ens.success, error=None if ens.success else ens.reason,
+                   results=[m.result for m in ens.members], agents=[m.agent for m in ens.members],
+                   files_changed=ens.applied, output=ens.answer, detail=ens.as_dict(),
+                   tokens=ens.merge_tokens, cost_usd=ens.merge_cost_usd,
+                   strategies=[m.strategy for m in ens.members], merge_strategy=ens.merge_strategy)
+    else:
+        try:
+            spec, reused = await asyncio.to_thread(pick_agent, host, task, task_type=task_type)
+        except ModelError as exc:
+            result = AgentResult(agent=NO_AGENT, task=task, error=f"no agent for the task: {exc}")
+            out.update(error=result.error, failed_step=1, results=[result], agents=[NO_AGENT],
+                       detail={"topology": "single", "agent": None})
+            return out
+        emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": task, "reused": reused})
+        scratch = await asyncio.to_thread(ScratchCopy.create, host.workspace.root,
+                                          host.workspace.state_dir / "runs" / run_id / slug(spec.name, 30))
+        runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
+                             model=model, ask_policy=ask_policy,
+                             on_event=lambda e: emit({**e, "step_index": 1}))
+        result = await runner.arun(task)
+        await asyncio.to_thread(record_result, host, spec, result, task_type)
+        applied, conflicts = [], []
+        if result.success:
+            applied, conflicts = await asyncio.to_thread(scratch.apply)
+            await asyncio.to_thread(scratch.remove)
+        out.update(success=result.success, error=result.error, failed_step=None if result.success else 1,
+                   results=[result], agents=[spec.name], output=result.output, files_changed=applied,
+                   detail={"topology": "single", "agent": spec.name, "reused": reused,
+                           "scratch": None if result.success and not scratch.kept else str(scratch.path),
+                           "applied": applied, "conflicts": conflicts,
+                           "refused": [{"path": p, "reason": r} for p, r in scratch.refused]})
+        emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success,
+              "applied": applied, "error": result.error})
+    return out

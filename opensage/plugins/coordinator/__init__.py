@@ -31,13 +31,19 @@ def coordinate_cmd(args: CoordinateArgs, ctx: CommandContext) -> CommandResult:
     :raises ModelNotConfigured: no model configured.
     :raises ModelError: the analysis failed.
     """
-    from opensage.plugins.agents.cmd_topology import _budget, run_async
+    from opensage.commands import run_async
     from opensage.plugins.coordinator.coordinator import coordinate
 
+    budget = {"steps": args.steps}  # the agents plugin's Budget fields (run_topology hook)
+    if args.max_cost_usd is not None:
+        from opensage import llm
+
+        llm.require_price(None, "maxCostUsd")  # UsageError before any model call, as the topology commands
+        budget["max_cost_usd"] = args.max_cost_usd
     report = run_async(coordinate(
         ctx.host, args.task, plan_only=args.plan_only,
         topology=None if args.topology == "auto" else args.topology,
-        budget=_budget(args.steps, args.max_cost_usd), session=ctx.session, ask_policy="allow",
+        budget=budget, session=ctx.session, ask_policy="allow",
     ))
     return CommandResult(text=report_text(report), data=report.as_dict(),
                          success=report.success or not report.executed)

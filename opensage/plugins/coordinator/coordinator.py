@@ -7,7 +7,7 @@
 2. **Choose** — :func:`choose_plan` applies three stated rules (see its docstring) and
    writes the reason into the plan.
 3. **Execute** — single agent, vertical chain or horizontal ensemble
-   (:mod:`opensage.plugins.agents.topology`); every agent works in a scratch copy and
+   (the agents plugin, asked through the ``run_topology`` hook); every agent works in a scratch copy and
    its changes reach the workspace only when it succeeds.
 4. **Record** — each agent run goes to the registry (``agent-metrics.json``), and the run
    to graph memory: ``task``, ``plan``, ``agent``, ``outcome`` and ``file`` nodes joined by
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from opensage.camel import camel, camel_dict
-from opensage.errors import ModelError, UsageError
+from opensage.errors import UsageError
 from opensage.ignore import walk as walk_project
-from opensage.runner import AgentRunner, Budget
-from opensage.types import AgentResult
+from opensage.store import new_run_id
+from opensage.types import MERGE_STRATEGIES, AgentResult
 
 if TYPE_CHECKING:
     from opensage.host import Host, Session
@@ -47,10 +47,9 @@ def _task_types() -> tuple[str, ...]:
     return tuple(TASK_TYPES)
 
 
-def _classify(task: str) -> str:
-    from opensage.plugins.agents.topology import _classify as classify
-
-    return classify(task)
+def _classify(host: "Host", task: str) -> str:
+    """The model-free task type of ``task``, from the ``classify_task`` hook (the agent registry)."""
+    return host.classify_task(task)
 
 
 class TaskAnalysis(BaseModel):
@@ -173,7 +172,7 @@ async def analyse(host: "Host", task: str, model: str | None = None,
                                 TaskAnalysis, model=model, on_retry=on_retry)
     analysis = res.value
     if analysis.task_type not in types:
-        analysis.task_type = _classify(task)
+        analysis.task_type = _classify(host, task)
     return analysis, res.usage
 
 
@@ -248,75 +247,33 @@ async def execute(
     *,
     run_id: str,
     session: "Session | None" = None,
-    budget: Budget | None = None,
+    budget: Any = None,
     model: str | None = None,
     ask_policy: Literal["allow", "deny"] = "deny",
     on_event: Emit | None = None,
 ) -> RunReport:
-    """Run ``plan``; every agent run is recorded in the registry. Raises ModelError on planning failures."""
-    from opensage.plugins.agents import topology as topo
+    """Run ``plan`` through the agents plugin (``run_topology`` hook); every agent run is recorded
+    in the registry (``agent_run_finished``).
 
+    :raises ModelError: a plan (subtasks, strategies) could not be produced.
+    :raises UsageError: no plugin runs agents (the agents plugin is blocked).
+    """
     emit = on_event or (lambda e: None)
     started = time.perf_counter()
     report = RunReport(run_id, plan, False)
+    out = await host.run_topology(
+        plan.topology, plan.task, task_type=plan.task_type, subtasks=plan.steps, strategies=plan.strategies,
+        merge_strategy=plan.merge_strategy, verifier=plan.verifier, run_id=run_id, session=session,
+        budget=budget, model=model, ask_policy=ask_policy, on_event=emit)
+    report.success, report.error, report.failed_step = out["success"], out["error"], out["failed_step"]
+    report.results, report.agents = out["results"], out["agents"]
+    report.files_changed, report.output, report.detail = out["files_changed"], out["output"], out["detail"]
+    report.tokens += out["tokens"]
+    report.cost_usd += out["cost_usd"]
     if plan.topology == "vertical":
-        chain = await topo.vertical(host, plan.task, plan.steps, session=session, budget=budget, model=model,
-                                    ask_policy=ask_policy, run_id=run_id, on_event=emit)
-        report.success, report.failed_step = chain.success, chain.failed_step
-        report.error = chain.reason
-        report.results = [s.result for s in chain.steps]
-        report.agents = [s.agent for s in chain.steps]
-        report.files_changed = chain.files_changed
-        report.output = chain.steps[-1].result.output if chain.steps else ""
-        report.detail = chain.as_dict()
-        plan.steps = chain.subtasks
+        plan.steps = out["subtasks"]
     elif plan.topology == "horizontal":
-        ens = await topo.horizontal(host, plan.task, plan.strategies, plan.merge_strategy, verifier=plan.verifier,
-                                    session=session, budget=budget, model=model, ask_policy=ask_policy,
-                                    run_id=run_id, on_event=emit)
-        report.success = ens.success
-        report.error = None if ens.success else ens.reason
-        report.results = [m.result for m in ens.members]
-        report.agents = [m.agent for m in ens.members]
-        report.files_changed = ens.applied
-        report.output = ens.answer
-        report.detail = ens.as_dict()
-        report.tokens += ens.merge_tokens
-        report.cost_usd += ens.merge_cost_usd
-        plan.strategies = [m.strategy for m in ens.members]
-        plan.merge_strategy = ens.merge_strategy
-    else:
-        try:
-            spec, reused = await asyncio.to_thread(topo.pick_agent, host, plan.task, task_type=plan.task_type)
-        except ModelError as exc:
-            result = AgentResult(agent=topo.NO_AGENT, task=plan.task, error=f"no agent for the task: {exc}")
-            report.error, report.failed_step, report.results = result.error, 1, [result]
-            report.agents = [topo.NO_AGENT]
-            report.detail = {"topology": "single", "agent": None}
-        else:
-            emit({"kind": "agent", "step": 1, "agent": spec.name, "subtask": plan.task, "reused": reused})
-            scratch = await asyncio.to_thread(topo.ScratchCopy.create, host.workspace.root,
-                                              host.workspace.state_dir / "runs" / run_id / topo.slug(spec.name, 30))
-            runner = AgentRunner(host, spec, root=scratch.path, session=session, budget=budget or Budget(),
-                                 model=model, ask_policy=ask_policy,
-                                 on_event=lambda e: emit({**e, "step_index": 1}))
-            result = await runner.arun(plan.task)
-            await asyncio.to_thread(topo.record_result, host, spec, result, plan.task_type)
-            applied, conflicts = [], []
-            if result.success:
-                applied, conflicts = await asyncio.to_thread(scratch.apply)
-                await asyncio.to_thread(scratch.remove)
-            report.success, report.error = result.success, result.error
-            if not result.success:
-                report.failed_step = 1
-            report.results, report.agents = [result], [spec.name]
-            report.output, report.files_changed = result.output, applied
-            report.detail = {"topology": "single", "agent": spec.name, "reused": reused,
-                             "scratch": None if result.success and not scratch.kept else str(scratch.path),
-                             "applied": applied, "conflicts": conflicts,
-                             "refused": [{"path": p, "reason": r} for p, r in scratch.refused]}
-            emit({"kind": "step_done", "step": 1, "agent": spec.name, "success": result.success,
-                  "applied": applied, "error": result.error})
+        plan.strategies, plan.merge_strategy = out["strategies"], out["merge_strategy"]
     report.tokens += sum(r.tokens for r in report.results)
     report.cost_usd += sum(r.cost_usd for r in report.results)
     report.latency_ms = (time.perf_counter() - started) * 1000
@@ -324,51 +281,9 @@ async def execute(
 
 
 def record_run(host: "Host", report: RunReport) -> dict[str, str]:
-    """Write the run to graph memory in one transaction; returns ``{role: node id}``.
-
-    Nodes: ``task`` (label = the task text, cut to 200 characters), ``plan`` and
-    ``outcome`` (label ``<kind> <run-id>``), one ``agent`` per agent, one ``file`` per
-    changed file. Edges: task -planned_as-> plan, plan -uses-> agent, plan -produced->
-    outcome, agent -contributed_to-> outcome, outcome -touches-> file.
-    """
-    from opensage.plugins.agents.topology import NO_AGENT
-    from opensage.plugins.graph_memory.graph import graph_for
-
-    graph = graph_for(host)
-    plan = report.plan
-    ids: dict[str, str] = {}
-    with host.db.transaction():
-        task_label = plan.task if len(plan.task) <= 200 else plan.task[:197] + "..."
-        task, _ = graph.upsert_node("task", task_label, plan.task,
-                                    {"taskType": plan.task_type, "complexity": plan.analysis.complexity,
-                                     "lastRun": report.run_id})
-        plan_node, _ = graph.upsert_node("plan", f"plan {report.run_id}", plan.text(),
-                                         {"topology": plan.topology, "runId": report.run_id,
-                                          "steps": plan.steps, "strategies": plan.strategies,
-                                          "mergeStrategy": plan.merge_strategy})
-        outcome_text = (f"{'succeeded' if report.success else 'failed'}: "
-                        f"{(report.output if report.success else report.error or '')[:1000]}")
-        outcome, _ = graph.upsert_node("outcome", f"outcome {report.run_id}", outcome_text, {
-            "success": report.success, "tokens": report.tokens, "costUsd": report.cost_usd,
-            "latencyMs": report.latency_ms, "filesChanged": report.files_changed,
-            "failedStep": report.failed_step, "runId": report.run_id,
-        })
-        graph.upsert_edge(task.id, plan_node.id, "planned_as", 1.0, {"runId": report.run_id})
-        graph.upsert_edge(plan_node.id, outcome.id, "produced", 1.0)
-        ids.update(task=task.ref, plan=plan_node.ref, outcome=outcome.ref)
-        for i, (name, result) in enumerate(zip(report.agents, report.results), 1):
-            if name == NO_AGENT:
-                continue
-            agent, _ = graph.upsert_node("agent", name, "", {"lastRun": report.run_id})
-            graph.upsert_edge(plan_node.id, agent.id, "uses", 1.0, {"position": i, "task": result.task[:300]})
-            graph.upsert_edge(agent.id, outcome.id, "contributed_to", 1.0 if result.success else 0.2,
-                              {"success": result.success, "error": result.error, "tokens": result.tokens})
-            ids[f"agent:{name}"] = agent.ref
-        for path in report.files_changed:
-            node, _ = graph.upsert_node("file", path, "", {"lastRun": report.run_id})
-            graph.upsert_edge(outcome.id, node.id, "touches", 1.0)
-            ids[f"file:{path}"] = node.ref
-    return ids
+    """Hand the finished run to graph memory (``remember_run`` hook); returns ``{role: node id}``
+    (empty when no plugin keeps memory)."""
+    return host.remember_run(report)
 
 
 async def coordinate(
@@ -382,7 +297,7 @@ async def coordinate(
     merge_strategy: str | None = None,
     verifier: str | None = None,
     session: "Session | None" = None,
-    budget: Budget | None = None,
+    budget: Any = None,
     model: str | None = None,
     ask_policy: Literal["allow", "deny"] = "deny",
     on_event: Emit | None = None,
@@ -394,7 +309,6 @@ async def coordinate(
     :raises ModelError: the analysis, a plan or an agent could not be produced.
     """
     from opensage import llm
-    from opensage.plugins.agents.topology import MERGE_STRATEGIES, new_run_id
 
     if not task or not task.strip():
         raise UsageError('the task is empty; say what to do, e.g. opensage run "add a --verbose flag".')

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from opensage.hookspecs import hookimpl
-from opensage.runner import AgentRunner, Budget
+from opensage.plugins.agents.runner import AgentRunner, Budget
 from opensage.types import AgentSpec, Tool
 
 CALC = '''def parse_age(text):

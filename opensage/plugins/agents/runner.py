@@ -14,9 +14,10 @@ Built-in tools (names as in :data:`opensage.types.BUILTIN_TOOLS`):
   are read-only;
 * ``shell`` — one command line run by :func:`opensage.sandbox.run` with the agent's root
   as the only writable directory and no network;
-* ``memory_query``, ``memory_add`` — the workspace's graph memory;
+* ``memory_query``, ``memory_add`` — the workspace's graph memory, contributed by the
+  graph-memory plugin through ``register_tools`` (absent when that plugin is blocked);
 
-plus every tool registered by plugins (``register_tools``: generated tools).
+plus every other tool registered by plugins (``register_tools``: generated tools).
 
 Which tools an agent gets comes from :attr:`AgentSpec.tools` (``allow``/``ask``/``deny``;
 a tool not listed is denied). ``ask`` has nobody to ask standalone, so it follows
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import hashlib
 import re
 import time
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from opensage.errors import ModelError, OpenSageError
 from opensage.ignore import DEFAULT_IGNORED_DIRS, walk as walk_project
-from opensage.types import AgentResult, AgentSpec, CommandContext, SessionEvent, Tool
+from opensage.types import BUILTIN_TOOLS, AgentResult, AgentSpec, CommandContext, SessionEvent, Tool
 
 if TYPE_CHECKING:
     from opensage.host import Host, Session
@@ -153,24 +155,10 @@ def _tool_defs() -> dict[str, dict[str, Any]]:
                 "timeout_s": {"type": "number", "description": "wall-clock limit in seconds", "minimum": 1},
             }, ["command"]),
         },
-        "memory_query": {
-            "description": "Search the project's graph memory (code, decisions, past runs) by keywords.",
-            "parameters": s({
-                "query": {"type": "string"},
-                "limit": {"type": "integer", "default": 8, "minimum": 1, "maximum": 50},
-            }, ["query"]),
-        },
-        "memory_add": {
-            "description": "Remember a fact in the project's graph memory as a node (same type+label updates it).",
-            "parameters": s({
-                "type": {"type": "string", "description": "lowercase word: concept, decision, code, answer..."},
-                "label": {"type": "string", "description": "short unique name"},
-                "content": {"type": "string"},
-            }, ["type", "label"]),
-        },
     }
 
 
+#: The loop's own tools (confined to the agent's root); ``memory_*`` come from ``register_tools``.
 BUILTIN_DEFS = _tool_defs()
 
 
@@ -216,9 +204,14 @@ class AgentRunner:
         granted = {"allow"} | ({"ask"} if self.ask_policy == "allow" else set())
         names = [n for n in BUILTIN_DEFS if self.spec.tools.get(n) in granted]
         self._extra = {}
-        generated = self.host.tools(self.session)
-        for name, tool in generated.items():
-            if name in BUILTIN_DEFS:
+        registered = self.host.tools(self.session)
+        # built-in names registered by plugins (graph memory's memory_*): granted by name only
+        for name in BUILTIN_TOOLS:
+            if name not in BUILTIN_DEFS and name in registered and self.spec.tools.get(name) in granted:
+                self._extra[name] = registered[name]
+                names.append(name)
+        for name, tool in registered.items():
+            if name in BUILTIN_TOOLS:
                 continue
             if self.spec.tools.get(name) in granted or self.spec.tools.get("*") in granted:
                 self._extra[name] = tool
@@ -349,9 +342,13 @@ class AgentRunner:
                     "Call it again with a JSON object of its parameters, e.g. {\"path\": \"README.md\"}.")
         await asyncio.to_thread(self._record, SessionEvent(kind="tool_call", tool=name, args=arguments,
                                                            role=self.spec.name))
-        if name in BUILTIN_DEFS:
+        if name in BUILTIN_TOOLS:
+            if name in BUILTIN_DEFS:
+                call = functools.partial(getattr(self, f"_tool_{name}"), **arguments)
+            else:
+                call = functools.partial(self._extra[name].run, arguments, self._context())
             try:
-                text = await asyncio.to_thread(getattr(self, f"_tool_{name}"), **arguments)
+                text = await asyncio.to_thread(call)
             except TypeError as exc:
                 text = f"error: bad arguments for {name}: {exc}"
             except (OpenSageError, OSError, ValueError, re.error) as exc:
@@ -359,9 +356,8 @@ class AgentRunner:
             except Exception as exc:  # model-made input must never crash the run: report it to the model
                 text = f"error: {name} failed: {type(exc).__name__}: {str(exc)[:300]}"
         else:
-            ctx = CommandContext(host=self.host, session=self.session)
             try:
-                text = await asyncio.to_thread(self._extra[name].run, arguments, ctx)
+                text = await asyncio.to_thread(self._extra[name].run, arguments, self._context())
             except Exception as exc:  # plugin code: any failure is reported to the model, not raised
                 text = f"error: tool {name} failed: {type(exc).__name__}: {exc}"
         text = str(text)
@@ -370,6 +366,10 @@ class AgentRunner:
         await asyncio.to_thread(self._record, SessionEvent(kind="tool_result", tool=name, text=text[:4000],
                                                            role=self.spec.name))
         return text
+
+    def _context(self) -> CommandContext:
+        """What a registered tool sees: the host, the session and this agent's name."""
+        return CommandContext(host=self.host, session=self.session, agent=self.spec.name)
 
     def _record(self, event: SessionEvent) -> None:
         """Record a tool call/result as an episode of the session (runs in a worker thread)."""
@@ -482,15 +482,6 @@ class AgentRunner:
             parts.append(f"stderr:\n{result.stderr}")
         return "\n".join(parts)
 
-    def _tool_memory_query(self, query: str, limit: int = 8) -> str:
-        return memory_query(self.host, query, int(limit))
-
-    def _tool_memory_add(self, type: str, label: str, content: str = "") -> str:
-        from opensage.plugins.graph_memory.graph import graph_for
-
-        node, created = graph_for(self.host).upsert_node(type, label, content, {"source": f"agent:{self.spec.name}"})
-        return f"{'added' if created else 'updated'} {node.ref} ({node.type}) {node.label}"
-
 
 def _bounded_answer(text: str) -> str:
     """A final answer cut to :data:`MAX_ANSWER_CHARS` (it is stored in the registry, graph and reports)."""
@@ -513,11 +504,6 @@ def run_shell(command: str, root: Path, timeout_s: float = 120.0, config_root: P
     limits = sandbox.Limits(wall_s=float(timeout_s), cpu_s=max(10, int(timeout_s)))
     return sandbox.run(["bash", "-c", command], cwd=Path(root), writable=[Path(root)], limits=limits,
                        network=False, config=Path(config_root or root))
-
-
-def memory_query(host: "Host", query: str, limit: int = 8) -> str:
-    """Search graph memory with ``@memory-query`` (similarity mode), at most ``limit`` results."""
-    return host.run("memory-query", {"query": query, "max_results": max(1, min(int(limit), 200))}).text
 
 
 async def run_agent(host: "Host", spec: AgentSpec, task: str, **kwargs: Any) -> AgentResult:
