@@ -9,7 +9,7 @@ from pathlib import Path
 
 from opensage.ignore import IgnoreRules
 from opensage.plugins.agents.topology import ScratchCopy
-from opensage.runner import AgentRunner, tree_snapshot
+from opensage.plugins.agents.runner import AgentRunner, tree_snapshot
 from opensage.types import AgentSpec
 
 

@@ -135,7 +135,7 @@ class ScratchCopy:
 
     def changes(self) -> Changes:
         """What differs between the copy now and the source at copy time (by sha256 of each
-        file :func:`~opensage.runner.tree_snapshot` keeps).
+        file :func:`~opensage.plugins.agents.runner.tree_snapshot` keeps).
         """
         now = tree_snapshot(self.path)
         return Changes(
