@@ -311,7 +311,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
     try:
         host = _host(ctx)
         if explain:
-            from opensage.routing import router_for
+            from opensage.plugins.routing.routing import router_for
 
             router, warning = router_for(host.workspace)
             if warning:
@@ -324,7 +324,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
     if route_json or ctx.find_root().obj.get("json"):
         click.echo(json.dumps(decision, ensure_ascii=False))
         return
-    from opensage.routing import format_call
+    from opensage.plugins.routing.routing import format_call
 
     click.echo(f"route       {decision['route']}")
     click.echo(f"confidence  {decision['confidence']:.2f}")
@@ -434,7 +434,7 @@ def memory_import_cmd(ctx: click.Context, path: str | None, markdown_dir: str | 
         if path is not None or markdown_dir is None:
             _fail(UsageError("give either PATH (a memory.jsonl) or --markdown DIR, not both or neither."))
         return _markdown_import(ctx, markdown_dir)
-    from opensage.memory_compat import compat_for, import_jsonl
+    from opensage.plugins.graph_memory.memory_compat import compat_for, import_jsonl
 
     try:
         if path == "-":
@@ -483,7 +483,7 @@ def memory_export_cmd(ctx: click.Context, output: str | None, markdown_dir: str 
             click.echo(f"wrote {counts['written']} node files to {counts['folder']}"
                        + (f"; removed {counts['removed']} files of nodes no longer in memory" if counts["removed"] else ""))
         return
-    from opensage.memory_compat import compat_for, export_jsonl
+    from opensage.plugins.graph_memory.memory_compat import compat_for, export_jsonl
 
     try:
         text = export_jsonl(compat_for(_host(ctx)))

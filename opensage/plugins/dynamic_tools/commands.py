@@ -293,7 +293,8 @@ class AsyncArgs(ArgModel):
 def async_background(args: AsyncArgs, ctx: CommandContext) -> CommandResult:
     from dataclasses import asdict
 
-    from opensage import jobs, sandbox
+    from opensage import sandbox
+    from opensage.plugins.dynamic_tools import jobs
     from opensage.plugins.dynamic_tools.runner import RUN_LIMITS, command_for
 
     tool = store.load(ctx.workspace, args.tool_name)
@@ -334,14 +335,14 @@ def _job_text(info: dict) -> str:
 
 
 def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
-    from opensage import jobs
+    from opensage.plugins.dynamic_tools import jobs
 
     info = jobs.poll(ctx.workspace, ctx.host.db, _job_id(args.job_id))
     return CommandResult(text=_job_text(info), data=info)
 
 
 def cancel_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
-    from opensage import jobs
+    from opensage.plugins.dynamic_tools import jobs
 
     info = jobs.cancel(ctx.workspace, ctx.host.db, _job_id(args.job_id))
     return CommandResult(text=_job_text(info), data=info)

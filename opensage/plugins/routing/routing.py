@@ -30,7 +30,7 @@ Matching (deterministic; a model is asked only by the opt-in tie-break)
 
     2. Meaning: otherwise the request is compared with every route's ``examples``
     (plain sentences): ``COSINE_WEIGHT`` x cosine of static sentence vectors
-    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words.
+    (:mod:`opensage.plugins.routing.route_vectors`) + the rest x idf-weighted overlap of content words.
     A route's similarity is the mean over its :data:`NEAREST_K` nearest examples; the
     most similar route fires when it is not ``none``, reaches its
     ``similarity_threshold``, leads ``none`` by :data:`NONE_MARGIN` and fills its
@@ -82,7 +82,7 @@ __all__ = [
 log = logging.getLogger("opensage.routing")
 
 #: The packaged routes.
-PACKAGED_ROUTES = Path(__file__).resolve().parent / "config" / "intent-routes.yaml"
+PACKAGED_ROUTES = Path(__file__).resolve().parents[2] / "config" / "intent-routes.yaml"
 #: A project's overrides, relative to the workspace state dir (``.opencode/``).
 USER_ROUTES_FILE = "intent-routes.yaml"
 #: The name of the outcome "no OpenSage command fits".
@@ -837,7 +837,7 @@ class Router:
             return self._sem
         with self._lock:
             if not self._sem_ready:
-                from opensage.route_vectors import encoder
+                from opensage.plugins.routing.route_vectors import encoder
 
                 enc = encoder()
                 if enc is not None and self.examples:
