@@ -23,8 +23,6 @@ KNOWN_CIRCLES: list[frozenset[str]] = [
     # graph memory's query / episodes / embeddings / graph modules import each other
     frozenset({f"opensage.plugins.graph_memory.{m}" for m in
                ("embeddings", "episodes", "filters", "graph", "history", "query", "schema")}),
-    # generate validates with the commands' checker; commands calls generate
-    frozenset({"opensage.plugins.dynamic_tools.commands", "opensage.plugins.dynamic_tools.generate"}),
 ]
 
 
