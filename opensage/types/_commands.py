@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
-    from opensage.host import Host, Session
     from opensage.store import Workspace
 
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -52,8 +51,10 @@ class CommandResult:
 class CommandContext:
     """Everything a command handler may use: the host, the workspace and the session."""
 
-    host: "Host"
-    session: "Session | None" = None
+    # an opensage.host.Host and its Session; not imported even for type checkers: types sits
+    # below host in the import graph (host imports types), so naming them here is a circle
+    host: Any
+    session: Any = None
 
     @property
     def workspace(self) -> "Workspace":
