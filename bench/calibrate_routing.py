@@ -18,7 +18,7 @@ on two kinds of requests it has not memorised:
 and the search picks
 
 * the margin by which a route's similarity must beat the ``none`` route's
-  (:data:`opensage.routing.NONE_MARGIN`), and
+  (:data:`opensage.plugins.routing.routing.NONE_MARGIN`), and
 * each route's ``similarity_threshold``,
 
 to minimise ``misses + 3 x false positives`` (a wrong command costs more than a missed
@@ -39,8 +39,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from opensage import routing  # noqa: E402
-from opensage.routing import NONE_ROUTE, PACKAGED_ROUTES, Router, load_routes  # noqa: E402
+from opensage.plugins.routing import routing  # noqa: E402
+from opensage.plugins.routing.routing import NONE_ROUTE, PACKAGED_ROUTES, Router, load_routes  # noqa: E402
 
 TUNING = ["routing_cases.yaml", "routing_holdout.yaml", "routing_fresh.yaml", "routing_unseen.yaml"]
 FP_COST = 3.0

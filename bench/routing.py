@@ -51,7 +51,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from opensage.routing import NONE_ROUTE, PACKAGED_ROUTES, Router, load_routes  # noqa: E402
+from opensage.plugins.routing.routing import NONE_ROUTE, PACKAGED_ROUTES, Router, load_routes  # noqa: E402
 
 SETS = [
     ("tuned", "routing_cases.yaml"),

@@ -70,7 +70,7 @@ def run_chat(host, session_id: str | None = None, stdin: TextIO | None = None, s
 
     :returns: the session id.
     """
-    from opensage.routing import format_call
+    from opensage.plugins.routing.routing import format_call
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

@@ -18,22 +18,9 @@ from typing import Any
 import click
 
 from opensage.errors import OpenSageError, UsageError
+from opensage.hooks import HOOK_EVENTS, fire_hook
 
 __all__ = ["main", "cli"]
-
-HOOK_EVENTS = {
-    "session-start": None,
-    "session-end": None,
-    "compact": None,
-    "event": None,
-    "user-message": "user_message",
-    "assistant-message": "assistant_message",
-    "tool-call": "tool_call",
-    "tool-result": "tool_result",
-    "error": "error",
-    "file-edit": "file_edit",
-}
-
 
 def _host(ctx: click.Context):
     obj = ctx.find_root().obj
@@ -224,49 +211,6 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
         sys.exit(1)
 
 
-def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None = None,
-              source: str | None = None) -> dict[str, Any]:
-    """Fire one hook EVENT (a key of :data:`HOOK_EVENTS`) with its JSON ``payload``.
-
-    :returns: ``{"ok": true, "session_id", "hook"}`` plus ``"context"`` (the text to keep)
-        for ``compact``. When a plugin raised in the hook (the others still ran), ``"ok"``
-        is false and ``"errors"`` lists ``{"plugin", "hook", "error"}``.
-    :raises UsageError: unknown event, no session id, or an invalid event body.
-    """
-    from opensage.host import event_from_json
-
-    if event not in HOOK_EVENTS:
-        raise UsageError(f"unknown hook event {event!r}: use one of {', '.join(sorted(HOOK_EVENTS))}.")
-    payload = dict(payload)
-    sid = session_id or payload.pop("session_id", None) or payload.pop("sessionId", None)
-    if not sid or not isinstance(sid, str):
-        raise UsageError('no session id: give --session-id or "session_id" in the JSON.')
-    src = source or payload.pop("source", None) or "hook"
-    kind = HOOK_EVENTS[event]
-    event_obj = None
-    if event == "event" or kind:
-        if kind:
-            payload["kind"] = kind
-        event_obj = event_from_json(payload)
-    session = host.session(sid, source=src)
-    out: dict[str, Any] = {"ok": True, "session_id": sid, "hook": event}
-    if event == "session-start":
-        host.start_session(session)
-    elif event == "session-end":
-        host.end_session(session)
-    elif event == "compact":
-        host.compact(session)
-        context = host.compaction_context(session)
-        if context:
-            out["context"] = context
-    else:
-        host.record(session, event_obj)
-    if host.last_failures:
-        out["ok"] = False
-        out["errors"] = list(host.last_failures)
-    return out
-
-
 def _read_stdin_text() -> str:
     """All of stdin as text; invalid UTF-8 becomes U+FFFD instead of failing (hosts send
     whatever their tools printed)."""
@@ -312,7 +256,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
     try:
         host = _host(ctx)
         if explain:
-            from opensage.routing import router_for
+            from opensage.plugins.routing.routing import router_for
 
             router, warning = router_for(host.workspace)
             if warning:
@@ -325,7 +269,7 @@ def route_cmd(ctx: click.Context, text: tuple[str, ...], route_json: bool, expla
     if route_json or ctx.find_root().obj.get("json"):
         click.echo(json.dumps(decision, ensure_ascii=False))
         return
-    from opensage.routing import format_call
+    from opensage.plugins.routing.routing import format_call
 
     click.echo(f"route       {decision['route']}")
     click.echo(f"confidence  {decision['confidence']:.2f}")
@@ -440,7 +384,7 @@ def memory_import_cmd(ctx: click.Context, path: str | None, markdown_dir: str | 
         if path is not None or markdown_dir is None:
             _fail(UsageError("give either PATH (a memory.jsonl) or --markdown DIR, not both or neither."))
         return _markdown_import(ctx, markdown_dir)
-    from opensage.memory_compat import compat_for, import_jsonl
+    from opensage.plugins.graph_memory.memory_compat import compat_for, import_jsonl
 
     try:
         if path == "-":
@@ -489,7 +433,7 @@ def memory_export_cmd(ctx: click.Context, output: str | None, markdown_dir: str 
             click.echo(f"wrote {counts['written']} node files to {counts['folder']}"
                        + (f"; removed {counts['removed']} files of nodes no longer in memory" if counts["removed"] else ""))
         return
-    from opensage.memory_compat import compat_for, export_jsonl
+    from opensage.plugins.graph_memory.memory_compat import compat_for, export_jsonl
 
     try:
         text = export_jsonl(compat_for(_host(ctx)))

@@ -12,7 +12,7 @@
 * The reference memory tools keep ``structuredContent``: their text is the JSON of the
   same data, so a model reading either sees the same thing.
 * The nine tools of the MCP reference memory server (``create_entities`` ...
-  ``open_nodes``, see :mod:`opensage.memory_compat`) work over the same graph.
+  ``open_nodes``, see :mod:`opensage.plugins.graph_memory.memory_compat`) work over the same graph.
 * Bad arguments give an error result (``isError: true``) whose text names the field;
   a failing command never stops the server.
 * After each call the command set is collected again and compared with the one
@@ -73,7 +73,7 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def tool_list(host) -> list[types.Tool]:
     """The MCP tools for ``host``: its commands, then the reference memory tools."""
-    from opensage.memory_compat import COMPAT_TOOLS
+    from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS
 
     tools = []
     for command in host.commands.values():
@@ -109,7 +109,7 @@ def _structured(data: Any) -> dict[str, Any] | None:
 
 def call_tool(host, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
     """Run one tool call synchronously; every failure becomes an error result."""
-    from opensage.memory_compat import COMPAT_TOOLS, compat_for
+    from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS, compat_for
 
     from opensage.untrusted import depth_exceeds, has_lone_surrogate, too_deep_message
 
@@ -188,7 +188,7 @@ def build_server(host) -> Server:
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         from mcp.shared.exceptions import MCPError
 
-        from opensage.memory_compat import compat_for
+        from opensage.plugins.graph_memory.memory_compat import compat_for
 
         if str(params.uri) != GRAPH_URI:
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {params.uri}; the one resource is {GRAPH_URI}")

@@ -6,7 +6,7 @@ One command: ``python scripts/gen_docs.py`` writes
   the default plugins): summary, plugin, whether it calls a model, usage line, and an
   argument table (name, type, required, default, description);
 * ``docs/intent-routes-schema.md`` — the ``intent-routes.yaml`` schema, from the
-  pydantic models in ``opensage/routing.py``;
+  pydantic models in ``opensage/plugins/routing/routing.py``;
 * the routing table inside ``opensage/agents/tachikoma.md`` (between
   ``<!-- routing-table:start -->`` and ``<!-- routing-table:end -->``), from the packaged
   ``opensage/config/intent-routes.yaml``;
@@ -103,10 +103,10 @@ def _type_name(annotation) -> str:
 def render_schema() -> str:
     import inspect
 
-    from opensage import routing
+    from opensage.plugins.routing import routing
 
     out = [GENERATED, "", "# `intent-routes.yaml` schema", "",
-           "Validated on load by the pydantic models of `opensage/routing.py`. An invalid file is a",
+           "Validated on load by the pydantic models of `opensage/plugins/routing/routing.py`. An invalid file is a",
            "`ConfigError` naming the file, the route and the field; an invalid project override",
            "(`.opencode/intent-routes.yaml`) is reported and ignored, the packaged routes keep working.",
            "See [routing.md](routing.md) for the matching rules and examples.", ""]
@@ -181,7 +181,7 @@ def replace_between(text: str, start: str, end: str, body: str, path: Path) -> s
 
 def generate(root: Path = ROOT) -> dict[Path, str]:
     """Every generated file's expected content, by path (nothing written)."""
-    from opensage.routing import load_routes
+    from opensage.plugins.routing.routing import load_routes
 
     commands = live_commands()
     config = load_routes(root / "opensage" / "config" / "intent-routes.yaml")

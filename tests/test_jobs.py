@@ -145,7 +145,7 @@ def test_jobs_beyond_the_concurrency_limit_wait_queued(sleeper, monkeypatch):
 
 
 def test_frozen_supervisor_is_killed_and_the_job_lost(sleeper, monkeypatch):
-    from opensage import jobs
+    from opensage.plugins.dynamic_tools import jobs
 
     host = sleeper
     job_id = host.run_line('@async-tool-background toolName=sleeper parameters={"seconds": 60, "child": 4444.5}').data["jobId"]

@@ -20,7 +20,7 @@ from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from opensage.hookspecs import hookimpl
-from opensage.memory_compat import COMPAT_TOOLS
+from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS
 from opensage.types import ArgModel, Command, CommandResult
 
 REFERENCE_TOOLS = {"create_entities", "create_relations", "add_observations", "delete_entities",

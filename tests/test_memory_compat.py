@@ -11,7 +11,7 @@ import json
 import pytest
 
 from opensage.errors import NotFoundError, UsageError
-from opensage.memory_compat import COMPAT_TOOLS, compat_for, export_jsonl, import_jsonl, relation_edge_type
+from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS, compat_for, export_jsonl, import_jsonl, relation_edge_type
 from tests.conftest import db_snapshot
 
 

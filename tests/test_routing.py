@@ -13,7 +13,7 @@ from opensage.commands import bind_arguments
 from opensage.errors import ConfigError
 from opensage.hookspecs import hookimpl
 from opensage.host import Host, Session
-from opensage.routing import PACKAGED_ROUTES, Router, RoutesFile, format_call, load_routes, router_for
+from opensage.plugins.routing.routing import PACKAGED_ROUTES, Router, RoutesFile, format_call, load_routes, router_for
 from opensage.types import ArgModel, Command, CommandResult, Route
 
 
@@ -153,7 +153,7 @@ def test_a_how_did_we_fix_question_asks_memory_for_the_history():
 
 
 def test_every_packaged_example_can_reach_its_threshold():
-    from opensage.routing import unreachable_examples
+    from opensage.plugins.routing.routing import unreachable_examples
 
     assert unreachable_examples(load_routes()) == []
     raw = yaml.safe_load(PACKAGED_ROUTES.read_text())

@@ -153,7 +153,7 @@ def test_endless_output_is_truncated_and_killed():
 
 
 def test_non_json_output_is_reported_by_the_protocol():
-    from opensage.jobs import decode_output
+    from opensage.plugins.dynamic_tools.jobs import decode_output
 
     res = py("print('hello, not json')")
     assert res.ok

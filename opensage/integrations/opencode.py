@@ -133,7 +133,7 @@ class SessionEnds:
 
     def end_all(self) -> list[str]:
         """End every session still open here (end of input: the OpenCode process is gone)."""
-        from opensage.cli import fire_hook
+        from opensage.hooks import fire_hook
         from opensage.errors import OpenSageError
 
         ended = []
@@ -208,7 +208,7 @@ def handle_hook(host, payload: dict[str, Any], ends: SessionEnds | None = None) 
         since the last one answers ``{"ok": true, ..., "skipped": "already ended"}``).
     :raises UsageError: the batch itself is malformed.
     """
-    from opensage.cli import fire_hook
+    from opensage.hooks import fire_hook
     from opensage.errors import OpenSageError
 
     events = payload.get("events")

@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
-    from opensage.host import Host, Session
     from opensage.store import Workspace
 
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -56,8 +55,10 @@ class CommandContext:
         (``""`` otherwise); graph memory's ``memory_add`` tool records it as the source.
     """
 
-    host: "Host"
-    session: "Session | None" = None
+    # an opensage.host.Host and its Session; not imported even for type checkers: types sits
+    # below host in the import graph (host imports types), so naming them here is a circle
+    host: Any
+    session: Any = None
     agent: str = ""
 
     @property

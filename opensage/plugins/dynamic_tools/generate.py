@@ -52,7 +52,7 @@ def check_schema(spec: ToolSpec) -> None:
     :raises ToolRunError: the schema error or the first example that does not match
         (a rejection reason the model sees, like a failing example).
     """
-    from opensage.plugins.dynamic_tools.commands import check_arguments, parameters_validator
+    from opensage.plugins.dynamic_tools.schema import check_arguments, parameters_validator
 
     try:
         parameters_validator(spec.parameters)

@@ -17,7 +17,7 @@ from typing import Any
 
 from opensage import sandbox
 from opensage.errors import OpenSageError
-from opensage.jobs import decode_output
+from opensage.plugins.dynamic_tools.jobs import decode_output
 from opensage.types import ToolSpec
 
 #: Limits of a tool run (see :class:`opensage.sandbox.Limits` for units).

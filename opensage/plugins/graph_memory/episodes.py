@@ -69,7 +69,7 @@ CONTEXT_CHARS = 600
 
 
 #: opensage's own memory commands (``@``-commands, the same names as MCP tools) and the
-#: reference memory server's tools it serves (opensage/memory_compat.py): their results
+#: reference memory server's tools it serves (opensage/plugins/graph_memory/memory_compat.py): their results
 #: are echoes of the graph, so their episodes are provenance, not evidence.
 MEMORY_TOOLS = frozenset({
     "memory-query", "memory-add-node", "memory-add-edge", "memory-visualize", "memory-ingest",

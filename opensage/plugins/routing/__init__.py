@@ -1,7 +1,7 @@
 """The ``intent-router`` plugin: the packaged answer to ``route_intent``.
 
 It is registered ``trylast``, so any other plugin's ``route_intent`` answers first;
-it always answers (a route, or ``none``). The work is done by :mod:`opensage.routing`,
+it always answers (a route, or ``none``). The work is done by :mod:`opensage.plugins.routing.routing`,
 imported on first use so that start-up stays fast.
 """
 
@@ -18,7 +18,7 @@ def route_intent(session, text):
     :returns: an :class:`opensage.types.Route` (``route="none"``, ``command=None`` when
         nothing should fire).
     """
-    from opensage.routing import router_for
+    from opensage.plugins.routing.routing import router_for
 
     router, _warning = router_for(session.workspace if session is not None else None)
     # a preview session (``opensage route``) has an empty id: session arguments stay unfilled

@@ -88,7 +88,7 @@ __all__ = [
 log = logging.getLogger("opensage.routing")
 
 #: The packaged routes.
-PACKAGED_ROUTES = Path(__file__).resolve().parent / "config" / "intent-routes.yaml"
+PACKAGED_ROUTES = Path(__file__).resolve().parents[2] / "config" / "intent-routes.yaml"
 #: A project's overrides, relative to the workspace state dir (``.opencode/``).
 USER_ROUTES_FILE = "intent-routes.yaml"
 #: The name of the outcome "no OpenSage command fits".
@@ -929,7 +929,7 @@ class Router:
             return self._sem
         with self._lock:
             if not self._sem_ready:
-                from opensage.route_vectors import encoder
+                from opensage.plugins.routing.route_vectors import encoder
 
                 enc = encoder()
                 if enc is not None and self.examples:

@@ -2,7 +2,7 @@
 
 Each job is a row of the ``jobs`` table in the workspace database plus a folder
 ``.opencode/jobs/<id>/`` holding its output files. :func:`submit` inserts the row
-(``queued``) and starts a *supervisor*, ``python -m opensage.jobs <workspace> <job-id>``,
+(``queued``) and starts a *supervisor*, ``python -m opensage.plugins.dynamic_tools.jobs <workspace> <job-id>``,
 in a new session with its standard streams redirected to files, so it keeps running
 when the CLI exits. The supervisor:
 
@@ -186,7 +186,7 @@ def submit(
     log = open(folder / "supervisor.log", "ab")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opensage.jobs", str(workspace.root), job_id],
+            [sys.executable, "-m", "opensage.plugins.dynamic_tools.jobs", str(workspace.root), job_id],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(workspace.root),
             env=_supervisor_env(),
@@ -515,10 +515,10 @@ class _Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m opensage.jobs WORKSPACE JOB_ID``: supervise one job (started by :func:`submit`)."""
+    """``python -m opensage.plugins.dynamic_tools.jobs WORKSPACE JOB_ID``: supervise one job (started by :func:`submit`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m opensage.jobs WORKSPACE JOB_ID", file=sys.stderr)
+        print("usage: python -m opensage.plugins.dynamic_tools.jobs WORKSPACE JOB_ID", file=sys.stderr)
         return 2
     return _Supervisor(Path(args[0]), args[1]).main()
 

@@ -19,7 +19,7 @@ import threading
 import unicodedata
 from pathlib import Path
 
-VECTORS_FILE = Path(__file__).resolve().parent / "config" / "route-vectors.npz"
+VECTORS_FILE = Path(__file__).resolve().parents[2] / "config" / "route-vectors.npz"
 
 _LOCK = threading.Lock()
 _LOADED: dict[str, "StaticEncoder"] = {}
