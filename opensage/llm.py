@@ -29,6 +29,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from opensage import litellm_lib
 from opensage.errors import ModelError, ModelNotConfigured, UsageError
 
 __all__ = [
@@ -71,26 +72,21 @@ FEEDBACK_ECHO_CHARS = 4_000
 
 log = logging.getLogger("opensage.llm")
 
-_litellm = None
+_script_checked = False
 
 
 def _lib():
-    """Import litellm once (offline price map, no telemetry, quiet logging)."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        os.environ.setdefault("LITELLM_LOG", "ERROR")
-        import litellm  # noqa: PLC0415 - deliberately lazy
-
-        litellm.telemetry = False
-        litellm.suppress_debug_info = True
-        litellm.drop_params = True
-        _litellm = litellm
+    """litellm, configured by :func:`opensage.litellm_lib.load`; in a process started with
+    ``$OPENSAGE_SCRIPT`` (tests), the scripted provider is installed first."""
+    global _script_checked
+    lib = litellm_lib.load()
+    if not _script_checked:
+        _script_checked = True
         if os.environ.get("OPENSAGE_SCRIPT"):
-            from opensage import testing  # noqa: PLC0415
+            from opensage import testing  # noqa: PLC0415 - test double, loaded only when asked for
 
             testing.install_from_env()
-    return _litellm
+    return lib
 
 
 def model_name(model: str | None = None) -> str:

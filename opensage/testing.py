@@ -170,9 +170,9 @@ def install(answers: Iterable[Any] = (), default: Any = None) -> Script:
     :returns: the :class:`Script` (inspect ``.requests``, ``.add()`` more answers).
     """
     global _installed
-    from opensage import llm
+    from opensage import litellm_lib
 
-    litellm = llm._lib()
+    litellm = litellm_lib.load()
     if not _installed:
         handler = _make_handler()
         litellm.custom_provider_map = [

@@ -12,10 +12,10 @@ The report-only sets (``bench/routing_independent.yaml`` and any later fresh set
 never read here.
 
 Model: multinomial logistic regression (scikit-learn, build time only) over the sparse
-features of :func:`opensage.route_classifier.features` (binary, idf-weighted — character
+features of :func:`opensage.plugins.routing.route_classifier.features` (binary, idf-weighted — character
 n-grams at ``CHAR_WEIGHT`` — L2-normalised; vocabulary = features seen at least
 ``MIN_DF`` times) and the static
-sentence vector of :mod:`opensage.route_vectors` times ``DENSE_WEIGHT``.
+sentence vector of :mod:`opensage.plugins.routing.route_vectors` times ``DENSE_WEIGHT``.
 
 Per-route thresholds: the probability a route needs to fire, chosen on out-of-fold
 probabilities (every training group predicted by a model that did not see it) to
@@ -50,8 +50,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opensage.route_classifier import CLASSIFIER_FILE, FOLDED, examples_digest, features  # noqa: E402
-from opensage.routing import NONE_ROUTE, PACKAGED_ROUTES, load_routes  # noqa: E402
+from opensage.plugins.routing.route_classifier import CLASSIFIER_FILE, FOLDED, examples_digest, features  # noqa: E402
+from opensage.plugins.routing.routing import NONE_ROUTE, PACKAGED_ROUTES, load_routes  # noqa: E402
 
 #: the files trained on (each also a cross-validation group); never a report-only set
 TRAIN_FILES = ["routing_cases.yaml", "routing_holdout.yaml", "routing_fresh.yaml", "routing_unseen.yaml",
@@ -103,8 +103,8 @@ def data_hash(routes_file: Path = PACKAGED_ROUTES) -> str:
     test compares it with the shipped one."""
     import inspect
 
-    from opensage import route_classifier
-    from opensage.route_vectors import VECTORS_FILE
+    from opensage.plugins.routing import route_classifier
+    from opensage.plugins.routing.route_vectors import VECTORS_FILE
 
     texts, labels, groups, _ = training_data(routes_file)
     h = hashlib.sha256(json.dumps({"C": C, "dense": DENSE_WEIGHT, "char": CHAR_WEIGHT, "min_df": MIN_DF, "fp": FP_COST,
@@ -124,7 +124,7 @@ class Featurizer:
     """Vocabulary + idf fitted on training texts; ``transform`` gives the model input."""
 
     def __init__(self, texts: list[str], min_df: int = MIN_DF, dense_weight: float = DENSE_WEIGHT):
-        from opensage.route_vectors import encoder
+        from opensage.plugins.routing.route_vectors import encoder
 
         df: Counter = Counter()
         for t in texts:
@@ -234,7 +234,7 @@ def calibrate(classes, probs: dict[int, np.ndarray], labels, fp_cost: float = FP
 
 
 def export(feat: Featurizer, model, meta: dict, out: Path) -> None:
-    """Write the weights the runtime reads (:class:`opensage.route_classifier.Classifier`)."""
+    """Write the weights the runtime reads (:class:`opensage.plugins.routing.route_classifier.Classifier`)."""
     nv = len(feat.vocab)
     coef = model.coef_.astype(np.float32)  # (classes, features)
     arrays = {
@@ -283,8 +283,8 @@ def cross_validate(held_out: list[str], grid_c: list[float], grid_dense: list[fl
     patterns deciding first (the policy before the classifier)."""
     import tempfile
 
-    from opensage.route_classifier import Classifier
-    from opensage.routing import Router
+    from opensage.plugins.routing.route_classifier import Classifier
+    from opensage.plugins.routing.routing import Router
 
     texts, labels, groups, _ = training_data()
     config = load_routes()
@@ -337,7 +337,7 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when the shipped file was built from other data")
     args = ap.parse_args()
     if args.check:
-        from opensage.route_classifier import Classifier
+        from opensage.plugins.routing.route_classifier import Classifier
 
         shipped = Classifier(args.out).meta.get("data_hash")
         if shipped != data_hash():

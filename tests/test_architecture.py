@@ -13,15 +13,6 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Circles still in the tree when this check was added; each is a debt, listed so that a
-#: NEW circle fails the test. Remove an entry when its circle is gone (the test says so).
-KNOWN_CIRCLES: list[frozenset[str]] = [
-    # llm picks the scripted provider from testing; testing calls llm
-    frozenset({"opensage.llm", "opensage.testing"}),
-    # graph memory's query / episodes / embeddings / graph modules import each other
-    frozenset({f"opensage.plugins.graph_memory.{m}" for m in
-               ("embeddings", "episodes", "filters", "graph", "history", "query", "schema")}),
-]
 
 
 def _circles(graph) -> list[frozenset[str]]:
@@ -67,12 +58,9 @@ def _circles(graph) -> list[frozenset[str]]:
     return found
 
 
-def test_no_new_import_circle_in_opensage():
+def test_no_import_circle_in_opensage():
     circles = _circles(grimp.build_graph("opensage"))
-    new = [sorted(c) for c in circles if c not in KNOWN_CIRCLES]
-    assert not new, f"import circle(s) in opensage/: {new}; fix the dependency direction"
-    gone = [sorted(c) for c in KNOWN_CIRCLES if c not in circles]
-    assert not gone, f"circle(s) removed, delete them from KNOWN_CIRCLES: {gone}"
+    assert not circles, f"import circle(s) in opensage/: {[sorted(c) for c in circles]}; fix the dependency direction"
 
 
 def test_the_import_contracts_hold():

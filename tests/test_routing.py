@@ -598,7 +598,7 @@ def test_shipped_classifier_matches_the_routes_and_training_sets():
     """The weights are derived from intent-routes.yaml and the tuning sets only: any edit
     of an example or a training case without `python scripts/build_route_classifier.py`
     fails here (and at runtime the edited route would fall back to nearest examples)."""
-    from opensage.route_classifier import FOLDED, Classifier, examples_digest
+    from opensage.plugins.routing.route_classifier import FOLDED, Classifier, examples_digest
 
     clf = Classifier()
     build = _build_script()
@@ -613,7 +613,7 @@ def test_shipped_classifier_matches_the_routes_and_training_sets():
 
 
 def test_classifier_probabilities_are_a_distribution_over_known_features():
-    from opensage.route_classifier import Classifier, features
+    from opensage.plugins.routing.route_classifier import Classifier, features
 
     clf = Classifier()
     p = clf.probabilities("what do we know about the auth flow?")

@@ -297,6 +297,10 @@ def _job_text(info: dict) -> str:
 
 
 def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
+    """``@poll-job``: a background job's status, progress lines and (when done) result.
+
+    :raises NotFoundError: no such job.
+    """
     from opensage.plugins.dynamic_tools import jobs
 
     info = jobs.poll(ctx.workspace, ctx.host.db, _job_id(args.job_id))
@@ -304,6 +308,10 @@ def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
 
 
 def cancel_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
+    """``@cancel-job``: stop a background job (its sandbox is killed) and return its status.
+
+    :raises NotFoundError: no such job.
+    """
     from opensage.plugins.dynamic_tools import jobs
 
     info = jobs.cancel(ctx.workspace, ctx.host.db, _job_id(args.job_id))

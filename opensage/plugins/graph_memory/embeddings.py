@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from opensage.store import in_chunks
+from opensage.plugins.graph_memory.ranking import HYBRID_ALPHA, hybrid  # noqa: F401 - public here too
 
 __all__ = [
     "available",
@@ -80,11 +81,6 @@ EPISODE_CONTEXT = True
 #: Stored in the ``model`` column: the model and the episode text recipe, so vectors
 #: made another way are never mixed in (they are embedded again under the new key).
 MODEL_KEY = f"{MODEL_NAME}/{'context' if EPISODE_CONTEXT else 'turn'}"
-#: Weight of the normalised cosine in the convex combination with normalised BM25 (see
-#: :func:`hybrid`). Chosen on LoCoMo conversations 26 and 30 only, from 0.1 to 0.9 in steps
-#: of 0.1: 0.4 was best on each of the two (recall@10 26: 0.796, 30: 0.817); 0.3 and 0.5 are
-#: within 0.01 of it.
-HYBRID_ALPHA = 0.4
 #: Texts embedded per model call (and rows written per transaction).
 BATCH = 64
 #: Characters of a node's content / an episode's text that are embedded (the model
@@ -165,33 +161,6 @@ def encode_query(text: str):
         return encode([text])[0]
     finally:
         torch.set_num_threads(before)
-
-
-def hybrid(lexical: Sequence[tuple[int, float]], nearest: Sequence[int], cosine: dict[int, float],
-           alpha: float = HYBRID_ALPHA, limit: int | None = None) -> list[int]:
-    """One lexical list re-ranked by a convex combination with cosine similarity.
-
-    :param lexical: [(id, score)] of the lexical ranker, best first, score >= 0 higher better
-        (``-bm25()`` of FTS5).
-    :param nearest: ids nearest to the query by cosine (added to the candidates: a
-        paraphrase with no word in common is still found).
-    :param cosine: cosine similarity of every candidate (a missing one counts as the lowest).
-    :returns: candidate ids by ``alpha * (cos - min) / (max - min) + (1 - alpha) * score / max score``
-        (min and max over the candidates), best first; ties keep the lexical order.
-    """
-    cand = list(dict.fromkeys([i for i, _ in lexical] + list(nearest)))
-    if not cand:
-        return []
-    lex = dict(lexical)
-    top = max(lex.values(), default=0.0)
-    present = [cosine[i] for i in cand if i in cosine]
-    lo = min(present, default=0.0)
-    span = (max(present, default=0.0) - lo) or 1.0
-    scored = [(alpha * (cosine.get(i, lo) - lo) / span + ((1 - alpha) * lex.get(i, 0.0) / top if top > 0 else 0.0), n)
-              for n, i in enumerate(cand)]
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    out = [cand[n] for _, n in scored]
-    return out if limit is None else out[:limit]
 
 
 def node_text(row) -> str:

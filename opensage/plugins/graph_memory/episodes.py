@@ -445,7 +445,7 @@ def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, 
 
     At most ``scored`` (default ``query.MAX_SCORED``) matching rows are scored (a work
     bound at scale)."""
-    from opensage.plugins.graph_memory.query import MAX_SCORED
+    from opensage.plugins.graph_memory.ranking import MAX_SCORED
 
     sql = (f"SELECT rowid, bm25(episodes_fts, {', '.join(f'{w:g}' for w in weights)}) AS s "
            "FROM episodes_fts WHERE episodes_fts MATCH ?")
@@ -484,7 +484,7 @@ def rank_episodes(db: Database, query: str, limit: int, session_id: str | None =
     :data:`RESCORE_DEPTH` best candidates, then the BM25+ bound (:data:`BM25_PLUS_DELTA`)
     is added: score = bm25 - DELTA * sum of the IDFs of the query words each one contains.
     """
-    from opensage.plugins.graph_memory.query import _or, match_terms
+    from opensage.plugins.graph_memory.ranking import _or, match_terms
 
     terms, scored, df = match_terms(db.conn, "episodes", query)
     if not terms:
@@ -504,7 +504,7 @@ def _bm25_plus(conn, terms: list[str], df: dict[str, int], ranked: list[tuple[in
     (``df`` from :func:`query.match_terms` on large collections, else counted here, at
     most ``MAX_DF_DOCS`` rows). Work per word: its postings within the candidates' rowid
     range (at most the pruning limit, or the rows scored in the all-common case)."""
-    from opensage.plugins.graph_memory.query import _quote
+    from opensage.plugins.graph_memory.ranking import _quote
 
     bonus = {i: 0.0 for i, _ in ranked}
     lo, hi = min(bonus), max(bonus)
@@ -541,7 +541,7 @@ def episode_rankings(db: Database, query: str, limit: int, session_id: str | Non
         ``limit`` episodes nearest by cosine (the speaker list: those of the named
         speaker) by :func:`.embeddings.hybrid`.
     """
-    from opensage.plugins.graph_memory.query import query_terms
+    from opensage.plugins.graph_memory.ranking import query_terms
 
     if session_id is not None:
         dense = None
@@ -562,7 +562,7 @@ def episode_rankings(db: Database, query: str, limit: int, session_id: str | Non
         if named:
             lists.append((named[:limit], SPEAKER_WEIGHT))
         return lists
-    from opensage.plugins.graph_memory.embeddings import hybrid
+    from opensage.plugins.graph_memory.ranking import hybrid
 
     cosine = dense.cosines(query, "episode", ids)
     lexical = [(i, -s) for i, s in ranked]  # FTS5 bm25() is negated: higher is better now
@@ -580,7 +580,7 @@ def search_episodes(db: Database, query: str, limit: int = 20, session_id: str |
     :returns: score = reciprocal rank fusion (Cormack et al. 2009, k = 60) of
         :func:`episode_rankings` (higher is better).
     """
-    from opensage.plugins.graph_memory.query import rrf
+    from opensage.plugins.graph_memory.ranking import rrf
 
     lists = episode_rankings(db, query, limit, session_id)
     fused = rrf([l for l, _ in lists], weights=[w for _, w in lists])[:limit]

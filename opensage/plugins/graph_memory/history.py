@@ -142,7 +142,7 @@ class Chain:
 
 
 def _search_words(query: str) -> str:
-    from opensage.plugins.graph_memory.query import query_terms
+    from opensage.plugins.graph_memory.ranking import query_terms
 
     words = [w for w in query_terms(query) if w not in QUESTION_WORDS]
     return " ".join(words) if words else query
@@ -151,7 +151,7 @@ def _search_words(query: str) -> str:
 def _anchors(graph: Graph, query: str, limit: int) -> list[tuple[int, float]]:
     """Anchor node ids, best first, with their fused (RRF) score."""
     from opensage.plugins.graph_memory import episodes as ep
-    from opensage.plugins.graph_memory.query import match_expression, rrf
+    from opensage.plugins.graph_memory.ranking import match_expression, rrf
 
     conn = graph.db.conn
     text = _search_words(query)
@@ -321,7 +321,7 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
     """The chain of one session: its errors and what fixed them there, its decisions, the files
     it edited, symbols, commands, when, and its best-matching episodes as evidence."""
     from opensage.plugins.graph_memory import episodes as ep
-    from opensage.plugins.graph_memory.query import excerpt
+    from opensage.plugins.graph_memory.ranking import excerpt
 
     session = _session_node(conn, sid)
     anchor = anchor or session
@@ -424,7 +424,7 @@ def chains(graph: Graph, query: str, max_chains: int = 3, flt=None) -> list[Chai
     and only sessions with an episode that passes it (a tag or node-type filter admits no
     episodes, so then only node anchors remain)."""
     from opensage.plugins.graph_memory import episodes as ep
-    from opensage.plugins.graph_memory.query import query_terms
+    from opensage.plugins.graph_memory.ranking import query_terms
 
     conn = graph.db.conn
     text = _search_words(query)

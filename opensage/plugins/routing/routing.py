@@ -29,7 +29,7 @@ Matching (deterministic; a model is asked only by the opt-in tie-break)
     ``none`` route's templates — a template of a route the classifier knows only when
     the classifier gives that route at least :data:`LEXICAL_MIN_PROBABILITY`.
 
-    2. The learned classifier (:mod:`opensage.route_classifier`, weights built by
+    2. The learned classifier (:mod:`opensage.plugins.routing.route_classifier`, weights built by
     ``scripts/build_route_classifier.py``): the most probable of the 13 classes (12
     commands, ``none``) fires when it is a route and reaches its calibrated
     probability threshold (or the route's ``probability_threshold``).
@@ -37,7 +37,7 @@ Matching (deterministic; a model is asked only by the opt-in tie-break)
     3. Meaning, for routes the classifier does not know (a project's own, or a
     packaged one whose examples were replaced) and as the whole decision when no
     classifier is loaded: ``COSINE_WEIGHT`` x cosine of static sentence vectors
-    (:mod:`opensage.route_vectors`) + the rest x idf-weighted overlap of content words
+    (:mod:`opensage.plugins.routing.route_vectors`) + the rest x idf-weighted overlap of content words
     with each of the route's ``examples``; a route's similarity is the mean over its
     :data:`NEAREST_K` nearest; it fires when it reaches its ``similarity_threshold``,
     leads ``none`` by :data:`NONE_MARGIN` and is nearer than the classifier's route.
@@ -783,7 +783,7 @@ class Router:
     def __init__(self, config: RoutesFile, tiebreak: bool | None = None, classifier: Any = "packaged") -> None:
         self.config = config
         #: the learned classifier: "packaged" loads opensage/config/route-classifier.npz on
-        #: first use; a :class:`opensage.route_classifier.Classifier` uses that one; ``None``
+        #: first use; a :class:`opensage.plugins.routing.route_classifier.Classifier` uses that one; ``None``
         #: decides by nearest examples only (the router before the classifier)
         self._clf_setting = classifier
         self._clf_state: tuple | None = None
@@ -874,7 +874,7 @@ class Router:
             return self._clf_state
         with self._lock:
             if not self._clf_ready:
-                from opensage import route_classifier as rc
+                from opensage.plugins.routing import route_classifier as rc
 
                 clf = rc.classifier() if self._clf_setting == "packaged" else self._clf_setting
                 state = None
@@ -902,7 +902,7 @@ class Router:
             return []
         clf, members = state
         if vector is None:
-            from opensage.route_vectors import encoder
+            from opensage.plugins.routing.route_vectors import encoder
 
             enc = encoder()
             vector = enc.embed(text) if enc is not None else None
@@ -1264,7 +1264,7 @@ class Router:
         state = self._classifier()
         vector = None
         if state is not None:
-            from opensage.route_vectors import encoder
+            from opensage.plugins.routing.route_vectors import encoder
 
             enc = encoder()
             vector = enc.embed(text) if enc is not None else None
@@ -1278,7 +1278,7 @@ class Router:
         none_conf = none_matches[0].confidence if none_matches and none_route and \
             none_matches[0].confidence >= none_route.confidence_threshold else 0.0
         if state is not None:
-            from opensage.route_classifier import FOLDED
+            from opensage.plugins.routing.route_classifier import FOLDED
 
             p = dict(probs)
             trained = {n for ns in state[1].values() for n in ns}

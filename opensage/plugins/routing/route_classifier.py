@@ -11,7 +11,7 @@ imported here). Its input for one text is
   build time) and the whole L2-normalised — what scikit-learn's
   ``TfidfVectorizer(binary=True, sublinear_tf=False)`` computes, but over the exported
   vocabulary: unknown strings are ignored, so no hashing code exists twice;
-* the static sentence vector of :mod:`opensage.route_vectors` (128 numbers), times
+* the static sentence vector of :mod:`opensage.plugins.routing.route_vectors` (128 numbers), times
   ``dense_weight``.
 
 ``probabilities(text)`` is ``softmax(x @ W + b)``. The router fires the most probable
@@ -29,7 +29,7 @@ import threading
 import unicodedata
 from pathlib import Path
 
-CLASSIFIER_FILE = Path(__file__).resolve().parent / "config" / "route-classifier.npz"
+CLASSIFIER_FILE = Path(__file__).resolve().parents[2] / "config" / "route-classifier.npz"
 
 #: Routes that the classifier does not tell apart: the second is decided between them
 #: afterwards by nearest examples (same command, another mode).
