@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from opensage.host import Host
-from opensage.memory_compat import COMPAT_TOOLS, compat_for
+from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS, compat_for
 from opensage.store import Workspace
 
 DATA = Path(__file__).parent / "data"
