@@ -28,15 +28,17 @@ not written down links only when one method in the ingested files is named ``m``
 
 from __future__ import annotations
 
+
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from opensage.plugins.graph_memory import syntax
+
 __all__ = ["EXTENSIONS", "available", "extract", "link_implements"]
 
 EXTENSIONS = {".go": "go"}
-_PARSER: list = []
 _MODULE_RE = re.compile(rb"^\s*module\s+(\S+)", re.M)
 _MAX_GOMOD_BYTES = 1 << 20
 _PREDECLARED = {"error", "any", "comparable"}
@@ -58,25 +60,12 @@ def available() -> bool:
 
 
 def _parser():
-    if not _PARSER:
-        import tree_sitter
-        import tree_sitter_go
-
-        _PARSER.append(tree_sitter.Parser(tree_sitter.Language(tree_sitter_go.language())))
-    return _PARSER[0]
+    return syntax.parser("tree_sitter_go")
 
 
-def _text(node) -> str:
-    return node.text.decode("utf-8", "replace") if node is not None else ""
-
-
-def _line(node) -> int:
-    return node.start_point[0] + 1
-
-
-def _head(node, limit: int = 200) -> str:
-    text = " ".join(_text(node).split("{", 1)[0].split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_text = syntax.node_text
+_line = syntax.node_line
+_head = syntax.signature_head
 
 
 def _type_name(node) -> str:

@@ -16,12 +16,14 @@ ingested files is named ``m``; macros are not expanded.
 
 from __future__ import annotations
 
+
 from typing import Any
+
+from opensage.plugins.graph_memory import syntax
 
 __all__ = ["EXTENSIONS", "available", "extract"]
 
 EXTENSIONS = {".rs": "rust"}
-_PARSER: list = []
 _TYPES = {"struct_item": "struct", "enum_item": "enum", "union_item": "union", "trait_item": "trait",
           "type_item": "type"}
 
@@ -36,25 +38,12 @@ def available() -> bool:
 
 
 def _parser():
-    if not _PARSER:
-        import tree_sitter
-        import tree_sitter_rust
-
-        _PARSER.append(tree_sitter.Parser(tree_sitter.Language(tree_sitter_rust.language())))
-    return _PARSER[0]
+    return syntax.parser("tree_sitter_rust")
 
 
-def _text(node) -> str:
-    return node.text.decode("utf-8", "replace") if node is not None else ""
-
-
-def _line(node) -> int:
-    return node.start_point[0] + 1
-
-
-def _head(node, limit: int = 200) -> str:
-    text = " ".join(_text(node).split("{", 1)[0].split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_text = syntax.node_text
+_line = syntax.node_line
+_head = syntax.signature_head
 
 
 def _type_name(node) -> str:
