@@ -1255,7 +1255,7 @@ def _earlier_knowledge(conn, session_id: str, own: set[int], query: str, files: 
     """Lasting nodes of other sessions for what this session is doing: decisions and errors
     about the files it touched first, then nodes of :data:`LASTING_TYPES` matching its
     words (BM25 over nodes)."""
-    from opensage.plugins.graph_memory.query import match_expression
+    from opensage.plugins.graph_memory.ranking import match_expression
 
     lines: list[str] = []
     seen = set(own)
@@ -1382,7 +1382,7 @@ def prompt_text(graph: Graph, text: str, max_chars: int = 2000) -> str | None:
     similar to it by BM25 (sessions, commands and files left out: they are not knowledge).
     """
     from opensage.plugins.graph_memory.history import chains, is_past_work_question, render_chains
-    from opensage.plugins.graph_memory.query import match_expression
+    from opensage.plugins.graph_memory.ranking import match_expression
 
     if not (text or "").strip() or max_chars <= 0:
         return None

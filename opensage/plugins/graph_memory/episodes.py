@@ -443,7 +443,7 @@ def bm25_episodes(db: Database, match: str, weights: tuple[float, float, float, 
                   session_id: str | None = None, scored: int | None = None) -> list[tuple[int, float]]:
     """Rank episodes for an FTS5 ``match`` expression: [(episode id, bm25)] best first (bm25 < 0).
 
-    At most ``scored`` (default ``query.MAX_SCORED``) matching rows are scored (a work
+    At most ``scored`` (default ``ranking.MAX_SCORED``) matching rows are scored (a work
     bound at scale)."""
     from opensage.plugins.graph_memory.ranking import MAX_SCORED
 
@@ -480,7 +480,7 @@ def rank_episodes(db: Database, query: str, limit: int, session_id: str | None =
     """Episode ids for free-text ``query`` by BM25+, best first: [(id, score)] (more negative is better).
 
     The query is OR-ed quoted words without stop words (see
-    :func:`opensage.plugins.graph_memory.query.match_expression`). FTS5 BM25 picks the
+    :func:`opensage.plugins.graph_memory.ranking.match_expression`). FTS5 BM25 picks the
     :data:`RESCORE_DEPTH` best candidates, then the BM25+ bound (:data:`BM25_PLUS_DELTA`)
     is added: score = bm25 - DELTA * sum of the IDFs of the query words each one contains.
     """
@@ -501,7 +501,7 @@ def _bm25_plus(conn, terms: list[str], df: dict[str, int], ranked: list[tuple[in
     """Add the BM25+ bound to FTS5 ``bm25`` scores: -delta x IDF for every query word a
     candidate contains (in any column, as FTS5 counts a match). IDF as FTS5 computes it:
     log((N - n + 0.5) / (n + 0.5)), at least 1e-6, n = episodes containing the word
-    (``df`` from :func:`query.match_terms` on large collections, else counted here, at
+    (``df`` from :func:`ranking.match_terms` on large collections, else counted here, at
     most ``MAX_DF_DOCS`` rows). Work per word: its postings within the candidates' rowid
     range (at most the pruning limit, or the rows scored in the all-common case)."""
     from opensage.plugins.graph_memory.ranking import _quote

@@ -52,11 +52,7 @@ _STD_INTERFACES = {"error": {"Error"}, "any": set(), "fmt.Stringer": {"String"},
 
 def available() -> bool:
     """True when tree-sitter and the Go grammar import."""
-    try:
-        _parser()
-    except ImportError:
-        return False
-    return True
+    return syntax.available("tree_sitter_go")
 
 
 def _parser():

@@ -30,11 +30,7 @@ _TYPES = {"struct_item": "struct", "enum_item": "enum", "union_item": "union", "
 
 def available() -> bool:
     """True when the tree-sitter Rust grammar can be loaded (the optional wheel is installed)."""
-    try:
-        _parser()
-    except ImportError:
-        return False
-    return True
+    return syntax.available("tree_sitter_rust")
 
 
 def _parser():

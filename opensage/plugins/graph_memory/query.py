@@ -56,9 +56,8 @@ from opensage.plugins.graph_memory import episodes as ep
 from opensage.plugins.graph_memory.filters import MemoryFilter
 from opensage.plugins.graph_memory.graph import TYPE_NAME, Graph, format_id, graph_for, parse_id
 from opensage.plugins.graph_memory.ranking import (  # noqa: F401 - query_terms ... excerpt are public here too
-    COMMON_SCORED, EXCERPT_CHARS, MAX_DF_DOCS, MAX_DF_FRACTION, MAX_SCORED, RRF_K, STOP_WORDS, _CAMEL, _RAW_TOKEN,
-    _SEGMENT_SPLIT, _WORD, _or, _quote, _split_word, excerpt, fts_or_query, hybrid, match_expression, match_terms,
-    query_terms, rrf)
+    MAX_DF_DOCS, MAX_SCORED, RRF_K, STOP_WORDS, _RAW_TOKEN, _SEGMENT_SPLIT, _WORD, excerpt, fts_or_query, hybrid,
+    match_expression, query_terms, rrf)
 from opensage.store import in_chunks
 
 __all__ = [

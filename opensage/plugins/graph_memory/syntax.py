@@ -10,7 +10,7 @@ import importlib
 import threading
 from typing import Any
 
-__all__ = ["parser", "node_text", "node_line", "signature_head"]
+__all__ = ["available", "parser", "node_text", "node_line", "signature_head"]
 
 _PARSERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -29,6 +29,16 @@ def parser(grammar_module: str):
             grammar = importlib.import_module(grammar_module)
             _PARSERS[grammar_module] = tree_sitter.Parser(tree_sitter.Language(grammar.language()))
         return _PARSERS[grammar_module]
+
+
+def available(grammar_module: str) -> bool:
+    """True when tree-sitter and the grammar wheel ``grammar_module`` import (the optional
+    language wheels may be missing)."""
+    try:
+        parser(grammar_module)
+    except ImportError:
+        return False
+    return True
 
 
 def node_text(node) -> str:
