@@ -10,7 +10,7 @@ Then it checks, on the server:
 * every node and event is present exactly once (per project: procs/2 × nodes nodes and
   procs/2 × events episodes, no duplicate (type, label) or (session, seq));
 * isolation: a role granted only project A (``grant_project``) reads all of A's rows and
-  none of B's, even when it sets ``opensage.project`` to B.
+  none of B's: reading B's schema is refused (permission denied).
 
 The store must be empty or fresh: the bench creates its own database on the server named
 by ``--admin-url`` (a role allowed to create roles and databases), owned by a new
@@ -107,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     per_project = args.procs // 2
     rows = []
     ok = True
+    from opensage.pgschema import schema_for
+
     with psycopg.connect(url, autocommit=True) as owner:
         for key in "AB":
-            owner.execute("SELECT set_config('opensage.project', %s, false)", (projects[key],))
+            owner.execute("SELECT set_config('search_path', %s, false)", (schema_for(projects[key]),))
             n = owner.execute("SELECT count(*), count(DISTINCT (type, label)) FROM nodes WHERE type='fact'").fetchone()
             e = owner.execute("SELECT count(*), count(DISTINCT (session_id, seq)) FROM episodes"
                               " WHERE session_id LIKE 's-%'").fetchone()
@@ -121,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         grant_project(owner, projects["A"], f"{name}_a")
     confined = f"postgresql://{name}_a@{host_port}/{name}"
     with psycopg.connect(confined, autocommit=True) as role_a:
-        role_a.execute("SELECT set_config('opensage.project', %s, false)", (projects["A"],))
-        sees_a = role_a.execute("SELECT count(*) FROM nodes WHERE type='fact'").fetchone()[0]
-        role_a.execute("SELECT set_config('opensage.project', %s, false)", (projects["B"],))
-        sees_b = role_a.execute("SELECT count(*) FROM nodes").fetchone()[0]
-        sees_b_eps = role_a.execute("SELECT count(*) FROM episodes").fetchone()[0]
-    isolated = sees_a == per_project * args.nodes and sees_b == 0 and sees_b_eps == 0
+        sees_a = role_a.execute(f'SELECT count(*) FROM "{schema_for(projects["A"])}".nodes WHERE type=%s',
+                                ("fact",)).fetchone()[0]
+        refused = []
+        for table in ("nodes", "episodes", "edges"):
+            try:
+                role_a.execute(f'SELECT count(*) FROM "{schema_for(projects["B"])}".{table}')
+                refused.append(False)
+            except psycopg.errors.InsufficientPrivilege:
+                refused.append(True)
+    isolated = sees_a == per_project * args.nodes and all(refused)
     ok &= isolated
     rows.append(("role granted A only: A's fact nodes", str(sees_a)))
-    rows.append(("same role asking for B: nodes / episodes", f"{sees_b} / {sees_b_eps}"))
+    rows.append(("same role reading B's nodes / episodes / edges",
+                 " / ".join("refused" if r else "READ" for r in refused)))
     writes = args.procs * (args.nodes + args.events)
     rows.append(("wall time (all processes)", f"{wall:.1f} s"))
     rows.append(("writes per second (nodes + events)", f"{writes / wall:.0f}"))

@@ -9,11 +9,10 @@ plugins keep writing SQLite's SQL, translated by :mod:`opensage.pgdialect`.
   :meth:`PostgresDatabase.close`. Connecting waits at most :data:`CONNECT_TIMEOUT_S`
   seconds; a server that cannot be reached raises :class:`opensage.errors.StoreUnavailable`
   naming the URL with its password replaced by ``***``.
-* **Projects**: one database holds many projects. Every table has a ``project`` column
-  filled from the connection's ``opensage.project`` setting, and row-level security
-  (``FORCE``d, so the owner is held to it too) shows a connection only the rows of that
-  project — and only if its role may use the project (:func:`grant_project`). Queries
-  written for one project's SQLite file therefore run unchanged.
+* **Projects**: one database holds many projects, each in its own schema
+  (:func:`opensage.pgschema.schema_for`); a connection's ``search_path`` is its project's
+  schema, so queries written for one project's SQLite file run unchanged and reach that
+  project only. Roles are let into projects by schema privileges (:func:`grant_project`).
 * **Writers**: ``transaction()`` takes a transaction-scoped advisory lock per project, so
   writers of one project run one at a time as they do on SQLite (``BEGIN IMMEDIATE``);
   readers never wait.
@@ -229,6 +228,10 @@ class PostgresDatabase:
         if not PROJECT_KEY.match(project or ""):
             raise UsageError(f"project key {project!r} is not allowed: use 1-200 letters, digits and . _ : / @ + -")
         self.project = project
+        from opensage.pgschema import schema_for
+
+        #: the schema holding this project's tables
+        self.schema = schema_for(project)
         self.path = None
         #: where plugins keep derived data they may rebuild (the label index), on this machine
         self.cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "opensage" / "team"
@@ -237,7 +240,6 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._pool = None
         self._pool_lock = threading.Lock()
-        self._checked_role = False
         # advisory lock key of this project's writers: 63 bits of its SHA-256
         self._lock_key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big") >> 1
 
@@ -246,7 +248,8 @@ class PostgresDatabase:
         return redact_url(self.url)
 
     def _configure(self, raw) -> None:
-        raw.execute("SELECT set_config('opensage.project', %s, false)", (self.project,))
+        raw.execute("SELECT set_config('search_path', %s, false), set_config('opensage.project', %s, false)",
+                    (f'"{self.schema}"', self.project))
 
     def _get_pool(self):
         if self._pool is None:
@@ -281,16 +284,6 @@ class PostgresDatabase:
                     f"cannot reach the team store at {self.describe()} within {CONNECT_TIMEOUT_S} s "
                     f"({type(exc).__name__}); check that the server runs and the URL in OPENSAGE_DATABASE_URL") from None
             conn = Connection(raw, self)
-            if not self._checked_role:
-                bypass = raw.execute("SELECT rolname FROM pg_roles WHERE rolname = current_user"
-                                     " AND (rolsuper OR rolbypassrls)").fetchone()
-                if bypass:
-                    self._pool.putconn(raw)
-                    raise UsageError(
-                        f"the team store at {self.describe()} is opened as role {bypass[0]!r}, which bypasses "
-                        "row-level security (superuser or BYPASSRLS), so every project's rows would mix: "
-                        "connect as an ordinary role that owns the database (docs/team.md)")
-                self._checked_role = True
             self._local.conn = conn
         return conn
 
@@ -368,7 +361,7 @@ class PostgresDatabase:
             raw.execute("BEGIN")
             try:
                 raw.execute("SELECT pg_advisory_xact_lock(7355608)")
-                ensure_base(raw)
+                ensure_base(raw, self.project)
                 done = {r[0] for r in raw.execute(
                     "SELECT number FROM _migrations WHERE namespace=%s", (namespace,)).fetchall()}
                 for m in sorted(migrations, key=lambda m: m.number):
@@ -406,24 +399,21 @@ class PostgresDatabase:
 
 
 def grant_project(conn, project: str, role: str) -> None:
-    """Let database ``role`` (and its members) read and write ``project``'s rows.
+    """Let database ``role`` (and its members) read and write ``project``'s memory: usage of
+    the project's schema and rights on its tables and sequences. A role without them
+    cannot read any of the project's rows (permission denied).
 
-    Run by the store's owner (whoever ran the migrations): records the grant (the policies
-    read it) and gives the role the table rights. Roles with no grant see no project's
-    rows, whatever ``opensage.project`` they set; the owner sees every project it selects.
-
-    :param conn: a psycopg connection of the owner.
+    :param conn: a psycopg connection of the store's owner (who ran the migrations).
     :raises UsageError: ``project`` or ``role`` is not a valid name.
     """
-    if not PROJECT_KEY.match(project or "") or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role or ""):
-        raise UsageError(f"cannot grant project {project!r} to role {role!r}: invalid name")
     from psycopg import sql
 
-    conn.execute("INSERT INTO opensage_project_roles(project, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                 (project, role))
-    # table rights; which rows the role reaches is the policies' business
-    schema = sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0])
-    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, sql.Identifier(role)))
-    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
-        schema, sql.Identifier(role)))
-    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, sql.Identifier(role)))
+    from opensage.pgschema import schema_for
+
+    if not PROJECT_KEY.match(project or "") or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role or ""):
+        raise UsageError(f"cannot grant project {project!r} to role {role!r}: invalid name")
+    schema, who = sql.Identifier(schema_for(project)), sql.Identifier(role)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, who))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(schema, who))
+    conn.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, who))
+    conn.execute(sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}").format(schema, who))

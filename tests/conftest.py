@@ -151,22 +151,20 @@ def _pg_snapshot() -> dict:
     parts = urlsplit(os.environ["OPENSAGE_DATABASE_URL"])
     admin = parts._replace(netloc=f"{SUPERUSER}@{parts.hostname}:{parts.port}").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-            " AND table_type = 'BASE TABLE' AND table_name NOT LIKE '%fts%'")]
-        if not tables:
-            return {}
-        conn.execute("SELECT set_config('opensage.project', '', false)")
-        out = {}
-        for t in tables:
-            # columns in SQLite's order (no project, no tsvector); the superuser bypasses
-            # row-level security, so this sees every project
+        # every project's schema (p_...); rows of one table name from all of them together
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema LIKE 'p\\_%'"
+            " AND table_type = 'BASE TABLE' AND table_name NOT LIKE '%fts%' AND table_name NOT LIKE 'opensage\\_%'"
+        ).fetchall()
+        out: dict = {}
+        for schema, t in tables:
+            # columns in SQLite's order (no tsvector)
             cols = [r[0] for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-                " AND table_name = %s AND column_name NOT IN ('project', 'tsv') ORDER BY ordinal_position", (t,))]
-            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall()
-            out[t] = sorted(json.dumps([v.hex() if isinstance(v, (bytes, memoryview)) else v for v in r])
-                            for r in rows)
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
+                " AND table_name = %s AND column_name <> 'tsv' ORDER BY ordinal_position", (schema, t))]
+            rows = conn.execute(f'SELECT {", ".join(cols)} FROM "{schema}".{t}').fetchall()
+            out[t] = sorted(out.get(t, []) + [
+                json.dumps([v.hex() if isinstance(v, (bytes, memoryview)) else v for v in r]) for r in rows])
         return out
 
 

@@ -11,7 +11,7 @@ import json
 import re
 
 from opensage.plugins.graph_memory.migration_code import backfill_provenance, reindex_all
-from opensage.pgschema import PROJECT, c_text, enable_project_rls, pg_noop
+from opensage.pgschema import c_text, count_changes, pg_noop
 from opensage.store import Migration, execute_script
 
 
@@ -263,7 +263,6 @@ def pg_graph_memory(raw) -> None:
     raw.execute(c_text(f"""
         CREATE TABLE nodes (
             id BIGSERIAL PRIMARY KEY,
-            {PROJECT},
             type TEXT NOT NULL,
             label TEXT NOT NULL,
             content TEXT NOT NULL DEFAULT '',
@@ -280,7 +279,7 @@ def pg_graph_memory(raw) -> None:
                 setweight(to_tsvector('opensage', opensage_words(label)), 'A')
                 || setweight(to_tsvector('opensage', opensage_words(terms)), 'B')
                 || setweight(to_tsvector('opensage', opensage_words(content)), 'C')) STORED,
-            UNIQUE (project, type, label)
+            UNIQUE (type, label)
         );
         CREATE INDEX nodes_label ON nodes(label);
         CREATE INDEX nodes_valid_from ON nodes(valid_from);
@@ -292,7 +291,6 @@ def pg_graph_memory(raw) -> None:
             SELECT id AS rowid, label, terms, content, tsv FROM nodes;
         CREATE TABLE edges (
             id BIGSERIAL PRIMARY KEY,
-            {PROJECT},
             src BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
             dst BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
             type TEXT NOT NULL,
@@ -305,7 +303,6 @@ def pg_graph_memory(raw) -> None:
         CREATE INDEX edges_dst ON edges(dst, type);
         CREATE TABLE episodes (
             id BIGSERIAL PRIMARY KEY,
-            {PROJECT},
             session_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
             kind TEXT NOT NULL,
@@ -319,13 +316,12 @@ def pg_graph_memory(raw) -> None:
             compressed_at DOUBLE PRECISION,
             provenance TEXT,
             modeled_at DOUBLE PRECISION,
-            UNIQUE (project, session_id, seq)
+            UNIQUE (session_id, seq)
         );
         CREATE INDEX episodes_session ON episodes(session_id, seq);
         CREATE INDEX episodes_compressed ON episodes(session_id, compressed_at);
         CREATE TABLE episodes_fts (
             rowid BIGINT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
-            {PROJECT},
             text TEXT NOT NULL DEFAULT '',
             role TEXT,
             context TEXT,
@@ -340,13 +336,11 @@ def pg_graph_memory(raw) -> None:
         CREATE TABLE node_episodes (
             node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
             episode_id BIGINT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
-            {PROJECT},
             PRIMARY KEY (node_id, episode_id)
         );
         CREATE INDEX node_episodes_episode ON node_episodes(episode_id);
         CREATE TABLE embeddings (
             rowid BIGSERIAL,
-            {PROJECT},
             kind TEXT NOT NULL CHECK (kind IN ('node', 'episode')),
             id BIGINT NOT NULL,
             model TEXT NOT NULL,
@@ -359,23 +353,20 @@ def pg_graph_memory(raw) -> None:
         CREATE TABLE node_tags (
             tag TEXT NOT NULL,
             node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
-            {PROJECT},
             PRIMARY KEY (tag, node_id)
         );
         CREATE INDEX node_tags_node ON node_tags(node_id, tag);
-        CREATE TABLE memory_upkeep ({PROJECT}, key TEXT NOT NULL, value TEXT NOT NULL,
-            PRIMARY KEY (project, key));
+        CREATE TABLE memory_upkeep (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """))
     try:
         raw.execute("SAVEPOINT trgm")
-        raw.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        raw.execute("CREATE INDEX nodes_label_trgm ON nodes USING gin(label gin_trgm_ops)")
+        raw.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+        raw.execute("CREATE INDEX nodes_label_trgm ON nodes USING gin(label public.gin_trgm_ops)")
         raw.execute("RELEASE SAVEPOINT trgm")
     except Exception:  # noqa: BLE001 - pg_trgm missing or not allowed: fuzzy lookups scan instead
         raw.execute("ROLLBACK TO SAVEPOINT trgm")
-    for table in ("nodes", "edges", "episodes", "episodes_fts", "node_episodes", "node_tags",
-                  "embeddings", "memory_upkeep"):
-        enable_project_rls(raw, table, bump=table in ("nodes", "edges", "episodes", "node_tags", "embeddings"))
+    for table in ("nodes", "edges", "episodes", "node_tags", "embeddings"):
+        count_changes(raw, table)
 
 
 MIGRATIONS = [
