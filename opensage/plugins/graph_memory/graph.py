@@ -17,7 +17,8 @@ from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "write_node_copy",
+           "set_superseded_by", "set_node_tags", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -86,6 +87,41 @@ def update_node_row(conn, node_id: int, *, label: str, content: str, metadata: d
                   time.time() if now is None else now, session_id, source, node_id))
 
 
+def write_node_copy(conn, node_id: int | None, *, type: str, label: str, content: str, metadata: dict,
+                    created_at: float, updated_at: float, valid_from: float | None, valid_to: float | None,
+                    session_id: str | None, source: str | None) -> int:
+    """Store a node copied from another store exactly as it was there (``opensage memory
+    push``/``pull``, :mod:`.sync`): every field is given, nothing is merged or defaulted.
+
+    :param node_id: None inserts a new row; else the row of the same (type, label) to overwrite
+        (its ``superseded_by`` is left alone: :func:`set_superseded_by` sets it once every
+        copied node has an id).
+    :param created_at: / :param updated_at: / :param valid_from: / :param valid_to: epoch seconds.
+    :returns: the node's id.
+    :raises sqlite3.IntegrityError: inserting a (type, label) that exists (callers look it up first).
+    """
+    values = (content or "", json.dumps(metadata or {}), created_at, updated_at, valid_from, valid_to,
+              session_id, source, node_terms(label, metadata))
+    if node_id is None:
+        return conn.execute(
+            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from, valid_to,"
+            " session_id, source, terms) VALUES (?,?,?,?,?,?,?,?,?,?,?)", (type, label, *values)).lastrowid
+    conn.execute("UPDATE nodes SET content=?, metadata=?, created_at=?, updated_at=?, valid_from=?, valid_to=?,"
+                 " session_id=?, source=?, terms=? WHERE id=?", (*values, node_id))
+    return node_id
+
+
+def set_superseded_by(conn, node_id: int, superseded_by: int | None) -> None:
+    """Set (or clear, None) the node that replaced ``node_id``; ``valid_to`` is not touched."""
+    conn.execute("UPDATE nodes SET superseded_by=? WHERE id=?", (superseded_by, node_id))
+
+
+def set_node_tags(conn, node_id: int, tags: Iterable[str]) -> None:
+    """Replace the tags of ``node_id`` with ``tags`` (already normalised; see :func:`normalize_tags`)."""
+    conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
+    conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)", [(t, node_id) for t in tags])
+
+
 def delete_node_row(conn, node_id: int) -> None:
     """Delete one node row; its edges, tags and provenance links go by ``ON DELETE CASCADE``,
     its index row by trigger; nodes it had superseded become current again."""
@@ -97,15 +133,16 @@ def delete_node_row(conn, node_id: int) -> None:
 
 # -- the writer of the ``edges`` and ``node_episodes`` tables (same callers as above) ---------
 def write_edge_row(conn, src: int, dst: int, type: str, weight: float, metadata: dict | None = None,
-                   now: float | None = None) -> None:
+                   now: float | None = None, created_at: float | None = None) -> None:
     """Insert the (src, type, dst) edge, or set its weight (0..1) and metadata when it exists.
-    ``now``: epoch seconds (default now). No checks: callers validate."""
+    ``now``: its ``updated_at``, epoch seconds (default now); ``created_at`` (epoch seconds,
+    default ``now``) applies to a new edge only. No checks: callers validate."""
     now = time.time() if now is None else now
     conn.execute(
         "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
         " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
         " updated_at=excluded.updated_at",
-        (src, dst, type, float(weight), json.dumps(metadata or {}), now, now))
+        (src, dst, type, float(weight), json.dumps(metadata or {}), now if created_at is None else created_at, now))
 
 
 def delete_edge_row(conn, edge_id: int) -> None:
