@@ -496,7 +496,7 @@ def _memory_sync(ctx: click.Context, direction: str, url: str | None, episodes: 
     try:
         root = find_workspace(ctx.find_root().obj.get("workspace"))
         # the team store first: an unreachable server or a bad URL fails before a local file is made
-        team, team_name = open_store(team_url(url), root)
+        team, team_name = open_store(team_url(url, root), root)
         opened.append(team)
         local = local_store(root, must_exist=direction == "push")
         opened.append(local)

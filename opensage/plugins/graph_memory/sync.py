@@ -58,7 +58,7 @@ from opensage.plugins.graph_memory.episodes import EPISODE_COLUMNS, fill_marks, 
 from opensage.plugins.graph_memory.graph import (
     Graph, link_episodes, set_node_tags, set_superseded_by, write_edge_row, write_node_copy,
 )
-from opensage.store import Database
+from opensage.store import Database, Workspace
 
 __all__ = ["sync", "SyncReport", "Counts", "winner", "open_store", "close_store", "local_store", "team_url", "redact",
            "TEAM_URL_ENV"]
@@ -402,16 +402,25 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{hostpart}").geturl()
 
 
-def team_url(given: str | None) -> str:
-    """The team store's URL: ``given`` (``--to``/``--from``), else ``$OPENSAGE_DATABASE_URL``.
+def team_url(given: str | None, workspace: Path) -> str:
+    """The team store's URL: ``given`` (``--to``/``--from``), else what every other command
+    uses for ``workspace`` (``$OPENSAGE_DATABASE_URL``, or the project's trusted
+    ``team.database_url``; :func:`opensage.store.database_url`).
 
-    :raises UsageError: neither is set.
+    :raises UsageError: neither names one, or the project file is not trusted (exit 2).
     """
-    url = given or os.environ.get(TEAM_URL_ENV, "")
-    if not url.strip():
+    if given and given.strip():
+        return given.strip()
+    try:
+        from opensage.store import database_url
+    except ImportError:  # a build without the team store: only the variable
+        url = os.environ.get(TEAM_URL_ENV, "").strip() or None
+    else:
+        url = database_url(Workspace(workspace))
+    if not url:
         raise UsageError(f"no team store named: pass --to/--from URL (postgresql://user@host:5432/dbname) "
                          f"or set {TEAM_URL_ENV}.")
-    return url.strip()
+    return url
 
 
 def open_store(url: str, workspace: Path):
@@ -460,7 +469,7 @@ def _open_postgres(url: str, workspace: Path):
     except ImportError as exc:  # the PostgreSQL store is not part of this build, or psycopg is missing
         raise UsageError(f"the PostgreSQL store is not available here ({exc}); install opensage with psycopg "
                          f"(pip install 'psycopg[binary,pool]')") from None
-    db = PostgresDatabase(url, project_key(workspace))
+    db = PostgresDatabase(url, project_key(Workspace(workspace)))
     db.conn  # noqa: B018 - connect now: an unreachable server fails before anything is read or written
     return db
 
