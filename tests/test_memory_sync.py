@@ -272,12 +272,7 @@ def test_a_tie_is_broken_the_same_way_whichever_side_pushes(tmp_path):
     a2, b2 = tmp_path / "a2", tmp_path / "b2"
     shutil.copytree(a, a2)
     shutil.copytree(b, b2)
-    ok(run_cli(a, "memory", "push", "--to", str(b)))   # a's version offered to b
-    ok(run_cli(b2, "memory", "push", "--to", str(a2)))  # b's version offered to a
-    got_b = dump_path(store(b))["nodes"][("decision", "Cache in Redis")]
-    got_a2 = dump_path(store(a2))["nodes"][("decision", "Cache in Redis")]
-    assert got_b[0] == got_a2[0] and got_b[9] == got_a2[9]  # one winner, whoever offered it
-    # the winner is the one the documented rule names (larger SHA-256 of the compared data)
+    # the rule's answer for these two versions (larger SHA-256 of the compared data)
     from opensage.plugins.graph_memory.sync import _read_nodes
 
     da, dbb = (Database(store(p)) for p in (a2, b2))
@@ -286,7 +281,12 @@ def test_a_tie_is_broken_the_same_way_whichever_side_pushes(tmp_path):
     da.close()
     dbb.close()
     w = winner(na.updated_at, na.data(), nb.updated_at, nb.data())
-    assert w in ("source", "destination")
+    assert w in ("source", "destination") and na.content != nb.content
+    ok(run_cli(a, "memory", "push", "--to", str(b)))   # a's version offered to b
+    ok(run_cli(b2, "memory", "push", "--to", str(a2)))  # b's version offered to a
+    got_b = dump_path(store(b))["nodes"][("decision", "Cache in Redis")]
+    got_a2 = dump_path(store(a2))["nodes"][("decision", "Cache in Redis")]
+    assert got_b[0] == got_a2[0] and got_b[9] == got_a2[9]  # one winner, whoever offered it
     assert got_b[0] == (na.content if w == "source" else nb.content)
 
 
@@ -355,3 +355,152 @@ def test_the_workspace_cannot_sync_with_itself(source):
     alice, _ = source
     r = run_cli(alice, "memory", "push", "--to", str(alice))
     assert r.returncode == 2 and "own local store" in r.stderr
+
+
+# -- the team store on PostgreSQL ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """One throw-away PostgreSQL cluster for this module (tests/pg_env.py)."""
+    pytest.importorskip("opensage.pgstore", reason="the PostgreSQL store is not in this build")
+    import pg_env
+
+    server = pg_env.start_server()
+    try:
+        yield server
+    finally:
+        pg_env.remove_server(server)
+
+
+@pytest.fixture
+def team_db(pg_cluster) -> str:
+    """The URL of a fresh, empty database on the cluster."""
+    return pg_cluster.new_database()
+
+
+def clone(tmp_path: Path, name: str, remote: str) -> Path:
+    """A checkout whose ``origin`` is ``remote`` (its project key on the team store)."""
+    p = new_project(tmp_path, name)
+    (p / ".git").mkdir()
+    (p / ".git" / "config").write_text(f'[remote "origin"]\n\turl = {remote}\n')
+    return p
+
+
+def team_dump(url: str, project: Path) -> dict:
+    from opensage.pgstore import PostgresDatabase
+    from opensage.store import project_key
+
+    db = PostgresDatabase(url, project_key(Workspace(project)))
+    try:
+        return dump(db)
+    finally:
+        db.close_pool()
+
+
+@pytest.fixture
+def shop(tmp_path) -> tuple[Path, dict]:
+    """Alice's checkout of acme/shop with a store holding every kind of row."""
+    alice = clone(tmp_path, "alice", "git@github.com:acme/shop.git")
+    return alice, build_source(alice)
+
+
+def test_round_trip_sqlite_postgres_fresh_sqlite_twice(shop, team_db, tmp_path):
+    """Must-show 4: SQLite -> PostgreSQL -> a fresh SQLite loses nothing and duplicates
+    nothing, and running it all again changes nothing."""
+    alice, before = shop
+    bob = clone(tmp_path, "bob", "https://github.com/acme/shop")  # another URL form of the same repository
+    for attempt in (1, 2):
+        pushed = counts(run_cli(alice, "--json", "memory", "push", "--to", team_db, "--episodes"))
+        pulled = counts(run_cli(bob, "--json", "memory", "pull", "--from", team_db, "--episodes"))
+        if attempt == 1:
+            assert pushed["nodes"]["new"] == len(before["nodes"]) and pushed["edges"]["new"] == len(before["edges"])
+            assert pushed["episodes"]["new"] == len(before["episodes"]) and pushed["links"] == len(before["links"])
+            assert (pulled["new"], pulled["updated"]) == (pushed["new"], 0)
+            bob_snapshot = db_snapshot(bob)
+        else:
+            for c in (pushed, pulled):
+                assert (c["new"], c["updated"], c["nodes"]["kept"], c["edges"]["kept"]) == (0, 0, 0, 0), c
+            assert db_snapshot(bob) == bob_snapshot
+        assert team_dump(team_db, alice) == before
+    assert dump_path(store(bob)) == before
+    out = ok(run_cli(bob, "memory", "push", "--to", team_db))
+    assert out.splitlines()[0].endswith(": 0 new, 0 updated")
+
+
+def test_pull_from_postgres_into_a_store_with_an_older_version(shop, team_db, tmp_path):
+    alice, _ = shop
+    bob = clone(tmp_path, "bob", "git@github.com:acme/shop.git")
+    ok(run_cli(alice, "memory", "push", "--to", team_db))
+    ok(run_cli(bob, "memory", "pull", "--from", team_db))
+    bob_id = sqlite3.connect(store(bob)).execute("SELECT id FROM nodes WHERE label='JobQueue'").fetchone()[0]
+    time.sleep(0.01)
+    ok(run_cli(alice, "@memory-add-node", "type=concept", "label=JobQueue", "content=runs jobs with retries",
+               'metadata={"owner":"platform"}'))
+    ok(run_cli(alice, "@memory-tag", "node=JobQueue", 'set=["core"]'))
+    c = counts(run_cli(alice, "--json", "memory", "push", "--to", team_db))
+    assert (c["new"], c["updated"]) == (0, 1)
+    c = counts(run_cli(bob, "--json", "memory", "pull", "--from", team_db))
+    assert (c["new"], c["updated"], c["nodes"]["updated"]) == (0, 1, 1)
+    got = dump_path(store(bob))["nodes"][("concept", "JobQueue")]
+    assert got[0] == "runs jobs with retries" and got[1]["owner"] == "platform" and got[9] == ["core"]
+    assert sqlite3.connect(store(bob)).execute("SELECT id FROM nodes WHERE label='JobQueue'").fetchall() == [(bob_id,)]
+    assert dump_path(store(bob)) == team_dump(team_db, alice) == dump_path(store(alice))
+
+
+def test_other_projects_on_the_same_server_stay_apart(shop, team_db, tmp_path):
+    alice, before = shop
+    carol = clone(tmp_path, "carol", "git@github.com:acme/billing.git")
+    ok(run_cli(carol, "@memory-add-node", "type=decision", "label=Invoices in EUR"))
+    ok(run_cli(alice, "memory", "push", "--to", team_db))
+    ok(run_cli(carol, "memory", "push", "--to", team_db))
+    c = counts(run_cli(carol, "--json", "memory", "pull", "--from", team_db))
+    assert (c["new"], c["updated"]) == (0, 0)
+    assert set(dump_path(store(carol))["nodes"]) == {("decision", "Invoices in EUR")}
+    assert team_dump(team_db, alice)["nodes"] == before["nodes"]
+
+
+def test_an_unreachable_server_exits_1_naming_it_and_writes_nothing(source, pg_cluster, tmp_path):
+    import socket
+
+    alice, _ = source
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://alice:s3cr3t@127.0.0.1:{port}/team"
+    fresh = new_project(tmp_path, "fresh")
+    snap = db_snapshot(alice)
+    for project, args in ((alice, ("push", "--to", url)), (fresh, ("pull", "--from", url))):
+        r = run_cli(project, "memory", *args, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"postgresql://alice:***@127.0.0.1:{port}/team" in r.stderr and "s3cr3t" not in r.stderr + r.stdout
+        assert "Traceback" not in r.stderr
+    assert db_snapshot(alice) == snap and not (fresh / ".opencode" / "opensage.db").exists()
+    # the same through OPENSAGE_DATABASE_URL
+    r = run_cli(fresh, "memory", "pull", env={"OPENSAGE_DATABASE_URL": url}, timeout=60)
+    assert r.returncode == 1 and "alice:***@" in r.stderr and not (fresh / ".opencode" / "opensage.db").exists()
+
+
+def test_jsonl_export_and_import_work_on_postgres(team_db, tmp_path):
+    """``opensage memory import/export`` give the same JSONL on the team store as on SQLite."""
+    lines = [
+        {"type": "entity", "name": "Alice_Smith", "entityType": "person", "observations": ["owns billing", "on call"]},
+        {"type": "entity", "name": "BillingService", "entityType": "service", "observations": ["charges cards"]},
+        {"type": "relation", "from": "Alice_Smith", "to": "BillingService", "relationType": "worksOn"},
+    ]
+    src = tmp_path / "memory.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    local = new_project(tmp_path, "local")
+    team = clone(tmp_path, "team", "git@github.com:acme/crm.git")
+    env = {"OPENSAGE_DATABASE_URL": team_db}
+    assert "imported 2 entities" in ok(run_cli(local, "memory", "import", str(src)))
+    assert "imported 2 entities" in ok(run_cli(team, "memory", "import", str(src), env=env))
+    on_sqlite = ok(run_cli(local, "memory", "export"))
+    on_pg = ok(run_cli(team, "memory", "export", env=env))
+    assert on_pg == on_sqlite and [json.loads(x) for x in on_pg.splitlines()] == lines
+    assert not (team / ".opencode" / "opensage.db").exists() or team_dump(team_db, team)["nodes"]
+    # importing again merges into the same entities (no duplicates) on both
+    ok(run_cli(team, "memory", "import", str(src), env=env))
+    assert ok(run_cli(team, "memory", "export", env=env)) == on_pg
+    # and what JSONL put on the team store pulls into a fresh local store
+    fresh = clone(tmp_path, "fresh", "https://github.com/acme/crm.git")
+    ok(run_cli(fresh, "memory", "pull", "--from", team_db))
+    assert ok(run_cli(fresh, "memory", "export")) == on_sqlite
