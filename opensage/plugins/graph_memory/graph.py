@@ -17,8 +17,9 @@ from opensage.errors import NotFoundError, UsageError
 from opensage.store import Database, in_chunks
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "write_node_copy",
-           "set_superseded_by", "set_node_tags", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "write_node_copies",
+           "overwrite_node_copy", "NODE_COPY_FIELDS", "set_superseded_by", "set_node_tags", "add_node_tags",
+           "write_edge_rows", "link_episode_pairs", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -87,28 +88,38 @@ def update_node_row(conn, node_id: int, *, label: str, content: str, metadata: d
                   time.time() if now is None else now, session_id, source, node_id))
 
 
-def write_node_copy(conn, node_id: int | None, *, type: str, label: str, content: str, metadata: dict,
-                    created_at: float, updated_at: float, valid_from: float | None, valid_to: float | None,
-                    session_id: str | None, source: str | None) -> int:
-    """Store a node copied from another store exactly as it was there (``opensage memory
-    push``/``pull``, :mod:`.sync`): every field is given, nothing is merged or defaulted.
+#: The fields of a node copied from another store, in the order :func:`write_node_copies` takes them.
+NODE_COPY_FIELDS = ("type", "label", "content", "metadata", "created_at", "updated_at", "valid_from", "valid_to",
+                    "session_id", "source")
 
-    :param node_id: None inserts a new row; else the row of the same (type, label) to overwrite
-        (its ``superseded_by`` is left alone: :func:`set_superseded_by` sets it once every
-        copied node has an id).
-    :param created_at: / :param updated_at: / :param valid_from: / :param valid_to: epoch seconds.
-    :returns: the node's id.
-    :raises sqlite3.IntegrityError: inserting a (type, label) that exists (callers look it up first).
+
+def _copy_values(row: Sequence[Any]) -> tuple:
+    type_, label, content, metadata, *rest = row
+    return (type_, label, content or "", json.dumps(metadata or {}), *rest, node_terms(label, metadata))
+
+
+def write_node_copies(conn, rows: Iterable[Sequence[Any]]) -> None:
+    """Insert nodes copied from another store exactly as they were there (``opensage memory
+    push``/``pull``, :mod:`.sync`) in one batch: every field is given, nothing is merged or
+    defaulted; ``superseded_by`` and tags are set afterwards (:func:`set_superseded_by`,
+    :func:`add_node_tags`) once every copied node has an id.
+
+    :param rows: tuples in :data:`NODE_COPY_FIELDS` order (``metadata`` a dict; times epoch seconds).
+    :raises sqlite3.IntegrityError: a (type, label) that exists (callers look them up first).
     """
-    values = (content or "", json.dumps(metadata or {}), created_at, updated_at, valid_from, valid_to,
-              session_id, source, node_terms(label, metadata))
-    if node_id is None:
-        return conn.execute(
-            "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from, valid_to,"
-            " session_id, source, terms) VALUES (?,?,?,?,?,?,?,?,?,?,?)", (type, label, *values)).lastrowid
+    conn.executemany(
+        "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from, valid_to,"
+        " session_id, source, terms) VALUES (?,?,?,?,?,?,?,?,?,?,?)", [_copy_values(r) for r in rows])
+
+
+def overwrite_node_copy(conn, node_id: int, row: Sequence[Any]) -> None:
+    """Overwrite node ``node_id`` (the row of the same (type, label)) with a version copied
+    from another store: every field of ``row`` (:data:`NODE_COPY_FIELDS` order) replaces the
+    stored one; ``superseded_by`` and tags are left to :func:`set_superseded_by` /
+    :func:`set_node_tags`."""
+    _t, _l, *values = _copy_values(row)
     conn.execute("UPDATE nodes SET content=?, metadata=?, created_at=?, updated_at=?, valid_from=?, valid_to=?,"
                  " session_id=?, source=?, terms=? WHERE id=?", (*values, node_id))
-    return node_id
 
 
 def set_superseded_by(conn, node_id: int, superseded_by: int | None) -> None:
@@ -119,7 +130,12 @@ def set_superseded_by(conn, node_id: int, superseded_by: int | None) -> None:
 def set_node_tags(conn, node_id: int, tags: Iterable[str]) -> None:
     """Replace the tags of ``node_id`` with ``tags`` (already normalised; see :func:`normalize_tags`)."""
     conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
-    conn.executemany("INSERT INTO node_tags(tag, node_id) VALUES (?,?)", [(t, node_id) for t in tags])
+    add_node_tags(conn, [(node_id, t) for t in tags])
+
+
+def add_node_tags(conn, pairs: Iterable[tuple[int, str]]) -> None:
+    """Add (node id, tag) pairs in one batch (tags already normalised); existing pairs are kept."""
+    conn.executemany("INSERT OR IGNORE INTO node_tags(tag, node_id) VALUES (?,?)", [(t, n) for n, t in pairs])
 
 
 def delete_node_row(conn, node_id: int) -> None:
@@ -133,16 +149,30 @@ def delete_node_row(conn, node_id: int) -> None:
 
 # -- the writer of the ``edges`` and ``node_episodes`` tables (same callers as above) ---------
 def write_edge_row(conn, src: int, dst: int, type: str, weight: float, metadata: dict | None = None,
-                   now: float | None = None, created_at: float | None = None) -> None:
+                   now: float | None = None) -> None:
     """Insert the (src, type, dst) edge, or set its weight (0..1) and metadata when it exists.
-    ``now``: its ``updated_at``, epoch seconds (default now); ``created_at`` (epoch seconds,
-    default ``now``) applies to a new edge only. No checks: callers validate."""
+    ``now``: epoch seconds (default now). No checks: callers validate."""
     now = time.time() if now is None else now
     conn.execute(
         "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
         " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
         " updated_at=excluded.updated_at",
-        (src, dst, type, float(weight), json.dumps(metadata or {}), now if created_at is None else created_at, now))
+        (src, dst, type, float(weight), json.dumps(metadata or {}), now, now))
+
+
+def write_edge_rows(conn, rows: Iterable[tuple[int, int, str, float, dict, float, float]]) -> None:
+    """:func:`write_edge_row` for many edges in one batch: ``(src, dst, type, weight, metadata,
+    created_at, updated_at)`` tuples (times epoch seconds; ``created_at`` applies to new edges)."""
+    conn.executemany(
+        "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
+        " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
+        " updated_at=excluded.updated_at",
+        [(s, d, t, float(w), json.dumps(m or {}), c, u) for s, d, t, w, m, c, u in rows])
+
+
+def link_episode_pairs(conn, pairs: Iterable[tuple[int, int]]) -> None:
+    """Record many (node id, episode id) provenance links in one batch; existing ones are kept."""
+    conn.executemany("INSERT OR IGNORE INTO node_episodes(node_id, episode_id) VALUES (?,?)", list(pairs))
 
 
 def delete_edge_row(conn, edge_id: int) -> None:

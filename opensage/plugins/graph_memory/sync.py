@@ -56,7 +56,8 @@ from urllib.parse import urlsplit
 from opensage.errors import OpenSageError, UsageError
 from opensage.plugins.graph_memory.episodes import EPISODE_COLUMNS, fill_marks, insert_episode_copies
 from opensage.plugins.graph_memory.graph import (
-    Graph, link_episodes, set_node_tags, set_superseded_by, write_edge_row, write_node_copy,
+    Graph, add_node_tags, link_episode_pairs, overwrite_node_copy, set_node_tags, set_superseded_by, write_edge_rows,
+    write_node_copies,
 )
 from opensage.store import Database, Workspace
 
@@ -166,6 +167,11 @@ class _Node:
     session_id: str | None
     source: str | None
     tags: list[str]
+
+    def row(self, created_at: float) -> tuple:
+        """The fields :func:`.graph.write_node_copies` takes (``NODE_COPY_FIELDS`` order)."""
+        return (self.key[0], self.key[1], self.content, self.metadata, created_at, self.updated_at,
+                self.valid_from, self.valid_to, self.session_id, self.source)
 
     def data(self) -> str:
         return _canonical([self.content, self.metadata, _t(self.valid_from), _t(self.valid_to),
@@ -297,35 +303,41 @@ def sync(source: Database, dest: Database, *, episodes: bool = False, dry_run: b
 def _copy(conn, report: SyncReport, src_nodes: dict[NodeKey, _Node], src_edges: dict, links: list,
           src_episodes: list) -> None:
     dst_nodes = _read_nodes(conn)
-    ids: dict[NodeKey, int] = {k: n.id for k, n in dst_nodes.items()}
-    written: list[_Node] = []
     c = report.nodes
+    fresh: list[_Node] = []
+    changed: list[tuple[_Node, _Node]] = []
     for key, n in src_nodes.items():
         mine = dst_nodes.get(key)
-        verdict = "new" if mine is None else winner(n.updated_at, n.data(), mine.updated_at, mine.data())
+        if mine is None:
+            fresh.append(n)
+            continue
+        verdict = winner(n.updated_at, n.data(), mine.updated_at, mine.data())
         if verdict == "same":
             c.unchanged += 1
-            continue
-        if verdict == "destination":
+        elif verdict == "destination":
             c.kept += 1
-            continue
-        created = n.created_at if mine is None else min(n.created_at, mine.created_at)
-        ids[key] = write_node_copy(conn, None if mine is None else mine.id, type=key[0], label=key[1],
-                                   content=n.content, metadata=n.metadata, created_at=created,
-                                   updated_at=n.updated_at, valid_from=n.valid_from, valid_to=n.valid_to,
-                                   session_id=n.session_id, source=n.source)
-        if mine is None or sorted(mine.tags) != n.tags:
-            set_node_tags(conn, ids[key], n.tags)
-        written.append(n)
-        if mine is None:
-            c.new += 1
         else:
-            c.updated += 1
-    for n in written:  # every copied node has an id now
-        set_superseded_by(conn, ids[n.key], ids.get(n.superseded_by) if n.superseded_by else None)
+            changed.append((n, mine))
+    c.new, c.updated = len(fresh), len(changed)
+    ids: dict[NodeKey, int] = {k: n.id for k, n in dst_nodes.items()}
+    if fresh:
+        write_node_copies(conn, [n.row(n.created_at) for n in fresh])
+        ids = {(r[1], r[2]): r[0] for r in conn.execute("SELECT id, type, label FROM nodes").fetchall()}
+        add_node_tags(conn, [(ids[n.key], t) for n in fresh for t in n.tags])
+    for n, mine in changed:
+        overwrite_node_copy(conn, mine.id, n.row(min(n.created_at, mine.created_at)))
+        if mine.tags != n.tags:
+            set_node_tags(conn, mine.id, n.tags)
+    # supersession points at nodes by id: set once every copied node has one
+    for n, mine in [(n, None) for n in fresh] + changed:
+        target = ids.get(n.superseded_by) if n.superseded_by else None
+        current = ids.get(mine.superseded_by) if mine is not None and mine.superseded_by else None
+        if target != current:
+            set_superseded_by(conn, ids[n.key], target)
 
     dst_edges = _read_edges(conn)
     c = report.edges
+    edge_rows = []
     for (s, etype, d), e in src_edges.items():
         if s not in ids or d not in ids:
             report.skipped_edges += 1
@@ -337,12 +349,12 @@ def _copy(conn, report: SyncReport, src_nodes: dict[NodeKey, _Node], src_edges: 
         elif verdict == "destination":
             c.kept += 1
         else:
-            write_edge_row(conn, ids[s], ids[d], etype, e.weight, e.metadata, now=e.updated_at,
-                           created_at=e.created_at)
+            edge_rows.append((ids[s], ids[d], etype, e.weight, e.metadata, e.created_at, e.updated_at))
             if mine is None:
                 c.new += 1
             else:
                 c.updated += 1
+    write_edge_rows(conn, edge_rows)
 
     dst_episodes: dict[tuple[str, int], int] = {}
     theirs: dict[tuple[str, int], tuple[str, Any, Any]] = {}
@@ -380,12 +392,17 @@ def _copy(conn, report: SyncReport, src_nodes: dict[NodeKey, _Node], src_edges: 
         dst_episodes.update(new_ids)
 
     by_id = {n.id: key for key, n in src_nodes.items()}
+    have = {(r[0], r[1]) for r in conn.execute("SELECT node_id, episode_id FROM node_episodes").fetchall()}
+    wanted = set()
     for node_id, session_id, seq in links:
         key = by_id.get(node_id)
         ep = dst_episodes.get((session_id, seq))
         if key is None or ep is None or key not in ids or (session_id, seq) in conflicting:
             continue
-        report.links += link_episodes(conn, ids[key], [ep])
+        if (ids[key], ep) not in have:
+            wanted.add((ids[key], ep))
+    link_episode_pairs(conn, sorted(wanted))
+    report.links = len(wanted)
 
 
 # -- naming and opening stores ----------------------------------------------------------------
