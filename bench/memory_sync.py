@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from memory_scale import CODE_WORDS, make_graph  # noqa: E402
 
 from opensage.plugins.graph_memory.graph import Graph  # noqa: E402
-from opensage.plugins.graph_memory.sync import close_store, open_store, redact, sync  # noqa: E402
+from opensage.pgstore import redact_url  # noqa: E402
+from opensage.plugins.graph_memory.sync import close_store, open_store, sync  # noqa: E402
 from opensage.store import Database  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             db.close()
         close_store(team)
     same = counts[0] == counts[1]
-    print(f"memory push/pull: {args.nodes} nodes, {args.edges} edges; team store {redact(team_name)}; "
+    print(f"memory push/pull: {args.nodes} nodes, {args.edges} edges; team store {redact_url(team_name)}; "
           f"source built in {build_s:.1f} s")
     print(f"{'step':34} {'seconds':>8} {'new':>8} {'updated':>8}  as expected")
     for _key, label, dt, new, upd, ok in rows:

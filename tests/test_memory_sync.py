@@ -358,30 +358,17 @@ def test_the_workspace_cannot_sync_with_itself(source):
 
 
 # -- the team store on PostgreSQL ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pg_cluster():
-    """One throw-away PostgreSQL cluster for this module (tests/pg_env.py)."""
-    pytest.importorskip("opensage.pgstore", reason="the PostgreSQL store is not in this build")
-    import pg_env
-
-    server = pg_env.start_server()
-    try:
-        yield server
-    finally:
-        pg_env.remove_server(server)
-
-
 @pytest.fixture
-def team_db(pg_cluster) -> str:
+def team_db(pg_server) -> str:
     """The URL of a fresh, empty database on the cluster, owned by and connected to as an
     ordinary role (a superuser would bypass row-level security, so project isolation is
     only tested as a team would connect)."""
     import uuid
 
     name = "sync_" + uuid.uuid4().hex[:10]
-    pg_cluster.sql(f'CREATE ROLE "{name}" LOGIN')
-    pg_cluster.sql(f'CREATE DATABASE "{name}" OWNER "{name}"')
-    return pg_cluster.url(name, user=name)
+    pg_server.sql(f'CREATE ROLE "{name}" LOGIN')
+    pg_server.sql(f'CREATE DATABASE "{name}" OWNER "{name}"')
+    return pg_server.url(name, user=name)
 
 
 def clone(tmp_path: Path, name: str, remote: str) -> Path:
@@ -467,7 +454,7 @@ def test_other_projects_on_the_same_server_stay_apart(shop, team_db, tmp_path):
     assert team_dump(team_db, alice)["nodes"] == before["nodes"]
 
 
-def test_an_unreachable_server_exits_1_naming_it_and_writes_nothing(source, pg_cluster, tmp_path):
+def test_an_unreachable_server_exits_1_naming_it_and_writes_nothing(source, tmp_path):
     import socket
 
     alice, _ = source

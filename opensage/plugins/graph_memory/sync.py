@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +58,10 @@ from opensage.plugins.graph_memory.graph import (
     Graph, add_node_tags, link_episode_pairs, overwrite_node_copy, set_node_tags, set_superseded_by, write_edge_rows,
     write_node_copies,
 )
-from opensage.store import Database, Workspace
+from opensage.pgstore import PostgresDatabase, redact_url
+from opensage.store import Database, Workspace, database_url, project_key
 
-__all__ = ["sync", "SyncReport", "Counts", "winner", "open_store", "close_store", "local_store", "team_url", "redact",
+__all__ = ["sync", "SyncReport", "Counts", "winner", "open_store", "close_store", "local_store", "team_url",
            "TEAM_URL_ENV"]
 
 #: The environment variable naming the team store (issue 16); the default of ``--to``/``--from``.
@@ -406,19 +406,6 @@ def _copy(conn, report: SyncReport, src_nodes: dict[NodeKey, _Node], src_edges: 
 
 
 # -- naming and opening stores ----------------------------------------------------------------
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``postgresql://u:***@host/db``), for messages."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if password is None:
-        return url
-    user, _, hostpart = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{hostpart}").geturl()
-
-
 def team_url(given: str | None, workspace: Path) -> str:
     """The team store's URL: ``given`` (``--to``/``--from``), else what every other command
     uses for ``workspace`` (``$OPENSAGE_DATABASE_URL``, or the project's trusted
@@ -428,12 +415,7 @@ def team_url(given: str | None, workspace: Path) -> str:
     """
     if given and given.strip():
         return given.strip()
-    try:
-        from opensage.store import database_url
-    except ImportError:  # a build without the team store: only the variable
-        url = os.environ.get(TEAM_URL_ENV, "").strip() or None
-    else:
-        url = database_url(Workspace(workspace))
+    url = database_url(Workspace(workspace))
     if not url:
         raise UsageError(f"no team store named: pass --to/--from URL (postgresql://user@host:5432/dbname) "
                          f"or set {TEAM_URL_ENV}.")
@@ -453,7 +435,7 @@ def open_store(url: str, workspace: Path):
         exist (exit 2); the message names the URL with its password redacted.
     :raises opensage.errors.StoreUnavailable: the server cannot be reached (exit 1).
     """
-    shown = redact(url)
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -480,14 +462,11 @@ def open_store(url: str, workspace: Path):
 
 
 def _open_postgres(url: str, workspace: Path):
-    try:
-        from opensage.pgstore import PostgresDatabase
-        from opensage.store import project_key
-    except ImportError as exc:  # the PostgreSQL store is not part of this build, or psycopg is missing
-        raise UsageError(f"the PostgreSQL store is not available here ({exc}); install opensage with psycopg "
-                         f"(pip install 'psycopg[binary,pool]')") from None
     db = PostgresDatabase(url, project_key(Workspace(workspace)))
-    db.conn  # noqa: B018 - connect now: an unreachable server fails before anything is read or written
+    try:
+        db.conn  # noqa: B018 - connect now: an unreachable server fails before anything is read or written
+    except ImportError as exc:  # psycopg is missing from this installation
+        raise UsageError(f"the team store needs psycopg ({exc}); pip install 'psycopg[binary,pool]'") from None
     return db
 
 
