@@ -502,3 +502,16 @@ def test_jsonl_export_and_import_work_on_postgres(team_db, tmp_path):
     fresh = clone(tmp_path, "fresh", "https://github.com/acme/crm.git")
     ok(run_cli(fresh, "memory", "pull", "--from", team_db))
     assert ok(run_cli(fresh, "memory", "export")) == on_sqlite
+
+
+def test_a_row_the_team_store_refuses_writes_nothing(tmp_path, team_db):
+    """All or nothing: text PostgreSQL cannot hold (a NUL character) stops the whole push
+    with a clear error, exit 1, and the team store stays empty."""
+    alice = clone(tmp_path, "alice", "git@github.com:acme/nul.git")
+    for i in range(30):
+        ok(run_cli(alice, "@memory-add-node", "type=concept", f"label=Fine{i}", "content=plain text"))
+    set_node(store(alice), "Fine17", content="before\x00after")
+    r = run_cli(alice, "memory", "push", "--to", team_db)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "nothing was written" in r.stderr and "Traceback" not in r.stderr
+    assert team_dump(team_db, alice)["nodes"] == {}

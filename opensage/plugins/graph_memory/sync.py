@@ -297,7 +297,21 @@ def sync(source: Database, dest: Database, *, episodes: bool = False, dry_run: b
                 raise _Rollback
     except _Rollback:
         pass
+    except Exception as exc:
+        if not _database_error(exc):
+            raise
+        # e.g. text PostgreSQL cannot store (a NUL character), a value over a column's limit
+        raise OpenSageError(f"copying into {dest_name or 'the destination'} failed, nothing was written: "
+                            f"{type(exc).__name__}: {str(exc).strip()[:500]}") from None
     return report
+
+
+def _database_error(exc: BaseException) -> bool:
+    """True for an error a store raised (``sqlite3.Error``, any ``psycopg.Error``)."""
+    import sqlite3
+
+    return isinstance(exc, sqlite3.Error) or any(
+        c.__module__.split(".")[0] == "psycopg" and c.__name__ == "Error" for c in type(exc).__mro__)
 
 
 def _copy(conn, report: SyncReport, src_nodes: dict[NodeKey, _Node], src_edges: dict, links: list,
