@@ -193,6 +193,43 @@ def _alias_subqueries(code: str) -> str:
         pos = m.end()
 
 
+_ORDER_END = re.compile(r"\b(LIMIT|OFFSET|UNION|EXCEPT|INTERSECT|FOR)\b", re.I)
+
+
+def _order_nulls(code: str) -> str:
+    """SQLite sorts NULL first in ascending order and last in descending order; say so."""
+    out, pos = [], 0
+    for m in re.finditer(r"\bORDER\s+BY\b", code, re.I):
+        if m.start() < pos:
+            continue
+        out.append(code[pos:m.end()])
+        i, depth, start = m.end(), 0, m.end()
+        while i < len(code):
+            ch = code[i]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and _ORDER_END.match(code, i) and (i == 0 or not code[i - 1].isalnum()):
+                break
+            i += 1
+        items = _split_args(code[start:i])
+        fixed = []
+        for item in items:
+            if re.search(r"\bNULLS\b", item, re.I) or not item:
+                fixed.append(item)
+            elif re.search(r"\bDESC$", item, re.I):
+                fixed.append(item + " NULLS LAST")
+            else:
+                fixed.append(item + " NULLS FIRST")
+        out.append(" " + ", ".join(fixed) + (" " if i < len(code) else ""))
+        pos = i
+    out.append(code[pos:])
+    return "".join(out)
+
+
 def _fts_aliases(code: str) -> dict[str, str]:
     """FTS table → the name its columns are reached by in this statement (alias or itself)."""
     out = {}
@@ -288,6 +325,13 @@ def translate(sql: str) -> Translated:
     match_of: dict[str, str] = {}
     if aliases:
         for table_fts, alias in aliases.items():
+            def literal_match(lm: re.Match, table_fts=table_fts, alias=alias) -> str:
+                text = _literal_value(lm.group(1), saved) or ""
+                saved.append("'" + fts5_to_tsquery(text, table_fts).replace("'", "''") + "'")
+                match_of[table_fts] = alias
+                return f"{alias}.tsv @@ to_tsquery('opensage', \x00{len(saved) - 1}\x00)"
+
+            code = re.sub(rf"\b{table_fts}\s+MATCH\s+(\x00\d+\x00)", literal_match, code, flags=re.I)
             pat = re.compile(rf"\b{table_fts}\s+MATCH\s+\?", re.I)
             if pat.search(code):
                 rewrote_match = True
@@ -316,6 +360,7 @@ def translate(sql: str) -> Translated:
     code = re.sub(r"\bWHERE\s+1\b(?!\s*[=<>!])", "WHERE true", code, flags=re.I)
     code = re.sub(r"\bAS\s+REAL\b", "AS double precision", code, flags=re.I)
     code = _alias_subqueries(code)
+    code = _order_nulls(code)
 
     # -- placeholders: build the parameter plan in text order ------------------------------
     plan: list = []

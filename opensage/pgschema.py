@@ -106,11 +106,19 @@ def enable_project_rls(raw, table: str, bump: bool = False) -> None:
 PROJECT = "project TEXT NOT NULL DEFAULT current_setting('opensage.project')"
 
 
+def c_text(ddl: str) -> str:
+    """``ddl`` with every ``TEXT`` column in the "C" collation: text compares and sorts by
+    code point, as in SQLite (whatever locale the server was created with)."""
+    import re
+
+    return re.sub(r"\bTEXT\b(?!\s+(?:SEARCH|COLLATE))", 'TEXT COLLATE "C"', ddl)
+
+
 def pg_sessions(raw) -> None:
     """The core ``sessions`` table (core migration 1) on PostgreSQL."""
-    raw.execute(f"""CREATE TABLE sessions ({PROJECT}, id TEXT NOT NULL, source TEXT NOT NULL,
+    raw.execute(c_text(f"""CREATE TABLE sessions ({PROJECT}, id TEXT NOT NULL, source TEXT NOT NULL,
         started_at DOUBLE PRECISION NOT NULL, ended_at DOUBLE PRECISION, meta TEXT NOT NULL DEFAULT '{{}}',
-        PRIMARY KEY (project, id))""")
+        PRIMARY KEY (project, id))"""))
     enable_project_rls(raw, "sessions")
 
 

@@ -237,6 +237,7 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._pool = None
         self._pool_lock = threading.Lock()
+        self._checked_role = False
         # advisory lock key of this project's writers: 63 bits of its SHA-256
         self._lock_key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big") >> 1
 
@@ -280,6 +281,16 @@ class PostgresDatabase:
                     f"cannot reach the team store at {self.describe()} within {CONNECT_TIMEOUT_S} s "
                     f"({type(exc).__name__}); check that the server runs and the URL in OPENSAGE_DATABASE_URL") from None
             conn = Connection(raw, self)
+            if not self._checked_role:
+                bypass = raw.execute("SELECT rolname FROM pg_roles WHERE rolname = current_user"
+                                     " AND (rolsuper OR rolbypassrls)").fetchone()
+                if bypass:
+                    self._pool.putconn(raw)
+                    raise UsageError(
+                        f"the team store at {self.describe()} is opened as role {bypass[0]!r}, which bypasses "
+                        "row-level security (superuser or BYPASSRLS), so every project's rows would mix: "
+                        "connect as an ordinary role that owns the database (docs/team.md)")
+                self._checked_role = True
             self._local.conn = conn
         return conn
 

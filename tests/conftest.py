@@ -144,7 +144,13 @@ def _pg_snapshot() -> dict:
     """:func:`db_snapshot` of the team store (every project's rows, as the superuser)."""
     import psycopg
 
-    with psycopg.connect(os.environ["OPENSAGE_DATABASE_URL"], autocommit=True) as conn:
+    from urllib.parse import urlsplit
+
+    from tests.pg_env import SUPERUSER
+
+    parts = urlsplit(os.environ["OPENSAGE_DATABASE_URL"])
+    admin = parts._replace(netloc=f"{SUPERUSER}@{parts.hostname}:{parts.port}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
             " AND table_type = 'BASE TABLE' AND table_name NOT LIKE '%fts%'")]
@@ -153,9 +159,14 @@ def _pg_snapshot() -> dict:
         conn.execute("SELECT set_config('opensage.project', '', false)")
         out = {}
         for t in tables:
-            # the superuser bypasses row-level security, so this sees every project
-            rows = conn.execute(f"SELECT to_jsonb(x) - 'tsv' FROM {t} x").fetchall()
-            out[t] = sorted(json.dumps(r[0], sort_keys=True) for r in rows)
+            # columns in SQLite's order (no project, no tsvector); the superuser bypasses
+            # row-level security, so this sees every project
+            cols = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = %s AND column_name NOT IN ('project', 'tsv') ORDER BY ordinal_position", (t,))]
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall()
+            out[t] = sorted(json.dumps([v.hex() if isinstance(v, (bytes, memoryview)) else v for v in r])
+                            for r in rows)
         return out
 
 

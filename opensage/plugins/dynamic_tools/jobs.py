@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import NotFoundError
-from opensage.pgschema import PROJECT, enable_project_rls
+from opensage.pgschema import PROJECT, c_text, enable_project_rls
 from opensage.store import Database, Migration, Workspace, open_database
 
 __all__ = ["submit", "poll", "cancel", "list_jobs", "migrate", "STATUSES", "FINAL", "decode_output"]
@@ -97,7 +97,7 @@ def _m001(conn) -> None:
 
 def pg_jobs(raw) -> None:
     """jobs migration 1 on PostgreSQL."""
-    raw.execute(f"""
+    raw.execute(c_text(f"""
         CREATE TABLE jobs (id TEXT PRIMARY KEY, {PROJECT}, kind TEXT NOT NULL, name TEXT NOT NULL,
             request TEXT NOT NULL, status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
             started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, heartbeat_at DOUBLE PRECISION,
@@ -105,7 +105,7 @@ def pg_jobs(raw) -> None:
             sandbox_started DOUBLE PRECISION, timeout_s DOUBLE PRECISION NOT NULL,
             cancel_requested INTEGER NOT NULL DEFAULT 0, returncode INTEGER, level TEXT, result TEXT, error TEXT);
         CREATE INDEX jobs_status ON jobs(status);
-    """)
+    """))
     enable_project_rls(raw, "jobs")
 
 

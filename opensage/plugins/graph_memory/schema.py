@@ -11,7 +11,7 @@ import json
 import re
 
 from opensage.plugins.graph_memory.migration_code import backfill_provenance, reindex_all
-from opensage.pgschema import PROJECT, enable_project_rls, pg_noop
+from opensage.pgschema import PROJECT, c_text, enable_project_rls, pg_noop
 from opensage.store import Migration, execute_script
 
 
@@ -260,7 +260,7 @@ def m006_node_index(conn) -> None:
 
 def pg_graph_memory(raw) -> None:
     """Graph memory's tables as of SQLite migration 6 (``node_index``), on PostgreSQL."""
-    raw.execute(f"""
+    raw.execute(c_text(f"""
         CREATE TABLE nodes (
             id BIGSERIAL PRIMARY KEY,
             {PROJECT},
@@ -365,7 +365,7 @@ def pg_graph_memory(raw) -> None:
         CREATE INDEX node_tags_node ON node_tags(node_id, tag);
         CREATE TABLE memory_upkeep ({PROJECT}, key TEXT NOT NULL, value TEXT NOT NULL,
             PRIMARY KEY (project, key));
-    """)
+    """))
     try:
         raw.execute("SAVEPOINT trgm")
         raw.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
