@@ -359,16 +359,10 @@ def test_the_workspace_cannot_sync_with_itself(source):
 
 # -- the team store on PostgreSQL ----------------------------------------------------------------
 @pytest.fixture
-def team_db(pg_server) -> str:
-    """The URL of a fresh, empty database on the cluster, owned by and connected to as an
-    ordinary role (a superuser would bypass row-level security, so project isolation is
-    only tested as a team would connect)."""
-    import uuid
-
-    name = "sync_" + uuid.uuid4().hex[:10]
-    pg_server.sql(f'CREATE ROLE "{name}" LOGIN')
-    pg_server.sql(f'CREATE DATABASE "{name}" OWNER "{name}"')
-    return pg_server.url(name, user=name)
+def team_db(pg_url) -> str:
+    """A fresh, empty team store, reached as the ordinary role owning it (conftest's
+    ``pg_url``: a superuser would bypass row-level security, which the store refuses)."""
+    return pg_url
 
 
 def clone(tmp_path: Path, name: str, remote: str) -> Path:
