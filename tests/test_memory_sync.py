@@ -509,3 +509,34 @@ def test_a_row_the_team_store_refuses_writes_nothing(tmp_path, team_db):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "nothing was written" in r.stderr and "Traceback" not in r.stderr
     assert team_dump(team_db, alice)["nodes"] == {}
+
+
+def test_episodes_are_a_log_never_rewritten(tmp_path):
+    """The same (session_id, seq) with another text stays as the receiving store has it
+    (counted as conflicting, its provenance links not copied); one only compressed on the
+    sending side gets the compression marks."""
+    a, b = new_project(tmp_path, "a"), new_project(tmp_path, "b")
+    for project, text in ((a, "We decided to use Terraform for deploys."), (b, "Something else entirely.")):
+        host = Host(Workspace(project))
+        try:
+            s = host.session("shared-id", source="cli")
+            host.record(s, SessionEvent(kind="user_message", role="user", text=text, timestamp=1_700_000_000.0))
+            host.record(s, SessionEvent(kind="user_message", role="user", text="Thanks, that is all for today.",
+                                        timestamp=1_700_000_001.0))
+            if project == a:
+                host.run_line("@memory-compress-session sessionId=shared-id useModel=never")
+        finally:
+            host.close()
+    before_b = dump_path(store(b))
+    c = counts(run_cli(a, "--json", "memory", "push", "--to", str(b), "--episodes"))
+    assert c["episodes"] == {"new": 0, "updated": 1, "unchanged": 0, "kept": 1}
+    after = dump_path(store(b))
+    assert after["episodes"][("shared-id", 1)] == before_b["episodes"][("shared-id", 1)]  # not rewritten
+    seq2 = after["episodes"][("shared-id", 2)]
+    assert seq2[8] is not None and before_b["episodes"][("shared-id", 2)][8] is None  # compressed_at filled
+    linked = {ep for _node, ep in after["links"]}
+    assert ("shared-id", 1) in {ep for _node, ep in dump_path(store(a))["links"]}  # the decision's provenance
+    assert ("shared-id", 1) not in linked  # links to the conflicting episode are not copied
+    assert any(k[0] == "decision" for k in after["nodes"])  # the node itself moved
+    c = counts(run_cli(a, "--json", "memory", "push", "--to", str(b), "--episodes"))
+    assert (c["new"], c["updated"], c["episodes"]["kept"]) == (0, 0, 1)
