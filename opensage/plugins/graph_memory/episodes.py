@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from opensage.camel import camel, camel_dict
-from opensage.store import Database, in_chunks
+from opensage.store import Database, in_chunks, insert_rows
 from opensage.types import SessionEvent
 
 __all__ = [
@@ -389,15 +389,17 @@ def insert_episode_copies(conn, rows: Sequence[Sequence[Any]]) -> dict[tuple[str
     :returns: ``{(session_id, seq): new episode id}``.
     :raises sqlite3.IntegrityError: a (session_id, seq) that exists.
     """
-    ids: dict[tuple[str, int], int] = {}
-    cols = ", ".join(EPISODE_COLUMNS)
-    marks = ",".join("?" * len(EPISODE_COLUMNS))
-    for row in rows:
-        ids[(row[0], int(row[1]))] = conn.execute(f"INSERT INTO episodes({cols}) VALUES ({marks})",
-                                                  tuple(row)).lastrowid
+    rows = [tuple(r) for r in rows]
+    insert_rows(conn, f"INSERT INTO episodes({', '.join(EPISODE_COLUMNS)})", rows)
     by_session: dict[str, list[int]] = {}
-    for session_id, seq in ids:
-        by_session.setdefault(session_id, []).append(seq)
+    for row in rows:
+        by_session.setdefault(row[0], []).append(int(row[1]))
+    ids: dict[tuple[str, int], int] = {}
+    for session_id, seqs in by_session.items():
+        for chunk, marks in in_chunks(seqs):
+            for r in conn.execute(f"SELECT id, seq FROM episodes WHERE session_id=? AND seq IN ({marks})",
+                                  (session_id, *chunk)).fetchall():
+                ids[(session_id, int(r[1]))] = r[0]
     for session_id, seqs in by_session.items():
         for (episode_id,) in conn.execute(
                 "SELECT id FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? ORDER BY seq",

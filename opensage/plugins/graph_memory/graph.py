@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from opensage.camel import camel, camel_dict
 from opensage.errors import NotFoundError, UsageError
-from opensage.store import Database, in_chunks
+from opensage.store import Database, in_chunks, insert_rows
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
 __all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "write_node_copies",
@@ -98,26 +98,6 @@ def _copy_values(row: Sequence[Any]) -> tuple:
     return (type_, label, content or "", json.dumps(metadata or {}), *rest, node_terms(label, metadata))
 
 
-#: Bound parameters per multi-row statement of the batch writers below: SQLite's oldest
-#: default limit (999, SQLITE_MAX_VARIABLE_NUMBER before 3.32, https://sqlite.org/limits.html).
-MAX_PARAMS = 999
-
-
-def _insert_rows(conn, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
-    """Run ``head VALUES (?,..),(?,..) tail`` over ``rows`` with as many rows per statement
-    as :data:`MAX_PARAMS` allows: one statement per chunk, not per row (on the team store
-    each statement also costs a row-level-security check and a change-counter trigger)."""
-    if not rows:
-        return
-    width = len(rows[0])
-    per = max(1, MAX_PARAMS // width)
-    one = "(" + ",".join("?" * width) + ")"
-    for i in range(0, len(rows), per):
-        chunk = rows[i:i + per]
-        conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}{tail}",
-                     [v for row in chunk for v in row])
-
-
 def write_node_copies(conn, rows: Iterable[Sequence[Any]]) -> None:
     """Insert nodes copied from another store exactly as they were there (``opensage memory
     push``/``pull``, :mod:`.sync`) in one batch: every field is given, nothing is merged or
@@ -127,7 +107,7 @@ def write_node_copies(conn, rows: Iterable[Sequence[Any]]) -> None:
     :param rows: tuples in :data:`NODE_COPY_FIELDS` order (``metadata`` a dict; times epoch seconds).
     :raises sqlite3.IntegrityError: a (type, label) that exists (callers look them up first).
     """
-    _insert_rows(conn, "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from,"
+    insert_rows(conn, "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from,"
                        " valid_to, session_id, source, terms)", [_copy_values(r) for r in rows])
 
 
@@ -154,7 +134,7 @@ def set_node_tags(conn, node_id: int, tags: Iterable[str]) -> None:
 
 def add_node_tags(conn, pairs: Iterable[tuple[int, str]]) -> None:
     """Add (node id, tag) pairs in one batch (tags already normalised); existing pairs are kept."""
-    _insert_rows(conn, "INSERT OR IGNORE INTO node_tags(tag, node_id)", [(t, n) for n, t in pairs])
+    insert_rows(conn, "INSERT OR IGNORE INTO node_tags(tag, node_id)", [(t, n) for n, t in pairs])
 
 
 def delete_node_row(conn, node_id: int) -> None:
@@ -183,7 +163,7 @@ def write_edge_rows(conn, rows: Iterable[tuple[int, int, str, float, dict, float
     """:func:`write_edge_row` for many edges in a few statements: ``(src, dst, type, weight,
     metadata, created_at, updated_at)`` tuples (times epoch seconds; ``created_at`` applies to
     new edges), each (src, type, dst) at most once."""
-    _insert_rows(conn, "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at)",
+    insert_rows(conn, "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at)",
                  [(s, d, t, float(w), json.dumps(m or {}), c, u) for s, d, t, w, m, c, u in rows],
                  " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
                  " updated_at=excluded.updated_at")
@@ -191,7 +171,7 @@ def write_edge_rows(conn, rows: Iterable[tuple[int, int, str, float, dict, float
 
 def link_episode_pairs(conn, pairs: Iterable[tuple[int, int]]) -> None:
     """Record many (node id, episode id) provenance links in one batch; existing ones are kept."""
-    _insert_rows(conn, "INSERT OR IGNORE INTO node_episodes(node_id, episode_id)", list(pairs))
+    insert_rows(conn, "INSERT OR IGNORE INTO node_episodes(node_id, episode_id)", list(pairs))
 
 
 def delete_edge_row(conn, edge_id: int) -> None:
