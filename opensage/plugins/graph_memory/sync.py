@@ -118,7 +118,7 @@ class SyncReport:
         """A few lines for a person, first ``<verb> SOURCE -> DEST: N new, M updated``."""
         def line(name: str, c: Counts) -> str:
             return (f"  {name}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged, "
-                    f"{c.kept} kept (the destination's version is newer)")
+                    f"{c.kept} kept (the destination's version won)")
         out = [f"{verb}{' (dry run, nothing written)' if self.dry_run else ''} {self.source} -> "
                f"{self.destination}: {self.new} new, {self.updated} updated",
                line("nodes", self.nodes), line("edges", self.edges)]
