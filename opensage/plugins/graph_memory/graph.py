@@ -56,7 +56,7 @@ def node_terms(label: str, metadata: dict | None = None) -> str:
 # -- the writer of the ``nodes`` table -------------------------------------------------------
 # Every path that stores nodes (add-node, ingest of every language, the memory-server tools,
 # Markdown and JSONL import, compaction, forget) goes through these three functions, inside
-# the caller's transaction. ``nodes_fts`` follows by SQLite triggers (migration m006): no
+# the caller's transaction; ``memory push/pull`` (sync.py) through the copy writers below. ``nodes_fts`` follows by SQLite triggers (migration m006): no
 # Python code writes index rows.
 def insert_node_row(conn, *, type: str, label: str, content: str = "", metadata: dict | None = None,
                     now: float | None = None, valid_from: float | None = None, session_id: str | None = None,
