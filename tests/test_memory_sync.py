@@ -540,3 +540,35 @@ def test_episodes_are_a_log_never_rewritten(tmp_path):
     assert any(k[0] == "decision" for k in after["nodes"])  # the node itself moved
     c = counts(run_cli(a, "--json", "memory", "push", "--to", str(b), "--episodes"))
     assert (c["new"], c["updated"], c["episodes"]["kept"]) == (0, 0, 1)
+
+
+def test_two_clones_pushing_at_once_leave_one_copy_of_each_node(tmp_path, team_db):
+    """Two machines push overlapping memory at the same moment: the team store's writer lock
+    runs the copies one after the other, so both succeed, nothing is duplicated, and the
+    node both pushed holds the newer version."""
+    import subprocess
+    import sys
+
+    alice = clone(tmp_path, "alice", "git@github.com:acme/duo.git")
+    bob = clone(tmp_path, "bob", "https://github.com/acme/duo")
+    for who in (alice, bob):
+        host = Host(Workspace(who))
+        try:
+            for i in range(40):
+                host.run("memory-add-node", {"type": "concept", "label": f"Shared{i}", "content": f"from {who.name}"})
+            host.run("memory-add-node", {"type": "concept", "label": f"Only{who.name}"})
+        finally:
+            host.close()
+    set_node(store(alice), "Shared7", updated_at=time.time() + 60)  # alice's Shared7 is the newest version
+    procs = [subprocess.Popen([sys.executable, "-m", "opensage", "--workspace", str(p), "--json", "memory", "push",
+                               "--to", team_db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in (alice, bob)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    reports = [json.loads(out) for out, _err in outs]
+    assert sorted(r["nodes"]["new"] for r in reports) == [1, 41]  # whoever came second added only its own node
+    got = team_dump(team_db, alice)["nodes"]
+    assert len(got) == 42 and {("concept", "Onlyalice"), ("concept", "Onlybob")} <= set(got)
+    assert got[("concept", "Shared7")][0] == "from alice"
+    rows = sqlite3.connect(store(alice)).execute("SELECT count(*) FROM nodes").fetchone()[0]
+    assert rows == 41  # pushing never writes the pushing side
