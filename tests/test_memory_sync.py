@@ -502,8 +502,12 @@ def test_a_row_the_team_store_refuses_writes_nothing(tmp_path, team_db):
     """All or nothing: text PostgreSQL cannot hold (a NUL character) stops the whole push
     with a clear error, exit 1, and the team store stays empty."""
     alice = clone(tmp_path, "alice", "git@github.com:acme/nul.git")
-    for i in range(30):
-        ok(run_cli(alice, "@memory-add-node", "type=concept", f"label=Fine{i}", "content=plain text"))
+    host = Host(Workspace(alice))
+    try:
+        for i in range(30):
+            host.run("memory-add-node", {"type": "concept", "label": f"Fine{i}", "content": "plain text"})
+    finally:
+        host.close()
     set_node(store(alice), "Fine17", content="before\x00after")
     r = run_cli(alice, "memory", "push", "--to", team_db)
     assert r.returncode == 1, r.stdout + r.stderr
