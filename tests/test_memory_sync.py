@@ -464,9 +464,11 @@ def test_an_unreachable_server_exits_1_naming_it_and_writes_nothing(source, tmp_
         assert f"postgresql://alice:***@127.0.0.1:{port}/team" in r.stderr and "s3cr3t" not in r.stderr + r.stdout
         assert "Traceback" not in r.stderr
     assert db_snapshot(alice) == snap and not (fresh / ".opencode" / "opensage.db").exists()
-    # the same through OPENSAGE_DATABASE_URL
-    r = run_cli(fresh, "memory", "pull", env={"OPENSAGE_DATABASE_URL": url}, timeout=60)
-    assert r.returncode == 1 and "alice:***@" in r.stderr and not (fresh / ".opencode" / "opensage.db").exists()
+    # the same through OPENSAGE_DATABASE_URL, with the password as libpq's URL parameter
+    r = run_cli(fresh, "memory", "pull", env={"OPENSAGE_DATABASE_URL": f"postgresql://alice@127.0.0.1:{port}/team"
+                                                                      "?password=s3cr3t"}, timeout=60)
+    assert r.returncode == 1 and "password=***" in r.stderr and "s3cr3t" not in r.stderr + r.stdout
+    assert not (fresh / ".opencode" / "opensage.db").exists()
 
 
 def test_jsonl_export_and_import_work_on_postgres(team_db, tmp_path):
