@@ -366,7 +366,8 @@ def uninstall_cmd(ctx: click.Context, target: str) -> None:
 
 @cli.group("memory")
 def memory_group() -> None:
-    """Import or export graph memory in the MCP reference memory server's JSONL format."""
+    """Move graph memory: JSONL import/export (the MCP reference memory server's format),
+    a Markdown mirror, and push/pull between the local store and the team store."""
 
 
 @memory_group.command("import")
@@ -447,6 +448,77 @@ def memory_export_cmd(ctx: click.Context, output: str | None, markdown_dir: str 
         atomic_write_text(Path(output), text)
     else:
         click.echo(text, nl=False)
+
+
+_SYNC_EPISODES_HELP = "Also copy raw episodes (session turns), and with them every provenance link."
+_SYNC_DRY_RUN_HELP = "Count what would change and write nothing."
+
+
+@memory_group.command("push")
+@click.option("--to", "url", metavar="URL", default=None,
+              help="The team store: postgresql://user[:password]@host:5432/dbname (default: $OPENSAGE_DATABASE_URL), "
+                   "or sqlite:///path/opensage.db or a workspace folder.")
+@click.option("--episodes", is_flag=True, help=_SYNC_EPISODES_HELP)
+@click.option("--dry-run", is_flag=True, help=_SYNC_DRY_RUN_HELP)
+@click.pass_context
+def memory_push_cmd(ctx: click.Context, url: str | None, episodes: bool, dry_run: bool) -> None:
+    """Copy this workspace's local memory (.opencode/opensage.db) to the team store.
+
+    Nodes, edges, tags and provenance links; identical rows are skipped, so running it
+    again copies nothing; a node or edge both stores have in different versions keeps
+    the newer one (docs/team.md#moving-memory-between-stores). Nothing is deleted.
+    """
+    _memory_sync(ctx, "push", url, episodes, dry_run)
+
+
+@memory_group.command("pull")
+@click.option("--from", "url", metavar="URL", default=None,
+              help="The team store: postgresql://user[:password]@host:5432/dbname (default: $OPENSAGE_DATABASE_URL), "
+                   "or sqlite:///path/opensage.db or a workspace folder.")
+@click.option("--episodes", is_flag=True, help=_SYNC_EPISODES_HELP)
+@click.option("--dry-run", is_flag=True, help=_SYNC_DRY_RUN_HELP)
+@click.pass_context
+def memory_pull_cmd(ctx: click.Context, url: str | None, episodes: bool, dry_run: bool) -> None:
+    """Copy the team store's memory of this project into the local store (.opencode/opensage.db).
+
+    The same rules as push, the other way round; the local store is created if missing.
+    """
+    _memory_sync(ctx, "pull", url, episodes, dry_run)
+
+
+def _memory_sync(ctx: click.Context, direction: str, url: str | None, episodes: bool, dry_run: bool) -> None:
+    from pathlib import Path
+
+    from opensage.plugins.graph_memory.sync import close_store, local_store, open_store, sync, team_url
+    from opensage.store import find_workspace
+
+    opened = []
+    try:
+        root = find_workspace(ctx.find_root().obj.get("workspace"))
+        # the team store first: an unreachable server or a bad URL fails before a local file is made
+        team, team_name = open_store(team_url(url, root), root)
+        opened.append(team)
+        local = local_store(root, must_exist=direction == "push")
+        opened.append(local)
+        if getattr(team, "path", None) is not None and Path(team.path).resolve() == Path(local.path).resolve():
+            raise UsageError(f"the team store {team_name!r} is this workspace's own local store; "
+                             "name another store with --to/--from.")
+        local_name = str(local.path)
+        if direction == "push":
+            report = sync(local, team, episodes=episodes, dry_run=dry_run, source_name=local_name, dest_name=team_name)
+        else:
+            report = sync(team, local, episodes=episodes, dry_run=dry_run, source_name=team_name, dest_name=local_name)
+    except OpenSageError as exc:
+        _fail(exc)
+    finally:
+        for db in opened:
+            close_store(db)
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        from opensage.termsafe import clean
+
+        click.echo(clean(report.text("pushed" if direction == "push" else "pulled")))
 
 
 def _markdown_import(ctx: click.Context, folder: str) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "check_name",
     "execute_script",
+    "insert_rows",
     "open_database",
     "project_key",
     "database_url",
@@ -397,6 +398,27 @@ def in_chunks(ids: Sequence[Any], size: int = IN_CHUNK) -> Iterator[tuple[list[A
     for i in range(0, len(ids), size):
         chunk = ids[i:i + size]
         yield chunk, ",".join("?" * len(chunk))
+
+
+def insert_rows(conn, head: str, rows: Sequence[Sequence[Any]], tail: str = "", max_params: int = 999) -> None:
+    """Run ``{head} VALUES (?,..),(?,..){tail}`` over ``rows`` with as many rows per
+    statement as ``max_params`` bound parameters allow (default 999, SQLite's oldest limit,
+    see :data:`IN_CHUNK`): one statement per chunk, not per row — on the team store every
+    statement also costs a row-level-security check and the change-counter trigger.
+
+    :param head: ``INSERT [OR IGNORE] INTO t(col, ...)``.
+    :param rows: tuples of equal length, one value per column (an empty list runs nothing).
+    :param tail: e.g. ``ON CONFLICT(...) DO UPDATE SET ...``; each conflict key at most once
+        per call (PostgreSQL refuses to update one row twice in a statement).
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, max_params // width)
+    one = "(" + ",".join("?" * width) + ")"
+    for i in range(0, len(rows), per):
+        chunk = rows[i:i + per]
+        conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}{tail}", [v for row in chunk for v in row])
 
 
 def execute_script(conn: sqlite3.Connection, sql: str) -> None:

@@ -32,15 +32,18 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from opensage.camel import camel, camel_dict
-from opensage.store import Database, in_chunks
+from opensage.store import Database, in_chunks, insert_rows
 from opensage.types import SessionEvent
 
 __all__ = [
     "Episode",
     "record_episode",
+    "insert_episode_copies",
+    "fill_marks",
+    "EPISODE_COLUMNS",
     "list_episodes",
     "get_episodes",
     "mark_compressed",
@@ -369,6 +372,52 @@ def record_episode(db: Database, session_id: str, event: SessionEvent) -> Episod
             _reindex(conn, neighbour)
         row = conn.execute("SELECT * FROM episodes WHERE id=?", (episode_id,)).fetchone()
     return Episode.from_row(row)
+
+
+#: The stored columns of an episode, in the order :func:`insert_episode_copies` takes them.
+EPISODE_COLUMNS = ("session_id", "seq", "kind", "role", "tool", "path", "text", "args", "meta", "timestamp",
+                   "compressed_at", "provenance", "modeled_at")
+
+
+def insert_episode_copies(conn, rows: Sequence[Sequence[Any]]) -> dict[tuple[str, int], int]:
+    """Insert episodes copied from another store (``opensage memory push/pull --episodes``)
+    inside the caller's transaction, keeping their ``seq`` and every stored field, then
+    index them and the turns around them (their context changed).
+
+    :param rows: tuples in :data:`EPISODE_COLUMNS` order (``args``/``meta`` as JSON text);
+        the (session_id, seq) pairs must be new in this store (callers look them up first).
+    :returns: ``{(session_id, seq): new episode id}``.
+    :raises sqlite3.IntegrityError: a (session_id, seq) that exists.
+    """
+    rows = [tuple(r) for r in rows]
+    insert_rows(conn, f"INSERT INTO episodes({', '.join(EPISODE_COLUMNS)})", rows)
+    by_session: dict[str, list[int]] = {}
+    for row in rows:
+        by_session.setdefault(row[0], []).append(int(row[1]))
+    ids: dict[tuple[str, int], int] = {}
+    for session_id, seqs in by_session.items():
+        for chunk, marks in in_chunks(seqs):
+            for r in conn.execute(f"SELECT id, seq FROM episodes WHERE session_id=? AND seq IN ({marks})",
+                                  (session_id, *chunk)).fetchall():
+                ids[(session_id, int(r[1]))] = r[0]
+    for session_id, seqs in by_session.items():
+        for (episode_id,) in conn.execute(
+                "SELECT id FROM episodes WHERE session_id=? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (session_id, min(seqs) - WINDOW, max(seqs) + WINDOW)).fetchall():
+            _reindex(conn, episode_id)
+    return ids
+
+
+def fill_marks(conn, episode_id: int, *, compressed_at: float | None = None, modeled_at: float | None = None) -> int:
+    """Set an episode's ``compressed_at``/``modeled_at`` (epoch seconds) where they are still
+    NULL, inside the caller's transaction (a copy from another store that compressed it);
+    None leaves a mark alone. Returns how many marks were set."""
+    done = 0
+    for column, at in (("compressed_at", compressed_at), ("modeled_at", modeled_at)):
+        if at is not None:
+            done += conn.execute(f"UPDATE episodes SET {column}=? WHERE id=? AND {column} IS NULL",
+                                 (float(at), episode_id)).rowcount
+    return done
 
 
 def _mark(db: Database, column: str, episode_ids: Iterable[int], at: float | None) -> int:

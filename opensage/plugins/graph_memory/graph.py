@@ -14,10 +14,12 @@ from typing import Any, Iterable, Sequence
 
 from opensage.camel import camel, camel_dict
 from opensage.errors import NotFoundError, UsageError
-from opensage.store import Database, in_chunks
+from opensage.store import Database, in_chunks, insert_rows
 from opensage.plugins.graph_memory.schema import MIGRATIONS
 
-__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "format_id", "parse_id"]
+__all__ = ["Graph", "Node", "normalize_tags", "near_duplicate", "TAG_NAME", "Edge", "NODE_TYPES", "EDGE_TYPES", "identifier_terms", "node_terms", "insert_node_row", "update_node_row", "delete_node_row", "write_edge_row", "delete_edge_row", "move_edges", "link_episodes", "write_node_copies",
+           "overwrite_node_copy", "NODE_COPY_FIELDS", "set_superseded_by", "set_node_tags", "add_node_tags",
+           "write_edge_rows", "link_episode_pairs", "format_id", "parse_id"]
 
 #: Node types of the seed plus code-graph ones. Other types are accepted too (lowercase words).
 NODE_TYPES = (
@@ -54,7 +56,7 @@ def node_terms(label: str, metadata: dict | None = None) -> str:
 # -- the writer of the ``nodes`` table -------------------------------------------------------
 # Every path that stores nodes (add-node, ingest of every language, the memory-server tools,
 # Markdown and JSONL import, compaction, forget) goes through these three functions, inside
-# the caller's transaction. ``nodes_fts`` follows by SQLite triggers (migration m006): no
+# the caller's transaction; ``memory push/pull`` (sync.py) through the copy writers below. ``nodes_fts`` follows by SQLite triggers (migration m006): no
 # Python code writes index rows.
 def insert_node_row(conn, *, type: str, label: str, content: str = "", metadata: dict | None = None,
                     now: float | None = None, valid_from: float | None = None, session_id: str | None = None,
@@ -86,6 +88,55 @@ def update_node_row(conn, node_id: int, *, label: str, content: str, metadata: d
                   time.time() if now is None else now, session_id, source, node_id))
 
 
+#: The fields of a node copied from another store, in the order :func:`write_node_copies` takes them.
+NODE_COPY_FIELDS = ("type", "label", "content", "metadata", "created_at", "updated_at", "valid_from", "valid_to",
+                    "session_id", "source")
+
+
+def _copy_values(row: Sequence[Any]) -> tuple:
+    type_, label, content, metadata, *rest = row
+    return (type_, label, content or "", json.dumps(metadata or {}), *rest, node_terms(label, metadata))
+
+
+def write_node_copies(conn, rows: Iterable[Sequence[Any]]) -> None:
+    """Insert nodes copied from another store exactly as they were there (``opensage memory
+    push``/``pull``, :mod:`.sync`) in one batch: every field is given, nothing is merged or
+    defaulted; ``superseded_by`` and tags are set afterwards (:func:`set_superseded_by`,
+    :func:`add_node_tags`) once every copied node has an id.
+
+    :param rows: tuples in :data:`NODE_COPY_FIELDS` order (``metadata`` a dict; times epoch seconds).
+    :raises sqlite3.IntegrityError: a (type, label) that exists (callers look them up first).
+    """
+    insert_rows(conn, "INSERT INTO nodes(type, label, content, metadata, created_at, updated_at, valid_from,"
+                       " valid_to, session_id, source, terms)", [_copy_values(r) for r in rows])
+
+
+def overwrite_node_copy(conn, node_id: int, row: Sequence[Any]) -> None:
+    """Overwrite node ``node_id`` (the row of the same (type, label)) with a version copied
+    from another store: every field of ``row`` (:data:`NODE_COPY_FIELDS` order) replaces the
+    stored one; ``superseded_by`` and tags are left to :func:`set_superseded_by` /
+    :func:`set_node_tags`."""
+    _t, _l, *values = _copy_values(row)
+    conn.execute("UPDATE nodes SET content=?, metadata=?, created_at=?, updated_at=?, valid_from=?, valid_to=?,"
+                 " session_id=?, source=?, terms=? WHERE id=?", (*values, node_id))
+
+
+def set_superseded_by(conn, node_id: int, superseded_by: int | None) -> None:
+    """Set (or clear, None) the node that replaced ``node_id``; ``valid_to`` is not touched."""
+    conn.execute("UPDATE nodes SET superseded_by=? WHERE id=?", (superseded_by, node_id))
+
+
+def set_node_tags(conn, node_id: int, tags: Iterable[str]) -> None:
+    """Replace the tags of ``node_id`` with ``tags`` (already normalised; see :func:`normalize_tags`)."""
+    conn.execute("DELETE FROM node_tags WHERE node_id=?", (node_id,))
+    add_node_tags(conn, [(node_id, t) for t in tags])
+
+
+def add_node_tags(conn, pairs: Iterable[tuple[int, str]]) -> None:
+    """Add (node id, tag) pairs in one batch (tags already normalised); existing pairs are kept."""
+    insert_rows(conn, "INSERT OR IGNORE INTO node_tags(tag, node_id)", [(t, n) for n, t in pairs])
+
+
 def delete_node_row(conn, node_id: int) -> None:
     """Delete one node row; its edges, tags and provenance links go by ``ON DELETE CASCADE``,
     its index row by trigger; nodes it had superseded become current again."""
@@ -106,6 +157,21 @@ def write_edge_row(conn, src: int, dst: int, type: str, weight: float, metadata:
         " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
         " updated_at=excluded.updated_at",
         (src, dst, type, float(weight), json.dumps(metadata or {}), now, now))
+
+
+def write_edge_rows(conn, rows: Iterable[tuple[int, int, str, float, dict, float, float]]) -> None:
+    """:func:`write_edge_row` for many edges in a few statements: ``(src, dst, type, weight,
+    metadata, created_at, updated_at)`` tuples (times epoch seconds; ``created_at`` applies to
+    new edges), each (src, type, dst) at most once."""
+    insert_rows(conn, "INSERT INTO edges(src, dst, type, weight, metadata, created_at, updated_at)",
+                 [(s, d, t, float(w), json.dumps(m or {}), c, u) for s, d, t, w, m, c, u in rows],
+                 " ON CONFLICT(src, type, dst) DO UPDATE SET weight=excluded.weight, metadata=excluded.metadata,"
+                 " updated_at=excluded.updated_at")
+
+
+def link_episode_pairs(conn, pairs: Iterable[tuple[int, int]]) -> None:
+    """Record many (node id, episode id) provenance links in one batch; existing ones are kept."""
+    insert_rows(conn, "INSERT OR IGNORE INTO node_episodes(node_id, episode_id)", list(pairs))
 
 
 def delete_edge_row(conn, edge_id: int) -> None:
