@@ -42,6 +42,8 @@ POOL_MAX = 8
 #: Seconds to wait for the server to answer a new connection (libpq ``connect_timeout``),
 #: and for a free pooled connection. A hook must not stall its host on a dead server.
 CONNECT_TIMEOUT_S = 3
+#: Seconds the column statistics behind :meth:`Connection.estimate_df` are reused.
+STATS_TTL_S = 300
 #: Project keys: what :func:`opensage.store.project_key` derives, or the user sets.
 PROJECT_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 
@@ -166,7 +168,8 @@ class Connection:
         args = self._params(t, params)
         cur = self.raw.cursor()
         try:
-            cur.execute(t.sql, args if t.plan else None, prepare=False)
+            # psycopg prepares a statement on the server once it has run it a few times
+            cur.execute(t.sql, args if t.plan else None)
         except psycopg.OperationalError as exc:
             if self.raw.closed or self.raw.broken:
                 self.db._drop_broken()
@@ -195,6 +198,41 @@ class Connection:
             if cur.rowcount and cur.rowcount > 0:
                 self.total_changes += cur.rowcount
         return Cursor(cur, None)
+
+    def estimate_df(self, table: str, terms: Sequence[str]) -> dict[str, int] | None:
+        """Estimated document frequencies of the common ``terms`` in ``table``'s full-text
+        index (``nodes`` or ``episodes``), from PostgreSQL's column statistics (the most
+        common lexemes of the ``tsvector`` and their frequencies, kept by ANALYZE /
+        autovacuum; cached :data:`STATS_TTL_S` seconds). A term absent from the result is
+        rarer than every listed lexeme. None when there are no statistics yet (count instead).
+        """
+        key = {"nodes": "nodes", "episodes": "episodes_fts"}.get(table)
+        if key is None or not terms:
+            return None
+        now = time.monotonic()
+        cached = self.db._stats.get(key)
+        if cached is None or now - cached[0] > STATS_TTL_S:
+            row = self.raw.execute(
+                "SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs, c.reltuples"
+                " FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename"
+                " AND c.relnamespace = current_schema()::regnamespace"
+                " WHERE s.schemaname = current_schema() AND s.tablename = %s AND s.attname = 'tsv'",
+                (key,)).fetchone()
+            common = dict(zip(row[0], row[1])) if row and row[0] else None
+            cached = (now, common, float(row[2]) if row else 0.0)
+            self.db._stats[key] = cached
+        _, common, rows = cached
+        if not common or rows <= 0:
+            return None
+        stems = self.raw.execute(
+            "SELECT t, array(SELECT lexeme FROM unnest(to_tsvector('opensage', opensage_words(t))))"
+            " FROM unnest(%s::text[]) AS t", (list(terms),)).fetchall()
+        out = {}
+        for term, lexemes in stems:
+            freqs = [common[x] for x in lexemes or () if x in common]
+            if freqs and len(freqs) == len(lexemes):
+                out[term] = int(round(min(freqs) * rows))
+        return out
 
     def cursor(self) -> "_CursorFacade":
         """A cursor as ``sqlite3.Connection.cursor()`` gives (``execute``, ``row_factory``
@@ -242,6 +280,7 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._pool = None
         self._pool_lock = threading.Lock()
+        self._stats: dict = {}
         # advisory lock key of this project's writers: 63 bits of its SHA-256
         self._lock_key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big") >> 1
 
@@ -347,8 +386,8 @@ class PostgresDatabase:
 
     def migrate(self, namespace: str, migrations: Sequence) -> None:
         """Apply the namespace's migrations not applied yet (their ``apply_pg``), in number
-        order, each in a transaction under a database-wide advisory lock (idempotent,
-        safe when several processes start at once).
+        order, in one transaction under a database-wide advisory lock (idempotent, safe
+        when several processes start at once); when all are applied, one read and no lock.
 
         :raises UnsupportedSQL: a migration has no PostgreSQL form.
         """
@@ -360,6 +399,14 @@ class PostgresDatabase:
             from opensage.pgschema import ensure_base
 
             raw = self.conn.raw
+            wanted = {m.number for m in migrations}
+            # the common case, every migration applied: one read, no lock
+            if raw.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()[0]:
+                done = {r[0] for r in raw.execute(
+                    "SELECT number FROM _migrations WHERE namespace=%s", (namespace,)).fetchall()}
+                if wanted <= done:
+                    self._migrated.add(namespace)
+                    return
             raw.execute("BEGIN")
             try:
                 raw.execute("SELECT pg_advisory_xact_lock(7355608)")

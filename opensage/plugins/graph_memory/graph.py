@@ -431,6 +431,9 @@ def _bulk_insert_pg(conn, node_rows, tag_rows, edge_rows) -> None:
         conn.execute("INSERT OR IGNORE INTO edges(src, dst, type, weight, metadata, created_at, updated_at)"
                      " SELECT s, d, t, w, '{}', c, u FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::float8[],"
                      " ?::float8[], ?::float8[]) AS x(s, d, t, w, c, u)", cols)
+    # fresh column statistics: the planner's, and the common-word estimates of ranking.match_terms
+    conn.execute("ANALYZE nodes")
+    conn.execute("ANALYZE edges")
 
 class Graph:
     """Nodes and edges in the workspace database (tables created on first use)."""

@@ -107,8 +107,9 @@ def match_expression(conn, table: str, query: str) -> tuple[str, int]:
 
 def match_terms(conn, table: str, query: str) -> tuple[list[str], int, dict[str, int]]:
     """The words :func:`match_expression` OR-s together, how many rows to score at most, and
-    the document frequencies counted on the way (large collections only; counted up to the
-    pruning limit + 1, so a larger count reads as that)."""
+    the document frequencies found on the way (large collections only; counted up to the
+    pruning limit + 1, so a larger count reads as that; on a store with an ``estimate_df``
+    (the team store), estimates of the common words only — a word missing is rare)."""
     terms = query_terms(query)
     if not terms:
         return [], 0, {}
@@ -117,10 +118,15 @@ def match_terms(conn, table: str, query: str) -> tuple[list[str], int, dict[str,
         return terms, MAX_SCORED, {}
     fts = _FTS_TABLES[table]
     limit = int(max(MAX_DF_DOCS, MAX_DF_FRACTION * n))
-    # document frequency, counted only up to limit + 1 (all we need to know, and cheap)
-    sql = f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {limit + 1})"
-    df = {t: conn.execute(sql, (_quote(t),)).fetchone()[0] for t in terms}
-    kept = [t for t in terms if df[t] <= limit]
+    # document frequency: the store's estimate where it keeps one (PostgreSQL's column
+    # statistics name the common words; a word missing there is rare), else counted up to
+    # limit + 1 (all we need to know, and cheap on FTS5)
+    estimate = getattr(conn, "estimate_df", None)
+    df = estimate(table, terms) if estimate is not None else None
+    if df is None:
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH ? LIMIT {limit + 1})"
+        df = {t: conn.execute(sql, (_quote(t),)).fetchone()[0] for t in terms}
+    kept = [t for t in terms if df.get(t, 0) <= limit]
     if kept:
         return kept, MAX_SCORED, df
     return terms, COMMON_SCORED, df
