@@ -189,13 +189,19 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
         from opensage.integrations.claude import handle_hook
         from opensage.integrations.hookd import drain_queue
 
+        from opensage.hook_queue import batch
+
         try:
             payload = _read_payload()
-            drain_queue(_host(ctx))  # events the queueing hooks left happened before this one
-            answer = handle_hook(_host(ctx), payload)
+            host = _host(ctx)
+            with batch(host) as rec:  # the team store down: queued (docs/team.md), answered {}
+                drain_queue(host)  # events the queueing hooks left happened before this one
+                answer = handle_hook(host, payload)
         except OpenSageError as exc:
             _fail(exc)
         click.echo(json.dumps(answer))
+        if rec.note:
+            click.echo(rec.note, err=True)
         return
     try:
         if event is None:
@@ -204,6 +210,8 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     except OpenSageError as exc:
         _fail(exc)
     click.echo(json.dumps(out))
+    if out.get("queued"):
+        click.echo(out["queued"], err=True)
     if not out["ok"]:
         failed = "; ".join(f"{e['plugin']}: {e['error']}" for e in out["errors"])
         click.echo(f"error: {event} was delivered, but a plugin failed on it ({failed}); "

@@ -19,6 +19,7 @@ __all__ = [
     "ModelNotConfigured",
     "SandboxError",
     "PluginError",
+    "StoreUnavailable",
 ]
 
 
@@ -57,3 +58,11 @@ class SandboxError(OpenSageError):
 class PluginError(UsageError):
     """A plugin cannot be loaded: it implements a hook that does not exist (a misspelt
     name) or with arguments the hookspec lacks. Raised at start-up, naming the plugin."""
+
+
+class StoreUnavailable(OpenSageError):
+    """The team store (a PostgreSQL server, ``OPENSAGE_DATABASE_URL``) cannot be reached.
+
+    The message names the URL with its password redacted. Commands exit 1; hooks queue the
+    event locally instead (docs/team.md). Never a silent fall-back to another store.
+    """

@@ -23,7 +23,7 @@ import pluggy
 
 from opensage import hookspecs
 from opensage.commands import bind_arguments, parse_line
-from opensage.errors import NotFoundError, PluginError, UsageError
+from opensage.errors import NotFoundError, PluginError, StoreUnavailable, UsageError
 from opensage.store import Database, Migration, Workspace
 from opensage.types import Command, CommandContext, CommandResult, Route, SessionEvent, Tool
 
@@ -121,6 +121,8 @@ def _guard(function: Callable[..., Any], plugin: str, hook: str) -> Callable[...
         token = _CURRENT_PLUGIN.set(plugin)
         try:
             return function(*args, **kwargs)
+        except StoreUnavailable:
+            raise  # the shared store is down, not this plugin: the caller decides (hooks spool)
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return None
@@ -147,6 +149,8 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
         except StopIteration:
             _report_failure(plugin, hook, f"RuntimeError: hook wrapper {function.__qualname__} did not yield")
             return (yield)
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return (yield)
@@ -163,6 +167,8 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
             gen.send(result)
         except StopIteration as stop:
             return stop.value
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return result
@@ -185,7 +191,9 @@ class _PluginManager(pluggy.PluginManager):
     of one broadcast call into :attr:`Host.last_failures`. Guarding at registration
     rather than re-running the remaining implementations from a wrapper keeps pluggy's
     order, its argument passing and its tracing untouched, and covers plugins registered
-    later (``host.pm.register``).
+    later (``host.pm.register``). :class:`opensage.errors.StoreUnavailable` is the
+    exception: the shared store being unreachable is no plugin's fault, so it reaches the
+    caller (a command exits 1; a hook spools the event, :mod:`opensage.hook_queue`).
 
     :raises pluggy.PluginValidationError: as :meth:`pluggy.PluginManager.register`.
     """
