@@ -374,7 +374,48 @@ def uninstall_cmd(ctx: click.Context, target: str) -> None:
 
 @cli.group("memory")
 def memory_group() -> None:
-    """Import or export graph memory in the MCP reference memory server's JSONL format."""
+    """Import or export graph memory in the MCP reference memory server's JSONL format;
+    deliver hook events queued while the team store was down."""
+
+
+@memory_group.command("flush-queue")
+@click.pass_context
+def memory_flush_queue_cmd(ctx: click.Context) -> None:
+    """Deliver the hook events queued while the team store was unreachable, in order.
+
+    Hooks queue events in .opencode/hook-queue.jsonl when the PostgreSQL server cannot be
+    reached and deliver them with the next hook; this delivers them now (docs/team.md).
+    Exits 1, keeping the queue, when the server is still unreachable.
+    """
+    from filelock import Timeout
+
+    from opensage.hook_queue import deliver, pending, queue_path
+
+    host = _host(ctx)
+    if not pending(host.workspace):
+        counts = {"delivered": 0, "remaining": 0, "rejected": 0, "dropped": 0}
+    else:
+        try:
+            done = deliver(host)
+        except OpenSageError as exc:
+            _fail(exc)
+        except Timeout:
+            _fail(OpenSageError(f"{queue_path(host.workspace)} is being delivered by another process; try again."))
+        counts = {"delivered": done.delivered, "remaining": done.remaining, "rejected": done.rejected,
+                  "dropped": done.dropped}
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(counts))
+        return
+    if not counts["delivered"] and not counts["rejected"]:
+        click.echo("the hook queue is empty")
+        return
+    line = f"delivered {counts['delivered']} queued hook events"
+    if counts["rejected"]:
+        line += (f"; {counts['rejected']} unreadable entries set aside in "
+                 f"{host.workspace.state_dir / 'hook-queue.rejected.jsonl'}")
+    if counts["dropped"]:
+        line += f"; {counts['dropped']} events were dropped while the queue was full"
+    click.echo(line)
 
 
 @memory_group.command("import")
