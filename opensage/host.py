@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from opensage import hookspecs
+from opensage import errors, hookspecs
 from opensage.commands import bind_arguments, parse_line
-from opensage.errors import NotFoundError, PluginError, StoreUnavailable, UsageError
+from opensage.errors import NotFoundError, PluginError, UsageError
 from opensage.store import Database, Migration, Workspace
 from opensage.types import Command, CommandContext, CommandResult, Route, SessionEvent, Tool
 
@@ -121,7 +121,7 @@ def _guard(function: Callable[..., Any], plugin: str, hook: str) -> Callable[...
         token = _CURRENT_PLUGIN.set(plugin)
         try:
             return function(*args, **kwargs)
-        except StoreUnavailable:
+        except errors.StoreUnavailable:
             raise  # the shared store is down, not this plugin: the caller decides (hooks spool)
         except Exception as exc:
             _report_failure(plugin, hook, exc)
@@ -149,7 +149,7 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
         except StopIteration:
             _report_failure(plugin, hook, f"RuntimeError: hook wrapper {function.__qualname__} did not yield")
             return (yield)
-        except StoreUnavailable:
+        except errors.StoreUnavailable:
             raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
@@ -167,7 +167,7 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
             gen.send(result)
         except StopIteration as stop:
             return stop.value
-        except StoreUnavailable:
+        except errors.StoreUnavailable:
             raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
