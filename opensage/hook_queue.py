@@ -50,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from opensage.errors import StoreUnavailable
+from opensage.errors import OpenSageError, StoreUnavailable
 from opensage.store import Workspace, atomic_write_json
 
 __all__ = [
     "Recorder", "recorder", "batch", "deliver", "pending", "append", "queue_path", "state_path",
-    "Delivery", "MAX_QUEUE_BYTES", "MAX_QUEUE_EVENTS", "HOOK_BUDGET_S", "QUEUE_NAME",
+    "Delivery", "QueueForAnotherStore", "store_name", "MAX_QUEUE_BYTES", "MAX_QUEUE_EVENTS", "HOOK_BUDGET_S", "QUEUE_NAME",
 ]
 
 log = logging.getLogger("opensage.hook_queue")
@@ -115,15 +115,34 @@ def pending(workspace: Workspace) -> bool:
         return False
 
 
-def entry(op: str, session_id: str, source: str, event: dict | None = None) -> dict[str, Any]:
-    """One spool line: ``{"id", "op", "session_id", "source", "queued_at"[, "event"]}``.
+def store_name(host) -> str:
+    """Which store ``host`` writes: the team store's URL (password redacted) and project
+    key, or the SQLite file's path; '' before the host opened its store."""
+    db = getattr(host, "_db", None)
+    if db is None:
+        return ""
+    describe = getattr(db, "describe", None)
+    name = describe() if callable(describe) else str(getattr(db, "path", ""))
+    project = getattr(db, "project", None)
+    return f"{name} (project {project})" if project else name
+
+
+class QueueForAnotherStore(OpenSageError):
+    """The hook queue holds events for another store than the one this workspace uses
+    now (``OPENSAGE_DATABASE_URL`` changed): they are delivered only to their own store."""
+
+
+def entry(op: str, session_id: str, source: str, event: dict | None = None, store: str = "") -> dict[str, Any]:
+    """One spool line: ``{"id", "op", "session_id", "source", "store", "queued_at"[, "event"]}``.
 
     :param op: ``start`` / ``record`` / ``compact`` / ``end`` (the host's session operations).
     :param event: for ``record``, the :class:`opensage.types.SessionEvent` as JSON (its
         ``timestamp`` is when it happened, kept through delivery).
+    :param store: :func:`store_name` of the store that was unreachable: the only one the
+        entry is delivered to (never silently to another).
     """
     out: dict[str, Any] = {"id": uuid.uuid4().hex, "op": op, "session_id": session_id, "source": source,
-                           "queued_at": time.time()}
+                           "store": store, "queued_at": time.time()}
     if event is not None:
         out["event"] = event
     return out
@@ -210,6 +229,13 @@ def replay(host, item: dict[str, Any]) -> None:
         raise ValueError(f"unknown operation {op!r}")
 
 
+def _current_store(host) -> str:
+    """:func:`store_name` once the host's store is open (opening it may raise StoreUnavailable)."""
+    if getattr(host, "_db", None) is None:
+        host.db  # noqa: B018 - opens the store (the name needs it)
+    return store_name(host)
+
+
 def deliver(host, budget_s: float | None = None) -> Delivery:
     """Deliver the spool of ``host``'s workspace, oldest first, under the spool's lock.
 
@@ -217,6 +243,8 @@ def deliver(host, budget_s: float | None = None) -> Delivery:
     :returns: a :class:`Delivery`.
     :raises StoreUnavailable: the store is unreachable; what was delivered before stays
         delivered (the offset is saved), the rest waits.
+    :raises QueueForAnotherStore: the next entry was queued for another store than the
+        workspace's current one (it stays queued).
     :raises filelock.Timeout: another process held the spool for :data:`LOCK_WAIT_S` s.
     """
     workspace = host.workspace
@@ -252,9 +280,16 @@ def deliver(host, budget_s: float | None = None) -> Delivery:
                         item = json.loads(line) if line.endswith(b"\n") else None
                         if not isinstance(item, dict):
                             raise ValueError("not a complete JSON object (a line torn by a crash?)")
+                        target = item.get("store") or ""
+                        if target and target != _current_store(host):
+                            raise QueueForAnotherStore(
+                                f"{path} holds hook events for {target}, but this workspace now uses "
+                                f"{_current_store(host)}; they are delivered only there: point "
+                                "OPENSAGE_DATABASE_URL back at it and run 'opensage memory flush-queue' "
+                                "(or move the file away to give them up)")
                         replay(host, item)
                         done.delivered += 1
-                    except StoreUnavailable:
+                    except (StoreUnavailable, QueueForAnotherStore):
                         raise
                     except Exception as exc:  # noqa: BLE001 - a bad entry must not block the queue forever
                         _set_aside(workspace, line, f"{type(exc).__name__}: {exc}")
@@ -297,12 +332,13 @@ class Recorder:
         self.checked = False
         self.queued = 0
         self.dropped = 0
+        self.elsewhere = ""
 
     @property
     def note(self) -> str:
         """``opensage: team store unreachable ...; N event(s) queued in ...`` or ''."""
         if not self.queued and not self.dropped:
-            return ""
+            return f"opensage: {self.elsewhere}" if self.elsewhere else ""
         where = queue_path(self.host.workspace)
         text = f"opensage: {self.down}; {self.queued} event(s) queued in {where}, delivered when it is back"
         if self.dropped:
@@ -322,6 +358,10 @@ class Recorder:
                 except StoreUnavailable as exc:
                     self.down = exc
                     return False
+                except QueueForAnotherStore as exc:  # not ours to deliver: record live, say so
+                    self.elsewhere = str(exc)
+                    log.warning("%s", exc)
+                    return True
                 if done.remaining:
                     self.down = StoreUnavailable("the hook queue is still being delivered")
                     return False
@@ -330,7 +370,7 @@ class Recorder:
     def _spool(self, op: str, session, event=None) -> None:
         body = event.model_dump(mode="json") if event is not None else None
         try:
-            ok = append(self.host.workspace, entry(op, session.id, session.source, body))
+            ok = append(self.host.workspace, entry(op, session.id, session.source, body, store_name(self.host)))
         except Exception as exc:  # noqa: BLE001 - the host must still get its answer
             log.error("hook queue: could not spool a %s event of session %s: %s", op, session.id, exc)
             self.dropped += 1

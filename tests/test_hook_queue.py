@@ -438,3 +438,28 @@ def test_a_delivery_that_lost_its_offset_stores_nothing_twice(pg, team, project,
     assert done.delivered == 20  # the first 7 replayed and recognised by their queue id
     assert _episodes(project, sid) == expected
     assert _queue(project) == []
+
+
+def test_events_queued_for_the_team_store_never_go_to_another_store(pg, team, project, monkeypatch):
+    """OPENSAGE_DATABASE_URL unset while events wait: new events go to the SQLite file,
+    the queued ones stay queued (flush-queue says where they belong) until the URL is back."""
+    sid = "ses_switch"
+    expected = _fill_queue(project, pg, 3, sid)
+    pg.start()
+    r, _ = _claude(project, {**_prompt(0), "session_id": "ses_local"}, OPENSAGE_HOOK_SERVER="0",
+                   OPENSAGE_DATABASE_URL="")
+    assert r.returncode == 0 and "holds hook events for" in r.stderr, r.stderr
+    assert len(_queue(project)) == 3
+    flush = [sys.executable, "-m", "opensage", "--workspace", str(project), "memory", "flush-queue"]
+    r = subprocess.run(flush, capture_output=True, text=True, timeout=60, env={**os.environ, "OPENSAGE_DATABASE_URL": ""})
+    assert r.returncode == 1 and f"127.0.0.1:{pg.port}" in r.stderr and "OPENSAGE_DATABASE_URL" in r.stderr
+    import sqlite3
+
+    local = sqlite3.connect(project / ".opencode" / "opensage.db")
+    try:
+        assert local.execute("SELECT session_id, text FROM episodes").fetchall() == [("ses_local", "message number 0")]
+    finally:
+        local.close()
+    r = subprocess.run(flush, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _episodes(project, sid) == expected and _queue(project) == []
