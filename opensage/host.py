@@ -24,7 +24,8 @@ import pluggy
 from opensage import errors, hookspecs
 from opensage.commands import bind_arguments, parse_line
 from opensage.errors import NotFoundError, PluginError, UsageError
-from opensage.store import Database, Migration, Workspace
+from opensage.pgschema import pg_sessions
+from opensage.store import Database, Migration, Workspace, open_database
 from opensage.types import Command, CommandContext, CommandResult, Route, SessionEvent, Tool
 
 __all__ = ["Host", "Session", "DEFAULT_PLUGINS", "ENTRY_POINT_GROUP"]
@@ -51,7 +52,7 @@ def _core_m001(conn) -> None:
     )
 
 
-CORE_MIGRATIONS = [Migration(1, "sessions", _core_m001)]
+CORE_MIGRATIONS = [Migration(1, "sessions", _core_m001, apply_pg=pg_sessions)]
 
 
 @dataclass
@@ -357,7 +358,7 @@ class Host:
         """The workspace database (created on first use, core migrations applied)."""
         if self._db is None:
             self.workspace.ensure_state_dir()
-            self._db = Database(self.workspace.db_path)
+            self._db = open_database(self.workspace)
             self._db.migrate("core", CORE_MIGRATIONS)
         return self._db
 

@@ -30,6 +30,10 @@ __all__ = [
     "atomic_write_text",
     "check_name",
     "execute_script",
+    "open_database",
+    "project_key",
+    "database_url",
+    "store_exists",
 ]
 
 STATE_DIR = ".opencode"
@@ -120,10 +124,14 @@ class Migration:
     number: int
     name: str
     apply: Callable[[sqlite3.Connection], None]
+    #: the same step on PostgreSQL (a psycopg connection; :mod:`opensage.pgschema`), None
+    #: when the namespace does not support the team store yet
+    apply_pg: Callable[[Any], None] | None = None
 
 
 class Database:
-    """One SQLite file in WAL mode, shared by all plugins.
+    """One SQLite file in WAL mode, shared by all plugins (the default store; the team
+    store on PostgreSQL, :class:`opensage.pgstore.PostgresDatabase`, has the same interface).
 
     Each plugin owns a *namespace* of numbered migrations (``migrate("graph-memory",
     [...])``); applied numbers are kept in ``_migrations``. Connections are per thread.
@@ -131,12 +139,23 @@ class Database:
     ``busy_timeout_ms`` for another writer).
     """
 
+    backend = "sqlite"
+
     def __init__(self, path: Path, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._migrated: set[str] = set()
         self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        """The database file's path (for messages)."""
+        return str(self.path)
+
+    @property
+    def cache_dir(self) -> Path:
+        """``cache/`` next to the database file: derived data plugins may rebuild (label index)."""
+        return self.path.parent / "cache"
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -239,6 +258,122 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _config_doc(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: not readable YAML: {exc}") from None
+    team = doc.get("team") if isinstance(doc, dict) else None
+    if team is None:
+        return {}
+    if not isinstance(team, dict):
+        raise UsageError(f"{path}: 'team' must be a mapping, e.g. 'team: {{database_url: postgresql://host/db}}'")
+    return team
+
+
+def _server_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or 5432}{parts.path or '/'}"
+
+
+def database_url(workspace: Workspace) -> str | None:
+    """The team store's URL for ``workspace``, or None for the local SQLite file.
+
+    In order: ``$OPENSAGE_DATABASE_URL`` (empty means SQLite); else ``team.database_url``
+    of the project file ``.opencode/opensage.yaml`` — honoured only when the user's own
+    config (``~/.config/opensage/config.yaml``, ``team.trusted_databases``: a list of
+    ``host:port/dbname``) lists that server, because a cloned repository's config must not
+    be able to send a developer's memory to a server of its choosing.
+
+    :raises UsageError: the project file names an untrusted server, carries a password,
+        or is not valid YAML (exit 2).
+    """
+    env = os.environ.get("OPENSAGE_DATABASE_URL")
+    if env is not None:
+        return env.strip() or None
+    project_file = workspace.state_dir / "opensage.yaml"
+    url = _config_doc(project_file).get("database_url")
+    if not url:
+        return None
+    if not isinstance(url, str):
+        raise UsageError(f"{project_file}: team.database_url must be a postgresql:// URL string")
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).password is not None:
+        raise UsageError(f"{project_file}: team.database_url must not hold a password (it is shared with "
+                         "everyone who clones the project); use ~/.pgpass or PGPASSWORD")
+    from opensage.sandbox import user_config_path
+
+    trusted = _config_doc(user_config_path()).get("trusted_databases") or []
+    if _server_of(url) not in [str(t) for t in trusted]:
+        raise UsageError(
+            f"{project_file} points graph memory at {url!r}, a server you have not trusted. A cloned "
+            f"project must not choose where your memory goes: add '{_server_of(url)}' to team.trusted_databases "
+            f"in {user_config_path()}, or set OPENSAGE_DATABASE_URL yourself.")
+    return url
+
+
+def project_key(workspace: Workspace) -> str:
+    """The key of ``workspace``'s rows in the team store.
+
+    In order: ``$OPENSAGE_PROJECT``; ``team.project`` of ``.opencode/opensage.yaml``; the
+    repository's ``origin`` remote from ``.git/config``, normalised to ``host/owner/name``
+    (so every clone of one repository shares its memory, whatever the URL form);
+    else ``local:<hostname>:<absolute path>`` (a folder with no remote is private to
+    its machine).
+    """
+    import configparser
+    import socket
+
+    explicit = os.environ.get("OPENSAGE_PROJECT") or _config_doc(workspace.state_dir / "opensage.yaml").get("project")
+    if explicit:
+        return str(explicit)
+    config = workspace.root / ".git" / "config"
+    if config.is_file():
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read_string(config.read_text(encoding="utf-8", errors="replace")[:200_000])
+            remote = parser.get('remote "origin"', "url", fallback=None)
+        except configparser.Error:
+            remote = None
+        if remote:
+            m = re.match(r"^(?:[a-z+]+://)?(?:[^@/]+@)?([^:/]+)(?::\d+)?[:/](.+?)(?:\.git)?/*$", remote.strip())
+            if m:
+                return f"{m.group(1).lower()}/{m.group(2)}"
+    return f"local:{socket.gethostname()}:{workspace.root}"
+
+
+def open_database(workspace: Workspace):
+    """The store of ``workspace``: the team store when :func:`database_url` names one
+    (:class:`opensage.pgstore.PostgresDatabase`, rows under :func:`project_key`), else the
+    project's SQLite file (:class:`Database`). Nothing connects until first use.
+
+    :raises UsageError: a malformed URL or project key, or an untrusted project config (exit 2).
+    """
+    url = database_url(workspace)
+    if not url:
+        workspace.ensure_state_dir()
+        return Database(workspace.db_path)
+    from opensage.pgstore import PostgresDatabase
+
+    return PostgresDatabase(url, project_key(workspace), cache_dir=workspace.state_dir / "cache" / "team")
+
+
+def store_exists(workspace: Workspace) -> bool:
+    """True when ``workspace`` has a store to read: the team store always, else the SQLite
+    file once written. Lets a read-only hook answer "nothing yet" without creating a file.
+
+    :raises UsageError: as :func:`database_url`.
+    """
+    return bool(database_url(workspace)) or workspace.db_path.exists()
 
 
 #: Ids bound by one chunked ``IN (...)`` query: under SQLite's default limit of 999 host

@@ -43,6 +43,51 @@ def _no_user_sandbox_config(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("OPENSAGE_CONFIG", str(tmp_path_factory.getbasetemp() / "no-user-config.yaml"))
 
 
+#: Suites run on both stores (issue 16): the local SQLite file and the team store on a
+#: throw-away PostgreSQL server (tests/pg_env.py).
+BOTH_STORES = {
+    "test_memory_query", "test_memory_sessions", "test_memory_curation", "test_memory_markdown",
+    "test_memory_compat", "test_episodes", "test_compress", "test_graph_writer", "test_ingest",
+    "test_codegraph", "test_codegraph_ts", "test_codegraph_go", "test_codegraph_rust", "test_codegraph_scip",
+    "test_visualize", "test_hooks", "test_claude_hooks", "test_hook_server", "test_mcp",
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "store_backend" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_STORES:
+        metafunc.parametrize("store_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throw-away PostgreSQL cluster per test process (tests/pg_env.py)."""
+    from tests.pg_env import remove_server, start_server
+
+    server = start_server()
+    yield server
+    remove_server(server)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database on :func:`pg_server` (superuser)."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(autouse=True)
+def store_backend(request, monkeypatch) -> str:
+    """Which store graph memory and the other plugins use: ``sqlite`` (the default), or
+    ``postgresql`` for the suites in :data:`BOTH_STORES` (a fresh database per test,
+    through ``OPENSAGE_DATABASE_URL``, also in subprocesses)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("OPENSAGE_DATABASE_URL", url)
+    else:
+        monkeypatch.delenv("OPENSAGE_DATABASE_URL", raising=False)
+    return backend
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """An empty project folder (the workspace root)."""
@@ -95,10 +140,42 @@ def cli(project):
     return _run
 
 
+def _pg_snapshot() -> dict:
+    """:func:`db_snapshot` of the team store (every project's rows, as the superuser)."""
+    import psycopg
+
+    from urllib.parse import urlsplit
+
+    from tests.pg_env import SUPERUSER
+
+    parts = urlsplit(os.environ["OPENSAGE_DATABASE_URL"])
+    admin = parts._replace(netloc=f"{SUPERUSER}@{parts.hostname}:{parts.port}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            " AND table_type = 'BASE TABLE' AND table_name NOT LIKE '%fts%'")]
+        if not tables:
+            return {}
+        conn.execute("SELECT set_config('opensage.project', '', false)")
+        out = {}
+        for t in tables:
+            # columns in SQLite's order (no project, no tsvector); the superuser bypasses
+            # row-level security, so this sees every project
+            cols = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = %s AND column_name NOT IN ('project', 'tsv') ORDER BY ordinal_position", (t,))]
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall()
+            out[t] = sorted(json.dumps([v.hex() if isinstance(v, (bytes, memoryview)) else v for v in r])
+                            for r in rows)
+        return out
+
+
 def db_snapshot(project: Path) -> dict:
     """Every row of every table of the workspace database (for 'nothing changed' checks)."""
     import sqlite3
 
+    if os.environ.get("OPENSAGE_DATABASE_URL"):
+        return _pg_snapshot()
     path = project / ".opencode" / "opensage.db"
     if not path.exists():
         return {}

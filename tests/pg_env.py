@@ -68,10 +68,13 @@ class PgServer:
             conn.execute(statement)
 
     def new_database(self) -> str:
-        """Create an empty database with a fresh name; its URL (superuser)."""
+        """Create an empty database with a fresh name, owned by a new ordinary role (the
+        team store refuses superusers: they bypass row-level security); its URL as that role."""
         name = "t_" + uuid.uuid4().hex[:12]
-        self.sql(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        self.sql(f'CREATE ROLE "{name}" LOGIN')
+        self.sql(f'CREATE DATABASE "{name}" OWNER "{name}"')
+        self.sql(f'GRANT ALL ON SCHEMA public TO "{name}"', database=name)
+        return self.url(name, user=name)
 
     def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args],

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores import store_conn
+
 from tests.conftest import db_snapshot
 
 DATA = Path(__file__).parent / "data" / "claude"
@@ -21,7 +23,7 @@ def payload(name: str, project: Path) -> str:
 
 
 def episodes(project: Path) -> list[tuple]:
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn = store_conn(project)
     try:
         return conn.execute(
             "SELECT kind, role, tool, path, text, compressed_at FROM episodes WHERE session_id=? ORDER BY seq", (SID,)
@@ -42,7 +44,7 @@ def test_a_claude_session_becomes_episodes_and_compaction_compresses_it(cli, pro
 
     start = hook(cli, project, "session_start.json")
     assert start == {} or start["hookSpecificOutput"]["hookEventName"] == "SessionStart"
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn = store_conn(project)
     assert conn.execute("SELECT source FROM sessions WHERE id=?", (SID,)).fetchone() == ("claude",)
 
     answer = hook(cli, project, "user_prompt_submit.json")
@@ -277,7 +279,7 @@ def test_queued_events_are_recorded_in_order_before_the_next_event(cli, project)
     eps = episodes(project)
     assert [e[0] for e in eps] == ["tool_call", "tool_result", "assistant_message", "user_message"]
     assert list(queue.glob("*")) == []
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn = store_conn(project)
     stamps = [r[0] for r in conn.execute("SELECT timestamp FROM episodes WHERE session_id=? ORDER BY seq", (SID,))]
     conn.close()
     assert before - 1 < stamps[0] <= stamps[2] <= stamps[3]  # the queued time, not the recording time

@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from tests.stores import store_conn
+
 from conftest import db_snapshot
 from opensage.errors import ModelNotConfigured
 from opensage.types import SessionEvent
@@ -43,9 +45,7 @@ def record_in_process(host, session_id: str) -> None:
 
 
 def connect(project):
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
-    conn.row_factory = sqlite3.Row
-    return conn
+    return store_conn(project)
 
 
 def node_id(conn, type_, label):

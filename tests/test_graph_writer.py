@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores import on_postgresql, store_conn
+
 from opensage.host import Host
 from opensage.plugins.graph_memory.memory_compat import COMPAT_TOOLS, compat_for
 from opensage.store import Workspace
@@ -27,7 +29,14 @@ DATA = Path(__file__).parent / "data"
 
 
 def index_form(db: Path, node_id: int) -> list[tuple[str, int, str]]:
-    """The node's rows in the FTS5 index itself: (column, token offset, term), in order."""
+    """The node's rows in the FTS5 index itself: (column, token offset, term), in order
+    (on the team store: the node's tsvector, the index PostgreSQL keeps)."""
+    if on_postgresql():
+        conn = store_conn(db.parent.parent)
+        try:
+            return [("tsv", 0, conn.execute("SELECT tsv::text FROM nodes WHERE id=?", (node_id,)).fetchone()[0])]
+        finally:
+            conn.close()
     conn = sqlite3.connect(db)
     try:
         conn.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, nodes_fts, instance)")
@@ -40,14 +49,14 @@ def index_form(db: Path, node_id: int) -> list[tuple[str, int, str]]:
 
 
 def node(db: Path, type_: str, label: str) -> dict:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+    conn = store_conn(db.parent.parent)
     try:
-        row = conn.execute("SELECT * FROM nodes WHERE type=? AND label=?", (type_, label)).fetchone()
+        cols = ("id", "type", "label", "content", "metadata", "terms")
+        row = conn.execute(f"SELECT {', '.join(cols)} FROM nodes WHERE type=? AND label=?", (type_, label)).fetchone()
     finally:
         conn.close()
     assert row is not None, (type_, label)
-    return dict(row)
+    return dict(zip(cols, row))
 
 
 def test_every_public_path_writes_the_same_index_rows(host, project, cli, tmp_path):
@@ -84,7 +93,7 @@ def test_every_public_path_writes_the_same_index_rows(host, project, cli, tmp_pa
     r = cli("memory", "import", "--markdown", str(mirror))
     assert r.returncode == 0, r.stdout + r.stderr
 
-    conn = sqlite3.connect(db)
+    conn = store_conn(project)
     written = [dict(zip(("id", "type", "label", "content", "metadata"), r)) for r in conn.execute(
         "SELECT id, type, label, content, metadata FROM nodes WHERE type NOT IN ('file', 'module') ORDER BY id")]
     conn.close()
@@ -149,7 +158,7 @@ def test_no_python_code_writes_index_rows():
 def test_migrations_import_no_live_application_code():
     """The migration module imports only the store, its frozen copies and the standard library."""
     root = Path(__file__).resolve().parents[1] / "opensage" / "plugins" / "graph_memory"
-    allowed = {"opensage.store", "opensage.plugins.graph_memory.migration_code"}
+    allowed = {"opensage.store", "opensage.pgschema", "opensage.plugins.graph_memory.migration_code"}
     for name in ("schema.py", "migration_code.py"):
         tree = ast.parse((root / name).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
@@ -167,6 +176,8 @@ def test_the_frozen_terms_rule_of_m006_matches_the_writer():
 
 
 def test_a_database_of_the_first_release_upgrades_in_place(tmp_path):
+    if on_postgresql():
+        pytest.skip("upgrades an SQLite file of the first release (the team store began at graph-memory 6)")
     project = tmp_path / "old"
     (project / ".opencode").mkdir(parents=True)
     db = project / ".opencode" / "opensage.db"

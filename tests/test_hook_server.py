@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores import store_conn
+
 from tests.polling import wait_until
 
 DATA = Path(__file__).parent / "data" / "claude"
@@ -33,7 +35,7 @@ def _event(i: int) -> str:
 
 
 def _messages(project: Path) -> list[str]:
-    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    db = store_conn(project)
     try:
         return [r[0] for r in db.execute("SELECT text FROM episodes WHERE session_id=? ORDER BY seq", (SID,))]
     finally:

@@ -16,6 +16,8 @@ import anyio
 import jsonschema
 import psutil
 import pytest
+
+from tests.stores import store_conn
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -85,7 +87,7 @@ def test_command_call_writes_the_graph_and_returns_text_and_its_data_in_meta(pro
     assert added.structured_content is None and found.structured_content is None
     assert added.meta["opensage/data"]["node"]["label"] == "UseJWT"
     assert "UseJWT" in text_of(found)
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn = store_conn(project)
     assert conn.execute("SELECT type, content FROM nodes WHERE label='UseJWT'").fetchone() == ("decision", "auth uses RS256 JWTs")
 
 

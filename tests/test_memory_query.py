@@ -240,7 +240,7 @@ def test_saved_label_index_is_reused_only_while_nodes_are_unchanged(project):
         assert labels(q(a, query="PaymnetSrvice"))[0] == "PaymentService"
     finally:
         a.close()
-    cache = project / ".opencode" / "cache" / "label-index.npz"
+    cache = Host(Workspace(project)).db.cache_dir / "label-index.npz"  # .opencode/cache/ (team store: .../team/)
     assert cache.exists()
     b = fresh_host()
     try:  # unchanged table: the saved index answers

@@ -15,6 +15,8 @@ import sqlite3
 
 import pytest
 
+from tests.stores import store_conn
+
 from opensage.host import Host
 from opensage.store import Workspace
 from opensage.types import SessionEvent
@@ -135,7 +137,7 @@ def test_a_new_session_asks_how_it_was_fixed(cli, project, host_name):
     assert "from: " + TEST_CMD in context
     assert len(context) <= 4000
 
-    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    db = store_conn(project)
     # the memory tools' calls and results are kept, as provenance
     kept = db.execute("SELECT kind, provenance FROM episodes WHERE session_id=? AND provenance IS NOT NULL ORDER BY seq",
                       (first,)).fetchall()
@@ -432,7 +434,7 @@ def test_compact_hook_with_a_model_brings_its_facts_back(cli, project, tmp_path)
     assert done.returncode == 0, done.stderr
     context = json.loads(done.stdout)["context"]
     assert "- fact refresh tokens carry no exp claim: seen in test_refresh" in context
-    db = sqlite3.connect(project / ".opencode" / "opensage.db")
+    db = store_conn(project)
     assert db.execute("SELECT e.seq, e.modeled_at IS NOT NULL FROM nodes n JOIN node_episodes ne ON ne.node_id = n.id"
                       " JOIN episodes e ON e.id = ne.episode_id WHERE n.type='fact'").fetchall() == [(1, 1)]
     # compacting again asks the model nothing (the script is empty now) and changes nothing

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import NotFoundError
-from opensage.store import Database, Migration, Workspace
+from opensage.pgschema import PROJECT, c_text, enable_project_rls
+from opensage.store import Database, Migration, Workspace, open_database
 
 __all__ = ["submit", "poll", "cancel", "list_jobs", "migrate", "STATUSES", "FINAL", "decode_output"]
 
@@ -94,7 +95,21 @@ def _m001(conn) -> None:
     conn.execute("CREATE INDEX jobs_status ON jobs(status)")
 
 
-MIGRATIONS = [Migration(1, "jobs", _m001)]
+def pg_jobs(raw) -> None:
+    """jobs migration 1 on PostgreSQL."""
+    raw.execute(c_text(f"""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, {PROJECT}, kind TEXT NOT NULL, name TEXT NOT NULL,
+            request TEXT NOT NULL, status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, heartbeat_at DOUBLE PRECISION,
+            supervisor_pid INTEGER, supervisor_started DOUBLE PRECISION, sandbox_pid INTEGER,
+            sandbox_started DOUBLE PRECISION, timeout_s DOUBLE PRECISION NOT NULL,
+            cancel_requested INTEGER NOT NULL DEFAULT 0, returncode INTEGER, level TEXT, result TEXT, error TEXT);
+        CREATE INDEX jobs_status ON jobs(status);
+    """))
+    enable_project_rls(raw, "jobs")
+
+
+MIGRATIONS = [Migration(1, "jobs", _m001, apply_pg=pg_jobs)]
 
 
 def migrate(db: Database) -> Database:
@@ -397,7 +412,7 @@ def cancel(workspace: Workspace, db: Database, job_id: str, wait_s: float = 10.0
 class _Supervisor:
     def __init__(self, root: Path, job_id: str) -> None:
         self.workspace = Workspace(root)
-        self.db = migrate(Database(self.workspace.db_path))
+        self.db = migrate(open_database(self.workspace))
         self.job_id = job_id
         self.folder = job_dir(self.workspace, job_id)
         self.proc: subprocess.Popen | None = None
@@ -418,7 +433,7 @@ class _Supervisor:
                 pass
 
     def heartbeat(self) -> None:
-        db = Database(self.workspace.db_path)
+        db = open_database(self.workspace)
         try:
             while not self.stop.wait(HEARTBEAT_S):
                 with db.transaction() as conn:

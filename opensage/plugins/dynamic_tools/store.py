@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import NotFoundError, UsageError
+from opensage.pgschema import PROJECT, c_text, enable_project_rls
 from opensage.store import Database, Migration, Workspace, atomic_write_json, check_name
 from opensage.types import TOOL_FILES, ToolSpec
 
@@ -40,7 +41,21 @@ def _m001(conn) -> None:
     conn.execute("CREATE INDEX tool_runs_tool ON tool_runs(tool, started_at)")
 
 
-MIGRATIONS = [Migration(1, "tool state and runs", _m001)]
+def pg_tool_tables(raw) -> None:
+    """dynamic-tools migration 1 (``tool_state``, ``tool_runs``) on PostgreSQL."""
+    raw.execute(c_text(f"""
+        CREATE TABLE tool_state ({PROJECT}, tool TEXT NOT NULL, state_id TEXT NOT NULL, state TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (project, tool, state_id));
+        CREATE TABLE tool_runs (id BIGSERIAL PRIMARY KEY, {PROJECT}, tool TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, level TEXT NOT NULL,
+            status TEXT NOT NULL, error TEXT);
+        CREATE INDEX tool_runs_tool ON tool_runs(tool, started_at);
+    """))
+    enable_project_rls(raw, "tool_state")
+    enable_project_rls(raw, "tool_runs")
+
+
+MIGRATIONS = [Migration(1, "tool state and runs", _m001, apply_pg=pg_tool_tables)]
 
 
 def db_for(host) -> Database:

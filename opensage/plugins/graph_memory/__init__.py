@@ -7,6 +7,8 @@ compress sessions into lasting nodes.
 
 from __future__ import annotations
 
+from opensage.store import store_exists
+
 from opensage.hookspecs import hookimpl
 from opensage.types import Tool
 from opensage.plugins.graph_memory import cmd_build, cmd_nodes, cmd_query
@@ -58,7 +60,7 @@ def compaction_context(session, max_chars):
     from opensage.plugins.graph_memory.compress import compaction_text
     from opensage.plugins.graph_memory.graph import graph_for
 
-    if not session.host.workspace.db_path.exists():
+    if not store_exists(session.host.workspace):
         return None
     return compaction_text(graph_for(session.host), session.id, max_chars)
 
@@ -70,7 +72,7 @@ def prompt_context(session, text, max_chars):
     from opensage.plugins.graph_memory.compress import prompt_text
     from opensage.plugins.graph_memory.graph import graph_for
 
-    if not session.host.workspace.db_path.exists():
+    if not store_exists(session.host.workspace):
         return None
     return prompt_text(graph_for(session.host), text, max_chars)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from opensage.store import store_exists
+
 from typing import Literal
 
 from pydantic import Field
@@ -109,7 +111,7 @@ def visualize(args: VisualizeArgs, ctx: CommandContext) -> CommandResult:
 
     for t in args.edge_types or ():
         check_type(t, "edgeTypes entry")
-    if not ctx.workspace.db_path.exists():  # nothing recorded yet: do not create a database to say so
+    if not store_exists(ctx.workspace):  # nothing recorded yet: do not create a database to say so
         if args.center_node:
             raise NotFoundError(f"unknown centerNode {args.center_node!r}: the graph is empty "
                                 "(add nodes with @memory-add-node or @memory-ingest first).")

@@ -61,6 +61,8 @@ the model only ever sees episodes it has not read before.
 
 from __future__ import annotations
 
+from opensage.store import store_exists
+
 import builtins
 import json
 import logging
@@ -1060,7 +1062,7 @@ class CompressReport:
 
 def session_exists(host, session_id: str) -> bool:
     """True when the session is known (a ``sessions`` row or recorded episodes). Never creates the database."""
-    if not host.workspace.db_path.exists():
+    if not store_exists(host.workspace):
         return False
     conn = host.db.conn
     if conn.execute("SELECT 1 FROM sessions WHERE id=?", (session_id,)).fetchone():

@@ -228,7 +228,7 @@ def _sessions(conn, node_ids: list[int]) -> list[dict[str, Any]]:
     if not node_ids:
         return []
     rows = conn.execute(
-        "SELECT e.session_id, min(e.timestamp) AS t, s.source FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
+        "SELECT e.session_id, min(e.timestamp) AS t, max(s.source) FROM node_episodes ne JOIN episodes e ON e.id = ne.episode_id"
         " LEFT JOIN sessions s ON s.id = e.session_id"
         f" WHERE ne.node_id IN ({','.join('?' * len(node_ids))}) GROUP BY e.session_id ORDER BY t",
         node_ids).fetchall()
@@ -398,7 +398,7 @@ def _build_session(conn, sid: str, anchor: dict[str, Any] | None, score: float, 
         if node is not None and node["id"] not in shown:
             shown.add(node["id"])
             chain.decisions.append(_public(node))
-    row = conn.execute("SELECT min(e.timestamp), s.source FROM episodes e LEFT JOIN sessions s ON s.id = e.session_id"
+    row = conn.execute("SELECT min(e.timestamp), max(s.source) FROM episodes e LEFT JOIN sessions s ON s.id = e.session_id"
                        " WHERE e.session_id=?", (sid,)).fetchone()
     if row is not None and row[0] is not None:
         chain.sessions = [{"id": sid, "source": row[1], "timestamp": row[0],

@@ -189,7 +189,7 @@ class LabelIndex:
         """``.opencode/cache/label-index.npz`` next to the database: the saved index, reused
         while the nodes are unchanged.
         """
-        return self.db.path.parent / "cache" / "label-index.npz"
+        return self.db.cache_dir / "label-index.npz"
 
     def _refresh(self, persist: bool = True) -> None:
         conn = self.db.conn
@@ -852,10 +852,22 @@ class QueryEngine:
         if direction in ("in", "both"):
             steps.append(f"SELECT e.src, w.depth + 1 FROM walk w JOIN edges e ON e.dst = w.node WHERE w.depth < ?{tf}")
             params += [int(depth), *types]
-        sql = (
-            "WITH RECURSIVE walk(node, depth) AS (SELECT ?, 0 UNION " + " UNION ".join(steps)
-            + f" LIMIT {TRAVERSAL_ROW_CAP}) SELECT node, min(depth) AS d FROM walk GROUP BY node"
-        )
+        if self.db.backend == "postgresql":
+            # PostgreSQL allows one recursive term (both directions: one join on either end)
+            # and no LIMIT inside a recursive query, but computes only the rows the outer
+            # query fetches, so a LIMIT there bounds the walk the same way
+            if direction == "both":
+                steps = ["SELECT CASE WHEN e.src = w.node THEN e.dst ELSE e.src END, w.depth + 1 FROM walk w"
+                         f" JOIN edges e ON (e.src = w.node OR e.dst = w.node) WHERE w.depth < ?{tf}"]
+                params = [start_node.id, int(depth), *types]
+            sql = ("WITH RECURSIVE walk(node, depth) AS (SELECT ?::bigint, 0 UNION " + " UNION ".join(steps)
+                   + f") SELECT node, min(depth) AS d FROM (SELECT * FROM walk LIMIT {TRAVERSAL_ROW_CAP}) AS w"
+                   " GROUP BY node")
+        else:
+            sql = (
+                "WITH RECURSIVE walk(node, depth) AS (SELECT ?, 0 UNION " + " UNION ".join(steps)
+                + f" LIMIT {TRAVERSAL_ROW_CAP}) SELECT node, min(depth) AS d FROM walk GROUP BY node"
+            )
         reached = {node: d for node, d in self.db.conn.execute(sql, params) if node != start_node.id}
         order = sorted(reached, key=lambda n: (reached[n], n))
         if node_type:

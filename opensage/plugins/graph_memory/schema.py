@@ -11,6 +11,7 @@ import json
 import re
 
 from opensage.plugins.graph_memory.migration_code import backfill_provenance, reindex_all
+from opensage.pgschema import PROJECT, c_text, enable_project_rls, pg_noop
 from opensage.store import Migration, execute_script
 
 
@@ -257,11 +258,131 @@ def m006_node_index(conn) -> None:
     )
 
 
+def pg_graph_memory(raw) -> None:
+    """Graph memory's tables as of SQLite migration 6 (``node_index``), on PostgreSQL."""
+    raw.execute(c_text(f"""
+        CREATE TABLE nodes (
+            id BIGSERIAL PRIMARY KEY,
+            {PROJECT},
+            type TEXT NOT NULL,
+            label TEXT NOT NULL,
+            content TEXT NOT NULL DEFAULT '',
+            metadata TEXT NOT NULL DEFAULT '{{}}',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            valid_from DOUBLE PRECISION,
+            valid_to DOUBLE PRECISION,
+            superseded_by BIGINT,
+            session_id TEXT,
+            source TEXT,
+            terms TEXT NOT NULL DEFAULT '',
+            tsv tsvector GENERATED ALWAYS AS (
+                setweight(to_tsvector('opensage', opensage_words(label)), 'A')
+                || setweight(to_tsvector('opensage', opensage_words(terms)), 'B')
+                || setweight(to_tsvector('opensage', opensage_words(content)), 'C')) STORED,
+            UNIQUE (project, type, label)
+        );
+        CREATE INDEX nodes_label ON nodes(label);
+        CREATE INDEX nodes_valid_from ON nodes(valid_from);
+        CREATE INDEX nodes_superseded ON nodes(valid_to) WHERE valid_to IS NOT NULL;
+        CREATE INDEX nodes_session ON nodes(session_id);
+        CREATE INDEX nodes_source ON nodes(source);
+        CREATE INDEX nodes_tsv ON nodes USING gin(tsv);
+        CREATE VIEW nodes_fts WITH (security_invoker = true) AS
+            SELECT id AS rowid, label, terms, content, tsv FROM nodes;
+        CREATE TABLE edges (
+            id BIGSERIAL PRIMARY KEY,
+            {PROJECT},
+            src BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            dst BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            type TEXT NOT NULL,
+            weight DOUBLE PRECISION NOT NULL DEFAULT 0.5,
+            metadata TEXT NOT NULL DEFAULT '{{}}',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (src, type, dst)
+        );
+        CREATE INDEX edges_dst ON edges(dst, type);
+        CREATE TABLE episodes (
+            id BIGSERIAL PRIMARY KEY,
+            {PROJECT},
+            session_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            role TEXT,
+            tool TEXT,
+            path TEXT,
+            text TEXT NOT NULL DEFAULT '',
+            args TEXT,
+            meta TEXT NOT NULL DEFAULT '{{}}',
+            timestamp DOUBLE PRECISION NOT NULL,
+            compressed_at DOUBLE PRECISION,
+            provenance TEXT,
+            modeled_at DOUBLE PRECISION,
+            UNIQUE (project, session_id, seq)
+        );
+        CREATE INDEX episodes_session ON episodes(session_id, seq);
+        CREATE INDEX episodes_compressed ON episodes(session_id, compressed_at);
+        CREATE TABLE episodes_fts (
+            rowid BIGINT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
+            {PROJECT},
+            text TEXT NOT NULL DEFAULT '',
+            role TEXT,
+            context TEXT,
+            date TEXT,
+            tsv tsvector GENERATED ALWAYS AS (
+                setweight(to_tsvector('opensage', opensage_words(text)), 'A')
+                || setweight(to_tsvector('opensage', opensage_words(role)), 'B')
+                || setweight(to_tsvector('opensage', opensage_words(context)), 'C')
+                || setweight(to_tsvector('opensage', opensage_words(date)), 'D')) STORED
+        );
+        CREATE INDEX episodes_fts_tsv ON episodes_fts USING gin(tsv);
+        CREATE TABLE node_episodes (
+            node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            episode_id BIGINT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+            {PROJECT},
+            PRIMARY KEY (node_id, episode_id)
+        );
+        CREATE INDEX node_episodes_episode ON node_episodes(episode_id);
+        CREATE TABLE embeddings (
+            rowid BIGSERIAL,
+            {PROJECT},
+            kind TEXT NOT NULL CHECK (kind IN ('node', 'episode')),
+            id BIGINT NOT NULL,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            stamp DOUBLE PRECISION NOT NULL,
+            vector BYTEA NOT NULL,
+            UNIQUE (kind, id, model)
+        );
+        CREATE INDEX embeddings_model ON embeddings(model);
+        CREATE TABLE node_tags (
+            tag TEXT NOT NULL,
+            node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            {PROJECT},
+            PRIMARY KEY (tag, node_id)
+        );
+        CREATE INDEX node_tags_node ON node_tags(node_id, tag);
+        CREATE TABLE memory_upkeep ({PROJECT}, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (project, key));
+    """))
+    try:
+        raw.execute("SAVEPOINT trgm")
+        raw.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        raw.execute("CREATE INDEX nodes_label_trgm ON nodes USING gin(label gin_trgm_ops)")
+        raw.execute("RELEASE SAVEPOINT trgm")
+    except Exception:  # noqa: BLE001 - pg_trgm missing or not allowed: fuzzy lookups scan instead
+        raw.execute("ROLLBACK TO SAVEPOINT trgm")
+    for table in ("nodes", "edges", "episodes", "episodes_fts", "node_episodes", "node_tags",
+                  "embeddings", "memory_upkeep"):
+        enable_project_rls(raw, table, bump=table in ("nodes", "edges", "episodes", "node_tags", "embeddings"))
+
+
 MIGRATIONS = [
-    Migration(1, "initial", m001_initial),
-    Migration(2, "episode_index", m002_episode_index),
-    Migration(3, "embeddings", m003_embeddings),
-    Migration(4, "provenance", m004_provenance),
-    Migration(5, "curation", m005_curation),
-    Migration(6, "node_index", m006_node_index),
+    Migration(1, "initial", m001_initial, apply_pg=pg_graph_memory),
+    Migration(2, "episode_index", m002_episode_index, apply_pg=pg_noop),
+    Migration(3, "embeddings", m003_embeddings, apply_pg=pg_noop),
+    Migration(4, "provenance", m004_provenance, apply_pg=pg_noop),
+    Migration(5, "curation", m005_curation, apply_pg=pg_noop),
+    Migration(6, "node_index", m006_node_index, apply_pg=pg_noop),
 ]

@@ -1,0 +1,420 @@
+"""The team store: every plugin's tables on a PostgreSQL server (issue 16).
+
+:class:`PostgresDatabase` has the interface of :class:`opensage.store.Database` (``conn``,
+``transaction()``, ``migrate()``, ``close()``), so no plugin knows which store it writes:
+plugins keep writing SQLite's SQL, translated by :mod:`opensage.pgdialect`.
+
+* **Connections**: psycopg 3 through a :class:`psycopg_pool.ConnectionPool` (at most
+  :data:`POOL_MAX` connections per process); a thread keeps one connection until
+  :meth:`PostgresDatabase.close`. Connecting waits at most :data:`CONNECT_TIMEOUT_S`
+  seconds; a server that cannot be reached raises :class:`opensage.errors.StoreUnavailable`
+  naming the URL with its password replaced by ``***``.
+* **Projects**: one database holds many projects. Every table has a ``project`` column
+  filled from the connection's ``opensage.project`` setting, and row-level security
+  (``FORCE``d, so the owner is held to it too) shows a connection only the rows of that
+  project — and only if its role may use the project (:func:`grant_project`). Queries
+  written for one project's SQLite file therefore run unchanged.
+* **Writers**: ``transaction()`` takes a transaction-scoped advisory lock per project, so
+  writers of one project run one at a time as they do on SQLite (``BEGIN IMMEDIATE``);
+  readers never wait.
+* **Migrations**: the same namespaces and numbers as SQLite, from each migration's
+  ``apply_pg`` (see :mod:`opensage.pgschema`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from opensage.errors import StoreUnavailable, UsageError
+from opensage.pgdialect import Translated, UnsupportedSQL, fts5_to_tsquery, translate
+
+__all__ = ["PostgresDatabase", "redact_url", "check_url", "grant_project", "POOL_MAX", "CONNECT_TIMEOUT_S"]
+
+#: Connections per process (psycopg_pool's ``max_size``): the MCP server runs calls on
+#: threads; hooks and CLI commands use one.
+POOL_MAX = 8
+#: Seconds to wait for the server to answer a new connection (libpq ``connect_timeout``),
+#: and for a free pooled connection. A hook must not stall its host on a dead server.
+CONNECT_TIMEOUT_S = 3
+#: Project keys: what :func:`opensage.store.project_key` derives, or the user sets.
+PROJECT_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it is a ``postgresql://`` (or ``postgres://``) URL, else raise.
+
+    :raises UsageError: another scheme or no host/database part (exit 2).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise UsageError(f"database URL {redact_url(url)!r} is not a URL ({exc}); "
+                         "use postgresql://user@host:5432/dbname") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise UsageError(f"database URL {redact_url(url)!r} must start with postgresql:// "
+                         "(e.g. postgresql://user@host:5432/opensage); unset OPENSAGE_DATABASE_URL for the local SQLite store")
+    return url
+
+
+class Row(tuple):
+    """A result row read by position or column name, like :class:`sqlite3.Row`."""
+
+    __slots__ = ()
+    _names: dict[str, int]
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        """Column names, in order."""
+        return list(self._names)
+
+
+def _row_factory(cursor):
+    desc = cursor.description or []
+    names = {}
+    for i, col in enumerate(desc):
+        names.setdefault(col.name, i)
+    cls = type("Row", (Row,), {"_names": names, "__slots__": ()})
+    return lambda values: cls(values)
+
+
+class Cursor:
+    """The result of :meth:`Connection.execute`: ``fetchone``/``fetchall``/iteration,
+    ``lastrowid`` (the id of a row inserted into a table with an ``id``) and ``rowcount``."""
+
+    def __init__(self, cur, lastrowid: int | None) -> None:
+        self._cur = cur
+        self.lastrowid = lastrowid
+        self.rowcount = cur.rowcount
+
+    def fetchone(self):
+        """The next row, or None."""
+        return self._cur.fetchone() if self._cur.description else None
+
+    def fetchall(self) -> list:
+        """The remaining rows."""
+        return self._cur.fetchall() if self._cur.description else []
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class _CursorFacade:
+    row_factory = None
+
+    def __init__(self, conn: "Connection") -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self._conn.execute(sql, params)
+
+
+class Connection:
+    """One pooled psycopg connection speaking the SQLite dialect (see :mod:`opensage.pgdialect`)."""
+
+    backend = "postgresql"
+
+    def __init__(self, raw, db: "PostgresDatabase") -> None:
+        self.raw = raw
+        self.db = db
+        self.total_changes = 0
+
+    def _params(self, t: Translated, params: Sequence[Any]) -> list:
+        out = []
+        for p in t.plan:
+            if isinstance(p, tuple):
+                out.append(fts5_to_tsquery(params[p[1]], p[2]))
+            else:
+                out.append(params[p])
+        return out
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one SQLite-dialect statement with ``?`` parameters.
+
+        :raises UnsupportedSQL: a construct :mod:`opensage.pgdialect` does not translate.
+        :raises StoreUnavailable: the connection to the server was lost.
+        :raises psycopg.Error: the statement failed on the server (constraint, syntax).
+        """
+        import psycopg
+
+        t = translate(sql)
+        params = tuple(params) if params is not None else ()
+        args = self._params(t, params)
+        cur = self.raw.cursor()
+        try:
+            cur.execute(t.sql, args if t.plan else None, prepare=False)
+        except psycopg.OperationalError as exc:
+            if self.raw.closed or self.raw.broken:
+                self.db._drop_broken()
+                raise StoreUnavailable(f"lost the connection to {self.db.describe()}: {exc}".strip()) from None
+            raise
+        lastrowid = None
+        if t.returning_id:
+            row = cur.fetchone()
+            lastrowid = row[0] if row else None
+        if cur.rowcount and cur.rowcount > 0 and not cur.description:
+            self.total_changes += cur.rowcount
+        elif t.returning_id and lastrowid is not None:
+            self.total_changes += 1
+        return Cursor(cur, lastrowid)
+
+    def executemany(self, sql: str, seq_of_params) -> Cursor:
+        """:meth:`execute` for each parameter tuple (in one server round trip per batch)."""
+        t = translate(sql)
+        rows = [self._params(t, tuple(p)) for p in seq_of_params]
+        cur = self.raw.cursor()
+        text = t.sql
+        if t.returning_id:
+            text = text[: text.rfind(" RETURNING id")]
+        if rows:
+            cur.executemany(text, rows)
+            if cur.rowcount and cur.rowcount > 0:
+                self.total_changes += cur.rowcount
+        return Cursor(cur, None)
+
+    def cursor(self) -> "_CursorFacade":
+        """A cursor as ``sqlite3.Connection.cursor()`` gives (``execute``, ``row_factory``
+        accepted and ignored: rows are always :class:`Row`)."""
+        return _CursorFacade(self)
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`PostgresDatabase.transaction`."""
+        return getattr(self.db._local, "depth", 0) > 0
+
+    def commit(self) -> None:
+        """Nothing to do outside :meth:`PostgresDatabase.transaction` (autocommit)."""
+
+    def close(self) -> None:
+        """Return the connection to its pool (done by :meth:`PostgresDatabase.close`)."""
+
+
+class PostgresDatabase:
+    """The team store (see the module docstring).
+
+    :param url: ``postgresql://user[:password]@host[:port]/dbname`` (libpq's URL form;
+        ``PGPASSWORD``/``~/.pgpass`` work too).
+    :param project: the project key every row is written under (see
+        :func:`opensage.store.project_key`).
+    :raises UsageError: ``url`` is not a PostgreSQL URL, or ``project`` is not a valid key.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, project: str, cache_dir: Path | None = None) -> None:
+        self.url = check_url(url)
+        if not PROJECT_KEY.match(project or ""):
+            raise UsageError(f"project key {project!r} is not allowed: use 1-200 letters, digits and . _ : / @ + -")
+        self.project = project
+        self.path = None
+        #: where plugins keep derived data they may rebuild (the label index), on this machine
+        self.cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "opensage" / "team"
+        self._local = threading.local()
+        self._migrated: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._checked_role = False
+        # advisory lock key of this project's writers: 63 bits of its SHA-256
+        self._lock_key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big") >> 1
+
+    def describe(self) -> str:
+        """The URL with its password redacted (for messages)."""
+        return redact_url(self.url)
+
+    def _configure(self, raw) -> None:
+        raw.execute("SELECT set_config('opensage.project', %s, false)", (self.project,))
+
+    def _get_pool(self):
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        self.url, min_size=0, max_size=POOL_MAX, open=True, timeout=CONNECT_TIMEOUT_S,
+                        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
+                                "row_factory": _row_factory, "application_name": "opensage"},
+                        configure=self._configure, reconnect_timeout=CONNECT_TIMEOUT_S,
+                        name="opensage")
+        return self._pool
+
+    @property
+    def conn(self) -> Connection:
+        """This thread's connection (taken from the pool on first use).
+
+        :raises StoreUnavailable: the server did not answer within :data:`CONNECT_TIMEOUT_S`
+            seconds (the message names the URL, password redacted).
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.raw.closed:
+            import psycopg
+            from psycopg_pool import PoolTimeout
+
+            try:
+                raw = self._get_pool().getconn(timeout=CONNECT_TIMEOUT_S)
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                raise StoreUnavailable(
+                    f"cannot reach the team store at {self.describe()} within {CONNECT_TIMEOUT_S} s "
+                    f"({type(exc).__name__}); check that the server runs and the URL in OPENSAGE_DATABASE_URL") from None
+            conn = Connection(raw, self)
+            if not self._checked_role:
+                bypass = raw.execute("SELECT rolname FROM pg_roles WHERE rolname = current_user"
+                                     " AND (rolsuper OR rolbypassrls)").fetchone()
+                if bypass:
+                    self._pool.putconn(raw)
+                    raise UsageError(
+                        f"the team store at {self.describe()} is opened as role {bypass[0]!r}, which bypasses "
+                        "row-level security (superuser or BYPASSRLS), so every project's rows would mix: "
+                        "connect as an ordinary role that owns the database (docs/team.md)")
+                self._checked_role = True
+            self._local.conn = conn
+        return conn
+
+    def _drop_broken(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._pool is not None:
+            try:
+                self._pool.putconn(conn.raw)
+            except Exception:  # noqa: BLE001 - the pool discards a broken connection itself
+                pass
+        self._local.conn = None
+        self._local.depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """``with db.transaction() as conn:`` — all or nothing; nests as a savepoint. The
+        outermost level holds this project's writer lock (``pg_advisory_xact_lock``).
+
+        :raises StoreUnavailable: the server cannot be reached.
+        """
+        conn = self.conn
+        raw = conn.raw
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            name = f"sp{depth}"
+            raw.execute(f"SAVEPOINT {name}")
+            self._local.depth = depth + 1
+            try:
+                yield conn
+            except BaseException:
+                if not raw.closed:
+                    raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    raw.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            else:
+                raw.execute(f"RELEASE SAVEPOINT {name}")
+            finally:
+                self._local.depth = depth
+            return
+        import psycopg
+
+        try:
+            raw.execute("BEGIN")
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+        except psycopg.OperationalError as exc:
+            self._drop_broken()
+            raise StoreUnavailable(f"lost the connection to {self.describe()}: {exc}".strip()) from None
+        self._local.depth = 1
+        try:
+            yield conn
+        except BaseException:
+            if not raw.closed and not raw.broken:
+                raw.execute("ROLLBACK")
+            raise
+        else:
+            raw.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def migrate(self, namespace: str, migrations: Sequence) -> None:
+        """Apply the namespace's migrations not applied yet (their ``apply_pg``), in number
+        order, each in a transaction under a database-wide advisory lock (idempotent,
+        safe when several processes start at once).
+
+        :raises UnsupportedSQL: a migration has no PostgreSQL form.
+        """
+        if namespace in self._migrated:
+            return
+        with self._lock:
+            if namespace in self._migrated:
+                return
+            from opensage.pgschema import ensure_base
+
+            raw = self.conn.raw
+            raw.execute("BEGIN")
+            try:
+                raw.execute("SELECT pg_advisory_xact_lock(7355608)")
+                ensure_base(raw)
+                done = {r[0] for r in raw.execute(
+                    "SELECT number FROM _migrations WHERE namespace=%s", (namespace,)).fetchall()}
+                for m in sorted(migrations, key=lambda m: m.number):
+                    if m.number in done:
+                        continue
+                    apply_pg = getattr(m, "apply_pg", None)
+                    if apply_pg is None:
+                        raise UnsupportedSQL(f"migration {namespace} {m.number} ({m.name}) has no PostgreSQL form")
+                    apply_pg(raw)
+                    raw.execute("INSERT INTO _migrations(namespace, number, name, applied_at) VALUES (%s,%s,%s,%s)",
+                                (namespace, m.number, m.name, time.time()))
+                raw.execute("COMMIT")
+            except BaseException:
+                if not raw.closed and not raw.broken:
+                    raw.execute("ROLLBACK")
+                raise
+            self._migrated.add(namespace)
+
+    def close(self) -> None:
+        """Return this thread's connection to the pool (other threads keep theirs)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._pool is not None:
+            try:
+                self._pool.putconn(conn.raw)
+            except Exception:  # noqa: BLE001 - a connection of a closed pool
+                pass
+        self._local.conn = None
+
+    def close_pool(self) -> None:
+        """Close every pooled connection (end of process)."""
+        self.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def grant_project(conn, project: str, role: str) -> None:
+    """Let database ``role`` (and its members) read and write ``project``'s rows.
+
+    Run by the store's owner (whoever ran the migrations). Roles with no grant see no
+    project; the owner sees every project it selects with ``opensage.project``.
+
+    :param conn: a psycopg connection of the owner.
+    :raises UsageError: ``project`` or ``role`` is not a valid name.
+    """
+    if not PROJECT_KEY.match(project or "") or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role or ""):
+        raise UsageError(f"cannot grant project {project!r} to role {role!r}: invalid name")
+    conn.execute("INSERT INTO opensage_project_roles(project, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                 (project, role))
