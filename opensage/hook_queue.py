@@ -50,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from opensage.errors import OpenSageError, StoreUnavailable
+from opensage.errors import OpenSageError, StoreUnavailable, UsageError
 from opensage.store import Workspace, atomic_write_json
 
 __all__ = [
     "Recorder", "recorder", "batch", "deliver", "pending", "append", "queue_path", "state_path",
-    "Delivery", "QueueForAnotherStore", "store_name", "MAX_QUEUE_BYTES", "MAX_QUEUE_EVENTS", "HOOK_BUDGET_S", "QUEUE_NAME",
+    "Delivery", "DeliveryFailed", "QueueForAnotherStore", "store_name", "MAX_QUEUE_BYTES", "MAX_QUEUE_EVENTS", "HOOK_BUDGET_S", "QUEUE_NAME",
 ]
 
 log = logging.getLogger("opensage.hook_queue")
@@ -125,6 +125,12 @@ def store_name(host) -> str:
     name = describe() if callable(describe) else str(getattr(db, "path", ""))
     project = getattr(db, "project", None)
     return f"{name} (project {project})" if project else name
+
+
+class DeliveryFailed(OpenSageError):
+    """Delivering a queued entry failed for another reason than the store being
+    unreachable (a server error, a plugin that raised while recording it): the entry and
+    everything after it stay queued, in order; the message names the entry and the error."""
 
 
 class QueueForAnotherStore(OpenSageError):
@@ -207,26 +213,32 @@ def replay(host, item: dict[str, Any]) -> None:
     """Do one spooled entry on the store (see :func:`entry`).
 
     :raises StoreUnavailable: the store is still (or again) unreachable.
-    :raises OpenSageError, ValueError, KeyError: the entry is not valid.
+    :raises DeliveryFailed: a plugin failed to record the event.
+    :raises ValueError, KeyError, TypeError: the entry is not valid.
     """
     from opensage.types import SessionEvent
 
     op, sid, source = item["op"], item["session_id"], item.get("source") or "hook"
     if not isinstance(sid, str) or not sid:
         raise ValueError("entry without a session_id")
-    session = host.session(sid, source=source)
     if op == "record":
         event = SessionEvent.model_validate(item["event"])
         event.meta = {**(event.meta or {}), "queue_id": item["id"]}
-        host.record(session, event)
-    elif op == "start":
+        host.record(host.session(sid, source=source), event)
+        if host.last_failures:  # a plugin could not store it: keep it queued
+            raise DeliveryFailed("; ".join(f"{f['plugin']}: {f['error']}" for f in host.last_failures))
+        return
+    if op not in ("start", "compact", "end"):
+        raise ValueError(f"unknown operation {op!r}")
+    # a plugin failing in these is logged by the host, as for a live event: the episodes
+    # they read are stored, so nothing is lost and the queue goes on
+    session = host.session(sid, source=source)
+    if op == "start":
         host.start_session(session)
     elif op == "compact":
         host.compact(session)
-    elif op == "end":
-        host.end_session(session)
     else:
-        raise ValueError(f"unknown operation {op!r}")
+        host.end_session(session)
 
 
 def _current_store(host) -> str:
@@ -245,6 +257,7 @@ def deliver(host, budget_s: float | None = None) -> Delivery:
         delivered (the offset is saved), the rest waits.
     :raises QueueForAnotherStore: the next entry was queued for another store than the
         workspace's current one (it stays queued).
+    :raises DeliveryFailed: an entry failed on the server or in a plugin (it stays queued).
     :raises filelock.Timeout: another process held the spool for :data:`LOCK_WAIT_S` s.
     """
     workspace = host.workspace
@@ -291,10 +304,16 @@ def deliver(host, budget_s: float | None = None) -> Delivery:
                         done.delivered += 1
                     except (StoreUnavailable, QueueForAnotherStore):
                         raise
-                    except Exception as exc:  # noqa: BLE001 - a bad entry must not block the queue forever
+                    except (ValueError, KeyError, TypeError, UsageError) as exc:  # the entry itself is bad
                         _set_aside(workspace, line, f"{type(exc).__name__}: {exc}")
                         done.rejected += 1
                         done.errors.append(str(exc)[:200])
+                    except Exception as exc:  # noqa: BLE001 - a server or plugin error: keep it queued, in order
+                        what = f"{item.get('op')} of session {item.get('session_id')}" if isinstance(item, dict) else "?"
+                        raise DeliveryFailed(
+                            f"delivering the hook queue {path} stopped at an entry ({what}): "
+                            f"{type(exc).__name__}: {str(exc)[:300]}; it and the rest stay queued "
+                            "('opensage memory flush-queue' retries)") from exc
                     offset += len(line)
                     since_save += 1
                     if since_save >= SAVE_EVERY:
@@ -327,8 +346,11 @@ class Recorder:
     """
 
     def __init__(self, host) -> None:
+        # psycopg_pool logs a warning per failed reconnection attempt; a hook's host gets
+        # the one-line :attr:`note` instead
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self.host = host
-        self.down: StoreUnavailable | None = None
+        self.down: OpenSageError | None = None
         self.checked = False
         self.queued = 0
         self.dropped = 0
@@ -355,7 +377,9 @@ class Recorder:
             if pending(self.host.workspace):
                 try:
                     done = deliver(self.host, budget_s=HOOK_BUDGET_S)
-                except StoreUnavailable as exc:
+                except (StoreUnavailable, DeliveryFailed) as exc:
+                    if isinstance(exc, DeliveryFailed):
+                        log.error("%s", exc)
                     self.down = exc
                     return False
                 except QueueForAnotherStore as exc:  # not ours to deliver: record live, say so

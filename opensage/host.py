@@ -359,7 +359,8 @@ class Host:
         if self._db is None:
             self.workspace.ensure_state_dir()
             self._db = open_database(self.workspace)
-            self._db.migrate("core", CORE_MIGRATIONS)
+        # a set lookup once applied; retried when the first attempt found the team store down
+        self._db.migrate("core", CORE_MIGRATIONS)
         return self._db
 
     def service(self, key: Any, factory: Callable[["Host"], Any]) -> Any:

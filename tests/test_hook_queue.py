@@ -463,3 +463,27 @@ def test_events_queued_for_the_team_store_never_go_to_another_store(pg, team, pr
     r = subprocess.run(flush, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert _episodes(project, sid) == expected and _queue(project) == []
+
+
+def test_opensage_hook_event_answers_0_with_a_note_and_the_idle_hook_server_delivers_by_itself(pg, team, project):
+    """``opensage hook EVENT`` with the server down: exit 0, ``"queued"`` in its JSON, one
+    short note on stderr. And a queue left by the Claude hook server is delivered by that
+    server while idle once the store is back, without another event."""
+    pg.stop("immediate")
+    r = subprocess.run([sys.executable, "-m", "opensage", "--workspace", str(project), "hook", "user-message"],
+                       input=json.dumps({"session_id": "ses_cli", "text": "from the command line"}),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["queued"] and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    from opensage.integrations.hookd import wait_for_server
+
+    r, _ = _claude(project, _prompt(0))  # no hook server yet: direct path, starts one
+    assert r.returncode == 0, r.stderr
+    assert wait_for_server(str(project), 30)
+    r, _ = _claude(project, _prompt(1))  # through the hook server
+    assert r.returncode == 0 and json.loads(r.stdout) == {}, r.stderr
+    assert len(_queue(project)) == 3
+    pg.start()
+    wait_until(lambda: _queue(project) == [], 60, "the idle hook server to deliver the queue")
+    assert _episodes(project, SID) == _expected(0, "prompt") + _expected(1, "prompt")
+    assert _episodes(project, "ses_cli") == [("user_message", "from the command line")]

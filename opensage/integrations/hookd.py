@@ -155,14 +155,14 @@ def _deliver_spool(host) -> None:
     holds events, for at most :data:`opensage.hook_queue.HOOK_BUDGET_S` seconds."""
     from filelock import Timeout
 
-    from opensage.errors import StoreUnavailable
+    from opensage.errors import OpenSageError
     from opensage.hook_queue import HOOK_BUDGET_S, deliver, pending
 
     if not pending(host.workspace):
         return
     try:
         done = deliver(host, budget_s=HOOK_BUDGET_S)
-    except (StoreUnavailable, Timeout) as exc:
+    except (OpenSageError, Timeout) as exc:  # the store down, or an entry failing: it stays queued
         log.info("hook queue not delivered yet: %s", exc)
         return
     log.info("hook queue: delivered %d events (%d left, %d set aside)", done.delivered, done.remaining, done.rejected)
