@@ -150,7 +150,15 @@ def test_claude_hooks_answer_while_the_server_is_down_and_nothing_is_lost(pg, te
 
     pg.stop("immediate")  # the server dies mid-session
     took = []
-    for i, kind in [(3, "prompt"), (4, "tool"), (5, "prompt"), (6, "tool")]:
+    for i, kind in [(3, "prompt"), (4, "sh"), (5, "prompt"), (6, "tool")]:
+        if kind == "sh":  # as installed: PostToolUse only queues its JSON with sh, no Python
+            from opensage.integrations.claude import QUEUE_COMMAND
+
+            r = subprocess.run(["sh", "-c", QUEUE_COMMAND], input=json.dumps(_tool(i)), capture_output=True,
+                               text=True, timeout=30, env={**os.environ, "CLAUDE_PROJECT_DIR": str(project)})
+            assert r.returncode == 0, r.stderr
+            sent += _expected(i, "tool")
+            continue
         r, seconds = _claude(project, _prompt(i) if kind == "prompt" else _tool(i), **env)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == {}  # a normal answer (no memory context without the store)
@@ -487,3 +495,34 @@ def test_opensage_hook_event_answers_0_with_a_note_and_the_idle_hook_server_deli
     wait_until(lambda: _queue(project) == [], 60, "the idle hook server to deliver the queue")
     assert _episodes(project, SID) == _expected(0, "prompt") + _expected(1, "prompt")
     assert _episodes(project, "ses_cli") == [("user_message", "from the command line")]
+
+
+def test_a_line_torn_by_a_crash_is_set_aside_and_the_rest_delivered_in_order(host, project):
+    """The queue's own rules, on the SQLite store (no server needed): an append after a
+    crash mid-write starts on a new line; the torn fragment is set aside with its error;
+    the queue is removed once everything in it is done."""
+    from opensage import hook_queue
+
+    host.db  # noqa: B018 - the store the entries are meant for
+    store = hook_queue.store_name(host)
+
+    def message(text: str) -> dict:
+        return hook_queue.entry("record", "ses_torn", "test", {"kind": "user_message", "text": text,
+                                                               "timestamp": time.time()}, store)
+
+    assert hook_queue.append(host.workspace, message("before the crash"))
+    path = hook_queue.queue_path(host.workspace)
+    with open(path, "ab") as fh:
+        fh.write(b'{"id": "torn", "op": "rec')  # the process died mid-write
+    assert hook_queue.append(host.workspace, message("after the crash"))
+    assert hook_queue.append(host.workspace, {**message("bad kind"), "event": {"kind": "no-such-kind"}})
+    done = hook_queue.deliver(host)
+    assert (done.delivered, done.rejected, done.remaining) == (2, 2, 0)
+    rows = host.db.conn.execute("SELECT text, meta FROM episodes WHERE session_id='ses_torn' ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == ["before the crash", "after the crash"]
+    assert all(json.loads(r[1])["queue_id"] for r in rows)
+    rejected = [json.loads(line) for line in
+                (project / ".opencode" / "hook-queue.rejected.jsonl").read_text().splitlines()]
+    assert [r["line"][:20] for r in rejected] == ['{"id": "torn", "op":', rejected[1]["line"][:20]]
+    assert "no-such-kind" in rejected[1]["line"] and rejected[1]["error"]
+    assert not path.exists() and not hook_queue.pending(host.workspace)
