@@ -214,12 +214,18 @@ def evaluate(conv_id: str, conv: dict, host: Host, with_nodes: bool = False) -> 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation JSON files")
+    ap.add_argument("--db", default="", help="postgresql://... : run on the team store (issue 16) instead of SQLite;"
+                    " each conversation writes under its own project key")
     ap.add_argument("--only", default="", help="comma-separated conversation ids (file stems) to run")
     ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
                     help="with (--dense) or without (--no-dense) the optional dense ranker; default: if installed")
     ap.add_argument("--model", action="store_true",
                     help="compress each session with the configured model (OPENSAGE_MODEL) before asking")
     args = ap.parse_args(argv)
+    if args.db:
+        import os
+
+        os.environ["OPENSAGE_DATABASE_URL"] = args.db  # every Host below opens the team store
     if args.model and not os.environ.get("OPENSAGE_MODEL"):
         print("--model needs a model: set OPENSAGE_MODEL (a litellm model string, e.g. openai/gpt-4o-mini) "
               "and its API key; no model is configured, so nothing was run.", file=sys.stderr)
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{sum(r['tokens'] for r in rows)} tokens, ${sum(r['cost_usd'] for r in rows):.4f}")
         overall["model"] = os.environ["OPENSAGE_MODEL"]
     print(f"total {time.perf_counter() - started:.1f} s")
+    overall["store"] = "postgresql" if args.db else "sqlite"
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in overall.items()}))
 
 

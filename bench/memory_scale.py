@@ -137,7 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--edges", type=int, default=300_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--db", default="", help="postgresql://... : run on the team store (issue 16) instead of SQLite;"
+                    " each run writes under its own project key")
     args = ap.parse_args(argv)
+    if args.db:
+        import os
+
+        os.environ["OPENSAGE_DATABASE_URL"] = args.db  # every Host below opens the team store
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
     nodes, edges, vocab, pick = make_graph(rng, args.nodes, args.edges)
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<{width}}  {value}")
     import json
 
+    summary["store"] = "postgresql" if args.db else "sqlite"
     print(json.dumps(summary))
 
 

@@ -342,8 +342,9 @@ def translate(sql: str) -> Translated:
             t = args[0].strip().lower()
             if t not in FTS_TABLES or t not in match_of:
                 raise UnsupportedSQL(f"bm25({args[0]}) without a MATCH on it")
+            # normalization 1: rank / (1 + log(document length)), a length penalty as BM25 has
             return (f"(-ts_rank({_weights(t, args)}, {match_of[t]}.tsv, "
-                    f"to_tsquery('opensage', \x02{t}\x02)))")
+                    f"to_tsquery('opensage', \x02{t}\x02), 1))")
 
         code = _rewrite_calls(code, "bm25", bm25)
     elif re.search(r"\bMATCH\b|\bbm25\s*\(", code, re.I):

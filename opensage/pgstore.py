@@ -408,13 +408,22 @@ class PostgresDatabase:
 def grant_project(conn, project: str, role: str) -> None:
     """Let database ``role`` (and its members) read and write ``project``'s rows.
 
-    Run by the store's owner (whoever ran the migrations). Roles with no grant see no
-    project; the owner sees every project it selects with ``opensage.project``.
+    Run by the store's owner (whoever ran the migrations): records the grant (the policies
+    read it) and gives the role the table rights. Roles with no grant see no project's
+    rows, whatever ``opensage.project`` they set; the owner sees every project it selects.
 
     :param conn: a psycopg connection of the owner.
     :raises UsageError: ``project`` or ``role`` is not a valid name.
     """
     if not PROJECT_KEY.match(project or "") or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role or ""):
         raise UsageError(f"cannot grant project {project!r} to role {role!r}: invalid name")
+    from psycopg import sql
+
     conn.execute("INSERT INTO opensage_project_roles(project, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                  (project, role))
+    # table rights; which rows the role reaches is the policies' business
+    schema = sql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0])
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
+        schema, sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, sql.Identifier(role)))

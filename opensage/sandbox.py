@@ -55,6 +55,7 @@ from typing import Any, Iterable, Mapping
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from opensage import cleanup, protected
+from opensage.userconfig import user_config_path  # noqa: F401 - also imported from here
 from opensage.errors import ConfigError, SandboxError, UsageError
 
 __all__ = [
@@ -199,14 +200,6 @@ class SandboxConfig(BaseModel):
     allow_fallback: bool = False
     bwrap: str | None = None
     protected_paths: list[str] = []
-
-
-def user_config_path() -> Path:
-    """``$OPENSAGE_CONFIG``, else ``$XDG_CONFIG_HOME/opensage/config.yaml`` (``~/.config/...``)."""
-    if os.environ.get("OPENSAGE_CONFIG"):
-        return Path(os.environ["OPENSAGE_CONFIG"]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "opensage" / "config.yaml"
 
 
 _warned: set[str] = set()

@@ -310,7 +310,7 @@ def database_url(workspace: Workspace) -> str | None:
     if urlsplit(url).password is not None:
         raise UsageError(f"{project_file}: team.database_url must not hold a password (it is shared with "
                          "everyone who clones the project); use ~/.pgpass or PGPASSWORD")
-    from opensage.sandbox import user_config_path
+    from opensage.userconfig import user_config_path
 
     trusted = _config_doc(user_config_path()).get("trusted_databases") or []
     if _server_of(url) not in [str(t) for t in trusted]:

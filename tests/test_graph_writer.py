@@ -34,7 +34,8 @@ def index_form(db: Path, node_id: int) -> list[tuple[str, int, str]]:
     if on_postgresql():
         conn = store_conn(db.parent.parent)
         try:
-            return [("tsv", 0, conn.execute("SELECT tsv::text FROM nodes WHERE id=?", (node_id,)).fetchone()[0])]
+            row = conn.execute("SELECT tsv::text FROM nodes WHERE id=?", (node_id,)).fetchone()
+            return [("tsv", 0, row[0])] if row else []
         finally:
             conn.close()
     conn = sqlite3.connect(db)

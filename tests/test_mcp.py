@@ -7,6 +7,7 @@ to a host whose command set grows during the session.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ REFERENCE_TOOLS = {"create_entities", "create_relations", "add_observations", "d
 
 @asynccontextmanager
 async def mcp_session(project):
-    params = StdioServerParameters(command=sys.executable,
+    # the SDK passes a child only a few variables unless told: give it this test's (the store)
+    params = StdioServerParameters(command=sys.executable, env=dict(os.environ),
                                    args=["-m", "opensage", "--workspace", str(project), "mcp"])
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:

@@ -804,8 +804,12 @@ class Graph:
             raise UsageError("bulk_load: tags and valid_from need one entry per node.")
         now = time.time()
         with self.db.transaction() as conn:
-            first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
-            ids = list(range(first, first + len(nodes)))
+            if self.db.backend == "postgresql":  # ids are global there: take them from the sequence
+                ids = [r[0] for r in conn.execute("SELECT nextval('nodes_id_seq') FROM generate_series(1, ?)",
+                                                  (len(nodes),))]
+            else:
+                first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM nodes").fetchone()[0]
+                ids = list(range(first, first + len(nodes)))
             conn.executemany(
                 "INSERT INTO nodes(id, type, label, content, metadata, created_at, updated_at, valid_from, terms)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
