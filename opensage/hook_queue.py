@@ -128,9 +128,10 @@ def store_name(host) -> str:
 
 
 class DeliveryFailed(OpenSageError):
-    """Delivering a queued entry failed for another reason than the store being
-    unreachable (a server error, a plugin that raised while recording it): the entry and
-    everything after it stay queued, in order; the message names the entry and the error."""
+    """Delivering a queued entry failed outside the plugins' hooks for another reason than
+    the store being unreachable (a server error, e.g. a missing table): the entry and
+    everything after it stay queued, in order; the message names the entry and the error.
+    (A plugin raising inside a hook is logged and skipped, as for a live event.)"""
 
 
 class QueueForAnotherStore(OpenSageError):
@@ -213,7 +214,6 @@ def replay(host, item: dict[str, Any]) -> None:
     """Do one spooled entry on the store (see :func:`entry`).
 
     :raises StoreUnavailable: the store is still (or again) unreachable.
-    :raises DeliveryFailed: a plugin failed to record the event.
     :raises ValueError, KeyError, TypeError: the entry is not valid.
     """
     from opensage.types import SessionEvent
@@ -224,14 +224,12 @@ def replay(host, item: dict[str, Any]) -> None:
     if op == "record":
         event = SessionEvent.model_validate(item["event"])
         event.meta = {**(event.meta or {}), "queue_id": item["id"]}
+        # a plugin raising (other than StoreUnavailable) is logged by the host and the others
+        # still run, exactly as for a live event; the queue goes on
         host.record(host.session(sid, source=source), event)
-        if host.last_failures:  # a plugin could not store it: keep it queued
-            raise DeliveryFailed("; ".join(f"{f['plugin']}: {f['error']}" for f in host.last_failures))
         return
     if op not in ("start", "compact", "end"):
         raise ValueError(f"unknown operation {op!r}")
-    # a plugin failing in these is logged by the host, as for a live event: the episodes
-    # they read are stored, so nothing is lost and the queue goes on
     session = host.session(sid, source=source)
     if op == "start":
         host.start_session(session)

@@ -526,3 +526,49 @@ def test_a_line_torn_by_a_crash_is_set_aside_and_the_rest_delivered_in_order(hos
     assert [r["line"][:20] for r in rejected] == ['{"id": "torn", "op":', rejected[1]["line"][:20]]
     assert "no-such-kind" in rejected[1]["line"] and rejected[1]["error"]
     assert not path.exists() and not hook_queue.pending(host.workspace)
+
+
+def test_store_unavailable_passes_the_plugin_guard_and_the_hook_queues_then_delivers_in_order(workspace):
+    """A plugin whose store access raises StoreUnavailable is not "a failing plugin": the
+    error reaches the hook, which queues the event; a later event delivers the queue first.
+    (A plugin raising anything else is still logged and skipped.) SQLite store, no server."""
+    from opensage import hookimpl
+    from opensage.errors import StoreUnavailable
+    from opensage.hooks import fire_hook
+    from opensage.host import Host
+
+    class Outage:
+        down = True
+        seen: list[str] = []
+
+        @hookimpl
+        def session_event(self, session, event):
+            if self.down:
+                raise StoreUnavailable("cannot reach the team store at postgresql://u:***@db.example/x")
+            self.seen.append(event.text)
+
+    class Broken:
+        @hookimpl
+        def session_event(self, session, event):
+            raise RuntimeError("a plugin bug")
+
+    outage = Outage()
+    host = Host(workspace, plugins=[outage, Broken()])
+    try:
+        first = fire_hook(host, "user-message", {"session_id": "ses_guard", "text": "one"})
+        assert first["queued"] and "postgresql://u:***@db.example/x" in first["queued"]
+        fire_hook(host, "user-message", {"session_id": "ses_guard", "text": "two"})
+        outage.down = False
+        third = fire_hook(host, "user-message", {"session_id": "ses_guard", "text": "three"})
+        assert "queued" not in third
+        assert third["ok"] is False and "a plugin bug" in json.dumps(third["errors"])  # still isolated, logged
+        assert outage.seen == ["one", "two", "three"]  # the queue first, in order, then the new event
+        assert not hook_queue_pending(workspace)
+    finally:
+        host.close()
+
+
+def hook_queue_pending(workspace) -> bool:
+    from opensage.hook_queue import pending
+
+    return pending(workspace)
