@@ -180,7 +180,9 @@ def append(workspace: Workspace, item: dict[str, Any]) -> bool:
         try:
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: end it
                 line = b"\n" + line
-            os.write(fd, line)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -192,8 +194,9 @@ def append(workspace: Workspace, item: dict[str, Any]) -> bool:
 @dataclass
 class Delivery:
     """What :func:`deliver` did: entries ``delivered``, ``remaining`` in the spool,
-    ``rejected`` (unreadable lines or entries that failed for another reason than the store,
-    set aside in ``hook-queue.rejected.jsonl``), ``dropped`` (events the full spool lost)."""
+    ``rejected`` (unreadable lines or invalid entries, set aside in
+    ``hook-queue.rejected.jsonl``), ``dropped`` (events the full spool lost), ``errors``
+    (why each was set aside)."""
 
     delivered: int = 0
     remaining: int = 0
@@ -205,7 +208,8 @@ class Delivery:
 def _set_aside(workspace: Workspace, line: bytes, why: str) -> None:
     path = workspace.state_dir / "hook-queue.rejected.jsonl"
     record = {"error": why[:500], "line": line.decode("utf-8", "replace").rstrip("\n")}
-    with open(path, "a", encoding="utf-8") as fh:
+    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # session text: private
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     log.error("hook queue entry set aside in %s: %s", path, why[:500])
 
@@ -255,7 +259,7 @@ def deliver(host, budget_s: float | None = None) -> Delivery:
         delivered (the offset is saved), the rest waits.
     :raises QueueForAnotherStore: the next entry was queued for another store than the
         workspace's current one (it stays queued).
-    :raises DeliveryFailed: an entry failed on the server or in a plugin (it stays queued).
+    :raises DeliveryFailed: an entry failed on the server outside the plugins' hooks (it stays queued).
     :raises filelock.Timeout: another process held the spool for :data:`LOCK_WAIT_S` s.
     """
     workspace = host.workspace
