@@ -397,6 +397,9 @@ def translate(sql: str) -> Translated:
     if table in SERIAL_TABLES and re.match(r"\s*INSERT\b", text, re.I) and not re.search(r"\bRETURNING\b", text, re.I):
         text = text.rstrip().rstrip(";") + suffix + " RETURNING id"
         returning = True
+    elif suffix and re.search(r"\bRETURNING\b", text, re.I):
+        m = list(re.finditer(r"\bRETURNING\b", text, re.I))[-1]
+        text = text[:m.start()].rstrip() + suffix + " " + text[m.start():].rstrip().rstrip(";")
     else:
         text = text.rstrip().rstrip(";") + suffix
     return Translated(text, tuple(plan), returning, rewrote_match)

@@ -22,7 +22,7 @@ __all__ = ["ensure_base", "enable_project_rls", "pg_sessions", "pg_noop", "PROJE
 #: Tables whose rows belong to a project (row-level security on each).
 PROJECT_TABLES = (
     "nodes", "edges", "episodes", "episodes_fts", "node_episodes", "node_tags", "embeddings",
-    "memory_upkeep", "sessions", "tool_state", "tool_runs", "jobs",
+    "memory_upkeep", "sessions", "tool_state", "tool_runs",
 )
 
 _BASE = """
@@ -45,6 +45,12 @@ CREATE OR REPLACE FUNCTION opensage_data_version() RETURNS BIGINT LANGUAGE sql S
 $$;
 CREATE OR REPLACE FUNCTION opensage_bump() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- once per transaction (a bulk load runs thousands of statements): the flag is a
+    -- transaction-local setting
+    IF current_setting('opensage.bumped', true) = txid_current()::text THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('opensage.bumped', txid_current()::text, true);
     INSERT INTO opensage_changes(project, n) VALUES (current_setting('opensage.project'), 1)
         ON CONFLICT (project) DO UPDATE SET n = opensage_changes.n + 1;
     RETURN NULL;

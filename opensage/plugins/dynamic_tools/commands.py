@@ -32,6 +32,16 @@ class GenerateToolArgs(ArgModel):
     replace: bool = Field(False, description="regenerate an existing generated tool of that name")
 
 
+
+def _jobs_db(ctx):
+    """Where jobs are kept: the host's store when it is the local file, else the local file
+    (one per host, see :func:`.jobs.local_db`)."""
+    from opensage.plugins.dynamic_tools import jobs
+
+    if ctx.host.db.backend == "sqlite":
+        return ctx.host.db
+    return ctx.host.service("dynamic-tools:jobs-db", lambda host: jobs.local_db(host.workspace))
+
 def generate_tool(args: GenerateToolArgs, ctx: CommandContext) -> CommandResult:
     """``@generate-tool``: have the model write a tool, test it in the sandbox on its own
     examples, and register it.
@@ -264,7 +274,7 @@ def async_background(args: AsyncArgs, ctx: CommandContext) -> CommandResult:
     sandbox.available_level(sandbox.load_config(ctx.workspace.root))  # refuse now, not in the background
     limits = {**asdict(RUN_LIMITS), "wall_s": args.timeout_s, "cpu_s": max(RUN_LIMITS.cpu_s, int(args.timeout_s) + 1)}
     job_id = jobs.submit(
-        ctx.workspace, ctx.host.db, kind="tool", name=tool.name, argv=command_for(tool.spec, tool.code_path),
+        ctx.workspace, _jobs_db(ctx), kind="tool", name=tool.name, argv=command_for(tool.spec, tool.code_path),
         stdin=json.dumps({"arguments": arguments, "state": None}), readable=[str(tool.folder)],
         limits=limits, meta={"arguments": arguments},
     )
@@ -303,7 +313,7 @@ def poll_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
     """
     from opensage.plugins.dynamic_tools import jobs
 
-    info = jobs.poll(ctx.workspace, ctx.host.db, _job_id(args.job_id))
+    info = jobs.poll(ctx.workspace, _jobs_db(ctx), _job_id(args.job_id))
     return CommandResult(text=_job_text(info), data=info)
 
 
@@ -314,7 +324,7 @@ def cancel_job(args: JobArgs, ctx: CommandContext) -> CommandResult:
     """
     from opensage.plugins.dynamic_tools import jobs
 
-    info = jobs.cancel(ctx.workspace, ctx.host.db, _job_id(args.job_id))
+    info = jobs.cancel(ctx.workspace, _jobs_db(ctx), _job_id(args.job_id))
     return CommandResult(text=_job_text(info), data=info)
 
 

@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage.errors import NotFoundError
-from opensage.pgschema import PROJECT, c_text, enable_project_rls
-from opensage.store import Database, Migration, Workspace, open_database
+from opensage.store import Database, Migration, Workspace
 
 __all__ = ["submit", "poll", "cancel", "list_jobs", "migrate", "STATUSES", "FINAL", "decode_output"]
 
@@ -95,21 +94,15 @@ def _m001(conn) -> None:
     conn.execute("CREATE INDEX jobs_status ON jobs(status)")
 
 
-def pg_jobs(raw) -> None:
-    """jobs migration 1 on PostgreSQL."""
-    raw.execute(c_text(f"""
-        CREATE TABLE jobs (id TEXT PRIMARY KEY, {PROJECT}, kind TEXT NOT NULL, name TEXT NOT NULL,
-            request TEXT NOT NULL, status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
-            started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, heartbeat_at DOUBLE PRECISION,
-            supervisor_pid INTEGER, supervisor_started DOUBLE PRECISION, sandbox_pid INTEGER,
-            sandbox_started DOUBLE PRECISION, timeout_s DOUBLE PRECISION NOT NULL,
-            cancel_requested INTEGER NOT NULL DEFAULT 0, returncode INTEGER, level TEXT, result TEXT, error TEXT);
-        CREATE INDEX jobs_status ON jobs(status);
-    """))
-    enable_project_rls(raw, "jobs")
+MIGRATIONS = [Migration(1, "jobs", _m001)]
 
 
-MIGRATIONS = [Migration(1, "jobs", _m001, apply_pg=pg_jobs)]
+def local_db(workspace: Workspace) -> Database:
+    """The project's local SQLite file, where jobs live even when graph memory is on a team
+    server (docs/team.md): a job is a process on this machine, its output is in this
+    machine's files, and only this machine can poll, cancel or reap it."""
+    workspace.ensure_state_dir()
+    return Database(workspace.db_path)
 
 
 def migrate(db: Database) -> Database:
@@ -412,7 +405,7 @@ def cancel(workspace: Workspace, db: Database, job_id: str, wait_s: float = 10.0
 class _Supervisor:
     def __init__(self, root: Path, job_id: str) -> None:
         self.workspace = Workspace(root)
-        self.db = migrate(open_database(self.workspace))
+        self.db = migrate(local_db(self.workspace))
         self.job_id = job_id
         self.folder = job_dir(self.workspace, job_id)
         self.proc: subprocess.Popen | None = None
@@ -433,7 +426,7 @@ class _Supervisor:
                 pass
 
     def heartbeat(self) -> None:
-        db = open_database(self.workspace)
+        db = local_db(self.workspace)
         try:
             while not self.stop.wait(HEARTBEAT_S):
                 with db.transaction() as conn:
