@@ -189,13 +189,19 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
         from opensage.integrations.claude import handle_hook
         from opensage.integrations.hookd import drain_queue
 
+        from opensage.hook_queue import batch
+
         try:
             payload = _read_payload()
-            drain_queue(_host(ctx))  # events the queueing hooks left happened before this one
-            answer = handle_hook(_host(ctx), payload)
+            host = _host(ctx)
+            with batch(host) as rec:  # the team store down: queued (docs/team.md), answered {}
+                drain_queue(host)  # events the queueing hooks left happened before this one
+                answer = handle_hook(host, payload)
         except OpenSageError as exc:
             _fail(exc)
         click.echo(json.dumps(answer))
+        if rec.note:
+            click.echo(rec.note, err=True)
         return
     try:
         if event is None:
@@ -204,6 +210,8 @@ def hook_cmd(ctx: click.Context, event: str | None, session_id: str | None, sour
     except OpenSageError as exc:
         _fail(exc)
     click.echo(json.dumps(out))
+    if out.get("queued"):
+        click.echo(out["queued"], err=True)
     if not out["ok"]:
         failed = "; ".join(f"{e['plugin']}: {e['error']}" for e in out["errors"])
         click.echo(f"error: {event} was delivered, but a plugin failed on it ({failed}); "
@@ -367,7 +375,48 @@ def uninstall_cmd(ctx: click.Context, target: str) -> None:
 @cli.group("memory")
 def memory_group() -> None:
     """Move graph memory: JSONL import/export (the MCP reference memory server's format),
-    a Markdown mirror, and push/pull between the local store and the team store."""
+    a Markdown mirror, push/pull between the local store and the team store, and delivery
+    of hook events queued while the team store was down."""
+
+
+@memory_group.command("flush-queue")
+@click.pass_context
+def memory_flush_queue_cmd(ctx: click.Context) -> None:
+    """Deliver the hook events queued while the team store was unreachable, in order.
+
+    Hooks queue events in .opencode/hook-queue.jsonl when the PostgreSQL server cannot be
+    reached and deliver them with the next hook; this delivers them now (docs/team.md).
+    Exits 1, keeping the queue, when the server is still unreachable.
+    """
+    from filelock import Timeout
+
+    from opensage.hook_queue import deliver, pending, queue_path
+
+    host = _host(ctx)
+    if not pending(host.workspace):
+        counts = {"delivered": 0, "remaining": 0, "rejected": 0, "dropped": 0}
+    else:
+        try:
+            done = deliver(host)
+        except OpenSageError as exc:
+            _fail(exc)
+        except Timeout:
+            _fail(OpenSageError(f"{queue_path(host.workspace)} is being delivered by another process; try again."))
+        counts = {"delivered": done.delivered, "remaining": done.remaining, "rejected": done.rejected,
+                  "dropped": done.dropped}
+    if ctx.find_root().obj.get("json"):
+        click.echo(json.dumps(counts))
+        return
+    if not counts["delivered"] and not counts["rejected"]:
+        click.echo("the hook queue is empty")
+        return
+    line = f"delivered {counts['delivered']} queued hook events"
+    if counts["rejected"]:
+        line += (f"; {counts['rejected']} unreadable entries set aside in "
+                 f"{host.workspace.state_dir / 'hook-queue.rejected.jsonl'}")
+    if counts["dropped"]:
+        line += f"; {counts['dropped']} events were dropped while the queue was full"
+    click.echo(line)
 
 
 @memory_group.command("import")

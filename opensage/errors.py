@@ -19,6 +19,7 @@ __all__ = [
     "ModelNotConfigured",
     "SandboxError",
     "PluginError",
+    "StoreUnavailable",
 ]
 
 

@@ -33,12 +33,17 @@ def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None 
               source: str | None = None) -> dict[str, Any]:
     """Fire one hook EVENT (a key of :data:`HOOK_EVENTS`) with its JSON ``payload``.
 
+    When the team store is unreachable the event is queued locally and delivered, in
+    order, by a later hook (:mod:`opensage.hook_queue`); the answer then has ``"queued"``
+    (a one-line note for the host) and no ``"context"``.
+
     :returns: ``{"ok": true, "session_id", "hook"}`` plus ``"context"`` (the text to keep)
         for ``compact``. When a plugin raised in the hook (the others still ran), ``"ok"``
         is false and ``"errors"`` lists ``{"plugin", "hook", "error"}``.
     :raises UsageError: unknown event, no session id, or an invalid event body.
     """
     from opensage.host import event_from_json  # the host is heavy; `opensage --help` must not load it
+    from opensage.hook_queue import recorder
 
     if event not in HOOK_EVENTS:
         raise UsageError(f"unknown hook event {event!r}: use one of {', '.join(sorted(HOOK_EVENTS))}.")
@@ -53,19 +58,24 @@ def fire_hook(host, event: str, payload: dict[str, Any], session_id: str | None 
         if kind:
             payload["kind"] = kind
         event_obj = event_from_json(payload)
-    session = host.session(sid, source=src)
+    rec = recorder(host)
+    queued_before = rec.queued + rec.dropped
+    session = rec.session(sid, src)  # delivers the queue first when it holds events
+    host.last_failures = []
     out: dict[str, Any] = {"ok": True, "session_id": sid, "hook": event}
     if event == "session-start":
-        host.start_session(session)
+        rec.start(session)
     elif event == "session-end":
-        host.end_session(session)
+        rec.end(session)
     elif event == "compact":
-        host.compact(session)
-        context = host.compaction_context(session)
-        if context:
-            out["context"] = context
+        if rec.compact(session):
+            context = rec.ask(lambda: host.compaction_context(session))
+            if context:
+                out["context"] = context
     else:
-        host.record(session, event_obj)
+        rec.record(session, event_obj)
+    if rec.queued + rec.dropped > queued_before:
+        out["queued"] = rec.note
     if host.last_failures:
         out["ok"] = False
         out["errors"] = list(host.last_failures)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from opensage import hookspecs
+from opensage import errors, hookspecs
 from opensage.commands import bind_arguments, parse_line
 from opensage.errors import NotFoundError, PluginError, UsageError
 from opensage.pgschema import pg_sessions
@@ -122,6 +122,8 @@ def _guard(function: Callable[..., Any], plugin: str, hook: str) -> Callable[...
         token = _CURRENT_PLUGIN.set(plugin)
         try:
             return function(*args, **kwargs)
+        except errors.StoreUnavailable:
+            raise  # the shared store is down, not this plugin: the caller decides (hooks spool)
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return None
@@ -148,6 +150,8 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
         except StopIteration:
             _report_failure(plugin, hook, f"RuntimeError: hook wrapper {function.__qualname__} did not yield")
             return (yield)
+        except errors.StoreUnavailable:
+            raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return (yield)
@@ -164,6 +168,8 @@ def _guard_wrapper(function: Callable[..., Any], plugin: str, hook: str) -> Call
             gen.send(result)
         except StopIteration as stop:
             return stop.value
+        except errors.StoreUnavailable:
+            raise
         except Exception as exc:
             _report_failure(plugin, hook, exc)
             return result
@@ -186,7 +192,9 @@ class _PluginManager(pluggy.PluginManager):
     of one broadcast call into :attr:`Host.last_failures`. Guarding at registration
     rather than re-running the remaining implementations from a wrapper keeps pluggy's
     order, its argument passing and its tracing untouched, and covers plugins registered
-    later (``host.pm.register``).
+    later (``host.pm.register``). :class:`opensage.errors.StoreUnavailable` is the
+    exception: the shared store being unreachable is no plugin's fault, so it reaches the
+    caller (a command exits 1; a hook spools the event, :mod:`opensage.hook_queue`).
 
     :raises pluggy.PluginValidationError: as :meth:`pluggy.PluginManager.register`.
     """
@@ -351,7 +359,8 @@ class Host:
         if self._db is None:
             self.workspace.ensure_state_dir()
             self._db = open_database(self.workspace)
-            self._db.migrate("core", CORE_MIGRATIONS)
+        # a set lookup once applied; retried when the first attempt found the team store down
+        self._db.migrate("core", CORE_MIGRATIONS)
         return self._db
 
     def service(self, key: Any, factory: Callable[["Host"], Any]) -> Any:

@@ -34,6 +34,7 @@ GITIGNORE_LINES = (
     ".opencode/*.lock",
     ".opencode/run/",
     ".opencode/cache/",
+    ".opencode/hook-queue*",  # events waiting for an unreachable team store (docs/team.md)
 )
 GITIGNORE_HEADER = f"# opensage state: session transcripts, locks, caches ({MARKER} install)"
 

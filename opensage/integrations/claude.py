@@ -178,6 +178,9 @@ def handle_hook(host, payload: dict[str, Any], timestamp: float | None = None) -
         (SessionStart, UserPromptSubmit) with relevant memory.
     :param timestamp: when the event happened (epoch seconds; a queued event's file
         name), else now.
+
+    With the team store unreachable, the session's operations are queued locally and
+    delivered by a later hook (:mod:`opensage.hook_queue`); the answer is then ``{}``.
     :raises UsageError: ``session_id`` or ``hook_event_name`` missing. Unknown events
         are ignored (``{}``), so new Claude Code events never break a session.
     """
@@ -191,40 +194,49 @@ def handle_hook(host, payload: dict[str, Any], timestamp: float | None = None) -
         raise UsageError('Claude hook JSON has no "session_id"; run this from a Claude Code hook.')
     if event not in HOOK_EVENTS:
         return {}
+    from opensage.hook_queue import recorder
+
     when = {"timestamp": timestamp} if timestamp is not None else {}
-    session = host.session(sid, source="claude")
+    rec = recorder(host)  # the team store down: events are queued (opensage/hook_queue.py)
+    session = rec.session(sid, "claude")
     workspace = host.workspace
     cwd = payload.get("cwd")
     meta = {"claude_event": event}
 
     if event == "SessionStart":
-        host.start_session(session)
-        return _context_output(event, host.compaction_context(session))
+        if rec.start(session):
+            return _context_output(event, rec.ask(lambda: host.compaction_context(session)))
+        return {}
     if event == "UserPromptSubmit":
         prompt = _as_text(payload.get("prompt", ""))
-        host.record(session, SessionEvent(**when, kind="user_message", role="user", text=prompt, meta=meta))
-        context = host.prompt_context(session, prompt)
-        if context is None:  # no plugin answers prompt_context: plain FTS5 over the graph
-            context = relevant_memory(host, prompt)
-        return _context_output(event, context)
+        if not rec.record(session, SessionEvent(**when, kind="user_message", role="user", text=prompt, meta=meta)):
+            return {}
+
+        def context() -> str | None:
+            found = host.prompt_context(session, prompt)
+            if found is None:  # no plugin answers prompt_context: plain FTS5 over the graph
+                found = relevant_memory(host, prompt)
+            return found
+
+        return _context_output(event, rec.ask(context))
     if event in ("PostToolUse", "PostToolUseFailure"):
         tool = str(payload.get("tool_name") or "unknown")
         tool_input = payload.get("tool_input")
         args = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
         call_id = payload.get("tool_use_id") if isinstance(payload.get("tool_use_id"), str) else None
         meta = {**meta, "tool_use_id": call_id}
-        host.record(session, SessionEvent(**when, kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
+        rec.record(session, SessionEvent(**when, kind="tool_call", tool=tool, args=args, call_id=call_id, meta=meta))
         if event == "PostToolUseFailure":  # a failed call (a command's non-zero exit, a denied tool...)
             result = _as_text(payload.get("error", ""))[:MAX_RESULT_CHARS]
             meta = {**meta, "is_error": True}
         else:
             result = _tool_text(payload.get("tool_response", ""))[:MAX_RESULT_CHARS]
-        host.record(session, SessionEvent(**when, kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
+        rec.record(session, SessionEvent(**when, kind="tool_result", tool=tool, text=result, call_id=call_id, meta=meta))
         if event == "PostToolUseFailure":
             return {}
         path = args.get("file_path") or args.get("notebook_path")
         if tool in EDIT_TOOLS and isinstance(path, str):
-            host.record(session, SessionEvent(**when, kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
+            rec.record(session, SessionEvent(**when, kind="file_edit", tool=tool, path=_rel_path(path, workspace, cwd), meta=meta))
         return {}
     if event in ("Stop", "SubagentStop"):
         text = payload.get("last_assistant_message")
@@ -235,13 +247,13 @@ def handle_hook(host, payload: dict[str, Any], timestamp: float | None = None) -
             text = _last_assistant_from_transcript(payload.get(key))
         if text.strip():
             role = "assistant" if event == "Stop" else f"subagent:{payload.get('agent_type') or 'unknown'}"
-            host.record(session, SessionEvent(**when, kind="assistant_message", role=role, text=text, meta=meta))
+            rec.record(session, SessionEvent(**when, kind="assistant_message", role=role, text=text, meta=meta))
         return {}
     if event == "PreCompact":
-        host.compact(session)
+        rec.compact(session)  # the store down: compression waits in the queue
         return {}
     # SessionEnd
-    host.end_session(session)
+    rec.end(session)
     return {}
 
 

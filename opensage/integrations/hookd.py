@@ -74,17 +74,21 @@ def handle_bytes(host, data: bytes | dict, timestamp: float | None = None) -> tu
     """One Claude Code event (raw JSON bytes, or the parsed object) -> ``(exit code,
     stdout, stderr)``, as the direct path ``opensage hook --from claude`` would give them.
     ``timestamp``: when it happened (epoch seconds), for queued events."""
+    from opensage.hook_queue import batch
     from opensage.integrations.claude import handle_hook
 
     try:
         payload = data if isinstance(data, dict) else parse_event(data)
-        answer = handle_hook(host, payload, timestamp=timestamp)
+        with batch(host) as rec:  # the team store down: the event is queued, the answer is {}
+            before = rec.queued + rec.dropped
+            answer = handle_hook(host, payload, timestamp=timestamp)
+            note = rec.note + "\n" if rec.queued + rec.dropped > before else ""
     except OpenSageError as exc:
         return exc.exit_code, "", f"Error: {exc}\n"
     except Exception as exc:  # a bug must not take the server down; the client reports it
         log.exception("hook event failed")
         return 1, "", f"Error: internal error in opensage hook: {type(exc).__name__}: {exc}\n"
-    return 0, json.dumps(answer) + "\n", ""
+    return 0, json.dumps(answer) + "\n", note
 
 
 #: Where the queueing hook (:data:`opensage.integrations.claude.QUEUE_COMMAND`) puts events.
@@ -109,31 +113,59 @@ def drain_queue(host) -> int:
         return 0
     if not names:
         return 0
+    from opensage.hook_queue import batch
+
     lock_fd = os.open(str(folder.parent / "queue.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     handled = 0
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        for name in sorted(n for n in os.listdir(folder) if n.endswith(".json")):
-            path = folder / name
-            try:
-                if path.stat().st_size > MAX_QUEUED_BYTES:
-                    path.rename(path.with_suffix(".toolarge"))
-                    log.warning("queued hook event %s is over %d bytes; set aside", name, MAX_QUEUED_BYTES)
-                    continue
-                data = path.read_bytes()
-            except FileNotFoundError:
-                continue
-            stamp = name.split("-", 1)[0]
-            when = int(stamp) / 1e9 if stamp.isdigit() and len(stamp) > 12 else None
-            code, _, err = handle_bytes(host, data, timestamp=when)
-            if code:
-                log.warning("queued hook event %s: %s", name, err.strip())
-            path.unlink()
-            handled += 1
+        with batch(host):  # one wait for a dead team store, not one per file
+            handled = _drain_files(host, folder)
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
         os.close(lock_fd)
     return handled
+
+
+def _drain_files(host, folder: Path) -> int:
+    """:func:`drain_queue`'s loop (the caller holds ``queue.lock``)."""
+    handled = 0
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(".json")):
+        path = folder / name
+        try:
+            if path.stat().st_size > MAX_QUEUED_BYTES:
+                path.rename(path.with_suffix(".toolarge"))
+                log.warning("queued hook event %s is over %d bytes; set aside", name, MAX_QUEUED_BYTES)
+                continue
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        stamp = name.split("-", 1)[0]
+        when = int(stamp) / 1e9 if stamp.isdigit() and len(stamp) > 12 else None
+        code, _, err = handle_bytes(host, data, timestamp=when)
+        if code:
+            log.warning("queued hook event %s: %s", name, err.strip())
+        path.unlink()
+        handled += 1
+    return handled
+
+
+def _deliver_spool(host) -> None:
+    """While idle: deliver the team store's hook queue (:mod:`opensage.hook_queue`) if it
+    holds events, for at most :data:`opensage.hook_queue.HOOK_BUDGET_S` seconds."""
+    from filelock import Timeout
+
+    from opensage.errors import OpenSageError
+    from opensage.hook_queue import HOOK_BUDGET_S, deliver, pending
+
+    if not pending(host.workspace):
+        return
+    try:
+        done = deliver(host, budget_s=HOOK_BUDGET_S)
+    except (OpenSageError, Timeout) as exc:  # the store down, or an entry failing: it stays queued
+        log.info("hook queue not delivered yet: %s", exc)
+        return
+    log.info("hook queue: delivered %d events (%d left, %d set aside)", done.delivered, done.remaining, done.rejected)
 
 
 def _private_dir(path: Path) -> None:
@@ -187,6 +219,7 @@ def serve(host, idle_s: float | None = None) -> int:
     :returns: how many events were answered (0 when another server already runs).
     :raises UsageError: the socket folder belongs to another user.
     """
+    from opensage.hook_queue import IDLE_RETRY_S, batch
     from opensage_hook import MAX_BYTES, socket_path
 
     if idle_s is None:
@@ -219,7 +252,7 @@ def serve(host, idle_s: float | None = None) -> int:
         sock.listen(16)
         sock.settimeout(min(idle_s, QUEUE_POLL_S))
         me = os.getuid()
-        last = time.monotonic()
+        last = retried = time.monotonic()
         while True:
             try:
                 conn, _ = sock.accept()
@@ -228,10 +261,13 @@ def serve(host, idle_s: float | None = None) -> int:
                     last = time.monotonic()
                 elif time.monotonic() - last >= idle_s:
                     break
+                elif time.monotonic() - retried >= IDLE_RETRY_S:
+                    retried = time.monotonic()
+                    _deliver_spool(host)
                 continue
             last = time.monotonic()
-            drain_queue(host)  # queued events happened before this one
-            with conn:
+            with batch(host), conn:
+                drain_queue(host)  # queued events happened before this one
                 try:
                     if _peer_uid(conn) not in (me, None):
                         conn.sendall(b"2\n\0Error: the hook server only answers its own user.\n")

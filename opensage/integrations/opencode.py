@@ -128,21 +128,27 @@ class SessionEnds:
         if session_id in self.open:
             self.open.discard(session_id)
             return True
-        row = self.host.db.conn.execute("SELECT ended_at FROM sessions WHERE id=?", (session_id,)).fetchone()
+        from opensage.hook_queue import recorder
+
+        # the team store down: None, and the end is queued (opensage/hook_queue.py)
+        row = recorder(self.host).ask(
+            lambda: self.host.db.conn.execute("SELECT ended_at FROM sessions WHERE id=?", (session_id,)).fetchone())
         return not (row and row[0] is not None)
 
     def end_all(self) -> list[str]:
         """End every session still open here (end of input: the OpenCode process is gone)."""
+        from opensage.hook_queue import batch
         from opensage.hooks import fire_hook
         from opensage.errors import OpenSageError
 
         ended = []
-        for sid in sorted(self.open):
-            try:
-                fire_hook(self.host, "session-end", {"session_id": sid, "source": "opencode"})
-                ended.append(sid)
-            except OpenSageError:
-                pass
+        with batch(self.host):
+            for sid in sorted(self.open):
+                try:
+                    fire_hook(self.host, "session-end", {"session_id": sid, "source": "opencode"})
+                    ended.append(sid)
+                except OpenSageError:
+                    pass
         self.open.clear()
         return ended
 
@@ -208,35 +214,40 @@ def handle_hook(host, payload: dict[str, Any], ends: SessionEnds | None = None) 
         since the last one answers ``{"ok": true, ..., "skipped": "already ended"}``).
     :raises UsageError: the batch itself is malformed.
     """
-    from opensage.hooks import fire_hook
-    from opensage.errors import OpenSageError
+    from opensage.hook_queue import batch
 
     events = payload.get("events")
     if not isinstance(events, list):
         raise UsageError('--from opencode expects {"events": [{"hook": EVENT, "payload": {...}}]} on stdin.')
-    results: list[dict[str, Any]] = []
-    for i, item in enumerate(events):
-        if not isinstance(item, dict) or not isinstance(item.get("hook"), str) or not isinstance(item.get("payload", {}), dict):
-            results.append({"ok": False, "error": f"events[{i}]: expected {{\"hook\": EVENT, \"payload\": {{...}}}}"})
-            continue
-        body = dict(item.get("payload") or {})
-        body.setdefault("source", "opencode")
-        if item["hook"] == "file-edit" and isinstance(body.get("path"), str):
-            body["path"] = _project_relative(body["path"], host.workspace.root)
-        sid = body.get("session_id") if isinstance(body.get("session_id"), str) else None
-        if ends is not None and not ends.note(item["hook"], sid):
-            results.append({"ok": True, "session_id": sid, "hook": item["hook"], "skipped": "already ended"})
-            continue
-        try:
-            answer = fire_hook(host, item["hook"], body)
-            if item["hook"] == "user-message" and answer.get("ok") and isinstance(body.get("text"), str):
-                context = host.prompt_context(host.session(answer["session_id"], source="opencode"), body["text"])
-                if context:  # the shim adds it to this session's system prompt
-                    answer["context"] = context
-            results.append(answer)
-        except OpenSageError as exc:
-            results.append({"ok": False, "error": f"events[{i}] ({item['hook']}): {exc}"})
-    return {"results": results}
+    with batch(host) as rec:  # one wait for a dead team store per batch; order kept
+        return {"results": [_handle_one(host, rec, i, item, ends) for i, item in enumerate(events)]}
+
+
+def _handle_one(host, rec, i: int, item: Any, ends: SessionEnds | None) -> dict[str, Any]:
+    """One event of a batch (see :func:`handle_hook`): its answer."""
+    from opensage.hooks import fire_hook
+    from opensage.errors import OpenSageError
+
+    if not isinstance(item, dict) or not isinstance(item.get("hook"), str) or not isinstance(item.get("payload", {}), dict):
+        return {"ok": False, "error": f"events[{i}]: expected {{\"hook\": EVENT, \"payload\": {{...}}}}"}
+    body = dict(item.get("payload") or {})
+    body.setdefault("source", "opencode")
+    if item["hook"] == "file-edit" and isinstance(body.get("path"), str):
+        body["path"] = _project_relative(body["path"], host.workspace.root)
+    sid = body.get("session_id") if isinstance(body.get("session_id"), str) else None
+    if ends is not None and not ends.note(item["hook"], sid):
+        return {"ok": True, "session_id": sid, "hook": item["hook"], "skipped": "already ended"}
+    try:
+        answer = fire_hook(host, item["hook"], body)
+        if (item["hook"] == "user-message" and answer.get("ok") and not answer.get("queued")
+                and isinstance(body.get("text"), str)):
+            context = rec.ask(lambda: host.prompt_context(host.session(answer["session_id"], source="opencode"),
+                                                          body["text"]))
+            if context:  # the shim adds it to this session's system prompt
+                answer["context"] = context
+        return answer
+    except OpenSageError as exc:
+        return {"ok": False, "error": f"events[{i}] ({item['hook']}): {exc}"}
 
 
 def install(host) -> list[str]:

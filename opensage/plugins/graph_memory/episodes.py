@@ -343,12 +343,23 @@ def record_episode(db: Database, session_id: str, event: SessionEvent) -> Episod
     Safe with concurrent writers in several processes: ``seq`` is computed under the write
     lock (``BEGIN IMMEDIATE``).
 
+    An event delivered from the hook queue carries ``meta["queue_id"]``
+    (:mod:`opensage.hook_queue`): when an episode of the same session, kind and timestamp
+    already has that id, it was delivered before (an interrupted delivery) and is returned
+    instead of being stored twice.
+
     :returns: the stored :class:`Episode`.
     """
     meta = dict(event.meta or {})
     if event.call_id is not None:
         meta["call_id"] = event.call_id
+    queue_id = meta.get("queue_id")
     with db.transaction() as conn:
+        if isinstance(queue_id, str):
+            for row in conn.execute("SELECT * FROM episodes WHERE session_id=? AND kind=? AND timestamp=?",
+                                    (session_id, event.kind, float(event.timestamp))).fetchall():
+                if json.loads(row["meta"] or "{}").get("queue_id") == queue_id:
+                    return Episode.from_row(row)
         seq = conn.execute(
             "SELECT coalesce(max(seq), 0) + 1 FROM episodes WHERE session_id=?", (session_id,)
         ).fetchone()[0]
