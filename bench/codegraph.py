@@ -290,7 +290,10 @@ def our_graph(conn) -> tuple[dict, dict, set, set, set]:
         if s in by_id and d in by_id:
             parent[by_id[d]] = by_id[s]
     uses, inherits = set(), set()
-    for s, d, t in conn.execute("SELECT src, dst, type FROM edges WHERE type IN ('calls','references','inherits','decorates')"):
+    where: dict[tuple[str, str], str] = {}  # (user, target) -> "line resolution" of one of our edges (for dumps)
+    for s, d, t, line, how in conn.execute(
+            "SELECT src, dst, type, json_extract(metadata, '$.line'), json_extract(metadata, '$.resolution')"
+            " FROM edges WHERE type IN ('calls','references','inherits','decorates')"):
         if s not in by_id or d not in by_id:
             continue
         if t == "inherits":
@@ -299,8 +302,11 @@ def our_graph(conn) -> tuple[dict, dict, set, set, set]:
             p = parent.get(by_id[d])
             if p:
                 uses.add((p, by_id[s]))
+                where.setdefault((p, by_id[s]), f"{line} decorates")
         elif by_id[s] != by_id[d]:
             uses.add((by_id[s], by_id[d]))
+            where.setdefault((by_id[s], by_id[d]), f"{line} {t} {how}")
+    our_graph.where = where
     return defs, parent, uses, inherits, modules
 
 
@@ -308,6 +314,7 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
     """Precision/recall of our definitions and edges against the SCIP documents."""
     scip_defs: set[str] = set()
     scip_def_keys: dict[str, tuple[str, str]] = {}  # qualified name -> (path, short name)
+    scip_def_lines: dict[str, int] = {}  # qualified name -> line of its (first) definition occurrence
     scip_inherits: set[tuple[str, str]] = set()
     occ_by_file: dict[str, list] = {}
     for doc in docs:
@@ -320,6 +327,7 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
                 if q and q[0] not in modules:
                     scip_defs.add(q[0])
                     scip_def_keys.setdefault(q[0], (doc["path"], q[0].rsplit(".", 1)[-1]))
+                    scip_def_lines.setdefault(q[0], rng[0] + 1)
         for sym, rels in doc["symbols"]:
             q = scip_qualname(sym)
             if not q or q[1] != "type":
@@ -338,6 +346,7 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
         spans[path] = [(a, b, q) for a, b, q, t in items
                        if t != "attribute" or not any(fa < a <= fb for fa, fb in fn_spans)]
     scip_uses: set[tuple[str, str]] = set()
+    scip_where: dict[tuple[str, str], str] = {}  # (user, target) -> "path:line: source" of one occurrence
     mislabelled = 0
     unsure: set[str] = set()  # definitions holding an occurrence the indexer mislabelled
     for rel, occs in occ_by_file.items():
@@ -388,9 +397,11 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
                     continue
             if user != target:
                 scip_uses.add((user, target))
+                scip_where.setdefault((user, target), f"{path}:{line}: {lines[rng[0]].strip()[:160]}")
     scip_inherits = {(a, b) for a, b in scip_inherits if a in scip_defs and b in scip_defs}  # project classes
     return {"scip_defs": scip_defs, "scip_uses": scip_uses, "scip_inherits": scip_inherits,
-            "mislabelled": mislabelled, "unsure": unsure, "scip_def_keys": scip_def_keys}
+            "mislabelled": mislabelled, "unsure": unsure, "where": scip_where, "scip_def_keys": scip_def_keys,
+            "scip_def_lines": scip_def_lines}
 
 
 def pr(ours: set, oracle: set) -> tuple[float, float, int, int]:
@@ -544,13 +555,27 @@ def main() -> None:
             uses = {u for u in uses if "bench_added" not in u[0]}
             oracle = compare(docs, defs, modules, src / name if typescript else src, f"{name}/" if typescript else "")
             sk = oracle["scip_def_keys"]
-            # the same definition named differently (scip-python: a function nested in a method
-            # is Class.inner): map SCIP's name to ours through a unique (file, short name)
+            # the same definition named differently (scip-python calls a function nested in a method
+            # Class.inner, and an attribute of a class nested in a function module.Class.x): map
+            # SCIP's name to ours through the definition's site, (file, short name, line), else
+            # through a unique (file, short name)
             by_pn: dict[tuple[str, str], list[str]] = {}
-            for q, (_t, path, _l, _e) in defs.items():
+            by_pnl: dict[tuple[str, str, int], list[str]] = {}
+            for q, (_t, path, line, _e) in defs.items():
                 by_pn.setdefault((path, q.rsplit(".", 1)[-1]), []).append(q)
-            alias = {q: by_pn[pn][0] for q, pn in sk.items() if q not in defs and len(by_pn.get(pn, ())) == 1}
+                by_pnl.setdefault((path, q.rsplit(".", 1)[-1], line), []).append(q)
+            sl = oracle["scip_def_lines"]
+            alias = {}
+            for q, pn in sk.items():
+                if q in defs:
+                    continue
+                site = by_pnl.get((*pn, sl.get(q)), ())
+                if len(site) == 1:
+                    alias[q] = site[0]
+                elif len(by_pn.get(pn, ())) == 1:
+                    alias[q] = by_pn[pn][0]
             oracle["scip_uses"] = {(u, alias.get(t, t)) for u, t in oracle["scip_uses"]}
+            oracle["where"] = {(u, alias.get(t, t)): w for (u, t), w in oracle["where"].items()}
             our_pn = {(path, q.rsplit(".", 1)[-1]) for q, (_t, path, _l, _e) in defs.items()}
             scip_pn = set(sk.values())
             found = {q for q, pn in sk.items() if q in defs or pn in our_pn}
@@ -582,6 +607,14 @@ def main() -> None:
                     (f"call+reference edges, {len(users - unsure)} of {len(users)} users indexed consistently", ru),
                     ("inherits edges", ri)):
                 rows.append((f"vs SCIP: {label}", f"precision {p:.3f}, recall {r:.3f} (ours {n_ours}, SCIP {n_oracle})"))
+            oracle_kept = {u for u in oracle["scip_uses"] if u[0] not in unsure}
+            by_how: dict[str, list[int]] = {}
+            for u in ours_uses:
+                how = our_graph.where.get(u, "? ?").split(" ", 1)[-1]
+                by_how.setdefault(how, [0, 0])[0] += 1
+                by_how[how][1] += u in oracle_kept
+            rows.append(("our call+reference edges by resolution (hits/ours)", ", ".join(
+                f"{how} {hit}/{n}" for how, (n, hit) in sorted(by_how.items(), key=lambda kv: -kv[1][0]))))
             rows.append(("SCIP occurrences dropped", f"{oracle['mislabelled']} whose written name is not the "
                          "name of the symbol the indexer gave them (indexer errors)"))
             result["scip"] = {
@@ -591,6 +624,7 @@ def main() -> None:
                 "uses": {"precision": round(ru[0], 4), "recall": round(ru[1], 4), "ours": ru[2], "scip": ru[3],
                          "users_kept": len(users - unsure), "users": len(users)},
                 "uses_all_users": {"precision": round(ru_all[0], 4), "recall": round(ru_all[1], 4)},
+                "uses_by_resolution": {how: {"ours": n, "hits": hit} for how, (n, hit) in by_how.items()},
                 "inherits": {"precision": round(ri[0], 4), "recall": round(ri[1], 4), "ours": ri[2], "scip": ri[3]},
             }
             if args.dump_misses:
@@ -598,8 +632,11 @@ def main() -> None:
                 dump.write_text(json.dumps({
                     "missed_defs": sorted(missed_keys)[:400],
                     "extra_defs": sorted(our_keys)[:400],
-                    "missed_uses": sorted(map(list, oracle["scip_uses"] - ours_uses))[:50000],
-                    "extra_uses": sorted(map(list, ours_uses - oracle["scip_uses"]))[:50000],
+                    # the headline row's misses (users indexed consistently), with where they occur
+                    "missed_uses": [[u, t, oracle["where"].get((u, t), "")] for u, t in sorted(
+                        {x for x in oracle["scip_uses"] if x[0] not in unsure} - ours_uses)][:50000],
+                    "extra_uses": [[u, t, our_graph.where.get((u, t), "")] for u, t in sorted(
+                        ours_uses - oracle["scip_uses"])][:50000],
                     "missed_inherits": sorted(map(list, oracle["scip_inherits"] - inherits))[:200],
                     "extra_inherits": sorted(map(list, inherits - oracle["scip_inherits"]))[:200],
                 }, indent=1))
