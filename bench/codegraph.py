@@ -34,8 +34,13 @@ temporary workspace.
      project becomes (the innermost of our definitions whose lines hold it, the target);
      ours are ``calls`` + ``references`` edges plus ``decorates`` edges read as (the
      decorated definition's parent, the decorator). An instance attribute's line
-     (``self.x = ...``) counts for the method holding it, and a SCIP target named
-     differently from ours is mapped to ours when (file, short name) is unique. Occurrences on import statements
+     (``self.x = ...``) counts for the method holding it (a class attribute of a class
+     nested in a function stays its own user), and a SCIP target named differently from
+     ours is mapped to our definition at the same (file, short name, line), else to a
+     unique (file, short name) (scip-python names a function nested in a method
+     ``Class.inner`` and an attribute of a class nested in a function ``module.Class.x``;
+     it gives several nested functions of one class the same symbol, which then maps to
+     the first). Occurrences on import statements
      are left out (imports are ``imports`` edges between modules here), and so are
      references of a definition to itself and occurrences whose written name is not the
      name of the symbol the indexer gave them (scip-python 0.6.6 labels many names reached
@@ -342,9 +347,12 @@ def compare(docs: list[dict], defs: dict, modules: set, src: Path, label_prefix:
         if path and line:
             spans.setdefault(path, []).append((line, end or line, q, t))
     for path, items in spans.items():  # self.x = ... inside a method is used by the method, not by x
-        fn_spans = [(a, b) for a, b, _q, t in items if t in ("function", "method")]
-        spans[path] = [(a, b, q) for a, b, q, t in items
-                       if t != "attribute" or not any(fa < a <= fb for fa, fb in fn_spans)]
+        scopes = [(a, b, t) for a, b, _q, t in items if t in ("function", "method", "class")]
+
+        def in_function(line: int) -> bool:  # the innermost function/method/class holding it is a function
+            inner = [(a, t) for a, b, t in scopes if a < line <= b]
+            return bool(inner) and max(inner)[1] in ("function", "method")
+        spans[path] = [(a, b, q) for a, b, q, t in items if t != "attribute" or not in_function(a)]
     scip_uses: set[tuple[str, str]] = set()
     scip_where: dict[tuple[str, str], str] = {}  # (user, target) -> "path:line: source" of one occurrence
     mislabelled = 0
