@@ -958,11 +958,14 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
                 continue
             for sym in mod.symbols:
                 qual = sym.meta.get("qualname")
-                if sym.type in ("attribute", "variable") and qual in mod.value_types:
-                    found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual)}
-                elif sym.type in ("function", "method"):
-                    found = {"returns_class": pre.return_class(qual)}
-                else:
+                try:
+                    if sym.type in ("attribute", "variable") and qual in mod.value_types:
+                        found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual)}
+                    elif sym.type in ("function", "method"):
+                        found = {"returns_class": pre.return_class(qual)}
+                    else:
+                        continue
+                except RecursionError:
                     continue
                 for k, v in found.items():
                     if v:
@@ -1685,7 +1688,15 @@ class _Resolver:
 
     def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
                     scope: str) -> tuple[str, float, str] | None:
-        """(target, weight, how) of one use, or None when it cannot be resolved by name."""
+        """(target, weight, how) of one use, or None when it cannot be resolved by name (also
+        when resolving it recurses too deep: one odd expression never ends the ingest)."""
+        try:
+            return self._resolve_use(mod, edge, kind, name, cls, scope)
+        except RecursionError:
+            return None
+
+    def _resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
+                     scope: str) -> tuple[str, float, str] | None:
         calls = edge == "calls"
         # an expression in a class body (the user is the class, a class attribute or a nested
         # class) sees the names of that body; a method body does not
