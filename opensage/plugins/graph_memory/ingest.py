@@ -37,22 +37,25 @@ as a value, a constant read, a property read with ``metadata.property``) and
 edge is the innermost definition holding the expression: a function, a class body, a
 module-level variable for its value, else the module.
 
-**Uses are resolved by name and by written-down types, not by type inference.** A name
-is looked up as Python does: the nested definitions and local variables of the
-enclosing functions (a local variable is never taken for a module-level definition),
-then the module's definitions, its imports (following re-exports such as ``from .x
-import f`` in a package ``__init__`` and ``from m import *``; targets may be stored by an
-earlier ingest of another folder), weight 0.9. An attribute chain (``a.b.c``) is followed
-through modules, class members (inherited ones included) and values whose class is
-written down: ``self``/``cls`` (weight 0.8), a parameter or variable annotated or
-assigned from a constructor (``x: Foo``, ``x: Optional[Foo]``, ``x = Foo()``; weight
-0.7), an attribute set in a method (``self.store = store`` with ``store: Store``,
-``self.cache = Cache()``) or annotated in the class body, a module variable assigned
-from a constructor. Only for calls, a name found nowhere else that is defined once in
-the ingested files links with weight 0.5, and a method called on an object of unknown
-type with 0.3 when exactly one method has that name (not for builtin names, dunder
-names and methods of builtin types such as ``get``, ``append``). Ambiguous names are not
-linked; calls through ``getattr``, return values and dynamic dispatch are missed.
+**Uses are resolved by name and by written-down types** (docs/code-graph.md, "How Python
+names are resolved"). A name is looked up as Python does: in a class body the names that
+body defines, the nested definitions and local variables of the enclosing functions (a
+local variable is never taken for a module-level definition), then the module's
+definitions, its imports (following re-exports such as ``from .x import f`` in a package
+``__init__`` and ``from m import *``, and submodules reached through their package;
+targets may be stored by an earlier ingest of another folder), weight 0.9. An attribute
+chain (``a.b.c``) is followed through modules, class members (inherited ones in C3 MRO
+order) and values whose class is known: ``self``/``cls`` (weight 0.8), a local or
+parameter annotated, assigned from a constructor, from a function whose return class is
+known (annotated, or the one class its ``return`` values agree on), or from another typed
+value (weight 0.7), an attribute set in a method or annotated in the class body, a module
+variable, a property's return type; calling a class alias (``Graph = DiGraph``) makes an
+instance. Only for calls, a name found nowhere else that is defined once in the ingested
+files links with weight 0.5; a method called on a value of unknown type is not guessed
+for Python (the tree-sitter languages guess it with 0.3 when exactly one method has that
+name). Ambiguous names are not linked; calls through ``getattr`` and dynamic dispatch are
+missed. The classes resolved for values and returns are kept on the nodes
+(``value_class``, ``alias_class``, ``returns_class``) for a later one-file refresh.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
