@@ -285,3 +285,219 @@ def test_one_file_refresh_keeps_calls_typed_through_attributes_of_other_files(ho
     data = host.run("memory-ingest", {"path": "repo/app/completion.py"}).data
     assert data["changed"] == 1 and data["edgesRemoved"] == 0
     assert want <= set(edges(conn, "calls"))
+
+
+# --- session 3 round 2: constructs the SCIP comparison on rich 13.9.4 (dev) showed missed ---
+
+def nodes(conn, ntype: str) -> set[str]:
+    return {r["label"] for r in conn.execute("SELECT label FROM nodes WHERE type=?", (ntype,))}
+
+
+def test_tuple_assigned_self_attributes_and_module_loop_names_are_definitions(host, project):
+    # rich: self.top_left, self.top, ... = iter(line) in Box.__init__; `for line in ...` and
+    # `with ... as f` in an `if __name__ == "__main__":` block bind module variables
+    ingest(host, project, {
+        "repo/m.py": '''
+            class Box:
+                def __init__(self, text):
+                    self.top, (self.left, self.right) = text.split()
+
+                def get(self):
+                    return self.top + self.left
+
+
+            if __name__ == "__main__":
+                for line in ["a"]:
+                    print(line)
+                with open("x") as handle:
+                    handle.read()
+                try:
+                    pass
+                except OSError as error:
+                    print(error)
+                if (count := 3):
+                    print(count)
+        ''',
+    })
+    attrs, variables = nodes(host.db.conn, "attribute"), nodes(host.db.conn, "variable")
+    assert {"m.Box.top", "m.Box.left", "m.Box.right"} <= attrs
+    assert {"m.line", "m.handle", "m.error", "m.count"} <= variables
+    assert ("m.Box.get", "m.Box.left") in edges(host.db.conn, "references")
+
+
+def test_keyword_arguments_of_dataclass_and_namedtuple_constructors_name_their_fields(host, project):
+    # rich: Column(header=..., no_wrap=...), WindowsCoordinates(row=..., col=...): a type checker
+    # links the keyword to the field the generated __init__ takes it from
+    ingest(host, project, {
+        "repo/m.py": '''
+            from dataclasses import dataclass
+            from typing import NamedTuple
+
+
+            @dataclass
+            class Column:
+                header: str = ""
+                no_wrap: bool = False
+
+
+            @dataclass
+            class Wide(Column):
+                ratio: int = 1
+
+
+            class Point(NamedTuple):
+                x: int
+                y: int
+
+
+            class Plain:
+                header = ""
+
+                def __init__(self, header=""):
+                    self.header = header
+
+
+            def make():
+                Column(header="h", no_wrap=True)
+                Wide(header="w", ratio=2)
+                Point(x=1, y=2)
+                Plain(header="h")
+        ''',
+    })
+    refs = edges(host.db.conn, "references")
+    for field in ("m.Column.header", "m.Column.no_wrap", "m.Wide.ratio", "m.Point.x", "m.Point.y"):
+        assert ("m.make", field) in refs, field
+    assert ("m.make", "m.Plain.header") not in refs      # a parameter of an __init__ written down
+
+
+def test_attributes_of_call_results(host, project):
+    # rich: console.measure(...).maximum, Text("\n").join(...), get_windows_console_features().vt
+    ingest(host, project, {
+        "repo/m.py": '''
+            class Measurement:
+                maximum: int = 0
+
+                def clamp(self):
+                    return self
+
+
+            class Console:
+                def measure(self) -> Measurement:
+                    return Measurement()
+
+
+            def get_console() -> "Console":
+                return Console()
+
+
+            def run(console: Console):
+                width = console.measure().maximum
+                get_console().measure()
+                return Measurement().clamp(), width
+        ''',
+    })
+    refs, calls = edges(host.db.conn, "references"), edges(host.db.conn, "calls")
+    assert ("m.run", "m.Measurement.maximum") in refs
+    assert ("m.run", "m.Console.measure") in calls
+    assert ("m.run", "m.Measurement.clamp") in calls
+
+
+def test_string_annotations_of_local_variables_are_references(host, project):
+    # rich: row: List["RenderableType"] = [] in a method body
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import List, Optional
+
+
+            class Item:
+                pass
+
+
+            class Holder:
+                def __init__(self):
+                    self.live: Optional["Item"] = None
+
+                def rows(self):
+                    row: List["Item"] = []
+                    return row
+        ''',
+    })
+    refs = edges(host.db.conn, "references")
+    assert ("m.Holder.rows", "m.Item") in refs
+    assert ("m.Holder.__init__", "m.Item") in refs
+
+
+def test_local_class_aliases_and_or_defaults_keep_the_class(host, project):
+    # rich: _Segment = Segment; _Segment.align_top(...); self.console = console or get_console()
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import Optional
+
+
+            class Segment:
+                @classmethod
+                def align_top(cls):
+                    return cls()
+
+
+            class Console:
+                def print(self, x):
+                    return x
+
+
+            def get_console() -> Console:
+                return Console()
+
+
+            class Live:
+                def __init__(self, console: Optional[Console] = None):
+                    self.console = console or get_console()
+
+                def refresh(self):
+                    self.console.print(1)
+
+
+            def render():
+                _Segment = Segment
+                return _Segment.align_top()
+        ''',
+    })
+    calls = edges(host.db.conn, "calls")
+    assert ("m.render", "m.Segment.align_top") in calls
+    assert ("m.Live.refresh", "m.Console.print") in calls
+
+
+def test_loop_and_comprehension_variables_over_annotated_containers(host, project):
+    # rich: for segment in segments (segments: Iterable[Segment]); max(d.maximum for d in dimensions);
+    # self.rows[index].style with self.rows: List[Row]
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import Dict, Iterable, List
+
+
+            class Row:
+                style: str = ""
+
+
+            class Table:
+                def __init__(self):
+                    self.rows: List[Row] = []
+                    self.by_name: Dict[str, Row] = {}
+
+                def loop(self, extra: Iterable[Row]):
+                    for row in extra:
+                        print(row.style)
+
+                def first(self):
+                    return self.rows[0].style
+
+                def named(self):
+                    return self.by_name["x"].style
+
+                def comp(self):
+                    return [r.style for r in self.rows]
+        ''',
+    })
+    refs = edges(host.db.conn, "references")
+    for user in ("loop", "first", "named", "comp"):
+        assert (f"m.Table.{user}", "m.Row.style") in refs, user

@@ -359,6 +359,17 @@ def _return_encodings(fn) -> list[str]:
     return out
 
 
+def _flat_targets(target):
+    """The single targets of an assignment target: ``a, (b, *c)`` gives a, b, c."""
+    if isinstance(target, (ast.Tuple, ast.List)):
+        for elt in target.elts:
+            yield from _flat_targets(elt)
+    elif isinstance(target, ast.Starred):
+        yield from _flat_targets(target.value)
+    else:
+        yield target
+
+
 def _own_statements(fn):
     """Statements of a function, nested blocks included, nested function/class bodies excluded."""
     return _statements(fn, into_defs=False)
@@ -687,6 +698,8 @@ class _Extractor:
             else:
                 if scope == "function" and isinstance(stmt, (ast.Global, ast.Nonlocal)):
                     mod.outer_names.setdefault(caller, set()).update(stmt.names)
+                if scope in ("module", "class"):
+                    self._bound_names(stmt, prefix, parent, caller, cls, scope)
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
                         self._body([child], prefix, parent, caller, cls, scope, local)
@@ -702,6 +715,47 @@ class _Extractor:
                         self._body(child.body, prefix, parent, caller, cls, scope, local)
                     else:
                         self._uses(child, caller, cls, local)
+
+    def _bound_names(self, stmt, prefix: str, parent: tuple[str, str], caller: str, cls: str | None,
+                     scope: str) -> None:
+        """Module variables (class attributes in a class body) bound by a compound statement, as
+        Python binds them: ``for x in ...``, ``with ... as x``, ``except E as x``, ``(x := ...)``
+        (in an ``if __name__ == "__main__":`` block, say). A name already defined at that level
+        keeps its first definition."""
+        mod = self.mod
+        targets: list = []
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):
+            targets.append((stmt.target, f"for {{}} in {_cap(ast.unparse(stmt.iter), 120)}"))
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            targets.extend((item.optional_vars, f"with {_cap(ast.unparse(item.context_expr), 120)} as {{}}")
+                           for item in stmt.items if item.optional_vars is not None)
+        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            for h in stmt.handlers:
+                if h.name:
+                    holder = ast.Name(id=h.name, ctx=ast.Store(), lineno=h.lineno, col_offset=h.col_offset,
+                                      end_lineno=h.lineno, end_col_offset=h.col_offset)
+                    typ = _cap(ast.unparse(h.type), 120) if h.type is not None else ""
+                    targets.append((holder, f"except {typ} as {{}}", h))
+        for field_name in ("test", "iter", "value", "subject"):  # (x := ...) in the statement's own expression
+            expr = getattr(stmt, field_name, None)
+            if isinstance(expr, ast.AST):
+                targets.extend((n.target, "{} := " + _cap(ast.unparse(n.value), 120))
+                               for n in ast.walk(expr) if isinstance(n, ast.NamedExpr))
+        known = mod.defs if scope == "module" else {s.meta["name"] for s in mod.symbols
+                                                     if s.meta.get("class") == cls and s.type == "attribute"}
+        for target, template, *site in targets:
+            site_node = site[0] if site else stmt
+            for n in ast.walk(target):
+                if not (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)) or n.id in known:
+                    continue
+                qual = f"{prefix}.{n.id}"
+                kind = "variable" if scope == "module" else "attribute"
+                extra = {"class": cls} if kind == "attribute" else {}
+                meta = self._meta(site_node, qual, name=n.id, **extra)
+                meta["line"] = meta["end_line"] = n.lineno  # the name, not the block it heads
+                self._define(_Symbol(kind, qual, template.format(n.id), meta), parent, scope, caller, n.id)
+                if not isinstance(known, dict):
+                    known.add(n.id)
 
     def _self_attributes(self, fn, cls: str) -> None:
         """``self.x = Foo(...)``, ``self.x: Foo = ...`` and ``self.x = param`` (``param: Foo``) in a
@@ -729,7 +783,7 @@ class _Extractor:
                 targets, value, ann = [stmt.target], stmt.value, stmt.annotation
             else:
                 continue
-            for t in targets:
+            for t in [e for t in targets for e in _flat_targets(t)]:  # self.a, (self.b, self.c) = ...
                 if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me):
                     continue
                 name = t.attr
@@ -738,6 +792,8 @@ class _Extractor:
                     mod.self_attrs[qual] = _Symbol(
                         "attribute", qual, f"{me}.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
                         self._meta(stmt, qual, name=name, **{"class": cls, "instance": me == "self"}))
+                if t not in targets:
+                    continue  # an element of a tuple target: its class is not written down
                 tn = _type_name(ann) if ann is not None else None
                 if tn is None and isinstance(value, ast.Name) and value.id in params:
                     tn = params[value.id]
