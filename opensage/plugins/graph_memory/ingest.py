@@ -238,6 +238,9 @@ def _call_target(func) -> tuple[str, str] | None:
 
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cached_property",
                                   "abc.abstractproperty", "abstractproperty"})
+#: Class decorators that generate ``__init__`` from the class's fields (dataclasses, attrs,
+#: pydantic dataclasses; PEP 681's dataclass_transform names them per library).
+_FIELD_INIT_DECORATORS = frozenset({"dataclass", "s", "attrs", "define", "frozen", "mutable"})
 _OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Final", "typing.Final",
              "Annotated", "typing.Annotated")
 
@@ -422,6 +425,11 @@ def _walk_uses(node, emit, stores: set | None = None):
                 emit("calls", target[0], target[1], n.lineno)
                 if target[0] == "attr":
                     push(func.value)
+                elif target[0] in ("name", "dotted", "self"):
+                    callee = target[1] if target[0] != "self" else f"{func.value.id}.{target[1]}"
+                    for k in n.keywords:  # Column(header=...): the field, when the class's __init__ is generated
+                        if k.arg:
+                            emit("references", "keyword", f"{callee}|{k.arg}", getattr(k, "lineno", n.lineno))
             extend(n.args)
             extend(k.value for k in n.keywords)
             continue
@@ -1737,6 +1745,34 @@ class _Resolver:
         self.mros[cls] = out[:64]
         return self.mros[cls]
 
+    def generated_init(self, cls: str) -> bool:
+        """Whether the ``__init__`` of ``cls`` is generated from its fields, as a type checker
+        reads it (PEP 681 / PEP 557, ``typing.NamedTuple``): no ``__init__`` written along the MRO
+        before a class decorated ``@dataclass`` (``attr.s``, ``attrs.define``...) or derived from
+        ``NamedTuple``/``TypedDict``."""
+        for c in self.mro(cls):
+            if self.known(f"{c}.__init__") == "method":
+                return False
+            sym = self.symbols.get(c)
+            meta = sym.meta if sym is not None else self.stored_meta_of(c)
+            decorators = [d.rsplit(".", 1)[-1] for d in meta.get("decorators", ())]
+            bases = [b.rsplit(".", 1)[-1].partition("[")[0] for b in meta.get("bases", ())]
+            if any(d in _FIELD_INIT_DECORATORS for d in decorators) or any(b in ("NamedTuple", "TypedDict")
+                                                                          for b in bases):
+                return True
+        return False
+
+    def stored_meta_of(self, qual: str) -> dict:
+        """The metadata of a node another ingest wrote (a one-file refresh), or {}."""
+        label = self.known(qual) and self.label(qual)
+        if not label:
+            return {}
+        row = self.conn.execute("SELECT metadata FROM nodes WHERE label=? AND type='class'", (label,)).fetchone()
+        try:
+            return json.loads(row[0]) if row else {}
+        except (TypeError, ValueError):
+            return {}
+
     def find_member(self, cls: str, name: str) -> str | None:
         """``name`` on class ``cls``: its own member or the first one along its MRO."""
         for c in self.mro(cls):
@@ -1799,6 +1835,16 @@ class _Resolver:
             return self._unique_method(mod, rest[-1]) if calls else None
         if kind == "attr" and calls:
             return self._unique_method(mod, name)
+        if kind == "keyword":  # callee|name: Column(header=...) names the field of a generated __init__
+            callee, _, field_name = name.rpartition("|")
+            d = self.denote(mod, scope, callee, cls)
+            target = d[1] if d is not None and d[0] == "def" else None
+            if target and self.known(target) in ("attribute", "variable"):
+                target = self.alias_class(target)
+            if not target or self.known(target) != "class" or not self.generated_init(target):
+                return None
+            hit = self.find_member(target, field_name)
+            return (hit, W_EXACT, "keyword") if hit and self.known(hit) == "attribute" else None
         if kind == "qual":  # a qualified name the extractor resolved through an import (Go)
             hit = self.resolve_global(name)
             return (hit, W_EXACT, "import") if hit else None
