@@ -402,6 +402,14 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 _LOAD = ast.Load
 
 
+def _of_value(value, attr: str) -> tuple[str, str]:
+    """(kind, name) of ``<value>.attr`` where the value is not a dotted name: ``("of",
+    "enc|attr")`` with the :func:`_value_encoding` of a call's result (``f(...).attr``,
+    ``Text("x").join``), else ``("attr", attr)`` (nothing written down)."""
+    enc = _value_encoding(value) if isinstance(value, ast.Call) else None
+    return ("of", f"{enc}|{attr}") if enc else ("attr", attr)
+
+
 def _walk_uses(node, emit, stores: set | None = None):
     """Call ``emit(edge, kind, name, line)`` for every use under ``node``: ``calls`` for a call's
     callee, ``references`` for any other name or attribute read (a type in an annotation, an
@@ -422,10 +430,12 @@ def _walk_uses(node, emit, stores: set | None = None):
             if target is None:
                 push(func)
             else:
-                emit("calls", target[0], target[1], n.lineno)
                 if target[0] == "attr":
+                    emit("calls", *_of_value(func.value, target[1]), n.lineno)
                     push(func.value)
-                elif target[0] in ("name", "dotted", "self"):
+                else:
+                    emit("calls", target[0], target[1], n.lineno)
+                if target[0] in ("name", "dotted", "self"):
                     callee = target[1] if target[0] != "self" else f"{func.value.id}.{target[1]}"
                     for k in n.keywords:  # Column(header=...): the field, when the class's __init__ is generated
                         if k.arg:
@@ -441,9 +451,11 @@ def _walk_uses(node, emit, stores: set | None = None):
             continue
         if t is attr_t:
             target = _call_target(n)
-            emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
             if target[0] == "attr":
+                emit("references" if type(n.ctx) is _LOAD else "writes", *_of_value(n.value, target[1]), n.lineno)
                 push(n.value)
+            else:
+                emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
             continue
         if t is lambda_t:
             if stores is not None:
@@ -1835,6 +1847,11 @@ class _Resolver:
             return self._unique_method(mod, rest[-1]) if calls else None
         if kind == "attr" and calls:
             return self._unique_method(mod, name)
+        if kind == "of":  # enc|attr: an attribute of a call's result whose class is known
+            enc, _, attr = name.rpartition("|")
+            owner = self.instance_of(mod, scope, enc, cls)
+            hit = self.find_member(owner, attr) if owner else None
+            return (hit, W_LOCAL_TYPE, "call-result") if hit else None
         if kind == "keyword":  # callee|name: Column(header=...) names the field of a generated __init__
             callee, _, field_name = name.rpartition("|")
             d = self.denote(mod, scope, callee, cls)
