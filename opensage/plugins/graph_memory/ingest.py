@@ -733,6 +733,10 @@ class _Extractor:
                             if child.guard is not None:
                                 self._uses(child.guard, caller, cls, local)
                         self._body(child.body, prefix, parent, caller, cls, scope, local)
+                    elif isinstance(stmt, ast.AnnAssign) and child is stmt.annotation:
+                        ann = _string_annotation(child)  # x: List["Foo"] = ... in a function body
+                        if ann is not None:
+                            self._uses(ann, caller, cls, local)
                     else:
                         self._uses(child, caller, cls, local)
 
