@@ -312,6 +312,10 @@ def _value_encoding(expr) -> str | None:
     if isinstance(expr, (ast.Name, ast.Attribute)):
         dotted = _dotted(expr)
         return "=" + dotted if dotted else None
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        # `console or get_console()`: the fallback (the last operand written down) is what the
+        # value is when the others are None or empty, the usual reason for writing it
+        return next((e for e in map(_value_encoding, reversed(expr.values)) if e), None)
     return None
 
 
@@ -1566,6 +1570,30 @@ class _Resolver:
             scope = mod.enclosing.get(scope)
         return None
 
+    def local_alias(self, mod: _Module, scope: str | None, name: str) -> str | None:
+        """The class a local variable is bound to (``_Segment = Segment``), when every
+        assignment of it that resolves names the same class."""
+        while scope:
+            if name in mod.local_names.get(scope, ()):
+                encs = mod.local_types.get(scope, {}).get(name)
+                if not encs or not all(e.startswith("=") for e in encs):
+                    return None
+                key = ("alias", scope, name)
+                if key in self.busy:
+                    return None
+                self.busy.add(key)
+                try:
+                    found = set()
+                    for e in encs:
+                        d = self.denote(mod, scope, e[1:])
+                        if d is not None and d[0] == "def" and self.known(d[1]) == "class":
+                            found.add(d[1])
+                finally:
+                    self.busy.discard(key)
+                return found.pop() if len(found) == 1 else None
+            scope = mod.enclosing.get(scope)
+        return None
+
     def denote(self, mod: _Module, scope: str | None, expr: str, cls: str | None = None) -> tuple[str, str] | None:
         """What a dotted expression written in ``scope`` denotes: ``("inst", C)`` an instance of
         class C (``self``, a typed local), ``("def", q)`` the definition ``q``; None when unknown."""
@@ -1583,7 +1611,9 @@ class _Resolver:
         if base is _LOCAL:
             owner = self.local_type(mod, scope, head)
             if owner is None:
-                return None
+                alias = self.local_alias(mod, scope, head)
+                hit = self.chain(alias, parts) if alias and parts else alias
+                return ("def", hit) if hit else None
             if not parts:
                 return ("inst", owner)
             hit = self.chain(owner, parts)
@@ -1844,6 +1874,10 @@ class _Resolver:
                 if owner:
                     hit = self.chain(owner, rest, partial=not calls)
                     return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != owner else None
+                alias = self.local_alias(mod, scope, head)  # _Segment = Segment; _Segment.align_top()
+                if alias:
+                    hit = self.chain(alias, rest, partial=not calls)
+                    return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != alias else None
                 return self._unique_method(mod, rest[-1]) if calls else None
             if base is not None:
                 hit = self.chain(base, rest, partial=not calls)
