@@ -166,6 +166,8 @@ class _Module:
     outer_names: dict[str, set] = field(default_factory=dict)  # function -> names declared global/nonlocal
     enclosing: dict[str, str] = field(default_factory=dict)  # nested def -> enclosing function
     value_types: dict[str, str] = field(default_factory=dict)  # attribute/variable -> class expr
+    value_elems: dict[str, tuple] = field(default_factory=dict)  # attribute/variable -> (iterated, x[i]) class exprs
+    local_elems: dict[str, dict[str, tuple]] = field(default_factory=dict)  # function -> {variable: the same}
     self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
     star_imports: list[str] = field(default_factory=list)
     prefix: str = ""  # the root's namespace ("root:") when another root already owns this module name
@@ -293,6 +295,37 @@ def _element_type(expr) -> str | None:
     return None
 
 
+_MAPPINGS = frozenset({"dict", "Dict", "Mapping", "MutableMapping", "OrderedDict", "DefaultDict", "defaultdict",
+                       "ChainMap", "Counter"})
+_SEQUENCES = _CONTAINERS - {"tuple", "Tuple", "Generator"} | {"Deque", "deque", "Reversible"}
+
+
+def _container_types(expr) -> tuple[str | None, str | None] | None:
+    """(class of an element when iterated, class of ``x[i]``) written in a container annotation:
+    ``List[Foo]`` gives (Foo, Foo), ``Dict[str, Foo]`` gives (str, Foo), ``Optional[...]`` is
+    looked through; None when neither is written down."""
+    expr = _unquote(expr)
+    while isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _OPTIONAL:
+        expr = _unquote(expr.slice.elts[0] if isinstance(expr.slice, ast.Tuple) and expr.slice.elts else expr.slice)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):  # List[Foo] | None
+        sides = [e for e in (expr.left, expr.right) if not (isinstance(e, ast.Constant) and e.value is None)]
+        expr = sides[0] if len(sides) == 1 else None
+    if not isinstance(expr, ast.Subscript):
+        return None
+    head = (_dotted(expr.value) or "").rsplit(".", 1)[-1]
+    args = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+    if head in _SEQUENCES and args:
+        t = _type_name(args[0])
+        return (t, t) if t else None
+    if head in _MAPPINGS and len(args) == 2:
+        k, v = _type_name(args[0]), _type_name(args[1])
+        return (k, v) if k or v else None
+    if head in ("tuple", "Tuple") and len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is ...:
+        t = _type_name(args[0])
+        return (t, t) if t else None
+    return None
+
+
 def _value_encoding(expr) -> str | None:
     """How the type of an assigned or returned value is written down, resolved later by the
     resolver (:meth:`_Resolver.instance_of`): ``"f"`` is what calling ``f`` gives (an instance
@@ -312,6 +345,8 @@ def _value_encoding(expr) -> str | None:
     if isinstance(expr, (ast.Name, ast.Attribute)):
         dotted = _dotted(expr)
         return "=" + dotted if dotted else None
+    if isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and _dotted(expr.value):
+        return "sub:=" + _dotted(expr.value)  # self.rows[0]: an element of a typed container
     if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
         # `console or get_console()`: the fallback (the last operand written down) is what the
         # value is when the others are None or empty, the usual reason for writing it
@@ -346,10 +381,45 @@ def _local_types(fn) -> dict[str, tuple[str, ...]]:
                     note(target.id, enc)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             note(node.target.id, _type_name(node.annotation))
-        elif (isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name)
-              and isinstance(node.iter, ast.Call) and _dotted(node.iter.func)):
-            note(node.target.id, "iter:" + _dotted(node.iter.func))  # the element of what a call returns
+        elif isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name):
+            note(node.target.id, _iter_encoding(node.iter))
+        for _name, value in ast.iter_fields(node):  # comprehensions in the statement's own expressions
+            for expr in (value if isinstance(value, list) else [value]):
+                if not isinstance(expr, ast.expr):
+                    continue
+                for sub in ast.walk(expr):
+                    if isinstance(sub, ast.comprehension) and isinstance(sub.target, ast.Name):
+                        note(sub.target.id, _iter_encoding(sub.iter))
     return {k: tuple(v) for k, v in found.items()}
+
+
+def _iter_encoding(expr) -> str | None:
+    """The :func:`_value_encoding` of an element of the iterable ``expr``: ``iter:f`` of what a
+    call returns, ``item:=x`` of a typed container value ``x``."""
+    if isinstance(expr, ast.Call) and _dotted(expr.func):
+        return "iter:" + _dotted(expr.func)
+    dotted = _dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+    return "item:=" + dotted if dotted else None
+
+
+def _local_elements(fn) -> dict[str, tuple]:
+    """Parameters and locals of a function annotated as containers: name -> :func:`_container_types`."""
+    found: dict[str, tuple] = {}
+    args = fn.args
+    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg]:
+        if a is not None and a.annotation is not None:
+            ct = _container_types(a.annotation)
+            if a is args.vararg:  # *rows: Row
+                t = _type_name(a.annotation)
+                ct = (t, t) if t else None
+            if ct:
+                found.setdefault(a.arg, ct)
+    for node in _own_statements(fn):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            ct = _container_types(node.annotation)
+            if ct:
+                found.setdefault(node.target.id, ct)
+    return found
 
 
 def _return_encodings(fn) -> list[str]:
@@ -410,7 +480,7 @@ def _of_value(value, attr: str) -> tuple[str, str]:
     """(kind, name) of ``<value>.attr`` where the value is not a dotted name: ``("of",
     "enc|attr")`` with the :func:`_value_encoding` of a call's result (``f(...).attr``,
     ``Text("x").join``), else ``("attr", attr)`` (nothing written down)."""
-    enc = _value_encoding(value) if isinstance(value, ast.Call) else None
+    enc = _value_encoding(value) if isinstance(value, (ast.Call, ast.Subscript)) else None
     return ("of", f"{enc}|{attr}") if enc else ("attr", attr)
 
 
@@ -674,6 +744,9 @@ class _Extractor:
                 lt = _local_types(stmt)
                 if lt:
                     mod.local_types[qual] = lt
+                le = _local_elements(stmt)
+                if le:
+                    mod.local_elems[qual] = le
                 if kind == "method" and cls:
                     self._self_attributes(stmt, cls)
                 mod.local_names[qual] = own_local  # filled while the body is walked (bound names)
@@ -703,6 +776,9 @@ class _Extractor:
                         tn = _value_encoding(stmt.value) if stmt.value is not None else None
                     if tn:
                         mod.value_types.setdefault(qual, tn)
+                    ct = _container_types(ann) if ann is not None else None
+                    if ct:
+                        mod.value_elems.setdefault(qual, ct)
                     if len(names) == 1:
                         owner = qual
                 for expr in [getattr(stmt, "annotation", None), stmt.value]:
@@ -795,11 +871,15 @@ class _Extractor:
         if not positional or any(_dotted(d) == "staticmethod" for d in fn.decorator_list):
             return
         me = positional[0].arg  # self, or cls in a classmethod (cls.x = ... sets a class attribute)
+        param_elems = {}
         for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
             if a.annotation is not None:
                 tn = _type_name(a.annotation)
                 if tn:
                     params[a.arg] = tn
+                ct = _container_types(a.annotation)
+                if ct:
+                    param_elems[a.arg] = ct
         fn_locals = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg] if a}
         fn_locals |= {t.id for st in _own_statements(fn) if isinstance(st, (ast.Assign, ast.AnnAssign, ast.For))
                       for t in ast.walk(st.target if not isinstance(st, ast.Assign) else ast.Tuple(st.targets))
@@ -822,6 +902,11 @@ class _Extractor:
                         self._meta(stmt, qual, name=name, **{"class": cls, "instance": me == "self"}))
                 if t not in targets:
                     continue  # an element of a tuple target: its class is not written down
+                ct = _container_types(ann) if ann is not None else None
+                if ct is None and isinstance(value, ast.Name) and value.id in param_elems:
+                    ct = param_elems[value.id]
+                if ct:
+                    mod.value_elems.setdefault(qual, ct)
                 tn = _type_name(ann) if ann is not None else None
                 if tn is None and isinstance(value, ast.Name) and value.id in params:
                     tn = params[value.id]
@@ -1046,8 +1131,9 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
             for sym in mod.symbols:
                 qual = sym.meta.get("qualname")
                 try:
-                    if sym.type in ("attribute", "variable") and qual in mod.value_types:
-                        found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual)}
+                    if sym.type in ("attribute", "variable") and (qual in mod.value_types or qual in mod.value_elems):
+                        found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual),
+                                 "item_class": pre.value_element(qual, 0), "sub_class": pre.value_element(qual, 1)}
                     elif sym.type in ("function", "method"):
                         found = {"returns_class": pre.return_class(qual)}
                     else:
@@ -1495,15 +1581,16 @@ class _Resolver:
         return self.exports_cache[module]
 
     def stored_types(self, qual: str) -> dict[str, str]:
-        """``value_class``/``alias_class``/``returns_class`` of a symbol stored by an earlier ingest
+        """``value_class``/``alias_class``/``returns_class``/``item_class``/``sub_class`` of a symbol stored by an earlier ingest
         (another file, in a one-file refresh): the classes that ingest resolved for it."""
         if qual not in self.stored_meta:
             row = self.conn.execute(
                 "SELECT json_extract(metadata, '$.value_class'), json_extract(metadata, '$.alias_class'),"
-                " json_extract(metadata, '$.returns_class') FROM nodes WHERE label=? AND type IN"
+                " json_extract(metadata, '$.returns_class'), json_extract(metadata, '$.item_class'),"
+                " json_extract(metadata, '$.sub_class') FROM nodes WHERE label=? AND type IN"
                 " ('function', 'method', 'variable', 'attribute') LIMIT 1", (qual,)).fetchone()
-            self.stored_meta[qual] = {k: v for k, v in zip(("value_class", "alias_class", "returns_class"),
-                                                            row or ()) if v}
+            self.stored_meta[qual] = {k: v for k, v in zip(
+                ("value_class", "alias_class", "returns_class", "item_class", "sub_class"), row or ()) if v}
         return self.stored_meta[qual]
 
     def class_body(self, mod: _Module, cls: str | None, name: str) -> str | None:
@@ -1570,6 +1657,38 @@ class _Resolver:
             scope = mod.enclosing.get(scope)
         return None
 
+    def element_class(self, mod: _Module, scope: str | None, dotted: str, which: int,
+                      cls: str | None = None) -> str | None:
+        """The class of an element (``which`` 0: iterated, 1: ``x[i]``) of the container value
+        ``dotted`` written in ``scope``, from its annotation (``rows: List[Row]``,
+        ``self.by_name: Dict[str, Row]``); None when not written down."""
+        head, _, rest = dotted.partition(".")
+        if not rest and head not in ("self", "cls"):
+            s = scope
+            while s and self.resolve_name(mod, scope, head) is _LOCAL:
+                if head in mod.local_names.get(s, ()):
+                    el = mod.local_elems.get(s, {}).get(head)
+                    c = self.resolve_expr(mod, s, el[which]) if el and el[which] else None
+                    return c if c and self.known(c) == "class" else None
+                s = mod.enclosing.get(s)
+        d = self.denote(mod, scope, dotted, cls)
+        if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
+            return None
+        return self.value_element(d[1], which)
+
+    def value_element(self, qual: str, which: int) -> str | None:
+        """The element class (0: iterated, 1: ``x[i]``) of the container an attribute or
+        variable holds; a symbol of another file in a one-file refresh: ``metadata.item_class`` /
+        ``metadata.sub_class`` from the ingest of that file."""
+        home = self.mod_of.get(qual)
+        if home is None:
+            return self.stored_types(qual).get(("item_class", "sub_class")[which])
+        el = home.value_elems.get(qual)
+        if not el or not el[which]:
+            return None
+        c = self.resolve_expr(home, None, el[which])
+        return c if c and self.known(c) == "class" else None
+
     def local_alias(self, mod: _Module, scope: str | None, name: str) -> str | None:
         """The class a local variable is bound to (``_Segment = Segment``), when every
         assignment of it that resolves names the same class."""
@@ -1628,6 +1747,9 @@ class _Resolver:
             return None
         self.busy.add(key)
         try:
+            if enc.startswith(("item:=", "sub:=")):
+                which, _, dotted = enc.partition(":=")
+                return self.element_class(mod, scope, dotted, 0 if which == "item" else 1, cls)
             if enc.startswith("iter:"):
                 d = self.denote(mod, scope, enc[5:], cls)
                 if d is None or d[0] != "def" or self.known(d[1]) not in ("function", "method"):
