@@ -349,6 +349,10 @@ def test_keyword_arguments_of_dataclass_and_namedtuple_constructors_name_their_f
                 x: int
                 y: int
 
+                @classmethod
+                def origin(cls):
+                    return cls(x=0, y=0)    # scip-python links nothing for cls(...)
+
 
             class Plain:
                 header = ""
@@ -368,6 +372,7 @@ def test_keyword_arguments_of_dataclass_and_namedtuple_constructors_name_their_f
     for field in ("m.Column.header", "m.Column.no_wrap", "m.Wide.ratio", "m.Point.x", "m.Point.y"):
         assert ("m.make", field) in refs, field
     assert ("m.make", "m.Plain.header") not in refs      # a parameter of an __init__ written down
+    assert ("m.Point.origin", "m.Point.x") not in refs
 
 
 def test_attributes_of_call_results(host, project):
@@ -501,3 +506,34 @@ def test_loop_and_comprehension_variables_over_annotated_containers(host, projec
     refs = edges(host.db.conn, "references")
     for user in ("loop", "first", "named", "comp"):
         assert (f"m.Table.{user}", "m.Row.style") in refs, user
+
+
+def test_module_script_code_is_used_by_the_names_it_binds(host, project):
+    # rich's `if __name__ == "__main__":` demos: `for line in decode(...)` is used by `line` (as
+    # `line = decode(...)` would be); a variable assigned again keeps its first assignment's lines
+    ingest(host, project, {
+        "repo/m.py": '''
+            def decode(x):
+                return [x]
+
+
+            def make():
+                return 1
+
+
+            if __name__ == "__main__":
+                table = make()
+                print(table)
+                for line in decode("x"):
+                    print(line)
+                with open(decode("y")[0]) as handle:
+                    handle.read()
+                table = make()
+        ''',
+    })
+    calls = edges(host.db.conn, "calls")
+    assert ("m.line", "m.decode") in calls
+    assert ("m.handle", "m.decode") in calls
+    row = host.db.conn.execute("SELECT metadata FROM nodes WHERE label='m.table'").fetchone()
+    meta = json.loads(row["metadata"])
+    assert (meta["line"], meta["end_line"]) == (10, 10)

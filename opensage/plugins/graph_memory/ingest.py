@@ -509,7 +509,7 @@ def _walk_uses(node, emit, stores: set | None = None):
                     push(func.value)
                 else:
                     emit("calls", target[0], target[1], n.lineno)
-                if target[0] in ("name", "dotted", "self"):
+                if target[0] in ("name", "dotted", "self") and target[1] != "cls":  # cls(...): Self, not linked
                     callee = target[1] if target[0] != "self" else f"{func.value.id}.{target[1]}"
                     for k in n.keywords:  # Column(header=...): the field, when the class's __init__ is generated
                         if k.arg:
@@ -798,8 +798,8 @@ class _Extractor:
             else:
                 if scope == "function" and isinstance(stmt, (ast.Global, ast.Nonlocal)):
                     mod.outer_names.setdefault(caller, set()).update(stmt.names)
-                if scope in ("module", "class"):
-                    self._bound_names(stmt, prefix, parent, caller, cls, scope)
+                owners = self._bound_names(stmt, prefix, parent, caller, cls, scope) if scope in (
+                    "module", "class") else {}
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
                         self._body([child], prefix, parent, caller, cls, scope, local)
@@ -813,6 +813,8 @@ class _Extractor:
                             if child.guard is not None:
                                 self._uses(child.guard, caller, cls, local)
                         self._body(child.body, prefix, parent, caller, cls, scope, local)
+                    elif id(child) in owners:  # for x in f(): the loop's iterable is used by x, as x = f() is
+                        self._uses(child, owners[id(child)], cls, local)
                     elif isinstance(stmt, ast.AnnAssign) and child is stmt.annotation:
                         ann = _string_annotation(child)  # x: List["Foo"] = ... in a function body
                         if ann is not None:
@@ -821,11 +823,13 @@ class _Extractor:
                         self._uses(child, caller, cls, local)
 
     def _bound_names(self, stmt, prefix: str, parent: tuple[str, str], caller: str, cls: str | None,
-                     scope: str) -> None:
+                     scope: str) -> dict[int, str]:
         """Module variables (class attributes in a class body) bound by a compound statement, as
         Python binds them: ``for x in ...``, ``with ... as x``, ``except E as x``, ``(x := ...)``
         (in an ``if __name__ == "__main__":`` block, say). A name already defined at that level
-        keeps its first definition."""
+        keeps its first definition. Returns {id(expression or with-item): qualified name} for a
+        loop's iterable or a with-item bound to one name (its uses are that name's, as in an
+        assignment)."""
         mod = self.mod
         targets: list = []
         if isinstance(stmt, (ast.For, ast.AsyncFor)):
@@ -860,6 +864,13 @@ class _Extractor:
                 self._define(_Symbol(kind, qual, template.format(n.id), meta), parent, scope, caller, n.id)
                 if not isinstance(known, dict):
                     known.add(n.id)
+        owners: dict[int, str] = {}
+        if isinstance(stmt, (ast.For, ast.AsyncFor)) and isinstance(stmt.target, ast.Name):
+            owners[id(stmt.iter)] = f"{prefix}.{stmt.target.id}"
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):  # with f() as x: f() is used by x
+            owners.update((id(item), f"{prefix}.{item.optional_vars.id}") for item in stmt.items
+                          if isinstance(item.optional_vars, ast.Name))
+        return owners
 
     def _self_attributes(self, fn, cls: str) -> None:
         """``self.x = Foo(...)``, ``self.x: Foo = ...`` and ``self.x = param`` (``param: Foo``) in a
@@ -1363,7 +1374,8 @@ def _dedupe_module_names(modules: list[_Module], root: Path) -> None:
 def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
     """One node per name defined twice (property setters, ``@overload`` stubs, conditional defs):
     the first definition, except that an ``@overload`` stub gives way to the implementation;
-    its lines stretch over every definition of the name, so uses in any of them fall inside."""
+    the lines of a class or function stretch over every definition of the name, so uses in any of
+    them fall inside; a variable or attribute assigned again keeps its first assignment's lines."""
     first: dict[str, _Symbol] = {}
     out = []
     for s in symbols:
@@ -1372,6 +1384,8 @@ def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
             first[s.label] = s
             out.append(s)
             continue
+        if old.type in ("variable", "attribute"):
+            continue  # a value assigned again: the node is its first assignment, not the lines between
         line = min(old.meta.get("line", 0), s.meta.get("line", 0))
         end = max(old.meta.get("end_line", 0), s.meta.get("end_line", 0))
         if any(d.rsplit(".", 1)[-1] == "overload" for d in old.meta.get("decorators", ())) and old.type == s.type:
