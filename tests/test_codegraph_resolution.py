@@ -457,9 +457,13 @@ def test_local_class_aliases_and_or_defaults_keep_the_class(host, project):
             class Live:
                 def __init__(self, console: Optional[Console] = None):
                     self.console = console or get_console()
+                    self.other = console if console is not None else get_console()
 
                 def refresh(self):
                     self.console.print(1)
+
+                def redraw(self):
+                    self.other.print(2)
 
 
             def render():
@@ -470,6 +474,7 @@ def test_local_class_aliases_and_or_defaults_keep_the_class(host, project):
     calls = edges(host.db.conn, "calls")
     assert ("m.render", "m.Segment.align_top") in calls
     assert ("m.Live.refresh", "m.Console.print") in calls
+    assert ("m.Live.redraw", "m.Console.print") in calls
 
 
 def test_loop_and_comprehension_variables_over_annotated_containers(host, project):

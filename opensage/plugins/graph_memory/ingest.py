@@ -347,6 +347,8 @@ def _value_encoding(expr) -> str | None:
         return "=" + dotted if dotted else None
     if isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and _dotted(expr.value):
         return "sub:=" + _dotted(expr.value)  # self.rows[0]: an element of a typed container
+    if isinstance(expr, ast.IfExp):  # `console if console is not None else get_console()`: the same rule
+        return _value_encoding(expr.orelse) or _value_encoding(expr.body)
     if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
         # `console or get_console()`: the fallback (the last operand written down) is what the
         # value is when the others are None or empty, the usual reason for writing it
