@@ -542,3 +542,30 @@ def test_module_script_code_is_used_by_the_names_it_binds(host, project):
     row = host.db.conn.execute("SELECT metadata FROM nodes WHERE label='m.table'").fetchone()
     meta = json.loads(row["metadata"])
     assert (meta["line"], meta["end_line"]) == (10, 10)
+
+
+def test_a_generic_base_class_is_inherited(host, project):
+    # rich: class IntPrompt(PromptBase[int]); IntPrompt.ask(...) is PromptBase.ask
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import Generic, TypeVar
+
+            T = TypeVar("T")
+
+
+            class PromptBase(Generic[T]):
+                @classmethod
+                def ask(cls):
+                    return cls()
+
+
+            class IntPrompt(PromptBase[int]):
+                pass
+
+
+            def run():
+                return IntPrompt.ask()
+        ''',
+    })
+    assert ("m.IntPrompt", "m.PromptBase") in edges(host.db.conn, "inherits")
+    assert ("m.run", "m.PromptBase.ask") in edges(host.db.conn, "calls")

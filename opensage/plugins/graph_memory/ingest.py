@@ -693,7 +693,8 @@ class _Extractor:
                              parent, scope, caller, stmt.name)
                 if scope == "function":
                     mod.enclosing[qual] = caller
-                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno, caller))
+                generic = [b.value if isinstance(b, ast.Subscript) else b for b in stmt.bases]  # Base[int] -> Base
+                mod.bases.append((qual, [d for d in map(_dotted, generic) if d], stmt.lineno, caller))
                 for expr in [*stmt.bases, *(k.value for k in stmt.keywords)]:
                     self._uses(expr, qual, cls, local)
                 self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, scope="class",
