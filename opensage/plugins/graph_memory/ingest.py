@@ -54,8 +54,12 @@ instance. Only for calls, a name found nowhere else that is defined once in the 
 files links with weight 0.5; a method called on a value of unknown type is not guessed
 for Python (the tree-sitter languages guess it with 0.3 when exactly one method has that
 name). Ambiguous names are not linked; calls through ``getattr`` and dynamic dispatch are
-missed. The classes resolved for values and returns are kept on the nodes
-(``value_class``, ``alias_class``, ``returns_class``) for a later one-file refresh.
+missed. Containers annotated with their element (``List[Row]``, ``Dict[str, Row]``) type
+loop and comprehension variables and ``x[i]``; an attribute of a call's result links when
+the call's class is known; a keyword argument of a dataclass/NamedTuple constructor
+references the field. The classes resolved for values and returns are kept on the nodes
+(``value_class``, ``alias_class``, ``returns_class``, ``item_class``, ``sub_class``) for a
+later one-file refresh.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
