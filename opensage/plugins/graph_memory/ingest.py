@@ -37,22 +37,29 @@ as a value, a constant read, a property read with ``metadata.property``) and
 edge is the innermost definition holding the expression: a function, a class body, a
 module-level variable for its value, else the module.
 
-**Uses are resolved by name and by written-down types, not by type inference.** A name
-is looked up as Python does: the nested definitions and local variables of the
-enclosing functions (a local variable is never taken for a module-level definition),
-then the module's definitions, its imports (following re-exports such as ``from .x
-import f`` in a package ``__init__`` and ``from m import *``; targets may be stored by an
-earlier ingest of another folder), weight 0.9. An attribute chain (``a.b.c``) is followed
-through modules, class members (inherited ones included) and values whose class is
-written down: ``self``/``cls`` (weight 0.8), a parameter or variable annotated or
-assigned from a constructor (``x: Foo``, ``x: Optional[Foo]``, ``x = Foo()``; weight
-0.7), an attribute set in a method (``self.store = store`` with ``store: Store``,
-``self.cache = Cache()``) or annotated in the class body, a module variable assigned
-from a constructor. Only for calls, a name found nowhere else that is defined once in
-the ingested files links with weight 0.5, and a method called on an object of unknown
-type with 0.3 when exactly one method has that name (not for builtin names, dunder
-names and methods of builtin types such as ``get``, ``append``). Ambiguous names are not
-linked; calls through ``getattr``, return values and dynamic dispatch are missed.
+**Uses are resolved by name and by written-down types** (docs/code-graph.md, "How Python
+names are resolved"). A name is looked up as Python does: in a class body the names that
+body defines, the nested definitions and local variables of the enclosing functions (a
+local variable is never taken for a module-level definition), then the module's
+definitions, its imports (following re-exports such as ``from .x import f`` in a package
+``__init__`` and ``from m import *``, and submodules reached through their package;
+targets may be stored by an earlier ingest of another folder), weight 0.9. An attribute
+chain (``a.b.c``) is followed through modules, class members (inherited ones in C3 MRO
+order) and values whose class is known: ``self``/``cls`` (weight 0.8), a local or
+parameter annotated, assigned from a constructor, from a function whose return class is
+known (annotated, or the one class its ``return`` values agree on), or from another typed
+value (weight 0.7), an attribute set in a method or annotated in the class body, a module
+variable, a property's return type; calling a class alias (``Graph = DiGraph``) makes an
+instance. Only for calls, a name found nowhere else that is defined once in the ingested
+files links with weight 0.5; a method called on a value of unknown type is not guessed
+for Python (the tree-sitter languages guess it with 0.3 when exactly one method has that
+name). Ambiguous names are not linked; calls through ``getattr`` and dynamic dispatch are
+missed. Containers annotated with their element (``List[Row]``, ``Dict[str, Row]``) type
+loop and comprehension variables and ``x[i]``; an attribute of a call's result links when
+the call's class is known; a keyword argument of a dataclass/NamedTuple constructor
+references the field. The classes resolved for values and returns are kept on the nodes
+(``value_class``, ``alias_class``, ``returns_class``, ``item_class``, ``sub_class``) for a
+later one-file refresh.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
@@ -83,7 +90,7 @@ from opensage.store import in_chunks
 __all__ = ["ingest_path", "ingest_scip", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 6
+INGEST_VERSION = 7
 #: Folder names never descended into (plus every hidden folder, any folder holding
 #: ``pyvenv.cfg`` and what the project's ``.gitignore`` names): :mod:`opensage.ignore`'s list.
 SKIP_DIRS = DEFAULT_IGNORED_DIRS
@@ -163,6 +170,8 @@ class _Module:
     outer_names: dict[str, set] = field(default_factory=dict)  # function -> names declared global/nonlocal
     enclosing: dict[str, str] = field(default_factory=dict)  # nested def -> enclosing function
     value_types: dict[str, str] = field(default_factory=dict)  # attribute/variable -> class expr
+    value_elems: dict[str, tuple] = field(default_factory=dict)  # attribute/variable -> (iterated, x[i]) class exprs
+    local_elems: dict[str, dict[str, tuple]] = field(default_factory=dict)  # function -> {variable: the same}
     self_attrs: dict[str, _Symbol] = field(default_factory=dict)  # Class.x -> attribute assigned as self.x
     star_imports: list[str] = field(default_factory=list)
     prefix: str = ""  # the root's namespace ("root:") when another root already owns this module name
@@ -235,6 +244,9 @@ def _call_target(func) -> tuple[str, str] | None:
 
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cached_property",
                                   "abc.abstractproperty", "abstractproperty"})
+#: Class decorators that generate ``__init__`` from the class's fields (dataclasses, attrs,
+#: pydantic dataclasses; PEP 681's dataclass_transform names them per library).
+_FIELD_INIT_DECORATORS = frozenset({"dataclass", "s", "attrs", "define", "frozen", "mutable"})
 _OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Final", "typing.Final",
              "Annotated", "typing.Annotated")
 
@@ -287,32 +299,158 @@ def _element_type(expr) -> str | None:
     return None
 
 
-def _local_types(fn) -> dict[str, str]:
-    """Variables of a function whose class is written down: ``x: Foo`` (parameter or annotated
-    assignment, ``Optional[Foo]`` and ``Foo | None`` included) or ``x = Foo(...)`` /
-    ``x = mod.Foo(...)``. Names assigned twice with different classes are dropped (no flow analysis)."""
-    found: dict[str, str | None] = {}
+_MAPPINGS = frozenset({"dict", "Dict", "Mapping", "MutableMapping", "OrderedDict", "DefaultDict", "defaultdict",
+                       "ChainMap", "Counter"})
+_SEQUENCES = _CONTAINERS - {"tuple", "Tuple", "Generator"} | {"Deque", "deque", "Reversible"}
 
-    def note(name: str, dotted: str | None) -> None:
-        if dotted is None:
+
+def _container_types(expr) -> tuple[str | None, str | None] | None:
+    """(class of an element when iterated, class of ``x[i]``) written in a container annotation:
+    ``List[Foo]`` gives (Foo, Foo), ``Dict[str, Foo]`` gives (str, Foo), ``Optional[...]`` is
+    looked through; None when neither is written down."""
+    expr = _unquote(expr)
+    while isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in _OPTIONAL:
+        expr = _unquote(expr.slice.elts[0] if isinstance(expr.slice, ast.Tuple) and expr.slice.elts else expr.slice)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):  # List[Foo] | None
+        sides = [e for e in (expr.left, expr.right) if not (isinstance(e, ast.Constant) and e.value is None)]
+        expr = sides[0] if len(sides) == 1 else None
+    if not isinstance(expr, ast.Subscript):
+        return None
+    head = (_dotted(expr.value) or "").rsplit(".", 1)[-1]
+    args = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+    if head in _SEQUENCES and args:
+        t = _type_name(args[0])
+        return (t, t) if t else None
+    if head in _MAPPINGS and len(args) == 2:
+        k, v = _type_name(args[0]), _type_name(args[1])
+        return (k, v) if k or v else None
+    if head in ("tuple", "Tuple") and len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is ...:
+        t = _type_name(args[0])
+        return (t, t) if t else None
+    return None
+
+
+def _value_encoding(expr) -> str | None:
+    """How the type of an assigned or returned value is written down, resolved later by the
+    resolver (:meth:`_Resolver.instance_of`): ``"f"`` is what calling ``f`` gives (an instance
+    of a class, or what a function returns), ``"=a.b"`` is the value of ``a.b`` (an attribute or
+    variable, a typed local, ``self``; a class object for a class alias), ``"iter:f"`` is an
+    element of what ``f`` returns. ``self.__class__(...)``, ``type(self)(...)`` and ``cls(...)``
+    give an instance of the enclosing class (``"=self"``). None: nothing written down."""
+    if isinstance(expr, ast.Call):
+        func = expr.func
+        if (isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "type"
+                and len(func.args) == 1 and isinstance(func.args[0], ast.Name) and func.args[0].id == "self"):
+            return "=self"
+        dotted = _dotted(func)
+        if dotted in ("self.__class__", "cls"):
+            return "=self"
+        return dotted
+    if isinstance(expr, (ast.Name, ast.Attribute)):
+        dotted = _dotted(expr)
+        return "=" + dotted if dotted else None
+    if isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and _dotted(expr.value):
+        return "sub:=" + _dotted(expr.value)  # self.rows[0]: an element of a typed container
+    if isinstance(expr, ast.IfExp):  # `console if console is not None else get_console()`: the same rule
+        return _value_encoding(expr.orelse) or _value_encoding(expr.body)
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        # `console or get_console()`: the fallback (the last operand written down) is what the
+        # value is when the others are None or empty, the usual reason for writing it
+        return next((e for e in map(_value_encoding, reversed(expr.values)) if e), None)
+    return None
+
+
+def _local_types(fn) -> dict[str, tuple[str, ...]]:
+    """Variables of a function whose type is written down, as :func:`_value_encoding` strings
+    (up to 4 per name; the resolver keeps a name's class when the ones it can resolve agree,
+    as a type checker ignores the unknown parts of a union): ``x: Foo`` (parameter or annotated
+    assignment, ``Optional[Foo]`` and ``Foo | None`` included), ``x = Foo(...)``, ``x = f(...)``,
+    ``x = self.attr``, ``for x in f(...)``. No flow analysis."""
+    found: dict[str, list[str]] = {}
+
+    def note(name: str, enc: str | None) -> None:
+        if enc is None:
             return
-        found[name] = dotted if found.get(name, dotted) == dotted else None
+        seen = found.setdefault(name, [])
+        if enc not in seen and len(seen) < 4:
+            seen.append(enc)
 
     args = fn.args
     for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
         if a.annotation is not None:
             note(a.arg, _type_name(a.annotation))
     for node in _own_statements(fn):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+        if isinstance(node, ast.Assign):
+            enc = _value_encoding(node.value)
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    note(target.id, _dotted(node.value.func))
+                    note(target.id, enc)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             note(node.target.id, _type_name(node.annotation))
-        elif (isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name)
-              and isinstance(node.iter, ast.Call) and _dotted(node.iter.func)):
-            note(node.target.id, "iter:" + _dotted(node.iter.func))  # the element of what a call returns
-    return {k: v for k, v in found.items() if v}
+        elif isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name):
+            note(node.target.id, _iter_encoding(node.iter))
+        for _name, value in ast.iter_fields(node):  # comprehensions in the statement's own expressions
+            for expr in (value if isinstance(value, list) else [value]):
+                if not isinstance(expr, ast.expr):
+                    continue
+                for sub in ast.walk(expr):
+                    if isinstance(sub, ast.comprehension) and isinstance(sub.target, ast.Name):
+                        note(sub.target.id, _iter_encoding(sub.iter))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _iter_encoding(expr) -> str | None:
+    """The :func:`_value_encoding` of an element of the iterable ``expr``: ``iter:f`` of what a
+    call returns, ``item:=x`` of a typed container value ``x``."""
+    if isinstance(expr, ast.Call) and _dotted(expr.func):
+        return "iter:" + _dotted(expr.func)
+    dotted = _dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+    return "item:=" + dotted if dotted else None
+
+
+def _local_elements(fn) -> dict[str, tuple]:
+    """Parameters and locals of a function annotated as containers: name -> :func:`_container_types`."""
+    found: dict[str, tuple] = {}
+    args = fn.args
+    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg]:
+        if a is not None and a.annotation is not None:
+            ct = _container_types(a.annotation)
+            if a is args.vararg:  # *rows: Row
+                t = _type_name(a.annotation)
+                ct = (t, t) if t else None
+            if ct:
+                found.setdefault(a.arg, ct)
+    for node in _own_statements(fn):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            ct = _container_types(node.annotation)
+            if ct:
+                found.setdefault(node.target.id, ct)
+    return found
+
+
+def _return_encodings(fn) -> list[str]:
+    """The :func:`_value_encoding` of the values an unannotated, non-generator function returns
+    (up to 4 distinct ones; empty when none is written down)."""
+    out: list[str] = []
+    for node in _own_statements(fn):
+        if isinstance(node, ast.Expr) and isinstance(node.value, (ast.Yield, ast.YieldFrom)):
+            return []  # a generator
+        if isinstance(node, ast.Return) and node.value is not None:
+            enc = _value_encoding(node.value)
+            if enc and enc not in out and len(out) < 4:
+                out.append(enc)
+    return out
+
+
+def _flat_targets(target):
+    """The single targets of an assignment target: ``a, (b, *c)`` gives a, b, c."""
+    if isinstance(target, (ast.Tuple, ast.List)):
+        for elt in target.elts:
+            yield from _flat_targets(elt)
+    elif isinstance(target, ast.Starred):
+        yield from _flat_targets(target.value)
+    else:
+        yield target
 
 
 def _own_statements(fn):
@@ -344,6 +482,14 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 _LOAD = ast.Load
 
 
+def _of_value(value, attr: str) -> tuple[str, str]:
+    """(kind, name) of ``<value>.attr`` where the value is not a dotted name: ``("of",
+    "enc|attr")`` with the :func:`_value_encoding` of a call's result (``f(...).attr``,
+    ``Text("x").join``), else ``("attr", attr)`` (nothing written down)."""
+    enc = _value_encoding(value) if isinstance(value, (ast.Call, ast.Subscript)) else None
+    return ("of", f"{enc}|{attr}") if enc else ("attr", attr)
+
+
 def _walk_uses(node, emit, stores: set | None = None):
     """Call ``emit(edge, kind, name, line)`` for every use under ``node``: ``calls`` for a call's
     callee, ``references`` for any other name or attribute read (a type in an annotation, an
@@ -364,9 +510,16 @@ def _walk_uses(node, emit, stores: set | None = None):
             if target is None:
                 push(func)
             else:
-                emit("calls", target[0], target[1], n.lineno)
                 if target[0] == "attr":
+                    emit("calls", *_of_value(func.value, target[1]), n.lineno)
                     push(func.value)
+                else:
+                    emit("calls", target[0], target[1], n.lineno)
+                if target[0] in ("name", "dotted", "self") and target[1] != "cls":  # cls(...): Self, not linked
+                    callee = target[1] if target[0] != "self" else f"{func.value.id}.{target[1]}"
+                    for k in n.keywords:  # Column(header=...): the field, when the class's __init__ is generated
+                        if k.arg:
+                            emit("references", "keyword", f"{callee}|{k.arg}", getattr(k, "lineno", n.lineno))
             extend(n.args)
             extend(k.value for k in n.keywords)
             continue
@@ -378,9 +531,11 @@ def _walk_uses(node, emit, stores: set | None = None):
             continue
         if t is attr_t:
             target = _call_target(n)
-            emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
             if target[0] == "attr":
+                emit("references" if type(n.ctx) is _LOAD else "writes", *_of_value(n.value, target[1]), n.lineno)
                 push(n.value)
+            else:
+                emit("references" if type(n.ctx) is _LOAD else "writes", target[0], target[1], n.lineno)
             continue
         if t is lambda_t:
             if stores is not None:
@@ -542,7 +697,8 @@ class _Extractor:
                              parent, scope, caller, stmt.name)
                 if scope == "function":
                     mod.enclosing[qual] = caller
-                mod.bases.append((qual, [d for d in map(_dotted, stmt.bases) if d], stmt.lineno, caller))
+                generic = [b.value if isinstance(b, ast.Subscript) else b for b in stmt.bases]  # Base[int] -> Base
+                mod.bases.append((qual, [d for d in map(_dotted, generic) if d], stmt.lineno, caller))
                 for expr in [*stmt.bases, *(k.value for k in stmt.keywords)]:
                     self._uses(expr, qual, cls, local)
                 self._body(stmt.body, prefix=qual, parent=("class", qual), caller=qual, cls=qual, scope="class",
@@ -562,6 +718,10 @@ class _Extractor:
                         extra["returns"] = rt
                     if et:
                         extra["returns_element"] = et
+                elif not isinstance(stmt, ast.AsyncFunctionDef):
+                    inferred = _return_encodings(stmt)
+                    if inferred:
+                        extra["returns_infer"] = inferred
                 if decorators:
                     extra["decorators"] = decorators
                     if kind == "method" and any(d in _PROPERTY_DECORATORS for d in decorators):
@@ -591,6 +751,9 @@ class _Extractor:
                 lt = _local_types(stmt)
                 if lt:
                     mod.local_types[qual] = lt
+                le = _local_elements(stmt)
+                if le:
+                    mod.local_elems[qual] = le
                 if kind == "method" and cls:
                     self._self_attributes(stmt, cls)
                 mod.local_names[qual] = own_local  # filled while the body is walked (bound names)
@@ -616,10 +779,13 @@ class _Extractor:
                     self._define(_Symbol(kind, qual, text, self._meta(stmt, qual, name=name, **extra)),
                                  parent, scope, caller, name)
                     tn = _type_name(ann) if ann is not None else None
-                    if tn is None and isinstance(stmt.value, ast.Call) and len(names) == 1:
-                        tn = _dotted(stmt.value.func)
+                    if tn is None and len(names) == 1 and len(targets) == 1 and isinstance(targets[0], ast.Name):
+                        tn = _value_encoding(stmt.value) if stmt.value is not None else None
                     if tn:
                         mod.value_types.setdefault(qual, tn)
+                    ct = _container_types(ann) if ann is not None else None
+                    if ct:
+                        mod.value_elems.setdefault(qual, ct)
                     if len(names) == 1:
                         owner = qual
                 for expr in [getattr(stmt, "annotation", None), stmt.value]:
@@ -639,6 +805,8 @@ class _Extractor:
             else:
                 if scope == "function" and isinstance(stmt, (ast.Global, ast.Nonlocal)):
                     mod.outer_names.setdefault(caller, set()).update(stmt.names)
+                owners = self._bound_names(stmt, prefix, parent, caller, cls, scope) if scope in (
+                    "module", "class") else {}
                 for child in ast.iter_child_nodes(stmt):
                     if isinstance(child, ast.stmt):
                         self._body([child], prefix, parent, caller, cls, scope, local)
@@ -652,8 +820,64 @@ class _Extractor:
                             if child.guard is not None:
                                 self._uses(child.guard, caller, cls, local)
                         self._body(child.body, prefix, parent, caller, cls, scope, local)
+                    elif id(child) in owners:  # for x in f(): the loop's iterable is used by x, as x = f() is
+                        self._uses(child, owners[id(child)], cls, local)
+                    elif isinstance(stmt, ast.AnnAssign) and child is stmt.annotation:
+                        ann = _string_annotation(child)  # x: List["Foo"] = ... in a function body
+                        if ann is not None:
+                            self._uses(ann, caller, cls, local)
                     else:
                         self._uses(child, caller, cls, local)
+
+    def _bound_names(self, stmt, prefix: str, parent: tuple[str, str], caller: str, cls: str | None,
+                     scope: str) -> dict[int, str]:
+        """Module variables (class attributes in a class body) bound by a compound statement, as
+        Python binds them: ``for x in ...``, ``with ... as x``, ``except E as x``, ``(x := ...)``
+        (in an ``if __name__ == "__main__":`` block, say). A name already defined at that level
+        keeps its first definition. Returns {id(expression or with-item): qualified name} for a
+        loop's iterable or a with-item bound to one name (its uses are that name's, as in an
+        assignment)."""
+        mod = self.mod
+        targets: list = []
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):
+            targets.append((stmt.target, f"for {{}} in {_cap(ast.unparse(stmt.iter), 120)}"))
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            targets.extend((item.optional_vars, f"with {_cap(ast.unparse(item.context_expr), 120)} as {{}}")
+                           for item in stmt.items if item.optional_vars is not None)
+        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            for h in stmt.handlers:
+                if h.name:
+                    holder = ast.Name(id=h.name, ctx=ast.Store(), lineno=h.lineno, col_offset=h.col_offset,
+                                      end_lineno=h.lineno, end_col_offset=h.col_offset)
+                    typ = _cap(ast.unparse(h.type), 120) if h.type is not None else ""
+                    targets.append((holder, f"except {typ} as {{}}", h))
+        for field_name in ("test", "iter", "value", "subject"):  # (x := ...) in the statement's own expression
+            expr = getattr(stmt, field_name, None)
+            if isinstance(expr, ast.AST):
+                targets.extend((n.target, "{} := " + _cap(ast.unparse(n.value), 120))
+                               for n in ast.walk(expr) if isinstance(n, ast.NamedExpr))
+        known = mod.defs if scope == "module" else {s.meta["name"] for s in mod.symbols
+                                                     if s.meta.get("class") == cls and s.type == "attribute"}
+        for target, template, *site in targets:
+            site_node = site[0] if site else stmt
+            for n in ast.walk(target):
+                if not (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)) or n.id in known:
+                    continue
+                qual = f"{prefix}.{n.id}"
+                kind = "variable" if scope == "module" else "attribute"
+                extra = {"class": cls} if kind == "attribute" else {}
+                meta = self._meta(site_node, qual, name=n.id, **extra)
+                meta["line"] = meta["end_line"] = n.lineno  # the name, not the block it heads
+                self._define(_Symbol(kind, qual, template.format(n.id), meta), parent, scope, caller, n.id)
+                if not isinstance(known, dict):
+                    known.add(n.id)
+        owners: dict[int, str] = {}
+        if isinstance(stmt, (ast.For, ast.AsyncFor)) and isinstance(stmt.target, ast.Name):
+            owners[id(stmt.iter)] = f"{prefix}.{stmt.target.id}"
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):  # with f() as x: f() is used by x
+            owners.update((id(item), f"{prefix}.{item.optional_vars.id}") for item in stmt.items
+                          if isinstance(item.optional_vars, ast.Name))
+        return owners
 
     def _self_attributes(self, fn, cls: str) -> None:
         """``self.x = Foo(...)``, ``self.x: Foo = ...`` and ``self.x = param`` (``param: Foo``) in a
@@ -665,11 +889,19 @@ class _Extractor:
         if not positional or any(_dotted(d) == "staticmethod" for d in fn.decorator_list):
             return
         me = positional[0].arg  # self, or cls in a classmethod (cls.x = ... sets a class attribute)
+        param_elems = {}
         for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
             if a.annotation is not None:
                 tn = _type_name(a.annotation)
                 if tn:
                     params[a.arg] = tn
+                ct = _container_types(a.annotation)
+                if ct:
+                    param_elems[a.arg] = ct
+        fn_locals = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg] if a}
+        fn_locals |= {t.id for st in _own_statements(fn) if isinstance(st, (ast.Assign, ast.AnnAssign, ast.For))
+                      for t in ast.walk(st.target if not isinstance(st, ast.Assign) else ast.Tuple(st.targets))
+                      if isinstance(t, ast.Name)}
         for stmt in _own_statements(fn):
             if isinstance(stmt, ast.Assign):
                 targets, value, ann = stmt.targets, stmt.value, None
@@ -677,7 +909,7 @@ class _Extractor:
                 targets, value, ann = [stmt.target], stmt.value, stmt.annotation
             else:
                 continue
-            for t in targets:
+            for t in [e for t in targets for e in _flat_targets(t)]:  # self.a, (self.b, self.c) = ...
                 if not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me):
                     continue
                 name = t.attr
@@ -686,11 +918,22 @@ class _Extractor:
                     mod.self_attrs[qual] = _Symbol(
                         "attribute", qual, f"{me}.{name}" + (f": {_cap(ast.unparse(ann), 120)}" if ann else ""),
                         self._meta(stmt, qual, name=name, **{"class": cls, "instance": me == "self"}))
+                if t not in targets:
+                    continue  # an element of a tuple target: its class is not written down
+                ct = _container_types(ann) if ann is not None else None
+                if ct is None and isinstance(value, ast.Name) and value.id in param_elems:
+                    ct = param_elems[value.id]
+                if ct:
+                    mod.value_elems.setdefault(qual, ct)
                 tn = _type_name(ann) if ann is not None else None
-                if tn is None and isinstance(value, ast.Call):
-                    tn = _dotted(value.func)
                 if tn is None and isinstance(value, ast.Name) and value.id in params:
                     tn = params[value.id]
+                if tn is None and value is not None and len(targets) == 1:
+                    # a constructor or function call, self.other, a class or module value (not a local)
+                    enc = _value_encoding(value)
+                    head = enc[1:].split(".")[0] if enc and enc.startswith("=") else None
+                    if enc and (head is None or head == me or head not in fn_locals):
+                        tn = enc
                 if tn:
                     mod.value_types.setdefault(qual, tn)
 
@@ -897,6 +1140,28 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
                 if mod.prefix:
                     sym.label = mod.prefix + sym.meta["qualname"]
 
+        # -- the classes resolved for values and returns, kept on the nodes so that a later
+        # one-file refresh of another file can follow them (see _Resolver.stored_types)
+        pre = _Resolver(modules, conn)
+        for mod in modules:
+            if mod.path.suffix != ".py":
+                continue
+            for sym in mod.symbols:
+                qual = sym.meta.get("qualname")
+                try:
+                    if sym.type in ("attribute", "variable") and (qual in mod.value_types or qual in mod.value_elems):
+                        found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual),
+                                 "item_class": pre.value_element(qual, 0), "sub_class": pre.value_element(qual, 1)}
+                    elif sym.type in ("function", "method"):
+                        found = {"returns_class": pre.return_class(qual)}
+                    else:
+                        continue
+                except RecursionError:
+                    continue
+                for k, v in found.items():
+                    if v:
+                        sym.meta[k] = v
+
         # -- nodes --------------------------------------------------------------------------
         now = time.time()
         ids: dict[tuple[str, str], int] = {}
@@ -1032,7 +1297,8 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
                     if base and resolver.type_of(base) == "class":
                         want(("class", L(cls)), "inherits", ("class", L(base)), W_INHERITS, {"line": line})
             for scope, dotted, target, cls, line in mod.decorates:
-                dec = resolver.resolve_expr(mod, scope, dotted)
+                dec = resolver.resolve_expr(mod, scope, dotted,
+                                            body=scope if resolver.types.get(scope) == "class" else None)
                 dtype = dec and resolver.type_of(dec)
                 if dtype in ("function", "class", "method", "variable", "attribute"):
                     want((dtype, L(dec)), "decorates", (resolver.type_of(target), L(target)), W_EXACT,
@@ -1115,7 +1381,8 @@ def _dedupe_module_names(modules: list[_Module], root: Path) -> None:
 def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
     """One node per name defined twice (property setters, ``@overload`` stubs, conditional defs):
     the first definition, except that an ``@overload`` stub gives way to the implementation;
-    its lines stretch over every definition of the name, so uses in any of them fall inside."""
+    the lines of a class or function stretch over every definition of the name, so uses in any of
+    them fall inside; a variable or attribute assigned again keeps its first assignment's lines."""
     first: dict[str, _Symbol] = {}
     out = []
     for s in symbols:
@@ -1124,6 +1391,8 @@ def _unique_symbols(symbols: list[_Symbol]) -> list[_Symbol]:
             first[s.label] = s
             out.append(s)
             continue
+        if old.type in ("variable", "attribute"):
+            continue  # a value assigned again: the node is its first assignment, not the lines between
         line = min(old.meta.get("line", 0), s.meta.get("line", 0))
         end = max(old.meta.get("end_line", 0), s.meta.get("end_line", 0))
         if any(d.rsplit(".", 1)[-1] == "overload" for d in old.meta.get("decorators", ())) and old.type == s.type:
@@ -1195,6 +1464,11 @@ class _Resolver:
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
+        self.stored_meta: dict[str, dict[str, str]] = {}
+        self.memo: dict[tuple[str, str], str | None] = {}
+        self.busy: set = set()  # what is being resolved now: a value typed by itself resolves to nothing
+        self.mros: dict[str, list[str]] = {}
+        self.global_cache: dict[str, str | None] = {}
         for m in modules:
             self.labels.setdefault(m.name, m.prefix + m.name)
             for s in _unique_symbols(m.symbols):
@@ -1260,13 +1534,36 @@ class _Resolver:
                 " JOIN nodes d ON d.id = e.dst WHERE s.label = ? AND s.type = 'class'", (cls,))]
         return self.stored_bases[cls]
 
+    def is_module(self, qual: str) -> bool:
+        """A module parsed now or stored by an earlier ingest (not an external one)."""
+        return qual in self.modules or self.stored_exports(qual) is not None
+
     def resolve_global(self, qual: str, depth: int = 0) -> str | None:
         """A dotted name as seen from outside its module: follows imports and re-exports
-        (``pkg.Y`` when ``pkg/__init__.py`` says ``from .x import Y``) and ``from m import *``."""
+        (``pkg.Y`` when ``pkg/__init__.py`` says ``from .x import Y``) and ``from m import *``;
+        a submodule (``pkg.sub``, also when ``pkg`` imports it as ``from pkg import sub``) is
+        returned as the module name. Results are cached (star imports fan out: networkx's
+        package ``__init__`` files star-import some 60 modules each)."""
+        if qual in self.global_cache:
+            return self.global_cache[qual]
         if self.known(qual):
             return qual
-        if depth > 5:
+        if depth > 5 or qual in self.busy:
             return None
+        self.busy.add(qual)
+        try:
+            found = self._resolve_global(qual, depth)
+        finally:
+            self.busy.discard(qual)
+        self.global_cache[qual] = found
+        return found
+
+    def _resolve_global(self, qual: str, depth: int) -> str | None:
+        parent, _, last = qual.rpartition(".")
+        if parent and self.is_module(qual):
+            pm = self.modules.get(parent)
+            if pm is None or (last not in pm.defs and pm.aliases.get(last, qual) == qual):
+                return qual
         parts = qual.split(".")
         for i in range(len(parts) - 1, 0, -1):
             mod = self.modules.get(".".join(parts[:i]))
@@ -1304,10 +1601,41 @@ class _Resolver:
                 meta.get("exports") or {}, meta.get("star_imports") or [])
         return self.exports_cache[module]
 
-    def resolve_name(self, mod: _Module, scope: str | None, name: str):
-        """What ``name`` means in ``scope`` (a function, class or module qualified name): a nested
-        definition of an enclosing function, :data:`_LOCAL` for a local variable, a module-level
-        definition, an import, a name from ``from m import *``; None when unknown."""
+    def stored_types(self, qual: str) -> dict[str, str]:
+        """``value_class``/``alias_class``/``returns_class``/``item_class``/``sub_class`` of a symbol stored by an earlier ingest
+        (another file, in a one-file refresh): the classes that ingest resolved for it."""
+        if qual not in self.stored_meta:
+            row = self.conn.execute(
+                "SELECT json_extract(metadata, '$.value_class'), json_extract(metadata, '$.alias_class'),"
+                " json_extract(metadata, '$.returns_class'), json_extract(metadata, '$.item_class'),"
+                " json_extract(metadata, '$.sub_class') FROM nodes WHERE label=? AND type IN"
+                " ('function', 'method', 'variable', 'attribute') LIMIT 1", (qual,)).fetchone()
+            self.stored_meta[qual] = {k: v for k, v in zip(
+                ("value_class", "alias_class", "returns_class", "item_class", "sub_class"), row or ()) if v}
+        return self.stored_meta[qual]
+
+    def class_body(self, mod: _Module, cls: str | None, name: str) -> str | None:
+        """``name`` defined directly in the body of class ``cls`` (a method, a nested class, a
+        class attribute; not ``self.x``), which Python makes visible to the class body only."""
+        if not cls:
+            return None
+        qual = f"{cls}.{name}"
+        sym = self.symbols.get(qual)
+        if sym is None or self.mod_of.get(qual) is not mod or "instance" in sym.meta:
+            return None
+        return qual if sym.type in ("method", "class", "attribute") else None
+
+    def resolve_name(self, mod: _Module, scope: str | None, name: str, body: str | None = None):
+        """What ``name`` means in ``scope`` (a function, class or module qualified name): with
+        ``body`` (the class whose body holds the expression), a name of that class body; then a
+        nested definition of an enclosing function, :data:`_LOCAL` for a local variable, a
+        module-level definition, an import, a name from ``from m import *``; None when unknown."""
+        if body:
+            hit = self.class_body(mod, body, name)
+            if hit:
+                return hit
+            if scope not in mod.local_names and scope not in mod.enclosing:  # a class-body expression
+                scope = mod.enclosing.get(body)
         while scope:
             local_defs = mod.local_defs.get(scope)
             if local_defs and name in local_defs:
@@ -1319,87 +1647,260 @@ class _Resolver:
             return mod.defs[name]
         if name in mod.aliases:
             target = mod.aliases[name]
-            return self.resolve_global(target) or (
-                target if target in self.modules or self.stored_exports(target) is not None else None)
+            return self.resolve_global(target) or (target if self.is_module(target) else None)
         for base in mod.star_imports:
             hit = self.resolve_global(f"{base}.{name}")
             if hit:
                 return hit
         return None
 
+    def _class_of_scope(self, scope: str | None) -> str | None:
+        sym = self.symbols.get(scope) if scope else None
+        return sym.meta.get("class") if sym is not None else None
+
     def local_type(self, mod: _Module, scope: str | None, name: str) -> str | None:
-        """The class of a local variable whose class is written down, in ``scope`` or an enclosing function."""
+        """The class of a local variable whose type is written down, in ``scope`` or an enclosing
+        function: the one class its resolvable assignments agree on."""
         while scope:
             if name in mod.local_names.get(scope, ()):
-                expr = mod.local_types.get(scope, {}).get(name)
-                if expr is None:
+                encs = mod.local_types.get(scope, {}).get(name)
+                if not encs:
                     return None
-                return self.type_of_expr(mod, scope, expr)
+                key = ("local", scope, name)
+                if key in self.busy:
+                    return None
+                self.busy.add(key)
+                try:
+                    found = {c for c in (self.instance_of(mod, scope, e) for e in encs) if c}
+                finally:
+                    self.busy.discard(key)
+                return found.pop() if len(found) == 1 else None
             scope = mod.enclosing.get(scope)
         return None
 
-    def type_of_expr(self, mod: _Module, scope: str, expr: str) -> str | None:
-        """The class of a value written ``expr`` in function ``scope``: a class (a constructor
-        call), or a function/method (``self.f`` included) whose return annotation names a class;
-        ``iter:f`` is the element class of what ``f`` returns (``-> list[Foo]``)."""
-        element = expr.startswith("iter:")
-        expr = expr.removeprefix("iter:")
+    def element_class(self, mod: _Module, scope: str | None, dotted: str, which: int,
+                      cls: str | None = None) -> str | None:
+        """The class of an element (``which`` 0: iterated, 1: ``x[i]``) of the container value
+        ``dotted`` written in ``scope``, from its annotation (``rows: List[Row]``,
+        ``self.by_name: Dict[str, Row]``); None when not written down."""
+        head, _, rest = dotted.partition(".")
+        if not rest and head not in ("self", "cls"):
+            s = scope
+            while s and self.resolve_name(mod, scope, head) is _LOCAL:
+                if head in mod.local_names.get(s, ()):
+                    el = mod.local_elems.get(s, {}).get(head)
+                    c = self.resolve_expr(mod, s, el[which]) if el and el[which] else None
+                    return c if c and self.known(c) == "class" else None
+                s = mod.enclosing.get(s)
+        d = self.denote(mod, scope, dotted, cls)
+        if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
+            return None
+        return self.value_element(d[1], which)
+
+    def value_element(self, qual: str, which: int) -> str | None:
+        """The element class (0: iterated, 1: ``x[i]``) of the container an attribute or
+        variable holds; a symbol of another file in a one-file refresh: ``metadata.item_class`` /
+        ``metadata.sub_class`` from the ingest of that file."""
+        home = self.mod_of.get(qual)
+        if home is None:
+            return self.stored_types(qual).get(("item_class", "sub_class")[which])
+        el = home.value_elems.get(qual)
+        if not el or not el[which]:
+            return None
+        c = self.resolve_expr(home, None, el[which])
+        return c if c and self.known(c) == "class" else None
+
+    def local_alias(self, mod: _Module, scope: str | None, name: str) -> str | None:
+        """The class a local variable is bound to (``_Segment = Segment``), when every
+        assignment of it that resolves names the same class."""
+        while scope:
+            if name in mod.local_names.get(scope, ()):
+                encs = mod.local_types.get(scope, {}).get(name)
+                if not encs or not all(e.startswith("=") for e in encs):
+                    return None
+                key = ("alias", scope, name)
+                if key in self.busy:
+                    return None
+                self.busy.add(key)
+                try:
+                    found = set()
+                    for e in encs:
+                        d = self.denote(mod, scope, e[1:])
+                        if d is not None and d[0] == "def" and self.known(d[1]) == "class":
+                            found.add(d[1])
+                finally:
+                    self.busy.discard(key)
+                return found.pop() if len(found) == 1 else None
+            scope = mod.enclosing.get(scope)
+        return None
+
+    def denote(self, mod: _Module, scope: str | None, expr: str, cls: str | None = None) -> tuple[str, str] | None:
+        """What a dotted expression written in ``scope`` denotes: ``("inst", C)`` an instance of
+        class C (``self``, a typed local), ``("def", q)`` the definition ``q``; None when unknown."""
         head, _, rest = expr.partition(".")
-        sym = self.symbols.get(scope)
-        cls = sym.meta.get("class") if sym is not None else None
-        if head in ("self", "cls") and cls and rest:
-            target = self.chain(cls, rest.split("."))
-        else:
-            target = self.resolve_expr(mod, mod.enclosing.get(scope), expr)
-        if target is None:
+        parts = rest.split(".") if rest else []
+        cls = cls or self._class_of_scope(scope)
+        if head in ("self", "cls") and cls:
+            if not parts:
+                return ("inst", cls) if head == "self" else ("def", cls)
+            hit = self.chain(cls, parts)
+            return ("def", hit) if hit else None
+        base = self.resolve_name(mod, scope, head)
+        if base is None:
             return None
-        kind = self.known(target)
-        if kind == "class":
-            return None if element else target
-        fn = self.symbols.get(target)
-        if kind not in ("function", "method") or fn is None:
+        if base is _LOCAL:
+            owner = self.local_type(mod, scope, head)
+            if owner is None:
+                alias = self.local_alias(mod, scope, head)
+                hit = self.chain(alias, parts) if alias and parts else alias
+                return ("def", hit) if hit else None
+            if not parts:
+                return ("inst", owner)
+            hit = self.chain(owner, parts)
+            return ("def", hit) if hit and hit != owner else None
+        hit = self.chain(base, parts) if parts else base
+        return ("def", hit) if hit else None
+
+    def instance_of(self, mod: _Module, scope: str | None, enc: str, cls: str | None = None) -> str | None:
+        """The class of the instance a :func:`_value_encoding` string written in ``scope`` gives."""
+        key = ("enc", mod.name, scope, enc, cls)
+        if key in self.busy or len(self.busy) > 40:
             return None
-        ret = fn.meta.get("returns_element" if element else "returns")
-        home = self.mod_of.get(target)
-        owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
-        return owner if owner and self.known(owner) == "class" else None
+        self.busy.add(key)
+        try:
+            if enc.startswith(("item:=", "sub:=")):
+                which, _, dotted = enc.partition(":=")
+                return self.element_class(mod, scope, dotted, 0 if which == "item" else 1, cls)
+            if enc.startswith("iter:"):
+                d = self.denote(mod, scope, enc[5:], cls)
+                if d is None or d[0] != "def" or self.known(d[1]) not in ("function", "method"):
+                    return None
+                sym = self.symbols.get(d[1])
+                home = self.mod_of.get(d[1])
+                ret = sym.meta.get("returns_element") if sym is not None else None
+                owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
+                return owner if owner and self.known(owner) == "class" else None
+            value = enc.startswith("=")
+            d = self.denote(mod, scope, enc[1:] if value else enc, cls)
+            if d is None:
+                return None
+            if d[0] == "inst":
+                return d[1] if value else None
+            target, kind = d[1], self.known(d[1])
+            if value:
+                if kind in ("attribute", "variable"):
+                    return self.class_of_value(target)
+                if kind == "method" and target in self.props:
+                    return self.return_class(target)
+                return None
+            if kind == "class":
+                return target
+            if kind in ("function", "method"):
+                return self.return_class(target)
+            if kind in ("attribute", "variable"):
+                return self.alias_class(target)  # calling a class alias: Graph = DiGraph; self.Graph()
+            return None
+        finally:
+            self.busy.discard(key)
+
+    def _memo(self, kind: str, qual: str, compute) -> str | None:
+        key = (kind, qual)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.busy:
+            return None
+        self.busy.add(key)
+        try:
+            found = compute()
+        finally:
+            self.busy.discard(key)
+        found = found if found and self.known(found) == "class" else None
+        self.memo[key] = found
+        return found
+
+    def return_class(self, qual: str) -> str | None:
+        """The class a function or method returns: its return annotation, else the one class the
+        values it returns agree on (``return Foo()``, ``return x`` with ``x = Foo()``,
+        ``return self.__class__()``); a symbol of another file in a one-file refresh: what the
+        ingest of that file resolved (``metadata.returns_class``)."""
+        def compute():
+            sym, home = self.symbols.get(qual), self.mod_of.get(qual)
+            if sym is None or home is None:
+                return self.stored_types(qual).get("returns_class")
+            ret = sym.meta.get("returns")
+            if ret:
+                return self.resolve_expr(home, home.enclosing.get(qual), ret)
+            found = {c for c in (self.instance_of(home, qual, e) for e in sym.meta.get("returns_infer", ())) if c}
+            return found.pop() if len(found) == 1 else None
+        return self._memo("returns", qual, compute)
+
+    def class_of_value(self, qual: str) -> str | None:
+        """The class of the instance an attribute or variable holds, when written down
+        (annotation, constructor or function call, another typed value); a symbol of another file
+        in a one-file refresh: ``metadata.value_class`` from the ingest of that file."""
+        def compute():
+            mod = self.mod_of.get(qual)
+            if mod is None:
+                return self.stored_types(qual).get("value_class")
+            enc = mod.value_types.get(qual)
+            if not enc:
+                return None
+            sym = self.symbols.get(qual)
+            cls = sym.meta.get("class") if sym is not None else None
+            scope = qual.rpartition(".")[0]
+            return self.instance_of(mod, scope if scope in mod.local_names else None, enc, cls)
+        return self._memo("value", qual, compute)
+
+    def alias_class(self, qual: str) -> str | None:
+        """The class an attribute or variable is bound to (``Graph = DiGraph``, ``cls.G = Graph``)."""
+        def compute():
+            mod = self.mod_of.get(qual)
+            if mod is None:
+                return self.stored_types(qual).get("alias_class")
+            enc = mod.value_types.get(qual)
+            if not enc or not enc.startswith("="):
+                return None
+            sym = self.symbols.get(qual)
+            scope = qual.rpartition(".")[0]
+            d = self.denote(mod, scope if scope in mod.local_names else None, enc[1:],
+                            sym.meta.get("class") if sym is not None else None)
+            if d is None or d[0] != "def":
+                return None
+            if self.known(d[1]) in ("attribute", "variable"):
+                return self.alias_class(d[1])
+            return d[1]
+        return self._memo("alias", qual, compute)
 
     def resolve_base(self, mod: _Module, scope: str | None, expr: str) -> str | None:
         """A base written ``expr`` in ``scope``; ``=qualified.name`` is already resolved (Go)."""
         if expr.startswith("="):
             return expr[1:] if self.known(expr[1:]) else None
-        return self.resolve_expr(mod, scope, expr)
+        return self.resolve_expr(mod, scope, expr, body=scope if self.types.get(scope) == "class" else None)
 
-    def resolve_expr(self, mod: _Module, scope: str | None, dotted: str) -> str | None:
-        """A dotted name written in ``scope`` of ``mod`` (no guessing)."""
+    def resolve_expr(self, mod: _Module, scope: str | None, dotted: str, body: str | None = None) -> str | None:
+        """A dotted name written in ``scope`` of ``mod`` (no guessing); ``body``: see :meth:`resolve_name`."""
         head, *rest = dotted.split(".")
-        base = self.resolve_name(mod, scope, head)
+        base = self.resolve_name(mod, scope, head, body)
         if base is None or base is _LOCAL:
             return None
         return self.chain(base, rest)
 
-    def class_of_value(self, qual: str) -> str | None:
-        """The class of an attribute or variable whose class is written down."""
-        mod = self.mod_of.get(qual)
-        expr = mod.value_types.get(qual) if mod else None
-        if not expr:
-            return None
-        scope = qual.rpartition(".")[0]
-        owner = self.resolve_expr(mod, scope if scope in mod.local_names else None, expr)
-        return owner if owner and self.known(owner) == "class" else None
-
     def chain(self, qual: str, rest: list[str], partial: bool = False) -> str | None:
         """Follow attribute names from a resolved symbol: members of classes (inherited ones
-        included), values whose class is known, names of modules. With ``partial``, the
-        deepest class or function reached is returned when the chain leaves the graph."""
+        included), values whose class is known, properties whose class is known, names of modules.
+        With ``partial``, the deepest class or function reached is returned when the chain leaves
+        the graph."""
         cur = qual
-        for i, part in enumerate(rest):
+        for part in rest:
             t = self.type_of(cur)
             nxt = None
             if t == "class":
                 nxt = self.find_member(cur, part)
             elif t in ("attribute", "variable"):
                 owner = self.class_of_value(cur)
+                nxt = self.find_member(owner, part) if owner else None
+            elif t == "method" and cur in self.props:
+                owner = self.return_class(cur)
                 nxt = self.find_member(owner, part) if owner else None
             elif t == "module" or t is None:
                 nxt = self.resolve_global(f"{cur}.{part}")
@@ -1408,31 +1909,89 @@ class _Resolver:
             cur = nxt
         return cur
 
-    def find_member(self, cls: str, name: str, seen: set[str] | None = None) -> str | None:
-        seen = seen if seen is not None else set()
-        if cls in seen or len(seen) > 50:
-            return None
-        seen.add(cls)
-        qual = f"{cls}.{name}"
-        if self.known(qual) in ("method", "attribute", "class"):
-            return qual
-        for base in self.bases_of(cls):
-            hit = self.find_member(base, name, seen)
-            if hit:
-                return hit
+    def mro(self, cls: str) -> list[str]:
+        """The method resolution order of ``cls`` over the known classes (C3, as Python computes
+        it; depth-first when the bases cannot be linearised)."""
+        if cls in self.mros:
+            return self.mros[cls]
+        self.mros[cls] = [cls]  # a cycle of bases ends here
+        bases = [b for b in self.bases_of(cls) if b != cls]
+        seqs = [list(self.mro(b)) for b in bases] + [list(bases)]
+        out = [cls]
+        while True:
+            seqs = [q for q in seqs if q]
+            if not seqs:
+                break
+            head = next((q[0] for q in seqs if not any(q[0] in o[1:] for o in seqs)), None)
+            if head is None:  # inconsistent hierarchy: the rest depth-first
+                for q in seqs:
+                    out.extend(c for c in q if c not in out)
+                break
+            out.append(head)
+            for q in seqs:
+                if q[0] == head:
+                    del q[0]
+        self.mros[cls] = out[:64]
+        return self.mros[cls]
+
+    def generated_init(self, cls: str) -> bool:
+        """Whether the ``__init__`` of ``cls`` is generated from its fields, as a type checker
+        reads it (PEP 681 / PEP 557, ``typing.NamedTuple``): no ``__init__`` written along the MRO
+        before a class decorated ``@dataclass`` (``attr.s``, ``attrs.define``...) or derived from
+        ``NamedTuple``/``TypedDict``."""
+        for c in self.mro(cls):
+            if self.known(f"{c}.__init__") == "method":
+                return False
+            sym = self.symbols.get(c)
+            meta = sym.meta if sym is not None else self.stored_meta_of(c)
+            decorators = [d.rsplit(".", 1)[-1] for d in meta.get("decorators", ())]
+            bases = [b.rsplit(".", 1)[-1].partition("[")[0] for b in meta.get("bases", ())]
+            if any(d in _FIELD_INIT_DECORATORS for d in decorators) or any(b in ("NamedTuple", "TypedDict")
+                                                                          for b in bases):
+                return True
+        return False
+
+    def stored_meta_of(self, qual: str) -> dict:
+        """The metadata of a node another ingest wrote (a one-file refresh), or {}."""
+        label = self.known(qual) and self.label(qual)
+        if not label:
+            return {}
+        row = self.conn.execute("SELECT metadata FROM nodes WHERE label=? AND type='class'", (label,)).fetchone()
+        try:
+            return json.loads(row[0]) if row else {}
+        except (TypeError, ValueError):
+            return {}
+
+    def find_member(self, cls: str, name: str) -> str | None:
+        """``name`` on class ``cls``: its own member or the first one along its MRO."""
+        for c in self.mro(cls):
+            qual = f"{c}.{name}"
+            if self.known(qual) in ("method", "attribute", "class"):
+                return qual
         return None
 
     def resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
                     scope: str) -> tuple[str, float, str] | None:
-        """(target, weight, how) of one use, or None when it cannot be resolved by name."""
+        """(target, weight, how) of one use, or None when it cannot be resolved by name (also
+        when resolving it recurses too deep: one odd expression never ends the ingest)."""
+        try:
+            return self._resolve_use(mod, edge, kind, name, cls, scope)
+        except RecursionError:
+            return None
+
+    def _resolve_use(self, mod: _Module, edge: str, kind: str, name: str, cls: str | None,
+                     scope: str) -> tuple[str, float, str] | None:
         calls = edge == "calls"
+        # an expression in a class body (the user is the class, a class attribute or a nested
+        # class) sees the names of that body; a method body does not
+        body = cls if cls and self.types.get(scope) not in ("function", "method") else None
         if kind == "name":
-            hit = self.resolve_name(mod, scope, name)
+            hit = self.resolve_name(mod, scope, name, body)
             if hit is _LOCAL:
                 return None
             if hit is not None:
-                return (hit, W_EXACT, "scope" if mod.enclosing.get(scope) or hit.startswith(f"{scope}.") else
-                        ("module" if name in mod.defs else "import"))
+                return (hit, W_EXACT, "scope" if mod.enclosing.get(scope) or hit.startswith(f"{scope}.") or (
+                    body and hit.startswith(f"{body}.")) else ("module" if name in mod.defs else "import"))
             if not calls or name in _BUILTIN_NAMES:
                 return None
             cands = self.by_short.get(name, [])
@@ -1443,36 +2002,58 @@ class _Resolver:
             if kind == "self":
                 hit = self.find_member(cls, name)
                 return (hit, W_SELF, "self") if hit else None
-            for base in self.bases_of(cls):
-                hit = self.find_member(base, name)
-                if hit:
-                    return hit, W_SELF, "super"
+            for base in self.mro(cls)[1:]:
+                if self.known(f"{base}.{name}") in ("method", "attribute", "class"):
+                    return f"{base}.{name}", W_SELF, "super"
             return None
         if kind == "dotted":
             head, *rest = name.split(".")
             if head in ("self", "cls") and cls and self.resolve_name(mod, scope, head) is _LOCAL:
                 hit = self.chain(cls, rest, partial=not calls)
                 return (hit, W_SELF, "self") if hit and hit != cls else None
-            base = self.resolve_name(mod, scope, head)
+            base = self.resolve_name(mod, scope, head, body)
             if base is _LOCAL:
                 owner = self.local_type(mod, scope, head)
                 if owner:
                     hit = self.chain(owner, rest, partial=not calls)
                     return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != owner else None
-                return self._unique_method(rest[-1]) if calls else None
+                alias = self.local_alias(mod, scope, head)  # _Segment = Segment; _Segment.align_top()
+                if alias:
+                    hit = self.chain(alias, rest, partial=not calls)
+                    return (hit, W_LOCAL_TYPE, "local-type") if hit and hit != alias else None
+                return self._unique_method(mod, rest[-1]) if calls else None
             if base is not None:
                 hit = self.chain(base, rest, partial=not calls)
                 return (hit, W_EXACT, "import") if hit else None
-            return self._unique_method(rest[-1]) if calls else None
+            return self._unique_method(mod, rest[-1]) if calls else None
         if kind == "attr" and calls:
-            return self._unique_method(name)
+            return self._unique_method(mod, name)
+        if kind == "of":  # enc|attr: an attribute of a call's result whose class is known
+            enc, _, attr = name.rpartition("|")
+            owner = self.instance_of(mod, scope, enc, cls)
+            hit = self.find_member(owner, attr) if owner else None
+            return (hit, W_LOCAL_TYPE, "call-result") if hit else None
+        if kind == "keyword":  # callee|name: Column(header=...) names the field of a generated __init__
+            callee, _, field_name = name.rpartition("|")
+            d = self.denote(mod, scope, callee, cls)
+            target = d[1] if d is not None and d[0] == "def" else None
+            if target and self.known(target) in ("attribute", "variable"):
+                target = self.alias_class(target)
+            if not target or self.known(target) != "class" or not self.generated_init(target):
+                return None
+            hit = self.find_member(target, field_name)
+            return (hit, W_EXACT, "keyword") if hit and self.known(hit) == "attribute" else None
         if kind == "qual":  # a qualified name the extractor resolved through an import (Go)
             hit = self.resolve_global(name)
             return (hit, W_EXACT, "import") if hit else None
         return None
 
-    def _unique_method(self, name: str):
-        if name.startswith("__") or name in _BUILTIN_METHODS:
+    def _unique_method(self, mod: _Module, name: str):
+        """A method called on a value of unknown type, guessed by a unique method name: not for
+        Python, where the guess matched the SCIP oracle for 47 of 252 such edges on the dev
+        projects (networkx 3.5, click 8.1.8; bench/codegraph.py); kept for the tree-sitter
+        languages, which have no written-down types to follow."""
+        if mod.path.suffix == ".py" or name.startswith("__") or name in _BUILTIN_METHODS:
             return None
         cands = self.methods_by_short.get(name, [])
         return (cands[0], W_UNIQUE_METHOD, "unique-method") if len(cands) == 1 else None
