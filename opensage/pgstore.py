@@ -318,6 +318,8 @@ class PostgresDatabase:
             import psycopg
             from psycopg_pool import PoolTimeout
 
+            if self._pool is None:
+                self._probe()
             try:
                 raw = self._get_pool().getconn(timeout=CONNECT_TIMEOUT_S)
             except (PoolTimeout, psycopg.OperationalError) as exc:
@@ -327,6 +329,37 @@ class PostgresDatabase:
             conn = Connection(raw, self)
             self._local.conn = conn
         return conn
+
+    def _probe(self) -> None:
+        """Before the pool's first connection: is anything listening? A refused TCP port or a
+        missing Unix socket fails at once here, instead of after the pool's whole wait (a
+        hook during an outage then costs milliseconds, not :data:`CONNECT_TIMEOUT_S`).
+
+        :raises StoreUnavailable: nothing listens where the URL points.
+        """
+        import os
+        import socket
+
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            info = conninfo_to_dict(self.url)
+        except Exception:  # noqa: BLE001 - a malformed URL: let psycopg say what is wrong
+            return
+        host = str(info.get("host") or os.environ.get("PGHOST") or "/var/run/postgresql")
+        port = int(str(info.get("port") or os.environ.get("PGPORT") or 5432).split(",")[0])
+        if "," in host or info.get("hostaddr"):
+            return  # several hosts: libpq tries them in turn
+        try:
+            if host.startswith("/"):
+                if not os.path.exists(os.path.join(host, f".s.PGSQL.{port}")):
+                    raise ConnectionRefusedError(f"no socket {host}/.s.PGSQL.{port}")
+            else:
+                socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the team store at {self.describe()} ({exc.strerror or exc}); check that the server "
+                "runs and the URL in OPENSAGE_DATABASE_URL") from None
 
     def _drop_broken(self) -> None:
         conn = getattr(self._local, "conn", None)
