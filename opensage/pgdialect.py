@@ -425,20 +425,37 @@ def fts5_to_tsquery(expr: str, table: str | None = None) -> str:
     out: list[str] = []
     need_op = False
     weight = ""
+    depth = 0
     for m in _FTS_TOKEN.finditer(expr or ""):
         column, quoted, qstar, op, word, wstar, paren = m.groups()
         if column:
             weight = FTS_COLUMNS.get(table or "", {}).get(column.lower(), "")
             continue
         if op:
-            out.append({"OR": "|", "AND": "&", "NOT": "& !"}[op])
+            if op == "NOT":
+                out.append("& !" if need_op else "!")
+            elif need_op:
+                out.append("|" if op == "OR" else "&")
             need_op = False
             continue
         if paren:
-            if paren == "(" and need_op:
-                out.append("&")
-            out.append(paren)
-            need_op = paren == ")"
+            if paren == "(":
+                if need_op:
+                    out.append("&")
+                out.append("(")
+                depth += 1
+                need_op = False
+            elif depth > 0:  # an unbalanced ')' is dropped
+                while out and out[-1] in ("|", "&", "& !", "!"):
+                    out.pop()
+                if out and out[-1] == "(":  # an empty group goes
+                    out.pop()
+                    if out and out[-1] == "&":
+                        out.pop()
+                else:
+                    out.append(")")
+                    need_op = True
+                depth -= 1
             continue
         text = quoted.replace('""', '"') if quoted is not None else word
         star = qstar if quoted is not None else wstar
@@ -454,6 +471,8 @@ def fts5_to_tsquery(expr: str, table: str | None = None) -> str:
             out.append("&")
         out.append(term)
         need_op = True
-    while out and out[-1] in ("|", "&", "& !"):
-        out.pop()
+    while out and out[-1] in ("|", "&", "& !", "!", "("):
+        if out.pop() == "(":
+            depth -= 1
+    out += [")"] * depth
     return " ".join(out)
