@@ -286,7 +286,7 @@ def pg_graph_memory(raw) -> None:
         CREATE INDEX nodes_superseded ON nodes(valid_to) WHERE valid_to IS NOT NULL;
         CREATE INDEX nodes_session ON nodes(session_id);
         CREATE INDEX nodes_source ON nodes(source);
-        CREATE INDEX nodes_tsv ON nodes USING gin(tsv);
+        CREATE INDEX nodes_tsv ON nodes USING gin(tsv) WITH (fastupdate = off);
         CREATE VIEW nodes_fts WITH (security_invoker = true) AS
             SELECT id AS rowid, label, terms, content, tsv FROM nodes;
         CREATE TABLE edges (
@@ -332,7 +332,7 @@ def pg_graph_memory(raw) -> None:
                 || setweight(to_tsvector('opensage', opensage_words(context)), 'C')
                 || setweight(to_tsvector('opensage', opensage_words(date)), 'D')) STORED
         );
-        CREATE INDEX episodes_fts_tsv ON episodes_fts USING gin(tsv);
+        CREATE INDEX episodes_fts_tsv ON episodes_fts USING gin(tsv) WITH (fastupdate = off);
         CREATE TABLE node_episodes (
             node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
             episode_id BIGINT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
