@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from opensage.errors import StoreUnavailable, UsageError
+from opensage.transactions import nested_transaction
 from opensage.pgdialect import Translated, UnsupportedSQL, fts5_to_tsquery, translate
 
 __all__ = ["PostgresDatabase", "redact_url", "check_url", "grant_project", "POOL_MAX", "CONNECT_TIMEOUT_S"]
@@ -371,51 +372,31 @@ class PostgresDatabase:
         self._local.conn = None
         self._local.depth = 0
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """``with db.transaction() as conn:`` — all or nothing; nests as a savepoint. The
-        outermost level holds this project's writer lock (``pg_advisory_xact_lock``).
+    def _control(self, conn: Connection, sql: str) -> None:
+        conn.raw.execute(sql)
 
-        :raises StoreUnavailable: the server cannot be reached.
+    def _begin(self, conn: Connection) -> None:
+        """Open the outermost transaction holding this project's writer lock
+        (``pg_advisory_xact_lock``; writers of one project run one at a time, as on SQLite).
+
+        :raises StoreUnavailable: the connection was lost.
         """
-        conn = self.conn
-        raw = conn.raw
-        depth = getattr(self._local, "depth", 0)
-        if depth:
-            name = f"sp{depth}"
-            raw.execute(f"SAVEPOINT {name}")
-            self._local.depth = depth + 1
-            try:
-                yield conn
-            except BaseException:
-                if not raw.closed:
-                    raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                    raw.execute(f"RELEASE SAVEPOINT {name}")
-                raise
-            else:
-                raw.execute(f"RELEASE SAVEPOINT {name}")
-            finally:
-                self._local.depth = depth
-            return
         import psycopg
 
         try:
-            raw.execute("BEGIN")
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            conn.raw.execute("BEGIN")
+            conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
         except psycopg.OperationalError as exc:
             self._drop_broken()
             raise StoreUnavailable(f"lost the connection to {self.describe()}: {exc}".strip()) from None
-        self._local.depth = 1
-        try:
-            yield conn
-        except BaseException:
-            if not raw.closed and not raw.broken:
-                raw.execute("ROLLBACK")
-            raise
-        else:
-            raw.execute("COMMIT")
-        finally:
-            self._local.depth = 0
+
+    def _usable(self, conn: Connection) -> bool:
+        return not conn.raw.closed and not conn.raw.broken
+
+    #: ``with db.transaction() as conn:`` — all or nothing, nests as a savepoint
+    #: (:func:`opensage.store.nested_transaction`); the outermost level holds the project's
+    #: writer lock. Raises :class:`StoreUnavailable` when the server cannot be reached.
+    transaction = nested_transaction
 
     def migrate(self, namespace: str, migrations: Sequence) -> None:
         """Apply the namespace's migrations not applied yet (their ``apply_pg``), in number

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from opensage.errors import UsageError
+from opensage.transactions import nested_transaction
 
 __all__ = [
     "Workspace",
@@ -191,37 +192,16 @@ class Database:
                     raise
                 time.sleep(0.02)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``with db.transaction() as conn:`` — all or nothing; nests as a savepoint."""
-        conn = self.conn
-        depth = getattr(self._local, "depth", 0)
-        if depth:
-            name = f"sp{depth}"
-            conn.execute(f"SAVEPOINT {name}")
-            self._local.depth = depth + 1
-            try:
-                yield conn
-            except BaseException:
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
-                raise
-            else:
-                conn.execute(f"RELEASE {name}")
-            finally:
-                self._local.depth = depth
-            return
+    def _control(self, conn, sql: str) -> None:
+        conn.execute(sql)
+
+    def _begin(self, conn) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
-        finally:
-            self._local.depth = 0
+
+    def _usable(self, conn) -> bool:
+        return True
+
+    transaction = nested_transaction
 
     def migrate(self, namespace: str, migrations: Sequence[Migration]) -> None:
         """Apply the namespace's migrations not applied yet, in number order (idempotent)."""

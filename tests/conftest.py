@@ -61,11 +61,9 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def pg_server():
     """One throw-away PostgreSQL cluster per test process (tests/pg_env.py)."""
-    from tests.pg_env import remove_server, start_server
+    from tests.pg_env import running_server
 
-    server = start_server()
-    yield server
-    remove_server(server)
+    yield from running_server()
 
 
 @pytest.fixture

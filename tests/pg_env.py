@@ -123,3 +123,12 @@ def remove_server(server: PgServer) -> None:
     """Stop the cluster and delete its folder."""
     server.stop("immediate")
     shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
+def running_server():
+    """A generator for pytest fixtures: start a cluster, yield it, remove it."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        remove_server(server)

@@ -36,11 +36,9 @@ HOOK_BOUND_S = 20.0
 @pytest.fixture(scope="module")
 def pg():
     """A PostgreSQL cluster for this module only (its tests stop and start it)."""
-    from tests.pg_env import remove_server, start_server
+    from tests.pg_env import running_server
 
-    server = start_server()
-    yield server
-    remove_server(server)
+    yield from running_server()
 
 
 @pytest.fixture
