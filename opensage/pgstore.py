@@ -26,9 +26,8 @@ import hashlib
 import re
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from opensage.errors import StoreUnavailable, UsageError
