@@ -8,6 +8,7 @@ they receive the host through :class:`~opensage.types.CommandContext` or
 from __future__ import annotations
 
 import functools
+import json
 import importlib
 import inspect
 import logging
@@ -53,6 +54,18 @@ def _core_m001(conn) -> None:
 
 
 CORE_MIGRATIONS = [Migration(1, "sessions", _core_m001, apply_pg=pg_sessions)]
+
+
+def _who() -> dict[str, str]:
+    """The OS user and machine running this process (for ``sessions.meta``)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return {"user": user, "machine": socket.gethostname()}
 
 
 @dataclass
@@ -524,7 +537,12 @@ class Host:
         return self.pm.hook.agent_stats(host=self) or []
 
     def session(self, session_id: str | None = None, source: str = "cli") -> Session:
-        """Get or create the session ``session_id`` (a new id when None); not started."""
+        """Get or create the session ``session_id`` (a new id when None); not started.
+
+        A new session records who ran it in ``sessions.meta``: ``user`` (the OS login),
+        ``machine`` (the host name); ``source`` is the host program (``claude``,
+        ``opencode``, ``cli``...). On a team store that tells whose session an episode was.
+        """
         sid = session_id or f"{source}-{uuid.uuid4().hex[:12]}"
         db = self.db
         row = db.conn.execute("SELECT source, started_at FROM sessions WHERE id=?", (sid,)).fetchone()
@@ -533,7 +551,8 @@ class Host:
         now = time.time()
         with db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO sessions(id, source, started_at) VALUES (?,?,?)", (sid, source, now)
+                "INSERT OR IGNORE INTO sessions(id, source, started_at, meta) VALUES (?,?,?,?)",
+                (sid, source, now, json.dumps(_who())),
             )
         return Session(id=sid, source=source, host=self, started_at=now)
 

@@ -108,3 +108,14 @@ def test_any_match_expression_becomes_a_valid_tsquery(pg_url):
         for _ in range(300):
             expr = " ".join(rng.choice(tokens) for _ in range(rng.randint(1, 7)))
             conn.execute("SELECT to_tsquery('english', %s)", (fts5_to_tsquery(expr, "nodes_fts"),))
+
+
+def test_a_session_records_who_ran_it(host):
+    """Episodes on a shared store say whose session they came from (user, machine, host program)."""
+    import getpass
+    import socket
+
+    host.session("s-who", source="claude")
+    row = host.db.conn.execute("SELECT source, meta FROM sessions WHERE id=?", ("s-who",)).fetchone()
+    meta = json.loads(row[1])
+    assert row[0] == "claude" and meta == {"user": getpass.getuser(), "machine": socket.gethostname()}
