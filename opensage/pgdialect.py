@@ -18,6 +18,7 @@ SQLite                                      PostgreSQL
 ``json_extract(d, '$.k')``                   ``opensage_json_int``/``_text(d, 'k')`` (typed by key)
 ``json_each(?)``                             ``jsonb_array_elements_text(%s::jsonb)``
 ``FROM (subquery)`` without an alias         ``FROM (subquery) AS _sN`` (PostgreSQL 15 needs one)
+``x IN (?, ?, ...)``                         ``x = ANY(%s)`` with one array (one text, planned once)
 ``t_fts MATCH ?`` (FTS5)                     ``t_fts.tsv @@ to_tsquery('opensage', %s)``
 ``bm25(t_fts, w...)``                        ``-ts_rank(weights, t_fts.tsv, query)``
 ``PRAGMA data_version``                      ``SELECT opensage_data_version()``
@@ -93,8 +94,9 @@ class Translated:
     """One translated statement: ``sql`` for psycopg and how to build its parameters.
 
     ``plan`` has one entry per ``%s``: an int is the index of the caller's parameter to
-    pass as is; ``("tsquery", i)`` is caller parameter ``i`` (an FTS5 expression) turned
-    into tsquery text. ``returning_id``: the statement ends in ``RETURNING id``.
+    pass as is; ``("tsquery", i, table)`` is caller parameter ``i`` (an FTS5 expression)
+    turned into tsquery text; ``("array", i, n)`` is caller parameters ``i .. i+n-1`` as
+    one array (an ``IN (?, ...)`` list made ``= ANY(%s)``). ``returning_id``: the statement ends in ``RETURNING id``.
     """
 
     sql: str
@@ -361,6 +363,10 @@ def translate(sql: str) -> Translated:
     code = re.sub(r"\bAS\s+REAL\b", "AS double precision", code, flags=re.I)
     code = _alias_subqueries(code)
     code = _order_nulls(code)
+    # IN (?,?,...) -> = ANY(array): one statement text whatever the list's length, so the
+    # server plans it once (psycopg prepares a text it has seen a few times)
+    code = re.sub(r"\b(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)",
+                  lambda m: f"\x03{'N' if m.group(1) else 'I'}{m.group(0).count('?')}\x03", code, flags=re.I)
 
     # -- placeholders: build the parameter plan in text order ------------------------------
     plan: list = []
@@ -369,14 +375,21 @@ def translate(sql: str) -> Translated:
     match_param: dict[str, int] = {}
     # first pass: which caller parameter each MATCH binds (in order of '?' and \x01 markers)
     idx = 0
-    for tok in re.finditer("\\?|\x01(\\w+)\x01", code):
+    for tok in re.finditer("\\?|\x01(\\w+)\x01|\x03[IN](\\d+)\x03", code):
         if tok.group(0) == "?":
             idx += 1
+        elif tok.group(2):
+            idx += int(tok.group(2))
         else:
             match_param[tok.group(1)] = idx
             idx += 1
-    for part in re.split("(\\?|\x01\\w+\x01|\x02\\w+\x02)", code):
-        if part == "?":
+    for part in re.split("(\\?|\x01\\w+\x01|\x02\\w+\x02|\x03[IN]\\d+\x03)", code):
+        if part.startswith("\x03"):
+            n = int(part[2:-1])
+            plan.append(("array", caller, n))
+            caller += n
+            out.append("<> ALL(%s)" if part[1] == "N" else "= ANY(%s)")
+        elif part == "?":
             plan.append(caller)
             caller += 1
             out.append("%s")

@@ -148,10 +148,12 @@ class Connection:
     def _params(self, t: Translated, params: Sequence[Any]) -> list:
         out = []
         for p in t.plan:
-            if isinstance(p, tuple):
-                out.append(fts5_to_tsquery(params[p[1]], p[2]))
-            else:
+            if not isinstance(p, tuple):
                 out.append(params[p])
+            elif p[0] == "array":
+                out.append(list(params[p[1]:p[1] + p[2]]))
+            else:
+                out.append(fts5_to_tsquery(params[p[1]], p[2]))
         return out
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
