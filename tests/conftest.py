@@ -50,6 +50,7 @@ BOTH_STORES = {
     "test_memory_compat", "test_episodes", "test_compress", "test_graph_writer", "test_ingest",
     "test_codegraph", "test_codegraph_ts", "test_codegraph_go", "test_codegraph_rust", "test_codegraph_scip",
     "test_visualize", "test_hooks", "test_claude_hooks", "test_hook_server", "test_mcp",
+    "test_memory_reference_diff", "test_memory_ui", "test_embeddings",
 }
 
 

@@ -71,9 +71,9 @@ def test_hook_records_episodes_without_embedding_them(cli, project):
     event = {"session_id": "s1", "role": "user", "text": "I adopted a golden retriever puppy last weekend."}
     proc = cli("hook", "user-message", input=json.dumps(event), env=env)
     assert proc.returncode == 0, proc.stderr
-    import sqlite3
+    from tests.stores import store_conn
 
-    conn = sqlite3.connect(project / ".opencode" / "opensage.db")
+    conn = store_conn(project)
     try:
         assert conn.execute("SELECT count(*) FROM episodes").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 0

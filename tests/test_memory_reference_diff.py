@@ -53,7 +53,9 @@ def reference_params(memory_file) -> StdioServerParameters:
 
 
 def opensage_params(project) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "opensage", "--workspace", str(project), "mcp"])
+    # the SDK passes a child only a few variables unless told: give it this test's (the store)
+    return StdioServerParameters(command=sys.executable, env=dict(os.environ),
+                                 args=["-m", "opensage", "--workspace", str(project), "mcp"])
 
 
 def _distinct(rng: random.Random, pool: list, k: int) -> list:
