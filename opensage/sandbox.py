@@ -55,8 +55,10 @@ from typing import Any, Iterable, Mapping
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from opensage import cleanup, protected
-from opensage.userconfig import user_config_path  # noqa: F401 - also imported from here
 from opensage.errors import ConfigError, SandboxError, UsageError
+from opensage.userconfig import read_section, user_config_path  # noqa: F401 - also imported from here
+
+_SANDBOX_EXAMPLE = "sandbox: {allow_fallback: true}"
 
 __all__ = [
     "Limits",
@@ -205,26 +207,6 @@ class SandboxConfig(BaseModel):
 _warned: set[str] = set()
 
 
-def _read_section(path: Path) -> dict[str, Any] | None:
-    """The ``sandbox`` mapping of a YAML file, None when the file or section is absent."""
-    if not path.is_file():
-        return None
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    if "sandbox" not in doc:
-        return None
-    section = doc.get("sandbox") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: 'sandbox' must be a mapping, e.g. 'sandbox: {{allow_fallback: true}}'")
-    return section
-
-
 def _warn_project(path: Path, keys: Iterable[str]) -> None:
     key = str(path)
     if key in _warned:
@@ -259,13 +241,13 @@ def load_config(root: Path | None = None) -> SandboxConfig:
     if root is not None:
         project_file = Path(root) / ".opencode" / "opensage.yaml"
         try:
-            section = _read_section(project_file)
+            section = read_section(project_file, "sandbox", _SANDBOX_EXAMPLE)
         except ConfigError:
             section = None  # the project's own validation reports it; nothing of it is used here
         if section is not None:
             _warn_project(project_file, section.keys())
     user_file = user_config_path()
-    data: dict[str, Any] = dict(_read_section(user_file) or {})
+    data: dict[str, Any] = dict(read_section(user_file, "sandbox", _SANDBOX_EXAMPLE) or {})
     where = str(user_file)
     env_fallback = os.environ.get("OPENSAGE_SANDBOX_FALLBACK")
     if env_fallback:

@@ -241,20 +241,10 @@ class Database:
 
 
 def _config_doc(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    import yaml
+    """The ``team`` mapping of a YAML config file ({} when absent)."""
+    from opensage.userconfig import read_section
 
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: not readable YAML: {exc}") from None
-    team = doc.get("team") if isinstance(doc, dict) else None
-    if team is None:
-        return {}
-    if not isinstance(team, dict):
-        raise UsageError(f"{path}: 'team' must be a mapping, e.g. 'team: {{database_url: postgresql://host/db}}'")
-    return team
+    return read_section(path, "team", "team: {database_url: postgresql://host/db}") or {}
 
 
 def _server_of(url: str) -> str:
