@@ -283,6 +283,8 @@ class PostgresDatabase:
         self._pool = None
         self._pool_lock = threading.Lock()
         self._stats: dict = {}
+        #: applied migration numbers per namespace, read once (None: not read yet)
+        self._applied: dict[str, set[int]] | None = None
         # advisory lock key of this project's writers: 63 bits of its SHA-256
         self._lock_key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big") >> 1
 
@@ -291,8 +293,7 @@ class PostgresDatabase:
         return redact_url(self.url)
 
     def _configure(self, raw) -> None:
-        raw.execute("SELECT set_config('search_path', %s, false), set_config('opensage.project', %s, false)",
-                    (f'"{self.schema}"', self.project))
+        raw.execute("SELECT set_config('search_path', %s, false)", (f'"{self.schema}"',))
 
     def _get_pool(self):
         if self._pool is None:
@@ -415,13 +416,16 @@ class PostgresDatabase:
 
             raw = self.conn.raw
             wanted = {m.number for m in migrations}
-            # the common case, every migration applied: one read, no lock
-            if raw.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()[0]:
-                done = {r[0] for r in raw.execute(
-                    "SELECT number FROM _migrations WHERE namespace=%s", (namespace,)).fetchall()}
-                if wanted <= done:
-                    self._migrated.add(namespace)
-                    return
+            # the common case, every migration applied: one read of _migrations per process
+            # (for all namespaces), no lock
+            if self._applied is None:
+                self._applied = {}
+                if raw.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()[0]:
+                    for ns, number in raw.execute("SELECT namespace, number FROM _migrations").fetchall():
+                        self._applied.setdefault(ns, set()).add(number)
+            if wanted <= self._applied.get(namespace, set()):
+                self._migrated.add(namespace)
+                return
             raw.execute("BEGIN")
             try:
                 raw.execute("SELECT pg_advisory_xact_lock(7355608)")
