@@ -11,7 +11,6 @@ SQLite                                      PostgreSQL
 ``?`` placeholders, ``%`` in the text        ``%s``, ``%%`` (psycopg's paramstyle)
 ``INSERT OR IGNORE INTO t ...``              ``INSERT INTO t ... ON CONFLICT DO NOTHING``
 ``INSERT OR REPLACE INTO t(cols) ...``       ``... ON CONFLICT (key of t) DO UPDATE SET``
-``ON CONFLICT(cols)``                         checked against the table's unique keys
 ``x LIKE y``                                 ``x ILIKE y`` (SQLite's LIKE ignores ASCII case)
 ``x IS y`` / ``x IS NOT y`` (y not NULL)     ``IS NOT DISTINCT FROM`` / ``IS DISTINCT FROM``
 ``WHERE 1``                                  ``WHERE true``
@@ -44,7 +43,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-__all__ = ["translate", "fts5_to_tsquery", "Translated", "UnsupportedSQL", "SERIAL_TABLES", "CONFLICT_KEYS"]
+__all__ = ["translate", "fts5_to_tsquery", "Translated", "UnsupportedSQL", "SERIAL_TABLES"]
 
 
 class UnsupportedSQL(Exception):
@@ -54,19 +53,6 @@ class UnsupportedSQL(Exception):
 #: Tables whose ``id`` PostgreSQL generates (``cursor.lastrowid`` reads ``RETURNING id``).
 SERIAL_TABLES = frozenset({"nodes", "edges", "episodes", "tool_runs"})
 
-#: Unique keys ``ON CONFLICT(...)`` may name, per table (the same as SQLite's schema: each
-#: project has its own tables).
-CONFLICT_KEYS = {
-    "nodes": {("type", "label")},
-    "episodes": {("session_id", "seq")},
-    "sessions": {("id",)},
-    "tool_state": {("tool", "state_id")},
-    "memory_upkeep": {("key",)},
-    "embeddings": {("kind", "id", "model")},
-    "edges": {("src", "type", "dst")},
-    "node_tags": {("tag", "node_id")},
-    "node_episodes": {("node_id", "episode_id")},
-}
 #: The key ``INSERT OR REPLACE`` replaces on (SQLite: any unique constraint; here: this one).
 REPLACE_KEYS = {
     "embeddings": ("kind", "id", "model"),
@@ -301,16 +287,6 @@ def translate(sql: str) -> Translated:
     else:
         im = re.match(r"\s*INSERT\s+INTO\s+([A-Za-z_]\w*)", code, re.I)
         table = im.group(1).lower() if im else None
-
-    # -- ON CONFLICT(cols): a unique key of the table ---------------------------------------
-    def conflict(cm: re.Match) -> str:
-        cols = tuple(c.strip().lower() for c in cm.group(1).split(","))
-        keys = CONFLICT_KEYS.get(table or "", {})
-        if cols not in keys:
-            raise UnsupportedSQL(f"ON CONFLICT({', '.join(cols)}) on {table}: not a known unique key")
-        return f"ON CONFLICT ({', '.join(cols)})"
-
-    code = re.sub(r"ON\s+CONFLICT\s*\(([^)]*)\)", conflict, code, flags=re.I)
 
     # -- functions -----------------------------------------------------------------------
     if re.search(r"\bjson_extract\s*\(", code, re.I):
