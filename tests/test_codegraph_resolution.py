@@ -569,3 +569,182 @@ def test_a_generic_base_class_is_inherited(host, project):
     })
     assert ("m.IntPrompt", "m.PromptBase") in edges(host.db.conn, "inherits")
     assert ("m.run", "m.PromptBase.ask") in edges(host.db.conn, "calls")
+
+
+def test_parametrised_class_annotations_type_the_value(host, project):
+    # prompt_toolkit: `def app(self) -> Application[Any]` and `def get_app() -> Application[Any]`
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import Any, Generic, Optional, TypeVar, Union
+
+            T = TypeVar("T")
+
+
+            class Layout:
+                def focus_next(self):
+                    return None
+
+
+            class Application(Generic[T]):
+                def __init__(self):
+                    self.layout = Layout()
+
+                def exit(self, result: T):
+                    return result
+
+
+            class Event:
+                @property
+                def app(self) -> "Application[Any]":
+                    return get_app()
+
+
+            def get_app() -> Application[Any]:
+                return Application()
+
+
+            def maybe(app: Union[Application[int], None], other: Optional["Application[str]"]):
+                app.exit(1)
+                other.exit("x")
+
+
+            def handler(event: Event):
+                event.app.layout.focus_next()
+                get_app().exit(None)
+        ''',
+    })
+    calls, refs = edges(host.db.conn, "calls"), edges(host.db.conn, "references")
+    assert ("m.handler", "m.Layout.focus_next") in calls
+    assert ("m.handler", "m.Application.layout") in refs
+    assert ("m.handler", "m.Application.exit") in calls
+    assert ("m.maybe", "m.Application.exit") in calls
+
+
+def test_isinstance_narrows_a_value_to_the_checked_class(host, project):
+    # astroid: `if isinstance(node.func, nodes.Attribute): node.func.expr`, and the other forms
+    ingest(host, project, {
+        "repo/nodes.py": '''
+            class Node:
+                parent = None
+
+
+            class Attribute(Node):
+                expr = None
+
+                def infer(self):
+                    return self
+
+
+            class Const(Node):
+                value = 0
+
+
+            class Call(Node):
+                func: Node
+        ''',
+        "repo/use.py": '''
+            import nodes
+            from nodes import Call, Const
+
+
+            def in_if(node: Call):
+                if isinstance(node.func, nodes.Attribute):
+                    return node.func.expr
+
+
+            def in_and(arg):
+                return isinstance(arg, Const) and arg.value > 0
+
+
+            def in_or(arg):
+                return not isinstance(arg, Const) or arg.value
+
+
+            def after_guard(arg):
+                if not isinstance(arg, nodes.Attribute):
+                    raise TypeError(arg)
+                arg.infer()
+
+
+            def after_assert(arg):
+                assert isinstance(arg, Const)
+                return arg.value
+
+
+            def in_loop(args):
+                for arg in args:
+                    if not isinstance(arg, nodes.Attribute):
+                        continue
+                    arg.infer()
+
+
+            def in_comprehension(args):
+                return [a.value for a in args if isinstance(a, Const)]
+
+
+            def tuple_of_classes(arg):
+                if isinstance(arg, (Const, nodes.Attribute)):
+                    return arg.parent
+
+
+            def reassigned(arg):
+                if isinstance(arg, nodes.Attribute):
+                    arg = arg.infer()
+                    arg = other()
+                    return arg.expr
+
+
+            def other():
+                return None
+        ''',
+    })
+    calls, refs = edges(host.db.conn, "calls"), edges(host.db.conn, "references")
+    assert ("use.in_if", "nodes.Attribute.expr") in refs
+    assert ("use.in_and", "nodes.Const.value") in refs
+    assert ("use.in_or", "nodes.Const.value") in refs
+    assert ("use.after_guard", "nodes.Attribute.infer") in calls
+    assert ("use.after_assert", "nodes.Const.value") in refs
+    assert ("use.in_loop", "nodes.Attribute.infer") in calls
+    assert ("use.in_comprehension", "nodes.Const.value") in refs
+    assert ("use.tuple_of_classes", "nodes.Node.parent") in refs   # both classes inherit the one attribute
+    assert ("use.reassigned", "nodes.Attribute.infer") in calls    # `arg = arg.infer()` reads the narrowed arg
+    assert ("use.reassigned", "nodes.Attribute.expr") not in refs  # after `arg = other()` it is not narrowed
+
+
+def test_an_assignment_in_a_subclass_uses_the_ancestors_declaration(host, project):
+    # astroid: LocalsDictNodeNG declares `locals: dict[...]`; ClassDef.__init__ assigns
+    # `self.locals = {}`; `class_def.locals` is LocalsDictNodeNG.locals for a type checker
+    ingest(host, project, {
+        "repo/m.py": '''
+            class LocalsDict:
+                locals: dict
+                name = "x"
+
+
+            class ClassDef(LocalsDict):
+                def __init__(self):
+                    self.locals = {}
+                    self.name = "y"
+                    self.extra = 1
+
+
+            def use(class_def: ClassDef):
+                return class_def.locals, class_def.name, class_def.extra
+        ''',
+    })
+    refs = edges(host.db.conn, "references")
+    assert ("m.use", "m.LocalsDict.locals") in refs
+    assert ("m.use", "m.ClassDef.locals") not in refs
+    assert ("m.use", "m.ClassDef.name") in refs      # the ancestor's `name = "x"` has no annotation
+    assert ("m.use", "m.ClassDef.extra") in refs
+
+
+def test_a_name_imported_from_outside_the_project_is_never_guessed(host, project):
+    # astroid defines a class TypeVar; `from typing import TypeVar; _T = TypeVar("_T")` elsewhere
+    # is typing's, not a call of astroid's class found by its short name
+    ingest(host, project, {
+        "repo/nodes.py": "class TypeVar:\n    pass\n",
+        "repo/use.py": 'from typing import TypeVar\n\n_T = TypeVar("_T")\n\n\ndef f():\n    return TypeVar("U")\n',
+    })
+    calls = edges(host.db.conn, "calls")
+    assert not [k for k in calls if k[1] == "nodes.TypeVar"], calls
