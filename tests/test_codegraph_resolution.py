@@ -748,3 +748,73 @@ def test_a_name_imported_from_outside_the_project_is_never_guessed(host, project
     })
     calls = edges(host.db.conn, "calls")
     assert not [k for k in calls if k[1] == "nodes.TypeVar"], calls
+
+
+def test_unions_class_objects_and_typed_self_parameters(host, project):
+    # astroid: `node: nodes.AssignAttr | nodes.Attribute`, `klass: type[nodes.BaseContainer]`,
+    # module-level `def assigned_stmts(self: nodes.AssignName, ...)`; prompt_toolkit:
+    # `self.output = output or session.output` with `output: Output | None`
+    ingest(host, project, {
+        "repo/nodes.py": '''
+            class Node:
+                def infer(self):
+                    return self
+
+
+            class AssignAttr(Node):
+                expr = None
+
+
+            class Attribute(Node):
+                expr = None
+
+                def only_here(self):
+                    return 1
+
+
+            class Container(Node):
+                @classmethod
+                def from_elements(cls, elts):
+                    return cls()
+
+
+            class Output:
+                def get_size(self):
+                    return 0
+        ''',
+        "repo/use.py": '''
+            from typing import Optional, Union
+
+            import nodes
+            from nodes import Output
+
+
+            def union(node: nodes.AssignAttr | nodes.Attribute, other: Union[nodes.Attribute, None, int]):
+                node.infer()
+                node.only_here()
+                return node.expr, other.only_here()
+
+
+            def class_object(klass: type[nodes.Container]):
+                return klass.from_elements([])
+
+
+            def assigned_stmts(self: nodes.Attribute, context=None):
+                return self.only_here()
+
+
+            class App:
+                def __init__(self, output: Optional[Output] = None, session=None):
+                    self.output = output or session.output
+
+                def size(self):
+                    return self.output.get_size()
+        ''',
+    })
+    calls, refs = edges(host.db.conn, "calls"), edges(host.db.conn, "references")
+    assert ("use.union", "nodes.Node.infer") in calls
+    assert ("use.union", "nodes.Attribute.only_here") in calls   # declared by one member only
+    assert ("use.union", "nodes.AssignAttr.expr") in refs        # the first member that declares it
+    assert ("use.class_object", "nodes.Container.from_elements") in calls
+    assert ("use.assigned_stmts", "nodes.Attribute.only_here") in calls
+    assert ("use.App.size", "nodes.Output.get_size") in calls

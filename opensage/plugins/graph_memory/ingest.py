@@ -280,8 +280,9 @@ def _unquote(expr):
 def _type_name(expr) -> str | None:
     """The class named by an annotation or constructor: ``Foo``, ``mod.Foo``, ``Optional[Foo]``,
     ``Union[Foo, None]``, ``Foo | None``, ``"Foo"`` (a string annotation), a parametrised class
-    ``Application[Any]`` (its class, as a type checker reads attribute access on it); None for
-    anything else (unions of two classes, containers such as ``list[Foo]``, ``Type[Foo]``,
+    ``Application[Any]`` (its class, as a type checker reads attribute access on it),
+    ``type[Foo]`` (the class object: its members are Foo's); a union of classes as ``"Foo|Bar"``
+    (see :func:`_union`); None for anything else (containers such as ``list[Foo]``,
     ``Callable[...]``)."""
     expr = _unquote(expr)
     if expr is None:
@@ -295,21 +296,34 @@ def _type_name(expr) -> str | None:
                 inner = inner.elts[0]
             return _type_name(inner)
         if last == "Union":
-            elts = inner.elts if isinstance(inner, ast.Tuple) else [inner]
-            elts = [e for e in elts if not (isinstance(e, ast.Constant) and e.value is None)
-                    and _dotted(e) != "None"]
-            return _type_name(elts[0]) if len(elts) == 1 else None
+            return _union(inner.elts if isinstance(inner, ast.Tuple) else [inner])
+        if last in ("Type", "type"):  # a class object: attribute access reads the class's members
+            return _type_name(inner)
         if not head or last in _NOT_INSTANCE_GENERICS:
             return None
         return head
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
-        left, right = expr.left, expr.right
-        if isinstance(right, ast.Constant) and right.value is None:
-            return _type_name(left)
-        if isinstance(left, ast.Constant) and left.value is None:
-            return _type_name(right)
-        return None
+        members = []
+        while isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr):
+            members.append(expr.right)
+            expr = expr.left
+        return _union([expr, *reversed(members)])
     return _dotted(expr)
+
+
+def _union(members) -> str | None:
+    """A union annotation's classes as ``"A|B"`` (written order; ``None`` and members that name no
+    class, such as ``list[A]``, left out, as a type checker reads attribute access on the rest);
+    one class alone as itself; None when no member names a class."""
+    names = []
+    for m in members:
+        if (isinstance(m, ast.Constant) and m.value is None) or _dotted(m) == "None":
+            continue
+        t = _type_name(m)
+        for part in (t.split("|") if t else ()):
+            if part not in names:
+                names.append(part)
+    return "|".join(names) if names else None
 
 
 
@@ -1076,6 +1090,10 @@ class _Extractor:
                 tn = _type_name(ann) if ann is not None else None
                 if tn is None and isinstance(value, ast.Name) and value.id in params:
                     tn = params[value.id]
+                if tn is None and isinstance(value, (ast.BoolOp, ast.IfExp)):
+                    # `self.output = output or session.output`: a typed parameter among the operands
+                    operands = value.values if isinstance(value, ast.BoolOp) else [value.body, value.orelse]
+                    tn = next((params[o.id] for o in operands if isinstance(o, ast.Name) and o.id in params), None)
                 if tn is None and value is not None and len(targets) == 1:
                     # a constructor or function call, self.other, a class or module value (not a local)
                     enc = _value_encoding(value)
@@ -1614,6 +1632,7 @@ class _Resolver:
         self.bases: dict[str, list[str]] = {}
         self.stored_meta: dict[str, dict[str, str]] = {}
         self.stored_flags: dict[str, dict[str, bool]] = {}
+        self.unions: dict[str, list[str] | None] = {}
         self.memo: dict[tuple[str, str], str | None] = {}
         self.busy: set = set()  # what is being resolved now: a value typed by itself resolves to nothing
         self.mros: dict[str, list[str]] = {}
@@ -1659,9 +1678,15 @@ class _Resolver:
         return self.labels.get(qual, qual)
 
     def known(self, qual: str) -> str | None:
-        """The type of a symbol parsed now or stored by an earlier ingest."""
+        """The type of a symbol parsed now or stored by an earlier ingest; ``"class"`` for a union
+        of known classes (``"A|B"``, see :meth:`resolve_type`)."""
         if qual in self.types:
             return self.types[qual]
+        if "|" in qual:
+            if qual not in self.unions:
+                parts = qual.split("|")
+                self.unions[qual] = parts if all(self.known(p) == "class" for p in parts) else None
+            return "class" if self.unions[qual] else None
         if qual not in self.stored:
             row = self.conn.execute(
                 "SELECT type FROM nodes WHERE label=? AND type IN ('class', 'function', 'method', 'variable',"
@@ -1677,6 +1702,8 @@ class _Resolver:
     def bases_of(self, cls: str) -> list[str]:
         if cls in self.bases:
             return self.bases[cls]
+        if "|" in cls:  # a union: its members, in written order (the MRO looks through them in turn)
+            return list(self.unions.get(cls) or ())
         if cls not in self.stored_bases:
             self.stored_bases[cls] = [r[0] for r in self.conn.execute(
                 "SELECT d.label FROM nodes s JOIN edges e ON e.src = s.id AND e.type = 'inherits'"
@@ -1838,7 +1865,7 @@ class _Resolver:
             while s and self.resolve_name(mod, scope, head) is _LOCAL:
                 if head in mod.local_names.get(s, ()):
                     el = mod.local_elems.get(s, {}).get(head)
-                    c = self.resolve_expr(mod, s, el[which]) if el and el[which] else None
+                    c = self.resolve_type(mod, s, el[which]) if el and el[which] else None
                     return c if c and self.known(c) == "class" else None
                 s = mod.enclosing.get(s)
         d = self.denote(mod, scope, dotted, cls)
@@ -1856,7 +1883,7 @@ class _Resolver:
         el = home.value_elems.get(qual)
         if not el or not el[which]:
             return None
-        c = self.resolve_expr(home, None, el[which])
+        c = self.resolve_type(home, None, el[which])
         return c if c and self.known(c) == "class" else None
 
     def local_alias(self, mod: _Module, scope: str | None, name: str) -> str | None:
@@ -1917,6 +1944,13 @@ class _Resolver:
             return None
         self.busy.add(key)
         try:
+            if "|" in enc and not enc.startswith(("item:=", "sub:=", "iter:", "=")):  # a union annotation
+                found = []
+                for part in enc.split("|"):
+                    c = self.instance_of(mod, scope, part, cls)
+                    if c and c not in found:
+                        found.append(c)
+                return None if not found else found[0] if len(found) == 1 else "|".join(found)
             if enc.startswith(("item:=", "sub:=")):
                 which, _, dotted = enc.partition(":=")
                 return self.element_class(mod, scope, dotted, 0 if which == "item" else 1, cls)
@@ -1927,7 +1961,7 @@ class _Resolver:
                 sym = self.symbols.get(d[1])
                 home = self.mod_of.get(d[1])
                 ret = sym.meta.get("returns_element") if sym is not None else None
-                owner = self.resolve_expr(home, None, ret) if ret and home is not None else None
+                owner = self.resolve_type(home, None, ret) if ret and home is not None else None
                 return owner if owner and self.known(owner) == "class" else None
             value = enc.startswith("=")
             d = self.denote(mod, scope, enc[1:] if value else enc, cls)
@@ -1978,7 +2012,7 @@ class _Resolver:
                 return self.stored_types(qual).get("returns_class")
             ret = sym.meta.get("returns")
             if ret:
-                return self.resolve_expr(home, home.enclosing.get(qual), ret)
+                return self.resolve_type(home, home.enclosing.get(qual), ret)
             found = {c for c in (self.instance_of(home, qual, e) for e in sym.meta.get("returns_infer", ())) if c}
             return found.pop() if len(found) == 1 else None
         return self._memo("returns", qual, compute)
@@ -2025,6 +2059,23 @@ class _Resolver:
         if expr.startswith("="):
             return expr[1:] if self.known(expr[1:]) else None
         return self.resolve_expr(mod, scope, expr, body=scope if self.types.get(scope) == "class" else None)
+
+    def resolve_type(self, mod: _Module, scope: str | None, text: str) -> str | None:
+        """A :func:`_type_name` string written in ``scope``: the class it names, or for a union
+        ``"A|B"`` the union of the classes that resolve (a pseudo-class whose bases are its
+        members, so a member is looked up in each in turn, as pyright binds attribute access on
+        a union to the first member that declares it)."""
+        if "|" not in text:
+            c = self.resolve_expr(mod, scope, text)
+            return c if c and self.known(c) == "class" else None
+        found = []
+        for part in text.split("|"):
+            c = self.resolve_expr(mod, scope, part)
+            if c and self.known(c) == "class" and c not in found:
+                found.append(c)
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else "|".join(found)
 
     def resolve_expr(self, mod: _Module, scope: str | None, dotted: str, body: str | None = None) -> str | None:
         """A dotted name written in ``scope`` of ``mod`` (no guessing); ``body``: see :meth:`resolve_name`."""
@@ -2208,6 +2259,12 @@ class _Resolver:
             return (cands[0], W_UNIQUE_NAME, "unique-name") if len(cands) == 1 else None
         if kind in ("self", "super"):
             if not cls:
+                if kind == "super":
+                    return None
+                # `def assigned_stmts(self: nodes.AssignName, ...)` at module level: a typed parameter
+                for head in ("self", "cls"):
+                    if head in mod.local_types.get(scope, {}) and self.resolve_name(mod, scope, head) is _LOCAL:
+                        return self._resolve_use(mod, edge, "dotted", f"{head}.{name}", cls, scope)
                 return None
             if kind == "self":
                 hit = self.find_member(cls, name)
