@@ -818,3 +818,56 @@ def test_unions_class_objects_and_typed_self_parameters(host, project):
     assert ("use.class_object", "nodes.Container.from_elements") in calls
     assert ("use.assigned_stmts", "nodes.Attribute.only_here") in calls
     assert ("use.App.size", "nodes.Output.get_size") in calls
+
+
+def test_attribute_chains_on_call_results_casts_and_fallbacks(host, project):
+    # prompt_toolkit: get_app().current_buffer.complete_state, cast("MagicContainer", c).__pt_container__(),
+    # (self.get_style() or self._dummy).style_rules
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import cast
+
+
+            class Buffer:
+                complete_state = None
+
+
+            class Style:
+                style_rules = ()
+
+
+            class Magic:
+                def __pt_container__(self):
+                    return 1
+
+
+            class App:
+                def __init__(self):
+                    self.current_buffer = Buffer()
+
+
+            def get_app() -> App:
+                return App()
+
+
+            class Window:
+                def get_style(self) -> Style:
+                    return Style()
+
+                def rules(self):
+                    return (self.get_style() or Style()).style_rules
+
+
+            def state():
+                return get_app().current_buffer.complete_state
+
+
+            def to_container(value):
+                return cast("Magic", value).__pt_container__()
+        ''',
+    })
+    calls, refs = edges(host.db.conn, "calls"), edges(host.db.conn, "references")
+    assert ("m.state", "m.Buffer.complete_state") in refs
+    assert ("m.state", "m.App.current_buffer") in refs
+    assert ("m.to_container", "m.Magic.__pt_container__") in calls
+    assert ("m.Window.rules", "m.Style.style_rules") in refs

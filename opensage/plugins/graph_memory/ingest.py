@@ -379,6 +379,8 @@ def _value_encoding(expr) -> str | None:
     give an instance of the enclosing class (``"=self"``). None: nothing written down."""
     if isinstance(expr, ast.Call):
         func = expr.func
+        if _dotted(func) in ("cast", "typing.cast", "t.cast") and expr.args:  # cast(T, value) is a T
+            return _type_name(expr.args[0])
         if (isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "type"
                 and len(func.args) == 1 and isinstance(func.args[0], ast.Name) and func.args[0].id == "self"):
             return "=self"
@@ -639,10 +641,16 @@ _LOAD = ast.Load
 
 def _of_value(value, attr: str) -> tuple[str, str]:
     """(kind, name) of ``<value>.attr`` where the value is not a dotted name: ``("of",
-    "enc|attr")`` with the :func:`_value_encoding` of a call's result (``f(...).attr``,
-    ``Text("x").join``), else ``("attr", attr)`` (nothing written down)."""
-    enc = _value_encoding(value) if isinstance(value, (ast.Call, ast.Subscript)) else None
-    return ("of", f"{enc}|{attr}") if enc else ("attr", attr)
+    "enc|a.b")`` with the :func:`_value_encoding` of a call's result and the attribute names read
+    from it (``f(...).attr``, ``Text("x").join``, ``get_app().layout.current_window``,
+    ``(self.get_style() or self._dummy).style_rules``), else ``("attr", attr)`` (nothing written
+    down)."""
+    names = [attr]
+    while isinstance(value, ast.Attribute):
+        names.append(value.attr)
+        value = value.value
+    enc = _value_encoding(value) if isinstance(value, (ast.Call, ast.Subscript, ast.BoolOp, ast.IfExp)) else None
+    return ("of", f"{enc}|{'.'.join(reversed(names))}") if enc else ("attr", attr)
 
 
 def _walk_uses(node, emit, stores: set | None = None):
@@ -2295,11 +2303,11 @@ class _Resolver:
             return self._unique_method(mod, rest[-1]) if calls else None
         if kind == "attr" and calls:
             return self._unique_method(mod, name)
-        if kind == "of":  # enc|attr: an attribute of a call's result whose class is known
-            enc, _, attr = name.rpartition("|")
+        if kind == "of":  # enc|a.b: attributes of a call's result whose class is known
+            enc, _, attrs = name.rpartition("|")
             owner = self.instance_of(mod, scope, enc, cls)
-            hit = self.find_member(owner, attr) if owner else None
-            return (hit, W_LOCAL_TYPE, "call-result") if hit else None
+            hit = self.chain(owner, attrs.split(".")) if owner else None
+            return (hit, W_LOCAL_TYPE, "call-result") if hit and hit != owner else None
         if kind == "keyword":  # callee|name: Column(header=...) names the field of a generated __init__
             callee, _, field_name = name.rpartition("|")
             d = self.denote(mod, scope, callee, cls)
