@@ -871,3 +871,47 @@ def test_attribute_chains_on_call_results_casts_and_fallbacks(host, project):
     assert ("m.state", "m.App.current_buffer") in refs
     assert ("m.to_container", "m.Magic.__pt_container__") in calls
     assert ("m.Window.rules", "m.Style.style_rules") in refs
+
+
+def test_loops_over_annotated_properties_and_reordering_builtins(host, project):
+    # prompt_toolkit: `for b in self.key_bindings.bindings` (a property `-> list[Binding]`);
+    # astroid: `for base in reversed(node.mro())`
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import List
+
+
+            class Binding:
+                eager = False
+
+
+            class ClassDef:
+                is_dataclass = False
+
+                def mro(self) -> List["ClassDef"]:
+                    return [self]
+
+
+            class KeyBindings:
+                @property
+                def bindings(self) -> List[Binding]:
+                    return []
+
+
+            class Wrapper:
+                def __init__(self, key_bindings: KeyBindings):
+                    self.key_bindings = key_bindings
+
+                def update(self):
+                    for b in self.key_bindings.bindings:
+                        print(b.eager)
+
+
+            def bases(node: ClassDef):
+                for base in reversed(node.mro()):
+                    print(base.is_dataclass)
+        ''',
+    })
+    refs = edges(host.db.conn, "references")
+    assert ("m.Wrapper.update", "m.Binding.eager") in refs
+    assert ("m.bases", "m.ClassDef.is_dataclass") in refs

@@ -444,6 +444,9 @@ def _local_types(fn) -> dict[str, tuple[str, ...]]:
 def _iter_encoding(expr) -> str | None:
     """The :func:`_value_encoding` of an element of the iterable ``expr``: ``iter:f`` of what a
     call returns, ``item:=x`` of a typed container value ``x``."""
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.args
+            and expr.func.id in ("reversed", "sorted", "list", "tuple", "set", "frozenset", "iter")):
+        return _iter_encoding(expr.args[0])  # for base in reversed(node.mro()): the same elements
     if isinstance(expr, ast.Call) and _dotted(expr.func):
         return "iter:" + _dotted(expr.func)
     dotted = _dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
@@ -1877,6 +1880,10 @@ class _Resolver:
                     return c if c and self.known(c) == "class" else None
                 s = mod.enclosing.get(s)
         d = self.denote(mod, scope, dotted, cls)
+        if d is not None and d[0] == "def" and d[1] in self.props:  # a property annotated `-> list[Binding]`
+            sym, home = self.symbols.get(d[1]), self.mod_of.get(d[1])
+            ret = sym.meta.get("returns_element") if sym is not None else None
+            return self.resolve_type(home, None, ret) if ret and home is not None else None
         if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
             return None
         return self.value_element(d[1], which)
