@@ -915,3 +915,92 @@ def test_loops_over_annotated_properties_and_reordering_builtins(host, project):
     refs = edges(host.db.conn, "references")
     assert ("m.Wrapper.update", "m.Binding.eager") in refs
     assert ("m.bases", "m.ClassDef.is_dataclass") in refs
+
+
+def test_values_typed_through_parameters_locals_exceptions_iterators_and_type_comments(host, project):
+    # jinja2: `self.stream = environment._tokenize(...)` (environment: Environment),
+    # `next(self.stream).lineno` (TokenStream.__next__ -> Token),
+    # `self.environment_class.concat` (a class held by a class attribute);
+    # httpx: `url = URL(url)` ... `self.url = url`;
+    # marshmallow: `except ValidationError as error: error.messages`, `opts = None  # type: SchemaOpts`
+    ingest(host, project, {
+        "repo/m.py": '''
+            import typing as t
+
+
+            class Token:
+                lineno = 0
+
+
+            class TokenStream:
+                def __next__(self) -> Token:
+                    return Token()
+
+                def __iter__(self) -> t.Iterator[Token]:
+                    return iter([])
+
+
+            class Environment:
+                def _tokenize(self, source) -> TokenStream:
+                    return TokenStream()
+
+                @staticmethod
+                def concat(values):
+                    return "".join(values)
+
+
+            class Parser:
+                def __init__(self, environment: "Environment", source):
+                    self.stream = environment._tokenize(source)
+
+                def parse(self):
+                    for token in self.stream:
+                        print(token.lineno)
+                    return next(self.stream).lineno
+
+
+            class Template:
+                environment_class = Environment
+
+                def render(self):
+                    return self.environment_class.concat([])
+
+
+            class URL:
+                scheme = "http"
+
+
+            class Proxy:
+                def __init__(self, url):
+                    url = URL(url)
+                    self.url = url
+
+                def is_http(self):
+                    return self.url.scheme
+
+
+            class ValidationError(Exception):
+                messages = ()
+
+
+            class SchemaOpts:
+                exclude = ()
+
+
+            class Schema:
+                opts = None  # type: SchemaOpts
+
+                def load(self):
+                    try:
+                        return self.opts.exclude
+                    except (ValidationError, KeyError) as error:
+                        return error.messages
+        ''',
+    })
+    calls, refs = edges(host.db.conn, "calls"), edges(host.db.conn, "references")
+    assert ("m.Parser.parse", "m.Token.lineno") in refs
+    assert ("m.Template.render", "m.Environment.concat") in calls
+    assert ("m.Proxy.is_http", "m.URL.scheme") in refs
+    assert ("m.Schema.load", "m.SchemaOpts.exclude") in refs
+    assert ("m.Schema.load", "m.ValidationError.messages") in refs
+    assert ("m.Schema.opts", "m.SchemaOpts") in refs    # the type comment is a type use

@@ -381,6 +381,8 @@ def _value_encoding(expr) -> str | None:
         func = expr.func
         if _dotted(func) in ("cast", "typing.cast", "t.cast") and expr.args:  # cast(T, value) is a T
             return _type_name(expr.args[0])
+        if isinstance(func, ast.Name) and func.id == "next" and expr.args:  # next(stream): an element
+            return _iter_encoding(expr.args[0])
         if (isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "type"
                 and len(func.args) == 1 and isinstance(func.args[0], ast.Name) and func.args[0].id == "self"):
             return "=self"
@@ -431,6 +433,10 @@ def _local_types(fn) -> dict[str, tuple[str, ...]]:
             note(node.target.id, _type_name(node.annotation))
         elif isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name):
             note(node.target.id, _iter_encoding(node.iter))
+        for handler in getattr(node, "handlers", ()) or ():  # except (A, B) as error: error is an A or a B
+            if handler.name and handler.type is not None:
+                note(handler.name, _union(handler.type.elts if isinstance(handler.type, ast.Tuple)
+                                          else [handler.type]))
         for _name, value in ast.iter_fields(node):  # comprehensions in the statement's own expressions
             for expr in (value if isinstance(value, list) else [value]):
                 if not isinstance(expr, ast.expr):
@@ -725,6 +731,37 @@ def _walk_uses(node, emit, stores: set | None = None):
                 extend(x for x in v if isinstance(x, ast_type))
             elif isinstance(v, ast_type):
                 push(v)
+
+
+class _TypeComments(ast.NodeTransformer):
+    """``x = value  # type: Foo`` (PEP 484 type comments, which type checkers read as
+    annotations) becomes ``x: Foo = value``, so the rest of the ingest treats both alike."""
+
+    def visit_Assign(self, node):
+        comment = node.type_comment
+        if not comment or len(node.targets) != 1 or not isinstance(node.targets[0], (ast.Name, ast.Attribute)):
+            return node
+        try:
+            ann = ast.parse(comment.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            return node
+        for n in ast.walk(ann):
+            if hasattr(n, "lineno"):
+                n.lineno, n.end_lineno = node.lineno, node.lineno
+                n.col_offset = n.end_col_offset = node.col_offset
+        target = node.targets[0]
+        return ast.copy_location(ast.AnnAssign(target=target, annotation=ann, value=node.value,
+                                               simple=int(isinstance(target, ast.Name))), node)
+
+
+def _parse_python(data: bytes, filename: str) -> ast.Module:
+    """A module's tree with its type comments read as annotations (:class:`_TypeComments`);
+    a file whose type comments Python rejects is parsed without them."""
+    try:
+        tree = ast.parse(data, filename=filename, type_comments=True)
+    except SyntaxError:
+        return ast.parse(data, filename=filename)
+    return _TypeComments().visit(tree)
 
 
 class _ParseStrings(ast.NodeTransformer):
@@ -1073,7 +1110,27 @@ class _Extractor:
         fn_locals |= {t.id for st in _own_statements(fn) if isinstance(st, (ast.Assign, ast.AnnAssign, ast.For))
                       for t in ast.walk(st.target if not isinstance(st, ast.Assign) else ast.Tuple(st.targets))
                       if isinstance(t, ast.Name)}
-        for stmt in _own_statements(fn):
+
+        def outside(enc: str | None) -> str | None:
+            """``enc`` when it can be resolved outside the method (no local variable but ``me`` in
+            it; an annotated parameter is replaced by its class: ``environment._tokenize`` with
+            ``environment: Environment`` becomes ``Environment._tokenize``), else None."""
+            if not enc:
+                return None
+            body = enc.split(":=", 1)[-1].removeprefix("iter:").lstrip("=")
+            head, dot, rest = body.partition(".")
+            if head == me or head not in fn_locals:
+                return enc
+            if dot and head in params and "|" not in params[head] and head not in local_assigns:
+                return enc[:len(enc) - len(body)] + params[head] + "." + rest
+            return None
+
+        statements = sorted(_own_statements(fn), key=lambda st: (st.lineno, st.col_offset))  # source order
+        local_assigns: dict[str, list[tuple[int, Any]]] = {}  # x = <value> in this method: (line, value)
+        for st in statements:
+            if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+                local_assigns.setdefault(st.targets[0].id, []).append((st.lineno, st.value))
+        for stmt in statements:
             if isinstance(stmt, ast.Assign):
                 targets, value, ann = stmt.targets, stmt.value, None
             elif isinstance(stmt, ast.AnnAssign):
@@ -1099,6 +1156,10 @@ class _Extractor:
                 if ct:
                     mod.value_elems.setdefault(qual, ct)
                 tn = _type_name(ann) if ann is not None else None
+                if tn is None and isinstance(value, ast.Name) and value.id in local_assigns:
+                    # `url = URL(url)` ... `self.url = url`: the last assignment before this one
+                    before = [v for line, v in local_assigns[value.id] if line < stmt.lineno]
+                    tn = outside(_value_encoding(before[-1])) if before else None
                 if tn is None and isinstance(value, ast.Name) and value.id in params:
                     tn = params[value.id]
                 if tn is None and isinstance(value, (ast.BoolOp, ast.IfExp)):
@@ -1107,10 +1168,7 @@ class _Extractor:
                     tn = next((params[o.id] for o in operands if isinstance(o, ast.Name) and o.id in params), None)
                 if tn is None and value is not None and len(targets) == 1:
                     # a constructor or function call, self.other, a class or module value (not a local)
-                    enc = _value_encoding(value)
-                    head = enc[1:].split(".")[0] if enc and enc.startswith("=") else None
-                    if enc and (head is None or head == me or head not in fn_locals):
-                        tn = enc
+                    tn = outside(_value_encoding(value))
                 if tn:
                     mod.value_types.setdefault(qual, tn)
 
@@ -1230,7 +1288,7 @@ def ingest_path(graph: Graph, path: Path, workspace_root: Path) -> IngestReport:
                 lang.extract(mod, root_label, _Symbol, data)
                 modules.append(mod)
                 continue
-            mod.tree = ast.parse(data, filename=str(mod.path))
+            mod.tree = _parse_python(data, str(mod.path))
             mod.sha1, mod.data_lines = hashlib.sha1(data).hexdigest(), data.count(b"\n") + 1
             mod.doc = _first_paragraph(mod.tree)
             _Extractor(mod, root_label).run()
@@ -1877,16 +1935,49 @@ class _Resolver:
                 if head in mod.local_names.get(s, ()):
                     el = mod.local_elems.get(s, {}).get(head)
                     c = self.resolve_type(mod, s, el[which]) if el and el[which] else None
-                    return c if c and self.known(c) == "class" else None
+                    if c and self.known(c) == "class":
+                        return c
+                    owner = None if el else self.local_type(mod, s, head)  # an iterable class's instance
+                    return self.protocol_element(owner, which) if owner else None
                 s = mod.enclosing.get(s)
         d = self.denote(mod, scope, dotted, cls)
+        if d is not None and d[0] == "inst":
+            return self.protocol_element(d[1], which)
         if d is not None and d[0] == "def" and d[1] in self.props:  # a property annotated `-> list[Binding]`
             sym, home = self.symbols.get(d[1]), self.mod_of.get(d[1])
             ret = sym.meta.get("returns_element") if sym is not None else None
             return self.resolve_type(home, None, ret) if ret and home is not None else None
         if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
             return None
-        return self.value_element(d[1], which)
+        found = self.value_element(d[1], which)
+        if found is None and d[1] not in self.value_elems_of():
+            owner = self.class_of_value(d[1])
+            found = self.protocol_element(owner, which) if owner else None
+        return found
+
+    def value_elems_of(self) -> set[str]:
+        """Attributes and variables whose container annotation names their elements."""
+        if not hasattr(self, "_value_elems"):
+            self._value_elems = {q for m in self.modules.values() for q in m.value_elems}
+        return self._value_elems
+
+    def protocol_element(self, owner: str, which: int) -> str | None:
+        """The element class of an instance of the project class ``owner`` through the
+        iteration protocol (``which`` 0: ``__next__``'s return class, else ``__iter__``'s
+        ``-> Iterator[T]``) or ``__getitem__`` (``which`` 1); None when not written down."""
+        if which == 1:
+            get = self.find_member(owner, "__getitem__")
+            return self.return_class(get) if get and self.known(get) == "method" else None
+        nxt = self.find_member(owner, "__next__")
+        if nxt and self.known(nxt) == "method":
+            c = self.return_class(nxt)
+            if c:
+                return c
+        it = self.find_member(owner, "__iter__")
+        sym = self.symbols.get(it) if it else None
+        ret = sym.meta.get("returns_element") if sym is not None else None
+        home = self.mod_of.get(it) if it else None
+        return self.resolve_type(home, None, ret) if ret and home is not None else None
 
     def value_element(self, qual: str, which: int) -> str | None:
         """The element class (0: iterated, 1: ``x[i]``) of the container an attribute or
@@ -2112,7 +2203,8 @@ class _Resolver:
             if t == "class":
                 nxt = self.find_member(cur, part)
             elif t in ("attribute", "variable"):
-                owner = self.class_of_value(cur)
+                # an instance, or a class object (`environment_class = NativeEnvironment`)
+                owner = self.class_of_value(cur) or self.alias_class(cur)
                 nxt = self.find_member(owner, part) if owner else None
             elif t == "method" and cur in self.props:
                 owner = self.return_class(cur)
