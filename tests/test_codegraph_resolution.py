@@ -1004,3 +1004,20 @@ def test_values_typed_through_parameters_locals_exceptions_iterators_and_type_co
     assert ("m.Schema.load", "m.SchemaOpts.exclude") in refs
     assert ("m.Schema.load", "m.ValidationError.messages") in refs
     assert ("m.Schema.opts", "m.SchemaOpts") in refs    # the type comment is a type use
+
+
+def test_one_file_refresh_keeps_a_package_name_that_shadows_its_submodule(host, project):
+    # astroid: `from astroid import inference_tip` is the function astroid/__init__.py
+    # re-exports from the submodule astroid/inference_tip.py, also in a one-file refresh
+    ingest(host, project, {
+        "repo/pkg/__init__.py": "from pkg.inference_tip import inference_tip\n",
+        "repo/pkg/inference_tip.py": "def inference_tip(f):\n    return f\n",
+        "repo/pkg/brain.py": "from pkg import inference_tip\n\n\ndef register():\n    return inference_tip(len)\n",
+    })
+    want = ("pkg.brain.register", "pkg.inference_tip.inference_tip")
+    assert want in edges(host.db.conn, "calls")
+    brain = project / "repo/pkg/brain.py"
+    brain.write_text(brain.read_text() + "\n\ndef extra():\n    return 1\n")
+    data = host.run("memory-ingest", {"path": "repo/pkg/brain.py"}).data
+    assert data["changed"] == 1 and data["edgesRemoved"] == 0
+    assert want in edges(host.db.conn, "calls")

@@ -1807,7 +1807,11 @@ class _Resolver:
         parent, _, last = qual.rpartition(".")
         if parent and self.is_module(qual):
             pm = self.modules.get(parent)
-            if pm is None or (last not in pm.defs and pm.aliases.get(last, qual) == qual):
+            if pm is None:  # a package stored by an earlier ingest (a one-file refresh)
+                stored = self.stored_exports(parent)
+                if stored is None or stored[0].get(last, qual) == qual:
+                    return qual
+            elif last not in pm.defs and pm.aliases.get(last, qual) == qual:
                 return qual
         parts = qual.split(".")
         for i in range(len(parts) - 1, 0, -1):
