@@ -1021,3 +1021,45 @@ def test_one_file_refresh_keeps_a_package_name_that_shadows_its_submodule(host, 
     data = host.run("memory-ingest", {"path": "repo/pkg/brain.py"}).data
     assert data["changed"] == 1 and data["edgesRemoved"] == 0
     assert want in edges(host.db.conn, "calls")
+
+
+def test_one_file_refresh_keeps_loops_over_another_files_annotated_returns(host, project):
+    files = {
+        "repo/kb.py": '''
+            from typing import Iterator, List
+
+
+            class Binding:
+                eager = False
+
+
+            class KeyBindings:
+                @property
+                def bindings(self) -> List[Binding]:
+                    return []
+
+                def walk(self) -> Iterator[Binding]:
+                    return iter([])
+        ''',
+        "repo/use.py": '''
+            from kb import KeyBindings
+
+
+            def update(kb: KeyBindings):
+                for b in kb.bindings:
+                    print(b.eager)
+
+
+            def walk(kb: KeyBindings):
+                for b in kb.walk():
+                    print(b.eager)
+        ''',
+    }
+    ingest(host, project, files)
+    want = {("use.update", "kb.Binding.eager"), ("use.walk", "kb.Binding.eager")}
+    assert want <= set(edges(host.db.conn, "references"))
+    use = project / "repo/use.py"
+    use.write_text(use.read_text() + "\n\ndef extra():\n    return 1\n")
+    data = host.run("memory-ingest", {"path": "repo/use.py"}).data
+    assert data["changed"] == 1 and data["edgesRemoved"] == 0
+    assert want <= set(edges(host.db.conn, "references"))

@@ -1388,7 +1388,7 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
                         found = {"value_class": pre.class_of_value(qual), "alias_class": pre.alias_class(qual),
                                  "item_class": pre.value_element(qual, 0), "sub_class": pre.value_element(qual, 1)}
                     elif sym.type in ("function", "method"):
-                        found = {"returns_class": pre.return_class(qual)}
+                        found = {"returns_class": pre.return_class(qual), "item_class": pre.returns_element_class(qual)}
                     else:
                         continue
                 except RecursionError:
@@ -1702,6 +1702,7 @@ class _Resolver:
         self.stored_meta: dict[str, dict[str, str]] = {}
         self.stored_flags: dict[str, dict[str, bool]] = {}
         self.unions: dict[str, list[str] | None] = {}
+        self.stored_props: dict[str, bool] = {}
         self.memo: dict[tuple[str, str], str | None] = {}
         self.busy: set = set()  # what is being resolved now: a value typed by itself resolves to nothing
         self.mros: dict[str, list[str]] = {}
@@ -1947,10 +1948,8 @@ class _Resolver:
         d = self.denote(mod, scope, dotted, cls)
         if d is not None and d[0] == "inst":
             return self.protocol_element(d[1], which)
-        if d is not None and d[0] == "def" and d[1] in self.props:  # a property annotated `-> list[Binding]`
-            sym, home = self.symbols.get(d[1]), self.mod_of.get(d[1])
-            ret = sym.meta.get("returns_element") if sym is not None else None
-            return self.resolve_type(home, None, ret) if ret and home is not None else None
+        if d is not None and d[0] == "def" and self.is_property(d[1]):  # a property annotated `-> list[Binding]`
+            return self.returns_element_class(d[1])
         if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
             return None
         found = self.value_element(d[1], which)
@@ -1958,6 +1957,19 @@ class _Resolver:
             owner = self.class_of_value(d[1])
             found = self.protocol_element(owner, which) if owner else None
         return found
+
+    def is_property(self, qual: str) -> bool:
+        """A method read as an attribute (``@property``, ``@cached_property``), parsed now or
+        stored by an earlier ingest (a one-file refresh)."""
+        if qual in self.props:
+            return True
+        if qual in self.symbols or self.known(qual) != "method":
+            return False
+        if qual not in self.stored_props:
+            row = self.conn.execute("SELECT json_extract(metadata, '$.property') FROM nodes WHERE label=?"
+                                    " AND type='method' LIMIT 1", (self.label(qual),)).fetchone()
+            self.stored_props[qual] = bool(row and row[0])
+        return self.stored_props[qual]
 
     def value_elems_of(self) -> set[str]:
         """Attributes and variables whose container annotation names their elements."""
@@ -1978,10 +1990,18 @@ class _Resolver:
             if c:
                 return c
         it = self.find_member(owner, "__iter__")
-        sym = self.symbols.get(it) if it else None
-        ret = sym.meta.get("returns_element") if sym is not None else None
-        home = self.mod_of.get(it) if it else None
-        return self.resolve_type(home, None, ret) if ret and home is not None else None
+        return self.returns_element_class(it) if it and self.known(it) == "method" else None
+
+    def returns_element_class(self, qual: str) -> str | None:
+        """The element class a function or method annotates its return with (``-> list[Foo]``,
+        ``-> Iterator[Foo]``); a symbol of another file in a one-file refresh:
+        ``metadata.item_class`` from the ingest of that file."""
+        sym, home = self.symbols.get(qual), self.mod_of.get(qual)
+        if sym is None or home is None:
+            return self.stored_types(qual).get("item_class")
+        ret = sym.meta.get("returns_element")
+        c = self.resolve_type(home, home.enclosing.get(qual), ret) if ret else None
+        return c if c and self.known(c) == "class" else None
 
     def value_element(self, qual: str, which: int) -> str | None:
         """The element class (0: iterated, 1: ``x[i]``) of the container an attribute or
@@ -2068,11 +2088,7 @@ class _Resolver:
                 d = self.denote(mod, scope, enc[5:], cls)
                 if d is None or d[0] != "def" or self.known(d[1]) not in ("function", "method"):
                     return None
-                sym = self.symbols.get(d[1])
-                home = self.mod_of.get(d[1])
-                ret = sym.meta.get("returns_element") if sym is not None else None
-                owner = self.resolve_type(home, None, ret) if ret and home is not None else None
-                return owner if owner and self.known(owner) == "class" else None
+                return self.returns_element_class(d[1])
             value = enc.startswith("=")
             d = self.denote(mod, scope, enc[1:] if value else enc, cls)
             if d is None:
@@ -2083,7 +2099,7 @@ class _Resolver:
             if value:
                 if kind in ("attribute", "variable"):
                     return self.class_of_value(target)
-                if kind == "method" and target in self.props:
+                if kind == "method" and self.is_property(target):
                     return self.return_class(target)
                 return None
             if kind == "class":
@@ -2210,7 +2226,7 @@ class _Resolver:
                 # an instance, or a class object (`environment_class = NativeEnvironment`)
                 owner = self.class_of_value(cur) or self.alias_class(cur)
                 nxt = self.find_member(owner, part) if owner else None
-            elif t == "method" and cur in self.props:
+            elif t == "method" and self.is_property(cur):
                 owner = self.return_class(cur)
                 nxt = self.find_member(owner, part) if owner else None
             elif t == "module" or t is None:
