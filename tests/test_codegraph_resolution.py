@@ -1063,3 +1063,37 @@ def test_one_file_refresh_keeps_loops_over_another_files_annotated_returns(host,
     data = host.run("memory-ingest", {"path": "repo/use.py"}).data
     assert data["changed"] == 1 and data["edgesRemoved"] == 0
     assert want <= set(edges(host.db.conn, "references"))
+
+
+def test_a_local_assigned_from_attributes_of_a_call_result(host, project):
+    # prompt_toolkit: complete_state = get_app().current_buffer.complete_state
+    ingest(host, project, {
+        "repo/m.py": '''
+            from typing import Optional
+
+
+            class CompletionState:
+                completions = ()
+
+
+            class Buffer:
+                def __init__(self):
+                    self.complete_state: Optional[CompletionState] = None
+
+
+            class App:
+                @property
+                def current_buffer(self) -> Buffer:
+                    return Buffer()
+
+
+            def get_app() -> App:
+                return App()
+
+
+            def create_content():
+                complete_state = get_app().current_buffer.complete_state
+                return complete_state.completions
+        ''',
+    })
+    assert ("m.create_content", "m.CompletionState.completions") in edges(host.db.conn, "references")

@@ -375,7 +375,7 @@ def _value_encoding(expr) -> str | None:
     resolver (:meth:`_Resolver.instance_of`): ``"f"`` is what calling ``f`` gives (an instance
     of a class, or what a function returns), ``"=a.b"`` is the value of ``a.b`` (an attribute or
     variable, a typed local, ``self``; a class object for a class alias), ``"iter:f"`` is an
-    element of what ``f`` returns. ``self.__class__(...)``, ``type(self)(...)`` and ``cls(...)``
+    element of what ``f`` returns, ``"of:f|a.b"`` is the value of ``f(...).a.b``. ``self.__class__(...)``, ``type(self)(...)`` and ``cls(...)``
     give an instance of the enclosing class (``"=self"``). None: nothing written down."""
     if isinstance(expr, ast.Call):
         func = expr.func
@@ -392,7 +392,12 @@ def _value_encoding(expr) -> str | None:
         return dotted
     if isinstance(expr, (ast.Name, ast.Attribute)):
         dotted = _dotted(expr)
-        return "=" + dotted if dotted else None
+        if dotted:
+            return "=" + dotted
+        if isinstance(expr, ast.Attribute):  # get_app().current_buffer.complete_state
+            kind, name = _of_value(expr.value, expr.attr)
+            return "of:" + name if kind == "of" else None
+        return None
     if isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and _dotted(expr.value):
         return "sub:=" + _dotted(expr.value)  # self.rows[0]: an element of a typed container
     if isinstance(expr, ast.IfExp):  # `console if console is not None else get_console()`: the same rule
@@ -1117,7 +1122,7 @@ class _Extractor:
             ``environment: Environment`` becomes ``Environment._tokenize``), else None."""
             if not enc:
                 return None
-            body = enc.split(":=", 1)[-1].removeprefix("iter:").lstrip("=")
+            body = enc.split(":=", 1)[-1].removeprefix("iter:").removeprefix("of:").lstrip("=")
             head, dot, rest = body.partition(".")
             if head == me or head not in fn_locals:
                 return enc
@@ -2074,6 +2079,16 @@ class _Resolver:
             return None
         self.busy.add(key)
         try:
+            if enc.startswith("of:"):  # the value of attributes read from a call's result
+                inner, _, attrs = enc[3:].rpartition("|")
+                owner = self.instance_of(mod, scope, inner, cls)
+                hit = self.chain(owner, attrs.split(".")) if owner else None
+                if hit is None or hit == owner:
+                    return None
+                kind = self.known(hit)
+                if kind in ("attribute", "variable"):
+                    return self.class_of_value(hit)
+                return self.return_class(hit) if kind == "method" and self.is_property(hit) else None
             if "|" in enc and not enc.startswith(("item:=", "sub:=", "iter:", "=")):  # a union annotation
                 found = []
                 for part in enc.split("|"):
