@@ -1097,3 +1097,46 @@ def test_a_local_assigned_from_attributes_of_a_call_result(host, project):
         ''',
     })
     assert ("m.create_content", "m.CompletionState.completions") in edges(host.db.conn, "references")
+
+
+def test_names_unpacked_from_an_annotated_tuple_return(host, project):
+    # click: `cmd_name, cmd, args = self.resolve_command(ctx, args)` with
+    # `-> tuple[str | None, Command | None, list[str]]`; then `cmd.make_context(...)`
+    files = {
+        "repo/core.py": '''
+            from typing import Optional, Tuple
+
+
+            class Command:
+                def make_context(self, name):
+                    return name
+
+
+            class Group(Command):
+                def resolve_command(self, args) -> "tuple[str | None, Command | None, list[str]]":
+                    return None, None, args
+
+                def invoke(self, args):
+                    cmd_name, cmd, args = self.resolve_command(args)
+                    return cmd.make_context(cmd_name)
+
+
+            def split() -> Tuple[Optional[Command], int]:
+                return None, 0
+        ''',
+        "repo/use.py": '''
+            from core import split
+
+
+            def run():
+                command, n = split()
+                return command.make_context("x")
+        ''',
+    }
+    ingest(host, project, files)
+    want = {("core.Group.invoke", "core.Command.make_context"), ("use.run", "core.Command.make_context")}
+    assert want <= set(edges(host.db.conn, "calls"))
+    use = project / "repo/use.py"
+    use.write_text(use.read_text() + "\n\ndef extra():\n    return 1\n")
+    data = host.run("memory-ingest", {"path": "repo/use.py"}).data
+    assert data["changed"] == 1 and data["edgesRemoved"] == 0   # a one-file refresh keeps it

@@ -50,16 +50,18 @@ parameter annotated, assigned from a constructor, from a function whose return c
 known (annotated, or the one class its ``return`` values agree on), or from another typed
 value (weight 0.7), an attribute set in a method or annotated in the class body, a module
 variable, a property's return type; calling a class alias (``Graph = DiGraph``) makes an
-instance. Only for calls, a name found nowhere else that is defined once in the ingested
-files links with weight 0.5; a method called on a value of unknown type is not guessed
-for Python (the tree-sitter languages guess it with 0.3 when exactly one method has that
-name). Ambiguous names are not linked; calls through ``getattr`` and dynamic dispatch are
-missed. Containers annotated with their element (``List[Row]``, ``Dict[str, Row]``) type
-loop and comprehension variables and ``x[i]``; an attribute of a call's result links when
+instance; ``isinstance`` checks narrow a value, unions (``A | B``) look a member up in each
+class in turn, names unpacked from a ``-> tuple[A, B]`` return take their position's class,
+and type comments count as annotations. Nothing is guessed for Python (the tree-sitter
+languages link a call to a name defined once with weight 0.5, and a method called on a
+value of unknown type with 0.3 when exactly one method has that name). Ambiguous names are
+not linked; calls through ``getattr`` and dynamic dispatch are missed. Containers annotated
+with their element (``List[Row]``, ``Dict[str, Row]``) and iterator classes (``__next__``)
+type loop and comprehension variables and ``x[i]``; attributes of a call's result link when
 the call's class is known; a keyword argument of a dataclass/NamedTuple constructor
 references the field. The classes resolved for values and returns are kept on the nodes
-(``value_class``, ``alias_class``, ``returns_class``, ``item_class``, ``sub_class``) for a
-later one-file refresh.
+(``value_class``, ``alias_class``, ``returns_class``, ``item_class``, ``sub_class``,
+``tuple_classes``) for a later one-file refresh.
 
 Re-ingesting compares each file's SHA-1: unchanged files are not rewritten; a changed
 file's nodes are updated in place (ids stay stable), symbols that disappeared are
@@ -90,7 +92,7 @@ from opensage.store import in_chunks
 __all__ = ["ingest_path", "ingest_scip", "IngestReport", "SKIP_DIRS", "file_label"]
 
 #: Bump when the extraction changes, so unchanged files are re-extracted once.
-INGEST_VERSION = 7
+INGEST_VERSION = 8
 #: Folder names never descended into (plus every hidden folder, any folder holding
 #: ``pyvenv.cfg`` and what the project's ``.gitignore`` names): :mod:`opensage.ignore`'s list.
 SKIP_DIRS = DEFAULT_IGNORED_DIRS
@@ -344,6 +346,20 @@ _MAPPINGS = frozenset({"dict", "Dict", "Mapping", "MutableMapping", "OrderedDict
 _SEQUENCES = _CONTAINERS - {"tuple", "Tuple", "Generator"} | {"Deque", "deque", "Reversible"}
 
 
+def _tuple_types(expr) -> list[str] | None:
+    """The classes of a fixed-length tuple annotation, position by position (``tuple[str |
+    None, Command | None, list[str]]`` gives ``["str", "Command", ""]``); None for anything
+    else (``tuple[Foo, ...]`` is a container: :func:`_container_types`)."""
+    expr = _unquote(expr)
+    if not (isinstance(expr, ast.Subscript) and (_dotted(expr.value) or "").rsplit(".", 1)[-1] in ("tuple", "Tuple")):
+        return None
+    elts = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+    if not elts or any(isinstance(e, ast.Constant) and e.value is ... for e in elts):
+        return None
+    found = [_type_name(e) or "" for e in elts]
+    return found if any(found) else None
+
+
 def _container_types(expr) -> tuple[str | None, str | None] | None:
     """(class of an element when iterated, class of ``x[i]``) written in a container annotation:
     ``List[Foo]`` gives (Foo, Foo), ``Dict[str, Foo]`` gives (str, Foo), ``Optional[...]`` is
@@ -434,6 +450,10 @@ def _local_types(fn) -> dict[str, tuple[str, ...]]:
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     note(target.id, enc)
+                elif (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Call) and _dotted(node.value.func)
+                      and all(isinstance(e, ast.Name) for e in target.elts)):
+                    for i, e in enumerate(target.elts):  # a, b = f(): position i of f's `-> tuple[...]`
+                        note(e.id, f"tup{i}:{_dotted(node.value.func)}")
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             note(node.target.id, _type_name(node.annotation))
         elif isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name):
@@ -926,6 +946,9 @@ class _Extractor:
                         extra["returns"] = rt
                     if et:
                         extra["returns_element"] = et
+                    tt = _tuple_types(stmt.returns)
+                    if tt:
+                        extra["returns_tuple"] = tt
                 elif not isinstance(stmt, ast.AsyncFunctionDef):
                     inferred = _return_encodings(stmt)
                     if inferred:
@@ -1123,6 +1146,8 @@ class _Extractor:
             if not enc:
                 return None
             body = enc.split(":=", 1)[-1].removeprefix("iter:").removeprefix("of:").lstrip("=")
+            if body.startswith("tup") and ":" in body:
+                body = body.partition(":")[2]
             head, dot, rest = body.partition(".")
             if head == me or head not in fn_locals:
                 return enc
@@ -1394,6 +1419,9 @@ def _write_modules(graph: Graph, modules: list[_Module], failed_files: set[str],
                                  "item_class": pre.value_element(qual, 0), "sub_class": pre.value_element(qual, 1)}
                     elif sym.type in ("function", "method"):
                         found = {"returns_class": pre.return_class(qual), "item_class": pre.returns_element_class(qual)}
+                        if sym.meta.get("returns_tuple"):
+                            classes = [pre.tuple_class(qual, i) for i in range(len(sym.meta["returns_tuple"]))]
+                            found["tuple_classes"] = classes if any(classes) else None
                     else:
                         continue
                 except RecursionError:
@@ -1708,6 +1736,7 @@ class _Resolver:
         self.stored_flags: dict[str, dict[str, bool]] = {}
         self.unions: dict[str, list[str] | None] = {}
         self.stored_props: dict[str, bool] = {}
+        self.stored_tuples: dict[str, list] = {}
         self.memo: dict[tuple[str, str], str | None] = {}
         self.busy: set = set()  # what is being resolved now: a value typed by itself resolves to nothing
         self.mros: dict[str, list[str]] = {}
@@ -1997,6 +2026,28 @@ class _Resolver:
         it = self.find_member(owner, "__iter__")
         return self.returns_element_class(it) if it and self.known(it) == "method" else None
 
+    def tuple_class(self, qual: str, pos: int) -> str | None:
+        """The class at position ``pos`` of a function's ``-> tuple[A, B]`` annotation; a symbol
+        of another file in a one-file refresh: ``metadata.tuple_classes`` from its ingest."""
+        sym, home = self.symbols.get(qual), self.mod_of.get(qual)
+        if sym is None or home is None:
+            found = self.stored_tuple(qual)
+            return found[pos] if pos < len(found) and found[pos] else None
+        types = sym.meta.get("returns_tuple") or ()
+        if pos >= len(types) or not types[pos]:
+            return None
+        return self.resolve_type(home, home.enclosing.get(qual), types[pos])
+
+    def stored_tuple(self, qual: str) -> list:
+        if qual not in self.stored_tuples:
+            row = self.conn.execute("SELECT json_extract(metadata, '$.tuple_classes') FROM nodes WHERE label=?"
+                                    " AND type IN ('function', 'method') LIMIT 1", (self.label(qual),)).fetchone()
+            try:
+                self.stored_tuples[qual] = json.loads(row[0]) if row and row[0] else []
+            except (TypeError, ValueError):
+                self.stored_tuples[qual] = []
+        return self.stored_tuples[qual]
+
     def returns_element_class(self, qual: str) -> str | None:
         """The element class a function or method annotates its return with (``-> list[Foo]``,
         ``-> Iterator[Foo]``); a symbol of another file in a one-file refresh:
@@ -2079,6 +2130,12 @@ class _Resolver:
             return None
         self.busy.add(key)
         try:
+            if enc.startswith("tup"):  # tupN:f — position N of what f returns
+                pos, _, callee = enc[3:].partition(":")
+                d = self.denote(mod, scope, callee, cls)
+                if d is None or d[0] != "def" or self.known(d[1]) not in ("function", "method"):
+                    return None
+                return self.tuple_class(d[1], int(pos))
             if enc.startswith("of:"):  # the value of attributes read from a call's result
                 inner, _, attrs = enc[3:].rpartition("|")
                 owner = self.instance_of(mod, scope, inner, cls)
@@ -2089,7 +2146,7 @@ class _Resolver:
                 if kind in ("attribute", "variable"):
                     return self.class_of_value(hit)
                 return self.return_class(hit) if kind == "method" and self.is_property(hit) else None
-            if "|" in enc and not enc.startswith(("item:=", "sub:=", "iter:", "=")):  # a union annotation
+            if "|" in enc and not enc.startswith(("item:=", "sub:=", "iter:", "=", "tup")):  # a union annotation
                 found = []
                 for part in enc.split("|"):
                     c = self.instance_of(mod, scope, part, cls)
