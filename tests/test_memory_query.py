@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +73,21 @@ def test_similarity_ranks_bm25_hits_and_shows_relations(graph_host):
 ])
 def test_similarity_finds_identifiers_fuzzily(graph_host, query, expected):
     assert labels(q(graph_host, query=query))[0] == expected
+
+
+def test_similarity_finds_a_member_written_as_class_dot_member(host, project):
+    # "Context.invoke" (or misspelled "Contxt.invok") on the code graph of click's core.py is
+    # click.core.Context.invoke; Context.invoked_subcommand, whose words match as well, came first
+    import shutil
+
+    import click
+
+    (project / "click").mkdir()
+    shutil.copy(Path(click.__file__).parent / "core.py", project / "click" / "core.py")
+    (project / "click" / "__init__.py").write_text("")
+    host.run("memory-ingest", {"path": "click"})
+    for query in ("Context.invoke", "Contxt.invok"):
+        assert labels(q(host, query=query, maxResults=3))[0] == "click.core.Context.invoke", query
 
 
 def test_similarity_expands_one_hop_with_the_edge(graph_host):

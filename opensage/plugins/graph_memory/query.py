@@ -129,13 +129,20 @@ def _norm_key(text: str) -> str:
 
 
 def _label_keys(label: str) -> list[str]:
-    """Lookup keys of a label: the whole label and its segments, lowercase letters/digits only."""
+    """Lookup keys of a label: the whole label, its segments, and its last two segments run
+    together (``click.core.Context.invoke`` gives ``contextinvoke``: people write a member as
+    ``Class.member``, which against the whole label falls under :data:`FUZZY_CUTOFF`);
+    lowercase letters/digits only."""
     whole = _norm_key(label)
     keys = [whole] if whole else []
     segments = label.translate(_ASCII_SEGMENTS).split("\x00") if label.isascii() else _SEGMENT_SPLIT.split(label)
     if len(segments) > 1:
         for seg in segments:
             k = _norm_key(seg)
+            if len(k) >= 3 and k not in keys:
+                keys.append(k)
+        if len(segments) > 2:
+            k = _norm_key(segments[-2] + segments[-1])
             if len(k) >= 3 and k not in keys:
                 keys.append(k)
     return keys
@@ -165,7 +172,7 @@ class LabelIndex:
     """
 
     TAIL_MAX = 5000
-    CACHE_VERSION = 1
+    CACHE_VERSION = 2
 
     def __init__(self, db) -> None:
         self.db = db
