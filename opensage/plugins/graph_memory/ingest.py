@@ -252,6 +252,9 @@ _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cach
 _FIELD_INIT_DECORATORS = frozenset({"dataclass", "s", "attrs", "define", "frozen", "mutable"})
 _CONTAINERS = frozenset({"list", "List", "set", "Set", "frozenset", "FrozenSet", "Sequence", "MutableSequence",
                          "Iterable", "Iterator", "Collection", "Generator", "AbstractSet", "tuple", "Tuple"})
+_MAPPINGS = frozenset({"dict", "Dict", "Mapping", "MutableMapping", "OrderedDict", "DefaultDict", "defaultdict",
+                       "ChainMap", "Counter"})
+_SEQUENCES = _CONTAINERS - {"tuple", "Tuple", "Generator"} | {"Deque", "deque", "Reversible"}
 _OPTIONAL = ("Optional", "typing.Optional", "ClassVar", "typing.ClassVar", "Final", "typing.Final",
              "Annotated", "typing.Annotated")
 
@@ -263,9 +266,8 @@ _NOT_INSTANCE_GENERICS = frozenset({"Type", "type", "Callable", "Literal", "Unio
                                     "Coroutine", "AsyncIterator", "AsyncIterable", "AsyncGenerator",
                                     "Generic", "Protocol", "TypeGuard", "TypeIs", "Unpack", "Required",
                                     "NotRequired", "ReadOnly", "Concatenate", "ContextManager",
-                                    "AsyncContextManager", "Mapping", "MutableMapping", "Dict", "dict",
-                                    "OrderedDict", "DefaultDict", "defaultdict", "ChainMap", "Counter", "Deque",
-                                    "deque", "Reversible", "KeysView", "ValuesView", "ItemsView"}) | _CONTAINERS
+                                    "AsyncContextManager", "KeysView", "ValuesView", "ItemsView"}
+                                   ) | _CONTAINERS | _SEQUENCES | _MAPPINGS
 
 
 def _unquote(expr):
@@ -341,9 +343,6 @@ def _element_type(expr) -> str | None:
     return None
 
 
-_MAPPINGS = frozenset({"dict", "Dict", "Mapping", "MutableMapping", "OrderedDict", "DefaultDict", "defaultdict",
-                       "ChainMap", "Counter"})
-_SEQUENCES = _CONTAINERS - {"tuple", "Tuple", "Generator"} | {"Deque", "deque", "Reversible"}
 
 
 def _tuple_types(expr) -> list[str] | None:
@@ -1714,6 +1713,13 @@ def _delete_node(conn, node_id: int) -> None:
 _LOCAL = object()  # a function's own variable: not a module-level definition
 
 
+def _join_union(classes) -> str | None:
+    """Resolved classes (None for a part that did not resolve) as one class, a union ``"A|B"``
+    (written order, each once; see :meth:`_Resolver.resolve_type`), or None."""
+    found = list(dict.fromkeys(c for c in classes if c))
+    return "|".join(found) if found else None
+
+
 class _Resolver:
     """Name-based resolution of uses and base classes (see the module docstring), on qualified
     names; :meth:`label` maps a qualified name to its node label (a root's namespace prefix)."""
@@ -1732,11 +1738,8 @@ class _Resolver:
         self.by_short: dict[str, list[str]] = {}
         self.methods_by_short: dict[str, list[str]] = {}
         self.bases: dict[str, list[str]] = {}
-        self.stored_meta: dict[str, dict[str, str]] = {}
-        self.stored_flags: dict[str, dict[str, bool]] = {}
+        self.stored_meta: dict[str, dict[str, Any]] = {}  # metadata of nodes other ingests wrote, by qualified name
         self.unions: dict[str, list[str] | None] = {}
-        self.stored_props: dict[str, bool] = {}
-        self.stored_tuples: dict[str, list] = {}
         self.memo: dict[tuple[str, str], str | None] = {}
         self.busy: set = set()  # what is being resolved now: a value typed by itself resolves to nothing
         self.mros: dict[str, list[str]] = {}
@@ -1885,18 +1888,26 @@ class _Resolver:
                 meta.get("exports") or {}, meta.get("star_imports") or [])
         return self.exports_cache[module]
 
+    def stored_meta_of(self, qual: str) -> dict[str, Any]:
+        """The metadata of a definition another ingest wrote (another file, in a one-file
+        refresh), read once per resolver; {} when there is none."""
+        if qual not in self.stored_meta:
+            row = self.conn.execute(
+                "SELECT metadata FROM nodes WHERE label=? AND type IN ('class', 'function', 'method', 'variable',"
+                " 'attribute') LIMIT 1", (self.label(qual),)).fetchone()
+            try:
+                meta = json.loads(row[0]) if row and row[0] else {}
+            except (TypeError, ValueError):
+                meta = {}
+            self.stored_meta[qual] = meta if isinstance(meta, dict) else {}
+        return self.stored_meta[qual]
+
     def stored_types(self, qual: str) -> dict[str, str]:
         """``value_class``/``alias_class``/``returns_class``/``item_class``/``sub_class`` of a symbol stored by an earlier ingest
         (another file, in a one-file refresh): the classes that ingest resolved for it."""
-        if qual not in self.stored_meta:
-            row = self.conn.execute(
-                "SELECT json_extract(metadata, '$.value_class'), json_extract(metadata, '$.alias_class'),"
-                " json_extract(metadata, '$.returns_class'), json_extract(metadata, '$.item_class'),"
-                " json_extract(metadata, '$.sub_class') FROM nodes WHERE label=? AND type IN"
-                " ('function', 'method', 'variable', 'attribute') LIMIT 1", (qual,)).fetchone()
-            self.stored_meta[qual] = {k: v for k, v in zip(
-                ("value_class", "alias_class", "returns_class", "item_class", "sub_class"), row or ()) if v}
-        return self.stored_meta[qual]
+        meta = self.stored_meta_of(qual)
+        return {k: meta[k] for k in ("value_class", "alias_class", "returns_class", "item_class", "sub_class")
+                if meta.get(k)}
 
     def class_body(self, mod: _Module, cls: str | None, name: str) -> str | None:
         """``name`` defined directly in the body of class ``cls`` (a method, a nested class, a
@@ -1987,7 +1998,8 @@ class _Resolver:
         if d is None or d[0] != "def" or self.known(d[1]) not in ("attribute", "variable"):
             return None
         found = self.value_element(d[1], which)
-        if found is None and d[1] not in self.value_elems_of():
+        home = self.mod_of.get(d[1])
+        if found is None and (home is None or d[1] not in home.value_elems):  # no container annotation
             owner = self.class_of_value(d[1])
             found = self.protocol_element(owner, which) if owner else None
         return found
@@ -1999,17 +2011,7 @@ class _Resolver:
             return True
         if qual in self.symbols or self.known(qual) != "method":
             return False
-        if qual not in self.stored_props:
-            row = self.conn.execute("SELECT json_extract(metadata, '$.property') FROM nodes WHERE label=?"
-                                    " AND type='method' LIMIT 1", (self.label(qual),)).fetchone()
-            self.stored_props[qual] = bool(row and row[0])
-        return self.stored_props[qual]
-
-    def value_elems_of(self) -> set[str]:
-        """Attributes and variables whose container annotation names their elements."""
-        if not hasattr(self, "_value_elems"):
-            self._value_elems = {q for m in self.modules.values() for q in m.value_elems}
-        return self._value_elems
+        return bool(self.stored_meta_of(qual).get("property"))
 
     def protocol_element(self, owner: str, which: int) -> str | None:
         """The element class of an instance of the project class ``owner`` through the
@@ -2031,22 +2033,12 @@ class _Resolver:
         of another file in a one-file refresh: ``metadata.tuple_classes`` from its ingest."""
         sym, home = self.symbols.get(qual), self.mod_of.get(qual)
         if sym is None or home is None:
-            found = self.stored_tuple(qual)
+            found = self.stored_meta_of(qual).get("tuple_classes") or []
             return found[pos] if pos < len(found) and found[pos] else None
         types = sym.meta.get("returns_tuple") or ()
         if pos >= len(types) or not types[pos]:
             return None
         return self.resolve_type(home, home.enclosing.get(qual), types[pos])
-
-    def stored_tuple(self, qual: str) -> list:
-        if qual not in self.stored_tuples:
-            row = self.conn.execute("SELECT json_extract(metadata, '$.tuple_classes') FROM nodes WHERE label=?"
-                                    " AND type IN ('function', 'method') LIMIT 1", (self.label(qual),)).fetchone()
-            try:
-                self.stored_tuples[qual] = json.loads(row[0]) if row and row[0] else []
-            except (TypeError, ValueError):
-                self.stored_tuples[qual] = []
-        return self.stored_tuples[qual]
 
     def returns_element_class(self, qual: str) -> str | None:
         """The element class a function or method annotates its return with (``-> list[Foo]``,
@@ -2147,12 +2139,7 @@ class _Resolver:
                     return self.class_of_value(hit)
                 return self.return_class(hit) if kind == "method" and self.is_property(hit) else None
             if "|" in enc and not enc.startswith(("item:=", "sub:=", "iter:", "=", "tup")):  # a union annotation
-                found = []
-                for part in enc.split("|"):
-                    c = self.instance_of(mod, scope, part, cls)
-                    if c and c not in found:
-                        found.append(c)
-                return None if not found else found[0] if len(found) == 1 else "|".join(found)
+                return _join_union(self.instance_of(mod, scope, part, cls) for part in enc.split("|"))
             if enc.startswith(("item:=", "sub:=")):
                 which, _, dotted = enc.partition(":=")
                 return self.element_class(mod, scope, dotted, 0 if which == "item" else 1, cls)
@@ -2266,14 +2253,8 @@ class _Resolver:
         if "|" not in text:
             c = self.resolve_expr(mod, scope, text)
             return c if c and self.known(c) == "class" else None
-        found = []
-        for part in text.split("|"):
-            c = self.resolve_expr(mod, scope, part)
-            if c and self.known(c) == "class" and c not in found:
-                found.append(c)
-        if not found:
-            return None
-        return found[0] if len(found) == 1 else "|".join(found)
+        return _join_union(c for c in (self.resolve_expr(mod, scope, part) for part in text.split("|"))
+                           if c and self.known(c) == "class")
 
     def resolve_expr(self, mod: _Module, scope: str | None, dotted: str, body: str | None = None) -> str | None:
         """A dotted name written in ``scope`` of ``mod`` (no guessing); ``body``: see :meth:`resolve_name`."""
@@ -2350,17 +2331,6 @@ class _Resolver:
                 return True
         return False
 
-    def stored_meta_of(self, qual: str) -> dict:
-        """The metadata of a node another ingest wrote (a one-file refresh), or {}."""
-        label = self.known(qual) and self.label(qual)
-        if not label:
-            return {}
-        row = self.conn.execute("SELECT metadata FROM nodes WHERE label=? AND type='class'", (label,)).fetchone()
-        try:
-            return json.loads(row[0]) if row else {}
-        except (TypeError, ValueError):
-            return {}
-
     def find_member(self, cls: str, name: str) -> str | None:
         """``name`` on class ``cls``: its own member or the first one along its MRO, except that
         an attribute only assigned (``self.x = ...`` with no annotation) in a class whose ancestor
@@ -2383,15 +2353,7 @@ class _Resolver:
         """(only assigned through ``self.x = ...`` without an annotation, declared with an
         annotation) for an attribute parsed now or stored by an earlier ingest."""
         sym = self.symbols.get(qual)
-        if sym is not None:
-            meta = sym.meta
-        else:
-            if qual not in self.stored_flags:
-                row = self.conn.execute(
-                    "SELECT json_extract(metadata, '$.instance'), json_extract(metadata, '$.declared') FROM nodes"
-                    " WHERE label=? AND type='attribute' LIMIT 1", (self.label(qual),)).fetchone()
-                self.stored_flags[qual] = {"instance": bool(row and row[0]), "declared": bool(row and row[1])}
-            meta = self.stored_flags[qual]
+        meta = sym.meta if sym is not None else self.stored_meta_of(qual)
         declared = bool(meta.get("declared"))
         return bool(meta.get("instance")) and not declared, declared
 
